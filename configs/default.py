@@ -1,0 +1,26 @@
+"""The lecture's network on scikit-learn's bundled digits (the default experiment).
+
+64 standardised pixels -> 64 sigmoid units -> 10 sigmoid outputs, trained on the lecture's
+cross-entropy plus the (lambda/2m) sum w^2 penalty with SGD + momentum.
+
+  python -m research.main --config=configs/default.py --workdir=/tmp/digits
+
+Expected: about 97-98% test accuracy in a few seconds on a laptop CPU.
+"""
+from research import config_lib
+
+
+def get_config():
+  config = config_lib.base(batch_size=32, num_steps=3000, log_every=250, eval_every=500)
+  config.data = config_lib.sklearn_data("digits")
+  config.model = dict(
+      name="mlp",
+      hidden_sizes=(64,),      # widths of the sigmoid hidden layers
+      activation="sigmoid",    # sigmoid | tanh | relu
+  )
+  config.loss = dict(
+      output="sigmoid",        # sigmoid: K independent sigma units (the lecture); softmax
+      l2=1e-3,                 # lambda in (lambda/2m) sum w^2, m = number of training examples
+  )
+  config.optimizer = config_lib.optimizer(name="momentum", learning_rate=0.1, momentum=0.9)
+  return config

@@ -1,0 +1,1 @@
+"""Backpropagation research codebase: pure-function models, manual vs automatic gradients."""

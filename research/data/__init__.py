@@ -1,0 +1,113 @@
+"""Data sets as in-memory arrays with a fixed split, and a deterministic batch order.
+
+Every loader returns a `Dataset`; `load(config.data)` picks one by name. Images are NHWC,
+sequences are (T, F), flat features are (D,); labels are int32 class indices.
+"""
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from research import errors
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  x: np.ndarray  # (N, ...) float32 inputs
+  y: np.ndarray  # (N,) int32 labels
+
+  def __len__(self) -> int:
+    return len(self.y)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  name: str
+  train: Split
+  valid: Split
+  test: Split
+  num_classes: int
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    return tuple(self.train.x.shape[1:])
+
+
+_LOADERS: dict[str, Callable] = {}
+
+
+def register(name: str):
+  """Decorator: makes `fn(data_config) -> Dataset` loadable as config.data.name=name."""
+  def wrap(fn):
+    _LOADERS[name] = fn
+    return fn
+  return wrap
+
+
+def names() -> list[str]:
+  return sorted(_LOADERS)
+
+
+def load(data_config) -> Dataset:
+  """Loads the data set named by data_config.name (see `names()`)."""
+  errors.check_choice("data.name", data_config.name, names())
+  return _LOADERS[data_config.name](data_config)
+
+
+def split_and_standardize(x: np.ndarray, y: np.ndarray, *, name: str, num_classes: int,
+                          valid_fraction: float, test_fraction: float, seed: int,
+                          standardize: bool = True) -> Dataset:
+  """Seeded shuffle into train/valid/test; mean/std fitted on train only.
+
+  The split depends only on `seed`, never on NumPy's global state.
+  """
+  for field, frac in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+    if not 0 <= frac < 1:
+      raise errors.ConfigError(f"config.data.{field}={frac!r} must be in [0, 1)")
+  if valid_fraction + test_fraction >= 1:
+    raise errors.ConfigError("config.data.valid_fraction + test_fraction must be < 1")
+  n = len(y)
+  order = np.random.default_rng(seed).permutation(n)
+  n_test = int(round(n * test_fraction))
+  n_valid = int(round(n * valid_fraction))
+  test_idx, valid_idx, train_idx = np.split(order, [n_test, n_test + n_valid])
+  x = x.astype(np.float32)
+  if standardize:
+    mean = x[train_idx].mean(axis=0)
+    std = x[train_idx].std(axis=0)
+    # Constant features (e.g. digits' always-blank corner pixels) would divide by zero.
+    x = (x - mean) / np.where(std > 1e-8, std, 1.0)
+  y = y.astype(np.int32)
+  mk = lambda idx: Split(x[idx], y[idx])
+  return Dataset(name, mk(train_idx), mk(valid_idx), mk(test_idx), num_classes)
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+  """The order of the n training examples in `epoch`: a function of (seed, epoch) alone."""
+  return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
+
+
+def batch_indices(seed: int, n: int, batch_size: int, start_step: int,
+                  num_steps: int) -> np.ndarray:
+  """Indices of the batches for steps [start_step, start_step + num_steps), shape (S, B).
+
+  Batch s is a pure function of (seed, s): each epoch is a fresh permutation and the last
+  n % batch_size examples of an epoch are dropped, so resuming at any step is exact.
+  """
+  steps_per_epoch = n // batch_size
+  if steps_per_epoch == 0:
+    raise errors.ConfigError(
+        f"config.batch_size={batch_size} is larger than the {n} training examples; "
+        f"use a batch size of at most {n}")
+  out = np.empty((num_steps, batch_size), np.int32)
+  perm, perm_epoch = None, -1
+  for i, step in enumerate(range(start_step, start_step + num_steps)):
+    epoch, pos = divmod(step, steps_per_epoch)
+    if epoch != perm_epoch:
+      perm, perm_epoch = epoch_permutation(seed, epoch, n), epoch
+    out[i] = perm[pos * batch_size:(pos + 1) * batch_size]
+  return out
+
+
+# Register the bundled loaders.
+from research.data import sklearn_data  # noqa: E402,F401

@@ -1,0 +1,56 @@
+"""The lecture's cost E(w) and its pieces, computed stably from logits.
+
+E = -(1/m) sum_examples sum_k [y_k log sigma_k + (1-y_k) log(1-sigma_k)]
+    + (lambda/2m) sum_l sum_ij (w^l_ij)^2
+
+On the slide m is the number of training examples and the data term averages over all of
+them. A mini-batch step uses the mean over the batch (an unbiased estimate of that average)
+and keeps m = the training-set size in lambda/2m, so every mini-batch gradient is an unbiased
+estimate of the full-batch dE/dw. Biases are not penalised.
+"""
+import jax
+import jax.numpy as jnp
+
+
+def one_hot_targets(labels_B: jax.Array, num_outputs: int, dtype=jnp.float32) -> jax.Array:
+  """Integer labels -> y_BxK. With a single sigmoid output (K = 1), y is the label itself."""
+  if num_outputs == 1:
+    return labels_B.astype(dtype)[:, None]
+  return jax.nn.one_hot(labels_B, num_outputs, dtype=dtype)
+
+
+def sigmoid_cross_entropy(logits_BxK: jax.Array, y_BxK: jax.Array) -> jax.Array:
+  """Per-example -sum_k [y_k log sigma_k + (1-y_k) log(1-sigma_k)], shape (B,).
+
+  Uses log sigma(s) = -softplus(-s) and log(1-sigma(s)) = -softplus(s), which never
+  evaluates log(0) even when sigma rounds to 0 or 1.
+  """
+  per_unit = y_BxK * jax.nn.softplus(-logits_BxK) + (1 - y_BxK) * jax.nn.softplus(logits_BxK)
+  return per_unit.sum(axis=-1)
+
+
+def softmax_cross_entropy(logits_BxK: jax.Array, y_BxK: jax.Array) -> jax.Array:
+  """Per-example -sum_k y_k log softmax(s)_k, shape (B,)."""
+  return -(y_BxK * jax.nn.log_softmax(logits_BxK, axis=-1)).sum(axis=-1)
+
+
+DATA_LOSSES = {"sigmoid": sigmoid_cross_entropy, "softmax": softmax_cross_entropy}
+
+
+def l2_penalty(params, lam: float, m: int) -> jax.Array:
+  """(lambda/2m) sum_l sum_ij (w^l_ij)^2 over every leaf named "w" (weights, not biases)."""
+  sq = [jnp.sum(jnp.square(v))
+        for path, v in jax.tree_util.tree_leaves_with_path(params) if _is_weight(path)]
+  return (lam / (2.0 * m)) * sum(sq, jnp.zeros(()))
+
+
+def _is_weight(path) -> bool:
+  last = path[-1]
+  return isinstance(last, jax.tree_util.DictKey) and last.key == "w"
+
+
+def predictions(logits_BxK: jax.Array) -> jax.Array:
+  """Predicted class: argmax over K outputs, or sigma > 1/2 for a single sigmoid output."""
+  if logits_BxK.shape[-1] == 1:
+    return (logits_BxK[:, 0] > 0).astype(jnp.int32)
+  return jnp.argmax(logits_BxK, axis=-1)

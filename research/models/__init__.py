@@ -1,0 +1,54 @@
+"""Models chosen by name. Each is a pair of pure functions over a pytree of params:
+
+  init(key) -> params
+  apply(params, x_BxI..., *, train=False, rng=None) -> logits_BxK
+
+`build(model_config, input_shape, num_outputs)` returns that pair as a `Model`.
+"""
+import functools
+import math
+from typing import Callable, NamedTuple
+
+from research import errors
+from research.models import mlp
+
+
+class Model(NamedTuple):
+  init: Callable  # key -> params
+  apply: Callable  # (params, x, *, train=False, rng=None) -> logits
+
+
+_BUILDERS: dict[str, Callable] = {}
+
+
+def register(name: str):
+  """Decorator: makes `fn(model_config, input_shape, num_outputs) -> Model` a model name."""
+  def wrap(fn):
+    _BUILDERS[name] = fn
+    return fn
+  return wrap
+
+
+def names() -> list[str]:
+  return sorted(_BUILDERS)
+
+
+def build(model_config, input_shape: tuple[int, ...], num_outputs: int) -> Model:
+  errors.check_choice("model.name", model_config.name, names())
+  return _BUILDERS[model_config.name](model_config, tuple(input_shape), num_outputs)
+
+
+@register("mlp")
+def _build_mlp(cfg, input_shape, num_outputs) -> Model:
+  errors.check_choice("model.activation", cfg.activation, sorted(mlp.ACTIVATIONS))
+  hidden = tuple(cfg.hidden_sizes)
+  if any(not isinstance(h, int) or h <= 0 for h in hidden):
+    raise errors.ConfigError(
+        f"config.model.hidden_sizes={hidden!r} must be positive integers, e.g. (64,) or (128, 64)")
+  sizes = (math.prod(input_shape), *hidden, num_outputs)
+
+  def apply(params, x, *, train=False, rng=None):
+    del train, rng  # The lecture's MLP is deterministic.
+    return mlp.apply(params, x, cfg.activation)
+
+  return Model(functools.partial(mlp.init, sizes=sizes), apply)

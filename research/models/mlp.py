@@ -1,0 +1,40 @@
+"""The lecture's network: a fully connected stack of sigma(sum) layers, as pure functions.
+
+params is a list with one {"w": w_IxO, "b": b_O} dict per layer l = 1..L, so that
+sum^l_j = sum_i sigma^{l-1}_i w^l_ij + b^l_j and sigma^l_j = activation(sum^l_j).
+`apply` returns the output layer's sum^L (logits); the output non-linearity (sigmoid or
+softmax) lives in the loss so that it can be computed stably from logits.
+"""
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+}
+
+
+def init(key: jax.Array, sizes: Sequence[int], dtype=jnp.float32) -> list[dict]:
+  """Returns params for layer widths `sizes` = (d_in, h_1, ..., h_{L-1}, K).
+
+  Weights are N(0, 1/fan_in) (LeCun normal), which keeps sigmoid units out of
+  saturation at the start; biases are zero.
+  """
+  params = []
+  keys = jax.random.split(key, len(sizes) - 1)
+  for k, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:]):
+    w_IxO = jax.random.normal(k, (fan_in, fan_out), dtype) / jnp.sqrt(fan_in).astype(dtype)
+    params.append({"w": w_IxO, "b": jnp.zeros((fan_out,), dtype)})
+  return params
+
+
+def apply(params: list[dict], x_BxD: jax.Array, activation: str = "sigmoid") -> jax.Array:
+  """Forward pass: x_BxD -> logits_BxK (the output layer's sum^L, before its sigma)."""
+  act = ACTIVATIONS[activation]
+  h = x_BxD.reshape(x_BxD.shape[0], -1)
+  for layer in params[:-1]:
+    h = act(h @ layer["w"] + layer["b"])
+  return h @ params[-1]["w"] + params[-1]["b"]
