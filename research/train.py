@@ -53,8 +53,8 @@ def make_loss_fn(model: models.Model, output: str, lam: float, m: int, k: int) -
     y_BxK = losses.one_hot_targets(labels, k, logits_BxK.dtype)
     data_term = data_loss(logits_BxK, y_BxK).mean()
     E = data_term + losses.l2_penalty(params, lam, m)
-    correct = (losses.predictions(logits_BxK) == labels).sum()
-    return E, {"data_loss": data_term, "correct": correct}
+    accuracy = (losses.predictions(logits_BxK) == labels).mean()
+    return E, {"data_loss": data_term, "accuracy": accuracy}
 
   return loss_fn
 
@@ -62,7 +62,7 @@ def make_loss_fn(model: models.Model, output: str, lam: float, m: int, k: int) -
 def make_train_chunk(loss_fn: Callable, optimizer) -> Callable:
   """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps.
 
-  sums holds the summed E and correct count over the chunk and the first step whose loss was
+  sums holds E and accuracy summed over the chunk's steps and the first step whose loss was
   not finite (or -1), so NaN detection costs no extra host sync.
   """
   value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
@@ -74,27 +74,31 @@ def make_train_chunk(loss_fn: Callable, optimizer) -> Callable:
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(jnp.add, state["params"], updates)
     new_state = dict(state, params=params, opt_state=opt_state, step=step + 1)
-    return new_state, (E, aux["correct"], step)
+    return new_state, (E, aux["accuracy"], step)
 
   def chunk(state, x_all, y_all, idx_SxB):
-    state, (E_S, correct_S, step_S) = jax.lax.scan(
+    state, (E_S, acc_S, step_S) = jax.lax.scan(
         lambda s, idx: train_step(s, idx, x_all, y_all), state, idx_SxB)
     bad = jnp.where(jnp.isfinite(E_S), jnp.iinfo(jnp.int32).max, step_S).min()
-    return state, {"loss_sum": E_S.sum(), "correct": correct_S.sum(),
+    return state, {"loss_sum": E_S.sum(), "accuracy_sum": acc_S.sum(),
                    "first_bad_step": jnp.where(bad == jnp.iinfo(jnp.int32).max, -1, bad)}
 
   return jax.jit(chunk, donate_argnums=0)
 
 
 def make_eval_fn(model: models.Model, output: str, k: int) -> Callable:
-  """Returns jitted eval(params, x_BxI, labels_B, mask_B) -> summed data loss and correct."""
+  """Returns jitted eval(params, x_B..., labels_B..., mask_B) -> loss and accuracy summed over
+  the unmasked examples. Labels may carry trailing axes (e.g. one per time step): those are
+  averaged within each example."""
   data_loss = losses.DATA_LOSSES[output]
 
   def eval_batch(params, x, labels, mask):
     logits_BxK = model.apply(params, x, train=False)
-    per_example = data_loss(logits_BxK, losses.one_hot_targets(labels, k, logits_BxK.dtype))
-    correct = (losses.predictions(logits_BxK) == labels) & mask
-    return {"loss_sum": jnp.where(mask, per_example, 0).sum(), "correct": correct.sum()}
+    per_label = data_loss(logits_BxK, losses.one_hot_targets(labels, k, logits_BxK.dtype))
+    hit = (losses.predictions(logits_BxK) == labels).astype(per_label.dtype)
+    per_example = lambda v: v.reshape(v.shape[0], -1).mean(axis=1)
+    return {"loss_sum": jnp.where(mask, per_example(per_label), 0).sum(),
+            "correct": jnp.where(mask, per_example(hit), 0).sum()}
 
   return jax.jit(eval_batch)
 
@@ -111,7 +115,7 @@ def evaluate(eval_fn: Callable, params, split: data_lib.Split, batch_size: int) 
     mask = np.arange(batch_size) < len(y)
     if pad:
       x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-      y = np.concatenate([y, np.zeros((pad,), y.dtype)])
+      y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
     out = eval_fn(params, x, y, mask)
     totals = {key: totals[key] + out[key] for key in totals}
   return {"loss": float(totals["loss_sum"]) / n, "accuracy": float(totals["correct"]) / n}
@@ -176,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
 
   step, last_log_step, last_log_time = 0, 0, time.time()
-  loss_sum, correct_sum = 0.0, 0
+  loss_sum, acc_sum = 0.0, 0.0
   valid = {}
   while step < config.num_steps:
     stop = min(_next_multiple(step, config.log_every), _next_multiple(step, config.eval_every),
@@ -184,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     idx = data_lib.batch_indices(config.seed, n, config.batch_size, step, stop - step)
     state, sums = train_chunk(state, x_all, y_all, idx)
     step = stop
-    loss_sum, correct_sum = loss_sum + sums["loss_sum"], correct_sum + sums["correct"]
+    loss_sum, acc_sum = loss_sum + sums["loss_sum"], acc_sum + sums["accuracy_sum"]
     if step % config.log_every == 0 or step == config.num_steps:
       bad = int(sums["first_bad_step"])  # Host sync: only at log points.
       if bad >= 0:
@@ -195,13 +199,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       now = time.time()
       steps = step - last_log_step
       record = {"step": step, "split": "train", "loss": float(loss_sum) / steps,
-                "accuracy": float(correct_sum) / (steps * config.batch_size),
+                "accuracy": float(acc_sum) / steps,
                 "examples_per_sec": steps * config.batch_size / (now - last_log_time),
                 "elapsed": now - t_start}
       writer.write(record)
       logging.info("step %6d | loss %.4f | acc %.4f | %9.0f ex/s", step, record["loss"],
                    record["accuracy"], record["examples_per_sec"])
-      last_log_step, last_log_time, loss_sum, correct_sum = step, now, 0.0, 0
+      last_log_step, last_log_time, loss_sum, acc_sum = step, now, 0.0, 0.0
     if step % config.eval_every == 0 or step == config.num_steps:
       valid = evaluate(eval_fn, state["params"], dataset.valid, config.eval_batch_size)
       writer.write({"step": step, "split": "valid", **valid})
