@@ -36,6 +36,7 @@ def sklearn_data(name: str, **overrides) -> ml_collections.ConfigDict:
   cfg.valid_fraction = 0.1
   cfg.test_fraction = 0.2
   cfg.standardize = True       # zero mean, unit variance, fitted on the training split only
+  cfg.image_size = 0           # digits only: 0 = flat 64-vector; 8, 28 or 32 = NHWC image
   cfg.update(overrides)
   return cfg
 
