@@ -1,45 +1,118 @@
 """Runs one experiment: python -m research.main --config=configs/<name>.py --workdir=DIR.
 
 Any config field can be overridden, e.g. --config.optimizer.learning_rate=0.05; the config is
-locked, so a misspelt field is an error. This is the only module that defines flags.
+locked, so a misspelt field is an error. This is the only module that defines flags; the work
+is done by research.train.train_and_evaluate, which a notebook can call directly.
 """
+import glob
+import importlib.util
+import logging as py_logging
 import os
 import sys
 import time
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from research import errors
 from research import train
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DEFAULT_CONFIG = os.path.join(_REPO, "configs", "default.py")
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_REPO, "configs", "default.py"),
-    "Experiment config file (configs/*.py); fields overridable as --config.a.b=value.",
-    lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for metrics.jsonl and config.json (default: a new "
     "runs/<config>-<time> directory).")
 
 
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _config_path(argv: list[str]) -> str:
+  path = _DEFAULT_CONFIG
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      path = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      path = argv[i + 1]
+  return path.split(":", 1)[0]  # big_vision style "file.py:arg" variants.
+
+
+def _check_config_file(path: str) -> None:
+  if not os.path.isfile(path):
+    known = sorted(glob.glob(os.path.join(_REPO, "configs", "*.py")))
+    _fail(f"--config={path}: no such config file; available: "
+          + ", ".join(os.path.relpath(p) for p in known))
+
+
+def _unknown_field(argv: list[str]) -> str | None:
+  """The first --config.a.b=... override whose path the config lacks, and what exists there."""
+  spec = importlib.util.spec_from_file_location("_config", _config_path(argv))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].split("=", 1)[0].split(".")
+    node = config
+    for i, key in enumerate(path):
+      if not hasattr(node, "keys") or key not in node:
+        where = ".".join(["config", *path[:i]])
+        valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(none)"
+        return f"{arg.split('=', 1)[0]}: {where} has no field {key!r}; its fields are: {valid}"
+      node = node[key]
+  return None
+
+
+def _explain_override_error(argv: list[str], e: Exception) -> str:
+  try:
+    message = _unknown_field(argv)
+  except Exception:  # The config file itself is broken: report the original problem.
+    message = None
+  return message or f"could not apply the config overrides {argv[1:]}: {e!r}"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with config mistakes turned into one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(f"{e} (pass --helpfull to list the flags)")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    _fail(_explain_override_error(argv, e))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # jax reports at INFO that it found no TPU: noise on every CPU/GPU run.
+  py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
+  config = _CONFIG.value
   workdir = _WORKDIR.value
   if workdir is None:
-    name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
+    name = os.path.splitext(os.path.basename(_config_path(sys.argv)))[0]
     workdir = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
   try:
-    train.train_and_evaluate(_CONFIG.value, workdir)
-  except (errors.ConfigError, errors.DataError, errors.NonFiniteLossError) as e:
-    logging.flush()
+    train.train_and_evaluate(config, workdir)
+  except errors.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(2 if not isinstance(e, errors.NonFiniteLossError) else 3)
+    sys.exit(3)
+  except (errors.ConfigError, errors.DataError) as e:
+    _fail(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _check_config_file(_config_path(sys.argv))
+  try:
+    # ml_collections applies the --config.* overrides while the flag is defined.
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", _DEFAULT_CONFIG,
+        "Experiment config file (configs/*.py); fields overridable as --config.a.b=value.",
+        lock_config=True)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    _fail(_explain_override_error(sys.argv, e))
+  app.run(main, flags_parser=_parse_flags)

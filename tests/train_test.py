@@ -1,0 +1,148 @@
+"""The runner: determinism, what it writes, bad input, NaN handling, jit vs no-jit."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import breast_cancer
+from configs import default
+from research import data as data_lib
+from research import errors
+from research import models
+from research import optim
+from research import train
+
+
+def tiny_config(**overrides):
+  config = default.get_config()
+  config.num_steps = 60
+  config.log_every = 20
+  config.eval_every = 30
+  config.update(overrides)
+  return config
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _strip_timing(records):
+  timing = {"examples_per_sec", "elapsed", "wall_time"}
+  return [{k: v for k, v in r.items() if k not in timing} for r in records]
+
+
+def test_same_seed_gives_identical_metrics_and_params(tmp_path):
+  a = train.train_and_evaluate(tiny_config(), str(tmp_path / "a"))
+  b = train.train_and_evaluate(tiny_config(), str(tmp_path / "b"))
+  assert _strip_timing(_records(tmp_path / "a")) == _strip_timing(_records(tmp_path / "b"))
+  for x, y in zip(jax.tree.leaves(a["state"]["params"]), jax.tree.leaves(b["state"]["params"])):
+    np.testing.assert_array_equal(x, y)
+  c = train.train_and_evaluate(tiny_config(seed=1), str(tmp_path / "c"))
+  assert c["test"] != a["test"] or not np.array_equal(
+      a["state"]["params"][0]["w"], c["state"]["params"][0]["w"])
+
+
+def test_writes_metrics_jsonl_and_config_json(tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config(), workdir)
+  records = _records(workdir)
+  train_steps = [r["step"] for r in records if r["split"] == "train"]
+  valid_steps = [r["step"] for r in records if r["split"] == "valid"]
+  assert train_steps == [20, 40, 60] and valid_steps == [30, 60]
+  for r in records:
+    if r["split"] == "train":
+      assert {"loss", "accuracy", "examples_per_sec"} <= set(r)
+  (test,) = [r for r in records if r["split"] == "test"]
+  assert 0 <= test["accuracy"] <= 1 and test["wall_time"] > 0
+  with open(os.path.join(workdir, "config.json")) as f:
+    saved = json.load(f)
+  assert saved["optimizer"]["name"] == "momentum" and saved["num_steps"] == 60
+
+
+def test_refuses_to_overwrite_an_earlier_run(tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(tiny_config(), workdir)
+  before = _records(workdir)
+  with pytest.raises(errors.ConfigError, match="already holds a run"):
+    train.train_and_evaluate(tiny_config(), workdir)
+  assert _records(workdir) == before
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (dict(batch_size=0), "config.batch_size=0 must be a positive integer"),
+    (dict(batch_size=5000), "config.batch_size=5000 is larger than the 1258 training examples"),
+    (dict(num_steps=-3), "config.num_steps=-3 must be a positive integer"),
+    (dict(grad="symbolic"), "config.grad='symbolic' is not supported"),
+])
+def test_bad_run_fields(tmp_path, overrides, fragment):
+  with pytest.raises(errors.ConfigError) as e:
+    train.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "run"))
+  assert fragment in str(e.value)
+  assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("group, field, value, fragment", [
+    ("data", "name", "mnist9", "config.data.name='mnist9' is not supported; choose one of"),
+    ("model", "name", "resnet", "config.model.name='resnet' is not supported"),
+    ("model", "activation", "swish", "choose one of: 'relu', 'sigmoid', 'tanh'"),
+    ("loss", "output", "hinge", "config.loss.output='hinge'"),
+    ("loss", "l2", -1.0, "config.loss.l2=-1.0 (lambda) must be >= 0"),
+    ("optimizer", "name", "lbfgs", "config.optimizer.name='lbfgs'"),
+    ("data", "standardize", "minmax", "config.data.standardize='minmax'"),
+])
+def test_bad_group_fields(tmp_path, group, field, value, fragment):
+  config = tiny_config()
+  config[group][field] = value
+  with pytest.raises(errors.ConfigError) as e:
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert fragment in str(e.value)
+
+
+def test_nan_loss_stops_the_run_naming_the_step(tmp_path):
+  config = tiny_config()
+  config.model.activation = "relu"
+  config.optimizer.learning_rate = 1e6
+  with pytest.raises(errors.NonFiniteLossError, match=r"NaN/inf at step \d+"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_jitted_chunk_equals_unjitted_steps():
+  config = tiny_config()
+  dataset = data_lib.load(config.data)
+  model = models.build(config.model, dataset.input_shape, 10)
+  optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
+  loss_fn = train.make_loss_fn(model, "sigmoid", config.loss.l2, len(dataset.train), 10)
+  chunk = train.make_train_chunk(loss_fn, optimizer)
+  idx = data_lib.batch_indices(0, len(dataset.train), 32, 0, 5)
+
+  def fresh():
+    params = model.init(jax.random.key(0))
+    return {"params": params, "opt_state": optimizer.init(params),
+            "step": jax.numpy.zeros((), "int32"), "rng": jax.random.key(1)}
+
+  jitted, sums = chunk(fresh(), dataset.train.x, dataset.train.y, idx)
+  with jax.disable_jit():
+    eager, eager_sums = chunk(fresh(), dataset.train.x, dataset.train.y, idx)
+  for a, b in zip(jax.tree.leaves(jitted["params"]), jax.tree.leaves(eager["params"])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(sums["loss_sum"], eager_sums["loss_sum"], rtol=1e-5)
+  assert int(jitted["step"]) == 5
+
+
+@pytest.mark.slow
+def test_default_experiment_reaches_97_percent_on_digits(tmp_path):
+  result = train.train_and_evaluate(default.get_config(), str(tmp_path / "run"))
+  print(f"digits test accuracy {result['test']['accuracy']:.4f}, "
+        f"wall {result['wall_time']:.1f}s")
+  assert result["test"]["accuracy"] >= 0.97
+
+
+@pytest.mark.slow
+def test_breast_cancer_single_sigmoid_output_reaches_95_percent(tmp_path):
+  config = breast_cancer.get_config()
+  result = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert result["state"]["params"][-1]["w"].shape[-1] == 1  # One sigmoid output unit.
+  assert result["test"]["accuracy"] >= 0.95
