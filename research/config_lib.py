@@ -46,6 +46,7 @@ def sklearn_data(name: str, **overrides) -> ml_collections.ConfigDict:
 def base(**overrides) -> ml_collections.ConfigDict:
   """Top-level run fields shared by every experiment."""
   cfg = ml_collections.ConfigDict()
+  cfg.trainer = "standard"     # standard | lecture (see research/experiments/__init__.py)
   cfg.seed = 0                 # parameter init, dropout masks and batch order
   cfg.batch_size = 32
   cfg.num_steps = 2000

@@ -52,3 +52,8 @@ def _build_mlp(cfg, input_shape, num_outputs) -> Model:
     return mlp.apply(params, x, cfg.activation)
 
   return Model(functools.partial(mlp.init, sizes=sizes), apply)
+
+
+# Model families register themselves on import.
+from research.models import attention  # noqa: E402,F401
+from research.models import lstm  # noqa: E402,F401
