@@ -74,10 +74,16 @@ def flatten(x_NxHxWxC: jax.Array) -> jax.Array:
 
 
 def init_conv2d(key: jax.Array, in_ch: int, out_ch: int, kernel_size: Pair, *,
-                init: str = "he", dtype=jnp.float32) -> dict:
-  """{"w": w_HxWxIxO, "b": b_O} for a kh x kw kernel; fan_in = kh * kw * in_ch."""
+                init: str = "he", groups: int = 1, dtype=jnp.float32) -> dict:
+  """{"w": w_HxWx(I/groups)xO, "b": b_O} for a kh x kw kernel; fan_in = kh * kw * I / groups.
+
+  groups > 1 splits channels into that many independent convs (AlexNet's two-GPU layers).
+  """
   kh, kw = _pair(kernel_size)
-  return {"w": _initializer(init)(key, (kh, kw, in_ch, out_ch), kh * kw * in_ch, dtype),
+  if in_ch % groups or out_ch % groups:
+    raise ValueError(f"groups={groups} must divide in_ch={in_ch} and out_ch={out_ch}")
+  fan_in = kh * kw * (in_ch // groups)
+  return {"w": _initializer(init)(key, (kh, kw, in_ch // groups, out_ch), fan_in, dtype),
           "b": jnp.zeros((out_ch,), dtype)}
 
 
@@ -86,13 +92,15 @@ def conv2d(params: dict, x_NHWC: jax.Array, stride: Pair = 1,
   """Cross-correlation x_NHWC * w_HxWxIxO + b_O -> y_NxH'xW'xO (no kernel flip, like every DL library).
 
   padding: "SAME" (H' = ceil(H / stride)), "VALID" (H' = floor((H - kh) / stride) + 1), or
-  explicit ((top, bottom), (left, right)) zero padding.
+  explicit ((top, bottom), (left, right)) zero padding. Grouped kernels (I = C / groups, see
+  `init_conv2d`) are recognised from the shapes.
   """
   if not isinstance(padding, str):
     padding = tuple(_pair(p) for p in padding)
+  groups = x_NHWC.shape[-1] // params["w"].shape[2]
   y = lax.conv_general_dilated(
       x_NHWC, params["w"], window_strides=_pair(stride), padding=padding,
-      dimension_numbers=_CONV_DIMS)
+      dimension_numbers=_CONV_DIMS, feature_group_count=groups)
   return y + params["b"]
 
 
