@@ -18,9 +18,7 @@ def get_config():
       hidden_sizes=(16,),      # widths of the sigmoid hidden layers
       activation="sigmoid",    # sigmoid | tanh | relu
   )
-  config.loss = dict(
-      output="sigmoid",        # 2 classes + sigmoid -> a single output unit
-      l2=1.0,                  # lambda in (lambda/2m) sum w^2, m = number of training examples
-  )
+  # 2 classes + sigmoid output -> a single unit; lambda = l2 in (lambda/2m) sum w^2.
+  config.loss = config_lib.loss("sigmoid", l2=1.0)
   config.optimizer = config_lib.optimizer(name="momentum", learning_rate=0.05, momentum=0.9)
   return config

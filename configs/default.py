@@ -18,9 +18,7 @@ def get_config():
       hidden_sizes=(64,),      # widths of the sigmoid hidden layers
       activation="sigmoid",    # sigmoid | tanh | relu
   )
-  config.loss = dict(
-      output="sigmoid",        # sigmoid: K independent sigma units (the lecture); softmax
-      l2=0.1,                  # lambda in (lambda/2m) sum w^2, m = number of training examples
-  )
+  # The lecture's E: K sigmoid units' cross-entropy + (lambda/2m) sum w^2, lambda = l2.
+  config.loss = config_lib.loss("sigmoid", l2=0.1)
   config.optimizer = config_lib.optimizer(name="momentum", learning_rate=0.1, momentum=0.9)
   return config

@@ -43,6 +43,16 @@ def sklearn_data(name: str, **overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
+def loss(output: str, **overrides) -> ml_collections.ConfigDict:
+  """config.loss: the data term and the norm penalties of E (see research/losses.py)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.output = output          # sigmoid: K independent sigma units + cross-entropy; softmax
+  cfg.l2 = 0.0                 # lambda in (lambda/2m) sum w^2, m = number of training examples
+  cfg.l1 = 0.0                 # lambda_1 in (lambda_1/m) sum |w| (sparsity; weights only)
+  cfg.update(overrides)
+  return cfg
+
+
 def base(**overrides) -> ml_collections.ConfigDict:
   """Top-level run fields shared by every experiment."""
   cfg = ml_collections.ConfigDict()
@@ -54,5 +64,7 @@ def base(**overrides) -> ml_collections.ConfigDict:
   cfg.eval_every = 1000        # steps between validation evaluations
   cfg.eval_batch_size = 1024
   cfg.grad = "autodiff"        # autodiff: jax.value_and_grad
+  cfg.early_stopping_patience = 0  # > 0: stop after this many evals without a new best
+                               # validation loss, and keep the best params (0 = off)
   cfg.update(overrides)
   return cfg

@@ -44,6 +44,13 @@ def l2_penalty(params, lam: float, m: int) -> jax.Array:
   return (lam / (2.0 * m)) * sum(sq, jnp.zeros(()))
 
 
+def l1_penalty(params, lam1: float, m: int) -> jax.Array:
+  """(lambda_1/m) sum_l sum_ij |w^l_ij|: drives weights to exactly 0 (weights, not biases)."""
+  absolute = [jnp.sum(jnp.abs(v))
+              for path, v in jax.tree_util.tree_leaves_with_path(params) if _is_weight(path)]
+  return (lam1 / m) * sum(absolute, jnp.zeros(()))
+
+
 def _is_weight(path) -> bool:
   last = path[-1]
   return isinstance(last, jax.tree_util.DictKey) and last.key == "w"

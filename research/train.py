@@ -31,9 +31,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     value = config[field]
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
       raise errors.ConfigError(f"config.{field}={value!r} must be a positive integer")
+  if config.early_stopping_patience < 0:
+    raise errors.ConfigError(f"config.early_stopping_patience={config.early_stopping_patience} "
+                             "must be >= 0 (0 turns early stopping off)")
   errors.check_choice("loss.output", config.loss.output, sorted(losses.DATA_LOSSES))
-  if config.loss.l2 < 0:
-    raise errors.ConfigError(f"config.loss.l2={config.loss.l2} (lambda) must be >= 0")
+  for field in ("l2", "l1"):
+    if config.loss[field] < 0:
+      raise errors.ConfigError(f"config.loss.{field}={config.loss[field]} must be >= 0")
   errors.check_choice("grad", config.grad, GRADS)
 
 
@@ -44,8 +48,10 @@ def num_outputs(config, dataset: data_lib.Dataset) -> int:
   return dataset.num_classes
 
 
-def make_loss_fn(model: models.Model, output: str, lam: float, m: int, k: int) -> Callable:
-  """E(params, x, labels, rng) -> (E, aux): data term averaged over the batch + lambda/2m L2."""
+def make_loss_fn(model: models.Model, output: str, lam: float, m: int, k: int,
+                 lam1: float = 0.0) -> Callable:
+  """E(params, x, labels, rng) -> (E, aux): the data term averaged over the batch
+  + (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|]."""
   data_loss = losses.DATA_LOSSES[output]
 
   def loss_fn(params, x, labels, rng):
@@ -53,6 +59,8 @@ def make_loss_fn(model: models.Model, output: str, lam: float, m: int, k: int) -
     y_BxK = losses.one_hot_targets(labels, k, logits_BxK.dtype)
     data_term = data_loss(logits_BxK, y_BxK).mean()
     E = data_term + losses.l2_penalty(params, lam, m)
+    if lam1:
+      E = E + losses.l1_penalty(params, lam1, m)
     accuracy = (losses.predictions(logits_BxK) == labels).mean()
     return E, {"data_loss": data_term, "accuracy": accuracy}
 
@@ -174,7 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                dataset.name, n, len(dataset.valid), len(dataset.test), config.model.name, n_params)
 
   # The lecture's m is the number of training examples.
-  loss_fn = make_loss_fn(model, config.loss.output, config.loss.l2, n, k)
+  loss_fn = make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
   train_chunk = make_train_chunk(loss_fn, optimizer)
   eval_fn = make_eval_fn(model, config.loss.output, k)
   x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
@@ -182,6 +190,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   step, last_log_step, last_log_time = 0, 0, time.time()
   loss_sum, acc_sum = 0.0, 0.0
   valid = {}
+  patience = config.early_stopping_patience
+  best = {"loss": math.inf, "step": 0, "params": None, "evals_since": 0}
   while step < config.num_steps:
     stop = min(_next_multiple(step, config.log_every), _next_multiple(step, config.eval_every),
                config.num_steps)
@@ -211,6 +221,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.write({"step": step, "split": "valid", **valid})
       logging.info("step %6d | valid loss %.4f | valid acc %.4f", step, valid["loss"],
                    valid["accuracy"])
+      if patience > 0:
+        if valid["loss"] < best["loss"]:
+          # A copy: the next chunk donates (invalidates) state["params"].
+          best = {"loss": valid["loss"], "step": step, "evals_since": 0,
+                  "params": jax.tree.map(jnp.copy, state["params"])}
+        else:
+          best["evals_since"] += 1
+        if best["evals_since"] >= patience:
+          logging.info("early stopping at step %d: no better validation loss for %d evals; "
+                       "keeping the params of step %d", step, patience, best["step"])
+          writer.write({"step": step, "split": "early_stop", "best_step": best["step"],
+                        "best_valid_loss": best["loss"]})
+          break
+  if patience > 0 and best["params"] is not None:
+    state = dict(state, params=best["params"])
 
   test = evaluate(eval_fn, state["params"], dataset.test, config.eval_batch_size)
   wall = time.time() - t_start

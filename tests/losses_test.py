@@ -48,6 +48,11 @@ def test_l2_penalty_is_lambda_over_2m_sum_of_squared_weights_not_biases():
   assert float(losses.l2_penalty(params, 0.0, m)) == 0.0
 
 
+def test_l1_penalty_is_lambda1_over_m_sum_of_absolute_weights():
+  params = [{"w": jnp.array([[1.0, -2.0]]), "b": jnp.array([5.0, 5.0])}]
+  assert float(losses.l1_penalty(params, 0.3, 6)) == pytest.approx(0.3 / 6 * 3.0)
+
+
 def test_full_cost_on_a_tiny_network_by_hand():
   """E for a 1-1-1 sigmoid network, one example, every number written out."""
   from research import models

@@ -89,7 +89,7 @@ def test_bad_run_fields(tmp_path, overrides, fragment):
     ("model", "name", "resnet", "config.model.name='resnet' is not supported"),
     ("model", "activation", "swish", "choose one of: 'relu', 'sigmoid', 'tanh'"),
     ("loss", "output", "hinge", "config.loss.output='hinge'"),
-    ("loss", "l2", -1.0, "config.loss.l2=-1.0 (lambda) must be >= 0"),
+    ("loss", "l2", -1.0, "config.loss.l2=-1.0 must be >= 0"),
     ("optimizer", "name", "lbfgs", "config.optimizer.name='lbfgs'"),
     ("data", "standardize", "minmax", "config.data.standardize='minmax'"),
 ])
@@ -107,6 +107,25 @@ def test_nan_loss_stops_the_run_naming_the_step(tmp_path):
   config.optimizer.learning_rate = 1e6
   with pytest.raises(errors.NonFiniteLossError, match=r"NaN/inf at step \d+"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_early_stopping_keeps_the_best_validation_params(tmp_path):
+  # Wide, unregularised and long: validation loss bottoms out early, then rises.
+  config = tiny_config(num_steps=3000, log_every=100, eval_every=100, early_stopping_patience=3)
+  config.loss.l2 = 0.0
+  workdir = str(tmp_path / "run")
+  result = train.train_and_evaluate(config, workdir)
+  records = _records(workdir)
+  (stop,) = [r for r in records if r["split"] == "early_stop"]
+  valid = {r["step"]: r["loss"] for r in records if r["split"] == "valid"}
+  assert stop["step"] < 3000 and stop["step"] - stop["best_step"] == 300
+  assert stop["best_valid_loss"] == min(valid.values()) == valid[stop["best_step"]]
+  # The returned params are the best ones: re-evaluating them gives the best loss.
+  dataset = data_lib.load(config.data)
+  model = models.build(config.model, dataset.input_shape, 10)
+  again = train.evaluate(train.make_eval_fn(model, "sigmoid", 10), result["state"]["params"],
+                         dataset.valid, 1024)
+  assert again["loss"] == pytest.approx(stop["best_valid_loss"], rel=1e-5)
 
 
 def test_jitted_chunk_equals_unjitted_steps():
