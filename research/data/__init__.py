@@ -117,5 +117,9 @@ def batch_indices(seed: int, n: int, batch_size: int, start_step: int,
   return out
 
 
-# Register the bundled loaders.
+# Loaders register themselves on import.
+from research.data import cifar10  # noqa: E402,F401
+from research.data import mnist  # noqa: E402,F401
+from research.data import mnist1d_data  # noqa: E402,F401
 from research.data import sklearn_data  # noqa: E402,F401
+from research.data import text  # noqa: E402,F401
