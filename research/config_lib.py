@@ -5,6 +5,8 @@ key, so the groups below always carry all of their fields with their defaults.
 """
 import ml_collections
 
+from research import augment
+
 
 def optimizer(**overrides) -> ml_collections.ConfigDict:
   """config.optimizer: see research/optim.py for the order of the chain."""
@@ -64,6 +66,7 @@ def base(**overrides) -> ml_collections.ConfigDict:
   cfg.eval_every = 1000        # steps between validation evaluations
   cfg.eval_batch_size = 1024
   cfg.grad = "autodiff"        # autodiff: jax.value_and_grad
+  cfg.augment = augment.config()  # training-time augmentation; ops=() is none
   cfg.early_stopping_patience = 0  # > 0: stop after this many evals without a new best
                                # validation loss, and keep the best params (0 = off)
   cfg.update(overrides)

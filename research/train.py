@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from research import augment
 from research import data as data_lib
 from research import errors
 from research import losses
@@ -67,18 +68,24 @@ def make_loss_fn(model: models.Model, output: str, lam: float, m: int, k: int,
   return loss_fn
 
 
-def make_train_chunk(loss_fn: Callable, optimizer) -> Callable:
+def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None = None,
+                     value_and_grad: Callable | None = None) -> Callable:
   """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps.
 
   sums holds E and accuracy summed over the chunk's steps and the first step whose loss was
   not finite (or -1), so NaN detection costs no extra host sync.
   """
-  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+  if value_and_grad is None:
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
 
   def train_step(state, idx_B, x_all, y_all):
     step = state["step"]
-    rng = jax.random.fold_in(state["rng"], step)
-    (E, aux), grads = value_and_grad(state["params"], x_all[idx_B], y_all[idx_B], rng)
+    # Per-step randomness is a function of (seed, step) alone, so resuming is exact.
+    rng, aug_rng = jax.random.split(jax.random.fold_in(state["rng"], step))
+    x = x_all[idx_B]
+    if augment_fn is not None:
+      x = augment_fn(aug_rng, x)
+    (E, aux), grads = value_and_grad(state["params"], x, y_all[idx_B], rng)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(jnp.add, state["params"], updates)
     new_state = dict(state, params=params, opt_state=opt_state, step=step + 1)
@@ -115,6 +122,8 @@ def evaluate(eval_fn: Callable, params, split: data_lib.Split, batch_size: int) 
   """Mean data loss and accuracy over a split; the last batch is padded and masked so every
   call has one shape (one compilation)."""
   n = len(split)
+  if n == 0:
+    return {}
   batch_size = min(batch_size, n)
   totals = {"loss_sum": 0.0, "correct": 0}
   for start in range(0, n, batch_size):
@@ -183,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # The lecture's m is the number of training examples.
   loss_fn = make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
-  train_chunk = make_train_chunk(loss_fn, optimizer)
+  train_chunk = make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment))
   eval_fn = make_eval_fn(model, config.loss.output, k)
   x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
 
@@ -216,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       logging.info("step %6d | loss %.4f | acc %.4f | %9.0f ex/s", step, record["loss"],
                    record["accuracy"], record["examples_per_sec"])
       last_log_step, last_log_time, loss_sum, acc_sum = step, now, 0.0, 0.0
-    if step % config.eval_every == 0 or step == config.num_steps:
+    if (step % config.eval_every == 0 or step == config.num_steps) and len(dataset.valid):
       valid = evaluate(eval_fn, state["params"], dataset.valid, config.eval_batch_size)
       writer.write({"step": step, "split": "valid", **valid})
       logging.info("step %6d | valid loss %.4f | valid acc %.4f", step, valid["loss"],
