@@ -1,0 +1,258 @@
+"""The lecture's training procedure: gradient steps on misclassified examples, with restarts.
+
+The slide's algorithm, for the lecture's MLP and its cost
+E(w) = -(1/m) sum_examples sum_k [y_k log sigma_k + (1-y_k) log(1-sigma_k)] + (lambda/2m) sum w^2:
+
+  1. Randomly initialise w.
+  2. Forward pass for every training x; mark the misclassified ones.
+  3. Backprop and take a gradient step on misclassified examples only.
+  4. Keep doing 2-3 while E(w) shows a significant reduction: every `rounds_per_check` steps
+     E must have fallen by at least `min_relative_decrease` of its value at the last check.
+  5. Otherwise add N(0, perturbation_scale^2) noise to every parameter and restart from 2;
+     after `max_restarts` restarts, a further stall ends training.
+
+Training also stops when no training example is misclassified (converged) or after
+`config.num_steps` gradient steps in all.
+
+Choosing the examples. Each step runs the forward pass on the whole training set (the data is
+small) and draws `lecture.batch_size` indices with `jax.random.choice(p=misclassified mask)`,
+with replacement. The step's data term is the mean loss over those draws, an unbiased estimate
+of the mean over the misclassified set, so the gradient comes from misclassified examples only.
+The alternative, a uniform random batch with the correctly classified examples masked out,
+gives steps whose size follows the error rate (at 1% error a batch of 32 holds 0.3
+misclassified examples on average, so most late steps would be empty); sampling from the mask
+gives every step `batch_size` misclassified examples whatever the error rate. The full forward
+pass is the one the slide asks for ("forward pass for every x").
+
+Restarts reset the optimizer state (momentum, moments, schedule count): the descent starts
+afresh from the perturbed w. The returned params are the final ones, unless a descent that
+ended before a restart reached a lower E(w) (and training did not converge): then those.
+"""
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+
+from research import data as data_lib
+from research import errors
+from research import losses
+from research import models
+from research import optim
+from research import train
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """train.validate plus the config.lecture fields; fails with the field and the fix."""
+  train.validate(config)
+  if "lecture" not in config:
+    raise errors.ConfigError(
+        "config.lecture is missing; add the fields of configs/lecture_algorithm.py "
+        "(rounds_per_check, min_relative_decrease, perturbation_scale, max_restarts, batch_size)")
+  lec = config.lecture
+  for field in ("rounds_per_check", "batch_size"):
+    if not _is_int(lec[field]) or lec[field] <= 0:
+      raise errors.ConfigError(f"config.lecture.{field}={lec[field]!r} must be a positive integer")
+  if not _is_int(lec.max_restarts) or lec.max_restarts < 0:
+    raise errors.ConfigError(
+        f"config.lecture.max_restarts={lec.max_restarts!r} must be an integer >= 0")
+  if not 0 <= lec.min_relative_decrease <= 1:
+    raise errors.ConfigError(
+        f"config.lecture.min_relative_decrease={lec.min_relative_decrease!r} must be in [0, 1] "
+        "(a fraction of E at the last check, e.g. 0.01)")
+  errors.check_positive("lecture.perturbation_scale", lec.perturbation_scale)
+  # Fields of the standard trainer that this one would otherwise silently ignore.
+  if config.get("early_stopping_patience", 0):
+    raise errors.ConfigError(
+        f"config.early_stopping_patience={config.early_stopping_patience} is not used by the "
+        "lecture trainer, which stops on its own E(w) checks; set it to 0")
+  if "augment" in config and config.augment.ops:
+    raise errors.ConfigError(
+        f"config.augment.ops={tuple(config.augment.ops)!r} is not used by the lecture trainer, "
+        "whose misclassified set is over the fixed training examples; set it to ()")
+
+
+def sample_misclassified(key: jax.Array, wrong_N: jax.Array, batch_size: int) -> jax.Array:
+  """idx_B: batch_size draws, with replacement, uniform over the indices where wrong_N is True.
+
+  jax.random.choice searches the cumulative sum of p for r in (0, sum p], so an index with
+  p = 0 is never drawn. With no True entry the result is meaningless (all zeros): callers must
+  not use it then.
+  """
+  return jax.random.choice(key, wrong_N.shape[0], (batch_size,), replace=True,
+                           p=wrong_N.astype(jnp.float32))
+
+
+def perturb(params, key: jax.Array, scale: float):
+  """w + N(0, scale^2) noise on every leaf (weights and biases), in absolute units."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  noisy = [w + scale * jax.random.normal(k, w.shape, w.dtype) for w, k in zip(leaves, keys)]
+  return jax.tree.unflatten(treedef, noisy)
+
+
+def make_chunk(model: models.Model, loss_fn: Callable, optimizer,
+               batch_size: int) -> Callable:
+  """Returns jitted chunk(state, x_NxD, y_N, length=S) -> state after S lecture steps.
+
+  One step: forward pass on all N examples, draw batch_size misclassified ones, one optimizer
+  step on loss_fn over them. When none is misclassified the step leaves the state unchanged
+  (step not incremented), so the caller sees convergence as state["step"] falling behind.
+  """
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+
+  def step(state, x_NxD, y_N):
+    params = state["params"]
+    key = jax.random.fold_in(state["rng"], state["step"])
+    sample_key, loss_key = jax.random.split(key)
+    wrong_N = losses.predictions(model.apply(params, x_NxD, train=False)) != y_N
+    idx_B = sample_misclassified(sample_key, wrong_N, batch_size)
+    grads, _ = grad_fn(params, x_NxD[idx_B], y_N[idx_B], loss_key)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+    new_params = jax.tree.map(jnp.add, params, updates)
+    done = ~wrong_N.any()
+    keep = lambda old, new: jnp.where(done, old, new)
+    return dict(state, params=jax.tree.map(keep, params, new_params),
+                opt_state=jax.tree.map(keep, state["opt_state"], opt_state),
+                step=state["step"] + jnp.where(done, 0, 1).astype(state["step"].dtype))
+
+  def chunk(state, x_NxD, y_N, length):
+    state, _ = jax.lax.scan(lambda s, _: (step(s, x_NxD, y_N), None), state, length=length)
+    return state
+
+  return jax.jit(chunk, static_argnames="length", donate_argnums=0)
+
+
+def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains config's model with the lecture's procedure, logging to workdir.
+
+  Returns {"state": train state, "valid": {"loss", "accuracy"}, "test": ..., "wall_time": s},
+  like train.train_and_evaluate. metrics.jsonl gets "train" and "valid" records at every
+  check, one "restart" record per restart and a final "test" record.
+  """
+  t_start = time.time()
+  validate(config)
+  lec = config.lecture
+  dataset = data_lib.load(config.data)
+  n = len(dataset.train)
+  if dataset.train.y.ndim != 1:
+    raise errors.DataError(
+        f"{dataset.name} has labels of shape {dataset.train.y.shape[1:]} per example; the "
+        "lecture trainer needs one class label per example (use config.trainer='standard')")
+  k = train.num_outputs(config, dataset)
+  model = models.build(config.model, dataset.input_shape, k)
+  optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
+  train.prepare_workdir(config, workdir)
+  writer = train.MetricWriter(workdir)
+
+  # Same init as train.train_and_evaluate; the rest of the seed's key is split between the
+  # per-step sampling (fold_in step) and the restarts' noise (fold_in restart number).
+  init_key, train_key = jax.random.split(jax.random.key(config.seed))
+  sample_key, restart_key = jax.random.split(train_key)
+  params = model.init(init_key)
+  state = {"params": params, "opt_state": optimizer.init(params),
+           "step": jnp.zeros((), jnp.int32), "rng": sample_key}
+  logging.info("%s: %d train examples; lecture algorithm, %d misclassified per step, check "
+               "every %d steps, at most %d restarts", dataset.name, n, lec.batch_size,
+               lec.rounds_per_check, lec.max_restarts)
+
+  # The lecture's m is the number of training examples.
+  loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
+  chunk = make_chunk(model, loss_fn, optimizer, lec.batch_size)
+
+  @jax.jit
+  def measure_fn(params, x_NxD, y_N):
+    # loss_fn on all m training examples is E(w) itself (the lecture's MLP ignores train/rng).
+    E, aux = loss_fn(params, x_NxD, y_N, None)
+    return E, aux["data_loss"], aux["accuracy"]
+
+  eval_fn = train.make_eval_fn(model, config.loss.output, k)
+
+  @jax.jit
+  def perturb_fn(params, key):
+    new = perturb(params, key, lec.perturbation_scale)
+    return new, optax.tree_utils.tree_norm(jax.tree.map(jnp.subtract, new, params))
+
+  x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
+
+  def measure(params, step) -> dict:
+    """E(w) on the whole training set (loss_fn's data term + penalties) and its accuracy."""
+    E, data_loss, accuracy = (float(v) for v in measure_fn(params, x_all, y_all))
+    if not math.isfinite(E):
+      raise errors.NonFiniteLossError(
+          f"E(w) became NaN/inf by step {step}; lower config.optimizer.learning_rate or "
+          "config.lecture.perturbation_scale")
+    return {"loss": E, "data_loss": data_loss, "accuracy": accuracy,
+            "misclassified": round(n * (1 - accuracy))}
+
+  def log_check(step, params, train_metrics, restarts):
+    valid = train.evaluate(eval_fn, params, dataset.valid, config.eval_batch_size)
+    writer.write({"step": step, "split": "train", **train_metrics, "restarts": restarts,
+                  "elapsed": time.time() - t_start})
+    writer.write({"step": step, "split": "valid", **valid})
+    logging.info("step %6d | E %.4f | train acc %.4f (%d wrong) | valid acc %.4f", step,
+                 train_metrics["loss"], train_metrics["accuracy"],
+                 train_metrics["misclassified"], valid["accuracy"])
+    return valid
+
+  step, restarts, converged = 0, 0, False
+  current = measure(state["params"], step)
+  E_ref = current["loss"]  # E at the last check (or just after the last perturbation).
+  valid = log_check(step, state["params"], current, restarts)
+  best = None  # (E, params) of the best descent ended by a restart.
+  while step < config.num_steps:
+    length = min(lec.rounds_per_check, config.num_steps - step)
+    state = chunk(state, x_all, y_all, length=length)
+    new_step = int(state["step"])  # Host sync: only at checks.
+    converged = new_step < step + length
+    step = new_step
+    current = measure(state["params"], step)
+    valid = log_check(step, state["params"], current, restarts)
+    if converged or current["misclassified"] == 0:
+      converged = True
+      logging.info("step %6d | converged: no training example is misclassified", step)
+      break
+    if current["loss"] <= E_ref * (1 - lec.min_relative_decrease):
+      E_ref = current["loss"]
+      continue
+    # Stall: E fell by less than min_relative_decrease since the last check.
+    if best is None or current["loss"] < best[0]:
+      # A host copy: the next chunk donates (and so invalidates) state's buffers.
+      best = (current["loss"], jax.device_get(state["params"]))
+    if restarts == lec.max_restarts:
+      logging.info("step %6d | E stalled at %.4f after %d restarts: stopping", step,
+                   current["loss"], restarts)
+      break
+    restarts += 1
+    new, delta = perturb_fn(state["params"], jax.random.fold_in(restart_key, restarts))
+    state = dict(state, params=new, opt_state=optimizer.init(new))
+    after = measure(new, step)
+    writer.write({"step": step, "split": "restart", "restart": restarts,
+                  "E_before": current["loss"], "E_after": after["loss"],
+                  "accuracy_before": current["accuracy"], "accuracy_after": after["accuracy"],
+                  "perturbation_norm": float(delta)})
+    logging.info("step %6d | restart %d/%d: E %.4f -> %.4f after perturbing w (|dw| %.3f)",
+                 step, restarts, lec.max_restarts, current["loss"], after["loss"], float(delta))
+    E_ref = after["loss"]
+
+  if not converged and best is not None and best[0] < current["loss"]:
+    logging.info("keeping the params of an earlier descent: E %.4f < final E %.4f", best[0],
+                 current["loss"])
+    state = dict(state, params=jax.device_put(best[1]))
+    valid = train.evaluate(eval_fn, state["params"], dataset.valid, config.eval_batch_size)
+  test = train.evaluate(eval_fn, state["params"], dataset.test, config.eval_batch_size)
+  wall = time.time() - t_start
+  writer.write({"step": step, "split": "test", **test, "restarts": restarts,
+                "converged": converged, "wall_time": wall})
+  logging.info("done: test accuracy %.4f, test loss %.4f, %d restarts, converged %s, wall "
+               "time %.1f s (workdir %s)", test["accuracy"], test["loss"], restarts, converged,
+               wall, workdir)
+  return {"state": state, "valid": valid, "test": test, "wall_time": wall}
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
