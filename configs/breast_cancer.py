@@ -17,6 +17,7 @@ def get_config():
       name="mlp",
       hidden_sizes=(16,),      # widths of the sigmoid hidden layers
       activation="sigmoid",    # sigmoid | tanh | relu
+      dropout=0.0,             # probability of zeroing each hidden unit in training
   )
   # 2 classes + sigmoid output -> a single unit; lambda = l2 in (lambda/2m) sum w^2.
   config.loss = config_lib.loss("sigmoid", l2=1.0)

@@ -17,6 +17,7 @@ def get_config():
       name="mlp",
       hidden_sizes=(64,),      # widths of the sigmoid hidden layers
       activation="sigmoid",    # sigmoid | tanh | relu
+      dropout=0.0,             # probability of zeroing each hidden unit in training
   )
   # The lecture's E: K sigmoid units' cross-entropy + (lambda/2m) sum w^2, lambda = l2.
   config.loss = config_lib.loss("sigmoid", l2=0.1)

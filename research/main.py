@@ -2,7 +2,8 @@
 
 Any config field can be overridden, e.g. --config.optimizer.learning_rate=0.05; the config is
 locked, so a misspelt field is an error. This is the only module that defines flags; the work
-is done by research.train.train_and_evaluate, which a notebook can call directly.
+is done by research.experiments.run (research.train.train_and_evaluate for standard
+training), which a notebook can call directly.
 """
 import glob
 import importlib.util
@@ -16,7 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from research import errors
-from research import train
+from research import experiments
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_CONFIG = os.path.join(_REPO, "configs", "default.py")
@@ -97,7 +98,7 @@ def main(argv):
     name = os.path.splitext(os.path.basename(_config_path(sys.argv)))[0]
     workdir = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
   try:
-    train.train_and_evaluate(config, workdir)
+    experiments.run(config, workdir)
   except errors.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(3)

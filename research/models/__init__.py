@@ -45,11 +45,13 @@ def _build_mlp(cfg, input_shape, num_outputs) -> Model:
   if any(not isinstance(h, int) or h <= 0 for h in hidden):
     raise errors.ConfigError(
         f"config.model.hidden_sizes={hidden!r} must be positive integers, e.g. (64,) or (128, 64)")
+  rate = cfg.get("dropout", 0.0)
+  if not 0 <= rate < 1:
+    raise errors.ConfigError(f"config.model.dropout={rate!r} must be in [0, 1)")
   sizes = (math.prod(input_shape), *hidden, num_outputs)
 
   def apply(params, x, *, train=False, rng=None):
-    del train, rng  # The lecture's MLP is deterministic.
-    return mlp.apply(params, x, cfg.activation)
+    return mlp.apply(params, x, cfg.activation, dropout=rate, train=train, rng=rng)
 
   return Model(functools.partial(mlp.init, sizes=sizes), apply)
 

@@ -10,6 +10,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from research.models import layers
+
 ACTIVATIONS = {
     "sigmoid": jax.nn.sigmoid,
     "tanh": jnp.tanh,
@@ -31,10 +33,16 @@ def init(key: jax.Array, sizes: Sequence[int], dtype=jnp.float32) -> list[dict]:
   return params
 
 
-def apply(params: list[dict], x_BxD: jax.Array, activation: str = "sigmoid") -> jax.Array:
-  """Forward pass: x_BxD -> logits_BxK (the output layer's sum^L, before its sigma)."""
+def apply(params: list[dict], x_BxD: jax.Array, activation: str = "sigmoid", *,
+          dropout: float = 0.0, train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+  """Forward pass: x_BxD -> logits_BxK (the output layer's sum^L, before its sigma).
+
+  dropout > 0 (training only) zeroes each hidden sigma^l_j with that probability, a fresh
+  mask per layer from `rng` (inverted dropout: evaluation needs no rescaling).
+  """
   act = ACTIVATIONS[activation]
   h = x_BxD.reshape(x_BxD.shape[0], -1)
-  for layer in params[:-1]:
-    h = act(h @ layer["w"] + layer["b"])
+  keys = jax.random.split(rng, len(params)) if (train and dropout > 0) else [None] * len(params)
+  for layer, key in zip(params[:-1], keys):
+    h = layers.dropout(key, act(h @ layer["w"] + layer["b"]), dropout, train)
   return h @ params[-1]["w"] + params[-1]["b"]

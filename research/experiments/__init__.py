@@ -1,0 +1,29 @@
+"""Everything `python -m research.main` can run, chosen by config.trainer.
+
+  standard   research.train.train_and_evaluate: mini-batch training with the optax chain
+  lecture    research.lecture_algorithm.train_lecture: the slide's misclassified-examples
+             procedure with random-perturbation restarts
+
+Each runner takes (config, workdir) and returns a dict of results. Runners register with
+`@experiments.register(name)`; the modules that define them are imported at the bottom.
+"""
+from typing import Any, Callable
+
+from research import errors
+from research import train
+
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"standard": train.train_and_evaluate}
+
+
+def register(name: str):
+  """Decorator: makes `fn(config, workdir) -> dict` runnable as config.trainer=name."""
+  def wrap(fn):
+    RUNNERS[name] = fn
+    return fn
+  return wrap
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+  """Runs config.trainer on config, writing into workdir."""
+  errors.check_choice("trainer", config.trainer, sorted(RUNNERS))
+  return RUNNERS[config.trainer](config, workdir)
