@@ -27,3 +27,9 @@ def run(config, workdir: str) -> dict[str, Any]:
   """Runs config.trainer on config, writing into workdir."""
   errors.check_choice("trainer", config.trainer, sorted(RUNNERS))
   return RUNNERS[config.trainer](config, workdir)
+
+
+# The runners beyond standard training.
+from research import lecture_algorithm  # noqa: E402
+
+register("lecture")(lecture_algorithm.train_lecture)
