@@ -70,6 +70,8 @@ def apply(params: dict, x_NHWC: jax.Array, *, conv1_stride: int, conv1_padding: 
           lrn: bool, dropout: float, train: bool = False, rng: jax.Array | None = None
           ) -> jax.Array:
   """x_NxHxWxC -> logits_NxK; dropout (rate `dropout`) on fc6 and fc7 outputs when `train`."""
+  if train and dropout > 0 and rng is None:
+    raise ValueError("alexnet apply with train=True and dropout > 0 needs an rng key")
   conv, fc = params["conv"], params["fc"]
   norm = layers.local_response_norm if lrn else (lambda h: h)
   pool = functools.partial(layers.max_pool, window=3, stride=2)
@@ -78,11 +80,7 @@ def apply(params: dict, x_NHWC: jax.Array, *, conv1_stride: int, conv1_padding: 
   for c in conv[2:]:
     h = jax.nn.relu(layers.conv2d(c, h))
   h = layers.flatten(pool(h))
-  rngs = [None] * len(fc)
-  if train and dropout > 0:
-    if rng is None:
-      raise ValueError("alexnet apply with train=True and dropout > 0 needs an rng key")
-    rngs = jax.random.split(rng, len(fc) - 1)
+  rngs = jax.random.split(rng, len(fc) - 1) if train and dropout > 0 else [None] * len(fc)
   for layer, r in zip(fc[:-1], rngs):
     h = layers.dropout(r, jax.nn.relu(layers.dense(layer, h)), dropout, train)
   return layers.dense(fc[-1], h)
@@ -95,7 +93,8 @@ def _validate(cfg, input_shape) -> None:
           f"config.model.{field}={tuple(cfg[field])!r} must be {NUM_CONV} positive integers")
   if any(not isinstance(v, int) or v <= 0 for v in cfg.fc_sizes):
     raise errors.ConfigError(
-        f"config.model.fc_sizes={tuple(cfg.fc_sizes)!r} must be positive integers, e.g. (4096, 4096)")
+        f"config.model.fc_sizes={tuple(cfg.fc_sizes)!r} must be positive integers, "
+        "e.g. (4096, 4096)")
   errors.check_positive("model.width", cfg.width)
   errors.check_positive("model.conv1_stride", cfg.conv1_stride)
   errors.check_choice("model.conv1_padding", cfg.conv1_padding, ("VALID", "SAME"))

@@ -89,7 +89,8 @@ def init_conv2d(key: jax.Array, in_ch: int, out_ch: int, kernel_size: Pair, *,
 
 def conv2d(params: dict, x_NHWC: jax.Array, stride: Pair = 1,
            padding: Padding = "SAME") -> jax.Array:
-  """Cross-correlation x_NHWC * w_HxWxIxO + b_O -> y_NxH'xW'xO (no kernel flip, like every DL library).
+  """Cross-correlation x_NHWC * w_HxWxIxO + b_O -> y_NxH'xW'xO (no kernel flip, as in every
+  deep learning library).
 
   padding: "SAME" (H' = ceil(H / stride)), "VALID" (H' = floor((H - kh) / stride) + 1), or
   explicit ((top, bottom), (left, right)) zero padding. Grouped kernels (I = C / groups, see
@@ -121,17 +122,18 @@ def max_pool(x_NHWC: jax.Array, window: Pair, stride: Pair | None = None,
   """Max over each window x window patch of each channel; stride defaults to window.
 
   window=3, stride=2 is AlexNet's overlapping pooling. Padded positions hold -inf, so they
-  never win the max.
+  never win the max. (The init values are Python scalars: JAX only recognises, and can
+  differentiate, a max/sum pool whose init value is a known constant.)
   """
   dims, strides, pad = _window_args(window, stride, padding)
-  return lax.reduce_window(x_NHWC, jnp.array(-jnp.inf, x_NHWC.dtype), lax.max, dims, strides, pad)
+  return lax.reduce_window(x_NHWC, -jnp.inf, lax.max, dims, strides, pad)
 
 
 def sum_pool(x_NHWC: jax.Array, window: Pair, stride: Pair | None = None,
              padding: Padding = "VALID") -> jax.Array:
   """Sum over each window x window patch of each channel (LeNet's subsampling before its gain)."""
   dims, strides, pad = _window_args(window, stride, padding)
-  return lax.reduce_window(x_NHWC, jnp.array(0, x_NHWC.dtype), lax.add, dims, strides, pad)
+  return lax.reduce_window(x_NHWC, 0.0, lax.add, dims, strides, pad)
 
 
 def avg_pool(x_NHWC: jax.Array, window: Pair, stride: Pair | None = None,
@@ -164,7 +166,7 @@ def local_response_norm(x_NHWC: jax.Array, k: float = 2.0, n: int = 5, alpha: fl
   """
   sq = jnp.square(x_NHWC)
   window_sum = lax.reduce_window(
-      sq, jnp.array(0, sq.dtype), lax.add, (1, 1, 1, n), (1, 1, 1, 1),
+      sq, 0.0, lax.add, (1, 1, 1, n), (1, 1, 1, 1),
       ((0, 0), (0, 0), (0, 0), (n // 2, (n - 1) // 2)))
   return x_NHWC / (k + alpha * window_sum) ** beta
 
