@@ -1,0 +1,86 @@
+"""Learning curves of one or several runs, overlaid, from their metrics.jsonl.
+
+  python -m research.plot runs/a runs/b --out=curves.png --metrics=loss,accuracy
+
+One panel per metric; each run has one colour, labelled by its workdir's basename. Train is
+solid, valid dashed, and the final test value a star at the last step.
+"""
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from matplotlib.figure import Figure  # The object API needs no pyplot state; it renders with Agg.
+
+from research import errors
+from research import metrics as metrics_lib
+
+_STYLES = {"train": dict(linestyle="-", alpha=0.6), "valid": dict(linestyle="--", marker=".")}
+
+
+def plot_runs(workdirs: Sequence[str], out_path: str,
+              metrics: Sequence[str] = ("loss", "accuracy")) -> str:
+  """Draws `metrics` vs step for each run in `workdirs` into the PNG `out_path`; returns it."""
+  if not workdirs:
+    raise errors.ConfigError("plot_runs needs at least one workdir")
+  if not metrics:
+    raise errors.ConfigError("plot_runs needs at least one metric, e.g. loss,accuracy")
+  runs = [(_label(w), metrics_lib.read_metrics(w)) for w in workdirs]
+  fig = Figure(figsize=(5.5 * len(metrics), 4), layout="constrained")
+  axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+  for ax, metric in zip(axes, metrics):
+    drawn = False
+    for i, (label, records) in enumerate(runs):
+      color = f"C{i % 10}"
+      for split, style in _STYLES.items():
+        points = [(r["step"], r[metric]) for r in records
+                  if r.get("split") == split and _is_number(r.get(metric))]
+        if points:
+          steps, values = zip(*points)
+          ax.plot(steps, values, color=color, label=f"{label} {split}", **style)
+          drawn = True
+      test = [r for r in records if r.get("split") == "test" and _is_number(r.get(metric))]
+      if test:
+        ax.plot([test[-1]["step"]], [test[-1][metric]], marker="*", markersize=12,
+                color=color, linestyle="none", label=f"{label} test {test[-1][metric]:.4g}")
+        drawn = True
+    if not drawn:
+      raise errors.DataError(
+          f"no run in {list(workdirs)} logged {metric!r}; choose --metrics from the keys of "
+          "their metrics.jsonl")
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    if metric == "loss":
+      ax.set_yscale("log")  # Losses fall over orders of magnitude.
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+  fig.savefig(out_path, dpi=120)
+  return out_path
+
+
+def _label(workdir: str) -> str:
+  return os.path.basename(os.path.normpath(workdir))
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(prog="python -m research.plot", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("workdirs", nargs="+", help="run directories holding metrics.jsonl")
+  parser.add_argument("--out", default="curves.png", help="PNG file to write")
+  parser.add_argument("--metrics", default="loss,accuracy",
+                      help="comma-separated metric keys, one panel each")
+  args = parser.parse_args(argv)
+  try:
+    out = plot_runs(args.workdirs, args.out, [m for m in args.metrics.split(",") if m])
+  except (errors.ConfigError, errors.DataError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()
