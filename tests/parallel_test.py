@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 
-
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TIMEOUT_S = 120
 
