@@ -1,0 +1,8 @@
+"""Hand-written backward passes, one module per model family, in the lecture's symbols.
+
+Each module computes dE/dparams without jax.grad, as the slides do it, and returns the same
+pytree that `jax.grad` would, so research/gradcheck.py can hold every one of them against
+autodiff and finite differences.
+
+  mlp: the lecture's fully connected sigma(sum) network (research/models/mlp.py).
+"""

@@ -1,0 +1,272 @@
+"""Backpropagation for the lecture's network, written out by hand in the slides' symbols.
+
+The network (research/models/mlp.py), layers l = 1..L, sigma^0 = x:
+
+  sum^l_j   = sum_i sigma^{l-1}_i w^l_ij + b^l_j
+  sigma^l_j = f(sum^l_j)            hidden layers, f = sigmoid | tanh | relu
+  sigma^L   = sigmoid(sum^L)        K independent output units (the lecture), or softmax(sum^L)
+
+The cost (research/train.py make_loss_fn) on a batch of B examples:
+
+  E = (1/B) sum_b sum_k [-y_k log sigma^L_k - (1-y_k) log(1-sigma^L_k)]
+      + (lambda/2m) sum_l sum_ij (w^l_ij)^2
+
+(with a softmax output the data term is -(1/B) sum_b sum_k y_k log sigma^L_k).
+
+m is the number of training examples. With the full training set as the batch (B = m) this
+is the slide's E. With a mini-batch the data term averages over the B examples in hand (an
+unbiased estimate of the slide's average) while the penalty keeps m, so its gradient is
+(lambda/m) w^l whatever B is. That is why `m` is an argument of its own.
+
+The backward pass, as on the slides (delta^l_j = dE/dsum^l_j):
+
+  output  dE/dsigma^L_j = (1/B) [-y_j/sigma^L_j + (1-y_j)/(1-sigma^L_j)]
+          delta^L_j     = dE/dsigma^L_j sigma^L_j (1-sigma^L_j)     (= (sigma^L_j - y_j)/B)
+  hidden  dE/dsigma^l_j = sum_p dE/dsigma^{l+1}_p f'(sum^{l+1}_p) w^{l+1}_jp
+                        = sum_p delta^{l+1}_p w^{l+1}_jp            l = L-1 down to 1
+          delta^l_j     = dE/dsigma^l_j f'(sum^l_j)
+  weights dE/dw^l_ij    = sum_b sigma^{l-1}_i delta^l_j + (lambda/m) w^l_ij
+          dE/db^l_j     = sum_b delta^l_j                           (biases are not penalised)
+
+With a softmax output dE/dsigma^L_j = -(1/B) y_j/sigma^L_j goes through the softmax Jacobian
+dsigma_j/dsum_k = sigma_j (1[j=k] - sigma_k), and again delta^L = (sigma^L - y)/B.
+
+In matrix form over the batch (rows are examples) the hidden recursion is
+delta^l_BxO = (delta^{l+1}_BxP @ w^{l+1}_OxP.T) * f'(sigma^l_BxO) and the weight gradient is
+sigma^{l-1}_BxI.T @ delta^l_BxO: one matmul per layer, no loop over examples.
+
+The slide's output form divides by sigma^L and 1-sigma^L, which round to 0 or 1 once the
+unit saturates (sigma(17) is 1.0 in float32); `output_delta="simplified"` (the default)
+uses the algebraically equal sigma^L - y instead. `saturation_study` measures the difference.
+"""
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from research import errors
+from research import losses
+from research.models import mlp
+
+# f'(sum) written through sigma = f(sum), as the slides do for the sigmoid. For tanh,
+# (1-sigma)(1+sigma) rather than 1-sigma^2: 1-sigma is exact near saturation, sigma^2 is not.
+DERIVATIVES = {
+    "sigmoid": lambda sigma: sigma * (1 - sigma),
+    "tanh": lambda sigma: (1 - sigma) * (1 + sigma),
+    "relu": lambda sigma: (sigma > 0).astype(sigma.dtype),  # f'(0) = 0, as jax.nn.relu.
+}
+OUTPUTS = ("sigmoid", "softmax")
+OUTPUT_DELTAS = ("simplified", "literal")
+
+
+def _check(activation: str, output: str, output_delta: str) -> None:
+  for name, value, allowed in (("activation", activation, sorted(DERIVATIVES)),
+                               ("output", output, OUTPUTS),
+                               ("output_delta", output_delta, OUTPUT_DELTAS)):
+    if value not in allowed:
+      raise errors.ConfigError(
+          f"{name}={value!r} is not supported by the manual MLP backward pass; choose one of: "
+          + ", ".join(repr(a) for a in allowed))
+
+
+def forward(params: list[dict], x_BxD: jax.Array,
+            activation: str = "sigmoid") -> tuple[list[jax.Array], jax.Array]:
+  """The forward pass, keeping every layer's output for the backward pass.
+
+  Returns ([sigma^0_BxD, sigma^1, ..., sigma^{L-1}], sum^L_BxK): the input (flattened), each
+  hidden layer's sigma^l, and the output layer's sum^L (the logits of mlp.apply).
+  """
+  f = mlp.ACTIVATIONS[activation]
+  sigma = x_BxD.reshape(x_BxD.shape[0], -1)
+  sigmas = [sigma]
+  for layer in params[:-1]:
+    sigma = f(sigma @ layer["w"] + layer["b"])
+    sigmas.append(sigma)
+  sum_BxK = sigma @ params[-1]["w"] + params[-1]["b"]
+  return sigmas, sum_BxK
+
+
+def output_layer_delta(sum_BxK: jax.Array, y_BxK: jax.Array, output: str = "sigmoid",
+                       output_delta: str = "simplified") -> jax.Array:
+  """delta^L = dE_b/dsum^L for each example's own cost E_b (no 1/B), shape (B, K).
+
+  "literal" is the slide: dE/dsigma^L times the output non-linearity's derivative.
+  "simplified" is the same quantity after cancelling the divisions by hand: sigma^L - y.
+  """
+  _check("sigmoid", output, output_delta)
+  y = y_BxK.astype(sum_BxK.dtype)
+  if output == "sigmoid":
+    if output_delta == "simplified":
+      # sigma^L - y = (1-y) sigma(sum^L) - y sigma(-sum^L): the same number, but the target
+      # units keep their small gradient -sigma(-sum^L) instead of rounding 1 - 1 to 0.
+      return (1 - y) * jax.nn.sigmoid(sum_BxK) - y * jax.nn.sigmoid(-sum_BxK)
+    sigma = jax.nn.sigmoid(sum_BxK)
+    dE_dsigma = -y / sigma + (1 - y) / (1 - sigma)
+    return dE_dsigma * sigma * (1 - sigma)
+  sigma = jax.nn.softmax(sum_BxK, axis=-1)
+  if output_delta == "simplified":
+    # = sigma - y for one-hot y; the factor sum_k y_k keeps it exact for any targets.
+    return sigma * y.sum(axis=-1, keepdims=True) - y
+  dE_dsigma = -y / sigma
+  # The softmax Jacobian dsigma_j/dsum_k = sigma_j (1[j=k] - sigma_k), applied without
+  # building the KxK matrix.
+  return sigma * (dE_dsigma - (dE_dsigma * sigma).sum(axis=-1, keepdims=True))
+
+
+def backward(params: list[dict], sigmas: Sequence[jax.Array], delta_L: jax.Array,
+             activation: str = "sigmoid") -> list[jax.Array]:
+  """The slides' recursion: returns [delta^1, ..., delta^L] given delta^L, each (B, width)."""
+  f_prime = DERIVATIVES[activation]
+  deltas = [delta_L]
+  for l in range(len(params) - 1, 0, -1):  # l = L-1 down to 1 (params[l] holds w^{l+1}).
+    # dE/dsigma^l_j = sum_p delta^{l+1}_p w^{l+1}_jp
+    dE_dsigma = deltas[0] @ params[l]["w"].T
+    deltas.insert(0, dE_dsigma * f_prime(sigmas[l]))
+  return deltas
+
+
+def _check_targets(y_BxK: jax.Array, sum_BxK: jax.Array) -> None:
+  if y_BxK.shape != sum_BxK.shape:
+    raise errors.DataError(
+        f"targets y have shape {tuple(y_BxK.shape)} but the network outputs "
+        f"{tuple(sum_BxK.shape)}; pass y_BxK as one-hot / 0-1 targets, e.g. "
+        "losses.one_hot_targets(labels, K)")
+
+
+def _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, activation, output, output_delta):
+  batch = sum_BxK.shape[0]
+  # E averages the data term over the batch: the slide's dE/dsigma^L carries a 1/B.
+  delta_L = output_layer_delta(sum_BxK, y_BxK, output, output_delta) / batch
+  deltas = backward(params, sigmas, delta_L, activation)
+  return [{"w": sigma_prev.T @ delta + (lam / m) * layer["w"], "b": delta.sum(axis=0)}
+          for layer, sigma_prev, delta in zip(params, sigmas, deltas)]
+
+
+def manual_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array, lam: float, m: int,
+                 *, activation: str = "sigmoid", output: str = "sigmoid",
+                 output_delta: str = "simplified") -> list[dict]:
+  """dE/dparams by backpropagation, the same pytree as jax.grad of E.
+
+  Args:
+    params: [{"w": w_IxO, "b": b_O}] for l = 1..L (research/models/mlp.py).
+    x_BxD: a batch of B inputs (trailing axes are flattened, as in mlp.apply).
+    y_BxK: targets, one-hot (softmax) or 0-1 per output unit (sigmoid).
+    lam, m: lambda and the number of training examples in (lambda/2m) sum w^2.
+    activation: the hidden units, sigmoid | tanh | relu.
+    output: the output units and their cross-entropy, sigmoid | softmax.
+    output_delta: "simplified" (sigma^L - y, stable) or "literal" (the slide's divisions).
+  """
+  _check(activation, output, output_delta)
+  sigmas, sum_BxK = forward(params, x_BxD, activation)
+  _check_targets(y_BxK, sum_BxK)
+  return _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, activation, output, output_delta)
+
+
+def manual_per_example_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array,
+                             lam: float, m: int, *, activation: str = "sigmoid",
+                             output: str = "sigmoid",
+                             output_delta: str = "simplified") -> list[dict]:
+  """dE_b/dparams for each example b, every leaf with a leading axis B.
+
+  E_b = data_loss(example b) + (lambda/2m) sum w^2, so mean_b E_b = E and the mean of these
+  gradients over b is manual_grads(...). dE_b/dw^l is the outer product sigma^{l-1}_b delta^l_b.
+  """
+  _check(activation, output, output_delta)
+  sigmas, sum_BxK = forward(params, x_BxD, activation)
+  _check_targets(y_BxK, sum_BxK)
+  deltas = backward(params, sigmas, output_layer_delta(sum_BxK, y_BxK, output, output_delta),
+                    activation)
+  return [{"w": jnp.einsum("bi,bo->bio", sigma_prev, delta) + (lam / m) * layer["w"],
+           "b": delta}
+          for layer, sigma_prev, delta in zip(params, sigmas, deltas)]
+
+
+def make_value_and_grad(activation: str, output: str, lam: float, m: int, num_outputs: int,
+                        output_delta: str = "simplified"):
+  """A drop-in for jax.value_and_grad(train.make_loss_fn(...), has_aux=True) on the MLP.
+
+  Returns value_and_grad(params, x_BxD, labels_B, rng) -> ((E, {"data_loss", "accuracy"}),
+  grads), computing E, its pieces and dE/dparams from one forward pass and the hand-written
+  backward pass. labels are int class indices (0/1 for a single sigmoid output).
+  """
+  _check(activation, output, output_delta)
+  data_loss = losses.DATA_LOSSES[output]
+
+  def value_and_grad(params, x, labels, rng):
+    del rng  # The lecture's network is deterministic.
+    sigmas, sum_BxK = forward(params, x, activation)
+    y_BxK = losses.one_hot_targets(labels, num_outputs, sum_BxK.dtype)
+    data_term = data_loss(sum_BxK, y_BxK).mean()
+    E = data_term + losses.l2_penalty(params, lam, m)
+    accuracy = (losses.predictions(sum_BxK) == labels).mean()
+    grads = _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, activation, output,
+                         output_delta)
+    return (E, {"data_loss": data_term, "accuracy": accuracy}), grads
+
+  return value_and_grad
+
+
+def saturation_study(scales: Sequence[float] = (1, 5, 10, 20, 40, 80, 100),
+                     dtypes: Sequence[str] = ("float64", "float32", "bfloat16"),
+                     *, output: str = "sigmoid", batch: int = 256, num_outputs: int = 10,
+                     seed: int = 0) -> list[dict]:
+  """Error of the literal and simplified delta^L as the output units saturate.
+
+  For each scale, sum^L = scale * u with u ~ Uniform(-1, 1) and random 0-1 (sigmoid) or
+  one-hot (softmax) targets. Both forms are computed in each dtype and compared with a
+  float64 reference computed on the same (rounded) sum^L without cancellation.
+
+  Returns one dict per (scale, dtype, form): max_rel_err = max|delta - ref| / max|ref| (inf
+  when any entry is inf/NaN) and nonfinite = the number of inf/NaN entries.
+  """
+  _check("sigmoid", output, "simplified")
+  rows = []
+  with jax.enable_x64(True):
+    u_BxK, y_BxK = map(np.asarray, _study_inputs(jax.random.key(seed), batch, num_outputs,
+                                                 output))
+    for scale in scales:
+      for dtype in dtypes:
+        sum_BxK = (scale * u_BxK).astype(jnp.dtype(dtype))
+        ref, deltas = jax.device_get(_study_deltas(sum_BxK, y_BxK.astype(sum_BxK.dtype), output))
+        for form, delta in deltas.items():
+          nonfinite = int((~np.isfinite(delta)).sum())
+          err = (float(np.abs(delta - ref).max() / np.abs(ref).max()) if not nonfinite
+                 else float("inf"))
+          rows.append({"scale": scale, "dtype": dtype, "form": form, "max_rel_err": err,
+                       "nonfinite": nonfinite})
+  return rows
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _study_deltas(sum_BxK, y_BxK, output):
+  """The float64 reference and each form's delta^L (computed in sum's dtype), in float64.
+
+  The reference sees the same rounded sum^L, so only the delta formula's error counts.
+  """
+  ref = _reference_delta(sum_BxK.astype(jnp.float64), y_BxK.astype(jnp.float64), output)
+  return ref, {form: output_layer_delta(sum_BxK, y_BxK, output, form).astype(jnp.float64)
+               for form in OUTPUT_DELTAS}
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _study_inputs(key, batch, num_outputs, output):
+  """u_BxK ~ U(-1, 1) and 0-1 (sigmoid) or one-hot (softmax) targets, in float64."""
+  key_u, key_y = jax.random.split(key)
+  u_BxK = jax.random.uniform(key_u, (batch, num_outputs), jnp.float64, -1.0, 1.0)
+  if output == "sigmoid":
+    return u_BxK, jax.random.bernoulli(key_y, 0.5, (batch, num_outputs)).astype(jnp.float64)
+  labels_B = jax.random.randint(key_y, (batch,), 0, num_outputs)
+  return u_BxK, jax.nn.one_hot(labels_B, num_outputs, dtype=jnp.float64)
+
+
+def _reference_delta(sum_BxK, y_BxK, output):
+  """sigma - y with no cancellation: sigma(s) - 1 = -sigma(-s) for the target units."""
+  if output == "sigmoid":
+    return (1 - y_BxK) * jax.nn.sigmoid(sum_BxK) - y_BxK * jax.nn.sigmoid(-sum_BxK)
+  log_sigma = jax.nn.log_softmax(sum_BxK, axis=-1)
+  # 1 - sigma_k = sum_{j != k} sigma_j, summed without subtracting from 1.
+  others = jnp.exp(jax.nn.logsumexp(jnp.where(jnp.eye(sum_BxK.shape[-1], dtype=bool)[None],
+                                              -jnp.inf, log_sigma[:, None, :]), axis=-1))
+  return jnp.where(y_BxK > 0, -others, jnp.exp(log_sigma))
