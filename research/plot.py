@@ -10,12 +10,15 @@ import os
 import sys
 from typing import Sequence
 
+from matplotlib import ticker
 from matplotlib.figure import Figure  # The object API needs no pyplot state; it renders with Agg.
 
 from research import errors
 from research import metrics as metrics_lib
 
-_STYLES = {"train": dict(linestyle="-", alpha=0.6), "valid": dict(linestyle="--", marker=".")}
+_STYLES = {"train": dict(linestyle="-", alpha=0.6),
+           "valid": dict(linestyle="--", marker="."),
+           "test": dict(linestyle="none", marker="*", markersize=12)}
 
 
 def plot_runs(workdirs: Sequence[str], out_path: str,
@@ -32,26 +35,31 @@ def plot_runs(workdirs: Sequence[str], out_path: str,
     drawn = False
     for i, (label, records) in enumerate(runs):
       color = f"C{i % 10}"
-      for split, style in _STYLES.items():
+      test = [r for r in records if r.get("split") == "test" and _is_number(r.get(metric))]
+      if test:
+        label += f" (test {test[-1][metric]:.4g})"
+        ax.plot([test[-1]["step"]], [test[-1][metric]], color=color, **_STYLES["test"])
+      for split in ("train", "valid"):
         points = [(r["step"], r[metric]) for r in records
                   if r.get("split") == split and _is_number(r.get(metric))]
         if points:
-          steps, values = zip(*points)
-          ax.plot(steps, values, color=color, label=f"{label} {split}", **style)
-          drawn = True
-      test = [r for r in records if r.get("split") == "test" and _is_number(r.get(metric))]
-      if test:
-        ax.plot([test[-1]["step"]], [test[-1][metric]], marker="*", markersize=12,
-                color=color, linestyle="none", label=f"{label} test {test[-1][metric]:.4g}")
-        drawn = True
+          ax.plot(*zip(*points), color=color, label=label, **_STYLES[split])
+          label = None  # One legend entry per run.
+      drawn = drawn or bool(test) or label is None
     if not drawn:
       raise errors.DataError(
           f"no run in {list(workdirs)} logged {metric!r}; choose --metrics from the keys of "
           "their metrics.jsonl")
+    # Black stand-ins explain the line styles once, after the runs' colours.
+    for split, style in _STYLES.items():
+      ax.plot([], [], color="black", label=split, **style)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     if metric == "loss":
       ax.set_yscale("log")  # Losses fall over orders of magnitude.
+      # Plain numbers, not 2x10^0; minor ticks are labelled only when the span is short.
+      ax.yaxis.set_major_formatter(ticker.LogFormatter())
+      ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
   fig.savefig(out_path, dpi=120)
