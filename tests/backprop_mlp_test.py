@@ -13,9 +13,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from research import config_lib
 from research import errors
 from research import losses
 from research import models
+from research import optim
 from research import train
 from research.backprop import mlp as backprop_mlp
 from research.models import mlp
@@ -162,19 +164,20 @@ def test_per_example_grads_match_vmap_grad_and_average_to_batch_grad(activation,
   assert max(_rel_errs(mean, jax.tree.leaves(batch_grads))) <= TOL["float64"]
 
 
-@pytest.mark.parametrize("activation, output, num_classes, k", [
-    ("sigmoid", "sigmoid", 2, 1),   # one sigmoid unit, 0/1 labels
-    ("sigmoid", "sigmoid", 4, 4),   # the lecture: K sigmoid units
-    ("relu", "softmax", 3, 3),
+@pytest.mark.parametrize("activation, output, num_classes, k, lam1", [
+    ("sigmoid", "sigmoid", 2, 1, 0.0),   # one sigmoid unit, 0/1 labels
+    ("sigmoid", "sigmoid", 4, 4, 0.0),   # the lecture: K sigmoid units
+    ("relu", "softmax", 3, 3, 0.2),      # with make_loss_fn's L1 term
 ])
 def test_make_value_and_grad_matches_the_trainers_value_and_grad(activation, output,
-                                                                 num_classes, k):
+                                                                 num_classes, k, lam1):
   lam, m, batch, input_shape = 0.5, 40, 8, (2, 3)  # trailing axes are flattened, as in apply
   cfg = ml_collections.ConfigDict(
       {"name": "mlp", "hidden_sizes": (5, 4), "activation": activation})
   model = models.build(cfg, input_shape, k)  # Only its apply: params come from the pool.
-  reference = jax.value_and_grad(train.make_loss_fn(model, output, lam, m, k), has_aux=True)
-  manual = backprop_mlp.make_value_and_grad(activation, output, lam, m, k)
+  reference = jax.value_and_grad(train.make_loss_fn(model, output, lam, m, k, lam1),
+                                 has_aux=True)
+  manual = backprop_mlp.make_value_and_grad(activation, output, lam, m, k, lam1=lam1)
 
   params, _, _ = _arrays(3, (6, 5, 4, k), batch, "float32")
   x = np.asarray(_pool(jax.random.key(4)))[:batch * 6].reshape(batch, *input_shape)
@@ -187,6 +190,31 @@ def test_make_value_and_grad_matches_the_trainers_value_and_grad(activation, out
   assert aux["accuracy"] == aux_ref["accuracy"]
   assert jax.tree.structure(grads) == jax.tree.structure(grads_ref)
   assert max(_rel_errs(grads, grads_ref)) <= TOL["float32"]
+
+
+def test_trainer_steps_with_the_manual_gradient_follow_the_autodiff_ones():
+  """train.make_train_chunk(value_and_grad=...) runs it under jit + lax.scan, as grad=manual."""
+  lam, m, batch, steps, k = 1e-2, 64, 8, 5, 3
+  cfg = ml_collections.ConfigDict({"name": "mlp", "hidden_sizes": (6,), "activation": "tanh"})
+  model = models.build(cfg, (4,), k)
+  loss_fn = train.make_loss_fn(model, "sigmoid", lam, m, k)
+  optimizer = optim.make_optimizer(config_lib.optimizer(name="momentum", learning_rate=0.5),
+                                   steps)
+  manual = backprop_mlp.make_value_and_grad("tanh", "sigmoid", lam, m, k)
+  params, x_all, _ = _arrays(5, (4, 6, k), m, "float32")
+  y_all = np.arange(m) % k
+  idx_SxB = np.arange(steps * batch).reshape(steps, batch) % m
+  final = {}
+  for name, value_and_grad in (("manual", manual), ("autodiff", None)):
+    chunk = train.make_train_chunk(loss_fn, optimizer, value_and_grad=value_and_grad)
+    state = {"params": params, "opt_state": optimizer.init(params),
+             "step": jnp.zeros((), jnp.int32), "rng": jax.random.key(0)}
+    final[name] = chunk(state, x_all, y_all, idx_SxB)
+  (state_m, sums_m), (state_a, sums_a) = final["manual"], final["autodiff"]
+  assert int(state_m["step"]) == steps and int(sums_m["first_bad_step"]) == -1
+  np.testing.assert_allclose(sums_m["loss_sum"], sums_a["loss_sum"], rtol=1e-6)
+  assert max(_rel_errs(state_m["params"], state_a["params"])) <= 1e-5
+  assert max(_rel_errs(state_m["params"], params)) > 1e-3  # it did train
 
 
 def test_saturation_study_shows_the_literal_delta_breaking_first_in_low_precision():
@@ -217,3 +245,5 @@ def test_bad_arguments_raise_clear_errors():
     backprop_mlp.make_value_and_grad("sigmoid", "sigmoid", 0.0, 1, 2, output_delta="exact")
   with pytest.raises(errors.DataError, match=r"shape \(4,\).*one_hot_targets"):
     backprop_mlp.manual_grads(params, x, jnp.ones((4,)), 0.0, 1)
+  with pytest.raises(errors.ConfigError, match="m=0 .*must be positive"):
+    backprop_mlp.manual_grads(params, x, y, 0.1, 0)

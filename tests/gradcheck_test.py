@@ -19,7 +19,6 @@ def test_mlp_manual_gradient_passes(dtype):
   for r in rows:
     assert r.ok, r
     assert r.rel_err <= tol["rel"] and r.fd_rel_err <= tol["fd"]
-    assert r.max_abs_err <= r.rel_err * 1e3 + 1e-12  # max|diff| is not a stale field
 
 
 def test_a_wrong_gradient_fails_both_checks_in_the_arrays_it_touches():

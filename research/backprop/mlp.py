@@ -121,7 +121,8 @@ def backward(params: list[dict], sigmas: Sequence[jax.Array], delta_L: jax.Array
   f_prime = DERIVATIVES[activation]
   deltas = [delta_L]
   for l in range(len(params) - 1, 0, -1):  # l = L-1 down to 1 (params[l] holds w^{l+1}).
-    # dE/dsigma^l_j = sum_p delta^{l+1}_p w^{l+1}_jp
+    # dE/dsigma^l_j = sum_p dE/dsigma^{l+1}_p f'(sum^{l+1}_p) w^{l+1}_jp
+    #               = sum_p delta^{l+1}_p w^{l+1}_jp, for every example at once.
     dE_dsigma = deltas[0] @ params[l]["w"].T
     deltas.insert(0, dE_dsigma * f_prime(sigmas[l]))
   return deltas
@@ -135,18 +136,39 @@ def _check_targets(y_BxK: jax.Array, sum_BxK: jax.Array) -> None:
         "losses.one_hot_targets(labels, K)")
 
 
-def _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, activation, output, output_delta):
+def _check_penalty(lam, m, lam1) -> None:
+  """Python numbers only: traced values are the caller's to check."""
+  if isinstance(m, (int, float)) and not m > 0:
+    raise errors.ConfigError(f"m={m!r} (the number of training examples in lambda/2m) must be "
+                             "positive")
+  for name, value in (("lam", lam), ("lam1", lam1)):
+    if isinstance(value, (int, float)) and value < 0:
+      raise errors.ConfigError(f"{name}={value!r} must be >= 0")
+
+
+def _penalty_grad(w_IxO, lam, m, lam1):
+  """d/dw of (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|]: (lambda/m) w [+ (lambda_1/m) sign w]."""
+  grad = (lam / m) * w_IxO
+  if lam1:  # sign(0) = 0, as jax.grad of |w|.
+    grad = grad + (lam1 / m) * jnp.sign(w_IxO)
+  return grad
+
+
+def _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, lam1, activation, output,
+                 output_delta):
   batch = sum_BxK.shape[0]
   # E averages the data term over the batch: the slide's dE/dsigma^L carries a 1/B.
   delta_L = output_layer_delta(sum_BxK, y_BxK, output, output_delta) / batch
   deltas = backward(params, sigmas, delta_L, activation)
-  return [{"w": sigma_prev.T @ delta + (lam / m) * layer["w"], "b": delta.sum(axis=0)}
+  # dE/dw^l_ij = sum_b sigma^{l-1}_i delta^l_j + (lambda/m) w^l_ij; dE/db^l_j = sum_b delta^l_j.
+  return [{"w": sigma_prev.T @ delta + _penalty_grad(layer["w"], lam, m, lam1),
+           "b": delta.sum(axis=0)}
           for layer, sigma_prev, delta in zip(params, sigmas, deltas)]
 
 
 def manual_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array, lam: float, m: int,
                  *, activation: str = "sigmoid", output: str = "sigmoid",
-                 output_delta: str = "simplified") -> list[dict]:
+                 output_delta: str = "simplified", lam1: float = 0.0) -> list[dict]:
   """dE/dparams by backpropagation, the same pytree as jax.grad of E.
 
   Args:
@@ -157,41 +179,49 @@ def manual_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array, lam: fl
     activation: the hidden units, sigmoid | tanh | relu.
     output: the output units and their cross-entropy, sigmoid | softmax.
     output_delta: "simplified" (sigma^L - y, stable) or "literal" (the slide's divisions).
+    lam1: lambda_1 of the optional (lambda_1/m) sum |w| penalty (train.make_loss_fn's lam1).
   """
   _check(activation, output, output_delta)
+  _check_penalty(lam, m, lam1)
   sigmas, sum_BxK = forward(params, x_BxD, activation)
   _check_targets(y_BxK, sum_BxK)
-  return _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, activation, output, output_delta)
+  return _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, lam1, activation, output,
+                      output_delta)
 
 
 def manual_per_example_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array,
                              lam: float, m: int, *, activation: str = "sigmoid",
-                             output: str = "sigmoid",
-                             output_delta: str = "simplified") -> list[dict]:
+                             output: str = "sigmoid", output_delta: str = "simplified",
+                             lam1: float = 0.0) -> list[dict]:
   """dE_b/dparams for each example b, every leaf with a leading axis B.
 
-  E_b = data_loss(example b) + (lambda/2m) sum w^2, so mean_b E_b = E and the mean of these
-  gradients over b is manual_grads(...). dE_b/dw^l is the outer product sigma^{l-1}_b delta^l_b.
+  E_b = data_loss(example b) + the penalty, so mean_b E_b = E and the mean of these
+  gradients over b is manual_grads(...). dE_b/dw^l is the outer product sigma^{l-1}_b delta^l_b
+  (delta^L without the 1/B).
   """
   _check(activation, output, output_delta)
+  _check_penalty(lam, m, lam1)
   sigmas, sum_BxK = forward(params, x_BxD, activation)
   _check_targets(y_BxK, sum_BxK)
   deltas = backward(params, sigmas, output_layer_delta(sum_BxK, y_BxK, output, output_delta),
                     activation)
-  return [{"w": jnp.einsum("bi,bo->bio", sigma_prev, delta) + (lam / m) * layer["w"],
+  return [{"w": (jnp.einsum("bi,bo->bio", sigma_prev, delta)
+                 + _penalty_grad(layer["w"], lam, m, lam1)),
            "b": delta}
           for layer, sigma_prev, delta in zip(params, sigmas, deltas)]
 
 
 def make_value_and_grad(activation: str, output: str, lam: float, m: int, num_outputs: int,
-                        output_delta: str = "simplified"):
+                        output_delta: str = "simplified", lam1: float = 0.0):
   """A drop-in for jax.value_and_grad(train.make_loss_fn(...), has_aux=True) on the MLP.
 
   Returns value_and_grad(params, x_BxD, labels_B, rng) -> ((E, {"data_loss", "accuracy"}),
   grads), computing E, its pieces and dE/dparams from one forward pass and the hand-written
-  backward pass. labels are int class indices (0/1 for a single sigmoid output).
+  backward pass. labels are int class indices (0/1 for a single sigmoid output); lam1 is
+  make_loss_fn's optional L1 weight.
   """
   _check(activation, output, output_delta)
+  _check_penalty(lam, m, lam1)
   data_loss = losses.DATA_LOSSES[output]
 
   def value_and_grad(params, x, labels, rng):
@@ -200,8 +230,10 @@ def make_value_and_grad(activation: str, output: str, lam: float, m: int, num_ou
     y_BxK = losses.one_hot_targets(labels, num_outputs, sum_BxK.dtype)
     data_term = data_loss(sum_BxK, y_BxK).mean()
     E = data_term + losses.l2_penalty(params, lam, m)
+    if lam1:
+      E = E + losses.l1_penalty(params, lam1, m)
     accuracy = (losses.predictions(sum_BxK) == labels).mean()
-    grads = _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, activation, output,
+    grads = _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, lam1, activation, output,
                          output_delta)
     return (E, {"data_loss": data_term, "accuracy": accuracy}), grads
 
@@ -262,9 +294,10 @@ def _study_inputs(key, batch, num_outputs, output):
 
 
 def _reference_delta(sum_BxK, y_BxK, output):
-  """sigma - y with no cancellation: sigma(s) - 1 = -sigma(-s) for the target units."""
+  """sigma - y with no cancellation, by formulas other than output_layer_delta's."""
   if output == "sigmoid":
-    return (1 - y_BxK) * jax.nn.sigmoid(sum_BxK) - y_BxK * jax.nn.sigmoid(-sum_BxK)
+    # sigma(s) = 1/(1 + e^-s) and sigma(s) - 1 = -1/(1 + e^s); e^s = inf gives 0, as it should.
+    return (1 - y_BxK) / (1 + jnp.exp(-sum_BxK)) - y_BxK / (1 + jnp.exp(sum_BxK))
   log_sigma = jax.nn.log_softmax(sum_BxK, axis=-1)
   # 1 - sigma_k = sum_{j != k} sigma_j, summed without subtracting from 1.
   others = jnp.exp(jax.nn.logsumexp(jnp.where(jnp.eye(sum_BxK.shape[-1], dtype=bool)[None],
