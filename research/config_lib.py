@@ -65,7 +65,9 @@ def base(**overrides) -> ml_collections.ConfigDict:
   cfg.log_every = 200          # steps between train log lines (the only host syncs)
   cfg.eval_every = 1000        # steps between validation evaluations
   cfg.eval_batch_size = 1024
-  cfg.grad = "autodiff"        # autodiff: jax.value_and_grad
+  cfg.grad = "autodiff"        # autodiff: jax.value_and_grad; manual: research/backprop (MLP)
+  cfg.checkpoint_every = 1000  # steps between checkpoints (and one at the end); 0 = end only
+  cfg.keep_checkpoints = 3     # how many of the newest checkpoints to keep
   cfg.augment = augment.config()  # training-time augmentation; ops=() is none
   cfg.early_stopping_patience = 0  # > 0: stop after this many evals without a new best
                                # validation loss, and keep the best params (0 = off)

@@ -14,17 +14,32 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from research import errors
 from research import experiments
+from research import parallel
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_CONFIG = os.path.join(_REPO, "configs", "default.py")
 
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for metrics.jsonl and config.json (default: a new "
-    "runs/<config>-<time> directory).")
+    "workdir", None, "Directory for metrics.jsonl, config.json, TensorBoard events and "
+    "checkpoints (default: a new runs/<config>-<time> directory). An existing run's workdir "
+    "resumes it.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host: host:port of process 0's coordinator, or 'auto' "
+    "on Cloud TPU / SLURM. Unset: one process.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+
+
+class _OnlyOwnInfo(py_logging.Filter):
+  """Keeps INFO lines from this package; libraries (orbax, jax) only at WARNING and above."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or f"{os.sep}research{os.sep}" in record.pathname
 
 
 def _fail(message: str) -> None:
@@ -90,8 +105,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  # jax reports at INFO that it found no TPU: noise on every CPU/GPU run.
-  py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
+  absl_logging.get_absl_handler().addFilter(_OnlyOwnInfo())
+  try:
+    parallel.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                          _PROCESS_ID.value)
+  except errors.ConfigError as e:
+    _fail(str(e))
   config = _CONFIG.value
   workdir = _WORKDIR.value
   if workdir is None:

@@ -17,14 +17,15 @@ import numpy as np
 from absl import logging
 
 from research import augment
+from research import checkpoint
 from research import data as data_lib
 from research import errors
+from research import gradients
 from research import losses
+from research import metrics as metrics_lib
 from research import models
 from research import optim
-
-GRADS = ("autodiff",)
-
+from research import parallel
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Fails fast, with the field and the fix, on values the run cannot use."""
@@ -39,7 +40,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("l2", "l1"):
     if config.loss[field] < 0:
       raise errors.ConfigError(f"config.loss.{field}={config.loss[field]} must be >= 0")
-  errors.check_choice("grad", config.grad, GRADS)
+  errors.check_choice("grad", config.grad, gradients.GRADS)
+  if config.checkpoint_every < 0 or config.keep_checkpoints < 1:
+    raise errors.ConfigError(
+        f"config.checkpoint_every={config.checkpoint_every} must be >= 0 (0: only at the end) "
+        f"and config.keep_checkpoints={config.keep_checkpoints} >= 1")
 
 
 def num_outputs(config, dataset: data_lib.Dataset) -> int:
@@ -118,9 +123,11 @@ def make_eval_fn(model: models.Model, output: str, k: int) -> Callable:
   return jax.jit(eval_batch)
 
 
-def evaluate(eval_fn: Callable, params, split: data_lib.Split, batch_size: int) -> dict:
+def evaluate(eval_fn: Callable, params, split: data_lib.Split, batch_size: int,
+             mesh=None) -> dict:
   """Mean data loss and accuracy over a split; the last batch is padded and masked so every
-  call has one shape (one compilation)."""
+  call has one shape (one compilation). With a mesh, every batch is placed replicated (each
+  host passes the same data)."""
   n = len(split)
   if n == 0:
     return {}
@@ -133,27 +140,15 @@ def evaluate(eval_fn: Callable, params, split: data_lib.Split, batch_size: int) 
     if pad:
       x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
       y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
-    out = eval_fn(params, x, y, mask)
+    batch = (x, y, mask) if mesh is None else parallel.replicate((x, y, mask), mesh)
+    out = eval_fn(params, *batch)
     totals = {key: totals[key] + out[key] for key in totals}
   return {"loss": float(totals["loss_sum"]) / n, "accuracy": float(totals["correct"]) / n}
 
 
-class MetricWriter:
-  """Appends one JSON object per line to workdir/metrics.jsonl (only process 0 writes)."""
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self.enabled = jax.process_index() == 0
-
-  def write(self, record: dict) -> None:
-    if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def prepare_workdir(config, workdir: str) -> None:
   """Creates workdir and writes config.json; refuses to mix two runs in one workdir."""
-  if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+  if os.path.exists(os.path.join(workdir, metrics_lib.FILENAME)):
     raise errors.ConfigError(
         f"--workdir={workdir} already holds a run (metrics.jsonl); pass a new --workdir so "
         "its results are kept")
@@ -163,8 +158,69 @@ def prepare_workdir(config, workdir: str) -> None:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
+def _check_same_config(config, workdir: str) -> None:
+  """Resuming with a different config would silently mix two experiments: refuse."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  now = json.loads(config.to_json_best_effort())
+  diffs = sorted(_diff(saved, now))
+  if diffs:
+    raise errors.ConfigError(
+        f"--workdir={workdir} holds a run with a different config ({', '.join(diffs[:5])}); "
+        "resume it with the same config, or pass a new --workdir")
+
+
+def _diff(a, b, prefix="config") -> list[str]:
+  if isinstance(a, dict) and isinstance(b, dict):
+    out = []
+    for key in sorted(set(a) | set(b)):
+      out += _diff(a.get(key), b.get(key), f"{prefix}.{key}")
+    return out
+  return [] if a == b else [f"{prefix}: {a!r} -> {b!r}"]
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+  """Drops records past `last_step`: the resumed run writes them again, identically."""
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(lines)
+  os.replace(tmp, path)  # Atomic: a crash here leaves the old file.
+
+
+def _finished_result(workdir: str) -> dict | None:
+  """The test record of a run that already ran to the end, else None."""
+  records = metrics_lib.read_metrics(workdir) if os.path.exists(
+      os.path.join(workdir, metrics_lib.FILENAME)) else []
+  if records and records[-1]["split"] == "test":
+    return records[-1]
+  return None
+
+
+def _raise_if_nonfinite(pending: list, last_good_step: int, path: str) -> None:
+  """Host sync on the chunks' first-bad-step scalars: stop naming the step."""
+  for first_bad in pending:
+    if int(first_bad) >= 0:
+      raise errors.NonFiniteLossError(
+          f"loss became NaN/inf at step {int(first_bad)}; lower config.optimizer.learning_rate "
+          f"or set config.optimizer.clip_global_norm (results up to step {last_good_step} are "
+          f"in {path})")
+  pending.clear()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains config's model on config's data, logging to workdir; returns final state/metrics.
+
+  A workdir holding checkpoints of the same config is resumed from its newest good one,
+  exactly: the batch order, dropout and augmentation keys are functions of (seed, step).
+  With several devices (or hosts) the batch is split over a "data" mesh axis and the params
+  are replicated; the code path is the same for one device.
 
   Returns {"state": train state, "test": {"loss", "accuracy"}, "valid": ..., "wall_time": s}.
   """
@@ -179,42 +235,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   k = num_outputs(config, dataset)
   model = models.build(config.model, dataset.input_shape, k)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  prepare_workdir(config, workdir)
-  writer = MetricWriter(workdir)
-
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  params = model.init(init_key)
-  state = {"params": params, "opt_state": optimizer.init(params),
-           "step": jnp.zeros((), jnp.int32), "rng": train_key}
-  n_params = sum(x.size for x in jax.tree.leaves(params))
-  logging.info("%s: %d train / %d valid / %d test examples; %s with %d params",
-               dataset.name, n, len(dataset.valid), len(dataset.test), config.model.name, n_params)
-
   # The lecture's m is the number of training examples.
   loss_fn = make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
-  train_chunk = make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment))
+  value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n)
+  train_chunk = make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment),
+                                 value_and_grad)
   eval_fn = make_eval_fn(model, config.loss.output, k)
-  x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
 
-  step, last_log_step, last_log_time = 0, 0, time.time()
-  loss_sum, acc_sum = 0.0, 0.0
-  valid = {}
+  mesh = parallel.make_mesh()
+  init_key, train_key = jax.random.split(jax.random.key(config.seed))
+  params = model.init(init_key)
+  state = parallel.replicate({"params": params, "opt_state": optimizer.init(params),
+                              "step": jnp.zeros((), jnp.int32), "rng": train_key}, mesh)
+  tracked = {"state": state}
   patience = config.early_stopping_patience
-  best = {"loss": math.inf, "step": 0, "params": None, "evals_since": 0}
+  if patience > 0:  # Early stopping's memory is part of the state, so resume stays exact.
+    tracked["best"] = {"params": jax.tree.map(jnp.copy, state["params"]),
+                       "loss": jnp.asarray(jnp.inf, jnp.float32),
+                       "step": jnp.zeros((), jnp.int32), "evals_since": jnp.zeros((), jnp.int32)}
+
+  step = 0
+  if checkpoint.latest_step(workdir) is not None:
+    _check_same_config(config, workdir)
+    finished = _finished_result(workdir)
+    tracked, step = checkpoint.restore(workdir, tracked)
+    state = tracked["state"]
+    if finished is not None and step == finished["step"]:
+      logging.info("%s already finished at step %d: test accuracy %.4f (nothing to do)",
+                   workdir, step, finished["accuracy"])
+      return {"state": _final_state(tracked), "valid": {}, "wall_time": finished["wall_time"],
+              "test": {"loss": finished["loss"], "accuracy": finished["accuracy"]}}
+    _truncate_metrics(os.path.join(workdir, metrics_lib.FILENAME), step)
+    logging.info("resuming %s from step %d", workdir, step)
+  else:
+    prepare_workdir(config, workdir)
+  writer = metrics_lib.MetricWriter(workdir)
+
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  logging.info("%s: %d train / %d valid / %d test examples; %s with %d params on %d device(s)",
+               dataset.name, n, len(dataset.valid), len(dataset.test), config.model.name,
+               n_params, mesh.size)
+  x_all, y_all = parallel.replicate((dataset.train.x, dataset.train.y), mesh)
+  evaluate_on = lambda split: evaluate(eval_fn, state["params"], split, config.eval_batch_size,
+                                       mesh)
+
+  last_log_step, last_log_time = step, time.time()
+  loss_sum, acc_sum, pending_bad = 0.0, 0.0, []
+  valid = {}
+  every = [config.log_every, config.eval_every]
+  if config.checkpoint_every:
+    every.append(config.checkpoint_every)
   while step < config.num_steps:
-    stop = min(_next_multiple(step, config.log_every), _next_multiple(step, config.eval_every),
-               config.num_steps)
-    idx = data_lib.batch_indices(config.seed, n, config.batch_size, step, stop - step)
-    state, sums = train_chunk(state, x_all, y_all, idx)
+    stop = min([_next_multiple(step, e) for e in every] + [config.num_steps])
+    idx_SxB = data_lib.batch_indices(config.seed, n, config.batch_size, step, stop - step)
+    # Each host keeps its share of the batch; the mesh splits it over the devices.
+    idx_SxB = parallel.shard_batch(parallel.host_slice(idx_SxB, axis=1), mesh, axis=1)
+    state, sums = train_chunk(state, x_all, y_all, idx_SxB)
     step = stop
     loss_sum, acc_sum = loss_sum + sums["loss_sum"], acc_sum + sums["accuracy_sum"]
-    if step % config.log_every == 0 or step == config.num_steps:
-      bad = int(sums["first_bad_step"])  # Host sync: only at log points.
-      if bad >= 0:
-        raise errors.NonFiniteLossError(
-            f"loss became NaN/inf at step {bad}; lower config.optimizer.learning_rate or set "
-            f"config.optimizer.clip_global_norm (results up to step {last_log_step} are in "
-            f"{writer.path})")
+    pending_bad.append(sums["first_bad_step"])
+    at_end = step == config.num_steps
+    at_log = step % config.log_every == 0 or at_end
+    at_eval = (step % config.eval_every == 0 or at_end) and len(dataset.valid) > 0
+    at_ckpt = at_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
+    stopped_early = False
+    if at_log or at_eval or at_ckpt:
+      _raise_if_nonfinite(pending_bad, last_log_step, writer.path)
+    if at_log:
       now = time.time()
       steps = step - last_log_step
       record = {"step": step, "split": "train", "loss": float(loss_sum) / steps,
@@ -225,33 +312,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       logging.info("step %6d | loss %.4f | acc %.4f | %9.0f ex/s", step, record["loss"],
                    record["accuracy"], record["examples_per_sec"])
       last_log_step, last_log_time, loss_sum, acc_sum = step, now, 0.0, 0.0
-    if (step % config.eval_every == 0 or step == config.num_steps) and len(dataset.valid):
-      valid = evaluate(eval_fn, state["params"], dataset.valid, config.eval_batch_size)
+    if at_eval:
+      valid = evaluate_on(dataset.valid)
       writer.write({"step": step, "split": "valid", **valid})
       logging.info("step %6d | valid loss %.4f | valid acc %.4f", step, valid["loss"],
                    valid["accuracy"])
       if patience > 0:
-        if valid["loss"] < best["loss"]:
-          # A copy: the next chunk donates (invalidates) state["params"].
-          best = {"loss": valid["loss"], "step": step, "evals_since": 0,
-                  "params": jax.tree.map(jnp.copy, state["params"])}
-        else:
-          best["evals_since"] += 1
-        if best["evals_since"] >= patience:
+        tracked["best"] = _update_best(tracked["best"], valid["loss"], step, state["params"])
+        best = tracked["best"]
+        if int(best["evals_since"]) >= patience:
           logging.info("early stopping at step %d: no better validation loss for %d evals; "
-                       "keeping the params of step %d", step, patience, best["step"])
-          writer.write({"step": step, "split": "early_stop", "best_step": best["step"],
-                        "best_valid_loss": best["loss"]})
-          break
-  if patience > 0 and best["params"] is not None:
-    state = dict(state, params=best["params"])
+                       "keeping the params of step %d", step, patience, int(best["step"]))
+          writer.write({"step": step, "split": "early_stop", "best_step": int(best["step"]),
+                        "best_valid_loss": float(best["loss"])})
+          stopped_early = True
+    tracked["state"] = state
+    if at_ckpt or stopped_early:
+      checkpoint.save(workdir, tracked, step, keep=config.keep_checkpoints)
+    if stopped_early:
+      break
 
-  test = evaluate(eval_fn, state["params"], dataset.test, config.eval_batch_size)
+  final = _final_state(tracked)
+  test = evaluate(eval_fn, final["params"], dataset.test, config.eval_batch_size, mesh)
   wall = time.time() - t_start
   writer.write({"step": step, "split": "test", **test, "wall_time": wall})
+  writer.close()
   logging.info("done: test accuracy %.4f, test loss %.4f, wall time %.1f s (workdir %s)",
                test["accuracy"], test["loss"], wall, workdir)
-  return {"state": state, "valid": valid, "test": test, "wall_time": wall}
+  return {"state": final, "valid": valid, "test": test, "wall_time": wall}
+
+
+def _update_best(best: dict, valid_loss: float, step: int, params) -> dict:
+  if valid_loss < float(best["loss"]):
+    # A copy: the next chunk donates (invalidates) the state's params.
+    return {"params": jax.tree.map(jnp.copy, params),
+            "loss": jnp.asarray(valid_loss, jnp.float32),
+            "step": jnp.asarray(step, jnp.int32), "evals_since": jnp.zeros((), jnp.int32)}
+  return dict(best, evals_since=best["evals_since"] + 1)
+
+
+def _final_state(tracked: dict) -> dict:
+  """The train state, with early stopping's best params in place of the last ones."""
+  if "best" in tracked and bool(jnp.isfinite(tracked["best"]["loss"])):
+    return dict(tracked["state"], params=tracked["best"]["params"])
+  return tracked["state"]
 
 
 def _next_multiple(step: int, every: int) -> int:

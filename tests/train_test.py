@@ -1,6 +1,7 @@
 """The runner: determinism, what it writes, bad input, NaN handling, jit vs no-jit."""
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -62,10 +63,19 @@ def test_writes_metrics_jsonl_and_config_json(tmp_path):
   assert saved["optimizer"]["name"] == "momentum" and saved["num_steps"] == 60
 
 
-def test_refuses_to_overwrite_an_earlier_run(tmp_path):
+def test_never_overwrites_an_earlier_run(tmp_path):
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(tiny_config(), workdir)
+  first = train.train_and_evaluate(tiny_config(), workdir)
   before = _records(workdir)
+  # Same config: the run is finished, nothing is retrained or rewritten.
+  again = train.train_and_evaluate(tiny_config(), workdir)
+  assert again["test"] == pytest.approx(first["test"]) and _records(workdir) == before
+  # Another config in the same workdir would mix two experiments.
+  with pytest.raises(errors.ConfigError, match=r"different config \(config.seed: 0 -> 1\)"):
+    train.train_and_evaluate(tiny_config(seed=1), workdir)
+  assert _records(workdir) == before
+  # Metrics without checkpoints (e.g. from another tool): refused, not appended to.
+  shutil.rmtree(os.path.join(workdir, "checkpoints"))
   with pytest.raises(errors.ConfigError, match="already holds a run"):
     train.train_and_evaluate(tiny_config(), workdir)
   assert _records(workdir) == before
@@ -119,7 +129,8 @@ def test_early_stopping_keeps_the_best_validation_params(tmp_path):
   (stop,) = [r for r in records if r["split"] == "early_stop"]
   valid = {r["step"]: r["loss"] for r in records if r["split"] == "valid"}
   assert stop["step"] < 3000 and stop["step"] - stop["best_step"] == 300
-  assert stop["best_valid_loss"] == min(valid.values()) == valid[stop["best_step"]]
+  assert valid[stop["best_step"]] == min(valid.values())
+  assert stop["best_valid_loss"] == pytest.approx(valid[stop["best_step"]], rel=1e-6)
   # The returned params are the best ones: re-evaluating them gives the best loss.
   dataset = data_lib.load(config.data)
   model = models.build(config.model, dataset.input_shape, 10)

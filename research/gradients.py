@@ -1,0 +1,33 @@
+"""Where a training step's gradient comes from: config.grad = autodiff | manual.
+
+  autodiff  jax.value_and_grad of the loss: works for every model.
+  manual    the hand-written backward pass of research/backprop/ (the lecture's recursions
+            for dE/dsigma and dE/dw); same signature, so the train step cannot tell them apart.
+"""
+from typing import Callable
+
+import jax
+
+from research import errors
+
+GRADS = ("autodiff", "manual")
+MANUAL_MODELS = ("mlp",)
+
+
+def make_value_and_grad(config, loss_fn: Callable, num_outputs: int, m: int) -> Callable:
+  """Returns f(params, x, labels, rng) -> ((E, aux), dE/dparams) for config.grad."""
+  errors.check_choice("grad", config.grad, GRADS)
+  if config.grad == "autodiff":
+    return jax.value_and_grad(loss_fn, has_aux=True)
+  if config.model.name not in MANUAL_MODELS:
+    raise errors.ConfigError(
+        f"config.grad='manual' has a hand-written backward pass only for models "
+        f"{list(MANUAL_MODELS)}, not {config.model.name!r}; use config.grad='autodiff'")
+  if config.model.get("dropout", 0.0) > 0:
+    raise errors.ConfigError(
+        "config.grad='manual' does not implement the MLP's dropout; set "
+        "config.model.dropout=0 or config.grad='autodiff'")
+  from research.backprop import mlp as mlp_backprop  # Only manual runs need it.
+  return mlp_backprop.make_value_and_grad(
+      config.model.activation, config.loss.output, config.loss.l2, m, num_outputs,
+      lam1=config.loss.l1)
