@@ -64,11 +64,19 @@ def make_mesh(devices=None) -> Mesh:
 
 
 def replicate(tree, mesh: Mesh):
-  """Places every leaf of `tree` whole on every device of `mesh` (params, optimizer state).
-
-  Multi-host: each process must pass the same values (same seed, same init).
+  """Places every leaf of `tree` whole on every device of `mesh` (params, optimizer state,
+  typed PRNG keys). Multi-host: each process must pass the same values (same seed, same init).
   """
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  sharding = NamedSharding(mesh, P())
+
+  def put(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    # Not jax.device_put: given a jax.Array and a sharding that spans hosts, jax 0.10 returns
+    # a malformed array (its addressable_shards raise, so orbax cannot save it).
+    return jax.make_array_from_process_local_data(sharding, x)
+
+  return jax.tree.map(put, tree)
 
 
 def host_slice(global_batch, axis: int = -1) -> np.ndarray:

@@ -35,15 +35,15 @@ def test_batch_sharded_over_4_devices_matches_one_device():
   assert result["device_count"] == 4
   assert result["idx_shard_shapes"] == [[3, 2]] * 4  # (S, B / D) on each device.
   assert result["max_abs_diff"] < 1e-5, result
-  assert result["loss_decreased"]
+  assert result["loss_decreased"] and result["same_stream"]
   assert "batch_size=6" in result["error"] and "4 devices" in result["error"]
 
 
-def test_two_processes_on_localhost_match_one_process():
+def test_two_processes_on_localhost_match_one_process(tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  procs = [_run("process", f"127.0.0.1:{port}", str(i)) for i in range(2)]
+  procs = [_run("process", f"127.0.0.1:{port}", str(i), str(tmp_path)) for i in range(2)]
   try:
     results = [_result(p) for p in procs]
   finally:
@@ -55,6 +55,8 @@ def test_two_processes_on_localhost_match_one_process():
     assert result["device_count"] == 2
     assert result["local_idx_shape"] == [3, 4]  # Half of each batch of 8.
     assert result["max_abs_diff"] < 1e-5, result
+    assert result["same_stream"]
+    assert result["checkpoint_step"] == 3 and result["checkpoint_exact"]
   # Both processes hold the same replicated params.
   assert results[0]["param_sum"] == results[1]["param_sum"]
 
@@ -64,7 +66,9 @@ def test_two_processes_on_localhost_match_one_process():
 _B, _S, _N, _D, _K = 8, 3, 32, 5, 3  # batch, steps per chunk, examples, inputs, classes
 
 
-def _worker(mode: str, coordinator: str | None = None, process_id: str | None = None) -> dict:
+def _worker(mode: str, coordinator: str | None = None, process_id: str | None = None,
+            workdir: str | None = None) -> dict:
+  from research import checkpoint
   from research import errors
   from research import parallel
   if mode == "process":
@@ -109,7 +113,18 @@ def _worker(mode: str, coordinator: str | None = None, process_id: str | None = 
   par_state, par_loss = chunk(parallel.replicate(state, mesh), parallel.replicate(x_NxD, mesh),
                               parallel.replicate(y_N, mesh), idx_sharded)
 
-  local_view = lambda tree: jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
+  key = jax.random.key(1)
+  rng = parallel.replicate(key, mesh)  # Typed keys need care to cross hosts.
+  same_stream = bool((jax.random.uniform(rng, (3,)).addressable_data(0)
+                      == jax.random.uniform(key, (3,))).all())
+
+  def local_view(tree):
+    """This process's copy of each replicated leaf (typed keys as their key data)."""
+    def view(a):
+      if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        a = jax.random.key_data(a)
+      return np.asarray(a.addressable_data(0))
+    return jax.tree.map(view, tree)
   diffs = jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
                        local_view(par_state[0]), jax.device_get(ref_state[0]))
   result = {"device_count": jax.device_count(), "process_index": jax.process_index(),
@@ -117,8 +132,16 @@ def _worker(mode: str, coordinator: str | None = None, process_id: str | None = 
             "idx_shard_shapes": [list(s.data.shape) for s in idx_sharded.addressable_shards],
             "max_abs_diff": max(max(jax.tree.leaves(diffs)),
                                 float(np.abs(local_view(par_loss) - ref_loss).max())),
-            "loss_decreased": bool(ref_loss[-1] < ref_loss[0]),
+            "loss_decreased": bool(ref_loss[-1] < ref_loss[0]), "same_stream": same_stream,
             "param_sum": float(sum(a.sum() for a in jax.tree.leaves(local_view(par_state[0]))))}
+  if mode == "process":
+    # Every process saves its part of the replicated state and restores it.
+    train_state = {"params": par_state[0], "opt_state": par_state[1], "rng": rng}
+    checkpoint.save(workdir, train_state, _S)
+    restored, result["checkpoint_step"] = checkpoint.restore(workdir, train_state)
+    result["checkpoint_exact"] = all(
+        np.array_equal(a, b) for a, b in zip(jax.tree.leaves(local_view(restored)),
+                                             jax.tree.leaves(local_view(train_state))))
   if mode == "devices4":
     try:
       parallel.shard_batch(np.zeros((6, 2)), mesh)
