@@ -105,10 +105,6 @@ def restore(workdir: str, target_state) -> tuple[object, int]:
       f"use the original config or a new --workdir, else delete {ckpt_dir} to start over")
 
 
-class _Mismatch(ValueError):
-  """The checkpoint is intact but holds a different state (e.g. the config changed)."""
-
-
 def _restore_step(mgr: ocp.CheckpointManager, step: int, abstract, target_specs: list[dict]):
   manifest = mgr.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
   manifest = manifest["manifest"]
@@ -116,7 +112,7 @@ def _restore_step(mgr: ocp.CheckpointManager, step: int, abstract, target_specs:
     raise ValueError("missing or unknown manifest")
   saved_specs = [{k: v for k, v in leaf.items() if k != "crc32"} for leaf in manifest["leaves"]]
   if saved_specs != target_specs:
-    raise _Mismatch(_first_difference(saved_specs, target_specs))
+    raise ValueError(_first_difference(saved_specs, target_specs))
   restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   on_disk = restored["state"]
   for leaf, x in zip(manifest["leaves"], jax.tree.leaves(on_disk)):
