@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 from absl import logging
@@ -77,7 +78,9 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
                      value_and_grad: Callable | None = None) -> Callable:
   """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps.
 
-  sums holds E and accuracy summed over the chunk's steps and the first step whose loss was
+  sums holds E, its data term and accuracy summed over the chunk's steps (train records
+  report E as "loss" and the data term, comparable with valid/test "loss", as "data_loss"),
+  and the first step whose loss was
   not finite (or -1), so NaN detection costs no extra host sync.
   """
   if value_and_grad is None:
@@ -94,13 +97,14 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(jnp.add, state["params"], updates)
     new_state = dict(state, params=params, opt_state=opt_state, step=step + 1)
-    return new_state, (E, aux["accuracy"], step)
+    return new_state, (E, aux["data_loss"], aux["accuracy"], step)
 
   def chunk(state, x_all, y_all, idx_SxB):
-    state, (E_S, acc_S, step_S) = jax.lax.scan(
+    state, (E_S, data_S, acc_S, step_S) = jax.lax.scan(
         lambda s, idx: train_step(s, idx, x_all, y_all), state, idx_SxB)
     bad = jnp.where(jnp.isfinite(E_S), jnp.iinfo(jnp.int32).max, step_S).min()
-    return state, {"loss_sum": E_S.sum(), "accuracy_sum": acc_S.sum(),
+    return state, {"loss_sum": E_S.sum(), "data_loss_sum": data_S.sum(),
+                   "accuracy_sum": acc_S.sum(),
                    "first_bad_step": jnp.where(bad == jnp.iinfo(jnp.int32).max, -1, bad)}
 
   return jax.jit(chunk, donate_argnums=0)
@@ -214,6 +218,34 @@ def _raise_if_nonfinite(pending: list, last_good_step: int, path: str) -> None:
   pending.clear()
 
 
+def init_tracked(config, model: models.Model, optimizer, mesh) -> dict:
+  """Everything a checkpoint holds: {"state": train state[, "best": early stopping's memory]}.
+
+  The train state is {"params", "opt_state", "step", "rng"}, replicated over the mesh.
+  """
+  init_key, train_key = jax.random.split(jax.random.key(config.seed))
+  params = model.init(init_key)
+  state = parallel.replicate({"params": params, "opt_state": optimizer.init(params),
+                              "step": jnp.zeros((), jnp.int32), "rng": train_key}, mesh)
+  tracked = {"state": state}
+  if config.early_stopping_patience > 0:  # Part of the state, so resume stays exact.
+    tracked["best"] = {"params": jax.tree.map(jnp.copy, state["params"]),
+                       "loss": jnp.asarray(jnp.inf, jnp.float32),
+                       "step": jnp.zeros((), jnp.int32), "evals_since": jnp.zeros((), jnp.int32)}
+  return tracked
+
+
+def restore_state(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, int]:
+  """(train state, step) of the newest good checkpoint of a run of `config` in workdir, with
+  early stopping's best params in place when the config uses it. For notebooks and tests."""
+  dataset = data_lib.load(config.data)
+  model = models.build(config.model, dataset.input_shape, num_outputs(config, dataset))
+  optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
+  tracked = init_tracked(config, model, optimizer, parallel.make_mesh())
+  tracked, step = checkpoint.restore(workdir, tracked)
+  return _final_state(tracked), step
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains config's model on config's data, logging to workdir; returns final state/metrics.
 
@@ -243,19 +275,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_fn = make_eval_fn(model, config.loss.output, k)
 
   mesh = parallel.make_mesh()
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  params = model.init(init_key)
-  state = parallel.replicate({"params": params, "opt_state": optimizer.init(params),
-                              "step": jnp.zeros((), jnp.int32), "rng": train_key}, mesh)
-  tracked = {"state": state}
+  tracked = init_tracked(config, model, optimizer, mesh)
+  state, params = tracked["state"], tracked["state"]["params"]
   patience = config.early_stopping_patience
-  if patience > 0:  # Early stopping's memory is part of the state, so resume stays exact.
-    tracked["best"] = {"params": jax.tree.map(jnp.copy, state["params"]),
-                       "loss": jnp.asarray(jnp.inf, jnp.float32),
-                       "step": jnp.zeros((), jnp.int32), "evals_since": jnp.zeros((), jnp.int32)}
 
   step = 0
-  if checkpoint.latest_step(workdir) is not None:
+  resuming = checkpoint.latest_step(workdir) is not None
+  # Every process reads the workdir before process 0 writes to it.
+  multihost_utils.sync_global_devices("workdir inspected")
+  if resuming:
     _check_same_config(config, workdir)
     finished = _finished_result(workdir)
     tracked, step = checkpoint.restore(workdir, tracked)
@@ -280,7 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                        mesh)
 
   last_log_step, last_log_time = step, time.time()
-  loss_sum, acc_sum, pending_bad = 0.0, 0.0, []
+  sums_since_log, pending_bad = [], []
   valid = {}
   every = [config.log_every, config.eval_every]
   if config.checkpoint_every:
@@ -292,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     idx_SxB = parallel.shard_batch(parallel.host_slice(idx_SxB, axis=1), mesh, axis=1)
     state, sums = train_chunk(state, x_all, y_all, idx_SxB)
     step = stop
-    loss_sum, acc_sum = loss_sum + sums["loss_sum"], acc_sum + sums["accuracy_sum"]
+    sums_since_log.append(sums)
     pending_bad.append(sums["first_bad_step"])
     at_end = step == config.num_steps
     at_log = step % config.log_every == 0 or at_end
@@ -304,14 +332,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if at_log:
       now = time.time()
       steps = step - last_log_step
-      record = {"step": step, "split": "train", "loss": float(loss_sum) / steps,
-                "accuracy": float(acc_sum) / steps,
+      total = lambda key: float(sum(x[key] for x in sums_since_log)) / steps
+      record = {"step": step, "split": "train", "loss": total("loss_sum"),
+                "data_loss": total("data_loss_sum"), "accuracy": total("accuracy_sum"),
                 "examples_per_sec": steps * config.batch_size / (now - last_log_time),
                 "elapsed": now - t_start}
       writer.write(record)
       logging.info("step %6d | loss %.4f | acc %.4f | %9.0f ex/s", step, record["loss"],
                    record["accuracy"], record["examples_per_sec"])
-      last_log_step, last_log_time, loss_sum, acc_sum = step, now, 0.0, 0.0
+      last_log_step, last_log_time, sums_since_log = step, now, []
     if at_eval:
       valid = evaluate_on(dataset.valid)
       writer.write({"step": step, "split": "valid", **valid})
