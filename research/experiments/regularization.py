@@ -1,0 +1,433 @@
+"""Regularization on a setting that overfits: each regularizer's effect on the train-test gap.
+
+A wide MLP trained on a seeded slice of `experiment.train_examples` training examples fits
+them perfectly and generalises worse. Every method trains the same model on the same slice
+from the same base config, with exactly one regularizer turned on:
+
+  none            the base config
+  l2              config.loss.l2 = lambda: E + (lambda/2m) sum w^2
+  l1              config.loss.l1 = lambda_1: E + (lambda_1/m) sum |w|
+  dropout         config.model.dropout = p on every hidden unit (inverted dropout)
+  early_stopping  config.early_stopping_patience = evals without a better validation loss;
+                  the params of the best validation loss are kept
+  augment         config.augment.ops = experiment.augment_ops (images: the MLP flattens them)
+  bagging         k members on k bootstrap resamples of the slice, trained as ONE jax.vmap of
+                  the library's train chunk over stacked params / opt states / batch indices;
+                  predicts with the average of the members' probabilities
+
+m in lambda/2m is the slice size. Each method is repeated for `experiment.repeats` training
+seeds (init, batch order, masks; the slice stays fixed) and the table reports the mean and
+the spread over them of: train accuracy (on the whole slice, eval mode), test accuracy, the
+gap between the two, the test data loss and sum w^2.
+"""
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from research import augment
+from research import data as data_lib
+from research import errors
+from research import experiments
+from research import losses
+from research import metrics as metrics_lib
+from research import models
+from research import optim
+from research import train
+
+METHODS = ("none", "l2", "l1", "dropout", "early_stopping", "augment", "bagging")
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """train.validate plus the config.experiment fields; fails with the field and the fix."""
+  train.validate(config)
+  if "experiment" not in config:
+    raise errors.ConfigError("config.experiment is missing; add the fields of "
+                             "configs/exp_regularization.py")
+  exp = config.experiment
+  for i, method in enumerate(exp.methods):
+    errors.check_choice(f"experiment.methods[{i}]", method, METHODS)
+  if not exp.methods:
+    raise errors.ConfigError("config.experiment.methods is empty; name at least one of "
+                             + ", ".join(METHODS))
+  for field in ("train_examples", "subset_seed"):
+    if not _is_int(exp[field]) or exp[field] < 0:
+      raise errors.ConfigError(f"config.experiment.{field}={exp[field]!r} must be an integer "
+                               ">= 0")
+  for field in ("repeats", "patience", "bagging_members"):
+    if not _is_int(exp[field]) or exp[field] <= 0:
+      raise errors.ConfigError(f"config.experiment.{field}={exp[field]!r} must be a positive "
+                               "integer")
+  for field in ("l2", "l1"):
+    errors.check_positive(f"experiment.{field}", exp[field])
+  if config.grad != "autodiff":
+    raise errors.ConfigError(f"config.grad={config.grad!r}: the regularization experiment "
+                             "trains with jax.value_and_grad; set config.grad='autodiff'")
+  if not 0 < exp.dropout < 1:
+    raise errors.ConfigError(f"config.experiment.dropout={exp.dropout!r} must be in (0, 1)")
+  # "none" must really be none: each method switches on exactly one regularizer.
+  base_on = {"loss.l2": config.loss.l2, "loss.l1": config.loss.l1,
+             "model.dropout": config.model.get("dropout", 0.0),
+             "early_stopping_patience": config.early_stopping_patience,
+             "augment.ops": tuple(config.augment.ops)}
+  for field, value in base_on.items():
+    if value:
+      raise errors.ConfigError(
+          f"config.{field}={value!r} must be off in the regularization experiment (each "
+          "method turns on one regularizer); set its strength in config.experiment instead")
+
+
+def method_config(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+  """A copy of the (regularizer-free) base config with `method`'s one regularizer on."""
+  errors.check_choice("experiment.methods[]", method, METHODS)
+  cfg = config.copy_and_resolve_references()
+  exp = config.experiment
+  if method == "l2":
+    cfg.loss.l2 = exp.l2
+  elif method == "l1":
+    cfg.loss.l1 = exp.l1
+  elif method == "dropout":
+    cfg.model.dropout = exp.dropout
+  elif method == "early_stopping":
+    cfg.early_stopping_patience = exp.patience
+  elif method == "augment":
+    cfg.augment.ops = tuple(exp.augment_ops)
+  return cfg
+
+
+def train_subset(split: data_lib.Split, num_examples: int, seed: int) -> data_lib.Split:
+  """A seeded subset of `num_examples` examples of split, without replacement (0 = all)."""
+  n = len(split)
+  if num_examples == 0:
+    return split
+  if num_examples > n:
+    raise errors.ConfigError(f"config.experiment.train_examples={num_examples} is more than "
+                             f"the {n} training examples; use at most {n} (0 = all)")
+  idx = np.sort(np.random.default_rng(seed).choice(n, num_examples, replace=False))
+  return data_lib.Split(split.x[idx], split.y[idx])
+
+
+# ------------------------------------------------------------------------ mixture predictive
+
+
+def mixture_nll(logits_MxBxK: jax.Array, labels_B: jax.Array,
+                output: str) -> tuple[jax.Array, jax.Array]:
+  """-log Pr(y|x) under the average of M members' predictive distributions, and argmax.
+
+  Pr(y|x) = (1/M) sum_d Pr(y|x,d), computed as logsumexp_d log Pr(y|x,d) - log M so it never
+  evaluates log(0). softmax: Pr is the categorical over K classes. sigmoid: the K units are
+  independent Bernoullis, each averaged on its own (sigma_k and 1 - sigma_k both averaged),
+  the lecture's cross-entropy of the averaged units. With M = 1 both are exactly
+  losses.DATA_LOSSES[output]. Returns (nll_B, predicted class_B).
+  """
+  m, _, k = logits_MxBxK.shape
+  average = lambda logp_MxBxK: jax.nn.logsumexp(logp_MxBxK, axis=0) - jnp.log(m)
+  if output == "softmax":
+    logp_BxK = average(jax.nn.log_softmax(logits_MxBxK, axis=-1))
+    nll_B = -jnp.take_along_axis(logp_BxK, labels_B[:, None], axis=-1)[:, 0]
+    return nll_B, jnp.argmax(logp_BxK, axis=-1)
+  errors.check_choice("loss.output", output, sorted(losses.DATA_LOSSES))
+  logp_BxK = average(-jax.nn.softplus(-logits_MxBxK))  # log sigma_k
+  log1mp_BxK = average(-jax.nn.softplus(logits_MxBxK))  # log (1 - sigma_k)
+  y_BxK = losses.one_hot_targets(labels_B, k, logp_BxK.dtype)
+  nll_B = -(y_BxK * logp_BxK + (1 - y_BxK) * log1mp_BxK).sum(axis=-1)
+  if k == 1:
+    return nll_B, (logp_BxK[:, 0] > log1mp_BxK[:, 0]).astype(jnp.int32)
+  return nll_B, jnp.argmax(logp_BxK, axis=-1)
+
+
+def make_ensemble_eval_fn(model: models.Model, output: str) -> Callable:
+  """Returns jitted eval(params_M, x_B..., labels_B, mask_B) for train.evaluate: the data loss
+  and correct count of the M stacked members' averaged predictive (see mixture_nll), summed
+  over the unmasked examples."""
+
+  def eval_batch(params_M, x, labels_B, mask_B):
+    logits_MxBxK = jax.vmap(lambda p: model.apply(p, x, train=False))(params_M)
+    nll_B, pred_B = mixture_nll(logits_MxBxK, labels_B, output)
+    return {"loss_sum": jnp.where(mask_B, nll_B, 0).sum(),
+            "correct": jnp.where(mask_B, pred_B == labels_B, 0).sum()}
+
+  return jax.jit(eval_batch)
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def init_state(model: models.Model, optimizer, key: jax.Array) -> dict:
+  """The train state of train.train_and_evaluate for one model, from one key."""
+  init_key, train_key = jax.random.split(key)
+  params = model.init(init_key)
+  return {"params": params, "opt_state": optimizer.init(params),
+          "step": jnp.zeros((), jnp.int32), "rng": train_key}
+
+
+def _check_finite(sums, step: int, what: str) -> None:
+  bad = np.asarray(sums["first_bad_step"])
+  if (bad >= 0).any():
+    raise errors.NonFiniteLossError(
+        f"{what}: loss became NaN/inf at step {int(bad.max())} (before step {step}); lower "
+        "config.optimizer.learning_rate or set config.optimizer.clip_global_norm")
+
+
+def _weight_norm_sq(params) -> float:
+  """sum_l sum_ij (w^l_ij)^2 over the "w" leaves (what l2_penalty decays)."""
+  return float(losses.l2_penalty(params, 2.0, 1))
+
+
+def fit(config: ml_collections.ConfigDict, model: models.Model, num_outputs: int,
+        train_split: data_lib.Split, valid_split: data_lib.Split, seeds: list[int],
+        writer: metrics_lib.MetricWriter | None = None, tag: str = "") -> list[dict[str, Any]]:
+  """Trains one model per seed on train_split (the library's train chunk, compiled once).
+
+  Runs config.num_steps steps in chunks of config.eval_every, evaluating on valid_split after
+  each chunk. With config.early_stopping_patience > 0 training stops after that many evals
+  without a new best validation loss and the best params are returned (as in
+  train.train_and_evaluate). Returns per seed {"params", "best_step", "stop_step",
+  "valid_losses": [(step, loss), ...]}.
+  """
+  n, k = len(train_split), num_outputs
+  optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
+  # The lecture's m is the number of training examples: here the slice's.
+  loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
+  chunk = train.make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment))
+  eval_fn = train.make_eval_fn(model, config.loss.output, k)
+  x_all, y_all = jax.device_put(train_split.x), jax.device_put(train_split.y)
+  patience = config.early_stopping_patience
+  results = []
+  for seed in seeds:
+    state = init_state(model, optimizer, jax.random.key(seed))
+    best = {"loss": math.inf, "step": 0, "params": None, "evals_since": 0}
+    history, step = [], 0
+    while step < config.num_steps:
+      stop = min(step + config.eval_every, config.num_steps)
+      idx_SxB = data_lib.batch_indices(seed, n, config.batch_size, step, stop - step)
+      state, sums = chunk(state, x_all, y_all, idx_SxB)
+      step = stop
+      _check_finite(sums, step, tag or "fit")
+      valid = train.evaluate(eval_fn, state["params"], valid_split, config.eval_batch_size)
+      history.append((step, valid["loss"]))
+      if writer is not None:
+        writer.write({"method": tag, "seed": seed, "step": step, "split": "valid", **valid})
+      if patience > 0:
+        if valid["loss"] < best["loss"]:
+          # A copy: the next chunk donates (invalidates) state["params"].
+          best = {"loss": valid["loss"], "step": step, "evals_since": 0,
+                  "params": jax.tree.map(jnp.copy, state["params"])}
+        else:
+          best["evals_since"] += 1
+        if best["evals_since"] >= patience:
+          break
+    params = best["params"] if best["params"] is not None else state["params"]
+    results.append({"params": params, "best_step": best["step"] if patience else step,
+                    "stop_step": step, "valid_losses": history})
+  return results
+
+
+def bootstrap_indices(seed: int, n: int, k: int) -> np.ndarray:
+  """boot_kxn: k resamples of range(n) with replacement, member j's a function of (seed, j)."""
+  return np.stack([np.random.default_rng([seed, j]).integers(0, n, n) for j in range(k)]
+                  ).astype(np.int32)
+
+
+def bagging_batches(boot_kxn: np.ndarray, seed: int, batch_size: int, start_step: int,
+                    num_steps: int) -> np.ndarray:
+  """idx_kxSxB: member j's batches are its resample boot_kxn[j] read in the library's
+  (seed, step) batch order, so every member sees n draws per epoch."""
+  pos_SxB = data_lib.batch_indices(seed, boot_kxn.shape[1], batch_size, start_step, num_steps)
+  return boot_kxn[:, pos_SxB]
+
+
+def fit_bagging(config: ml_collections.ConfigDict, model: models.Model, num_outputs: int,
+                train_split: data_lib.Split, k: int, seeds: list[int]) -> list[dict[str, Any]]:
+  """Bagging: per seed, k members trained on k bootstrap resamples as one vmapped chunk.
+
+  The library's jitted train chunk is vmapped over a leading k axis of the train state
+  (params, opt_state, step, rng) and of the batch indices; the data is shared. Member j
+  starts from init_state(model, optimizer, jax.random.split(key(seed), k)[j]) and is
+  exactly the model the unvmapped chunk trains from that state on
+  bagging_batches(...)[j]. Returns per seed {"params": params stacked k x ..., "boot": boot_kxn}.
+  """
+  n = len(train_split)
+  optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
+  loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, num_outputs,
+                               config.loss.l1)
+  chunk = train.make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment))
+  chunk_k = jax.jit(jax.vmap(chunk, in_axes=(0, None, None, 0)), donate_argnums=0)
+  init_k = jax.jit(jax.vmap(lambda key: init_state(model, optimizer, key)))
+  x_all, y_all = jax.device_put(train_split.x), jax.device_put(train_split.y)
+  results = []
+  for seed in seeds:
+    boot_kxn = bootstrap_indices(seed, n, k)
+    state = init_k(jax.random.split(jax.random.key(seed), k))
+    step = 0
+    while step < config.num_steps:
+      stop = min(step + config.eval_every, config.num_steps)
+      idx_kxSxB = bagging_batches(boot_kxn, seed, config.batch_size, step, stop - step)
+      state, sums = chunk_k(state, x_all, y_all, idx_kxSxB)
+      step = stop
+      _check_finite(sums, step, "bagging")
+    results.append({"params": state["params"], "boot": boot_kxn})
+  return results
+
+
+# ------------------------------------------------------------------------------------ runner
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+  return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+@experiments.register("regularization")
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains every method of config.experiment.methods, writes results.{md,json} and a plot.
+
+  Returns {"methods": {method: {"train_accuracy", "test_accuracy", "gap", "test_loss",
+  "weight_norm_sq": {"mean", "std"}, "runs": [per seed]}}, "wall_time": s}.
+  """
+  t_start = time.time()
+  validate(config)
+  exp = config.experiment
+  dataset = data_lib.load(config.data)
+  train_split = train_subset(dataset.train, exp.train_examples, exp.subset_seed)
+  if config.batch_size > len(train_split):
+    raise errors.ConfigError(
+        f"config.batch_size={config.batch_size} is larger than the {len(train_split)} training "
+        f"examples of the slice; use at most {len(train_split)}")
+  if "augment" in exp.methods and dataset.train.x.ndim != 4:
+    raise errors.ConfigError(
+        f"the augment method needs images x_NxHxWxC but {dataset.name} gives shape "
+        f"{dataset.input_shape}; set config.data.image_size=8 (digits) or drop 'augment' from "
+        "config.experiment.methods")
+  if "early_stopping" in exp.methods and not len(dataset.valid):
+    raise errors.ConfigError("early stopping needs a validation split; set "
+                             "config.data.valid_fraction > 0")
+  k = train.num_outputs(config, dataset)
+  train.prepare_workdir(config, workdir)
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+  seeds = [config.seed + r for r in range(exp.repeats)]
+  logging.info("%s: a slice of %d of %d training examples, %d valid, %d test; methods %s, "
+               "%d seeds each", dataset.name, len(train_split), len(dataset.train),
+               len(dataset.valid), len(dataset.test), ", ".join(exp.methods), len(seeds))
+
+  ensemble_eval = None
+  results = {}
+  for method in exp.methods:
+    t_method = time.time()
+    cfg = method_config(config, method)
+    model = models.build(cfg.model, dataset.input_shape, k)
+    if method == "bagging":
+      fits = fit_bagging(cfg, model, k, train_split, exp.bagging_members, seeds)
+      ensemble_eval = ensemble_eval or make_ensemble_eval_fn(model, cfg.loss.output)
+      measure = lambda p, split: train.evaluate(ensemble_eval, p, split, cfg.eval_batch_size)
+    else:
+      fits = fit(cfg, model, k, train_split, dataset.valid, seeds, writer, method)
+      eval_fn = train.make_eval_fn(model, cfg.loss.output, k)
+      measure = lambda p, split: train.evaluate(eval_fn, p, split, cfg.eval_batch_size)
+    runs = []
+    for seed, out in zip(seeds, fits):
+      tr, te = measure(out["params"], train_split), measure(out["params"], dataset.test)
+      run_record = {"seed": seed, "train_accuracy": tr["accuracy"],
+                    "test_accuracy": te["accuracy"], "gap": tr["accuracy"] - te["accuracy"],
+                    "train_loss": tr["loss"], "test_loss": te["loss"],
+                    "weight_norm_sq": _weight_norm_sq(out["params"])}
+      if method == "bagging":
+        # sum w^2 of the mean member, and the mean member's test loss/accuracy for contrast.
+        run_record["weight_norm_sq"] /= exp.bagging_members
+        members = [measure(jax.tree.map(lambda a: a[j:j + 1], out["params"]), dataset.test)
+                   for j in range(exp.bagging_members)]
+        run_record["member_test_loss"] = float(np.mean([m["loss"] for m in members]))
+        run_record["member_test_accuracy"] = float(np.mean([m["accuracy"] for m in members]))
+      else:
+        run_record["best_step"], run_record["stop_step"] = out["best_step"], out["stop_step"]
+      writer.write({"step": run_record.get("stop_step", cfg.num_steps), "split": "result",
+                    "method": method, **run_record})
+      runs.append(run_record)
+    fields = ("train_accuracy", "test_accuracy", "gap", "test_loss", "weight_norm_sq")
+    results[method] = {f: _summary([r[f] for r in runs]) for f in fields}
+    results[method]["runs"] = runs
+    logging.info("%-14s train %.3f  test %.3f  gap %.3f  test loss %.3f  (%.1f s)", method,
+                 results[method]["train_accuracy"]["mean"],
+                 results[method]["test_accuracy"]["mean"], results[method]["gap"]["mean"],
+                 results[method]["test_loss"]["mean"], time.time() - t_method)
+
+  wall = time.time() - t_start
+  out = {"methods": results, "wall_time": wall}
+  if jax.process_index() == 0:
+    _write_results(workdir, config, dataset, len(train_split), out)
+  logging.info("done in %.1f s; results in %s", wall, os.path.join(workdir, "results.md"))
+  return out
+
+
+def _describe(config, method: str) -> str:
+  exp = config.experiment
+  return {"none": "-", "l2": f"lambda={exp.l2:g}", "l1": f"lambda_1={exp.l1:g}",
+          "dropout": f"p={exp.dropout:g}", "early_stopping": f"patience={exp.patience} evals",
+          "augment": "+".join(exp.augment_ops),
+          "bagging": f"k={exp.bagging_members}"}[method]
+
+
+def _write_results(workdir: str, config, dataset, n: int, out: dict) -> None:
+  """results.json, results.md (one row per method) and regularization.png."""
+  exp = config.experiment
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(out, f, indent=2)
+  fmt = lambda s, scale=100.0, d=1: f"{scale * s['mean']:.{d}f} ± {scale * s['std']:.{d}f}"
+  lines = [
+      f"Regularization: {dataset.name}, a slice of {n} training examples, "
+      f"{len(dataset.test)} test examples; mean ± std over {exp.repeats} seeds.",
+      "",
+      "| method | setting | train acc % | test acc % | gap (points) | test loss | sum w^2 |",
+      "|---|---|---|---|---|---|---|"]
+  for method, r in out["methods"].items():
+    lines.append(
+        f"| {method} | {_describe(config, method)} | {fmt(r['train_accuracy'])} | "
+        f"{fmt(r['test_accuracy'])} | {fmt(r['gap'])} | {fmt(r['test_loss'], 1.0, 3)} | "
+        f"{fmt(r['weight_norm_sq'], 1.0, 0)} |")
+  if "bagging" in out["methods"]:
+    runs = out["methods"]["bagging"]["runs"]
+    lines += ["", f"bagging: the mean member scores "
+              f"{100 * np.mean([r['member_test_accuracy'] for r in runs]):.1f}% test accuracy "
+              f"and {np.mean([r['member_test_loss'] for r in runs]):.3f} test loss; "
+              "sum w^2 is the mean member's."]
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  _plot(os.path.join(workdir, "regularization.png"), out["methods"], dataset.name, n)
+
+
+def _plot(path: str, results: dict, name: str, n: int) -> None:
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  methods = list(results)
+  x = np.arange(len(methods))
+  fig = Figure(figsize=(1.3 * len(methods) + 2, 4.2), layout="constrained")
+  ax = fig.subplots()
+  for offset, field, label, color in ((-0.2, "train_accuracy", "train", "#9ecae1"),
+                                      (0.2, "test_accuracy", "test", "#3182bd")):
+    means = [100 * results[m][field]["mean"] for m in methods]
+    stds = [100 * results[m][field]["std"] for m in methods]
+    ax.bar(x + offset, means, 0.4, yerr=stds, label=label, color=color, capsize=3)
+  for i, m in enumerate(methods):
+    ax.annotate(f"gap {100 * results[m]['gap']['mean']:.1f}",
+                (i, 100 * results[m]["train_accuracy"]["mean"] + 1.0), ha="center", fontsize=8)
+  lowest = min(100 * results[m]["test_accuracy"]["mean"] for m in methods)
+  ax.set_ylim(max(0, lowest - 10), 103)
+  ax.set_xticks(x, methods)
+  ax.set_ylabel("accuracy (%)")
+  ax.set_title(f"Regularizers on {n} {name} training examples: train vs test accuracy "
+               "(mean ± std over seeds)")
+  ax.legend(loc="lower right")
+  fig.savefig(path, dpi=120)
