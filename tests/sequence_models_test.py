@@ -248,15 +248,29 @@ def test_char_models_logits_shape_and_causality():
     assert not np.allclose(train_logits, logits)  # dropout is on in training
 
 
-@pytest.mark.parametrize("pos_embedding", ["learned", "sinusoidal"])
-def test_transformer_classifier_shapes_and_param_count(pos_embedding):
-  cfg = _cfg(name="transformer_classifier", **dict(TRANSFORMER, pos_embedding=pos_embedding))
+@pytest.mark.parametrize("pos_embedding,patch_size", [("learned", 1), ("sinusoidal", 2)])
+def test_transformer_classifier_shapes_and_param_count(pos_embedding, patch_size):
+  cfg = _cfg(name="transformer_classifier", patch_size=patch_size,
+             **dict(TRANSFORMER, pos_embedding=pos_embedding))
   params, logits = _abstract_init_and_apply(cfg, (6, 3, 1), 10, jnp.ones((B, 6, 3, 1)))
   assert logits.shape == (B, 10)
   d, m = 8, 16
+  tokens, token_features = 6 // patch_size, 3 * patch_size
   block = 4 * (d * d + d) + 4 * d + (d * m + m) + (m * d + d)
-  pos = 6 * d if pos_embedding == "learned" else 0
-  assert layers.param_count(params) == (3 * d + d) + 2 * block + 2 * d + pos + (d * 10 + 10)
+  pos = tokens * d if pos_embedding == "learned" else 0
+  assert layers.param_count(params) == (
+      (token_features * d + d) + 2 * block + 2 * d + pos + (d * 10 + 10))
+
+
+def test_transformer_patches_are_consecutive_steps():
+  """patch_size=2 on (4, 1) equals patch_size=1 on the same signal laid out as (2, 2)."""
+  cfg = lambda p: _cfg(name="transformer_classifier", patch_size=p, **TRANSFORMER)
+  x = jax.random.normal(jax.random.key(13), (B, 4, 1))
+  patched = models.build(cfg(2), (4, 1), 3)
+  params = patched.init(jax.random.key(0))
+  np.testing.assert_allclose(patched.apply(params, x),
+                             models.build(cfg(1), (2, 2), 3).apply(params, x.reshape(B, 2, 2)),
+                             rtol=1e-6)
 
 
 @pytest.mark.parametrize("cfg,input_shape,match", [
@@ -266,8 +280,9 @@ def test_transformer_classifier_shapes_and_param_count(pos_embedding):
     (dict(LSTM_CLS, dropout=1.0), (T, I), "model.dropout"),
     (dict(name="char_lstm", embed_dim=4, hidden_size=4, num_layers=1, dropout=0.0), (T, I),
      "data.name='text'"),
-    (dict(name="transformer_classifier", **dict(TRANSFORMER, num_heads=3)), (T, I),
-     "num_heads=3"),
+    (dict(name="transformer_classifier", patch_size=1, **dict(TRANSFORMER, num_heads=3)),
+     (T, I), "num_heads=3"),
+    (dict(name="transformer_classifier", patch_size=2, **TRANSFORMER), (T, I), "patch_size=2"),
     (dict(name="char_transformer", **dict(TRANSFORMER, pos_embedding="rope")), (T,),
      "pos_embedding"),
 ])

@@ -164,10 +164,20 @@ def _apply_encoder(params: dict, x_BxTxD: jax.Array, cfg, causal: bool, train: b
 
 @models.register("transformer_classifier")
 def _build_classifier(cfg, input_shape, num_outputs) -> models.Model:
-  """(T, F) sequence or (H, W, C) image rows -> dense F -> d_model -> encoder -> mean over t
-  -> dense -> logits_BxK."""
-  num_steps, num_features = lstm.sequence_shape(cfg.name, input_shape)
+  """(T, F) sequence or (H, W, C) image rows -> tokens of patch_size consecutive steps ->
+  dense (patch_size * F) -> d_model -> encoder -> mean over tokens -> dense -> logits_BxK.
+
+  patch_size > 1 is the ViT idea in 1-D: a token holding one scalar (MNIST-1D) gives
+  attention little to compare, and T / patch_size tokens cost (patch_size)^2 less attention.
+  """
+  steps, features = lstm.sequence_shape(cfg.name, input_shape)
   _check_encoder_config(cfg)
+  lstm.check_positive_int("model.patch_size", cfg.patch_size)
+  if steps % cfg.patch_size:
+    raise errors.ConfigError(
+        f"config.model.patch_size={cfg.patch_size} must divide the sequence length {steps}; "
+        "pick a divisor")
+  num_steps, num_features = steps // cfg.patch_size, features * cfg.patch_size
 
   def init(key):
     k_in, k_enc, k_head = jax.random.split(key, 3)
