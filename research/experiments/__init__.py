@@ -3,6 +3,7 @@
   standard   research.train.train_and_evaluate: mini-batch training with the optax chain
   lecture    research.lecture_algorithm.train_lecture: the slide's misclassified-examples
              procedure with random-perturbation restarts
+  regularization, dropout_ensemble, ...   the lecture's experiments (docs/experiments.md)
 
 Each runner takes (config, workdir) and returns a dict of results. Runners register with
 `@experiments.register(name)`; the modules that define them are imported at the bottom.
@@ -33,3 +34,7 @@ def run(config, workdir: str) -> dict[str, Any]:
 from research import lecture_algorithm  # noqa: E402
 
 register("lecture")(lecture_algorithm.train_lecture)
+
+# The lecture's experiments register themselves on import.
+from research.experiments import dropout_ensemble  # noqa: E402,F401
+from research.experiments import regularization  # noqa: E402,F401
