@@ -6,7 +6,9 @@ train=False) against Monte Carlo averages of Pr(y|x,d) over N = 1, 2, ..., 256 d
 
   python -m research.main --config=configs/exp_dropout_ensemble.py --workdir=/tmp/dropens
 
-Measured (2-core CPU, shared): see docs/experiments.md section 2.
+Measured (33 s on a shared 2-core CPU; table in docs/experiments.md section 2): weight scaling
+98.05% test accuracy, mean log-likelihood -0.0580; Monte Carlo over N masks: N=1 97.52%,
+-0.0808; N=8 98.07%, -0.0609; N=256 98.05%, -0.0584, the same predictions as weight scaling.
 """
 from research import config_lib
 

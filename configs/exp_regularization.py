@@ -7,7 +7,12 @@ to that base: L2, L1, dropout, early stopping, augmentation (translate + noise) 
 
   python -m research.main --config=configs/exp_regularization.py --workdir=/tmp/reg
 
-Measured (2-core CPU, shared): see docs/experiments.md section 1.
+Measured (3 seeds, 104 s on a shared 2-core CPU; table in docs/experiments.md section 1):
+train accuracy 100% for all but bagging (99.5%); test accuracy / test loss
+  none 93.2% / 0.298, l2 92.8% / 0.259 (sum w^2 623 -> 94), l1 91.8% / 0.284,
+  dropout 93.3% / 0.287, early stopping 93.1% / 0.255, augment 94.8% / 0.146,
+  bagging 93.1% / 0.268 (its mean member 90.8% / 0.390).
+The strengths were picked on the validation split (see the docs).
 """
 from research import augment
 from research import config_lib

@@ -18,7 +18,7 @@ from the same base config, with exactly one regularizer turned on:
 m in lambda/2m is the slice size. Each method is repeated for `experiment.repeats` training
 seeds (init, batch order, masks; the slice stays fixed) and the table reports the mean and
 the spread over them of: train accuracy (on the whole slice, eval mode), test accuracy, the
-gap between the two, the test data loss and sum w^2.
+gap between the two, the train and test data loss (cross-entropy, no penalty) and sum w^2.
 """
 import json
 import math
@@ -194,9 +194,9 @@ def fit(config: ml_collections.ConfigDict, model: models.Model, num_outputs: int
   """Trains one model per seed on train_split (the library's train chunk, compiled once).
 
   Runs config.num_steps steps in chunks of config.eval_every, evaluating on valid_split after
-  each chunk. With config.early_stopping_patience > 0 training stops after that many evals
-  without a new best validation loss and the best params are returned (as in
-  train.train_and_evaluate). Returns per seed {"params", "best_step", "stop_step",
+  each chunk (when it is not empty). With config.early_stopping_patience > 0 training stops
+  after that many evals without a new best validation loss and the best params are returned
+  (as in train.train_and_evaluate). Returns per seed {"params", "best_step", "stop_step",
   "valid_losses": [(step, loss), ...]}.
   """
   n, k = len(train_split), num_outputs
@@ -218,6 +218,8 @@ def fit(config: ml_collections.ConfigDict, model: models.Model, num_outputs: int
       state, sums = chunk(state, x_all, y_all, idx_SxB)
       step = stop
       _check_finite(sums, step, tag or "fit")
+      if not len(valid_split):
+        continue
       valid = train.evaluate(eval_fn, state["params"], valid_split, config.eval_batch_size)
       history.append((step, valid["loss"]))
       if writer is not None:
@@ -295,8 +297,8 @@ def _summary(values: list[float]) -> dict[str, float]:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains every method of config.experiment.methods, writes results.{md,json} and a plot.
 
-  Returns {"methods": {method: {"train_accuracy", "test_accuracy", "gap", "test_loss",
-  "weight_norm_sq": {"mean", "std"}, "runs": [per seed]}}, "wall_time": s}.
+  Returns {"methods": {method: {"train_accuracy", "test_accuracy", "gap", "train_loss",
+  "test_loss", "weight_norm_sq": {"mean", "std"}, "runs": [per seed]}}, "wall_time": s}.
   """
   t_start = time.time()
   validate(config)
@@ -356,7 +358,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       writer.write({"step": run_record.get("stop_step", cfg.num_steps), "split": "result",
                     "method": method, **run_record})
       runs.append(run_record)
-    fields = ("train_accuracy", "test_accuracy", "gap", "test_loss", "weight_norm_sq")
+    fields = ("train_accuracy", "test_accuracy", "gap", "train_loss", "test_loss",
+              "weight_norm_sq")
     results[method] = {f: _summary([r[f] for r in runs]) for f in fields}
     results[method]["runs"] = runs
     logging.info("%-14s train %.3f  test %.3f  gap %.3f  test loss %.3f  (%.1f s)", method,
@@ -390,12 +393,14 @@ def _write_results(workdir: str, config, dataset, n: int, out: dict) -> None:
       f"Regularization: {dataset.name}, a slice of {n} training examples, "
       f"{len(dataset.test)} test examples; mean ± std over {exp.repeats} seeds.",
       "",
-      "| method | setting | train acc % | test acc % | gap (points) | test loss | sum w^2 |",
-      "|---|---|---|---|---|---|---|"]
+      "| method | setting | train acc % | test acc % | gap (points) | train loss | test loss "
+      "| sum w^2 |",
+      "|---|---|---|---|---|---|---|---|"]
   for method, r in out["methods"].items():
     lines.append(
         f"| {method} | {_describe(config, method)} | {fmt(r['train_accuracy'])} | "
-        f"{fmt(r['test_accuracy'])} | {fmt(r['gap'])} | {fmt(r['test_loss'], 1.0, 3)} | "
+        f"{fmt(r['test_accuracy'])} | {fmt(r['gap'])} | {fmt(r['train_loss'], 1.0, 4)} | "
+        f"{fmt(r['test_loss'], 1.0, 3)} | "
         f"{fmt(r['weight_norm_sq'], 1.0, 0)} |")
   if "bagging" in out["methods"]:
     runs = out["methods"]["bagging"]["runs"]
@@ -409,25 +414,30 @@ def _write_results(workdir: str, config, dataset, n: int, out: dict) -> None:
 
 
 def _plot(path: str, results: dict, name: str, n: int) -> None:
+  """Two panels, train vs test bars per method: accuracy (with the gap) and data loss."""
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
   methods = list(results)
   x = np.arange(len(methods))
-  fig = Figure(figsize=(1.3 * len(methods) + 2, 4.2), layout="constrained")
-  ax = fig.subplots()
-  for offset, field, label, color in ((-0.2, "train_accuracy", "train", "#9ecae1"),
-                                      (0.2, "test_accuracy", "test", "#3182bd")):
-    means = [100 * results[m][field]["mean"] for m in methods]
-    stds = [100 * results[m][field]["std"] for m in methods]
-    ax.bar(x + offset, means, 0.4, yerr=stds, label=label, color=color, capsize=3)
+  fig = Figure(figsize=(1.6 * len(methods) + 3, 4.5), layout="constrained")
+  acc_ax, loss_ax = fig.subplots(1, 2, width_ratios=(3, 2))
+  for ax, key, scale in ((acc_ax, "accuracy", 100.0), (loss_ax, "loss", 1.0)):
+    for offset, split, color in ((-0.2, "train", "#9ecae1"), (0.2, "test", "#3182bd")):
+      field = f"{split}_{key}"
+      means = [scale * np.mean([r[field] for r in results[m]["runs"]]) for m in methods]
+      stds = [scale * np.std([r[field] for r in results[m]["runs"]]) for m in methods]
+      ax.bar(x + offset, means, 0.4, yerr=stds, label=split, color=color, capsize=3)
+    ax.set_xticks(x, methods, rotation=30, ha="right")
+    ax.grid(axis="y", alpha=0.3)
   for i, m in enumerate(methods):
-    ax.annotate(f"gap {100 * results[m]['gap']['mean']:.1f}",
-                (i, 100 * results[m]["train_accuracy"]["mean"] + 1.0), ha="center", fontsize=8)
+    acc_ax.annotate(f"gap\n{100 * results[m]['gap']['mean']:.1f}",
+                    (i, 100 * results[m]["train_accuracy"]["mean"] + 0.5), ha="center",
+                    fontsize=8)
   lowest = min(100 * results[m]["test_accuracy"]["mean"] for m in methods)
-  ax.set_ylim(max(0, lowest - 10), 103)
-  ax.set_xticks(x, methods)
-  ax.set_ylabel("accuracy (%)")
-  ax.set_title(f"Regularizers on {n} {name} training examples: train vs test accuracy "
+  acc_ax.set_ylim(max(0, lowest - 8), 104)
+  acc_ax.set_ylabel("accuracy (%)")
+  loss_ax.set_ylabel("data loss (cross-entropy)")
+  acc_ax.legend(loc="lower left")
+  fig.suptitle(f"Regularizers on a slice of {n} {name} training examples "
                "(mean ± std over seeds)")
-  ax.legend(loc="lower right")
   fig.savefig(path, dpi=120)
