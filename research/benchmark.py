@@ -1,0 +1,435 @@
+"""Throughput of the project's own training step on the five workloads of the peer benchmark.
+
+  python -m research.benchmark --workloads=mlp,lenet5,lstm,attention,alexnet \
+      --grad=autodiff --seconds=10 --windows=5 --json=/tmp/project.json
+
+Each workload is built from a ConfigDict with `research.models.build`, trained with the loss of
+`research.train.make_loss_fn` (softmax, lambda = 0) and stepped by `research.train.make_train_chunk`
+(jitted, buffer-donating `lax.scan` that gathers each batch on the device from an index array)
+with SGD-momentum (eta = 0.01, momentum 0.9) from `research.optim.make_optimizer`, on synthetic
+float32 data. The workloads (shapes, batch sizes, layer sizes) and the model-FLOP formula
+(3 x forward, 2 x multiply-accumulates of the matmuls and convolutions) follow the peer
+benchmark's description, so its numbers and these can sit in one table
+(launch/compare_peers.py). Where the project's model differs from the peers' (its layer set is
+the paper's, not the peers'), `params` differs from `expected_params` and the JSON says so.
+
+Per workload: params, compile time of the first call, steps/s and examples/s (median and min-max
+over timed windows, `block_until_ready` at each window's end) both with one step per dispatch
+and with K steps per dispatch (the project's default way to run), model FLOPs per step, MFU
+against a float32 matmul peak measured in the same process, host RSS peak, device memory
+statistics where the backend has them, host data time per step, and the share of the CPUs that
+other processes used during the timed windows (the machine may be shared).
+
+grad=manual times the hand-written backward pass (research/backprop/) in the same train step,
+for the models that have one.
+"""
+import dataclasses
+import functools
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from research import config_lib
+from research import data as data_lib
+from research import errors
+from research import gradients
+from research import models
+from research import optim
+from research import train
+
+NUM_CLASSES = 10
+GRADS = gradients.GRADS
+LEARNING_RATE, MOMENTUM = 0.01, 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  """One benchmark workload: the project's model config and the peers' reference counts."""
+  batch: int
+  input_shape: tuple[int, ...]       # one example, in the project's layout (NHWC for images)
+  model: dict                        # config.model fields
+  expected_params: int               # the peers' parameter count
+  forward_macs: int                  # multiply-accumulates of one example's forward pass
+  note: str = ""                     # how the project's model differs from the peers', if it does
+
+
+def _dense(i: int, o: int) -> int:
+  return i * o + o
+
+
+def _conv(ci: int, co: int, k: int) -> int:
+  return ci * co * k * k + co
+
+
+# AlexNet-small of the peers: 3x3 SAME convs, 2x2/2 max pools after conv1, conv2, conv5.
+_ALEX_CHANNELS = (64, 192, 384, 256, 256)
+_ALEX_POOL_AFTER = (0, 1, 4)
+_ALEX_FC = (1024, 1024)
+
+
+def alexnet_forward_macs(input_size: int = 32, in_ch: int = 3, channels=_ALEX_CHANNELS,
+                         kernel: int = 3, pool_window: int = 2, pool_stride: int = 2,
+                         fc_sizes=_ALEX_FC, num_outputs: int = NUM_CLASSES) -> int:
+  """MACs of one example through SAME stride-1 convs with VALID max pools after conv 1, 2, 5."""
+  macs, hw, ci = 0, input_size, in_ch
+  for i, co in enumerate(channels):
+    macs += hw * hw * co * ci * kernel * kernel
+    ci = co
+    if i in _ALEX_POOL_AFTER:
+      hw = (hw - pool_window) // pool_stride + 1
+  sizes = (hw * hw * ci, *fc_sizes, num_outputs)
+  return macs + sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+
+
+def _alexnet_params(input_size: int = 32, in_ch: int = 3, pool_window: int = 2,
+                    pool_stride: int = 2) -> int:
+  hw = input_size
+  for _ in _ALEX_POOL_AFTER:
+    hw = (hw - pool_window) // pool_stride + 1
+  ins = (in_ch, *_ALEX_CHANNELS[:-1])
+  sizes = (hw * hw * _ALEX_CHANNELS[-1], *_ALEX_FC, NUM_CLASSES)
+  return (sum(_conv(i, o, 3) for i, o in zip(ins, _ALEX_CHANNELS))
+          + sum(_dense(i, o) for i, o in zip(sizes[:-1], sizes[1:])))
+
+
+_LSTM_T, _LSTM_F, _LSTM_H = 28, 28, 128
+_ATT_T, _ATT_D, _ATT_HEADS, _ATT_MLP = 64, 128, 4, 512
+
+WORKLOADS = {
+    "mlp": Workload(
+        batch=128, input_shape=(784,),
+        model=dict(name="mlp", hidden_sizes=(512, 512), activation="sigmoid"),
+        expected_params=_dense(784, 512) + _dense(512, 512) + _dense(512, 10),
+        forward_macs=784 * 512 + 512 * 512 + 512 * 10),
+    # The peers pad 28x28 inside conv1 (padding 2); LeNet-5 takes the padded 32x32 image, as in
+    # the paper. C5 is a 5x5 conv on a 5x5 map: the peers' 400 -> 120 dense layer.
+    "lenet5": Workload(
+        batch=128, input_shape=(32, 32, 1),
+        model=dict(name="lenet5", variant="classic"),
+        expected_params=(_conv(1, 6, 5) + _conv(6, 16, 5) + _dense(400, 120) + _dense(120, 84)
+                         + _dense(84, 10)),
+        forward_macs=(28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 400 * 120 + 120 * 84
+                      + 84 * 10)),
+    "lstm": Workload(
+        batch=128, input_shape=(_LSTM_T, _LSTM_F),
+        model=dict(name="lstm_classifier", hidden_size=_LSTM_H, num_layers=1,
+                   bidirectional=False, readout="last", dropout=0.0),
+        expected_params=(4 * _LSTM_H * (_LSTM_F + _LSTM_H) + 4 * _LSTM_H
+                         + _dense(_LSTM_H, 10)),
+        forward_macs=_LSTM_T * (_LSTM_F + _LSTM_H) * 4 * _LSTM_H + _LSTM_H * 10),
+    "attention": Workload(
+        batch=64, input_shape=(_ATT_T, _ATT_D),
+        model=dict(name="transformer_classifier", d_model=_ATT_D, num_heads=_ATT_HEADS,
+                   num_layers=1, mlp_dim=_ATT_MLP, activation="relu",
+                   pos_embedding="sinusoidal", dropout=0.0, patch_size=1),
+        expected_params=((4 * _ATT_D * _ATT_D + 4 * _ATT_D) + 2 * (2 * _ATT_D)
+                         + _dense(_ATT_D, _ATT_MLP) + _dense(_ATT_MLP, _ATT_D)
+                         + _dense(_ATT_D, 10)),
+        forward_macs=(_ATT_T * _ATT_D * 3 * _ATT_D + 2 * _ATT_T * _ATT_T * _ATT_D
+                      + _ATT_T * _ATT_D * _ATT_D + 2 * _ATT_T * _ATT_D * _ATT_MLP + _ATT_D * 10),
+        note="transformer_classifier adds an input dense layer F -> d_model (+16,512 params, "
+             "+1 MMAC/example) and a final layer norm (+256 params)"),
+    "alexnet": Workload(
+        batch=128, input_shape=(32, 32, 3),
+        model=dict(name="alexnet", conv_channels=_ALEX_CHANNELS, kernel_sizes=(3,) * 5,
+                   groups=(1,) * 5, conv1_stride=1, conv1_padding="SAME", width=1.0,
+                   fc_sizes=_ALEX_FC, lrn=False, dropout=0.5),
+        expected_params=_alexnet_params(),
+        forward_macs=alexnet_forward_macs(),
+        note="the project's AlexNet pools 3x3/2 (overlapping, the paper's) where the peers "
+             "pool 2x2/2: maps 32 -> 15 -> 7 -> 3 instead of 32 -> 16 -> 8 -> 4"),
+}
+ALIASES = {"alexnet-small": "alexnet", "alexnet_small": "alexnet", "attn": "attention"}
+
+
+def gflops_per_step(name: str) -> float:
+  """Model FLOPs of one training step: 3 x forward (backward ~ 2 x forward), in GFLOP."""
+  w = WORKLOADS[name]
+  return 3 * 2 * w.forward_macs * w.batch / 1e9
+
+
+def resolve(names: str | list[str]) -> list[str]:
+  """Workload names from a comma-separated string or a list; ConfigError on an unknown one."""
+  if isinstance(names, str):
+    names = [n.strip() for n in names.split(",") if n.strip()]
+  out = [ALIASES.get(n, n) for n in names]
+  for n in out:
+    errors.check_choice("workloads", n, sorted(WORKLOADS))
+  return out
+
+
+# ---------------------------------------------------------------------------- measurement
+
+
+def matmul_peak_gflops(sizes=(1024, 2048), reps: int = 5) -> float:
+  """Best median float32 GFLOP/s of jnp.dot on n x n matrices, measured here and now."""
+  best = 0.0
+  dot = jax.jit(jnp.dot)
+  for n in sizes:
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    dot(a, b).block_until_ready()
+    times = []
+    for _ in range(reps):
+      t = time.perf_counter()
+      dot(a, b).block_until_ready()
+      times.append(time.perf_counter() - t)
+    best = max(best, 2 * n ** 3 / statistics.median(times) / 1e9)
+  return best
+
+
+def _cpu_sample() -> tuple[float, float, float]:
+  """(wall s, busy CPU s of the whole machine, CPU s of this process)."""
+  busy = 0.0
+  try:
+    with open("/proc/stat") as f:
+      v = [int(x) for x in f.readline().split()[1:8]]
+    busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    pass
+  t = os.times()
+  return time.perf_counter(), busy, t.user + t.system
+
+
+def _foreign_load(a, b) -> float:
+  """Share of the machine's CPUs used by other processes between two samples (0 if unknown)."""
+  wall = max(b[0] - a[0], 1e-9)
+  return min(1.0, max(0.0, (b[1] - a[1]) - (b[2] - a[2])) / ((os.cpu_count() or 1) * wall))
+
+
+def _summary(values: list[float]) -> dict:
+  return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def host_rss_peak_mb() -> float:
+  """Peak resident set size of this process so far (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def device_memory_stats() -> dict | None:
+  """bytes_in_use / peak_bytes_in_use of the first device, where the backend reports them."""
+  stats = jax.devices()[0].memory_stats()
+  if not stats:
+    return None
+  return {k: stats[k] for k in ("bytes_in_use", "peak_bytes_in_use", "bytes_limit") if k in stats}
+
+
+# ---------------------------------------------------------------------------- the step
+
+
+def model_config(name: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(WORKLOADS[name].model)
+
+
+def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int = 4):
+  """The project's train chunk, initial state and on-device synthetic data for a workload.
+
+  Returns (chunk, state, x_all, y_all, n_params), or None when grad="manual" and the model
+  has no hand-written backward pass. chunk(state, x_all, y_all, idx_SxB) runs S steps.
+  """
+  errors.check_choice("grad", grad, GRADS)
+  w = WORKLOADS[name]
+  m = num_batches * w.batch
+  model = models.build(model_config(name), w.input_shape, NUM_CLASSES)
+  loss_fn = train.make_loss_fn(model, "softmax", 0.0, m, NUM_CLASSES)
+  if grad == "manual" and w.model["name"] not in gradients.MANUAL_MODELS:
+    return None
+  config = ml_collections.ConfigDict({"grad": grad, "model": w.model,
+                                      "loss": config_lib.loss("softmax")})
+  value_and_grad = gradients.make_value_and_grad(config, loss_fn, NUM_CLASSES, m)
+  opt_cfg = config_lib.optimizer(name="momentum", learning_rate=LEARNING_RATE,
+                                 momentum=MOMENTUM)
+  optimizer = optim.make_optimizer(opt_cfg, total_steps=1)
+  chunk = train.make_train_chunk(loss_fn, optimizer, value_and_grad=value_and_grad)
+
+  init_key, train_key = jax.random.split(jax.random.key(seed))
+  params = model.init(init_key)
+  state = {"params": params, "opt_state": optimizer.init(params),
+           "step": jnp.zeros((), jnp.int32), "rng": train_key}
+  rng = np.random.default_rng(seed)  # Synthetic data only; params come from the JAX key.
+  x_all = jax.device_put(rng.standard_normal((m, *w.input_shape), dtype=np.float32))
+  y_all = jax.device_put(rng.integers(0, NUM_CLASSES, size=(m,), dtype=np.int32))
+  n_params = sum(int(x.size) for x in jax.tree.leaves(params))
+  return chunk, state, x_all, y_all, n_params
+
+
+def _time_mode(chunk, state, x_all, y_all, batch: int, steps_per_dispatch: int,
+               seconds: float, windows: int, start_step: int):
+  """Times chunk with `steps_per_dispatch` steps per call; returns (state, step, result)."""
+  n = x_all.shape[0]
+  k = steps_per_dispatch
+  step = start_step
+  data_s = 0.0
+
+  def dispatch(state, step):
+    nonlocal data_s
+    t = time.perf_counter()
+    idx = data_lib.batch_indices(0, n, batch, step, k)
+    data_s += time.perf_counter() - t
+    state, sums = chunk(state, x_all, y_all, idx)
+    return state, step + k, sums
+
+  t = time.perf_counter()
+  state, step, sums = dispatch(state, step)
+  jax.block_until_ready(state)
+  compile_s = time.perf_counter() - t
+  loss_first = float(sums["loss_sum"]) / k
+
+  # Calibrate: dispatches per window so that all windows take about `seconds`.
+  t = time.perf_counter()
+  state, step, _ = dispatch(state, step)
+  jax.block_until_ready(state)
+  per_dispatch = max(time.perf_counter() - t, 1e-6)
+  per_window = max(1, int(seconds / windows / per_dispatch))
+
+  data_s, rates, loads = 0.0, [], []
+  for _ in range(windows):
+    a = _cpu_sample()
+    for _ in range(per_window):
+      state, step, sums = dispatch(state, step)
+    jax.block_until_ready(state)
+    b = _cpu_sample()
+    rates.append(per_window * k / (b[0] - a[0]))
+    loads.append(_foreign_load(a, b))
+  if int(sums["first_bad_step"]) >= 0:
+    raise errors.NonFiniteLossError(f"loss became NaN/inf at step {int(sums['first_bad_step'])}")
+  timed_steps = windows * per_window * k
+  return state, step, {
+      "steps_per_dispatch": k, "compile_s": compile_s, "steps_per_window": per_window * k,
+      "steps_per_sec": _summary(rates), "foreign_load_median": statistics.median(loads),
+      "foreign_load_max": max(loads), "data_s_per_step": data_s / timed_steps,
+      "loss_first": loss_first, "loss_last": float(sums["loss_sum"]) / k}
+
+
+def run_workload(name: str, grad: str = "autodiff", seconds: float = 10.0, windows: int = 5,
+                 steps_per_dispatch: int = 20, peak_gflops: float | None = None) -> dict | None:
+  """Benchmarks one workload; returns its JSON record (None: no manual backward for it).
+
+  `seconds` is the timed budget of each dispatch mode (1 step per call, then up to
+  `steps_per_dispatch` steps per call), split over `windows` windows.
+  """
+  [name] = resolve([name])
+  if seconds <= 0 or windows <= 0 or steps_per_dispatch <= 0:
+    raise errors.ConfigError(
+        f"seconds={seconds}, windows={windows}, steps_per_dispatch={steps_per_dispatch} must "
+        "all be positive")
+  built = make_step(name, grad)
+  if built is None:
+    return None
+  chunk, state, x_all, y_all, n_params = built
+  w = WORKLOADS[name]
+  state, step, single = _time_mode(chunk, state, x_all, y_all, w.batch, 1, seconds, windows, 0)
+  # K steps per call, with K no larger than the steps of one window, so windows stay short.
+  rate = single["steps_per_sec"]["median"]
+  k = int(max(1, min(steps_per_dispatch, rate * seconds / windows / 2)))
+  state, step, scanned = _time_mode(chunk, state, x_all, y_all, w.batch, k, seconds, windows,
+                                    step)
+  if peak_gflops is None:
+    peak_gflops = matmul_peak_gflops()
+  gflops = gflops_per_step(name)
+  sps = scanned["steps_per_sec"]
+  return {
+      "workload": name, "grad": grad, "framework": "project", "batch": w.batch,
+      "params": n_params, "expected_params": w.expected_params,
+      "same_as_peers": n_params == w.expected_params, "note": w.note,
+      "gflops_per_step": gflops,
+      "compile_s": single["compile_s"], "compile_s_scan": scanned["compile_s"],
+      "steps_per_dispatch": scanned["steps_per_dispatch"],
+      "steps_per_sec": sps["median"], "steps_per_sec_min": sps["min"],
+      "steps_per_sec_max": sps["max"],
+      "examples_per_sec": sps["median"] * w.batch,
+      "examples_per_sec_min": sps["min"] * w.batch,
+      "examples_per_sec_max": sps["max"] * w.batch,
+      "steps_per_sec_1": single["steps_per_sec"]["median"],
+      "steps_per_sec_1_min": single["steps_per_sec"]["min"],
+      "steps_per_sec_1_max": single["steps_per_sec"]["max"],
+      "achieved_gflops": sps["median"] * gflops, "peak_gflops": peak_gflops,
+      "mfu": sps["median"] * gflops / peak_gflops,
+      "mfu_1": single["steps_per_sec"]["median"] * gflops / peak_gflops,
+      "data_s_per_step": scanned["data_s_per_step"],
+      "data_s_per_step_1": single["data_s_per_step"],
+      "foreign_load_median": max(single["foreign_load_median"], scanned["foreign_load_median"]),
+      "foreign_load_max": max(single["foreign_load_max"], scanned["foreign_load_max"]),
+      "host_rss_peak_mb": host_rss_peak_mb(), "device_memory": device_memory_stats(),
+      "loss_first": single["loss_first"], "loss_last": scanned["loss_last"],
+      "windows": windows, "seconds": seconds,
+  }
+
+
+def run(workloads, grad: str = "autodiff", seconds: float = 10.0, windows: int = 5,
+        steps_per_dispatch: int = 20, log: Callable[[str], None] | None = None) -> dict:
+  """Benchmarks each workload in turn; returns {"meta": ..., "results": [records]}."""
+  names = resolve(workloads)
+  errors.check_choice("grad", grad, GRADS)
+  log = log or functools.partial(print, flush=True)
+  peak_start = matmul_peak_gflops()
+  log(f"float32 matmul peak (jnp.dot): {peak_start:.1f} GFLOP/s; device {jax.devices()[0]}")
+  results = []
+  for name in names:
+    record = run_workload(name, grad, seconds, windows, steps_per_dispatch, peak_start)
+    if record is None:
+      log(f"{name:9s} grad={grad}: no hand-written backward pass for this model; skipped")
+      continue
+    results.append(record)
+    log(format_record(record))
+  peak_end = matmul_peak_gflops()
+  peak = max(peak_start, peak_end)
+  for r in results:  # MFU against the best peak of the run, as the peer benchmark does.
+    r["peak_gflops"] = peak
+    r["mfu"] = r["achieved_gflops"] / peak
+    r["mfu_1"] = r["steps_per_sec_1"] * r["gflops_per_step"] / peak
+  meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "jax": jax.__version__,
+          "device": str(jax.devices()[0]), "ncpu": os.cpu_count(),
+          "peak_gflops": peak, "peak_gflops_start": peak_start, "peak_gflops_end": peak_end,
+          "loadavg": os.getloadavg(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "grad": grad, "seconds": seconds, "windows": windows}
+  return {"meta": meta, "results": results}
+
+
+def format_record(r: dict) -> str:
+  mem = r["device_memory"]
+  dev = f" device peak {mem['peak_bytes_in_use'] / 2**20:.0f} MiB" if mem and (
+      "peak_bytes_in_use" in mem) else ""
+  return (f"{r['workload']:9s} {r['grad']:8s} params={r['params']:>8d}"
+          f"{'' if r['same_as_peers'] else ' (peers ' + str(r['expected_params']) + ')'}"
+          f" compile={r['compile_s']:.2f}s/{r['compile_s_scan']:.2f}s"
+          f" | 1/dispatch {r['steps_per_sec_1']:8.2f} steps/s"
+          f" | {r['steps_per_dispatch']}/dispatch {r['steps_per_sec']:8.2f} steps/s"
+          f" [{r['steps_per_sec_min']:.2f}-{r['steps_per_sec_max']:.2f}]"
+          f" {r['examples_per_sec']:9.0f} ex/s | {r['gflops_per_step']:.3f} GFLOP/step"
+          f" MFU {r['mfu']:.1%} | data {r['data_s_per_step'] * 1e6:.0f} us/step"
+          f" | RSS {r['host_rss_peak_mb']:.0f} MiB{dev}"
+          f" | foreign load {r['foreign_load_median']:.0%}")
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  del argv
+  f = flags.FLAGS
+  out = run(f.workloads, f.grad, f.seconds, f.windows, f.steps_per_dispatch)
+  if f.json:
+    with open(f.json, "w") as fh:
+      json.dump(out, fh, indent=1)
+    print(f"wrote {f.json}")
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("workloads", ",".join(WORKLOADS), "Comma-separated workloads.")
+  flags.DEFINE_enum("grad", "autodiff", GRADS, "autodiff: jax.value_and_grad; manual: the "
+                    "hand-written backward pass (models that have one).")
+  flags.DEFINE_float("seconds", 10.0, "Timed seconds per workload and dispatch mode.")
+  flags.DEFINE_integer("windows", 5, "Timed windows per workload and dispatch mode.")
+  flags.DEFINE_integer("steps_per_dispatch", 20, "Steps per jitted call in the scanned mode.")
+  flags.DEFINE_string("json", None, "Write {meta, results} here.")
+  sys.exit(app.run(main))

@@ -1,0 +1,106 @@
+"""research.benchmark on the mlp workload for a fraction of a second, and launch/compare_peers."""
+import json
+import math
+import os
+import sys
+
+import jax
+import pytest
+
+from research import benchmark
+from research import errors
+from research import models
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "launch"))
+import compare_peers  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+# The peer benchmark's formulas for 784-512-512-10, batch 128, written out independently.
+MLP_PARAMS = (784 * 512 + 512) + (512 * 512 + 512) + (512 * 10 + 10)
+MLP_GFLOPS = 3 * 2 * (784 * 512 + 512 * 512 + 512 * 10) * 128 / 1e9
+
+
+@pytest.fixture(scope="module")
+def mlp_record():
+  return benchmark.run_workload("mlp", seconds=0.2, windows=2, steps_per_dispatch=4,
+                                peak_gflops=100.0)
+
+
+def test_mlp_record_fields(mlp_record):
+  r = mlp_record
+  assert r["workload"] == "mlp" and r["grad"] == "autodiff"
+  assert r["params"] == r["expected_params"] == MLP_PARAMS
+  assert r["same_as_peers"]
+  assert r["gflops_per_step"] == pytest.approx(MLP_GFLOPS)
+  for key in ("steps_per_sec", "steps_per_sec_min", "steps_per_sec_1", "compile_s",
+              "compile_s_scan", "host_rss_peak_mb"):
+    assert r[key] > 0, key
+  assert r["steps_per_sec_min"] <= r["steps_per_sec"] <= r["steps_per_sec_max"]
+  assert r["examples_per_sec"] == pytest.approx(128 * r["steps_per_sec"])
+  assert r["mfu"] == pytest.approx(r["steps_per_sec"] * MLP_GFLOPS / 100.0)
+  assert 1 <= r["steps_per_dispatch"] <= 4
+  assert r["data_s_per_step"] >= 0 and 0 <= r["foreign_load_median"] <= 1
+  assert math.isfinite(r["loss_last"])
+  json.dumps(r)  # The record is what --json writes.
+
+
+def test_mlp_manual_grad_trains_like_autodiff():
+  manual = benchmark.make_step("mlp", "manual")
+  auto = benchmark.make_step("mlp", "autodiff")
+  idx = jax.numpy.arange(2 * 128, dtype=jax.numpy.int32).reshape(2, 128)
+  sums = [chunk(state, x, y, idx)[1]["loss_sum"] for chunk, state, x, y, _ in (manual, auto)]
+  assert float(sums[0]) == pytest.approx(float(sums[1]), rel=1e-4)
+
+
+def test_manual_grad_skips_models_without_one():
+  assert benchmark.make_step("lstm", "manual") is None
+
+
+@pytest.mark.parametrize("name", sorted(benchmark.WORKLOADS))
+def test_params_match_peers_unless_noted(name):
+  w = benchmark.WORKLOADS[name]
+  model = models.build(benchmark.model_config(name), w.input_shape, benchmark.NUM_CLASSES)
+  shapes = jax.eval_shape(model.init, jax.random.key(0))
+  n = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+  assert (n == w.expected_params) == (not w.note), (name, n, w.expected_params)
+
+
+def test_alexnet_formula_matches_peers_small_alexnet():
+  # 3x3 SAME convs 64-192-384-256-256 at 32, 16, 8, 8, 8; fc 4096-1024-1024-10.
+  convs = (32 * 32 * 64 * 3 + 16 * 16 * 192 * 64 + 8 * 8 * (384 * 192 + 256 * 384 + 256 * 256))
+  assert benchmark.alexnet_forward_macs() == 9 * convs + 4096 * 1024 + 1024 * 1024 + 1024 * 10
+
+
+def test_unknown_workload_is_a_config_error():
+  with pytest.raises(errors.ConfigError, match="workloads"):
+    benchmark.resolve("mlp,resnet")
+  assert benchmark.resolve("alexnet-small, mlp") == ["alexnet", "mlp"]
+
+
+def test_compare_peers_table(tmp_path):
+  project = {"meta": {}, "results": [
+      {"workload": "mlp", "steps_per_sec": 400.0, "steps_per_sec_1": 300.0,
+       "same_as_peers": True},
+      {"workload": "alexnet", "steps_per_sec": 1.0, "steps_per_sec_1": 1.0,
+       "same_as_peers": False}]}
+  peers = [
+      {"framework": "jax", "workload": "mlp", "steps_per_s": 320.0},
+      {"framework": "torch", "workload": "mlp", "steps_per_s": 200.0},
+      {"framework": "torch", "workload": "alexnet", "steps_per_s": 2.0},
+      {"framework": "jax", "workload": "alexnet", "steps_per_s": 0.5},
+      {"framework": "flax", "workload": "alexnet", "steps_per_s": None, "error": "boom"}]
+  (tmp_path / "p.json").write_text(json.dumps(project))
+  (tmp_path / "q.json").write_text(json.dumps(peers))
+  rows = compare_peers.comparison_rows(compare_peers.load_project(str(tmp_path / "p.json")),
+                                       compare_peers.load_peers(str(tmp_path / "q.json")))
+  by = {r["workload"]: r for r in rows}
+  assert by["mlp"]["fastest"] == "jax" and by["mlp"]["vs_fastest"] == pytest.approx(1.25)
+  assert by["mlp"]["goal_met"]
+  assert by["alexnet"]["fastest"] == "torch" and by["alexnet"]["vs_jax"] == pytest.approx(2.0)
+  assert not by["alexnet"]["goal_met"] and "flax" not in by["alexnet"]["peers"]
+  out = tmp_path / "t.md"
+  assert compare_peers.main([str(tmp_path / "p.json"), str(tmp_path / "q.json"),
+                             "--markdown", str(out)]) == 0
+  table = out.read_text()
+  assert "| mlp | 400.0 | 300.0 |" in table and "1.25x" in table
+  assert "alexnet †" in table
