@@ -171,6 +171,7 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     return E, aux["data_loss"], aux["accuracy"]
 
   eval_fn = train.make_eval_fn(model, config.loss.output, k)
+  eval_bs = train.eval_batch_size(config, dataset)  # One size for valid and test: one compile.
 
   @jax.jit
   def perturb_fn(params, key):
@@ -190,7 +191,7 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
             "misclassified": round(n * (1 - accuracy))}
 
   def log_check(step, params, train_metrics, restarts):
-    valid = train.evaluate(eval_fn, params, dataset.valid, config.eval_batch_size)
+    valid = train.evaluate(eval_fn, params, dataset.valid, eval_bs)
     writer.write({"step": step, "split": "train", **train_metrics, "restarts": restarts,
                   "elapsed": time.time() - t_start})
     writer.write({"step": step, "split": "valid", **valid})
@@ -243,8 +244,8 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     logging.info("keeping the params of an earlier descent: E %.4f < final E %.4f", best[0],
                  current["loss"])
     state = dict(state, params=jax.device_put(best[1]))
-    valid = train.evaluate(eval_fn, state["params"], dataset.valid, config.eval_batch_size)
-  test = train.evaluate(eval_fn, state["params"], dataset.test, config.eval_batch_size)
+    valid = train.evaluate(eval_fn, state["params"], dataset.valid, eval_bs)
+  test = train.evaluate(eval_fn, state["params"], dataset.test, eval_bs)
   wall = time.time() - t_start
   writer.write({"step": step, "split": "test", **test, "restarts": restarts,
                 "converged": converged, "wall_time": wall})

@@ -127,15 +127,20 @@ def make_eval_fn(model: models.Model, output: str, k: int) -> Callable:
   return jax.jit(eval_batch)
 
 
+def eval_batch_size(config, dataset: data_lib.Dataset) -> int:
+  """One evaluation batch size for valid and test (one compilation), no larger than needed."""
+  return max(1, min(config.eval_batch_size, max(len(dataset.valid), len(dataset.test))))
+
+
 def evaluate(eval_fn: Callable, params, split: data_lib.Split, batch_size: int,
              mesh=None) -> dict:
   """Mean data loss and accuracy over a split; the last batch is padded and masked so every
-  call has one shape (one compilation). With a mesh, every batch is placed replicated (each
-  host passes the same data)."""
+  call has one shape: pass one batch_size for every split to compile once (see
+  eval_batch_size). With a mesh, every batch is placed replicated (each host passes the same
+  data)."""
   n = len(split)
   if n == 0:
     return {}
-  batch_size = min(batch_size, n)
   totals = {"loss_sum": 0.0, "correct": 0}
   for start in range(0, n, batch_size):
     x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
@@ -304,8 +309,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                dataset.name, n, len(dataset.valid), len(dataset.test), config.model.name,
                n_params, mesh.size)
   x_all, y_all = parallel.replicate((dataset.train.x, dataset.train.y), mesh)
-  evaluate_on = lambda split: evaluate(eval_fn, state["params"], split, config.eval_batch_size,
-                                       mesh)
+  eval_bs = eval_batch_size(config, dataset)
+  evaluate_on = lambda split: evaluate(eval_fn, state["params"], split, eval_bs, mesh)
 
   last_log_step, last_log_time = step, time.time()
   sums_since_log, pending_bad = [], []
@@ -362,7 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       break
 
   final = _final_state(tracked)
-  test = evaluate(eval_fn, final["params"], dataset.test, config.eval_batch_size, mesh)
+  test = evaluate(eval_fn, final["params"], dataset.test, eval_bs, mesh)
   wall = time.time() - t_start
   writer.write({"step": step, "split": "test", **test, "wall_time": wall})
   writer.close()
