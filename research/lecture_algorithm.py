@@ -41,6 +41,7 @@ from absl import logging
 from research import data as data_lib
 from research import errors
 from research import losses
+from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import train
@@ -147,7 +148,7 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   model = models.build(config.model, dataset.input_shape, k)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   train.prepare_workdir(config, workdir)
-  writer = train.MetricWriter(workdir)
+  writer = metrics_lib.MetricWriter(workdir)
 
   # Same init as train.train_and_evaluate; the rest of the seed's key is split between the
   # per-step sampling (fold_in step) and the restarts' noise (fold_in restart number).
