@@ -1,0 +1,337 @@
+"""Hand-written backward passes for the layers of research/models/layers.py.
+
+Each `<layer>_backward` takes what the forward pass saved (its input, sometimes its output)
+and the upstream gradient dE/dy of the layer's output y, and returns dE/dx for its input x;
+layers with weights return (dE/dx, grads) where grads has the keys of the layer's params
+dict. Nothing here calls jax.grad or jax.vjp: the convolutions and windowed sums below are the
+transposes of the forward's, written out with lax primitives, as one derives them on paper.
+
+With delta = dE/dsum, the gradient with respect to a layer's pre-activation sum:
+
+  dense   sum_j = sum_i x_i w_ij + b_j
+          dE/dx_i = sum_j delta_j w_ij     dE/dw_ij = sum_b x_i delta_j     dE/db_j = sum_b delta_j
+  conv    sum_{hwo} = sum_{ijc} x_{s h + i, s w + j, c} w_{ijco} + b_o      (x zero-padded)
+          dE/dw_{ijco} = sum_{bhw} x_{s h + i, s w + j, c} delta_{hwo}: a correlation of x with
+                         delta dilated by the stride s;
+          dE/dx_{pqc}  = sum_{hwo} delta_{hwo} w_{p - s h, q - s w, c, o}: a "full" convolution
+                         of the s-dilated delta with the spatially flipped, I<->O swapped kernel.
+  pools   each output is a function of its own window: the windowed sum's transpose adds every
+          output's gradient back onto its window; max routes it to the window's argmax only.
+
+All functions are vectorised over the batch and jittable; the only Python loops run over the
+kh x kw offsets of a pooling window.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from research import losses
+from research.backprop import mlp as backprop_mlp
+from research.models import layers
+
+_CONV_DIMS = ("NHWC", "HWIO", "NHWC")
+# dE/dw as a convolution: x's channels play the batch, x's batch the contracted feature axis,
+# and delta is the kernel; the output comes out directly as HWIO.
+_CONV_DW_DIMS = ("CHWN", "IHWO", "HWNC")
+
+# f'(sum) through sigma = f(sum), as on the slides. The LeNet squashing f = A tanh(S a) has
+# f' = A S (1 - tanh^2) = (S/A)(A - sigma)(A + sigma).
+_A, _S = 1.7159, 2.0 / 3.0
+DERIVATIVES = dict(
+    backprop_mlp.DERIVATIVES,
+    scaled_tanh=lambda sigma: (_S / _A) * (_A - sigma) * (_A + sigma),
+    identity=jnp.ones_like,
+)
+
+
+# ------------------------------------------------------------------------- dense, activations
+
+
+def activation_backward(activation: str, sigma: jax.Array, dE_dsigma: jax.Array) -> jax.Array:
+  """delta = dE/dsum = dE/dsigma * f'(sum), with f' written through sigma = f(sum).
+
+  activation: sigmoid | tanh | relu (f'(0) = 0, as jax.nn.relu) | scaled_tanh | identity.
+  """
+  if activation not in DERIVATIVES:
+    raise ValueError(f"activation={activation!r} has no hand-written derivative; choose one "
+                     f"of {sorted(DERIVATIVES)}")
+  return dE_dsigma * DERIVATIVES[activation](sigma)
+
+
+def dense_backward(params: dict, x_xI: jax.Array, delta_xO: jax.Array) -> tuple[jax.Array, dict]:
+  """Backward of layers.dense: (dE/dx_xI, {"w": dE/dw_IxO, "b": dE/db_O}).
+
+  delta_xO = dE/dsum for every example (any leading axes, summed over for the weights).
+  """
+  w_IxO = params["w"]
+  x_BxI = x_xI.reshape(-1, w_IxO.shape[0])
+  delta_BxO = delta_xO.reshape(-1, w_IxO.shape[1])
+  return delta_xO @ w_IxO.T, {"w": x_BxI.T @ delta_BxO, "b": delta_BxO.sum(axis=0)}
+
+
+def softmax_cross_entropy_backward(logits_BxK: jax.Array, y_BxK: jax.Array) -> jax.Array:
+  """dE/dsum^L for E = mean_b losses.softmax_cross_entropy: (softmax(sum^L) - y) / B."""
+  return backprop_mlp.output_layer_delta(logits_BxK, y_BxK, "softmax") / logits_BxK.shape[0]
+
+
+def sigmoid_cross_entropy_backward(logits_BxK: jax.Array, y_BxK: jax.Array) -> jax.Array:
+  """dE/dsum^L for E = mean_b losses.sigmoid_cross_entropy: (sigmoid(sum^L) - y) / B."""
+  return backprop_mlp.output_layer_delta(logits_BxK, y_BxK, "sigmoid") / logits_BxK.shape[0]
+
+
+OUTPUT_BACKWARDS = {"softmax": softmax_cross_entropy_backward,
+                    "sigmoid": sigmoid_cross_entropy_backward}
+
+
+# ----------------------------------------------------------------------------------- geometry
+
+
+def _pair(v) -> tuple[int, int]:
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _geometry(x_NHWC: jax.Array, window: tuple[int, int], stride: tuple[int, int],
+              padding) -> list[tuple[int, int, int, int, int]]:
+  """Per spatial axis (k, s, lo, hi, r): window, stride, zero padding, and the r trailing
+  positions of the padded input that no window reaches (they get no gradient)."""
+  size = x_NHWC.shape[1:3]
+  if isinstance(padding, str):
+    pads = lax.padtype_to_pads(size, window, stride, padding)
+  else:
+    pads = [_pair(p) for p in padding]
+  dims = []
+  for n, k, s, (lo, hi) in zip(size, window, stride, pads):
+    n_out = (n + lo + hi - k) // s + 1
+    dims.append((k, s, lo, hi, n + lo + hi - ((n_out - 1) * s + k)))
+  return dims
+
+
+def _check_padding(padding) -> None:
+  if isinstance(padding, str) and padding not in ("SAME", "VALID"):
+    raise ValueError(f"padding={padding!r}: use 'SAME', 'VALID' or ((top, bottom), (left, right))")
+
+
+# --------------------------------------------------------------------------------------- conv
+
+
+def conv2d_backward(params: dict, x_NHWC: jax.Array, delta_NHWO: jax.Array,
+                    stride: layers.Pair = 1,
+                    padding: layers.Padding = "SAME") -> tuple[jax.Array, dict]:
+  """Backward of layers.conv2d (same stride, padding, groups): (dE/dx_NHWC, {"w", "b"}).
+
+  delta_NHWO = dE/dsum, the gradient at the conv's output before any activation.
+  """
+  _check_padding(padding)
+  w = params["w"]
+  kh, kw, c_g, o = w.shape
+  groups = x_NHWC.shape[-1] // c_g
+  dims = _geometry(x_NHWC, (kh, kw), _pair(stride), padding)
+  strides = tuple(s for _, s, _, _, _ in dims)
+
+  # dE/dx: delta dilated by the stride (s - 1 zeros between entries), padded by k - 1 - lo in
+  # front and k - 1 - hi + r behind (negative: cropped), correlated with the flipped kernel.
+  # Per group g, the kernel maps O/G channels back to the group's C/G: w_{ij c, g O/G + o} ->
+  # w^T_{ij o, g C/G + c}.
+  w_t = (w[::-1, ::-1].reshape(kh, kw, c_g, groups, o // groups)
+         .transpose(0, 1, 4, 3, 2).reshape(kh, kw, o // groups, groups * c_g))
+  dE_dx = lax.conv_general_dilated(
+      delta_NHWO, w_t, window_strides=(1, 1),
+      padding=[(k - 1 - lo, k - 1 - hi + r) for k, _, lo, hi, r in dims],
+      lhs_dilation=strides, dimension_numbers=_CONV_DIMS, feature_group_count=groups)
+
+  # dE/dw_{ijco} = sum_{nhw} x_pad[n, s h + i, s w + j, c] delta[n, h, w, o]: x padded as in the
+  # forward (the unreached r trailing rows cropped) correlated with the s-dilated delta.
+  # batch_group_count pairs group g's input channels with group g's output channels.
+  dE_dw = lax.conv_general_dilated(
+      x_NHWC, delta_NHWO, window_strides=(1, 1),
+      padding=[(lo, hi - r) for _, _, lo, hi, r in dims],
+      rhs_dilation=strides, dimension_numbers=_CONV_DW_DIMS, batch_group_count=groups)
+  return dE_dx, {"w": dE_dw, "b": delta_NHWO.sum(axis=(0, 1, 2))}
+
+
+# ------------------------------------------------------------------------------------ pooling
+
+
+def _pool_dims(x_NHWC, window, stride, padding):
+  _check_padding(padding)
+  window = _pair(window)
+  return _geometry(x_NHWC, window, _pair(window if stride is None else stride), padding)
+
+
+def sum_pool_backward(x_NHWC: jax.Array, dE_dy: jax.Array, window: layers.Pair,
+                      stride: layers.Pair | None = None,
+                      padding: layers.Padding = "VALID") -> jax.Array:
+  """Backward of layers.sum_pool: x_p gets sum over the outputs whose window holds p.
+
+  y_h = sum_{i<k} x_{s h + i}, so dE/dx_p = sum_{h: 0 <= p - s h < k} dE/dy_h: a stride-1
+  windowed sum of dE/dy dilated by s and padded by k - 1 (then cropped to x's positions).
+  Only x's shape is used.
+  """
+  dims = _pool_dims(x_NHWC, window, stride, padding)
+  zero = jnp.zeros((), dE_dy.dtype)
+  dilated = lax.pad(dE_dy, zero, [(0, 0, 0)] + [(k - 1 - lo, k - 1 - hi + r, s - 1)
+                                                for k, s, lo, hi, r in dims] + [(0, 0, 0)])
+  (kh, *_), (kw, *_) = dims
+  return lax.reduce_window(dilated, 0.0, lax.add, (1, kh, kw, 1), (1, 1, 1, 1), "VALID")
+
+
+def avg_pool_backward(x_NHWC: jax.Array, dE_dy: jax.Array, window: layers.Pair,
+                      stride: layers.Pair | None = None,
+                      padding: layers.Padding = "VALID") -> jax.Array:
+  """Backward of layers.avg_pool: each input gets dE/dy_h / n_h from every window h holding it,
+  n_h the number of real (unpadded) inputs in window h. Only x's shape is used."""
+  ones = jnp.ones((1, *x_NHWC.shape[1:3], 1), dE_dy.dtype)
+  count = layers.sum_pool(ones, window, stride, padding)
+  return sum_pool_backward(x_NHWC, dE_dy / count, window, stride, padding)
+
+
+def max_pool_backward(x_NHWC: jax.Array, dE_dy: jax.Array, window: layers.Pair,
+                      stride: layers.Pair | None = None,
+                      padding: layers.Padding = "VALID") -> jax.Array:
+  """Backward of layers.max_pool: each window's dE/dy goes to its argmax alone.
+
+  Ties go to the first maximum in row-major window order, as XLA's select_and_scatter (which
+  jax.grad of reduce_window max uses, with select = ge) does on CPU. Overlapping windows
+  (stride < window) add up at an input that is the argmax of several.
+  """
+  dims = _pool_dims(x_NHWC, window, stride, padding)
+  (kh, sh, _, _, _), (kw, sw, _, _, _) = dims
+  n, _, _, c = x_NHWC.shape
+  ho, wo = dE_dy.shape[1:3]
+  x_pad = lax.pad(x_NHWC, jnp.array(-jnp.inf, x_NHWC.dtype),
+                  [(0, 0, 0)] + [(lo, hi, 0) for _, _, lo, hi, _ in dims] + [(0, 0, 0)])
+  hp, wp = x_pad.shape[1:3]
+  # x at offset (i, j) of every window: candidates[i * kw + j] is N x H' x W' x C.
+  candidates = [lax.slice(x_pad, (0, i, j, 0), (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
+                          (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+  y = jnp.max(jnp.stack(candidates), axis=0)
+  taken = jnp.zeros(dE_dy.shape, bool)
+  zero = jnp.zeros((), dE_dy.dtype)
+  dE_dx_pad = jnp.zeros_like(x_pad, dtype=dE_dy.dtype)
+  for (i, j), candidate in zip(np.ndindex(kh, kw), candidates):
+    first = (candidate == y) & ~taken
+    taken = taken | first
+    # Put each window's share back at its offset (i, j): stride - 1 zeros between outputs.
+    dE_dx_pad += lax.pad(jnp.where(first, dE_dy, zero), zero, [
+        (0, 0, 0), (i, hp - 1 - i - (ho - 1) * sh, sh - 1),
+        (j, wp - 1 - j - (wo - 1) * sw, sw - 1), (0, 0, 0)])
+  (_, _, top, _, _), (_, _, left, _, _) = dims
+  return dE_dx_pad[:, top:top + x_NHWC.shape[1], left:left + x_NHWC.shape[2]]
+
+
+# ------------------------------------------------------------------------------ normalisation
+
+
+def local_response_norm_backward(x_NHWC: jax.Array, dE_dy: jax.Array, k: float = 2.0,
+                                 n: int = 5, alpha: float = 1e-4,
+                                 beta: float = 0.75) -> jax.Array:
+  """Backward of layers.local_response_norm, y_c = x_c D_c^-beta, D_c = k + alpha sum_{c' in
+  win(c)} x_c'^2:
+
+    dE/dx_j = dE/dy_j D_j^-beta - 2 alpha beta x_j sum_{c: j in win(c)} dE/dy_c x_c D_c^-(beta+1)
+
+  win(c) = [c - n//2, c + (n-1)//2], so j in win(c) iff c in [j - (n-1)//2, j + n//2]: the
+  second sum is a window sum over channels with the forward's padding reversed.
+  """
+  channel_sum = lambda v, lo, hi: lax.reduce_window(
+      v, 0.0, lax.add, (1, 1, 1, n), (1, 1, 1, 1), ((0, 0), (0, 0), (0, 0), (lo, hi)))
+  D = k + alpha * channel_sum(jnp.square(x_NHWC), n // 2, (n - 1) // 2)
+  through_D = channel_sum(dE_dy * x_NHWC / D ** (beta + 1), (n - 1) // 2, n // 2)
+  return dE_dy / D ** beta - 2 * alpha * beta * x_NHWC * through_D
+
+
+# ------------------------------------------------------------------------------------ dropout
+
+
+def dropout_backward(rng: jax.Array | None, dE_dy: jax.Array, rate: float,
+                     train: bool) -> jax.Array:
+  """Backward of layers.dropout with the forward's key, hence its mask: dE/dx = dE/dy / (1-rate)
+  where a unit was kept, 0 where it was dropped (identity when not `train` or rate == 0).
+
+  The mask is redrawn by the forward itself (on ones), so it is the same mask however
+  layers.dropout draws it. (It draws with a Python-float p, so the mask changes with
+  jax_enable_x64: use the same setting in the forward and backward pass.)
+  """
+  kept_scale = layers.dropout(rng, jnp.ones_like(dE_dy), rate, train)  # 1/(1-rate) or 0
+  if not train or rate == 0.0:
+    return dE_dy
+  return jnp.where(kept_scale != 0, dE_dy / (1.0 - rate), jnp.zeros_like(dE_dy))
+
+
+# ------------------------------------------------------------------------------ gradient check
+
+# The stack of problem_conv_layers: every backward pass above in one network.
+_STACK = {"in": (9, 9, 4), "k": 5, "rate": 0.3, "lrn": (1.0, 3, 0.5, 0.75)}
+
+
+def _stack_forward(params: dict, x_NHWC: jax.Array, rng: jax.Array) -> tuple[dict, jax.Array]:
+  """conv 3x3/2 SAME, 2 groups -> tanh -> LRN -> max pool 3x3/2 SAME (overlapping) -> conv 2x2
+  explicit padding -> relu -> avg pool 2/1 SAME -> dropout -> dense: (saved, logits_NxK)."""
+  s = {"x": x_NHWC}
+  s["a1"] = jnp.tanh(layers.conv2d(params["conv1"], x_NHWC, 2, "SAME"))       # N x 5 x 5 x 8
+  s["n1"] = layers.local_response_norm(s["a1"], *_STACK["lrn"])
+  s["p1"] = layers.max_pool(s["n1"], 3, 2, "SAME")                            # N x 3 x 3 x 8
+  s["a2"] = jax.nn.relu(layers.conv2d(params["conv2"], s["p1"], 1, ((1, 0), (0, 1))))
+  s["p2"] = layers.avg_pool(s["a2"], 2, 1, "SAME")                            # N x 3 x 3 x 6
+  s["d2"] = layers.flatten(layers.dropout(rng, s["p2"], _STACK["rate"], True))
+  return s, layers.dense(params["dense"], s["d2"])
+
+
+def _stack_backward(params: dict, s: dict, rng: jax.Array, delta_NxK: jax.Array) -> dict:
+  grads = {}
+  dE_dd, grads["dense"] = dense_backward(params["dense"], s["d2"], delta_NxK)
+  dE_dp = dropout_backward(rng, dE_dd.reshape(s["p2"].shape), _STACK["rate"], True)
+  dE_da = avg_pool_backward(s["a2"], dE_dp, 2, 1, "SAME")
+  delta = activation_backward("relu", s["a2"], dE_da)
+  dE_dp, grads["conv2"] = conv2d_backward(params["conv2"], s["p1"], delta, 1, ((1, 0), (0, 1)))
+  dE_dn = max_pool_backward(s["n1"], dE_dp, 3, 2, "SAME")
+  dE_da = local_response_norm_backward(s["a1"], dE_dn, *_STACK["lrn"])
+  delta = activation_backward("tanh", s["a1"], dE_da)
+  _, grads["conv1"] = conv2d_backward(params["conv1"], s["x"], delta, 2, "SAME")
+  return grads
+
+
+def problem_conv_layers(key: jax.Array, batch: int, dtype):
+  """gradcheck.Problem: the layer stack of _stack_forward, softmax cross-entropy + (lambda/2m)
+  sum w^2, with a fixed dropout key (the same mask in the loss and the backward pass)."""
+  from research import gradcheck  # gradcheck imports backprop.mlp; avoid a cycle.
+
+  lam, m, k = 0.5, 4 * batch, _STACK["k"]
+  key_p1, key_p2, key_p3, key_x, key_drop = jax.random.split(key, 5)
+  dense_in = 3 * 3 * 6
+
+  @jax.jit
+  def make_arrays():
+    params = {"conv1": layers.init_conv2d(key_p1, 4, 8, 3, init="lecun", groups=2, dtype=dtype),
+              "conv2": layers.init_conv2d(key_p2, 8, 6, 2, dtype=dtype),
+              "dense": layers.init_dense(key_p3, dense_in, k, dtype=dtype)}
+    shapes = {"b": [p["b"] for p in params.values()],
+              "x": jax.ShapeDtypeStruct((batch, *_STACK["in"]), dtype),
+              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
+    z = gradcheck.random_like(key_x, shapes, dtype)
+    for p, b in zip(params.values(), z["b"]):
+      p["b"] = p["b"] + 0.1 * b
+    # 2 x: the LRN's denominator then varies across units and matters to its gradient.
+    return params, 2 * z["x"], jnp.argmax(z["z"], axis=-1)
+
+  params, x, labels = make_arrays()
+
+  def loss_fn(params, x_NHWC, labels_N):
+    _, logits = _stack_forward(params, x_NHWC, key_drop)
+    y = losses.one_hot_targets(labels_N, k, logits.dtype)
+    return losses.softmax_cross_entropy(logits, y).mean() + losses.l2_penalty(params, lam, m)
+
+  def grad_fn(params, x_NHWC, labels_N):
+    saved, logits = _stack_forward(params, x_NHWC, key_drop)
+    grads = _stack_backward(params, saved, key_drop, softmax_cross_entropy_backward(
+        logits, losses.one_hot_targets(labels_N, k, logits.dtype)))
+    return {name: dict(g, w=g["w"] + (lam / m) * params[name]["w"]) for name, g in grads.items()}
+
+  return gradcheck.Problem(
+      params=params, args=(x, labels), loss_fn=loss_fn, grad_fn=grad_fn,
+      # Max pooling and ReLU are kinked: a wide difference stencil would straddle kinks.
+      fd_eps=1e-6,
+      description=(f"conv 3x3/2 SAME (2 groups) -> tanh -> LRN -> max pool 3x3/2 SAME -> conv "
+                   f"2x2 explicit padding -> relu -> avg pool 2/1 SAME -> dropout "
+                   f"{_STACK['rate']} -> dense {k}, softmax, B={batch}, lambda={lam}, m={m}"))
