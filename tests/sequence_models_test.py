@@ -25,8 +25,11 @@ def _np_lstm_step(p, h, c, x):
   """The LSTM equations written out gate by gate, in float64 NumPy."""
   w_ih, w_hh, b = (np.asarray(p[k], np.float64) for k in ("w_ih", "w_hh", "b"))
   n = h.shape[-1]
-  gate = lambda j: x @ w_ih[:, j * n:(j + 1) * n] + h @ w_hh[:, j * n:(j + 1) * n] + b[
-      j * n:(j + 1) * n]
+
+  def gate(j):  # Columns j*H .. (j+1)*H of the fused matrices: gate j in (i, f, g, o).
+    cols = slice(j * n, (j + 1) * n)
+    return x @ w_ih[:, cols] + h @ w_hh[:, cols] + b[cols]
+
   i, f, g, o = _sigmoid(gate(0)), _sigmoid(gate(1)), np.tanh(gate(2)), _sigmoid(gate(3))
   c = f * c + i * g
   return o * np.tanh(c), c
@@ -58,11 +61,11 @@ def test_init_shapes_forget_bias_and_orthogonal_recurrence():
 def test_lstm_cell_matches_numpy_reference():
   key = jax.random.key(2)
   p = _random_lstm_params(key)
-  x, h, c = (np.asarray(jax.random.normal(k, s), np.float64) for k, s in zip(
-      jax.random.split(key, 3), [(B, I), (B, H), (B, H)]))
-  (h_new, c_new), out = lstm.lstm_cell(p, (jnp.asarray(h, jnp.float32),
-                                           jnp.asarray(c, jnp.float32)), jnp.asarray(x, jnp.float32))
-  h_ref, c_ref = _np_lstm_step(p, h, c, x)
+  k_x, k_h, k_c = jax.random.split(key, 3)
+  x, h, c = (jax.random.normal(k_x, (B, I)), jax.random.normal(k_h, (B, H)),
+             jax.random.normal(k_c, (B, H)))
+  (h_new, c_new), out = lstm.lstm_cell(p, (h, c), x)
+  h_ref, c_ref = _np_lstm_step(p, *(np.asarray(v, np.float64) for v in (h, c, x)))
   np.testing.assert_allclose(h_new, h_ref, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(c_new, c_ref, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(out, h_new)
@@ -88,15 +91,14 @@ def test_bilstm_halves_and_direction_of_dependence(seq):
   # The reverse half is a forward LSTM run on the time-flipped sequence, flipped back.
   np.testing.assert_allclose(h[..., H:], lstm.lstm(p["bwd"], seq[:, ::-1])[:, ::-1],
                              rtol=1e-5, atol=1e-6)
-  # d h_t / d x_s, summed over batch and features: (T, T) as [t, s].
-  jac = jax.jacobian(lambda x: lstm.bilstm(p, x))(seq)  # (B, T, 2H, B, T, I)
-  dep = np.abs(np.asarray(jac)).sum(axis=(0, 2, 3, 5))  # only same-example terms are nonzero
-  fwd = np.abs(np.asarray(jac[:, :, :H])).sum(axis=(0, 2, 3, 5))
-  bwd = np.abs(np.asarray(jac[:, :, H:])).sum(axis=(0, 2, 3, 5))
-  past = np.tril(np.ones((T, T), bool))
+  # |d h_t / d x_s| summed over batches and units: a (T, T) matrix indexed [t, s].
+  jac = np.abs(np.asarray(jax.jacobian(lambda x: lstm.bilstm(p, x))(seq)))  # (B,T,2H,B,T,I)
+  fwd = jac[:, :, :H].sum(axis=(0, 2, 3, 5))
+  bwd = jac[:, :, H:].sum(axis=(0, 2, 3, 5))
+  past = np.tril(np.ones((T, T), bool))  # s <= t
+  future = past.T  # s >= t
   assert np.all(fwd[~past] == 0) and np.all(fwd[past] > 0)  # forward h_t sees x_{<=t}
-  assert np.all(bwd[past.T == 0] == 0) and np.all(bwd[past.T] > 0)  # reverse h_t sees x_{>=t}
-  assert np.all(dep > 0)
+  assert np.all(bwd[~future] == 0) and np.all(bwd[future] > 0)  # reverse h_t sees x_{>=t}
 
 
 def test_backprop_through_time_matches_finite_differences():
