@@ -1,8 +1,11 @@
 """A small inception network (GoogLeNet's module, Szegedy et al. 2015) for small images.
 
-  x_NxHxWxC -> stem conv 3x3 (SAME) -> ReLU
+  x_NxHxWxC -> stem conv 3x3 (SAME) -> ReLU -> max pool 3x3/2 (SAME)
             -> inception block 1 -> max pool 3x3/2 (SAME) -> inception block 2 -> ...
             -> global average pool -> dropout -> dense K logits
+
+As in GoogLeNet, the stem halves H and W before the first block (32x32 -> 16x16 -> 8x8),
+which makes the blocks four times cheaper on small images.
 
 Each block is `layers.inception_block`: 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 pool -> 1x1,
 concatenated on channels. The 1x1 "reduce" convs keep the 3x3 and 5x5 branches cheap; the
@@ -40,12 +43,10 @@ def init(key: jax.Array, in_ch: int, num_outputs: int, *, stem_channels: int,
 
 def apply(params: dict, x_NHWC: jax.Array, *, dropout: float = 0.0, train: bool = False,
           rng: jax.Array | None = None) -> jax.Array:
-  """x_NxHxWxC -> logits_NxK; max pool 3x3/2 between consecutive blocks halves H and W."""
+  """x_NxHxWxC -> logits_NxK; a 3x3/2 max pool after the stem and between blocks halves H, W."""
   h = jax.nn.relu(layers.conv2d(params["stem"], x_NHWC))
-  for i, block in enumerate(params["blocks"]):
-    if i:
-      h = layers.max_pool(h, 3, 2, "SAME")
-    h = layers.inception_block(block, h)
+  for block in params["blocks"]:
+    h = layers.inception_block(block, layers.max_pool(h, 3, 2, "SAME"))
   h = layers.dropout(rng, layers.global_avg_pool(h), dropout, train)
   return layers.dense(params["out"], h)
 

@@ -1,0 +1,32 @@
+"""LeNet-5 (LeCun et al. 1998), the paper's faithful variant, on scikit-learn's digits at 32x32.
+
+The 8x8 digits are bilinearly upsampled to the 32x32 input LeNet-5 expects (the paper pads
+28x28 MNIST to 32x32). C3 uses the paper's partial connection table, S2/S4 are trainable
+subsampling layers, every unit squashes with 1.7159 tanh(2a/3); the output is a dense
+softmax layer. 60,850 parameters.
+
+  python -m research.main --config=configs/lenet_digits.py --workdir=/tmp/lenet_digits
+
+Other variants: --config.model.variant=classic (tanh, average pooling, full C3) or modern
+(ReLU, max pooling).
+
+Expected: about 99% test accuracy (98.9 / 99.4 / 99.2% for seeds 0 / 1 / 2 on the 359 test
+digits) in one to two minutes on a 2-core CPU (132 s measured on a busy one).
+"""
+from research import augment
+from research import config_lib
+
+
+def get_config():
+  config = config_lib.base(batch_size=32, num_steps=1500, log_every=250, eval_every=500)
+  config.data = config_lib.sklearn_data("digits", image_size=32)  # NHWC (32, 32, 1)
+  config.model = dict(
+      name="lenet5",
+      variant="faithful",      # faithful | classic | modern (see research/models/lenet.py)
+  )
+  config.loss = config_lib.loss("softmax", l2=0.0)  # softmax cross-entropy; lambda = l2
+  # Random shifts of up to 2 pixels (half an original 8x8 pixel): without them the net
+  # reaches 100% training accuracy by step 750 and stops at about 97.8% test accuracy.
+  config.augment = augment.config(ops=("translate",), max_shift=2)
+  config.optimizer = config_lib.optimizer(name="adam", learning_rate=1e-3, schedule="cosine")
+  return config
