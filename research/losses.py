@@ -38,22 +38,24 @@ DATA_LOSSES = {"sigmoid": sigmoid_cross_entropy, "softmax": softmax_cross_entrop
 
 
 def l2_penalty(params, lam: float, m: int) -> jax.Array:
-  """(lambda/2m) sum_l sum_ij (w^l_ij)^2 over every leaf named "w" (weights, not biases)."""
+  """(lambda/2m) sum_l sum_ij (w^l_ij)^2 over every weight leaf (see is_weight), not biases."""
   sq = [jnp.sum(jnp.square(v))
-        for path, v in jax.tree_util.tree_leaves_with_path(params) if _is_weight(path)]
+        for path, v in jax.tree_util.tree_leaves_with_path(params) if is_weight(path)]
   return (lam / (2.0 * m)) * sum(sq, jnp.zeros(()))
 
 
 def l1_penalty(params, lam1: float, m: int) -> jax.Array:
   """(lambda_1/m) sum_l sum_ij |w^l_ij|: drives weights to exactly 0 (weights, not biases)."""
   absolute = [jnp.sum(jnp.abs(v))
-              for path, v in jax.tree_util.tree_leaves_with_path(params) if _is_weight(path)]
+              for path, v in jax.tree_util.tree_leaves_with_path(params) if is_weight(path)]
   return (lam1 / m) * sum(absolute, jnp.zeros(()))
 
 
-def _is_weight(path) -> bool:
+def is_weight(path) -> bool:
+  """Weight matrices are the leaves whose name starts with "w" (w, w_ih, w_hh, wq, ...);
+  biases (b, bias), layer-norm gains (scale) and embedding tables are not penalised."""
   last = path[-1]
-  return isinstance(last, jax.tree_util.DictKey) and last.key == "w"
+  return isinstance(last, jax.tree_util.DictKey) and str(last.key).startswith("w")
 
 
 def predictions(logits_BxK: jax.Array) -> jax.Array:

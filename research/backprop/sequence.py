@@ -418,11 +418,10 @@ def _check_loss(output: str, lam, m, lam1) -> None:
 
 
 def _with_penalty(grads, params, lam, m, lam1):
-  """Adds d/dw of (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] to every leaf named "w", the
-  leaves losses.l2_penalty decays; w_ih, w_hh, wq, ... are not "w" and get no penalty."""
+  """Adds d/dw of (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] to the leaves that
+  losses.l2_penalty decays (losses.is_weight: w, w_ih, w_hh, wq, ...)."""
   def add(path, g, w):
-    last = path[-1]
-    if not (isinstance(last, jax.tree_util.DictKey) and last.key == "w"):
+    if not losses.is_weight(path):
       return g
     g = g + (lam / m) * w
     if lam1:  # sign(0) = 0, as jax.grad of |w|.
