@@ -42,9 +42,10 @@ Embeddings: a row lookup, so dE/dtable adds each position's dE/dvector into its 
 (a scatter-add: a row used n times receives n contributions).
 
 Models (train.make_loss_fn's E: the data term averaged over the batch, plus (lambda/2m) sum w^2
-over the leaves named "w", optionally (lambda_1/m) sum |w|). Every configuration of them is
-covered: layers, bidirectional, readout, dropout (the forward pass's masks, redrawn from the
-same keys), learned or sinusoidal positions, gelu/relu, patches, sigmoid or softmax outputs:
+over the weight leaves that losses.l2_penalty decays, optionally (lambda_1/m) sum |w|). Every
+configuration of them is covered: layers, bidirectional, readout, dropout (the forward pass's
+masks, redrawn from the same keys), learned or sinusoidal positions, gelu/relu, patches,
+sigmoid or softmax outputs:
 
   make_lstm_classifier_value_and_grad         "lstm_classifier"
   make_char_lstm_value_and_grad               "char_lstm"
