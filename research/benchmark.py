@@ -245,7 +245,7 @@ def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int
     return None
   config = ml_collections.ConfigDict({"grad": grad, "model": w.model,
                                       "loss": config_lib.loss("softmax")})
-  value_and_grad = gradients.make_value_and_grad(config, loss_fn, NUM_CLASSES, m)
+  value_and_grad = gradients.make_value_and_grad(config, loss_fn, NUM_CLASSES, m, w.input_shape)
   opt_cfg = config_lib.optimizer(name="momentum", learning_rate=LEARNING_RATE,
                                  momentum=MOMENTUM)
   optimizer = optim.make_optimizer(opt_cfg, total_steps=1)

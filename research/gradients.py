@@ -11,11 +11,16 @@ import jax
 from research import errors
 
 GRADS = ("autodiff", "manual")
-MANUAL_MODELS = ("mlp",)
+MANUAL_MODELS = ("mlp", "lstm_classifier", "char_lstm", "transformer_classifier",
+                 "char_transformer")
 
 
-def make_value_and_grad(config, loss_fn: Callable, num_outputs: int, m: int) -> Callable:
-  """Returns f(params, x, labels, rng) -> ((E, aux), dE/dparams) for config.grad."""
+def make_value_and_grad(config, loss_fn: Callable, num_outputs: int, m: int,
+                        input_shape: tuple[int, ...] | None = None) -> Callable:
+  """Returns f(params, x, labels, rng) -> ((E, aux), dE/dparams) for config.grad.
+
+  input_shape is the per-example input shape (needed by the sequence models' manual pass).
+  """
   errors.check_choice("grad", config.grad, GRADS)
   if config.grad == "autodiff":
     return jax.value_and_grad(loss_fn, has_aux=True)
@@ -23,6 +28,11 @@ def make_value_and_grad(config, loss_fn: Callable, num_outputs: int, m: int) -> 
     raise errors.ConfigError(
         f"config.grad='manual' has a hand-written backward pass only for models "
         f"{list(MANUAL_MODELS)}, not {config.model.name!r}; use config.grad='autodiff'")
+  if config.model.name != "mlp":
+    from research.backprop import sequence  # Only manual runs need it.
+    return sequence.VALUE_AND_GRADS[config.model.name](
+        config.model, input_shape, num_outputs, config.loss.output, config.loss.l2, m,
+        lam1=config.loss.l1)
   if config.model.get("dropout", 0.0) > 0:
     raise errors.ConfigError(
         "config.grad='manual' does not implement the MLP's dropout; set "

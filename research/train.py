@@ -274,7 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   # The lecture's m is the number of training examples.
   loss_fn = make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
-  value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n)
+  value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n, dataset.input_shape)
   train_chunk = make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment),
                                  value_and_grad)
   eval_fn = make_eval_fn(model, config.loss.output, k)

@@ -69,6 +69,7 @@ def test_unknown_model_and_bad_batch_are_config_errors():
 
 
 def _main(argv, capsys):
+  gradcheck.define_flags()
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["gradcheck", *argv])
   try:

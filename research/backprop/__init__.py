@@ -5,4 +5,5 @@ pytree that `jax.grad` would, so research/gradcheck.py can hold every one of the
 autodiff and finite differences.
 
   mlp: the lecture's fully connected sigma(sum) network (research/models/mlp.py).
+  sequence: LSTM (through time), attention, layer norm, embeddings; the lstm/transformer models.
 """
