@@ -119,7 +119,8 @@ def run_name(index: int, point: dict[str, str]) -> str:
   return "".join(c if c.isalnum() or c in "=-_.," else "_" for c in name)
 
 
-def command(config_arg: str, point: dict[str, str], fixed: Sequence[str], workdir: str) -> list[str]:
+def command(config_arg: str, point: dict[str, str], fixed: Sequence[str],
+            workdir: str) -> list[str]:
   return [sys.executable, "-m", "research.main", f"--config={config_arg}", *fixed,
           *(f"--config.{field}={value}" for field, value in point.items()),
           f"--workdir={workdir}"]

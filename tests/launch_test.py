@@ -115,6 +115,29 @@ def test_real_sweep_records_results_and_failures(tmp_path):
   assert (tmp_path / "comparison.png").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_optimizer_sweep_3x2_on_digits(tmp_path):
+  """The issue's sweep: 3 optimizers x 2 learning rates, with its table and plot."""
+  proc = subprocess.run(
+      [sys.executable, os.path.join(_REPO, "launch", "sweep.py"), f"--config={_CONFIG}",
+       "--sweep=optimizer.name=sgd,momentum,adagrad", "--sweep=optimizer.learning_rate=0.01,0.1",
+       f"--workdir={tmp_path}", "--parallel=2", "--config.num_steps=150",
+       "--config.log_every=50", "--config.eval_every=50"],
+      capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+  grid = {(r["optimizer.name"], r["optimizer.learning_rate"]) for r in rows}
+  assert grid == {(o, lr) for o in ("sgd", "momentum", "adagrad") for lr in ("0.01", "0.1")}
+  assert all(r["status"] == "ok" and 0 < float(r["test_accuracy"]) <= 1 for r in rows)
+  by = {(r["optimizer.name"], r["optimizer.learning_rate"]): float(r["test_accuracy"])
+        for r in rows}
+  # 150 steps of plain SGD at eta = 0.01 barely move a sigmoid net; momentum at 0.1 does.
+  assert by[("momentum", "0.1")] > by[("sgd", "0.01")]
+  table = open(tmp_path / "results.md").read()
+  assert table.count("| ok") >= 6 or table.count("ok") >= 6
+  assert (tmp_path / "comparison.png").stat().st_size > 10_000
+
+
 # ---- Shell launchers. ----
 
 def _sh(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
