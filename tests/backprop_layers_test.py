@@ -178,7 +178,7 @@ def test_conv_layers_problem_stacks_every_backward_pass(dtype, tol):
 def _conv_layers_problem(dtype):
   from research import gradcheck
   if "fd_eps" not in gradcheck.Problem._fields:
-    pytest.skip("needs gradcheck.Problem.fd_eps (see research/backprop/layers.py)")
+    pytest.skip("gradcheck.Problem has no fd_eps field yet (problem_conv_layers passes one)")
   with jax.enable_x64(dtype == "float64"):
     return backprop_layers.problem_conv_layers(jax.random.key(0), 3, jnp.dtype(dtype))
 
