@@ -11,7 +11,7 @@ import jax
 from research import errors
 
 GRADS = ("autodiff", "manual")
-MANUAL_MODELS = ("mlp", "lstm_classifier", "char_lstm", "transformer_classifier",
+MANUAL_MODELS = ("mlp", "lenet5", "lstm_classifier", "char_lstm", "transformer_classifier",
                  "char_transformer")
 
 
@@ -28,8 +28,13 @@ def make_value_and_grad(config, loss_fn: Callable, num_outputs: int, m: int,
     raise errors.ConfigError(
         f"config.grad='manual' has a hand-written backward pass only for models "
         f"{list(MANUAL_MODELS)}, not {config.model.name!r}; use config.grad='autodiff'")
+  if config.model.name == "lenet5":
+    from research.backprop import lenet as lenet_backprop  # Only manual runs need it.
+    return lenet_backprop.make_value_and_grad(config.model.variant, config.loss.output,
+                                              config.loss.l2, m, num_outputs,
+                                              lam1=config.loss.l1)
   if config.model.name != "mlp":
-    from research.backprop import sequence  # Only manual runs need it.
+    from research.backprop import sequence
     return sequence.VALUE_AND_GRADS[config.model.name](
         config.model, input_shape, num_outputs, config.loss.output, config.loss.l2, m,
         lam1=config.loss.l1)

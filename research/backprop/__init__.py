@@ -6,4 +6,6 @@ autodiff and finite differences.
 
   mlp: the lecture's fully connected sigma(sum) network (research/models/mlp.py).
   sequence: LSTM (through time), attention, layer norm, embeddings; the lstm/transformer models.
+  layers: dense, conv2d (stride, padding, groups), max/avg pooling, LRN, dropout, output deltas.
+  lenet: LeNet-5 (faithful, classic, modern) composed from those layers.
 """

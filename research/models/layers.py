@@ -200,7 +200,9 @@ def dropout(rng: jax.Array | None, x: jax.Array, rate: float, train: bool) -> ja
     return x
   if rng is None:
     raise ValueError("dropout with train=True and rate > 0 needs an explicit rng key")
-  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  # A float32 probability: a Python float would become float64 under x64 (gradcheck) and
+  # draw a different mask than the float32 run.
+  keep = jax.random.bernoulli(rng, np.float32(1.0 - rate), x.shape)
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
