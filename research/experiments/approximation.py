@@ -193,7 +193,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def _plot(path: str, exp, rows: list[dict], fits: dict) -> None:
-  panels = ["error"] + [t for t in exp.targets if TARGETS[t][0] in (1, 2)]
+  panels = ["error", *exp.targets]
   fig = figure.Figure(figsize=(5 * len(panels), 4.2), layout="constrained")
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
   ax = axes[0]

@@ -16,9 +16,9 @@ The runner (1) trains the same model from the same init with plain config.optimi
 default) at every batch size of experiment.batch_sizes (0 = the full training set), eta scaled
 by experiment.lr_rule, until the training-set E falls to experiment.target_loss, and reports
 the examples processed, steps and wall time that took (compilation excluded); (2) computes
-the per-example gradients g_i with jax.vmap(jax.grad(...)) at the initial and at a trained w,
-and compares the measured variance of g_B over experiment.variance_batches random batches with
-sigma^2 / B (m - B) / (m - 1).
+the per-example gradients g_i with jax.vmap(jax.grad(...)) at the initial w and at the final
+w of the largest batch size's run, and compares the measured variance of g_B over
+experiment.variance_batches random batches with sigma^2 / B (m - B) / (m - 1).
 
 Learning-rate rules (experiment.lr_rule; eta_1 = experiment.base_lr is the rate at B = 1):
   sqrt      eta_B = min(eta_1 sqrt(B), max_lr): keeps the variance of the step eta g_B, which
@@ -87,7 +87,8 @@ def minibatch_variance(g_NxP: jax.Array, batch_size: int | jax.Array, key: jax.A
 
   def one(key):
     mask_N = (jax.random.permutation(key, n) < batch_size).astype(k_NxN.dtype)
-    return mask_N @ k_NxN @ mask_N / batch_size**2
+    # K is positive semi-definite; rounding can take the full batch's exact 0 below it.
+    return jnp.maximum(mask_N @ k_NxN @ mask_N, 0.0) / batch_size**2
 
   measured = jax.vmap(one)(jax.random.split(key, num_batches)).mean()
   predicted = sigma2 / batch_size * (n - batch_size) / jnp.maximum(n - 1, 1)
@@ -190,12 +191,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                  None if out["epochs"] is None else round(out["epochs"], 2), out["steps"],
                  None if out["wall_s"] is None else round(out["wall_s"], 3))
 
-  # Per-example gradient variance at the init and at the trained w of the largest batch.
+  # Per-example gradient variance at the init and at the final w of the largest batch's run.
   grads_fn = jax.jit(lambda p: per_example_grads(loss_fn, p, x_all, y_all))
   variance_fn = jax.jit(minibatch_variance, static_argnums=3)
   init_params = model.init(jax.random.split(jax.random.key(config.seed))[0])
   variance = []
-  for where, params in (("init", init_params), ("trained", runs[-1]["params"])):
+  trained = max(runs, key=lambda r: r["batch_size"])["params"]
+  for where, params in (("init", init_params), ("trained", trained)):
     g_NxP = grads_fn(params)
     sigma2 = float(jnp.mean(jnp.sum(jnp.square(g_NxP - g_NxP.mean(axis=0)), axis=1)))
     for i, b in enumerate(sizes):
@@ -265,13 +267,14 @@ def _plot(path: str, result: dict) -> None:
     ax.legend(fontsize=7)
   ax_ex.set_title("progress per example processed")
   ax_wall.set_title("progress per second")
-  for where, marker in (("init", "o"), ("trained", "s")):
+  for where, marker, color in (("init", "o", "tab:blue"), ("trained", "s", "tab:red")):
     rows = [v for v in result["variance"] if v["w"] == where and v["measured"] > 0]
     bs = np.array([v["batch_size"] for v in rows])
-    ax_var.plot(bs, [v["measured"] for v in rows], marker, label=f"measured, {where} w")
+    ax_var.plot(bs, [v["measured"] for v in rows], marker, color=color,
+                label=f"measured, {where} w")
     ax_var.plot(bs, [v["sigma2"] / v["batch_size"] for v in rows], "k--", lw=0.8)
-    ax_var.plot(bs, [v["predicted"] for v in rows], "-", lw=1, label=f"sigma^2/B (m-B)/(m-1), "
-                f"{where} w")
+    ax_var.plot(bs, [v["predicted"] for v in rows], "-", lw=1, color=color,
+                label=f"sigma^2/B (m-B)/(m-1), {where} w")
   ax_var.set_xscale("log")
   ax_var.set_yscale("log")
   ax_var.set_xlabel("batch size B")

@@ -261,8 +261,8 @@ def _write_report(workdir: str, config, result: dict) -> None:
       f" (kappa={exp.kappa}, rotated {exp.rotation} deg) and rosenbrock_start="
       f"{tuple(exp.rosenbrock_start)}; each method at its best eta of {tuple(exp.learning_rates)}"
       f" (fewest steps to f <= tolerance, else lowest final f); steps_to_tol = first step "
-      f"from which f stays <= {exp.tolerance}; diverged_etas = etas whose final f is NaN/inf or above the "
-      "start's.",
+      f"from which f stays <= {exp.tolerance}; diverged_etas = etas whose final f is NaN/inf "
+      "or above the start's.",
       f"deep_mlp: hidden {tuple(config.model.hidden_sizes)} {config.model.activation} on "
       f"{config.data.name}, {config.num_steps} steps of batch {config.batch_size}, eta per method"
       f" from experiment.deep_learning_rates; final_f = train E on all training examples; "

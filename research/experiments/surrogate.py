@@ -10,14 +10,13 @@ also the eval with the best metric, how often the two moved in opposite directio
 consecutive evals, and the test metric of each of the two checkpoints.
 
 Tasks (config.experiment.task; each is a variant of configs/exp_surrogate.py):
-  macro_f1   a K-class set (digits), softmax cross-entropy          -> macro F1 over the K classes
-  binary_f1  one class vs the rest (digits "is it a 9?", or breast
-             cancer's malignant class subsampled), one sigmoid unit -> F1 of the positive class
-  mae        sklearn's diabetes regression, squared error on
-             standardised targets                                   -> MAE in the original units
-  bleu       a character LM (char_lstm / char_transformer),
-             per-character cross-entropy                            -> BLEU (sacrebleu) of greedy
-                                                                       continuations of valid prompts
+  macro_f1   a K-class set (digits), softmax cross-entropy -> macro F1 over the K classes
+  binary_f1  one class vs the rest (digits "is it a 9?", or breast cancer's malignant class
+             subsampled), one sigmoid unit, cross-entropy -> F1 of the positive class
+  mae        sklearn's diabetes regression, squared error on standardised targets -> mean
+             absolute error in the original units
+  bleu       a character LM (char_lstm / char_transformer), per-character cross-entropy ->
+             BLEU (sacrebleu) of its greedy continuations of validation prompts vs the truth
 
 write_results / markdown_table are shared with the other lecture experiments' runners.
 """
@@ -263,7 +262,8 @@ def _task_setup(config) -> dict[str, Any]:
               "bleu": scores[f"bleu_{exp.bleu_tokenize}"], **scores,
               "sample": {"prompt": decode(ids_BxT[0, :exp.prompt_len]), "generated": hyps[0],
                          "truth": refs[0]}}
-    summary = {"unigram_entropy": text_data.unigram_entropy(config.data)}
+    summary = {"unigram_entropy": text_data.unigram_entropy(config.data),
+               "bleu_tokenize": exp.bleu_tokenize, "num_prompts": exp.num_prompts}
   else:
     loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
     data_loss = losses.DATA_LOSSES[config.loss.output]
@@ -389,6 +389,10 @@ def _write_report(workdir: str, result: dict) -> None:
       f"- test {metric}: best-loss checkpoint {result['test']['loss'][metric]:.4f}, best-"
       f"{metric} checkpoint {result['test']['metric'][metric]:.4f}",
   ]
+  if "bleu_tokenize" in result:
+    lines.append(f"- bleu = sacrebleu corpus BLEU with tokenize={result['bleu_tokenize']!r} "
+                 "(both tokenisations are in the table); greedy continuations of "
+                 f"{result['num_prompts']} valid prompts")
   if "sample" in evals[-1]:
     s = evals[-1]["sample"]
     lines.append(f"- last eval, prompt {s['prompt']!r} -> {s['generated']!r} (truth "
