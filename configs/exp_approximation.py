@@ -6,7 +6,9 @@ and approximation.png. Each width trains num_seeds networks in one jax.vmap.
 
   python -m research.main --config=configs/exp_approximation.py --workdir=/tmp/approx
 
-Measured on the shared 2-core CPU (seed 0): see docs/experiments.md, section 5.
+Measured on the shared 2-core CPU in 61 s (seed 0; details in docs/experiments.md, section 5):
+median RMS error on the grid from H = 1 to 128: 0.646 -> 0.019 (1-D), 0.563 -> 0.017 (2-D);
+H = 256 no better within 2000 steps.
 """
 from research import config_lib
 

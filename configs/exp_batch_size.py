@@ -9,7 +9,9 @@ mini-batch gradient against sigma^2 / B from per-example gradients (jax.vmap(jax
 
   python -m research.main --config=configs/exp_batch_size.py --workdir=/tmp/batch
 
-Measured on the shared 2-core CPU (seed 0): see docs/experiments.md, section 6.
+Measured on the shared 2-core CPU in 13 s (seed 0; details in docs/experiments.md, section 6):
+examples to E <= 0.1: B = 1: 9,344, B = 8: 9,344, B = 64: 18,688, full batch: 280,534 (223
+epochs); measured mini-batch gradient variance within 3.5% of sigma^2/B (m-B)/(m-1).
 """
 from research import config_lib
 

@@ -7,7 +7,11 @@ of every layer in curves.png).
 
   python -m research.main --config=configs/exp_curvature.py --workdir=/tmp/curvature
 
-Measured on the shared 2-core CPU (seed 0): see docs/experiments.md, section 4.
+Measured on the shared 2-core CPU in 34 s (seed 0; details in docs/experiments.md, section 4):
+steps to f <= 1e-3 on the quadratic at each method's best eta: sgd 287, momentum 111, nesterov
+49, adagrad 205, adam 109; clipping cuts the diverging etas from 3-4/9 to 0/9 (Rosenbrock: 6/9
+to 1-2/9). Deep MLP: only Adam leaves the ln 10 plateau (train E 1.39 after 1500 steps; the
+first layer's gradient is 3e-5 of the last one's at init).
 """
 from research import config_lib
 
