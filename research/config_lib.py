@@ -58,7 +58,7 @@ def loss(output: str, **overrides) -> ml_collections.ConfigDict:
 def base(**overrides) -> ml_collections.ConfigDict:
   """Top-level run fields shared by every experiment."""
   cfg = ml_collections.ConfigDict()
-  cfg.trainer = "standard"     # standard | lecture (see research/experiments/__init__.py)
+  cfg.trainer = "standard"     # standard | lecture | an experiment (research/experiments/)
   cfg.seed = 0                 # parameter init, dropout masks and batch order
   cfg.batch_size = 32
   cfg.num_steps = 2000

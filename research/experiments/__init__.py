@@ -36,5 +36,9 @@ from research import lecture_algorithm  # noqa: E402
 register("lecture")(lecture_algorithm.train_lecture)
 
 # The lecture's experiments register themselves on import.
+from research.experiments import approximation  # noqa: E402,F401
+from research.experiments import batch_size  # noqa: E402,F401
+from research.experiments import curvature  # noqa: E402,F401
 from research.experiments import dropout_ensemble  # noqa: E402,F401
 from research.experiments import regularization  # noqa: E402,F401
+from research.experiments import surrogate  # noqa: E402,F401
