@@ -1,0 +1,176 @@
+"""Backpropagation through AlexNet (research/models/alexnet.py), layer by layer, by hand.
+
+The forward pass keeps each layer's input and output sigma^l; the backward pass runs the
+layers of research/backprop/layers.py in reverse, carrying dE/dsigma^l down:
+
+  fc8      delta^out = (softmax(sum^out) - y) / B;  dE/dsigma^fc7 = delta^out w^fc8.T
+  fc7, fc6 dropout's transpose (the forward's mask, / (1 - rate)), then ReLU:
+           delta = dE/dsigma [sum > 0], and dense_backward
+  pool5    max pooling 3x3/2 routes each window's gradient to its argmax (windows overlap)
+  conv5-3  ReLU, then conv2d_backward (SAME, stride 1, the config's groups)
+  conv2, conv1  max pool 3x3/2, LRN's backward (when model.lrn), ReLU, conv2d_backward
+           (conv1 with its stride and padding; its dE/dx is unused and jit drops it)
+
+The cost is train.make_loss_fn's: the data term averaged over the B examples, plus
+(lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] over the "w" leaves. Dropout needs the rng the
+trainer passes: its keys are split exactly as alexnet.apply splits them, so the masks agree.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from research import errors
+from research import models
+from research.backprop import layers as backprop_layers
+from research.backprop import sequence as backprop_sequence
+from research.models import alexnet
+from research.models import layers
+
+_pool_backward = functools.partial(backprop_layers.max_pool_backward, window=3, stride=2)
+_pool = functools.partial(layers.max_pool, window=3, stride=2)
+
+
+def _dropout_keys(rng, num_hidden: int, rate: float) -> list:
+  """alexnet.apply's keys (train=True): one split of rng per hidden fc layer."""
+  return list(jax.random.split(rng, num_hidden)) if rate > 0 else [None] * num_hidden
+
+
+def forward(params: dict, x_NHWC: jax.Array, rng, cfg) -> tuple[jax.Array, dict]:
+  """alexnet.apply(train=True), keeping what the backward pass needs: (logits_NxK, saved).
+
+  saved["conv_in"][l] / saved["conv_out"][l] are conv l's input and ReLU output a^l
+  (N x H x W x C), saved["norm"][l] conv1/conv2's LRN output (a^l itself without LRN),
+  saved["fc_in"][l] each fc layer's input (dropout applied), saved["fc_out"][l] each hidden
+  fc layer's ReLU output before dropout.
+  """
+  conv, fc = params["conv"], params["fc"]
+  norm = layers.local_response_norm if cfg.lrn else (lambda h: h)
+  s = {"conv_in": [], "conv_out": [], "norm": [], "fc_in": [], "fc_out": [],
+       "rngs": _dropout_keys(rng, len(fc) - 1, cfg.dropout)}
+  h = x_NHWC
+  for l, c in enumerate(conv):
+    s["conv_in"].append(h)
+    stride, padding = (cfg.conv1_stride, cfg.conv1_padding) if l == 0 else (1, "SAME")
+    h = jax.nn.relu(layers.conv2d(c, h, stride, padding))
+    s["conv_out"].append(h)
+    if l < 2:
+      s["norm"].append(h := norm(h))
+    if l in (0, 1, len(conv) - 1):
+      h = _pool(h)
+  s["pool5"] = h
+  h = layers.flatten(h)
+  for layer, r in zip(fc[:-1], s["rngs"]):
+    s["fc_in"].append(h)
+    s["fc_out"].append(a := jax.nn.relu(layers.dense(layer, h)))
+    h = layers.dropout(r, a, cfg.dropout, True)
+  s["fc_in"].append(h)
+  return layers.dense(fc[-1], h), s
+
+
+def backward(params: dict, s: dict, delta_out: jax.Array, cfg) -> dict:
+  """dE/dparams (data term only) from delta^out = dE/dsum^out_NxK, the same pytree as params."""
+  conv, fc = params["conv"], params["fc"]
+  g_conv, g_fc = [None] * len(conv), [None] * len(fc)
+  dE_dh, g_fc[-1] = backprop_layers.dense_backward(fc[-1], s["fc_in"][-1], delta_out)
+  for l in reversed(range(len(fc) - 1)):
+    dE_da = backprop_layers.dropout_backward(s["rngs"][l], dE_dh, cfg.dropout, True)
+    delta = backprop_layers.activation_backward("relu", s["fc_out"][l], dE_da)
+    dE_dh, g_fc[l] = backprop_layers.dense_backward(fc[l], s["fc_in"][l], delta)
+  dE_dh = dE_dh.reshape(s["pool5"].shape)
+  for l in reversed(range(len(conv))):
+    a = s["conv_out"][l]
+    if l in (0, 1, len(conv) - 1):
+      dE_dh = _pool_backward(s["norm"][l] if l < 2 else a, dE_dh)
+    if l < 2 and cfg.lrn:
+      dE_dh = backprop_layers.local_response_norm_backward(a, dE_dh)
+    delta = backprop_layers.activation_backward("relu", a, dE_dh)
+    stride, padding = (cfg.conv1_stride, cfg.conv1_padding) if l == 0 else (1, "SAME")
+    dE_dh, g_conv[l] = backprop_layers.conv2d_backward(conv[l], s["conv_in"][l], delta,
+                                                       stride, padding)
+  return {"conv": g_conv, "fc": g_fc}
+
+
+def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, lam: float,
+                        m: int, num_outputs: int, lam1: float = 0.0):
+  """A drop-in for jax.value_and_grad(train.make_loss_fn(alexnet, output, lam, m, K, lam1),
+  has_aux=True).
+
+  Returns value_and_grad(params, x_NHWC, labels_N, rng) -> ((E, {"data_loss", "accuracy"}),
+  grads) from one forward and one hand-written backward pass; rng is the dropout key (may be
+  None when model_cfg.dropout == 0).
+  """
+  models.build(model_cfg, input_shape, num_outputs)  # The model's own config errors.
+  backprop_sequence._check_loss(output, lam, m, lam1)
+  if model_cfg.dropout > 0:
+    def check_rng(rng):
+      if rng is None:
+        raise errors.ConfigError(
+            "alexnet manual gradients with config.model.dropout > 0 need the step's rng key")
+  else:
+    check_rng = lambda rng: None
+
+  def fwd(params, x_NHWC, rng):
+    check_rng(rng)
+    return forward(params, x_NHWC, rng, model_cfg)
+
+  return backprop_sequence._value_and_grad(
+      fwd, functools.partial(backward, cfg=model_cfg), num_outputs, output, lam, m, lam1)
+
+
+def alexnet_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, rng, *,
+                         model_cfg, output: str, lam: float, m: int, num_outputs: int,
+                         lam1: float = 0.0) -> dict:
+  """dE/dparams of train.make_loss_fn(alexnet, output, lam, m, K, lam1) at (x, labels, rng),
+  by hand: the same pytree as jax.grad of that loss."""
+  value_and_grad = make_value_and_grad(model_cfg, x_NHWC.shape[1:], output, lam, m,
+                                       num_outputs, lam1)
+  return value_and_grad(params, x_NHWC, labels_N, rng)[1]
+
+
+# ------------------------------------------------------------------------------ gradient check
+
+# 1/16 of alexnet_small's maps (4-12-24-16-16) with the paper's two-GPU groups, on 16 x 16 x 1
+# inputs (16 -> pools 7, 3, 1): every layer kind of the full model, in milliseconds.
+SMALL = {"name": "alexnet", "conv_channels": (64, 192, 384, 256, 256),
+         "kernel_sizes": (5, 5, 3, 3, 3), "groups": (1, 2, 1, 2, 2), "conv1_stride": 1,
+         "conv1_padding": "SAME", "width": 0.0625, "fc_sizes": (16, 16), "lrn": True,
+         "dropout": 0.3}
+SMALL_INPUT = (16, 16, 1)
+
+
+def problem_alexnet_small(key: jax.Array, batch: int, dtype):
+  """gradcheck.Problem: AlexNet at SMALL on 16 x 16 x 1 inputs, K = 10, softmax, lambda > 0,
+  B < m, dropout with a fixed key (the same masks in the loss and the backward pass)."""
+  from research import gradcheck  # gradcheck imports the backprop modules; avoid a cycle.
+  from research import train
+
+  k, lam, m = 10, 1.0, 4 * batch
+  cfg = ml_collections.ConfigDict(SMALL)
+  model = models.build(cfg, SMALL_INPUT, k)
+  # An RBG key compiles its random bits ~10x faster than threefry on CPU; any key fixes a mask.
+  key_drop = jax.random.key(int(jax.random.key_data(key)[-1]), impl="rbg")
+
+  @jax.jit
+  def make_arrays(key):
+    # init + 0.1 N(0, 1): no bias at exactly 0; one normal draw for everything.
+    init = jax.tree.map(lambda p: p.astype(dtype), model.init(key))
+    shapes = {"params": init, "x": jax.ShapeDtypeStruct((batch, *SMALL_INPUT), dtype),
+              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
+    z = gradcheck.random_like(jax.random.fold_in(key, 1), shapes, dtype)
+    params = jax.tree.map(lambda p, n: p + 0.1 * n, init, z["params"])
+    return params, z["x"], jnp.argmax(z["z"], axis=-1)
+
+  params, x, labels = make_arrays(key)
+  loss_fn = train.make_loss_fn(model, "softmax", lam, m, k)
+  value_and_grad = make_value_and_grad(cfg, SMALL_INPUT, "softmax", lam, m, k)
+  return gradcheck.Problem(
+      params=params, args=(x, labels),
+      loss_fn=lambda p, x, labels: loss_fn(p, x, labels, key_drop)[0],
+      grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, key_drop)[1],
+      # ReLU and max pooling are kinked: small difference steps, so as to straddle no kink.
+      fd_eps=(1e-4, 1e-5, 1e-6),
+      description=(f"alexnet width={cfg.width} (4-12-24-16-16 maps, groups {cfg.groups}, LRN, "
+                   f"fc {cfg.fc_sizes}, dropout {cfg.dropout}), 16x16x1 -> {k}, softmax, "
+                   f"B={batch}, lambda={lam}, m={m}"))

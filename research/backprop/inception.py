@@ -1,0 +1,175 @@
+"""Backpropagation through the small inception network (research/models/inception.py) by hand.
+
+The backward pass runs research/backprop/layers.py's layers in reverse:
+
+  out      delta^out = (softmax(sum^out) - y) / B;  dE/dg = delta^out w^out.T
+  dropout  the forward's mask, / (1 - rate)
+  GAP      g = mean_{hw} h, so every position gets dE/dg / (H W)
+  block    dE/dy split on channels into the four branches (1x1 | 3x3 | 5x5 | pool); each
+           ReLU -> conv2d_backward (-> ReLU -> 1x1 reduce's conv2d_backward); the pool
+           branch ends in max_pool_backward 3x3/1 SAME. dE/dx is the sum of the four.
+  pool     max pool 3x3/2 SAME before each block routes to the argmax
+  stem     ReLU, conv2d_backward (its dE/dx is unused and jit drops it)
+
+The cost is train.make_loss_fn's: the data term averaged over the B examples, plus
+(lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] over the "w" leaves.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from research import errors
+from research import models
+from research.backprop import layers as backprop_layers
+from research.backprop import sequence as backprop_sequence
+from research.models import layers
+
+_BRANCHES = ("b1", "b3", "b5", "pool_proj")  # inception_block's concatenation order
+
+
+def _relu_conv(params, h):
+  return jax.nn.relu(layers.conv2d(params, h, 1, "SAME"))
+
+
+def block_forward(params: dict, x_NHWC: jax.Array) -> tuple[jax.Array, dict]:
+  """layers.inception_block, keeping every branch's input and ReLU output: (y, saved)."""
+  s = {"x": x_NHWC}
+  s["b1"] = _relu_conv(params["b1"], x_NHWC)
+  s["b3_reduce"] = _relu_conv(params["b3_reduce"], x_NHWC)
+  s["b3"] = _relu_conv(params["b3"], s["b3_reduce"])
+  s["b5_reduce"] = _relu_conv(params["b5_reduce"], x_NHWC)
+  s["b5"] = _relu_conv(params["b5"], s["b5_reduce"])
+  s["pool"] = layers.max_pool(x_NHWC, 3, 1, "SAME")
+  s["pool_proj"] = _relu_conv(params["pool_proj"], s["pool"])
+  return jnp.concatenate([s[b] for b in _BRANCHES], axis=-1), s
+
+
+def block_backward(params: dict, s: dict, dE_dy: jax.Array) -> tuple[jax.Array, dict]:
+  """Backward of layers.inception_block: (dE/dx_NHWC, grads of its six convs)."""
+  grads = {}
+
+  def relu_conv_backward(name, x, dE_da):
+    delta = backprop_layers.activation_backward("relu", s[name], dE_da)
+    dE_dx, grads[name] = backprop_layers.conv2d_backward(params[name], x, delta, 1, "SAME")
+    return dE_dx
+
+  sizes = [s[b].shape[-1] for b in _BRANCHES]
+  d1, d3, d5, dp = jnp.split(dE_dy, [sum(sizes[:i]) for i in range(1, 4)], axis=-1)
+  x = s["x"]
+  dE_dx = relu_conv_backward("b1", x, d1)
+  dE_dx += relu_conv_backward("b3_reduce", x, relu_conv_backward("b3", s["b3_reduce"], d3))
+  dE_dx += relu_conv_backward("b5_reduce", x, relu_conv_backward("b5", s["b5_reduce"], d5))
+  dE_dx += backprop_layers.max_pool_backward(
+      x, relu_conv_backward("pool_proj", s["pool"], dp), 3, 1, "SAME")
+  return dE_dx, {name: grads[name] for name in params}
+
+
+def forward(params: dict, x_NHWC: jax.Array, rng, rate: float) -> tuple[jax.Array, dict]:
+  """inception.apply(train=True), keeping what the backward pass needs: (logits_NxK, saved)."""
+  s = {"stem": jax.nn.relu(layers.conv2d(params["stem"], x_NHWC)), "x": x_NHWC,
+       "pool_in": [], "blocks": []}
+  h = s["stem"]
+  for block in params["blocks"]:
+    s["pool_in"].append(h)
+    h, saved = block_forward(block, layers.max_pool(h, 3, 2, "SAME"))
+    s["blocks"].append(saved)
+  s["last"] = h
+  s["gap"] = layers.dropout(rng, layers.global_avg_pool(h), rate, True)
+  return layers.dense(params["out"], s["gap"]), s
+
+
+def backward(params: dict, s: dict, delta_out: jax.Array, rng, rate: float) -> dict:
+  """dE/dparams (data term only) from delta^out = dE/dsum^out_NxK, the same pytree as params."""
+  grads = {"blocks": [None] * len(params["blocks"])}
+  dE_dg, grads["out"] = backprop_layers.dense_backward(params["out"], s["gap"], delta_out)
+  dE_dg = backprop_layers.dropout_backward(rng, dE_dg, rate, True)
+  n, h, w, c = s["last"].shape
+  dE_dh = jnp.broadcast_to(dE_dg[:, None, None, :] / (h * w), (n, h, w, c))
+  for l in reversed(range(len(params["blocks"]))):
+    dE_dp, grads["blocks"][l] = block_backward(params["blocks"][l], s["blocks"][l], dE_dh)
+    dE_dh = backprop_layers.max_pool_backward(s["pool_in"][l], dE_dp, 3, 2, "SAME")
+  delta = backprop_layers.activation_backward("relu", s["stem"], dE_dh)
+  _, grads["stem"] = backprop_layers.conv2d_backward(params["stem"], s["x"], delta)
+  return {name: grads[name] for name in params}
+
+
+def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, lam: float,
+                        m: int, num_outputs: int, lam1: float = 0.0):
+  """A drop-in for jax.value_and_grad(train.make_loss_fn(inception, output, lam, m, K, lam1),
+  has_aux=True).
+
+  Returns value_and_grad(params, x_NHWC, labels_N, rng) -> ((E, {"data_loss", "accuracy"}),
+  grads) from one forward and one hand-written backward pass; rng is the dropout key (may be
+  None when model_cfg.dropout == 0).
+  """
+  models.build(model_cfg, input_shape, num_outputs)  # The model's own config errors.
+  backprop_sequence._check_loss(output, lam, m, lam1)
+  rate = model_cfg.dropout
+
+  def fwd(params, x_NHWC, rng):
+    if rate > 0 and rng is None:
+      raise errors.ConfigError(
+          "inception manual gradients with config.model.dropout > 0 need the step's rng key")
+    logits, saved = forward(params, x_NHWC, rng, rate)
+    return logits, (saved, rng)
+
+  def bwd(params, cache, delta_out):
+    saved, rng = cache
+    return backward(params, saved, delta_out, rng, rate)
+
+  return backprop_sequence._value_and_grad(fwd, bwd, num_outputs, output, lam, m, lam1)
+
+
+def inception_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, rng, *,
+                           model_cfg, output: str, lam: float, m: int, num_outputs: int,
+                           lam1: float = 0.0) -> dict:
+  """dE/dparams of train.make_loss_fn(inception, output, lam, m, K, lam1) at (x, labels, rng),
+  by hand: the same pytree as jax.grad of that loss."""
+  value_and_grad = make_value_and_grad(model_cfg, x_NHWC.shape[1:], output, lam, m,
+                                       num_outputs, lam1)
+  return value_and_grad(params, x_NHWC, labels_N, rng)[1]
+
+
+# ------------------------------------------------------------------------------ gradient check
+
+# Two blocks of a few channels each on 8 x 8 x 1 inputs (8 -> 4 -> 2 before the blocks): both
+# 3x3/2 pools, every branch, the global average pool and dropout.
+SMALL = {"name": "inception", "stem_channels": 4,
+         "blocks": ((2, 2, 3, 1, 2, 2), (3, 2, 4, 2, 2, 3)), "dropout": 0.3}
+SMALL_INPUT = (8, 8, 1)
+
+
+def problem_inception(key: jax.Array, batch: int, dtype):
+  """gradcheck.Problem: the inception net at SMALL on 8 x 8 x 1 inputs, K = 10, softmax,
+  lambda > 0, B < m, dropout with a fixed key (the same mask in the loss and backward pass)."""
+  from research import gradcheck  # gradcheck imports the backprop modules; avoid a cycle.
+  from research import train
+
+  k, lam, m = 10, 1.0, 4 * batch
+  cfg = ml_collections.ConfigDict(SMALL)
+  model = models.build(cfg, SMALL_INPUT, k)
+  # An RBG key compiles its random bits ~10x faster than threefry on CPU; any key fixes a mask.
+  key_drop = jax.random.key(int(jax.random.key_data(key)[-1]), impl="rbg")
+
+  @jax.jit
+  def make_arrays(key):
+    # init + 0.1 N(0, 1): no bias at exactly 0; one normal draw for everything.
+    init = jax.tree.map(lambda p: p.astype(dtype), model.init(key))
+    shapes = {"params": init, "x": jax.ShapeDtypeStruct((batch, *SMALL_INPUT), dtype),
+              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
+    z = gradcheck.random_like(jax.random.fold_in(key, 1), shapes, dtype)
+    params = jax.tree.map(lambda p, n: p + 0.1 * n, init, z["params"])
+    return params, z["x"], jnp.argmax(z["z"], axis=-1)
+
+  params, x, labels = make_arrays(key)
+  loss_fn = train.make_loss_fn(model, "softmax", lam, m, k)
+  value_and_grad = make_value_and_grad(cfg, SMALL_INPUT, "softmax", lam, m, k)
+  return gradcheck.Problem(
+      params=params, args=(x, labels),
+      loss_fn=lambda p, x, labels: loss_fn(p, x, labels, key_drop)[0],
+      grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, key_drop)[1],
+      # ReLU and max pooling are kinked: small difference steps, so as to straddle no kink.
+      fd_eps=(1e-4, 1e-5, 1e-6),
+      description=(f"inception stem {cfg.stem_channels}, blocks {cfg.blocks}, dropout "
+                   f"{cfg.dropout}, 8x8x1 -> {k}, softmax, B={batch}, lambda={lam}, m={m}"))
