@@ -34,6 +34,8 @@ from absl import flags
 from research import errors
 from research import models
 from research import train
+from research.backprop import alexnet as backprop_alexnet
+from research.backprop import inception as backprop_inception
 from research.backprop import layers as backprop_layers
 from research.backprop import lenet as backprop_lenet
 from research.backprop import mlp as backprop_mlp
@@ -351,6 +353,8 @@ register("lenet5_faithful")(backprop_lenet.problem_lenet5_faithful)
 register("lenet5_classic")(backprop_lenet.problem_lenet5_classic)
 register("lenet5_modern")(backprop_lenet.problem_lenet5_modern)
 register("conv_layers")(backprop_layers.problem_conv_layers)
+register("alexnet_small")(backprop_alexnet.problem_alexnet_small)
+register("inception")(backprop_inception.problem_inception)
 register("lstm_classifier")(backprop_sequence.problem_lstm)
 register("lstm_classifier_bidirectional")(functools.partial(
     backprop_sequence.problem_lstm, num_layers=2, bidirectional=True, readout="mean"))

@@ -11,8 +11,8 @@ import jax
 from research import errors
 
 GRADS = ("autodiff", "manual")
-MANUAL_MODELS = ("mlp", "lenet5", "lstm_classifier", "char_lstm", "transformer_classifier",
-                 "char_transformer")
+MANUAL_MODELS = ("mlp", "lenet5", "alexnet", "inception", "lstm_classifier", "char_lstm",
+                 "transformer_classifier", "char_transformer")
 
 
 def make_value_and_grad(config, loss_fn: Callable, num_outputs: int, m: int,
@@ -33,6 +33,12 @@ def make_value_and_grad(config, loss_fn: Callable, num_outputs: int, m: int,
     return lenet_backprop.make_value_and_grad(config.model.variant, config.loss.output,
                                               config.loss.l2, m, num_outputs,
                                               lam1=config.loss.l1)
+  if config.model.name in ("alexnet", "inception"):
+    from research.backprop import alexnet as alexnet_backprop
+    from research.backprop import inception as inception_backprop
+    module = {"alexnet": alexnet_backprop, "inception": inception_backprop}[config.model.name]
+    return module.make_value_and_grad(config.model, input_shape, config.loss.output,
+                                      config.loss.l2, m, num_outputs, lam1=config.loss.l1)
   if config.model.name != "mlp":
     from research.backprop import sequence
     return sequence.VALUE_AND_GRADS[config.model.name](

@@ -8,4 +8,5 @@ autodiff and finite differences.
   sequence: LSTM (through time), attention, layer norm, embeddings; the lstm/transformer models.
   layers: dense, conv2d (stride, padding, groups), max/avg pooling, LRN, dropout, output deltas.
   lenet: LeNet-5 (faithful, classic, modern) composed from those layers.
+  alexnet, inception: the AlexNet family and the small inception net, from the same layers.
 """
