@@ -59,6 +59,7 @@ def _build_mlp(cfg, input_shape, num_outputs) -> Model:
 # Model families register themselves on import.
 from research.models import alexnet  # noqa: E402,F401
 from research.models import attention  # noqa: E402,F401
+from research.models import cnn1d  # noqa: E402,F401
 from research.models import inception  # noqa: E402,F401
 from research.models import lenet  # noqa: E402,F401
 from research.models import lstm  # noqa: E402,F401
