@@ -106,7 +106,7 @@ def dropout_forward(rng: jax.Array | None, x: jax.Array,
   """
   if rng is None or rate == 0:
     return x, None
-  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  keep = layers.dropout_keep_mask(rng, rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)), keep
 
 

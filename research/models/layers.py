@@ -188,6 +188,15 @@ def layer_norm(params: dict, x_xD: jax.Array, eps: float = 1e-5) -> jax.Array:
 # ------------------------------------------------------------------------------------ dropout
 
 
+def dropout_keep_mask(rng: jax.Array, rate: float, shape: Sequence[int]) -> jax.Array:
+  """The boolean mask of kept units, each kept with probability 1 - rate.
+
+  The probability is float32 on purpose: a Python float becomes float64 under x64 (as in
+  gradient checks) and would draw a different mask from the same key.
+  """
+  return jax.random.bernoulli(rng, np.float32(1.0 - rate), tuple(shape))
+
+
 def dropout(rng: jax.Array | None, x: jax.Array, rate: float, train: bool) -> jax.Array:
   """Inverted dropout: zero each unit with probability `rate`, scale survivors by 1/(1-rate).
 
@@ -200,9 +209,7 @@ def dropout(rng: jax.Array | None, x: jax.Array, rate: float, train: bool) -> ja
     return x
   if rng is None:
     raise ValueError("dropout with train=True and rate > 0 needs an explicit rng key")
-  # A float32 probability: a Python float would become float64 under x64 (gradcheck) and
-  # draw a different mask than the float32 run.
-  keep = jax.random.bernoulli(rng, np.float32(1.0 - rate), x.shape)
+  keep = dropout_keep_mask(rng, rate, x.shape)
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
