@@ -22,7 +22,7 @@ def _cfg(**overrides):
 @pytest.mark.parametrize("input_shape", [(40,), (40, 1)])
 @pytest.mark.parametrize("strides, count", [
     ((2, 2, 2), 150 + 1900 + 1900 + 25 * 5 * 10 + 10),    # the paper's CNN: 5,210
-    ((1, 2, 2), 150 + 1900 + 1900 + 25 * 10 * 10 + 10),   # configs/cnn_mnist1d.py: 6,460
+    ((1, 2, 2), 150 + 1900 + 1900 + 25 * 10 * 10 + 10),   # full-resolution first conv: 6,460
 ])
 def test_output_shape_and_param_count(input_shape, strides, count):
   model = models.build(_cfg(strides=strides), input_shape, 10)
