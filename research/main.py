@@ -97,7 +97,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(f"{e} (pass --helpfull to list the flags)")
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):
+      # A config file's get_config raised: its own message is the last line.
+      lines = [lines[0], lines[-1]]
+    _fail(" ".join(lines) + " (pass --helpfull to list the flags)")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     _fail(_explain_override_error(argv, e))
 
