@@ -5,7 +5,6 @@ a chunk of steps with `lax.scan`, gathering each batch on the device from the ba
 (see research.data.batch_indices), so the host is touched only at log and eval points.
 """
 import json
-import math
 import os
 import time
 from typing import Any, Callable

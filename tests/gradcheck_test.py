@@ -1,5 +1,4 @@
 """research/gradcheck.py: passes the real manual gradients and catches wrong ones."""
-import jax
 import jax.numpy as jnp
 import pytest
 from absl import flags

@@ -1,7 +1,6 @@
 """The lecture's cost E against values computed by hand."""
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

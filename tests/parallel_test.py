@@ -75,7 +75,6 @@ def _worker(mode: str, coordinator: str | None = None, process_id: str | None = 
     assert parallel.maybe_initialize_distributed(coordinator, 2, int(process_id))
 
   import jax
-  import jax.numpy as jnp
   import numpy as np
   import optax
   from research.models import mlp

@@ -18,14 +18,12 @@ trainer passes: its keys are split exactly as alexnet.apply splits them, so the 
 import functools
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from research import errors
 from research import models
 from research.backprop import layers as backprop_layers
 from research.backprop import sequence as backprop_sequence
-from research.models import alexnet
 from research.models import layers
 
 _pool_backward = functools.partial(backprop_layers.max_pool_backward, window=3, stride=2)
@@ -144,33 +142,9 @@ def problem_alexnet_small(key: jax.Array, batch: int, dtype):
   """gradcheck.Problem: AlexNet at SMALL on 16 x 16 x 1 inputs, K = 10, softmax, lambda > 0,
   B < m, dropout with a fixed key (the same masks in the loss and the backward pass)."""
   from research import gradcheck  # gradcheck imports the backprop modules; avoid a cycle.
-  from research import train
 
-  k, lam, m = 10, 1.0, 4 * batch
   cfg = ml_collections.ConfigDict(SMALL)
-  model = models.build(cfg, SMALL_INPUT, k)
-  # An RBG key compiles its random bits ~10x faster than threefry on CPU; any key fixes a mask.
-  key_drop = jax.random.key(int(jax.random.key_data(key)[-1]), impl="rbg")
-
-  @jax.jit
-  def make_arrays(key):
-    # init + 0.1 N(0, 1): no bias at exactly 0; one normal draw for everything.
-    init = jax.tree.map(lambda p: p.astype(dtype), model.init(key))
-    shapes = {"params": init, "x": jax.ShapeDtypeStruct((batch, *SMALL_INPUT), dtype),
-              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
-    z = gradcheck.random_like(jax.random.fold_in(key, 1), shapes, dtype)
-    params = jax.tree.map(lambda p, n: p + 0.1 * n, init, z["params"])
-    return params, z["x"], jnp.argmax(z["z"], axis=-1)
-
-  params, x, labels = make_arrays(key)
-  loss_fn = train.make_loss_fn(model, "softmax", lam, m, k)
-  value_and_grad = make_value_and_grad(cfg, SMALL_INPUT, "softmax", lam, m, k)
-  return gradcheck.Problem(
-      params=params, args=(x, labels),
-      loss_fn=lambda p, x, labels: loss_fn(p, x, labels, key_drop)[0],
-      grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, key_drop)[1],
-      # ReLU and max pooling are kinked: small difference steps, so as to straddle no kink.
-      fd_eps=(1e-4, 1e-5, 1e-6),
-      description=(f"alexnet width={cfg.width} (4-12-24-16-16 maps, groups {cfg.groups}, LRN, "
-                   f"fc {cfg.fc_sizes}, dropout {cfg.dropout}), 16x16x1 -> {k}, softmax, "
-                   f"B={batch}, lambda={lam}, m={m}"))
+  return gradcheck.classifier_problem(
+      key, batch, dtype, cfg, SMALL_INPUT, make_value_and_grad,
+      f"alexnet width={cfg.width} (4-12-24-16-16 maps, groups {cfg.groups}, LRN, "
+      f"fc {cfg.fc_sizes}, dropout {cfg.dropout})")

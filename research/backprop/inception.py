@@ -144,32 +144,8 @@ def problem_inception(key: jax.Array, batch: int, dtype):
   """gradcheck.Problem: the inception net at SMALL on 8 x 8 x 1 inputs, K = 10, softmax,
   lambda > 0, B < m, dropout with a fixed key (the same mask in the loss and backward pass)."""
   from research import gradcheck  # gradcheck imports the backprop modules; avoid a cycle.
-  from research import train
 
-  k, lam, m = 10, 1.0, 4 * batch
   cfg = ml_collections.ConfigDict(SMALL)
-  model = models.build(cfg, SMALL_INPUT, k)
-  # An RBG key compiles its random bits ~10x faster than threefry on CPU; any key fixes a mask.
-  key_drop = jax.random.key(int(jax.random.key_data(key)[-1]), impl="rbg")
-
-  @jax.jit
-  def make_arrays(key):
-    # init + 0.1 N(0, 1): no bias at exactly 0; one normal draw for everything.
-    init = jax.tree.map(lambda p: p.astype(dtype), model.init(key))
-    shapes = {"params": init, "x": jax.ShapeDtypeStruct((batch, *SMALL_INPUT), dtype),
-              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
-    z = gradcheck.random_like(jax.random.fold_in(key, 1), shapes, dtype)
-    params = jax.tree.map(lambda p, n: p + 0.1 * n, init, z["params"])
-    return params, z["x"], jnp.argmax(z["z"], axis=-1)
-
-  params, x, labels = make_arrays(key)
-  loss_fn = train.make_loss_fn(model, "softmax", lam, m, k)
-  value_and_grad = make_value_and_grad(cfg, SMALL_INPUT, "softmax", lam, m, k)
-  return gradcheck.Problem(
-      params=params, args=(x, labels),
-      loss_fn=lambda p, x, labels: loss_fn(p, x, labels, key_drop)[0],
-      grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, key_drop)[1],
-      # ReLU and max pooling are kinked: small difference steps, so as to straddle no kink.
-      fd_eps=(1e-4, 1e-5, 1e-6),
-      description=(f"inception stem {cfg.stem_channels}, blocks {cfg.blocks}, dropout "
-                   f"{cfg.dropout}, 8x8x1 -> {k}, softmax, B={batch}, lambda={lam}, m={m}"))
+  return gradcheck.classifier_problem(
+      key, batch, dtype, cfg, SMALL_INPUT, make_value_and_grad,
+      f"inception stem {cfg.stem_channels}, blocks {cfg.blocks}, dropout {cfg.dropout}")

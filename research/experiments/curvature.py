@@ -268,7 +268,7 @@ def _write_report(workdir: str, config, result: dict) -> None:
       f" from experiment.deep_learning_rates; final_f = train E on all training examples; "
       "grad_ratio = ||dE/dw^1|| / ||dE/dw^L|| (first over last layer) at init and at the end; "
       "max_grad_norm = the largest full-batch ||dE/dw|| (weights) seen at the log points.",
-      f"clip = the global-norm threshold of optax.clip_by_global_norm (0 = off).",
+      "clip = the global-norm threshold of optax.clip_by_global_norm (0 = off).",
   ]
   slim = lambda r: {k: v for k, v in r.items() if k not in ("trajectory",)}
   surrogate.write_results(workdir, "Optimizers on hard curvature", columns, table_rows, notes,
