@@ -114,7 +114,7 @@ WORKLOADS = {
     # the paper. C5 is a 5x5 conv on a 5x5 map: the peers' 400 -> 120 dense layer.
     "lenet5": Workload(
         batch=128, input_shape=(32, 32, 1),
-        model=dict(name="lenet5", variant="classic"),
+        model=dict(name="lenet5", variant="classic", conv_impl="patches"),
         expected_params=(_conv(1, 6, 5) + _conv(6, 16, 5) + _dense(400, 120) + _dense(120, 84)
                          + _dense(84, 10)),
         forward_macs=(28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 400 * 120 + 120 * 84
@@ -142,11 +142,10 @@ WORKLOADS = {
         batch=128, input_shape=(32, 32, 3),
         model=dict(name="alexnet", conv_channels=_ALEX_CHANNELS, kernel_sizes=(3,) * 5,
                    groups=(1,) * 5, conv1_stride=1, conv1_padding="SAME", width=1.0,
-                   fc_sizes=_ALEX_FC, lrn=False, dropout=0.5),
+                   fc_sizes=_ALEX_FC, lrn=False, dropout=0.5, pool_window=2, pool_stride=2,
+                   conv_impl="patches"),
         expected_params=_alexnet_params(),
-        forward_macs=alexnet_forward_macs(),
-        note="the project's AlexNet pools 3x3/2 (overlapping, the paper's) where the peers "
-             "pool 2x2/2: maps 32 -> 15 -> 7 -> 3 instead of 32 -> 16 -> 8 -> 4"),
+        forward_macs=alexnet_forward_macs()),
 }
 ALIASES = {"alexnet-small": "alexnet", "alexnet_small": "alexnet", "attn": "attention"}
 

@@ -29,10 +29,12 @@ def make_value_and_grad(config, loss_fn: Callable, num_outputs: int, m: int,
         f"config.grad='manual' has a hand-written backward pass only for models "
         f"{list(MANUAL_MODELS)}, not {config.model.name!r}; use config.grad='autodiff'")
   if config.model.name == "lenet5":
+    from research import models  # pylint: disable=g-import-not-at-top
     from research.backprop import lenet as lenet_backprop  # Only manual runs need it.
     return lenet_backprop.make_value_and_grad(config.model.variant, config.loss.output,
                                               config.loss.l2, m, num_outputs,
-                                              lam1=config.loss.l1)
+                                              lam1=config.loss.l1,
+                                              conv_impl=models.conv_impl(config.model))
   if config.model.name in ("alexnet", "inception"):
     from research.backprop import alexnet as alexnet_backprop
     from research.backprop import inception as inception_backprop

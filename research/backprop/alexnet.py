@@ -6,9 +6,10 @@ layers of research/backprop/layers.py in reverse, carrying dE/dsigma^l down:
   fc8      delta^out = (softmax(sum^out) - y) / B;  dE/dsigma^fc7 = delta^out w^fc8.T
   fc7, fc6 dropout's transpose (the forward's mask, / (1 - rate)), then ReLU:
            delta = dE/dsigma [sum > 0], and dense_backward
-  pool5    max pooling 3x3/2 routes each window's gradient to its argmax (windows overlap)
+  pool5    max pooling (3x3/2, or the config's pool_window/pool_stride) routes each window's
+           gradient to its argmax (overlapping windows add up)
   conv5-3  ReLU, then conv2d_backward (SAME, stride 1, the config's groups)
-  conv2, conv1  max pool 3x3/2, LRN's backward (when model.lrn), ReLU, conv2d_backward
+  conv2, conv1  max pool, LRN's backward (when model.lrn), ReLU, conv2d_backward
            (conv1 with its stride and padding; its dE/dx is unused and jit drops it)
 
 The cost is train.make_loss_fn's: the data term averaged over the B examples, plus
@@ -24,11 +25,8 @@ from research import errors
 from research import models
 from research.backprop import layers as backprop_layers
 from research.backprop import sequence as backprop_sequence
+from research.models import alexnet as alexnet_model
 from research.models import layers
-
-_pool_backward = functools.partial(backprop_layers.max_pool_backward, window=3, stride=2)
-_pool = functools.partial(layers.max_pool, window=3, stride=2)
-
 
 def _dropout_keys(rng, num_hidden: int, rate: float) -> list:
   """alexnet.apply's keys (train=True): one split of rng per hidden fc layer."""
@@ -45,18 +43,20 @@ def forward(params: dict, x_NHWC: jax.Array, rng, cfg) -> tuple[jax.Array, dict]
   """
   conv, fc = params["conv"], params["fc"]
   norm = layers.local_response_norm if cfg.lrn else (lambda h: h)
+  window, pool_stride = alexnet_model.pool_shape(cfg)
+  conv_impl = models.conv_impl(cfg)
   s = {"conv_in": [], "conv_out": [], "norm": [], "fc_in": [], "fc_out": [],
        "rngs": _dropout_keys(rng, len(fc) - 1, cfg.dropout)}
   h = x_NHWC
   for l, c in enumerate(conv):
     s["conv_in"].append(h)
     stride, padding = (cfg.conv1_stride, cfg.conv1_padding) if l == 0 else (1, "SAME")
-    h = jax.nn.relu(layers.conv2d(c, h, stride, padding))
+    h = jax.nn.relu(layers.conv2d(c, h, stride, padding, conv_impl))
     s["conv_out"].append(h)
     if l < 2:
       s["norm"].append(h := norm(h))
     if l in (0, 1, len(conv) - 1):
-      h = _pool(h)
+      h = layers.max_pool(h, window, pool_stride)
   s["pool5"] = h
   h = layers.flatten(h)
   for layer, r in zip(fc[:-1], s["rngs"]):
@@ -70,6 +70,8 @@ def forward(params: dict, x_NHWC: jax.Array, rng, cfg) -> tuple[jax.Array, dict]
 def backward(params: dict, s: dict, delta_out: jax.Array, cfg) -> dict:
   """dE/dparams (data term only) from delta^out = dE/dsum^out_NxK, the same pytree as params."""
   conv, fc = params["conv"], params["fc"]
+  window, pool_stride = alexnet_model.pool_shape(cfg)
+  conv_impl = models.conv_impl(cfg)
   g_conv, g_fc = [None] * len(conv), [None] * len(fc)
   dE_dh, g_fc[-1] = backprop_layers.dense_backward(fc[-1], s["fc_in"][-1], delta_out)
   for l in reversed(range(len(fc) - 1)):
@@ -80,13 +82,14 @@ def backward(params: dict, s: dict, delta_out: jax.Array, cfg) -> dict:
   for l in reversed(range(len(conv))):
     a = s["conv_out"][l]
     if l in (0, 1, len(conv) - 1):
-      dE_dh = _pool_backward(s["norm"][l] if l < 2 else a, dE_dh)
+      dE_dh = backprop_layers.max_pool_backward(s["norm"][l] if l < 2 else a, dE_dh, window,
+                                                pool_stride)
     if l < 2 and cfg.lrn:
       dE_dh = backprop_layers.local_response_norm_backward(a, dE_dh)
     delta = backprop_layers.activation_backward("relu", a, dE_dh)
     stride, padding = (cfg.conv1_stride, cfg.conv1_padding) if l == 0 else (1, "SAME")
     dE_dh, g_conv[l] = backprop_layers.conv2d_backward(conv[l], s["conv_in"][l], delta,
-                                                       stride, padding)
+                                                       stride, padding, conv_impl)
   return {"conv": g_conv, "fc": g_fc}
 
 

@@ -28,30 +28,30 @@ from research.models import layers
 _BRANCHES = ("b1", "b3", "b5", "pool_proj")  # inception_block's concatenation order
 
 
-def _relu_conv(params, h):
-  return jax.nn.relu(layers.conv2d(params, h, 1, "SAME"))
-
-
-def block_forward(params: dict, x_NHWC: jax.Array) -> tuple[jax.Array, dict]:
+def block_forward(params: dict, x_NHWC: jax.Array,
+                  conv_impl: str = "xla") -> tuple[jax.Array, dict]:
   """layers.inception_block, keeping every branch's input and ReLU output: (y, saved)."""
+  relu_conv = lambda p, h: jax.nn.relu(layers.conv2d(p, h, 1, "SAME", conv_impl))
   s = {"x": x_NHWC}
-  s["b1"] = _relu_conv(params["b1"], x_NHWC)
-  s["b3_reduce"] = _relu_conv(params["b3_reduce"], x_NHWC)
-  s["b3"] = _relu_conv(params["b3"], s["b3_reduce"])
-  s["b5_reduce"] = _relu_conv(params["b5_reduce"], x_NHWC)
-  s["b5"] = _relu_conv(params["b5"], s["b5_reduce"])
+  s["b1"] = relu_conv(params["b1"], x_NHWC)
+  s["b3_reduce"] = relu_conv(params["b3_reduce"], x_NHWC)
+  s["b3"] = relu_conv(params["b3"], s["b3_reduce"])
+  s["b5_reduce"] = relu_conv(params["b5_reduce"], x_NHWC)
+  s["b5"] = relu_conv(params["b5"], s["b5_reduce"])
   s["pool"] = layers.max_pool(x_NHWC, 3, 1, "SAME")
-  s["pool_proj"] = _relu_conv(params["pool_proj"], s["pool"])
+  s["pool_proj"] = relu_conv(params["pool_proj"], s["pool"])
   return jnp.concatenate([s[b] for b in _BRANCHES], axis=-1), s
 
 
-def block_backward(params: dict, s: dict, dE_dy: jax.Array) -> tuple[jax.Array, dict]:
+def block_backward(params: dict, s: dict, dE_dy: jax.Array,
+                   conv_impl: str = "xla") -> tuple[jax.Array, dict]:
   """Backward of layers.inception_block: (dE/dx_NHWC, grads of its six convs)."""
   grads = {}
 
   def relu_conv_backward(name, x, dE_da):
     delta = backprop_layers.activation_backward("relu", s[name], dE_da)
-    dE_dx, grads[name] = backprop_layers.conv2d_backward(params[name], x, delta, 1, "SAME")
+    dE_dx, grads[name] = backprop_layers.conv2d_backward(params[name], x, delta, 1, "SAME",
+                                                         conv_impl)
     return dE_dx
 
   sizes = [s[b].shape[-1] for b in _BRANCHES]
@@ -65,21 +65,23 @@ def block_backward(params: dict, s: dict, dE_dy: jax.Array) -> tuple[jax.Array, 
   return dE_dx, {name: grads[name] for name in params}
 
 
-def forward(params: dict, x_NHWC: jax.Array, rng, rate: float) -> tuple[jax.Array, dict]:
+def forward(params: dict, x_NHWC: jax.Array, rng, rate: float,
+            conv_impl: str = "xla") -> tuple[jax.Array, dict]:
   """inception.apply(train=True), keeping what the backward pass needs: (logits_NxK, saved)."""
-  s = {"stem": jax.nn.relu(layers.conv2d(params["stem"], x_NHWC)), "x": x_NHWC,
+  s = {"stem": jax.nn.relu(layers.conv2d(params["stem"], x_NHWC, impl=conv_impl)), "x": x_NHWC,
        "pool_in": [], "blocks": []}
   h = s["stem"]
   for block in params["blocks"]:
     s["pool_in"].append(h)
-    h, saved = block_forward(block, layers.max_pool(h, 3, 2, "SAME"))
+    h, saved = block_forward(block, layers.max_pool(h, 3, 2, "SAME"), conv_impl)
     s["blocks"].append(saved)
   s["last"] = h
   s["gap"] = layers.dropout(rng, layers.global_avg_pool(h), rate, True)
   return layers.dense(params["out"], s["gap"]), s
 
 
-def backward(params: dict, s: dict, delta_out: jax.Array, rng, rate: float) -> dict:
+def backward(params: dict, s: dict, delta_out: jax.Array, rng, rate: float,
+             conv_impl: str = "xla") -> dict:
   """dE/dparams (data term only) from delta^out = dE/dsum^out_NxK, the same pytree as params."""
   grads = {"blocks": [None] * len(params["blocks"])}
   dE_dg, grads["out"] = backprop_layers.dense_backward(params["out"], s["gap"], delta_out)
@@ -87,10 +89,12 @@ def backward(params: dict, s: dict, delta_out: jax.Array, rng, rate: float) -> d
   n, h, w, c = s["last"].shape
   dE_dh = jnp.broadcast_to(dE_dg[:, None, None, :] / (h * w), (n, h, w, c))
   for l in reversed(range(len(params["blocks"]))):
-    dE_dp, grads["blocks"][l] = block_backward(params["blocks"][l], s["blocks"][l], dE_dh)
+    dE_dp, grads["blocks"][l] = block_backward(params["blocks"][l], s["blocks"][l], dE_dh,
+                                               conv_impl)
     dE_dh = backprop_layers.max_pool_backward(s["pool_in"][l], dE_dp, 3, 2, "SAME")
   delta = backprop_layers.activation_backward("relu", s["stem"], dE_dh)
-  _, grads["stem"] = backprop_layers.conv2d_backward(params["stem"], s["x"], delta)
+  _, grads["stem"] = backprop_layers.conv2d_backward(params["stem"], s["x"], delta,
+                                                     impl=conv_impl)
   return {name: grads[name] for name in params}
 
 
@@ -106,17 +110,18 @@ def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, la
   models.build(model_cfg, input_shape, num_outputs)  # The model's own config errors.
   backprop_sequence._check_loss(output, lam, m, lam1)
   rate = model_cfg.dropout
+  conv_impl = models.conv_impl(model_cfg)
 
   def fwd(params, x_NHWC, rng):
     if rate > 0 and rng is None:
       raise errors.ConfigError(
           "inception manual gradients with config.model.dropout > 0 need the step's rng key")
-    logits, saved = forward(params, x_NHWC, rng, rate)
+    logits, saved = forward(params, x_NHWC, rng, rate, conv_impl)
     return logits, (saved, rng)
 
   def bwd(params, cache, delta_out):
     saved, rng = cache
-    return backward(params, saved, delta_out, rng, rate)
+    return backward(params, saved, delta_out, rng, rate, conv_impl)
 
   return backprop_sequence._value_and_grad(fwd, bwd, num_outputs, output, lam, m, lam1)
 

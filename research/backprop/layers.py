@@ -115,15 +115,67 @@ def _check_padding(padding) -> None:
 # --------------------------------------------------------------------------------------- conv
 
 
+def conv_patches_backward(dE_dp: jax.Array, x_shape: tuple[int, ...], kernel_size,
+                          stride: layers.Pair = 1,
+                          padding: layers.Padding = "SAME") -> jax.Array:
+  """Transpose of layers.conv_patches ("col2im"): dE/dx_NHWC from dE/dp_NxH'xW'x(kh*kw*C).
+
+  Every entry of x appears in the rows of all the windows that cover it, so its gradient is
+  the sum of those rows' entries: row (h, w)'s slot (i, j) goes back to x_pad[s h + i, s w + j].
+  """
+  kh, kw = _pair(kernel_size)
+  n, _, _, c = x_shape
+  dims = _geometry(jnp.empty(x_shape, dE_dp.dtype), (kh, kw), _pair(stride), padding)
+  (_, sh, top, bottom, _), (_, sw, left, right, _) = dims
+  ho, wo = dE_dp.shape[1:3]
+  hp, wp = x_shape[1] + top + bottom, x_shape[2] + left + right
+  dE_dp = dE_dp.reshape(n, ho, wo, kh, kw, c)
+  zero = jnp.zeros((), dE_dp.dtype)
+  dE_dx_pad = sum(
+      lax.pad(dE_dp[:, :, :, i, j], zero, [
+          (0, 0, 0), (i, hp - 1 - i - (ho - 1) * sh, sh - 1),
+          (j, wp - 1 - j - (wo - 1) * sw, sw - 1), (0, 0, 0)])
+      for i in range(kh) for j in range(kw))
+  return dE_dx_pad[:, top:top + x_shape[1], left:left + x_shape[2]]
+
+
+def _conv2d_backward_patches(w, x_NHWC, delta_NHWO, stride, padding):
+  """conv2d_backward for layers.conv2d(impl="patches"): the matmul's two transposes, then
+  col2im. dE/dw = p^T delta and dE/dp = delta w^T, with p the im2col rows of x."""
+  kh, kw, c_g, o = w.shape
+  groups = x_NHWC.shape[-1] // c_g
+  p = layers.conv_patches(x_NHWC, (kh, kw), stride, padding)
+  rows = p.shape[0] * p.shape[1] * p.shape[2]
+  if groups == 1:
+    w_KxO = w.reshape(kh * kw * c_g, o)
+    dE_dw = (p.reshape(rows, -1).T @ delta_NHWO.reshape(rows, o)).reshape(w.shape)
+    dE_dp = delta_NHWO @ w_KxO.T
+  else:  # Group g's rows (i, j, g, c) meet group g's output channels only.
+    p = p.reshape(rows, kh * kw, groups, c_g)
+    delta = delta_NHWO.reshape(rows, groups, o // groups)
+    w_TxCxGxO = w.reshape(kh * kw, c_g, groups, o // groups)
+    dE_dw = jnp.einsum("mtgc,mgo->tcgo", p, delta).reshape(w.shape)
+    dE_dp = jnp.einsum("mgo,tcgo->mtgc", delta, w_TxCxGxO).reshape(
+        *delta_NHWO.shape[:3], kh * kw * groups * c_g)
+  dE_dx = conv_patches_backward(dE_dp, x_NHWC.shape, (kh, kw), stride, padding)
+  return dE_dx, {"w": dE_dw, "b": delta_NHWO.sum(axis=(0, 1, 2))}
+
+
 def conv2d_backward(params: dict, x_NHWC: jax.Array, delta_NHWO: jax.Array,
-                    stride: layers.Pair = 1,
-                    padding: layers.Padding = "SAME") -> tuple[jax.Array, dict]:
+                    stride: layers.Pair = 1, padding: layers.Padding = "SAME",
+                    impl: str = "xla") -> tuple[jax.Array, dict]:
   """Backward of layers.conv2d (same stride, padding, groups): (dE/dx_NHWC, {"w", "b"}).
 
-  delta_NHWO = dE/dsum, the gradient at the conv's output before any activation.
+  delta_NHWO = dE/dsum, the gradient at the conv's output before any activation. impl picks
+  the same primitives as the forward's layers.conv2d: "xla" convolutions, or "patches"
+  (im2col matmuls and col2im), which XLA:CPU runs much faster inside lax.scan.
   """
   _check_padding(padding)
   w = params["w"]
+  if impl == "patches":
+    return _conv2d_backward_patches(w, x_NHWC, delta_NHWO, stride, padding)
+  if impl != "xla":
+    raise ValueError(f"conv impl={impl!r}; choose one of {layers.CONV_IMPLS}")
   kh, kw, c_g, o = w.shape
   groups = x_NHWC.shape[-1] // c_g
   dims = _geometry(x_NHWC, (kh, kw), _pair(stride), padding)

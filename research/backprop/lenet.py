@@ -43,7 +43,8 @@ def _check(variant: str, output: str, lam, m, lam1) -> None:
   backprop_mlp._check_penalty(lam, m, lam1)
 
 
-def forward(params: dict, x_NHWC: jax.Array, variant: str) -> tuple[dict, jax.Array]:
+def forward(params: dict, x_NHWC: jax.Array, variant: str,
+            conv_impl: str = "xla") -> tuple[dict, jax.Array]:
   """lenet.apply, keeping what the backward pass needs.
 
   Returns (saved, logits_NxK): saved["x"] is the input, saved[name] each layer's output sigma
@@ -59,11 +60,12 @@ def forward(params: dict, x_NHWC: jax.Array, variant: str) -> tuple[dict, jax.Ar
       return f(pooled * params[name]["coef"] + params[name]["b"])
     return layers.avg_pool(h, 2) if variant == "classic" else layers.max_pool(h, 2)
 
-  saved["c1"] = h = f(layers.conv2d(params["c1"], x_NHWC, padding="VALID"))
+  conv = functools.partial(layers.conv2d, padding="VALID", impl=conv_impl)
+  saved["c1"] = h = f(conv(params["c1"], x_NHWC))
   saved["s2"] = h = subsample(h, "s2")
-  saved["c3"] = h = f(layers.conv2d(_c3(params, variant), h, padding="VALID"))
+  saved["c3"] = h = f(conv(_c3(params, variant), h))
   saved["s4"] = h = subsample(h, "s4")
-  saved["c5"] = h = f(layers.conv2d(params["c5"], h, padding="VALID"))
+  saved["c5"] = h = f(conv(params["c5"], h))
   saved["f6"] = h = f(layers.dense(params["f6"], layers.flatten(h)))
   return saved, layers.dense(params["out"], h)
 
@@ -74,10 +76,13 @@ def _c3(params, variant):
   return params["c3"]
 
 
-def backward(params: dict, saved: dict, delta_out: jax.Array, variant: str) -> dict:
+def backward(params: dict, saved: dict, delta_out: jax.Array, variant: str,
+             conv_impl: str = "xla") -> dict:
   """dE/dparams (data term only) from delta^out = dE/dsum^out_NxK, the same pytree as params."""
   act = _ACTIVATION[variant]
   grads = {}
+  conv_backward = functools.partial(backprop_layers.conv2d_backward, padding="VALID",
+                                    impl=conv_impl)
 
   def subsample_backward(h, dE_ds, name):
     """dE/dh for the subsampling layer `name` that read h; fills grads[name] if trainable."""
@@ -95,26 +100,24 @@ def backward(params: dict, saved: dict, delta_out: jax.Array, variant: str) -> d
   c5 = saved["c5"]
   dE_dsigma, grads["f6"] = backprop_layers.dense_backward(params["f6"], layers.flatten(c5), delta)
   delta = backprop_layers.activation_backward(act, c5, dE_dsigma.reshape(c5.shape))
-  dE_dsigma, grads["c5"] = backprop_layers.conv2d_backward(params["c5"], saved["s4"], delta,
-                                                           padding="VALID")
+  dE_dsigma, grads["c5"] = conv_backward(params["c5"], saved["s4"], delta)
   dE_dsigma = subsample_backward(saved["c3"], dE_dsigma, "s4")
   delta = backprop_layers.activation_backward(act, saved["c3"], dE_dsigma)
-  dE_dsigma, grads["c3"] = backprop_layers.conv2d_backward(_c3(params, variant), saved["s2"],
-                                                           delta, padding="VALID")
+  dE_dsigma, grads["c3"] = conv_backward(_c3(params, variant), saved["s2"], delta)
   if variant == "faithful":  # Only the Table I connections are parameters.
     grads["c3"]["w"] = grads["c3"]["w"][:, :, lenet._C3_IN, lenet._C3_OUT]
   dE_dsigma = subsample_backward(saved["c1"], dE_dsigma, "s2")
   delta = backprop_layers.activation_backward(act, saved["c1"], dE_dsigma)
-  _, grads["c1"] = backprop_layers.conv2d_backward(params["c1"], saved["x"], delta,
-                                                   padding="VALID")  # jit drops the unused dE/dx
+  _, grads["c1"] = conv_backward(params["c1"], saved["x"], delta)  # jit drops the unused dE/dx
   return {name: grads[name] for name in params}
 
 
-def _grads(params, saved, logits_NxK, y_NxK, variant, output, lam, m, lam1) -> dict:
+def _grads(params, saved, logits_NxK, y_NxK, variant, output, lam, m, lam1,
+           conv_impl="xla") -> dict:
   """The backward pass from delta^out, plus the penalty's (lambda/m) w [+ (lambda_1/m) sign w]
   on the "w" leaves (those losses.l2_penalty / l1_penalty read)."""
   delta_out = backprop_layers.OUTPUT_BACKWARDS[output](logits_NxK, y_NxK)
-  grads = backward(params, saved, delta_out, variant)
+  grads = backward(params, saved, delta_out, variant, conv_impl)
 
   def add_penalty(path, g, w):
     if path[-1] != jax.tree_util.DictKey("w"):
@@ -126,7 +129,8 @@ def _grads(params, saved, logits_NxK, y_NxK, variant, output, lam, m, lam1) -> d
 
 def lenet_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, *,
                        variant: str, lam: float, m: int, num_outputs: int,
-                       output: str = "softmax", lam1: float = 0.0) -> dict:
+                       output: str = "softmax", lam1: float = 0.0,
+                       conv_impl: str = "xla") -> dict:
   """dE/dparams of train.make_loss_fn(lenet5, output, lam, m, K, lam1), by hand: the same
   pytree as jax.grad of that loss.
 
@@ -139,15 +143,16 @@ def lenet_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, *,
     num_outputs: K, the number of output units.
     output: softmax | sigmoid, the output units and their cross-entropy.
     lam1: lambda_1 of the optional (lambda_1/m) sum |w| penalty.
+    conv_impl: the convolutions' primitives (layers.CONV_IMPLS); the gradient is the same.
   """
   _check(variant, output, lam, m, lam1)
-  saved, logits_NxK = forward(params, x_NHWC, variant)
+  saved, logits_NxK = forward(params, x_NHWC, variant, conv_impl)
   y_NxK = losses.one_hot_targets(labels_N, num_outputs, logits_NxK.dtype)
-  return _grads(params, saved, logits_NxK, y_NxK, variant, output, lam, m, lam1)
+  return _grads(params, saved, logits_NxK, y_NxK, variant, output, lam, m, lam1, conv_impl)
 
 
 def make_value_and_grad(variant: str, output: str, lam: float, m: int, num_outputs: int,
-                        lam1: float = 0.0):
+                        lam1: float = 0.0, conv_impl: str = "xla"):
   """A drop-in for jax.value_and_grad(train.make_loss_fn(...), has_aux=True) on LeNet-5.
 
   Returns value_and_grad(params, x_NHWC, labels_N, rng) -> ((E, {"data_loss", "accuracy"}),
@@ -158,14 +163,15 @@ def make_value_and_grad(variant: str, output: str, lam: float, m: int, num_outpu
 
   def value_and_grad(params, x_NHWC, labels_N, rng):
     del rng  # LeNet-5 has no dropout.
-    saved, logits_NxK = forward(params, x_NHWC, variant)
+    saved, logits_NxK = forward(params, x_NHWC, variant, conv_impl)
     y_NxK = losses.one_hot_targets(labels_N, num_outputs, logits_NxK.dtype)
     data_term = data_loss(logits_NxK, y_NxK).mean()
     E = data_term + losses.l2_penalty(params, lam, m)
     if lam1:
       E = E + losses.l1_penalty(params, lam1, m)
     accuracy = (losses.predictions(logits_NxK) == labels_N).mean()
-    grads = _grads(params, saved, logits_NxK, y_NxK, variant, output, lam, m, lam1)
+    grads = _grads(params, saved, logits_NxK, y_NxK, variant, output, lam, m, lam1,
+                   conv_impl)
     return (E, {"data_loss": data_term, "accuracy": accuracy}), grads
 
   return value_and_grad

@@ -38,6 +38,14 @@ def build(model_config, input_shape: tuple[int, ...], num_outputs: int) -> Model
   return _BUILDERS[model_config.name](model_config, tuple(input_shape), num_outputs)
 
 
+def conv_impl(cfg) -> str:
+  """config.model.conv_impl ("xla" when the config has no such field), checked."""
+  from research.models import layers  # pylint: disable=g-import-not-at-top
+  impl = cfg.get("conv_impl", "xla")
+  errors.check_choice("model.conv_impl", impl, layers.CONV_IMPLS)
+  return impl
+
+
 @register("mlp")
 def _build_mlp(cfg, input_shape, num_outputs) -> Model:
   errors.check_choice("model.activation", cfg.activation, sorted(mlp.ACTIVATIONS))

@@ -15,7 +15,7 @@ conv1 maps and the same 27/13/6 after pooling.)
 groups=(1, 2, 1, 2, 2) reproduces the paper's two-GPU split (conv2, conv4, conv5 only see
 the kernels on their own GPU): 60,965,224 parameters for K = 1000; with groups all 1 it is
 62,378,344. Pools are overlapping (3x3 windows, stride 2), which the paper found reduced
-top-1 error by 0.4% against 2x2/2. LRN uses the paper's k=2, n=5, alpha=1e-4, beta=0.75.
+top-1 error by 0.4% against 2x2/2 (pool_window=2 gives those). LRN uses the paper's k=2, n=5, alpha=1e-4, beta=0.75.
 
 Weights are He normal and biases 0 (the paper used N(0, 0.01) and biases of 1 in conv2,
 conv4, conv5 and the hidden fc layers, which only trains with its hand-tuned schedule).
@@ -42,48 +42,61 @@ def conv_channels(cfg) -> tuple[int, ...]:
 def init(key: jax.Array, input_shape: tuple[int, int, int], num_outputs: int, *,
          channels: tuple[int, ...], kernel_sizes: tuple[int, ...], groups: tuple[int, ...],
          conv1_stride: int, conv1_padding: str, fc_sizes: tuple[int, ...],
-         dtype=jnp.float32) -> dict:
+         pool_window: int = 3, pool_stride: int = 2, dtype=jnp.float32) -> dict:
   """{"conv": [5 x {"w": w_HxWxIxO, "b"}], "fc": [len(fc_sizes) + 1 x {"w": w_IxO, "b"}]}."""
   k_conv, k_fc = jax.random.split(key)
   in_chs = (input_shape[2], *channels[:-1])
   conv = [layers.init_conv2d(k, i, o, s, groups=g, dtype=dtype)
           for k, i, o, s, g in zip(jax.random.split(k_conv, NUM_CONV), in_chs, channels,
                                    kernel_sizes, groups)]
-  h, w = feature_map_size(input_shape[:2], kernel_sizes[0], conv1_stride, conv1_padding)
+  h, w = feature_map_size(input_shape[:2], kernel_sizes[0], conv1_stride, conv1_padding,
+                          pool_window, pool_stride)
   sizes = (h * w * channels[-1], *fc_sizes, num_outputs)
   fc = [layers.init_dense(k, i, o, init="he", dtype=dtype)
         for k, i, o in zip(jax.random.split(k_fc, len(sizes) - 1), sizes[:-1], sizes[1:])]
   return {"conv": conv, "fc": fc}
 
 
-def feature_map_size(hw: tuple[int, int], k1: int, stride1: int, pad1: str) -> tuple[int, int]:
+def feature_map_size(hw: tuple[int, int], k1: int, stride1: int, pad1: str,
+                     pool_window: int = 3, pool_stride: int = 2) -> tuple[int, int]:
   """Height and width of conv5's pooled output for an input of size hw."""
   def one(n):
     n = -(-n // stride1) if pad1 == "SAME" else (n - k1) // stride1 + 1   # conv1
-    for _ in range(3):  # three VALID 3x3/2 pools (conv2-5 keep the size)
-      n = (n - 3) // 2 + 1
+    for _ in range(3):  # three VALID pools (conv2-5 keep the size)
+      n = (n - pool_window) // pool_stride + 1
     return n
   return one(hw[0]), one(hw[1])
 
 
 def apply(params: dict, x_NHWC: jax.Array, *, conv1_stride: int, conv1_padding: str,
-          lrn: bool, dropout: float, train: bool = False, rng: jax.Array | None = None
-          ) -> jax.Array:
-  """x_NxHxWxC -> logits_NxK; dropout (rate `dropout`) on fc6 and fc7 outputs when `train`."""
+          lrn: bool, dropout: float, train: bool = False, rng: jax.Array | None = None,
+          pool_window: int = 3, pool_stride: int = 2, conv_impl: str = "xla") -> jax.Array:
+  """x_NxHxWxC -> logits_NxK; dropout (rate `dropout`) on fc6 and fc7 outputs when `train`.
+  Max pools are pool_window x pool_window / pool_stride; conv_impl as in layers.conv2d."""
   if train and dropout > 0 and rng is None:
     raise ValueError("alexnet apply with train=True and dropout > 0 needs an rng key")
   conv, fc = params["conv"], params["fc"]
   norm = layers.local_response_norm if lrn else (lambda h: h)
-  pool = functools.partial(layers.max_pool, window=3, stride=2)
-  h = pool(norm(jax.nn.relu(layers.conv2d(conv[0], x_NHWC, conv1_stride, conv1_padding))))
-  h = pool(norm(jax.nn.relu(layers.conv2d(conv[1], h))))
+  pool = functools.partial(layers.max_pool, window=pool_window, stride=pool_stride)
+  conv2d = functools.partial(layers.conv2d, impl=conv_impl)
+  h = pool(norm(jax.nn.relu(conv2d(conv[0], x_NHWC, conv1_stride, conv1_padding))))
+  h = pool(norm(jax.nn.relu(conv2d(conv[1], h))))
   for c in conv[2:]:
-    h = jax.nn.relu(layers.conv2d(c, h))
+    h = jax.nn.relu(conv2d(c, h))
   h = layers.flatten(pool(h))
   rngs = jax.random.split(rng, len(fc) - 1) if train and dropout > 0 else [None] * len(fc)
   for layer, r in zip(fc[:-1], rngs):
     h = layers.dropout(r, jax.nn.relu(layers.dense(layer, h)), dropout, train)
   return layers.dense(fc[-1], h)
+
+
+def pool_shape(cfg) -> tuple[int, int]:
+  """(window, stride) of the max pools: config.model.pool_window / pool_stride, else the
+  paper's overlapping 3x3/2."""
+  window, stride = cfg.get("pool_window", 3), cfg.get("pool_stride", 2)
+  errors.check_positive("model.pool_window", window)
+  errors.check_positive("model.pool_stride", stride)
+  return window, stride
 
 
 def _validate(cfg, input_shape) -> None:
@@ -98,6 +111,8 @@ def _validate(cfg, input_shape) -> None:
   errors.check_positive("model.width", cfg.width)
   errors.check_positive("model.conv1_stride", cfg.conv1_stride)
   errors.check_choice("model.conv1_padding", cfg.conv1_padding, ("VALID", "SAME"))
+  pool_window, pool_stride = pool_shape(cfg)
+  models.conv_impl(cfg)
   if not 0.0 <= cfg.dropout < 1.0:
     raise errors.ConfigError(f"config.model.dropout={cfg.dropout!r} must be in [0, 1)")
   if cfg.groups[0] != 1:
@@ -107,23 +122,26 @@ def _validate(cfg, input_shape) -> None:
         f"model alexnet needs NHWC images, got input shape {input_shape}; set "
         "config.data.image_size (e.g. 32 for digits)")
   h, w = feature_map_size(input_shape[:2], cfg.kernel_sizes[0], cfg.conv1_stride,
-                          cfg.conv1_padding)
+                          cfg.conv1_padding, pool_window, pool_stride)
   if h < 1 or w < 1:
     raise errors.ConfigError(
         f"alexnet: input {input_shape[:2]} is too small for conv1 {cfg.kernel_sizes[0]}x"
-        f"{cfg.kernel_sizes[0]}/{cfg.conv1_stride} and three 3x3/2 pools; use a larger "
+        f"{cfg.kernel_sizes[0]}/{cfg.conv1_stride} and three {pool_window}x{pool_window}/"
+        f"{pool_stride} pools; use a larger "
         "config.data.image_size or config.model.conv1_stride=1, conv1_padding='SAME'")
 
 
 @models.register("alexnet")
 def _build(cfg, input_shape, num_outputs) -> models.Model:
   _validate(cfg, input_shape)
+  pool_window, pool_stride = pool_shape(cfg)
   init_fn = functools.partial(
       init, input_shape=input_shape, num_outputs=num_outputs, channels=conv_channels(cfg),
       kernel_sizes=tuple(cfg.kernel_sizes), groups=tuple(cfg.groups),
       conv1_stride=cfg.conv1_stride, conv1_padding=cfg.conv1_padding,
-      fc_sizes=tuple(cfg.fc_sizes))
+      fc_sizes=tuple(cfg.fc_sizes), pool_window=pool_window, pool_stride=pool_stride)
   apply_fn = functools.partial(
       apply, conv1_stride=cfg.conv1_stride, conv1_padding=cfg.conv1_padding, lrn=cfg.lrn,
-      dropout=cfg.dropout)
+      dropout=cfg.dropout, pool_window=pool_window, pool_stride=pool_stride,
+      conv_impl=models.conv_impl(cfg))
   return models.Model(init_fn, apply_fn)

@@ -50,12 +50,14 @@ def init(key: jax.Array, length: int, in_ch: int, num_outputs: int, channels: Se
   return {"conv": conv, "out": out}
 
 
-def apply(params: dict, x: jax.Array, strides: Sequence[int], padding: str = "SAME") -> jax.Array:
-  """x_NxT or x_NxTxC -> logits_NxK."""
+def apply(params: dict, x: jax.Array, strides: Sequence[int], padding: str = "SAME",
+          conv_impl: str = "xla") -> jax.Array:
+  """x_NxT or x_NxTxC -> logits_NxK; conv_impl as in layers.conv2d."""
   h = x[..., None] if x.ndim == 2 else x               # N x T x C
   h = h[:, :, None, :]                                 # N x T x 1 x C: a 1-pixel-wide image
   for layer, s in zip(params["conv"], strides):
-    h = jax.nn.relu(layers.conv2d(layer, h, stride=(s, 1), padding=padding))
+    h = jax.nn.relu(layers.conv2d(layer, h, stride=(s, 1), padding=padding,
+                                      impl=conv_impl))
   return layers.dense(params["out"], layers.flatten(h))  # flatten: t-major, then channel
 
 
@@ -85,6 +87,7 @@ def _build(cfg, input_shape, num_outputs) -> models.Model:
         f"config.model.channels, kernel_sizes and strides need one entry per conv layer, got "
         f"lengths {len(channels)}, {len(kernel_sizes)} and {len(strides)}")
   errors.check_choice("model.padding", cfg.padding, PADDINGS)
+  conv_impl = models.conv_impl(cfg)
   lengths = output_lengths(length, kernel_sizes, strides, cfg.padding)
   if min(lengths) < 1:
     raise errors.ConfigError(
@@ -93,7 +96,7 @@ def _build(cfg, input_shape, num_outputs) -> models.Model:
 
   def apply_fn(params, x, *, train=False, rng=None):
     del train, rng  # No dropout: the paper's CNN is deterministic.
-    return apply(params, x, strides, cfg.padding)
+    return apply(params, x, strides, cfg.padding, conv_impl)
 
   return models.Model(
       functools.partial(init, length=length, in_ch=in_ch, num_outputs=num_outputs,

@@ -42,11 +42,12 @@ def init(key: jax.Array, in_ch: int, num_outputs: int, *, stem_channels: int,
 
 
 def apply(params: dict, x_NHWC: jax.Array, *, dropout: float = 0.0, train: bool = False,
-          rng: jax.Array | None = None) -> jax.Array:
-  """x_NxHxWxC -> logits_NxK; a 3x3/2 max pool after the stem and between blocks halves H, W."""
-  h = jax.nn.relu(layers.conv2d(params["stem"], x_NHWC))
+          rng: jax.Array | None = None, conv_impl: str = "xla") -> jax.Array:
+  """x_NxHxWxC -> logits_NxK; a 3x3/2 max pool after the stem and between blocks halves H, W.
+  conv_impl as in layers.conv2d."""
+  h = jax.nn.relu(layers.conv2d(params["stem"], x_NHWC, impl=conv_impl))
   for block in params["blocks"]:
-    h = layers.inception_block(block, layers.max_pool(h, 3, 2, "SAME"))
+    h = layers.inception_block(block, layers.max_pool(h, 3, 2, "SAME"), conv_impl)
   h = layers.dropout(rng, layers.global_avg_pool(h), dropout, train)
   return layers.dense(params["out"], h)
 
@@ -71,4 +72,4 @@ def _build(cfg, input_shape, num_outputs) -> models.Model:
   return models.Model(
       functools.partial(init, in_ch=input_shape[2], num_outputs=num_outputs,
                         stem_channels=cfg.stem_channels, blocks=blocks),
-      functools.partial(apply, dropout=cfg.dropout))
+      functools.partial(apply, dropout=cfg.dropout, conv_impl=models.conv_impl(cfg)))

@@ -96,8 +96,10 @@ def _c3_kernel(c3: dict) -> jax.Array:
   return jnp.zeros((5, 5, 6, 16), w.dtype).at[:, :, _C3_IN, _C3_OUT].set(w)
 
 
-def apply(params: dict, x_NHWC: jax.Array, variant: str = "faithful") -> jax.Array:
-  """x_Nx32x32xC -> logits_NxK."""
+def apply(params: dict, x_NHWC: jax.Array, variant: str = "faithful",
+          conv_impl: str = "xla") -> jax.Array:
+  """x_Nx32x32xC -> logits_NxK; conv_impl as in layers.conv2d."""
+  conv = functools.partial(layers.conv2d, padding="VALID", impl=conv_impl)
   f = _ACTIVATIONS[variant]
 
   def subsample(h, name):
@@ -108,14 +110,14 @@ def apply(params: dict, x_NHWC: jax.Array, variant: str = "faithful") -> jax.Arr
       return layers.avg_pool(h, 2)
     return layers.max_pool(h, 2)
 
-  h = f(layers.conv2d(params["c1"], x_NHWC, padding="VALID"))         # N x 28 x 28 x 6
+  h = f(conv(params["c1"], x_NHWC))                                    # N x 28 x 28 x 6
   h = subsample(h, "s2")                                                # N x 14 x 14 x 6
   c3 = params["c3"]
   if variant == "faithful":
     c3 = {"w": _c3_kernel(c3), "b": c3["b"]}
-  h = f(layers.conv2d(c3, h, padding="VALID"))                          # N x 10 x 10 x 16
+  h = f(conv(c3, h))                                                    # N x 10 x 10 x 16
   h = subsample(h, "s4")                                                # N x 5 x 5 x 16
-  h = f(layers.conv2d(params["c5"], h, padding="VALID"))                # N x 1 x 1 x 120
+  h = f(conv(params["c5"], h))                                          # N x 1 x 1 x 120
   h = f(layers.dense(params["f6"], layers.flatten(h)))                  # N x 84
   return layers.dense(params["out"], h)                                 # N x K
 
@@ -123,6 +125,7 @@ def apply(params: dict, x_NHWC: jax.Array, variant: str = "faithful") -> jax.Arr
 @models.register("lenet5")
 def _build(cfg, input_shape, num_outputs) -> models.Model:
   errors.check_choice("model.variant", cfg.variant, VARIANTS)
+  conv_impl = models.conv_impl(cfg)
   if len(input_shape) != 3 or input_shape[:2] != (INPUT_SIZE, INPUT_SIZE):
     raise errors.ConfigError(
         f"model lenet5 needs 32x32xC images (the paper pads 28x28 MNIST to 32x32), got input "
@@ -130,7 +133,7 @@ def _build(cfg, input_shape, num_outputs) -> models.Model:
 
   def apply_fn(params, x, *, train=False, rng=None):
     del train, rng  # No dropout: LeNet-5 is deterministic.
-    return apply(params, x, cfg.variant)
+    return apply(params, x, cfg.variant, conv_impl)
 
   return models.Model(
       functools.partial(init, in_ch=input_shape[2], num_outputs=num_outputs,

@@ -8,9 +8,11 @@ one matrix product and stacked in the order (i, f, g, o):
   h_t = sigma(o) * tanh(c_t)
 
 `lstm` runs the cell over time with `jax.lax.scan`; backpropagation through time is then just
-`jax.grad` of a loss of its outputs. The input projection x_t w_ih does not depend on h, so it
-is done for all T steps in one matrix product before the scan, which then carries only the
-recurrent product h_{t-1} w_hh.
+`jax.grad` of a loss of its outputs. Both products stay inside the scan body: hoisting x_t w_ih
+out of it as one (T*B, I) x (I, 4H) product (the cuDNN trick) was measured 2x slower on
+XLA:CPU, whose per-step cost is dominated by the loop's thunks, not the matmul sizes (see
+docs/performance.md). `lstm_last` returns only the final h, so a classifier that reads h_T
+neither stores nor backpropagates through the T outputs it does not use.
 
 Models (see research/models/__init__.py for the registry):
   "lstm_classifier": (T, F) sequences, or NHWC images read row by row (T = H, F = W*C).
@@ -45,19 +47,14 @@ def init_lstm(key: jax.Array, input_size: int, hidden_size: int, dtype=jnp.float
   return {"w_ih": w_ih_Ix4H, "w_hh": w_hh_Hx4H, "b": b_4H}
 
 
-def _step(w_hh_Hx4H: jax.Array, carry: tuple, zx_Bx4H: jax.Array) -> tuple:
-  """One time step given the input's share of the gate sums, zx = x_t w_ih + b."""
+def lstm_cell(params: dict, carry: tuple, x_BxI: jax.Array) -> tuple:
+  """One step: (carry=(h_BxH, c_BxH), x_BxI) -> (new carry, h_BxH)."""
   h_BxH, c_BxH = carry
-  z_Bx4H = zx_Bx4H + h_BxH @ w_hh_Hx4H
+  z_Bx4H = x_BxI @ params["w_ih"] + h_BxH @ params["w_hh"] + params["b"]
   i, f, g, o = jnp.split(z_Bx4H, 4, axis=-1)
   c_BxH = jax.nn.sigmoid(f) * c_BxH + jax.nn.sigmoid(i) * jnp.tanh(g)
   h_BxH = jax.nn.sigmoid(o) * jnp.tanh(c_BxH)
   return (h_BxH, c_BxH), h_BxH
-
-
-def lstm_cell(params: dict, carry: tuple, x_BxI: jax.Array) -> tuple:
-  """One step: (carry=(h_BxH, c_BxH), x_BxI) -> (new carry, h_BxH)."""
-  return _step(params["w_hh"], carry, x_BxI @ params["w_ih"] + params["b"])
 
 
 def zero_carry(params: dict, batch_size: int, dtype=jnp.float32) -> tuple:
@@ -72,11 +69,19 @@ def lstm(params: dict, x_BxTxI: jax.Array, reverse: bool = False) -> jax.Array:
   With reverse=True the sequence is read from t = T-1 down to 0, and h[:, t] has seen
   x[:, t:] (outputs stay in the input's time order).
   """
-  zx_TxBx4H = jnp.einsum("bti,ig->tbg", x_BxTxI, params["w_ih"]) + params["b"]
-  carry = zero_carry(params, x_BxTxI.shape[0], zx_TxBx4H.dtype)
-  _, h_TxBxH = jax.lax.scan(functools.partial(_step, params["w_hh"]), carry, zx_TxBx4H,
-                            reverse=reverse)
+  carry = zero_carry(params, x_BxTxI.shape[0], x_BxTxI.dtype)
+  _, h_TxBxH = jax.lax.scan(functools.partial(lstm_cell, params), carry,
+                            jnp.swapaxes(x_BxTxI, 0, 1), reverse=reverse)
   return jnp.swapaxes(h_TxBxH, 0, 1)
+
+
+def lstm_last(params: dict, x_BxTxI: jax.Array, reverse: bool = False) -> jax.Array:
+  """The last h of `lstm` (h_T, or h_1 with reverse=True), h_BxH, from the scan's carry."""
+  def step(carry, x_BxI):
+    return lstm_cell(params, carry, x_BxI)[0], None
+  carry = zero_carry(params, x_BxTxI.shape[0], x_BxTxI.dtype)
+  (h_BxH, _), _ = jax.lax.scan(step, carry, jnp.swapaxes(x_BxTxI, 0, 1), reverse=reverse)
+  return h_BxH
 
 
 def init_bilstm(key: jax.Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> dict:
@@ -139,13 +144,21 @@ def _init_stack(key: jax.Array, input_size: int, hidden_size: int, num_layers: i
 
 
 def _apply_stack(stack: list[dict], h_BxTxF: jax.Array, bidirectional: bool, rate: float,
-                 train: bool, rngs: list) -> jax.Array:
+                 train: bool, rngs: list, last_only: bool = False) -> jax.Array:
   """Runs the layers in turn with dropout on each layer's input but the first (only between
-  layers, never on the recurrent h_{t-1} -> h_t path: Zaremba et al., 2014)."""
+  layers, never on the recurrent h_{t-1} -> h_t path: Zaremba et al., 2014).
+
+  Returns h_BxTxD, or with last_only the top layer's final state h_BxD (bidirectional:
+  [forward h_T ; reverse h_1], both of which have seen the whole sequence)."""
   run = bilstm if bidirectional else lstm
   for l, layer in enumerate(stack):
     if l > 0:
       h_BxTxF = layers.dropout(rngs[l - 1], h_BxTxF, rate, train)
+    if last_only and l == len(stack) - 1:
+      if bidirectional:
+        return jnp.concatenate([lstm_last(layer["fwd"], h_BxTxF),
+                                lstm_last(layer["bwd"], h_BxTxF, reverse=True)], axis=-1)
+      return lstm_last(layer, h_BxTxF)
     h_BxTxF = run(layer, h_BxTxF)
   return h_BxTxF
 
@@ -174,16 +187,14 @@ def _build_classifier(cfg, input_shape, num_outputs) -> models.Model:
 
   def apply(params, x, *, train=False, rng=None):
     rngs = dropout_keys(rng, cfg.num_layers, cfg.dropout, train)
-    h_BxTxH = _apply_stack(params["lstm"], x.reshape(x.shape[0], num_steps, num_features),
-                           bidirectional, cfg.dropout, train, rngs)
+    h = _apply_stack(params["lstm"], x.reshape(x.shape[0], num_steps, num_features),
+                     bidirectional, cfg.dropout, train, rngs, last_only=cfg.readout == "last")
     if cfg.readout == "mean":
-      h_BxD = h_BxTxH.mean(axis=1)
+      h_BxD = h.mean(axis=1)
     elif cfg.readout == "all":
-      h_BxD = layers.flatten(h_BxTxH)
-    elif bidirectional:
-      h_BxD = jnp.concatenate([h_BxTxH[:, -1, :hidden], h_BxTxH[:, 0, hidden:]], axis=-1)
+      h_BxD = layers.flatten(h)
     else:
-      h_BxD = h_BxTxH[:, -1]
+      h_BxD = h
     return layers.dense(params["head"], layers.dropout(rngs[-1], h_BxD, cfg.dropout, train))
 
   return models.Model(init, apply)
