@@ -31,6 +31,9 @@ def get_config():
       fc_sizes=(1024, 1024),                   # hidden fc layers (the paper: 4096, 4096)
       lrn=True,                                # local response norm after conv1 and conv2
       dropout=0.5,                             # on the hidden fc outputs while training
+      pool_window=3,                           # max pools 3x3/2 (the paper's, overlapping);
+      pool_stride=2,                           #   2 and 2 for the common 2x2/2
+      conv_impl="patches",                     # patches: im2col + matmul (fast on CPU) | xla
   )
   config.loss = config_lib.loss("softmax", l2=0.0)  # softmax cross-entropy; lambda = l2
   config.optimizer = config_lib.optimizer(name="adam", learning_rate=5e-4, schedule="cosine")
