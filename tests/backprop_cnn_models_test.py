@@ -56,10 +56,10 @@ def _arrays(name, dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def _manual_and_autodiff(name):
+def _manual_and_autodiff(name, conv_impl="xla"):
   """One jitted (params, x, labels, rng) -> (manual, reference) value_and_grad per model,
   shared by the dtypes; the loss has lambda and lambda_1 > 0 and dropout on."""
-  module, cfg = MODULES[name], _cfg(name)
+  module, cfg = MODULES[name], _cfg(name, conv_impl=conv_impl)
   model = models.build(cfg, module.SMALL_INPUT, K)
   reference = jax.value_and_grad(train.make_loss_fn(model, "softmax", LAM, M, K, LAM1),
                                  has_aux=True)
@@ -67,12 +67,13 @@ def _manual_and_autodiff(name):
   return jax.jit(lambda *args: (manual(*args), reference(*args)))
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype, conv_impl", [
+    ("float64", "xla"), ("float32", "xla"), ("float64", "patches")])
 @pytest.mark.parametrize("name", sorted(MODULES))
-def test_manual_value_and_grad_match_autodiff_of_the_training_loss(name, dtype):
+def test_manual_value_and_grad_match_autodiff_of_the_training_loss(name, dtype, conv_impl):
   params, x, labels = _arrays(name, dtype)
   with jax.enable_x64(dtype == "float64"):
-    ((E, aux), grads), ((E_ref, aux_ref), grads_ref) = _manual_and_autodiff(name)(
+    ((E, aux), grads), ((E_ref, aux_ref), grads_ref) = _manual_and_autodiff(name, conv_impl)(
         params, x, labels, jax.random.key(3))
   assert jax.tree.structure(grads) == jax.tree.structure(params)
   assert all(g.dtype == jnp.dtype(dtype) for g in jax.tree.leaves(grads))

@@ -77,18 +77,29 @@ def test_dense_with_activation(activation):
     (2, ((1, 0), (2, 2)), (3, 2), 2),  # explicit, uneven, on a strided conv
     (2, "SAME", 1, 4),                  # 1x1, depthwise
 ])
-def test_conv2d(stride, padding, kernel, groups):
+@pytest.mark.parametrize("impl", layers.CONV_IMPLS)
+def test_conv2d(stride, padding, kernel, groups, impl):
   kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
   c, o = X_SHAPE[-1], 8
   params = {"w": _normals(1, (kh, kw, c // groups, o)), "b": _normals(2, (o,))}
   x = _normals(3, X_SHAPE)
 
   def backward(primals, delta):
-    dE_dx, grads = backprop_layers.conv2d_backward(*primals, delta, stride, padding)
+    dE_dx, grads = backprop_layers.conv2d_backward(*primals, delta, stride, padding, impl)
     return grads, dE_dx
 
-  got, _ = _check(lambda p, x: layers.conv2d(p, x, stride, padding), backward, params, x)
+  # The reference differentiates the other impl's forward: either backward matches either.
+  other = {"xla": "patches", "patches": "xla"}[impl]
+  got, _ = _check(lambda p, x: layers.conv2d(p, x, stride, padding, other), backward, params, x)
   assert got[0]["w"].shape == params["w"].shape and got[1].shape == X_SHAPE
+
+
+@pytest.mark.parametrize("stride, padding, kernel", [
+    (1, "SAME", 3), (2, "VALID", (3, 2)), (2, ((1, 0), (2, 2)), (3, 2)), (3, "VALID", 2)])
+def test_col2im_is_the_transpose_of_im2col(stride, padding, kernel):
+  backward = lambda primals, dE_dp: backprop_layers.conv_patches_backward(
+      dE_dp, X_SHAPE, kernel, stride, padding)
+  _check(lambda x: layers.conv_patches(x, kernel, stride, padding), backward, _normals(3, X_SHAPE))
 
 
 POOLS = [  # window, stride, padding

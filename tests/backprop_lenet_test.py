@@ -59,25 +59,27 @@ def _arrays(variant, dtype, k=K):
 
 
 @functools.lru_cache(maxsize=None)
-def _manual_and_autodiff(variant):
-  """One jitted (params, x, labels) -> (manual, autodiff) per variant, shared by the dtypes."""
+def _manual_and_autodiff(variant, conv_impl="xla"):
+  """One jitted (params, x, labels) -> (manual, autodiff) per variant, shared by the dtypes.
+  The reference's convs are lax.conv; the manual pass uses conv_impl's primitives."""
   loss_fn = train.make_loss_fn(_model(variant), "softmax", LAM, M, K)
 
   @jax.jit
   def fn(params, x, labels):
     manual = backprop_lenet.lenet_manual_grads(params, x, labels, variant=variant, lam=LAM,
-                                               m=M, num_outputs=K)
+                                               m=M, num_outputs=K, conv_impl=conv_impl)
     return manual, jax.grad(lambda p: loss_fn(p, x, labels, None)[0])(params)
 
   return fn
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype, conv_impl", [
+    ("float64", "xla"), ("float32", "xla"), ("float64", "patches")])
 @pytest.mark.parametrize("variant", backprop_lenet.VARIANTS)
-def test_manual_grads_match_autodiff_of_the_training_loss(variant, dtype):
+def test_manual_grads_match_autodiff_of_the_training_loss(variant, dtype, conv_impl):
   params, x, labels = _arrays(variant, dtype)
   with jax.enable_x64(dtype == "float64"):
-    manual, autodiff = _manual_and_autodiff(variant)(params, x, labels)
+    manual, autodiff = _manual_and_autodiff(variant, conv_impl)(params, x, labels)
   assert jax.tree.structure(manual) == jax.tree.structure(params)
   assert all(g.dtype == jnp.dtype(dtype) for g in jax.tree.leaves(manual))
   errs = _rel_errs(manual, autodiff)

@@ -178,8 +178,24 @@ def test_alexnet_dropout_only_in_training_and_per_key():
     m.apply(params, X32, train=True)
 
 
+def test_alexnet_2x2_pools_give_the_common_small_alexnet():
+  # The peer benchmark's AlexNet-small: 3x3 convs 64-192-384-256-256, 2x2/2 pools (32 -> 16
+  # -> 8 -> 4), fc 4096 -> 1024 -> 1024 -> 10: 7,506,762 parameters.
+  cfg = alexnet_small.get_config().model
+  cfg.update(kernel_sizes=(3,) * 5, pool_window=2, pool_stride=2, lrn=False)
+  m = alexnet._build(cfg, (32, 32, 3), 10)
+  shapes = jax.eval_shape(m.init, KEY)
+  assert layers.param_count(shapes) == 7_506_762
+  assert shapes["fc"][0]["w"].shape == (4 * 4 * 256, 1024)
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  assert jax.eval_shape(lambda p, x: m.apply(p, x), shapes, x).shape == (2, 10)
+
+
 @pytest.mark.parametrize("override,match", [
     (dict(conv_channels=(64, 192, 384, 256)), "conv_channels"),
+    (dict(pool_window=0), "pool_window"),
+    (dict(pool_stride=-1), "pool_stride"),
+    (dict(conv_impl="cudnn"), "conv_impl"),
     (dict(conv1_padding="same"), "conv1_padding"),
     (dict(dropout=1.0), "dropout"),
     (dict(groups=(2, 1, 1, 1, 1)), "groups"),
@@ -224,6 +240,20 @@ def test_inception_rejects_bad_blocks():
 
 
 # ------------------------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("module", [lenet_digits, alexnet_small, inception_digits])
+def test_conv_impls_give_the_same_logits(module):
+  # conv_impl changes the primitives, not the function: one set of params, both impls.
+  cfg = module.get_config().model
+  if cfg.name == "alexnet":
+    cfg.width = 0.125
+  build = lambda impl: models.build(ml_collections.ConfigDict(dict(cfg, conv_impl=impl)),
+                                    (32, 32, 1), 10)
+  xla, patches = build("xla"), build("patches")
+  params = xla.init(KEY)
+  np.testing.assert_allclose(patches.apply(params, X32), xla.apply(params, X32),
+                             rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("module", [lenet_digits, alexnet_small, inception_digits])

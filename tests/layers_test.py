@@ -92,9 +92,10 @@ def test_flatten_and_param_count():
 # ---------------------------------------------------------------------------------------- conv
 
 
+@pytest.mark.parametrize("impl", layers.CONV_IMPLS)
 @pytest.mark.parametrize("stride,padding", [
     (1, "VALID"), (2, "VALID"), ((1, 2), "SAME"), (2, "SAME"), (1, ((1, 0), (2, 1)))])
-def test_conv2d_matches_reference_loop(stride, padding):
+def test_conv2d_matches_reference_loop(stride, padding, impl):
   rng = np.random.default_rng(1)
   x = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
   p = layers.init_conv2d(KEY, 3, 4, (3, 2))
@@ -107,17 +108,35 @@ def test_conv2d_matches_reference_loop(stride, padding):
   else:
     pads = padding
   want = conv2d_reference(x, np.asarray(p["w"]), np.asarray(p["b"]), s, pads)
-  got = layers.conv2d(p, x, stride, padding)
+  got = layers.conv2d(p, x, stride, padding, impl)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_grouped_conv_matches_reference_loop():
+@pytest.mark.parametrize("impl", layers.CONV_IMPLS)
+def test_grouped_conv_matches_reference_loop(impl):
   x = np.random.default_rng(2).normal(size=(1, 4, 4, 4)).astype(np.float32)
   p = layers.init_conv2d(KEY, 4, 6, 3, groups=2)
   assert p["w"].shape == (3, 3, 2, 6)
   want = conv2d_reference(x, np.asarray(p["w"]), np.zeros(6), (1, 1), ((1, 1), (1, 1)), groups=2)
-  np.testing.assert_allclose(layers.conv2d(p, x), want, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(layers.conv2d(p, x, impl=impl), want, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_patches_rows_are_receptive_fields():
+  # Row (h, w) of the im2col matrix is the padded input's window at (s h, s w), in HWIO order.
+  x = np.arange(2 * 5 * 4 * 3, dtype=np.float32).reshape(2, 5, 4, 3)
+  p = np.asarray(layers.conv_patches(x, (3, 2), 2, ((1, 1), (0, 1))))
+  x_pad = np.pad(x, ((0, 0), (1, 1), (0, 1), (0, 0)))
+  assert p.shape == (2, 3, 2, 3 * 2 * 3)
+  for h in range(3):
+    for w in range(2):
+      np.testing.assert_array_equal(p[:, h, w], x_pad[:, 2 * h:2 * h + 3, 2 * w:2 * w + 2].reshape(2, -1))
+
+
+def test_conv2d_rejects_unknown_impl():
+  p = layers.init_conv2d(KEY, 1, 2, 3)
+  with pytest.raises(ValueError, match="patches"):
+    layers.conv2d(p, jnp.zeros((1, 4, 4, 1)), impl="im2col")
 
 
 @settings(max_examples=15, deadline=None)

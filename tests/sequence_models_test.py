@@ -83,6 +83,13 @@ def test_scan_equals_python_loop_of_cells(seq, reverse):
   np.testing.assert_allclose(got, jnp.stack(expected, axis=1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_last_is_the_last_output_in_reading_order(seq, reverse):
+  p = _random_lstm_params(jax.random.key(3))
+  want = lstm.lstm(p, seq, reverse=reverse)[:, 0 if reverse else -1]
+  np.testing.assert_allclose(lstm.lstm_last(p, seq, reverse=reverse), want, rtol=1e-6)
+
+
 def test_bilstm_halves_and_direction_of_dependence(seq):
   p = lstm.init_bilstm(jax.random.key(4), I, H)
   h = lstm.bilstm(p, seq)

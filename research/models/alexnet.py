@@ -94,8 +94,10 @@ def pool_shape(cfg) -> tuple[int, int]:
   """(window, stride) of the max pools: config.model.pool_window / pool_stride, else the
   paper's overlapping 3x3/2."""
   window, stride = cfg.get("pool_window", 3), cfg.get("pool_stride", 2)
-  errors.check_positive("model.pool_window", window)
-  errors.check_positive("model.pool_stride", stride)
+  for field, value in (("pool_window", window), ("pool_stride", stride)):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise errors.ConfigError(f"config.model.{field}={value!r} must be a positive integer "
+                               "(3 and 2: the paper's overlapping pools; 2 and 2: 2x2/2)")
   return window, stride
 
 
