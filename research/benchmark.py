@@ -130,14 +130,15 @@ WORKLOADS = {
         batch=64, input_shape=(_ATT_T, _ATT_D),
         model=dict(name="transformer_classifier", d_model=_ATT_D, num_heads=_ATT_HEADS,
                    num_layers=1, mlp_dim=_ATT_MLP, activation="relu",
-                   pos_embedding="sinusoidal", dropout=0.0, patch_size=1),
+                   pos_embedding="sinusoidal", dropout=0.0, patch_size=1,
+                   input_projection=False),
         expected_params=((4 * _ATT_D * _ATT_D + 4 * _ATT_D) + 2 * (2 * _ATT_D)
                          + _dense(_ATT_D, _ATT_MLP) + _dense(_ATT_MLP, _ATT_D)
                          + _dense(_ATT_D, 10)),
         forward_macs=(_ATT_T * _ATT_D * 3 * _ATT_D + 2 * _ATT_T * _ATT_T * _ATT_D
                       + _ATT_T * _ATT_D * _ATT_D + 2 * _ATT_T * _ATT_D * _ATT_MLP + _ATT_D * 10),
-        note="transformer_classifier adds an input dense layer F -> d_model (+16,512 params, "
-             "+1 MMAC/example) and a final layer norm (+256 params)"),
+        note="transformer_classifier ends with a layer norm (+256 params), as pre-LN "
+             "transformers do"),
     "alexnet": Workload(
         batch=128, input_shape=(32, 32, 3),
         model=dict(name="alexnet", conv_channels=_ALEX_CHANNELS, kernel_sizes=(3,) * 5,

@@ -275,6 +275,27 @@ def test_model_value_and_grad_matches_the_trainers(name, dtype):
   _assert_close(grads, grads_ref, dtype)
 
 
+def test_transformer_without_input_projection_reads_tokens_as_they_are():
+  """input_projection=False (d_model-wide tokens, the peer benchmark's block): no "input"
+  params, and the hand-written gradient still matches jax.grad."""
+  cfg = ml_collections.ConfigDict(dict(TRANSFORMER, patch_size=1, input_projection=False))
+  input_shape = (T + 1, D)
+  with jax.enable_x64(True):
+    model = models.build(cfg, input_shape, K)
+    params = _random_params(30, model.init, "float64")
+    x, = _normals(31, ((B, *input_shape),), "float64")
+    labels = np.arange(B) % K
+    manual = sequence.VALUE_AND_GRADS[cfg.name](cfg, input_shape, K, "softmax", LAM, M)
+    reference = jax.value_and_grad(train.make_loss_fn(model, "softmax", LAM, M, K),
+                                   has_aux=True)
+    (_, grads), (_, grads_ref) = jax.jit(lambda *a: (manual(*a), reference(*a)))(
+        params, x, labels, None)
+  assert "input" not in params
+  _assert_close(grads, grads_ref, "float64")
+  with pytest.raises(errors.ConfigError, match="input_projection"):
+    models.build(cfg, SEQ_SHAPE, K)  # 3-wide tokens, d_model 8
+
+
 def test_trainer_chunk_runs_the_manual_gradient_like_autodiff():
   """train.make_train_chunk(value_and_grad=...) jits it inside lax.scan, as config.grad=manual."""
   import optax

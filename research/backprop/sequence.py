@@ -539,11 +539,12 @@ def make_transformer_classifier_value_and_grad(model_cfg, input_shape, num_outpu
   steps, features = lstm.sequence_shape(model_cfg.name, input_shape)
   num_steps = steps // model_cfg.patch_size
   num_features = features * model_cfg.patch_size
+  projection = attention.input_projection(model_cfg, num_features)
 
   def forward(params, x, rng):
     x_BxTxF = x.reshape(x.shape[0], num_steps, num_features)
-    h_BxTxD, encoder = _encoder_forward(
-        params["encoder"], layers.dense(params["input"], x_BxTxF), model_cfg, False, rng)
+    tokens = layers.dense(params["input"], x_BxTxF) if projection else x_BxTxF
+    h_BxTxD, encoder = _encoder_forward(params["encoder"], tokens, model_cfg, False, rng)
     h_BxD = h_BxTxD.mean(axis=1)
     return layers.dense(params["head"], h_BxD), {"x": x_BxTxF, "encoder": encoder, "h": h_BxD}
 
@@ -553,8 +554,10 @@ def make_transformer_classifier_value_and_grad(model_cfg, input_shape, num_outpu
                                 (dh_BxD.shape[0], num_steps, dh_BxD.shape[-1]))
     g_encoder, dx_BxTxD = _encoder_backward(params["encoder"], cache["encoder"], dh_BxTxD,
                                             model_cfg)
-    g_input, _ = dense_backward(params["input"], cache["x"], dx_BxTxD)
-    return {"input": g_input, "encoder": g_encoder, "head": g_head}
+    grads = {"encoder": g_encoder, "head": g_head}
+    if projection:
+      grads["input"], _ = dense_backward(params["input"], cache["x"], dx_BxTxD)
+    return grads
 
   return _value_and_grad(forward, backward, num_outputs, output, lam, m, lam1)
 

@@ -162,6 +162,20 @@ def _apply_encoder(params: dict, x_BxTxD: jax.Array, cfg, causal: bool, train: b
   return layers.layer_norm(params["ln_final"], x_BxTxD)
 
 
+def input_projection(cfg, num_features: int) -> bool:
+  """config.model.input_projection (True when absent), checked against the token width."""
+  projection = cfg.get("input_projection", True)
+  if not isinstance(projection, bool):
+    raise errors.ConfigError(
+        f"config.model.input_projection={projection!r} must be True or False")
+  if not projection and num_features != cfg.d_model:
+    raise errors.ConfigError(
+        f"config.model.input_projection=False feeds the {num_features}-wide tokens (features x "
+        f"patch_size) straight to the encoder, which needs d_model={cfg.d_model}; set "
+        "input_projection=True or make the widths equal")
+  return projection
+
+
 @models.register("transformer_classifier")
 def _build_classifier(cfg, input_shape, num_outputs) -> models.Model:
   """(T, F) sequence or (H, W, C) image rows -> tokens of patch_size consecutive steps ->
@@ -169,6 +183,8 @@ def _build_classifier(cfg, input_shape, num_outputs) -> models.Model:
 
   patch_size > 1 is the ViT idea in 1-D: a token holding one scalar (MNIST-1D) gives
   attention little to compare, and T / patch_size tokens cost (patch_size)^2 less attention.
+  With input_projection=False the tokens enter the encoder as they are (no "input" params):
+  for inputs that already are d_model-wide embeddings, as in the peer benchmark's block.
   """
   steps, features = lstm.sequence_shape(cfg.name, input_shape)
   _check_encoder_config(cfg)
@@ -178,16 +194,21 @@ def _build_classifier(cfg, input_shape, num_outputs) -> models.Model:
         f"config.model.patch_size={cfg.patch_size} must divide the sequence length {steps}; "
         "pick a divisor")
   num_steps, num_features = steps // cfg.patch_size, features * cfg.patch_size
+  projection = input_projection(cfg, num_features)
 
   def init(key):
     k_in, k_enc, k_head = jax.random.split(key, 3)
-    return {"input": layers.init_dense(k_in, num_features, cfg.d_model),
-            "encoder": _init_encoder(k_enc, cfg, num_steps),
-            "head": layers.init_dense(k_head, cfg.d_model, num_outputs)}
+    params = {"encoder": _init_encoder(k_enc, cfg, num_steps),
+              "head": layers.init_dense(k_head, cfg.d_model, num_outputs)}
+    if projection:
+      params["input"] = layers.init_dense(k_in, num_features, cfg.d_model)
+    return params
 
   def apply(params, x, *, train=False, rng=None):
     x_BxTxF = x.reshape(x.shape[0], num_steps, num_features)
-    h_BxTxD = _apply_encoder(params["encoder"], layers.dense(params["input"], x_BxTxF), cfg,
+    if projection:
+      x_BxTxF = layers.dense(params["input"], x_BxTxF)
+    h_BxTxD = _apply_encoder(params["encoder"], x_BxTxF, cfg,
                              causal=False, train=train, rng=rng)
     return layers.dense(params["head"], h_BxTxD.mean(axis=1))
 
