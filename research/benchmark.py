@@ -1,7 +1,7 @@
 """Throughput of the project's own training step on the five workloads of the peer benchmark.
 
   python -m research.benchmark --workloads=mlp,lenet5,lstm,attention,alexnet \
-      --grad=autodiff --seconds=10 --windows=5 --json=/tmp/project.json
+      --grad=both --seconds=10 --windows=5 --json=/tmp/project.json
 
 Each workload is built from a ConfigDict with `research.models.build`, trained with the loss of
 `research.train.make_loss_fn` (softmax, lambda = 0) and stepped by `research.train.make_train_chunk`
@@ -21,7 +21,8 @@ statistics where the backend has them, host data time per step, and the share of
 other processes used during the timed windows (the machine may be shared).
 
 grad=manual times the hand-written backward pass (research/backprop/) in the same train step,
-for the models that have one.
+for the models that have one; grad=both (the default) times autodiff and then manual on each
+workload, back to back, and prints their ratio.
 """
 import dataclasses
 import functools
@@ -48,6 +49,7 @@ from research import train
 
 NUM_CLASSES = 10
 GRADS = gradients.GRADS
+GRAD_CHOICES = (*GRADS, "both")
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 
 
@@ -367,22 +369,29 @@ def run_workload(name: str, grad: str = "autodiff", seconds: float = 10.0, windo
   }
 
 
-def run(workloads, grad: str = "autodiff", seconds: float = 10.0, windows: int = 5,
+def run(workloads, grad: str = "both", seconds: float = 10.0, windows: int = 5,
         steps_per_dispatch: int = 20, log: Callable[[str], None] | None = None) -> dict:
-  """Benchmarks each workload in turn; returns {"meta": ..., "results": [records]}."""
+  """Benchmarks each workload in turn (grad "both": autodiff, then manual, back to back);
+  returns {"meta": ..., "results": [records]}."""
   names = resolve(workloads)
-  errors.check_choice("grad", grad, GRADS)
+  errors.check_choice("grad", grad, GRAD_CHOICES)
+  grads = GRADS if grad == "both" else (grad,)
   log = log or functools.partial(print, flush=True)
   peak_start = matmul_peak_gflops()
   log(f"float32 matmul peak (jnp.dot): {peak_start:.1f} GFLOP/s; device {jax.devices()[0]}")
   results = []
   for name in names:
-    record = run_workload(name, grad, seconds, windows, steps_per_dispatch, peak_start)
-    if record is None:
-      log(f"{name:9s} grad={grad}: no hand-written backward pass for this model; skipped")
-      continue
-    results.append(record)
-    log(format_record(record))
+    pair = {}
+    for g in grads:
+      record = run_workload(name, g, seconds, windows, steps_per_dispatch, peak_start)
+      if record is None:
+        log(f"{name:9s} grad={g}: no hand-written backward pass for this model; skipped")
+        continue
+      results.append(record)
+      pair[g] = record["steps_per_sec"]
+      log(format_record(record))
+    if len(pair) == 2:
+      log(f"{name:9s} manual / autodiff: {pair['manual'] / pair['autodiff']:.2f}x")
   peak_end = matmul_peak_gflops()
   peak = max(peak_start, peak_end)
   for r in results:  # MFU against the best peak of the run, as the peer benchmark does.
@@ -428,8 +437,8 @@ if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("workloads", ",".join(WORKLOADS), "Comma-separated workloads.")
-  flags.DEFINE_enum("grad", "autodiff", GRADS, "autodiff: jax.value_and_grad; manual: the "
-                    "hand-written backward pass (models that have one).")
+  flags.DEFINE_enum("grad", "both", GRAD_CHOICES, "autodiff: jax.value_and_grad; manual: the "
+                    "hand-written backward pass (models that have one); both: each in turn.")
   flags.DEFINE_float("seconds", 10.0, "Timed seconds per workload and dispatch mode.")
   flags.DEFINE_integer("windows", 5, "Timed windows per workload and dispatch mode.")
   flags.DEFINE_integer("steps_per_dispatch", 20, "Steps per jitted call in the scanned mode.")

@@ -55,8 +55,8 @@ def test_mlp_manual_grad_trains_like_autodiff():
 def test_every_workload_has_a_manual_step():
   # The benchmark times manual vs autodiff everywhere; a model without a hand-written backward
   # would be skipped (make_step returns None).
-  for name in ("mlp", "lstm"):
-    assert benchmark.make_step(name, "manual") is not None
+  for name in benchmark.WORKLOADS:
+    assert benchmark.make_step(name, "manual") is not None, name
 
 
 @pytest.mark.parametrize("name", sorted(benchmark.WORKLOADS))
@@ -82,10 +82,9 @@ def test_unknown_workload_is_a_config_error():
 
 def test_compare_peers_table(tmp_path):
   project = {"meta": {}, "results": [
-      {"workload": "mlp", "steps_per_sec": 400.0, "steps_per_sec_1": 300.0,
-       "same_as_peers": True},
-      {"workload": "alexnet", "steps_per_sec": 1.0, "steps_per_sec_1": 1.0,
-       "same_as_peers": False}]}
+      {"workload": "mlp", "grad": "autodiff", "steps_per_sec": 400.0, "same_as_peers": True},
+      {"workload": "mlp", "grad": "manual", "steps_per_sec": 380.0, "same_as_peers": True},
+      {"workload": "alexnet", "steps_per_sec": 1.0, "same_as_peers": False}]}
   peers = [
       {"framework": "jax", "workload": "mlp", "steps_per_s": 320.0},
       {"framework": "torch", "workload": "mlp", "steps_per_s": 200.0},
@@ -98,12 +97,13 @@ def test_compare_peers_table(tmp_path):
                                        compare_peers.load_peers(str(tmp_path / "q.json")))
   by = {r["workload"]: r for r in rows}
   assert by["mlp"]["fastest"] == "jax" and by["mlp"]["vs_fastest"] == pytest.approx(1.25)
-  assert by["mlp"]["goal_met"]
+  assert by["mlp"]["goal_met"] and by["mlp"]["manual_vs_autodiff"] == pytest.approx(0.95)
+  assert by["alexnet"]["project_manual"] is None
   assert by["alexnet"]["fastest"] == "torch" and by["alexnet"]["vs_jax"] == pytest.approx(2.0)
   assert not by["alexnet"]["goal_met"] and "flax" not in by["alexnet"]["peers"]
   out = tmp_path / "t.md"
   assert compare_peers.main([str(tmp_path / "p.json"), str(tmp_path / "q.json"),
                              "--markdown", str(out)]) == 0
   table = out.read_text()
-  assert "| mlp | 400.0 | 300.0 |" in table and "1.25x" in table
+  assert "| mlp | 400.0 | 380.0 | 0.95x |" in table and "1.25x" in table
   assert "alexnet †" in table
