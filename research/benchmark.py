@@ -377,6 +377,7 @@ def run(workloads, grad: str = "both", seconds: float = 10.0, windows: int = 5,
   errors.check_choice("grad", grad, GRAD_CHOICES)
   grads = GRADS if grad == "both" else (grad,)
   log = log or functools.partial(print, flush=True)
+  started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
   peak_start = matmul_peak_gflops()
   log(f"float32 matmul peak (jnp.dot): {peak_start:.1f} GFLOP/s; device {jax.devices()[0]}")
   results = []
@@ -398,7 +399,8 @@ def run(workloads, grad: str = "both", seconds: float = 10.0, windows: int = 5,
     r["peak_gflops"] = peak
     r["mfu"] = r["achieved_gflops"] / peak
     r["mfu_1"] = r["steps_per_sec_1"] * r["gflops_per_step"] / peak
-  meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "jax": jax.__version__,
+  meta = {"started": started, "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+          "jax": jax.__version__,
           "device": str(jax.devices()[0]), "ncpu": os.cpu_count(),
           "peak_gflops": peak, "peak_gflops_start": peak_start, "peak_gflops_end": peak_end,
           "loadavg": os.getloadavg(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
