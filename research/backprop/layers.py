@@ -125,7 +125,7 @@ def conv_patches_backward(dE_dp: jax.Array, x_shape: tuple[int, ...], kernel_siz
   """
   kh, kw = _pair(kernel_size)
   n, _, _, c = x_shape
-  dims = _geometry(jnp.empty(x_shape, dE_dp.dtype), (kh, kw), _pair(stride), padding)
+  dims = _geometry(jax.ShapeDtypeStruct(x_shape, dE_dp.dtype), (kh, kw), _pair(stride), padding)
   (_, sh, top, bottom, _), (_, sw, left, right, _) = dims
   ho, wo = dE_dp.shape[1:3]
   hp, wp = x_shape[1] + top + bottom, x_shape[2] + left + right
