@@ -130,7 +130,8 @@ def test_conv_patches_rows_are_receptive_fields():
   assert p.shape == (2, 3, 2, 3 * 2 * 3)
   for h in range(3):
     for w in range(2):
-      np.testing.assert_array_equal(p[:, h, w], x_pad[:, 2 * h:2 * h + 3, 2 * w:2 * w + 2].reshape(2, -1))
+      window = x_pad[:, 2 * h:2 * h + 3, 2 * w:2 * w + 2]
+      np.testing.assert_array_equal(p[:, h, w], window.reshape(2, -1))
 
 
 def test_conv2d_rejects_unknown_impl():

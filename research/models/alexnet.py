@@ -15,7 +15,8 @@ conv1 maps and the same 27/13/6 after pooling.)
 groups=(1, 2, 1, 2, 2) reproduces the paper's two-GPU split (conv2, conv4, conv5 only see
 the kernels on their own GPU): 60,965,224 parameters for K = 1000; with groups all 1 it is
 62,378,344. Pools are overlapping (3x3 windows, stride 2), which the paper found reduced
-top-1 error by 0.4% against 2x2/2 (pool_window=2 gives those). LRN uses the paper's k=2, n=5, alpha=1e-4, beta=0.75.
+top-1 error by 0.4% against 2x2/2 (pool_window=2 gives those). LRN uses the paper's k=2,
+n=5, alpha=1e-4, beta=0.75.
 
 Weights are He normal and biases 0 (the paper used N(0, 0.01) and biases of 1 in conv2,
 conv4, conv5 and the hidden fc layers, which only trains with its hand-tuned schedule).
