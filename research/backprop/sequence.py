@@ -166,8 +166,8 @@ def lstm_backward(params: dict, cache: dict, dh_BxTxH: jax.Array,
   c_prev_TxBxH = _previous(cache["c"], reverse)
 
   def step(carry, inputs):
-    dh_next_BxH, dc_next_BxH = carry
-    dh_out_BxH, gates_Bx4H, tanh_c, c_prev = inputs
+    dh_next_BxH, dc_next_BxH, dw_hh_Hx4H = carry
+    dh_out_BxH, gates_Bx4H, tanh_c, c_prev, h_prev = inputs
     i, f, g, o = jnp.split(gates_Bx4H, 4, axis=-1)
     dh = dh_out_BxH + dh_next_BxH
     dc = dc_next_BxH + dh * o * (1 - tanh_c) * (1 + tanh_c)
@@ -175,15 +175,16 @@ def lstm_backward(params: dict, cache: dict, dh_BxTxH: jax.Array,
                                   dc * c_prev * f * (1 - f),
                                   dc * i * (1 - g) * (1 + g),
                                   dh * tanh_c * o * (1 - o)], axis=-1)
-    return (delta_Bx4H @ w_hh_T_4HxH, dc * f), delta_Bx4H
+    return (delta_Bx4H @ w_hh_T_4HxH, dc * f, dw_hh_Hx4H + h_prev.T @ delta_Bx4H), delta_Bx4H
 
   dh_TxBxH = jnp.swapaxes(dh_BxTxH, 0, 1)
   zero = jnp.zeros_like(dh_TxBxH[0])
-  _, delta_TxBx4H = lax.scan(step, (zero, zero),
-                             (dh_TxBxH, cache["gates"], cache["tanh_c"], c_prev_TxBxH),
-                             reverse=not reverse)
+  (_, _, dw_hh), delta_TxBx4H = lax.scan(
+      step, (zero, zero, jnp.zeros_like(params["w_hh"])),
+      (dh_TxBxH, cache["gates"], cache["tanh_c"], c_prev_TxBxH, _previous(cache["h"], reverse)),
+      reverse=not reverse)
   grads = {"w_ih": jnp.einsum("bti,tbg->ig", cache["x"], delta_TxBx4H),
-           "w_hh": jnp.einsum("tbh,tbg->hg", _previous(cache["h"], reverse), delta_TxBx4H),
+           "w_hh": dw_hh,
            "b": delta_TxBx4H.sum(axis=(0, 1))}
   return grads, jnp.einsum("tbg,ig->bti", delta_TxBx4H, params["w_ih"])
 
