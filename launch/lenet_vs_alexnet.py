@@ -26,6 +26,7 @@ from research import config_lib  # noqa: E402
 from research import models  # noqa: E402
 from research import optim  # noqa: E402
 from research import train  # noqa: E402
+from research import losses
 
 
 def full_alexnet_config() -> ml_collections.ConfigDict:
@@ -55,7 +56,7 @@ def forward_flops(model: models.Model, input_shape, batch: int = 1) -> float:
 
 def throughput(model: models.Model, input_shape, k: int, batch: int, seconds: float) -> float:
   """Training examples per second of the project's jitted step (median of 3 windows)."""
-  loss_fn = train.make_loss_fn(model, "softmax", 0.0, batch, k)
+  loss_fn = losses.make_loss_fn(model, "softmax", 0.0, batch, k)
   optimizer = optim.make_optimizer(config_lib.optimizer(learning_rate=0.01), 1)
   chunk = train.make_train_chunk(loss_fn, optimizer)
   params = jax.jit(model.init)(jax.random.key(0))

@@ -4,7 +4,7 @@
       --grad=both --seconds=10 --windows=5 --json=/tmp/project.json
 
 Each workload is built from a ConfigDict with `research.models.build`, trained with the loss of
-`research.train.make_loss_fn` (softmax, lambda = 0) and stepped by `research.train.make_train_chunk`
+`research.losses.make_loss_fn` (softmax, lambda = 0) and stepped by `research.train.make_train_chunk`
 (jitted, buffer-donating `lax.scan` that gathers each batch on the device from an index array)
 with SGD-momentum (eta = 0.01, momentum 0.9) from `research.optim.make_optimizer`, on synthetic
 float32 data. The workloads (shapes, batch sizes, layer sizes) and the model-FLOP formula
@@ -43,6 +43,7 @@ from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import gradients
+from research import losses
 from research import models
 from research import optim
 from research import train
@@ -242,8 +243,8 @@ def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int
   w = WORKLOADS[name]
   m = num_batches * w.batch
   model = models.build(model_config(name), w.input_shape, NUM_CLASSES)
-  loss_fn = train.make_loss_fn(model, "softmax", 0.0, m, NUM_CLASSES)
-  if grad == "manual" and w.model["name"] not in gradients.MANUAL_MODELS:
+  loss_fn = losses.make_loss_fn(model, "softmax", 0.0, m, NUM_CLASSES)
+  if grad == "manual" and w.model["name"] not in gradients.manual_models():
     return None
   config = ml_collections.ConfigDict({"grad": grad, "model": w.model,
                                       "loss": config_lib.loss("softmax")})

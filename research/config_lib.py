@@ -3,9 +3,14 @@
 A field missing from a config would make `--config.optimizer.clip_value=1` fail as an unknown
 key, so the groups below always carry all of their fields with their defaults.
 """
+import math
+import numbers
+from typing import NamedTuple
+
 import ml_collections
 
 from research import augment
+from research import errors
 
 
 def optimizer(**overrides) -> ml_collections.ConfigDict:
@@ -73,3 +78,113 @@ def base(**overrides) -> ml_collections.ConfigDict:
                                # validation loss, and keep the best params (0 = off)
   cfg.update(overrides)
   return cfg
+
+
+class Range(NamedTuple):
+  """The values a numeric field may take: an int or a finite real number in [low, high], with
+  an open end where low_open / high_open (None = unbounded)."""
+  integer: bool
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+
+  def describe(self) -> str:
+    kind = "an integer" if self.integer else "a finite number"
+    if self.low is not None and self.high is not None:
+      return (f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+              f"{')' if self.high_open else ']'}")
+    if self.low is not None:
+      return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+    return kind
+
+  def contains(self, value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+      return False
+    if self.integer and not isinstance(value, numbers.Integral):
+      return False
+    if not math.isfinite(value):
+      return False
+    if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+      return False
+    return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+
+_INT_POS, _INT_NONNEG = Range(True, 1), Range(True, 0)
+_NONNEG, _POS = Range(False, 0.0), Range(False, 0.0, low_open=True)
+_FRACTION = Range(False, 0.0, 1.0, high_open=True)      # [0, 1)
+_PROBABILITY = Range(False, 0.0, 1.0)                   # [0, 1]
+
+# Every numeric field the library reads, by its path in the config, with its real range.
+# Experiment-specific groups (config.experiment, config.lecture) are checked by their runners.
+RANGES: dict[str, Range] = {
+    "seed": _INT_NONNEG, "batch_size": _INT_POS, "num_steps": _INT_POS, "log_every": _INT_POS,
+    "eval_every": _INT_POS, "eval_batch_size": _INT_POS, "checkpoint_every": _INT_NONNEG,
+    "keep_checkpoints": _INT_POS, "early_stopping_patience": _INT_NONNEG,
+    "optimizer.learning_rate": _POS, "optimizer.warmup_steps": _INT_NONNEG,
+    "optimizer.decay_every": _INT_POS, "optimizer.decay_rate": _POS,
+    "optimizer.momentum": _FRACTION, "optimizer.b1": _FRACTION, "optimizer.b2": _FRACTION,
+    "optimizer.rms_decay": _FRACTION, "optimizer.adagrad_init": _NONNEG,
+    "optimizer.eps": _NONNEG, "optimizer.clip_value": _NONNEG,
+    "optimizer.clip_global_norm": _NONNEG, "optimizer.weight_decay": _NONNEG,
+    "loss.l2": _NONNEG, "loss.l1": _NONNEG,
+    "data.split_seed": _INT_NONNEG, "data.valid_fraction": _FRACTION,
+    "data.test_fraction": _FRACTION, "data.seq_len": _INT_POS, "data.stride": _INT_NONNEG,
+    "augment.crop_pad": _INT_NONNEG, "augment.flip_prob": _PROBABILITY,
+    "augment.max_shift": _INT_NONNEG, "augment.noise_std": _NONNEG,
+    "model.dropout": _FRACTION, "model.width": _POS,
+}
+
+
+def check_ranges(config, ranges: dict[str, Range] | None = None, prefix: str = "config") -> None:
+  """Raises ConfigError naming the first field of `ranges` (default RANGES) that the config
+  has and whose value is outside its range (NaN, inf and wrong types included)."""
+  for path, allowed in (RANGES if ranges is None else ranges).items():
+    node = config
+    for key in path.split("."):
+      node = node.get(key, _MISSING) if hasattr(node, "get") else _MISSING
+      if node is _MISSING:
+        break
+    if node is not _MISSING and not allowed.contains(node):
+      raise errors.ConfigError(f"{prefix}.{path}={node!r} must be {allowed.describe()}")
+
+
+_MISSING = object()
+
+
+def missing_field(e: Exception, group) -> str | None:
+  """The field a ConfigDict lookup failed on (AttributeError or KeyError), if `group` lacks it;
+  None for any other error (a bug, to be raised as is)."""
+  if not isinstance(e, (AttributeError, KeyError)) or not e.args:
+    return None
+  name = str(e.args[0]).strip("\"'")
+  return name if name.isidentifier() and hasattr(group, "keys") and name not in group else None
+
+
+def family_switch_error(group_name: str, group, field: str) -> errors.ConfigError:
+  """The one line for a family switched by override (e.g. --config.model.name=lenet5 on an MLP
+  config): the new family reads a field the group was not written with."""
+  name = group.get("name")
+  using = configs_using(name)
+  hint = f"e.g. --config={using[0]}" if using else "one that sets all of its fields"
+  return errors.ConfigError(
+      f"config.{group_name}.name={name!r} needs config.{group_name}.{field}, which this config "
+      f"does not have (its {group_name} group was written for another "
+      f"{'data set' if group_name == 'data' else group_name}: fields "
+      f"{', '.join(sorted(group.keys()))}); start from a config written for {name!r}, {hint}")
+
+
+def configs_using(name) -> list[str]:
+  """configs/*.py files (as configs/<file>) that name `name`: as a quoted string, or as the
+  module whose config() builds the group (a text search; no file is run)."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  pattern = re.compile(rf"""["']{re.escape(str(name))}["']|\b{re.escape(str(name))}\w*\.config\(""")
+  found = []
+  for path in sorted(glob.glob(os.path.join(folder, "*.py"))):
+    with open(path, encoding="utf-8") as f:
+      if pattern.search(f.read()):
+        found.append(f"configs/{os.path.basename(path)}")
+  return found

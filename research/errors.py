@@ -1,4 +1,12 @@
-"""Errors the experiment runner turns into one clear line and a non-zero exit."""
+"""Errors the runner turns into one clear line and a non-zero exit (research/main.py).
+
+  ConfigError, DataError, WorkdirError   exit 2: the input cannot be used; fix it and rerun
+  NonFiniteLossError                     exit 3: training diverged (the message names the step)
+  StorageError                           exit 4: reading or writing the workdir failed mid-run
+                                         (disk full, permission lost); what was saved is intact
+"""
+import math
+import numbers
 
 
 class ConfigError(ValueError):
@@ -9,8 +17,22 @@ class DataError(ValueError):
   """Data is missing or malformed; the message names the file/shape and the fix."""
 
 
+class WorkdirError(ValueError):
+  """The workdir cannot be used (not creatable, not a directory, read-only, held by another
+  run, or holding another experiment); the message names the path, the cause and the fix."""
+
+
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN/inf loss; the message names the step."""
+
+
+class StorageError(OSError):
+  """Writing or reading the workdir failed during a run; the message names the path, the
+  cause, the fix and what is still intact."""
+
+
+EXIT_CODES = ((ConfigError, 2), (DataError, 2), (WorkdirError, 2), (NonFiniteLossError, 3),
+              (StorageError, 4))
 
 
 def check_choice(field: str, value, allowed) -> None:
@@ -22,6 +44,12 @@ def check_choice(field: str, value, allowed) -> None:
 
 
 def check_positive(field: str, value) -> None:
-  """Raises ConfigError unless `value` is a positive number."""
-  if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+  """Raises ConfigError unless `value` is a positive, finite number."""
+  if (not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0
+      or not math.isfinite(value)):
     raise ConfigError(f"config.{field}={value!r} must be a positive number")
+
+
+def describe_os_error(e: OSError) -> str:
+  """'No space left on device' etc.: the OS's words for an OSError, without the errno noise."""
+  return e.strerror or str(e) or type(e).__name__

@@ -14,57 +14,36 @@ It prints a table for each dtype and the jitted gradient time of both, and exits
 array disagrees beyond TOLERANCES. Expected: every row "ok", float64 relative errors near
 1e-16. The computation is library code (check_model, time_model, run) for notebooks/tests.
 
-A model joins with @register(name): fn(key, batch, dtype) -> Problem.
+A model joins with research.backprop.core's @register_problem(name): fn(key, batch, dtype) ->
+Problem, next to its hand-written backward pass.
 """
 import functools
-import itertools
-import math
 import statistics
 import sys
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app
 from absl import flags
 
+from research import backprop
 from research import errors
-from research import models
-from research import train
-from research.backprop import alexnet as backprop_alexnet
-from research.backprop import inception as backprop_inception
-from research.backprop import layers as backprop_layers
-from research.backprop import lenet as backprop_lenet
 from research.backprop import mlp as backprop_mlp
-from research.backprop import sequence as backprop_sequence
+from research.backprop.core import Problem  # noqa: F401  Re-exported for problem authors.
 
 
 # rel: manual vs autodiff. fd: manual vs float64 central differences, whose own error
 # (truncation ~eps^4, rounding ~1e-16 |E| / eps) is 1e-11..1e-8 relative to <g, v>; in float32
 # the manual gradient's own rounding (~1e-7 ||g||) sets the fd error.
 TOLERANCES = {"float64": {"rel": 1e-10, "fd": 1e-6}, "float32": {"rel": 1e-4, "fd": 1e-3}}
-FD_EPS = 1e-3
 # A leaf whose autodiff gradient is below ZERO_GRAD x the whole gradient's norm is identically
 # 0 (attention's key bias b_k shifts a softmax row by a constant): manual, autodiff and fd all
 # hold rounding noise there, so its errors are measured against the whole gradient's norm.
 ZERO_GRAD = 1e-8
 NUM_DIRECTIONS = 2
-
-
-class Problem(NamedTuple):
-  """A loss and its hand-written gradient at one point."""
-  params: Any            # pytree of arrays
-  args: tuple            # the remaining positional arguments of loss_fn and grad_fn
-  loss_fn: Callable      # (params, *args) -> E, a scalar
-  grad_fn: Callable      # (params, *args) -> dE/dparams by hand, the same pytree as params
-  description: str       # one line: architecture, batch, lambda, m
-  # Central-difference steps; each direction's fd error is the smallest over them. A kinked
-  # loss (ReLU, max pooling) needs steps small enough to straddle no kink, and more than one:
-  # the smallest lose digits to rounding where <g, v> is small.
-  fd_eps: tuple[float, ...] = (FD_EPS,)
 
 
 class Row(NamedTuple):
@@ -79,19 +58,9 @@ class Row(NamedTuple):
 
 
 
-_PROBLEMS: dict[str, Callable] = {}
-
-
-def register(name: str):
-  """Decorator: makes `fn(key, batch, dtype) -> Problem` checkable as --model=name."""
-  def wrap(fn):
-    _PROBLEMS[name] = fn
-    return fn
-  return wrap
-
-
 def names() -> list[str]:
-  return sorted(_PROBLEMS)
+  """The registered gradient checks (research.backprop's register_problem)."""
+  return backprop.problem_names()
 
 
 def build(name: str, *, seed: int = 0, batch: int = 32, dtype: str = "float32") -> Problem:
@@ -101,9 +70,7 @@ def build(name: str, *, seed: int = 0, batch: int = 32, dtype: str = "float32") 
   Float64 arrays are made with x64 enabled; call the problem's functions inside
   `jax.enable_x64(True)` too, or they compute in float32.
   """
-  if name not in _PROBLEMS:
-    raise errors.ConfigError(
-        f"--model={name!r} has no gradient check; choose one of: " + ", ".join(names()))
+  backprop.problem_builder(name)  # ConfigError naming the choices for an unknown name
   if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
     raise errors.ConfigError(f"--batch={batch!r} must be a positive integer")
   dtype = str(jnp.dtype(dtype))
@@ -113,93 +80,12 @@ def build(name: str, *, seed: int = 0, batch: int = 32, dtype: str = "float32") 
 
 @functools.lru_cache(maxsize=32)
 def _build(name, seed, batch, dtype):
-  return _PROBLEMS[name](jax.random.key(seed), batch, jnp.dtype(dtype))
+  return backprop.problem_builder(name)(jax.random.key(seed), batch, jnp.dtype(dtype))
 
 
 @functools.lru_cache(maxsize=32)
 def _autodiff(loss_fn: Callable) -> Callable:
   return jax.grad(loss_fn)
-
-
-def random_like(key: jax.Array, tree, dtype) -> Any:
-  """Standard normals shaped like `tree` (a pytree of ShapeDtypeStructs), in `dtype`.
-
-  One draw split into leaves: each jax.random call costs its own compile time, and a
-  check has no use for independent streams per leaf.
-  """
-  leaves, treedef = jax.tree.flatten(tree)
-  sizes = [math.prod(leaf.shape) for leaf in leaves]
-  z = jax.random.normal(key, (sum(sizes),), jnp.float32).astype(dtype)
-  parts = jnp.split(z, list(itertools.accumulate(sizes))[:-1])
-  return jax.tree.unflatten(treedef, [p.reshape(leaf.shape) for p, leaf in zip(parts, leaves)])
-
-
-def classifier_problem(key: jax.Array, batch: int, dtype, model_cfg, input_shape: tuple,
-                       make_value_and_grad: Callable, description: str,
-                       fd_eps: tuple[float, ...] = (1e-4, 1e-5, 1e-6)) -> Problem:
-  """A Problem for a registered model with a softmax output: params = init + 0.1 N(0, 1) (no
-  bias exactly 0), random inputs and labels, K = 10, lambda = 1, m = 4B, and dropout masks from
-  one fixed key shared by the loss and the hand-written backward pass.
-
-  make_value_and_grad(model_cfg, input_shape, output, lam, m, k) -> the manual drop-in for
-  jax.value_and_grad(train.make_loss_fn(...)). The default fd steps are small because ReLU
-  and max pooling are kinked: a step must straddle no kink.
-  """
-  k, lam, m = 10, 1.0, 4 * batch
-  model = models.build(model_cfg, input_shape, k)
-  # An RBG key compiles its random bits ~10x faster than threefry on CPU; any key fixes a mask.
-  key_drop = jax.random.key(int(jax.random.key_data(key)[-1]), impl="rbg")
-
-  @jax.jit
-  def make_arrays(key):
-    init = jax.tree.map(lambda p: p.astype(dtype), model.init(key))
-    shapes = {"params": init, "x": jax.ShapeDtypeStruct((batch, *input_shape), dtype),
-              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
-    z = random_like(jax.random.fold_in(key, 1), shapes, dtype)
-    params = jax.tree.map(lambda p, n: p + 0.1 * n, init, z["params"])
-    return params, z["x"], jnp.argmax(z["z"], axis=-1)
-
-  params, x, labels = make_arrays(key)
-  loss_fn = train.make_loss_fn(model, "softmax", lam, m, k)
-  value_and_grad = make_value_and_grad(model_cfg, input_shape, "softmax", lam, m, k)
-  return Problem(
-      params=params, args=(x, labels),
-      loss_fn=lambda p, x, labels: loss_fn(p, x, labels, key_drop)[0],
-      grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, key_drop)[1],
-      fd_eps=fd_eps,
-      description=f"{description}, {input_shape} -> {k}, softmax, B={batch}, lambda={lam}, m={m}")
-
-
-@register("mlp")
-def _mlp_problem(key, batch, dtype) -> Problem:
-  """The lecture's network and cost: sigmoid hidden and output units, lambda > 0, B < m."""
-  d_in, hidden, k = 20, (32, 16), 10
-  lam, m = 1.0, 4 * batch  # a mini-batch of B out of m = 4B training examples
-  model_cfg = ml_collections.ConfigDict(
-      {"name": "mlp", "hidden_sizes": hidden, "activation": "sigmoid"})
-  model = models.build(model_cfg, (d_in,), k)
-
-  @jax.jit
-  def make_arrays(key):
-    shapes = {"params": jax.eval_shape(model.init, key),
-              "x": jax.ShapeDtypeStruct((batch, d_in), dtype),
-              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
-    z = random_like(key, shapes, dtype)
-    # w ~ N(0, 1/fan_in) as model.init draws them; non-zero biases, so that a bias read
-    # wrongly shows up.
-    params = [{"w": layer["w"] / jnp.sqrt(layer["w"].shape[0]).astype(dtype),
-               "b": 0.1 * layer["b"]} for layer in z["params"]]
-    return params, z["x"], jnp.argmax(z["z"], axis=-1)  # argmax: uniform random labels
-
-  params, x_BxD, labels_B = make_arrays(key)
-  loss_fn = train.make_loss_fn(model, "sigmoid", lam, m, k)
-  value_and_grad = backprop_mlp.make_value_and_grad("sigmoid", "sigmoid", lam, m, k)
-  return Problem(
-      params=params, args=(x_BxD, labels_B),
-      loss_fn=lambda p, x, labels: loss_fn(p, x, labels, None)[0],
-      grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, None)[1],
-      description=(f"mlp {(d_in, *hidden, k)}, sigmoid hidden and output units, B={batch}, "
-                   f"lambda={lam}, m={m}"))
 
 
 def compare(problem: Problem, *, model: str, dtype: str, key: jax.Array,
@@ -278,7 +164,7 @@ def _unit_directions(key, params):
                         jax.tree.leaves(params))
   dtype = jax.tree.leaves(params)[0].dtype
   return [v / jnp.linalg.norm(v.reshape(NUM_DIRECTIONS, -1), axis=1).reshape(
-      (NUM_DIRECTIONS,) + (1,) * (v.ndim - 1)) for v in random_like(key, shapes, dtype)]
+      (NUM_DIRECTIONS,) + (1,) * (v.ndim - 1)) for v in backprop.core.random_like(key, shapes, dtype)]
 
 
 def check_model(name: str, dtype: str = "float64", *, seed: int = 0, batch: int = 32,
@@ -383,20 +269,6 @@ def run(model_names: Sequence[str], *, seed: int = 0, batch: int = 32,
     return 1
   echo(f"\nall {len(all_rows)} arrays agree")
   return 0
-
-
-register("lenet5_faithful")(backprop_lenet.problem_lenet5_faithful)
-register("lenet5_classic")(backprop_lenet.problem_lenet5_classic)
-register("lenet5_modern")(backprop_lenet.problem_lenet5_modern)
-register("conv_layers")(backprop_layers.problem_conv_layers)
-register("alexnet_small")(backprop_alexnet.problem_alexnet_small)
-register("inception")(backprop_inception.problem_inception)
-register("lstm_classifier")(backprop_sequence.problem_lstm)
-register("lstm_classifier_bidirectional")(functools.partial(
-    backprop_sequence.problem_lstm, num_layers=2, bidirectional=True, readout="mean"))
-register("transformer_block")(backprop_sequence.problem_transformer_block)
-register("transformer_classifier")(backprop_sequence.problem_transformer_classifier)
-register("char_transformer")(backprop_sequence.problem_char_transformer)
 
 
 def define_flags() -> None:

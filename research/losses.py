@@ -8,6 +8,8 @@ them. A mini-batch step uses the mean over the batch (an unbiased estimate of th
 and keeps m = the training-set size in lambda/2m, so every mini-batch gradient is an unbiased
 estimate of the full-batch dE/dw. Biases are not penalised.
 """
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -63,3 +65,29 @@ def predictions(logits_BxK: jax.Array) -> jax.Array:
   if logits_BxK.shape[-1] == 1:
     return (logits_BxK[:, 0] > 0).astype(jnp.int32)
   return jnp.argmax(logits_BxK, axis=-1)
+
+
+def num_outputs(config, dataset) -> int:
+  """K: one sigmoid unit for a binary task, else one unit per class."""
+  if config.loss.output == "sigmoid" and dataset.num_classes == 2:
+    return 1
+  return dataset.num_classes
+
+
+def make_loss_fn(model, output: str, lam: float, m: int, k: int,
+                 lam1: float = 0.0) -> Callable:
+  """E(params, x, labels, rng) -> (E, aux): the data term averaged over the batch
+  + (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|]."""
+  data_loss = DATA_LOSSES[output]
+
+  def loss_fn(params, x, labels, rng):
+    logits_BxK = model.apply(params, x, train=True, rng=rng)
+    y_BxK = one_hot_targets(labels, k, logits_BxK.dtype)
+    data_term = data_loss(logits_BxK, y_BxK).mean()
+    E = data_term + l2_penalty(params, lam, m)
+    if lam1:
+      E = E + l1_penalty(params, lam1, m)
+    accuracy = (predictions(logits_BxK) == labels).mean()
+    return E, {"data_loss": data_term, "accuracy": accuracy}
+
+  return loss_fn

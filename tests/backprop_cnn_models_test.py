@@ -1,7 +1,7 @@
 """Hand-written AlexNet and inception gradients (research/backprop/alexnet.py, inception.py)
 agree with jax.grad.
 
-The reference is jax.value_and_grad of the training loss the runner uses: train.make_loss_fn
+The reference is jax.value_and_grad of the training loss the runner uses: losses.make_loss_fn
 over the registered model, independent of the code under test. Both models run at their
 gradcheck configs (tiny widths and inputs, with LRN, grouped convs and dropout on).
 """
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from research import errors
+from research import losses
 from research import models
-from research import train
 from research.backprop import alexnet as backprop_alexnet
 from research.backprop import inception as backprop_inception
 
@@ -61,7 +61,7 @@ def _manual_and_autodiff(name, conv_impl="xla"):
   shared by the dtypes; the loss has lambda and lambda_1 > 0 and dropout on."""
   module, cfg = MODULES[name], _cfg(name, conv_impl=conv_impl)
   model = models.build(cfg, module.SMALL_INPUT, K)
-  reference = jax.value_and_grad(train.make_loss_fn(model, "softmax", LAM, M, K, LAM1),
+  reference = jax.value_and_grad(losses.make_loss_fn(model, "softmax", LAM, M, K, LAM1),
                                  has_aux=True)
   manual = module.make_value_and_grad(cfg, module.SMALL_INPUT, "softmax", LAM, M, K, LAM1)
   return jax.jit(lambda *args: (manual(*args), reference(*args)))

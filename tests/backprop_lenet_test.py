@@ -1,6 +1,6 @@
 """Hand-written LeNet-5 gradients (research/backprop/lenet.py) agree with jax.grad.
 
-The reference is jax.grad of the training loss the runner uses: train.make_loss_fn over the
+The reference is jax.grad of the training loss the runner uses: losses.make_loss_fn over the
 registered lenet5 model (research/models/lenet.py), independent of the code under test.
 """
 import functools
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from research import errors
+from research import losses
 from research import models
-from research import train
 from research.backprop import lenet as backprop_lenet
 
 TOL = {"float64": 1e-10, "float32": 1e-4}
@@ -62,7 +62,7 @@ def _arrays(variant, dtype, k=K):
 def _manual_and_autodiff(variant, conv_impl="xla"):
   """One jitted (params, x, labels) -> (manual, autodiff) per variant, shared by the dtypes.
   The reference's convs are lax.conv; the manual pass uses conv_impl's primitives."""
-  loss_fn = train.make_loss_fn(_model(variant), "softmax", LAM, M, K)
+  loss_fn = losses.make_loss_fn(_model(variant), "softmax", LAM, M, K)
 
   @jax.jit
   def fn(params, x, labels):
@@ -98,7 +98,7 @@ def test_faithful_c3_gradient_covers_only_the_papers_connections():
     ("modern", "softmax", 4, 0.0),
 ])
 def test_make_value_and_grad_matches_the_trainers_value_and_grad(variant, output, k, lam1):
-  reference = jax.value_and_grad(train.make_loss_fn(_model(variant, k), output, LAM, M, k, lam1),
+  reference = jax.value_and_grad(losses.make_loss_fn(_model(variant, k), output, LAM, M, k, lam1),
                                  has_aux=True)
   manual = backprop_lenet.make_value_and_grad(variant, output, LAM, M, k, lam1)
   params, x, labels = _arrays(variant, "float32", k)

@@ -1,7 +1,7 @@
 """Hand-written backprop for the lecture's MLP agrees with jax.grad (research/backprop/mlp.py).
 
 The reference is built independently of the code under test: jax.grad of the library's
-forward pass (models/mlp.apply) and cost (losses.py, train.make_loss_fn).
+forward pass (models/mlp.apply) and cost (losses.py, losses.make_loss_fn).
 """
 import functools
 
@@ -175,7 +175,7 @@ def test_make_value_and_grad_matches_the_trainers_value_and_grad(activation, out
   cfg = ml_collections.ConfigDict(
       {"name": "mlp", "hidden_sizes": (5, 4), "activation": activation})
   model = models.build(cfg, input_shape, k)  # Only its apply: params come from the pool.
-  reference = jax.value_and_grad(train.make_loss_fn(model, output, lam, m, k, lam1),
+  reference = jax.value_and_grad(losses.make_loss_fn(model, output, lam, m, k, lam1),
                                  has_aux=True)
   manual = backprop_mlp.make_value_and_grad(activation, output, lam, m, k, lam1=lam1)
 
@@ -197,7 +197,7 @@ def test_trainer_steps_with_the_manual_gradient_follow_the_autodiff_ones():
   lam, m, batch, steps, k = 1e-2, 64, 8, 5, 3
   cfg = ml_collections.ConfigDict({"name": "mlp", "hidden_sizes": (6,), "activation": "tanh"})
   model = models.build(cfg, (4,), k)
-  loss_fn = train.make_loss_fn(model, "sigmoid", lam, m, k)
+  loss_fn = losses.make_loss_fn(model, "sigmoid", lam, m, k)
   optimizer = optim.make_optimizer(config_lib.optimizer(name="momentum", learning_rate=0.5),
                                    steps)
   manual = backprop_mlp.make_value_and_grad("tanh", "sigmoid", lam, m, k)

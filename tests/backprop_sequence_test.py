@@ -2,7 +2,7 @@
 
 The references are independent of the code under test: jax.vjp of each block's forward pass in
 research/models (lstm.lstm, lstm.bilstm, attention.multi_head_attention, layers.layer_norm,
-layers.embed, attention.transformer_block) and jax.value_and_grad of train.make_loss_fn for the
+layers.embed, attention.transformer_block) and jax.value_and_grad of losses.make_loss_fn for the
 whole models. Float64 (x64 scoped to each test) within 1e-10, float32 within 1e-4.
 """
 import functools
@@ -14,7 +14,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+from research import backprop
 from research import errors
+from research import losses
 from research import models
 from research import train
 from research.backprop import sequence
@@ -261,8 +263,8 @@ def test_model_value_and_grad_matches_the_trainers(name, dtype):
   with jax.enable_x64(dtype == "float64"):
     model, input_shape, k, params, x, labels = _inputs(name, cfg, dtype)
     cfg = ml_collections.ConfigDict(cfg)
-    manual = sequence.VALUE_AND_GRADS[cfg.name](cfg, input_shape, k, output, LAM, M, lam1)
-    reference = jax.value_and_grad(train.make_loss_fn(model, output, LAM, M, k, lam1),
+    manual = backprop.manual_builder(cfg.name)(cfg, input_shape, k, output, LAM, M, lam1)
+    reference = jax.value_and_grad(losses.make_loss_fn(model, output, LAM, M, k, lam1),
                                    has_aux=True)
     rng = jax.random.key(3) if cfg.dropout else None
     (E, aux), grads = jax.jit(manual)(params, x, labels, rng)
@@ -285,8 +287,8 @@ def test_transformer_without_input_projection_reads_tokens_as_they_are():
     params = _random_params(30, model.init, "float64")
     x, = _normals(31, ((B, *input_shape),), "float64")
     labels = np.arange(B) % K
-    manual = sequence.VALUE_AND_GRADS[cfg.name](cfg, input_shape, K, "softmax", LAM, M)
-    reference = jax.value_and_grad(train.make_loss_fn(model, "softmax", LAM, M, K),
+    manual = backprop.manual_builder(cfg.name)(cfg, input_shape, K, "softmax", LAM, M)
+    reference = jax.value_and_grad(losses.make_loss_fn(model, "softmax", LAM, M, K),
                                    has_aux=True)
     (_, grads), (_, grads_ref) = jax.jit(lambda *a: (manual(*a), reference(*a)))(
         params, x, labels, None)
@@ -301,7 +303,7 @@ def test_trainer_chunk_runs_the_manual_gradient_like_autodiff():
   import optax
   cfg, output, *_ = MODELS["lstm_last"]
   model, input_shape, k, params, x, labels = _inputs("lstm_last", cfg, "float32")
-  loss_fn = train.make_loss_fn(model, output, LAM, M, k)
+  loss_fn = losses.make_loss_fn(model, output, LAM, M, k)
   manual = sequence.make_lstm_classifier_value_and_grad(ml_collections.ConfigDict(cfg),
                                                         input_shape, k, output, LAM, M)
   optimizer = optax.sgd(0.5)

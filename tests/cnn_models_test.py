@@ -261,7 +261,7 @@ def test_config_builds_its_model_for_digits_at_32(module):
   config = module.get_config()
   assert config.data.name == "digits" and config.data.image_size == 32
   assert config.loss.output == "softmax"
-  m = models._BUILDERS[config.model.name](config.model, (32, 32, 1), 10)
+  m = models.core._BUILDERS[config.model.name](config.model, (32, 32, 1), 10)
   params = jax.eval_shape(m.init, KEY)
   x = jax.ShapeDtypeStruct((4, 32, 32, 1), jnp.float32)
   assert jax.eval_shape(m.apply, params, x).shape == (4, 10)

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import pytest
 from absl import flags
 
+from research import backprop
 from research import errors
 from research import gradcheck
 
@@ -46,8 +47,8 @@ def _quadratic(key, batch, dtype, wrong=False):
 
 
 def test_registry_takes_new_models_and_run_exit_code_reports_failures(monkeypatch):
-  monkeypatch.setitem(gradcheck._PROBLEMS, "quadratic", _quadratic)
-  monkeypatch.setitem(gradcheck._PROBLEMS, "quadratic_wrong",
+  monkeypatch.setitem(backprop.core._PROBLEMS, "quadratic", _quadratic)
+  monkeypatch.setitem(backprop.core._PROBLEMS, "quadratic_wrong",
                       lambda *a: _quadratic(*a, wrong=True))
   assert "quadratic" in gradcheck.names()
   printed = []

@@ -65,8 +65,7 @@ def test_full_cost_on_a_tiny_network_by_hand():
   sigma2 = _sigmoid(-3.0 * sigma1 + 1.0)
   lam, m = 0.2, 4
   expected = -math.log(sigma2) + lam / (2 * m) * (2.0**2 + 3.0**2)
-  from research import train
-  loss_fn = train.make_loss_fn(model, "sigmoid", lam, m, 1)
+  loss_fn = losses.make_loss_fn(model, "sigmoid", lam, m, 1)
   E, aux = loss_fn(params, x, label, None)
   assert float(E) == pytest.approx(expected, rel=1e-6)
   assert float(aux["accuracy"]) == float(sigma2 > 0.5)

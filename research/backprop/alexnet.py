@@ -12,7 +12,7 @@ layers of research/backprop/layers.py in reverse, carrying dE/dsigma^l down:
   conv2, conv1  max pool, LRN's backward (when model.lrn), ReLU, conv2d_backward
            (conv1 with its stride and padding; its dE/dx is unused and jit drops it)
 
-The cost is train.make_loss_fn's: the data term averaged over the B examples, plus
+The cost is losses.make_loss_fn's: the data term averaged over the B examples, plus
 (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] over the "w" leaves. Dropout needs the rng the
 trainer passes: its keys are split exactly as alexnet.apply splits them, so the masks agree.
 """
@@ -23,8 +23,8 @@ import ml_collections
 
 from research import errors
 from research import models
+from research.backprop import core
 from research.backprop import layers as backprop_layers
-from research.backprop import sequence as backprop_sequence
 from research.models import alexnet as alexnet_model
 from research.models import layers
 
@@ -93,9 +93,10 @@ def backward(params: dict, s: dict, delta_out: jax.Array, cfg) -> dict:
   return {"conv": g_conv, "fc": g_fc}
 
 
+@core.register_manual("alexnet")
 def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, lam: float,
                         m: int, num_outputs: int, lam1: float = 0.0):
-  """A drop-in for jax.value_and_grad(train.make_loss_fn(alexnet, output, lam, m, K, lam1),
+  """A drop-in for jax.value_and_grad(losses.make_loss_fn(alexnet, output, lam, m, K, lam1),
   has_aux=True).
 
   Returns value_and_grad(params, x_NHWC, labels_N, rng) -> ((E, {"data_loss", "accuracy"}),
@@ -103,7 +104,7 @@ def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, la
   None when model_cfg.dropout == 0).
   """
   models.build(model_cfg, input_shape, num_outputs)  # The model's own config errors.
-  backprop_sequence._check_loss(output, lam, m, lam1)
+  backprop_layers.check_loss(output, lam, m, lam1)
   if model_cfg.dropout > 0:
     def check_rng(rng):
       if rng is None:
@@ -116,14 +117,14 @@ def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, la
     check_rng(rng)
     return forward(params, x_NHWC, rng, model_cfg)
 
-  return backprop_sequence._value_and_grad(
+  return backprop_layers.value_and_grad_from(
       fwd, functools.partial(backward, cfg=model_cfg), num_outputs, output, lam, m, lam1)
 
 
 def alexnet_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, rng, *,
                          model_cfg, output: str, lam: float, m: int, num_outputs: int,
                          lam1: float = 0.0) -> dict:
-  """dE/dparams of train.make_loss_fn(alexnet, output, lam, m, K, lam1) at (x, labels, rng),
+  """dE/dparams of losses.make_loss_fn(alexnet, output, lam, m, K, lam1) at (x, labels, rng),
   by hand: the same pytree as jax.grad of that loss."""
   value_and_grad = make_value_and_grad(model_cfg, x_NHWC.shape[1:], output, lam, m,
                                        num_outputs, lam1)
@@ -141,13 +142,12 @@ SMALL = {"name": "alexnet", "conv_channels": (64, 192, 384, 256, 256),
 SMALL_INPUT = (16, 16, 1)
 
 
+@core.register_problem("alexnet_small")
 def problem_alexnet_small(key: jax.Array, batch: int, dtype):
   """gradcheck.Problem: AlexNet at SMALL on 16 x 16 x 1 inputs, K = 10, softmax, lambda > 0,
   B < m, dropout with a fixed key (the same masks in the loss and the backward pass)."""
-  from research import gradcheck  # gradcheck imports the backprop modules; avoid a cycle.
-
   cfg = ml_collections.ConfigDict(SMALL)
-  return gradcheck.classifier_problem(
+  return core.classifier_problem(
       key, batch, dtype, cfg, SMALL_INPUT, make_value_and_grad,
       f"alexnet width={cfg.width} (4-12-24-16-16 maps, groups {cfg.groups}, LRN, "
       f"fc {cfg.fc_sizes}, dropout {cfg.dropout})")

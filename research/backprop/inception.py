@@ -11,7 +11,7 @@ The backward pass runs research/backprop/layers.py's layers in reverse:
   pool     max pool 3x3/2 SAME before each block routes to the argmax
   stem     ReLU, conv2d_backward (its dE/dx is unused and jit drops it)
 
-The cost is train.make_loss_fn's: the data term averaged over the B examples, plus
+The cost is losses.make_loss_fn's: the data term averaged over the B examples, plus
 (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] over the "w" leaves.
 """
 
@@ -21,8 +21,8 @@ import ml_collections
 
 from research import errors
 from research import models
+from research.backprop import core
 from research.backprop import layers as backprop_layers
-from research.backprop import sequence as backprop_sequence
 from research.models import layers
 
 _BRANCHES = ("b1", "b3", "b5", "pool_proj")  # inception_block's concatenation order
@@ -98,9 +98,10 @@ def backward(params: dict, s: dict, delta_out: jax.Array, rng, rate: float,
   return {name: grads[name] for name in params}
 
 
+@core.register_manual("inception")
 def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, lam: float,
                         m: int, num_outputs: int, lam1: float = 0.0):
-  """A drop-in for jax.value_and_grad(train.make_loss_fn(inception, output, lam, m, K, lam1),
+  """A drop-in for jax.value_and_grad(losses.make_loss_fn(inception, output, lam, m, K, lam1),
   has_aux=True).
 
   Returns value_and_grad(params, x_NHWC, labels_N, rng) -> ((E, {"data_loss", "accuracy"}),
@@ -108,7 +109,7 @@ def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, la
   None when model_cfg.dropout == 0).
   """
   models.build(model_cfg, input_shape, num_outputs)  # The model's own config errors.
-  backprop_sequence._check_loss(output, lam, m, lam1)
+  backprop_layers.check_loss(output, lam, m, lam1)
   rate = model_cfg.dropout
   conv_impl = models.conv_impl(model_cfg)
 
@@ -123,13 +124,13 @@ def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, la
     saved, rng = cache
     return backward(params, saved, delta_out, rng, rate, conv_impl)
 
-  return backprop_sequence._value_and_grad(fwd, bwd, num_outputs, output, lam, m, lam1)
+  return backprop_layers.value_and_grad_from(fwd, bwd, num_outputs, output, lam, m, lam1)
 
 
 def inception_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, rng, *,
                            model_cfg, output: str, lam: float, m: int, num_outputs: int,
                            lam1: float = 0.0) -> dict:
-  """dE/dparams of train.make_loss_fn(inception, output, lam, m, K, lam1) at (x, labels, rng),
+  """dE/dparams of losses.make_loss_fn(inception, output, lam, m, K, lam1) at (x, labels, rng),
   by hand: the same pytree as jax.grad of that loss."""
   value_and_grad = make_value_and_grad(model_cfg, x_NHWC.shape[1:], output, lam, m,
                                        num_outputs, lam1)
@@ -145,12 +146,11 @@ SMALL = {"name": "inception", "stem_channels": 4,
 SMALL_INPUT = (8, 8, 1)
 
 
+@core.register_problem("inception")
 def problem_inception(key: jax.Array, batch: int, dtype):
   """gradcheck.Problem: the inception net at SMALL on 8 x 8 x 1 inputs, K = 10, softmax,
   lambda > 0, B < m, dropout with a fixed key (the same mask in the loss and backward pass)."""
-  from research import gradcheck  # gradcheck imports the backprop modules; avoid a cycle.
-
   cfg = ml_collections.ConfigDict(SMALL)
-  return gradcheck.classifier_problem(
+  return core.classifier_problem(
       key, batch, dtype, cfg, SMALL_INPUT, make_value_and_grad,
       f"inception stem {cfg.stem_channels}, blocks {cfg.blocks}, dropout {cfg.dropout}")

@@ -21,12 +21,16 @@ With delta = dE/dsum, the gradient with respect to a layer's pre-activation sum:
 All functions are vectorised over the batch and jittable; the only Python loops run over the
 kh x kw offsets of a pooling window.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from research import errors
 from research import losses
+from research.backprop import core
 from research.backprop import mlp as backprop_mlp
 from research.models import layers
 
@@ -311,7 +315,57 @@ def dropout_backward(rng: jax.Array | None, dE_dy: jax.Array, rate: float,
   return jnp.where(kept_scale != 0, dE_dy / (1.0 - rate), jnp.zeros_like(dE_dy))
 
 
+# ------------------------------------------------------------------- the training cost
+
+
+def check_loss(output: str, lam, m, lam1) -> None:
+  """Python numbers only: traced values are the caller's to check."""
+  errors.check_choice("loss.output", output, backprop_mlp.OUTPUTS)
+  if isinstance(m, (int, float)) and not m > 0:
+    raise errors.ConfigError(f"m={m!r} (the number of training examples in lambda/2m) must be "
+                             "positive")
+  for field, value in (("lam", lam), ("lam1", lam1)):
+    if isinstance(value, (int, float)) and value < 0:
+      raise errors.ConfigError(f"{field}={value!r} must be >= 0")
+
+
+def with_penalty(grads, params, lam, m, lam1):
+  """Adds d/dw of (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] to the leaves that
+  losses.l2_penalty decays (losses.is_weight: w, w_ih, w_hh, wq, ...)."""
+  def add(path, g, w):
+    if not losses.is_weight(path):
+      return g
+    g = g + (lam / m) * w
+    if lam1:  # sign(0) = 0, as jax.grad of |w|.
+      g = g + (lam1 / m) * jnp.sign(w)
+    return g
+  return jax.tree_util.tree_map_with_path(add, grads, params)
+
+
+def value_and_grad_from(forward, backward, num_outputs, output, lam, m, lam1):
+  """E, its pieces and dE/dparams from forward(params, x, rng) -> (logits, cache) and
+  backward(params, cache, delta^L) -> data-term grads."""
+  data_loss = losses.DATA_LOSSES[output]
+
+  def value_and_grad(params, x, labels, rng):
+    logits, cache = forward(params, x, rng)
+    y = losses.one_hot_targets(labels, num_outputs, logits.dtype)
+    data_term = data_loss(logits, y).mean()
+    E = data_term + losses.l2_penalty(params, lam, m)
+    if lam1:
+      E = E + losses.l1_penalty(params, lam1, m)
+    accuracy = (losses.predictions(logits.reshape(-1, logits.shape[-1]))
+                == labels.reshape(-1)).mean()
+    # E averages the data term over every example (and time step): delta^L carries 1/(B T).
+    delta_L = backprop_mlp.output_layer_delta(logits, y, output) / math.prod(logits.shape[:-1])
+    grads = with_penalty(backward(params, cache, delta_L), params, lam, m, lam1)
+    return (E, {"data_loss": data_term, "accuracy": accuracy}), grads
+
+  return value_and_grad
+
+
 # ------------------------------------------------------------------------------ gradient check
+
 
 # The stack of problem_conv_layers: every backward pass above in one network.
 _STACK = {"in": (9, 9, 4), "k": 5, "rate": 0.3, "lrn": (1.0, 3, 0.5, 0.75)}
@@ -344,11 +398,10 @@ def _stack_backward(params: dict, s: dict, rng: jax.Array, delta_NxK: jax.Array)
   return grads
 
 
+@core.register_problem("conv_layers")
 def problem_conv_layers(key: jax.Array, batch: int, dtype):
   """gradcheck.Problem: the layer stack of _stack_forward, softmax cross-entropy + (lambda/2m)
   sum w^2, with a fixed dropout key (the same mask in the loss and the backward pass)."""
-  from research import gradcheck  # gradcheck imports backprop.mlp; avoid a cycle.
-
   lam, m, k = 0.5, 4 * batch, _STACK["k"]
   # The dropout key is an RBG key seeded from `key`: its random bits compile about 10x faster
   # than threefry's on CPU, and any fixed key gives a fixed mask.
@@ -364,7 +417,7 @@ def problem_conv_layers(key: jax.Array, batch: int, dtype):
     shapes = {"params": jax.eval_shape(init),
               "x": jax.ShapeDtypeStruct((batch, *_STACK["in"]), dtype),
               "z": jax.ShapeDtypeStruct((batch, k), dtype)}
-    z = gradcheck.random_like(key, shapes, dtype)
+    z = core.random_like(key, shapes, dtype)
     # w ~ N(0, 1/fan_in), as LeCun init; non-zero biases, so that a bias read wrongly shows.
     params = {name: {"w": p["w"] / np.sqrt(np.prod(p["w"].shape[:-1])).astype(dtype),
                      "b": 0.1 * p["b"]} for name, p in z["params"].items()}
@@ -384,7 +437,7 @@ def problem_conv_layers(key: jax.Array, batch: int, dtype):
         logits, losses.one_hot_targets(labels_N, k, logits.dtype)))
     return {name: dict(g, w=g["w"] + (lam / m) * params[name]["w"]) for name, g in grads.items()}
 
-  return gradcheck.Problem(
+  return core.Problem(
       params=params, args=(x, labels), loss_fn=loss_fn, grad_fn=grad_fn,
       # Max pooling and ReLU are kinked: small difference steps, so as to straddle no kink.
       fd_eps=(1e-4, 1e-5, 1e-6),

@@ -14,7 +14,7 @@ delta^l = dE/dsum^l = dE/dsigma^l f'(sum^l) at each squashing unit:
        gradient read at the (input map, output map) pairs of the paper's Table I
   S2, C1 as S4, C3.
 
-The cost is train.make_loss_fn's: the data term averaged over the B examples, plus
+The cost is losses.make_loss_fn's: the data term averaged over the B examples, plus
 (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] over the "w" leaves (the faithful variant's
 subsampling coefficients are not weights and are not penalised). Every variant is covered:
 faithful, classic, modern.
@@ -28,6 +28,8 @@ import numpy as np
 
 from research import errors
 from research import losses
+from research import models
+from research.backprop import core
 from research.backprop import layers as backprop_layers
 from research.backprop import mlp as backprop_mlp
 from research.models import layers
@@ -131,7 +133,7 @@ def lenet_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, *,
                        variant: str, lam: float, m: int, num_outputs: int,
                        output: str = "softmax", lam1: float = 0.0,
                        conv_impl: str = "xla") -> dict:
-  """dE/dparams of train.make_loss_fn(lenet5, output, lam, m, K, lam1), by hand: the same
+  """dE/dparams of losses.make_loss_fn(lenet5, output, lam, m, K, lam1), by hand: the same
   pytree as jax.grad of that loss.
 
   Args:
@@ -153,7 +155,7 @@ def lenet_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, *,
 
 def make_value_and_grad(variant: str, output: str, lam: float, m: int, num_outputs: int,
                         lam1: float = 0.0, conv_impl: str = "xla"):
-  """A drop-in for jax.value_and_grad(train.make_loss_fn(...), has_aux=True) on LeNet-5.
+  """A drop-in for jax.value_and_grad(losses.make_loss_fn(...), has_aux=True) on LeNet-5.
 
   Returns value_and_grad(params, x_NHWC, labels_N, rng) -> ((E, {"data_loss", "accuracy"}),
   grads) from one forward and one hand-written backward pass.
@@ -177,6 +179,15 @@ def make_value_and_grad(variant: str, output: str, lam: float, m: int, num_outpu
   return value_and_grad
 
 
+@core.register_manual("lenet5")
+def _manual(model_cfg, input_shape, *, num_outputs: int, output: str, lam: float, m: int,
+            lam1: float = 0.0):
+  """config.grad=manual: make_value_and_grad for config.model's variant and conv_impl."""
+  del input_shape  # LeNet-5's geometry is fixed by the variant.
+  return make_value_and_grad(model_cfg.variant, output, lam, m, num_outputs, lam1=lam1,
+                             conv_impl=models.conv_impl(model_cfg))
+
+
 # ------------------------------------------------------------------------------ gradient check
 
 
@@ -185,9 +196,6 @@ def problem_lenet5(key: jax.Array, batch: int, dtype, variant: str = "faithful")
 
   32 x 32 x 1 standard normal images, uniform random labels, K = 10.
   """
-  from research import gradcheck  # gradcheck imports backprop.mlp; avoid a cycle.
-  from research import models
-  from research import train
 
   k, lam, m = 10, 1.0, 4 * batch
   model = models.build(ml_collections.ConfigDict({"name": "lenet5", "variant": variant}),
@@ -207,18 +215,18 @@ def problem_lenet5(key: jax.Array, batch: int, dtype, variant: str = "faithful")
     shapes = {"params": jax.eval_shape(model.init, key),
               "x": jax.ShapeDtypeStruct((batch, 32, 32, 1), dtype),
               "z": jax.ShapeDtypeStruct((batch, k), dtype)}
-    z = gradcheck.random_like(key, shapes, dtype)
+    z = core.random_like(key, shapes, dtype)
     params = jax.tree_util.tree_map_with_path(draw, z["params"])
     return params, z["x"], jnp.argmax(z["z"], axis=-1)  # argmax: uniform random labels
 
   params, x, labels = make_arrays(key)
-  loss_fn = train.make_loss_fn(model, "softmax", lam, m, k)
+  loss_fn = losses.make_loss_fn(model, "softmax", lam, m, k)
   value_and_grad = make_value_and_grad(variant, "softmax", lam, m, k)
   # ReLU and max pooling are kinked: with eps = 1e-3 the difference stencil straddles kinks of
   # some of the B x 28 x 28 x 6 units of C1 and is off by ~1e-2. Smaller steps straddle none
   # (1e-6 for C1's weights), larger ones keep rounding down where <g, v> is small (F6's weights).
   fd = {"fd_eps": (1e-4, 1e-5, 1e-6)} if variant == "modern" else {}
-  return gradcheck.Problem(
+  return core.Problem(
       params=params, args=(x, labels), **fd,
       loss_fn=lambda p, x, labels: loss_fn(p, x, labels, None)[0],
       grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, None)[1],
@@ -226,6 +234,9 @@ def problem_lenet5(key: jax.Array, batch: int, dtype, variant: str = "faithful")
                    f"B={batch}, lambda={lam}, m={m}"))
 
 
-problem_lenet5_faithful = functools.partial(problem_lenet5, variant="faithful")
-problem_lenet5_classic = functools.partial(problem_lenet5, variant="classic")
-problem_lenet5_modern = functools.partial(problem_lenet5, variant="modern")
+problem_lenet5_faithful = core.register_problem("lenet5_faithful")(
+    functools.partial(problem_lenet5, variant="faithful"))
+problem_lenet5_classic = core.register_problem("lenet5_classic")(
+    functools.partial(problem_lenet5, variant="classic"))
+problem_lenet5_modern = core.register_problem("lenet5_modern")(
+    functools.partial(problem_lenet5, variant="modern"))

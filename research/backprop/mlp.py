@@ -44,10 +44,13 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from research import errors
 from research import losses
+from research import models
+from research.backprop import core
 from research.models import mlp
 
 # f'(sum) written through sigma = f(sum), as the slides do for the sigmoid. For tanh,
@@ -179,7 +182,7 @@ def manual_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array, lam: fl
     activation: the hidden units, sigmoid | tanh | relu.
     output: the output units and their cross-entropy, sigmoid | softmax.
     output_delta: "simplified" (sigma^L - y, stable) or "literal" (the slide's divisions).
-    lam1: lambda_1 of the optional (lambda_1/m) sum |w| penalty (train.make_loss_fn's lam1).
+    lam1: lambda_1 of the optional (lambda_1/m) sum |w| penalty (losses.make_loss_fn's lam1).
   """
   _check(activation, output, output_delta)
   _check_penalty(lam, m, lam1)
@@ -213,7 +216,7 @@ def manual_per_example_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Ar
 
 def make_value_and_grad(activation: str, output: str, lam: float, m: int, num_outputs: int,
                         output_delta: str = "simplified", lam1: float = 0.0):
-  """A drop-in for jax.value_and_grad(train.make_loss_fn(...), has_aux=True) on the MLP.
+  """A drop-in for jax.value_and_grad(losses.make_loss_fn(...), has_aux=True) on the MLP.
 
   Returns value_and_grad(params, x_BxD, labels_B, rng) -> ((E, {"data_loss", "accuracy"}),
   grads), computing E, its pieces and dE/dparams from one forward pass and the hand-written
@@ -238,6 +241,53 @@ def make_value_and_grad(activation: str, output: str, lam: float, m: int, num_ou
     return (E, {"data_loss": data_term, "accuracy": accuracy}), grads
 
   return value_and_grad
+
+
+@core.register_manual("mlp")
+def _manual(model_cfg, input_shape, *, num_outputs: int, output: str, lam: float, m: int,
+            lam1: float = 0.0):
+  """config.grad=manual: make_value_and_grad for config.model's hidden activation."""
+  del input_shape  # mlp.apply flattens whatever it is given.
+  if model_cfg.get("dropout", 0.0) > 0:
+    raise errors.ConfigError(
+        "config.grad='manual' does not implement the MLP's dropout; set "
+        "config.model.dropout=0 or config.grad='autodiff'")
+  return make_value_and_grad(model_cfg.activation, output, lam, m, num_outputs, lam1=lam1)
+
+
+# ------------------------------------------------------------------------------ gradient check
+
+
+@core.register_problem("mlp")
+def problem_mlp(key, batch, dtype) -> core.Problem:
+  """The lecture's network and cost: sigmoid hidden and output units, lambda > 0, B < m."""
+  d_in, hidden, k = 20, (32, 16), 10
+  lam, m = 1.0, 4 * batch  # a mini-batch of B out of m = 4B training examples
+  model_cfg = ml_collections.ConfigDict(
+      {"name": "mlp", "hidden_sizes": hidden, "activation": "sigmoid"})
+  model = models.build(model_cfg, (d_in,), k)
+
+  @jax.jit
+  def make_arrays(key):
+    shapes = {"params": jax.eval_shape(model.init, key),
+              "x": jax.ShapeDtypeStruct((batch, d_in), dtype),
+              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
+    z = core.random_like(key, shapes, dtype)
+    # w ~ N(0, 1/fan_in) as model.init draws them; non-zero biases, so that a bias read
+    # wrongly shows up.
+    params = [{"w": layer["w"] / jnp.sqrt(layer["w"].shape[0]).astype(dtype),
+               "b": 0.1 * layer["b"]} for layer in z["params"]]
+    return params, z["x"], jnp.argmax(z["z"], axis=-1)  # argmax: uniform random labels
+
+  params, x_BxD, labels_B = make_arrays(key)
+  loss_fn = losses.make_loss_fn(model, "sigmoid", lam, m, k)
+  value_and_grad = make_value_and_grad("sigmoid", "sigmoid", lam, m, k)
+  return core.Problem(
+      params=params, args=(x_BxD, labels_B),
+      loss_fn=lambda p, x, labels: loss_fn(p, x, labels, None)[0],
+      grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, None)[1],
+      description=(f"mlp {(d_in, *hidden, k)}, sigmoid hidden and output units, B={batch}, "
+                   f"lambda={lam}, m={m}"))
 
 
 def saturation_study(scales: Sequence[float] = (1, 5, 10, 20, 40, 80, 100),

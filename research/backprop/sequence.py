@@ -41,7 +41,7 @@ Layer norm, x_hat = (x - mean) / sqrt(var + eps) over the last axis, y = x_hat s
 Embeddings: a row lookup, so dE/dtable adds each position's dE/dvector into its id's row
 (a scatter-add: a row used n times receives n contributions).
 
-Models (train.make_loss_fn's E: the data term averaged over the batch, plus (lambda/2m) sum w^2
+Models (losses.make_loss_fn's E: the data term averaged over the batch, plus (lambda/2m) sum w^2
 over the weight leaves that losses.l2_penalty decays, optionally (lambda_1/m) sum |w|). Every
 configuration of them is covered: layers, bidirectional, readout, dropout (the forward pass's
 masks, redrawn from the same keys), learned or sinusoidal positions, gelu/relu, patches,
@@ -53,8 +53,9 @@ sigmoid or softmax outputs:
   make_char_transformer_value_and_grad        "char_transformer"
 
 Each returns value_and_grad(params, x, labels, rng) -> ((E, {"data_loss", "accuracy"}), grads),
-a drop-in for jax.value_and_grad(train.make_loss_fn(...), has_aux=True).
+a drop-in for jax.value_and_grad(losses.make_loss_fn(...), has_aux=True).
 """
+import functools
 import math
 
 import jax
@@ -65,6 +66,8 @@ from jax import lax
 from research import errors
 from research import losses
 from research import models
+from research.backprop import core
+from research.backprop import layers as backprop_layers
 from research.backprop import mlp as backprop_mlp
 from research.models import attention
 from research.models import layers
@@ -407,60 +410,14 @@ def _check_model(model_cfg, name: str, input_shape, num_outputs: int, output: st
         f"config.model.name={model_cfg.name!r}: this is the hand-written backward pass of "
         f"{name!r}; use the make_*_value_and_grad of your model")
   models.build(model_cfg, input_shape, num_outputs)  # the builder's own config checks
-  _check_loss(output, lam, m, lam1)
-
-
-def _check_loss(output: str, lam, m, lam1) -> None:
-  """Python numbers only: traced values are the caller's to check."""
-  errors.check_choice("loss.output", output, OUTPUTS)
-  if isinstance(m, (int, float)) and not m > 0:
-    raise errors.ConfigError(f"m={m!r} (the number of training examples in lambda/2m) must be "
-                             "positive")
-  for field, value in (("lam", lam), ("lam1", lam1)):
-    if isinstance(value, (int, float)) and value < 0:
-      raise errors.ConfigError(f"{field}={value!r} must be >= 0")
-
-
-def _with_penalty(grads, params, lam, m, lam1):
-  """Adds d/dw of (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] to the leaves that
-  losses.l2_penalty decays (losses.is_weight: w, w_ih, w_hh, wq, ...)."""
-  def add(path, g, w):
-    if not losses.is_weight(path):
-      return g
-    g = g + (lam / m) * w
-    if lam1:  # sign(0) = 0, as jax.grad of |w|.
-      g = g + (lam1 / m) * jnp.sign(w)
-    return g
-  return jax.tree_util.tree_map_with_path(add, grads, params)
-
-
-def _value_and_grad(forward, backward, num_outputs, output, lam, m, lam1):
-  """E, its pieces and dE/dparams from forward(params, x, rng) -> (logits, cache) and
-  backward(params, cache, delta^L) -> data-term grads."""
-  data_loss = losses.DATA_LOSSES[output]
-
-  def value_and_grad(params, x, labels, rng):
-    logits, cache = forward(params, x, rng)
-    y = losses.one_hot_targets(labels, num_outputs, logits.dtype)
-    data_term = data_loss(logits, y).mean()
-    E = data_term + losses.l2_penalty(params, lam, m)
-    if lam1:
-      E = E + losses.l1_penalty(params, lam1, m)
-    accuracy = (losses.predictions(logits.reshape(-1, logits.shape[-1]))
-                == labels.reshape(-1)).mean()
-    # E averages the data term over every example (and time step): delta^L carries 1/(B T).
-    delta_L = backprop_mlp.output_layer_delta(logits, y, output) / math.prod(logits.shape[:-1])
-    grads = _with_penalty(backward(params, cache, delta_L), params, lam, m, lam1)
-    return (E, {"data_loss": data_term, "accuracy": accuracy}), grads
-
-  return value_and_grad
+  backprop_layers.check_loss(output, lam, m, lam1)
 
 
 def make_lstm_classifier_value_and_grad(model_cfg, input_shape, num_outputs: int,
                                         output: str = "softmax", lam: float = 0.0, m: int = 1,
                                         lam1: float = 0.0):
   """Hand-written value_and_grad for "lstm_classifier" (every num_layers, bidirectional,
-  readout and dropout); the same function as jax.value_and_grad(train.make_loss_fn(model,
+  readout and dropout); the same function as jax.value_and_grad(losses.make_loss_fn(model,
   output, lam, m, num_outputs, lam1), has_aux=True)."""
   _check_model(model_cfg, "lstm_classifier", input_shape, num_outputs, output, lam, m, lam1)
   num_steps, num_features = lstm.sequence_shape(model_cfg.name, input_shape)
@@ -501,7 +458,7 @@ def make_lstm_classifier_value_and_grad(model_cfg, input_shape, num_outputs: int
     g_stack, _ = _stack_backward(params["lstm"], cache["stack"], dh_BxTxH, bidirectional, rate)
     return {"lstm": g_stack, "head": g_head}
 
-  return _value_and_grad(forward, backward, num_outputs, output, lam, m, lam1)
+  return backprop_layers.value_and_grad_from(forward, backward, num_outputs, output, lam, m, lam1)
 
 
 def make_char_lstm_value_and_grad(model_cfg, input_shape, num_outputs: int,
@@ -528,7 +485,7 @@ def make_char_lstm_value_and_grad(model_cfg, input_shape, num_outputs: int,
     return {"embed": embed_backward(params["embed"], cache["ids"], dx_BxTxE),
             "lstm": g_stack, "head": g_head}
 
-  return _value_and_grad(forward, backward, num_outputs, output, lam, m, lam1)
+  return backprop_layers.value_and_grad_from(forward, backward, num_outputs, output, lam, m, lam1)
 
 
 def make_transformer_classifier_value_and_grad(model_cfg, input_shape, num_outputs: int,
@@ -561,7 +518,7 @@ def make_transformer_classifier_value_and_grad(model_cfg, input_shape, num_outpu
       grads["input"], _ = dense_backward(params["input"], cache["x"], dx_BxTxD)
     return grads
 
-  return _value_and_grad(forward, backward, num_outputs, output, lam, m, lam1)
+  return backprop_layers.value_and_grad_from(forward, backward, num_outputs, output, lam, m, lam1)
 
 
 def make_char_transformer_value_and_grad(model_cfg, input_shape, num_outputs: int,
@@ -584,7 +541,7 @@ def make_char_transformer_value_and_grad(model_cfg, input_shape, num_outputs: in
     return {"embed": embed_backward(params["embed"], cache["ids"], dx_BxTxD * scale),
             "encoder": g_encoder, "head": g_head}
 
-  return _value_and_grad(forward, backward, num_outputs, output, lam, m, lam1)
+  return backprop_layers.value_and_grad_from(forward, backward, num_outputs, output, lam, m, lam1)
 
 
 def make_transformer_block_value_and_grad(num_heads: int, num_outputs: int, *,
@@ -592,9 +549,9 @@ def make_transformer_block_value_and_grad(num_heads: int, num_outputs: int, *,
                                           dropout: float = 0.0, output: str = "softmax",
                                           lam: float = 0.0, m: int = 1, lam1: float = 0.0):
   """One pre-LN block with a dense head on every token, params {"block", "head"}:
-  x_BxTxD -> transformer_block -> dense -> logits_BxTxK, labels_BxT, train.make_loss_fn's E."""
+  x_BxTxD -> transformer_block -> dense -> logits_BxTxK, labels_BxT, losses.make_loss_fn's E."""
   errors.check_choice("model.activation", activation, sorted(ACTIVATION_PRIMES))
-  _check_loss(output, lam, m, lam1)
+  backprop_layers.check_loss(output, lam, m, lam1)
 
   def forward(params, x_BxTxD, rng):
     h_BxTxD, block = transformer_block_forward(
@@ -608,53 +565,31 @@ def make_transformer_block_value_and_grad(num_heads: int, num_outputs: int, *,
                                             activation=activation, dropout=dropout)
     return {"block": g_block, "head": g_head}
 
-  return _value_and_grad(forward, backward, num_outputs, output, lam, m, lam1)
+  return backprop_layers.value_and_grad_from(forward, backward, num_outputs, output, lam, m, lam1)
 
 
-VALUE_AND_GRADS = {
-    "lstm_classifier": make_lstm_classifier_value_and_grad,
-    "char_lstm": make_char_lstm_value_and_grad,
-    "transformer_classifier": make_transformer_classifier_value_and_grad,
-    "char_transformer": make_char_transformer_value_and_grad,
-}
+core.register_manual("lstm_classifier")(make_lstm_classifier_value_and_grad)
+core.register_manual("char_lstm")(make_char_lstm_value_and_grad)
+core.register_manual("transformer_classifier")(make_transformer_classifier_value_and_grad)
+core.register_manual("char_transformer")(make_char_transformer_value_and_grad)
 
 
 # ------------------------------------------------------------------------ gradient checks
-# Problems for research/gradcheck.py: fn(key, batch, dtype) -> gradcheck.Problem, the lecture's
-# cost with lambda > 0 and a mini-batch of B out of m = 4B examples. Without dropout: its
-# mask depends on whether x64 is on, and gradcheck's finite differences always run in x64.
+# Problems for research/gradcheck.py: the lecture's cost with lambda > 0 and a mini-batch of
+# B out of m = 4B examples (core.classifier_problem). Without dropout: its mask depends on
+# whether x64 is on, and gradcheck's finite differences always run in x64.
 
 
 def _problem(key, batch, dtype, model_cfg, input_shape, num_outputs, label_shape, x_fn,
              description):
-  """params = init + 0.1 N(0, 1) (so no bias or gain sits at exactly 0 or 1), x = x_fn(N(0, 1)),
-  uniform random labels; E = train.make_loss_fn's with lambda = 1."""
-  from research import gradcheck  # gradcheck registers these problems: import it lazily.
-  from research import train
-  lam, m = 1.0, 4 * batch
   model_cfg = ml_collections.ConfigDict(model_cfg)
-  model = models.build(model_cfg, input_shape, num_outputs)
-  value_and_grad = VALUE_AND_GRADS[model_cfg.name](model_cfg, input_shape, num_outputs,
-                                                   "softmax", lam, m)
-
-  @jax.jit
-  def make_arrays(key):
-    init = jax.tree.map(lambda p: p.astype(dtype), model.init(key))
-    shapes = {"params": init, "x": jax.ShapeDtypeStruct((batch, *input_shape), dtype),
-              "z": jax.ShapeDtypeStruct((batch, *label_shape, num_outputs), dtype)}
-    z = gradcheck.random_like(jax.random.fold_in(key, 1), shapes, dtype)
-    params = jax.tree.map(lambda p, n: p + 0.1 * n, init, z["params"])
-    return params, x_fn(z["x"]), jnp.argmax(z["z"], axis=-1)
-
-  params, x, labels = make_arrays(key)
-  loss_fn = train.make_loss_fn(model, "softmax", lam, m, num_outputs)
-  return gradcheck.Problem(
-      params=params, args=(x, labels),
-      loss_fn=lambda p, x, labels: loss_fn(p, x, labels, None)[0],
-      grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, None)[1],
-      description=f"{description}, B={batch}, lambda={lam}, m={m}")
+  return core.classifier_problem(
+      key, batch, dtype, model_cfg, input_shape, core.manual_builder(model_cfg.name),
+      description, (core.FD_EPS,), num_outputs=num_outputs, label_shape=label_shape,
+      x_fn=x_fn, dropout_key=False)
 
 
+@core.register_problem("lstm_classifier")
 def problem_lstm(key: jax.Array, batch: int, dtype, *, num_layers: int = 1,
                  bidirectional: bool = False, readout: str = "last"):
   """lstm_classifier on (T, F) = (6, 4) sequences, H = 8, K = 5 (default: one unidirectional
@@ -666,6 +601,26 @@ def problem_lstm(key: jax.Array, batch: int, dtype, *, num_layers: int = 1,
                   f"bidirectional={bidirectional}, readout={readout}")
 
 
+core.register_problem("lstm_classifier_bidirectional")(functools.partial(
+    problem_lstm, num_layers=2, bidirectional=True, readout="mean"))
+
+
+def _char_ids(vocab: int):
+  """Ids from the normals: each row of the table is used by several positions (scatter-add)."""
+  return lambda z: (jnp.abs(z) * 1e3).astype(jnp.int32) % vocab
+
+
+@core.register_problem("char_lstm")
+def problem_char_lstm(key: jax.Array, batch: int, dtype):
+  """char_lstm on T = 6 ids from V = 7, E = 4, H = 8, 2 layers: BPTT through a stack, into the
+  embedding table."""
+  cfg = {"name": "char_lstm", "embed_dim": 4, "hidden_size": 8, "num_layers": 2,
+         "dropout": 0.0}
+  return _problem(key, batch, dtype, cfg, (6,), 7, (6,), _char_ids(7),
+                  "char_lstm T=6, V=7, E=4, H=8, 2 layers")
+
+
+@core.register_problem("transformer_classifier")
 def problem_transformer_classifier(key: jax.Array, batch: int, dtype, *,
                                    pos_embedding: str = "learned", activation: str = "gelu"):
   """transformer_classifier on (T, F) = (8, 3), patches of 2, D = 8, 2 heads, 2 blocks, K = 5."""
@@ -677,22 +632,21 @@ def problem_transformer_classifier(key: jax.Array, batch: int, dtype, *,
                   f"MLP 16 {activation}, {pos_embedding} positions, K=5")
 
 
+@core.register_problem("char_transformer")
 def problem_char_transformer(key: jax.Array, batch: int, dtype):
   """char_transformer (causal) on T = 6 ids from V = 7, D = 8, 2 heads, 1 block."""
   cfg = {"name": "char_transformer", "d_model": 8, "num_heads": 2, "num_layers": 1,
          "mlp_dim": 16, "activation": "gelu", "pos_embedding": "learned", "dropout": 0.0}
-  # Ids from the normals: each row of the table is used by several positions (scatter-add).
-  ids = lambda z: (jnp.abs(z) * 1e3).astype(jnp.int32) % 7
-  return _problem(key, batch, dtype, cfg, (6,), 7, (6,), ids,
+  return _problem(key, batch, dtype, cfg, (6,), 7, (6,), _char_ids(7),
                   "char_transformer T=6, V=7, D=8, 2 heads, 1 causal block, MLP 16 gelu")
 
 
+@core.register_problem("transformer_block")
 def problem_transformer_block(key: jax.Array, batch: int, dtype, *, num_steps: int = 5,
                               d_model: int = 8, num_heads: int = 2, mlp_dim: int = 16,
                               num_outputs: int = 4, causal: bool = True,
                               activation: str = "gelu"):
   """One pre-LN block and a dense head on each token: x_BxTxD -> logits_BxTxK, labels_BxT."""
-  from research import gradcheck  # gradcheck registers these problems: import it lazily.
   lam, m = 1.0, 4 * batch
   value_and_grad = make_transformer_block_value_and_grad(
       num_heads, num_outputs, causal=causal, activation=activation, lam=lam, m=m)
@@ -713,12 +667,12 @@ def problem_transformer_block(key: jax.Array, batch: int, dtype, *, num_steps: i
     init = jax.tree.map(lambda p: p.astype(dtype), init)
     shapes = {"params": init, "x": jax.ShapeDtypeStruct((batch, num_steps, d_model), dtype),
               "z": jax.ShapeDtypeStruct((batch, num_steps, num_outputs), dtype)}
-    z = gradcheck.random_like(k_z, shapes, dtype)
+    z = core.random_like(k_z, shapes, dtype)
     params = jax.tree.map(lambda p, n: p + 0.1 * n, init, z["params"])
     return params, z["x"], jnp.argmax(z["z"], axis=-1)
 
   params, x_BxTxD, labels_BxT = make_arrays(key)
-  return gradcheck.Problem(
+  return core.Problem(
       params=params, args=(x_BxTxD, labels_BxT), loss_fn=loss_fn,
       grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, None)[1],
       description=(f"pre-LN transformer block (T, D) = ({num_steps}, {d_model}), {num_heads} "

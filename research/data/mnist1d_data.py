@@ -17,7 +17,7 @@ from importlib import metadata
 import ml_collections
 import numpy as np
 
-from research import data
+from research.data import core
 from research import errors
 from research.data import download
 from research.data import sklearn_data
@@ -104,8 +104,8 @@ def load_arrays(cache: bool = True, cache_dir: str = "") -> dict[str, np.ndarray
   return arrays
 
 
-@data.register("mnist1d")
-def mnist1d(cfg) -> data.Dataset:
+@core.register("mnist1d")
+def mnist1d(cfg) -> core.Dataset:
   """MNIST-1D: 10 classes of 40-long signals, the paper's 4,000/1,000 train/test split."""
   errors.check_choice("data.shape", cfg.shape, SHAPES)
   a = load_arrays(cfg.cache, cfg.cache_dir)
@@ -114,5 +114,5 @@ def mnist1d(cfg) -> data.Dataset:
       valid_fraction=cfg.valid_fraction, seed=cfg.split_seed, standardize=cfg.standardize)
   if cfg.shape == "flat":
     return ds
-  seq = lambda s: data.Split(s.x[..., None], s.y)  # x_NxTx1: one feature per time step.
-  return data.Dataset(ds.name, seq(ds.train), seq(ds.valid), seq(ds.test), ds.num_classes)
+  seq = lambda s: core.Split(s.x[..., None], s.y)  # x_NxTx1: one feature per time step.
+  return core.Dataset(ds.name, seq(ds.train), seq(ds.valid), seq(ds.test), ds.num_classes)

@@ -1,13 +1,18 @@
 """Data sets that ship inside scikit-learn: no network, ever.
 
-Also holds `fixed_test_split`, shared by the loaders whose source defines its own test set.
+The CSV files are read from scikit-learn's installed data folder without importing
+scikit-learn (an import of several seconds), exactly as sklearn.datasets.load_digits and
+load_breast_cancer read them. Also holds `fixed_test_split`, shared by the loaders whose source
+defines its own test set.
 """
+import importlib.util
+import os
+
 import ml_collections
 import numpy as np
-from sklearn import datasets as skdatasets
 
 from research import config_lib
-from research import data
+from research.data import core
 from research import errors
 
 IMAGE_SIZES = (0, 8, 28, 32)  # digits: 0 = flat 64-vector, else an NHWC image of that side
@@ -16,6 +21,30 @@ IMAGE_SIZES = (0, 8, 28, 32)  # digits: 0 = flat 64-vector, else an NHWC image o
 def config(name: str = "digits", **overrides) -> ml_collections.ConfigDict:
   """config.data for digits / breast_cancer (the fields live in research.config_lib)."""
   return config_lib.sklearn_data(name, **overrides)
+
+
+def _bundled_csv(filename: str) -> str:
+  """The path of one of scikit-learn's bundled data files (sklearn/datasets/data/)."""
+  spec = importlib.util.find_spec("sklearn")  # Locates the package without importing it.
+  path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", filename) if (
+      spec and spec.submodule_search_locations) else filename
+  if not os.path.isfile(path):
+    raise errors.DataError(f"{filename} was not found in scikit-learn's data folder ({path}); "
+                           "reinstall it: pip install --force-reinstall scikit-learn")
+  return path
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+  """x_Nx64 (grey levels 0..16) and y_N of scikit-learn's digits.csv.gz, N = 1,797."""
+  data = np.loadtxt(_bundled_csv("digits.csv.gz"), delimiter=",")
+  return data[:, :-1], data[:, -1].astype(np.int64)
+
+
+def load_breast_cancer_arrays() -> tuple[np.ndarray, np.ndarray]:
+  """x_Nx30 and y_N (0 = malignant, 1 = benign) of scikit-learn's breast_cancer.csv."""
+  # The first line is a header: n_samples, n_features, then the target names.
+  data = np.loadtxt(_bundled_csv("breast_cancer.csv"), delimiter=",", skiprows=1)
+  return data[:, :-1], data[:, -1].astype(np.int64)
 
 
 def linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -43,53 +72,53 @@ def digits_images(x_Nx64: np.ndarray, image_size: int) -> np.ndarray:
   return x_Nx8x8[..., None]
 
 
-@data.register("digits")
-def digits(cfg) -> data.Dataset:
+@core.register("digits")
+def digits(cfg) -> core.Dataset:
   """1,797 handwritten digits, 8x8 grey levels 0..16; 10 classes.
 
   cfg.image_size = 0 gives 64 flat features; 8, 28 or 32 gives NHWC images (see
   `digits_images`). The split depends on split_seed alone, so it is the same for every size.
   """
   errors.check_choice("data.image_size", cfg.image_size, IMAGE_SIZES)
-  x, y = skdatasets.load_digits(return_X_y=True)
+  x, y = load_digits_arrays()
   if cfg.image_size:
     x = digits_images(x, cfg.image_size)
-  return data.split_and_standardize(
+  return core.split_and_standardize(
       x, y, name="digits", num_classes=10, valid_fraction=cfg.valid_fraction,
       test_fraction=cfg.test_fraction, seed=cfg.split_seed, standardize=cfg.standardize)
 
 
-@data.register("breast_cancer")
-def breast_cancer(cfg) -> data.Dataset:
+@core.register("breast_cancer")
+def breast_cancer(cfg) -> core.Dataset:
   """569 tumours, 30 real-valued features; binary (0 = malignant, 1 = benign)."""
   if cfg.image_size:
     raise errors.ConfigError(
         f"config.data.image_size={cfg.image_size!r} applies to digits only; set it to 0 for "
         "breast_cancer")
-  x, y = skdatasets.load_breast_cancer(return_X_y=True)
-  return data.split_and_standardize(
+  x, y = load_breast_cancer_arrays()
+  return core.split_and_standardize(
       x, y, name="breast_cancer", num_classes=2, valid_fraction=cfg.valid_fraction,
       test_fraction=cfg.test_fraction, seed=cfg.split_seed, standardize=cfg.standardize)
 
 
 def fixed_test_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                      y_test: np.ndarray, *, name: str, num_classes: int, valid_fraction: float,
-                     seed: int, standardize: str) -> data.Dataset:
+                     seed: int, standardize: str) -> core.Dataset:
   """A source's own train/test sets, with a seeded valid_fraction of train held out.
 
-  standardize is one of data.STANDARDIZE ("feature", "global", "none"); its statistics
+  standardize is one of core.STANDARDIZE ("feature", "global", "none"); its statistics
   are fitted on the remaining training examples only and applied to all three splits.
   """
-  errors.check_choice("data.standardize", standardize, data.STANDARDIZE)
-  ds = data.split_and_standardize(
+  errors.check_choice("data.standardize", standardize, core.STANDARDIZE)
+  ds = core.split_and_standardize(
       x_train, y_train, name=name, num_classes=num_classes, valid_fraction=valid_fraction,
       test_fraction=0.0, seed=seed, standardize="none")
-  test = data.Split(x_test.astype(np.float32), y_test.astype(np.int32))
+  test = core.Split(x_test.astype(np.float32), y_test.astype(np.int32))
   if standardize == "none":
-    return data.Dataset(name, ds.train, ds.valid, test, num_classes)
+    return core.Dataset(name, ds.train, ds.valid, test, num_classes)
   axis = 0 if standardize == "feature" else None
   mean = ds.train.x.mean(axis=axis)
   std = ds.train.x.std(axis=axis)
   std = np.where(std > 1e-8, std, 1).astype(np.float32)  # A constant feature stays as is.
-  scale = lambda s: data.Split((s.x - mean) / std, s.y)
-  return data.Dataset(name, scale(ds.train), scale(ds.valid), scale(test), num_classes)
+  scale = lambda s: core.Split((s.x - mean) / std, s.y)
+  return core.Dataset(name, scale(ds.train), scale(ds.valid), scale(test), num_classes)

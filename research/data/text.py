@@ -13,7 +13,7 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from research import data
+from research.data import core
 from research import errors
 
 
@@ -94,12 +94,12 @@ def split_ranges(n: int, valid_fraction: float, test_fraction: float) -> tuple[s
   return slice(0, n_train), slice(n_train, n_train + n_valid), slice(n_train + n_valid, n)
 
 
-def windows(ids: np.ndarray, seq_len: int, stride: int) -> data.Split:
+def windows(ids: np.ndarray, seq_len: int, stride: int) -> core.Split:
   """x_NxT = ids[s:s+T], y_NxT = ids[s+1:s+T+1] for s = 0, stride, 2*stride, ..."""
   if len(ids) < seq_len + 1:
-    return data.Split(np.zeros((0, seq_len), np.int32), np.zeros((0, seq_len), np.int32))
+    return core.Split(np.zeros((0, seq_len), np.int32), np.zeros((0, seq_len), np.int32))
   all_NxT1 = np.lib.stride_tricks.sliding_window_view(ids, seq_len + 1)[::stride]
-  return data.Split(np.ascontiguousarray(all_NxT1[:, :-1]),
+  return core.Split(np.ascontiguousarray(all_NxT1[:, :-1]),
                     np.ascontiguousarray(all_NxT1[:, 1:]))
 
 
@@ -113,8 +113,8 @@ def _stride(cfg) -> int:
   return cfg.stride or cfg.seq_len
 
 
-@data.register("text")
-def text(cfg) -> data.Dataset:
+@core.register("text")
+def text(cfg) -> core.Dataset:
   """Next-character prediction: Split.x and Split.y are int32 (N, T); K = vocabulary size."""
   stride = _stride(cfg)
   corpus = read_corpus(cfg.path)
@@ -127,7 +127,7 @@ def text(cfg) -> data.Dataset:
       raise errors.ConfigError(
           f"the {split_name} split has {r.stop - r.start} characters, fewer than "
           f"config.data.seq_len + 1 = {cfg.seq_len + 1}; lower seq_len or raise its fraction")
-  return data.Dataset("text", *splits, num_classes=len(chars))
+  return core.Dataset("text", *splits, num_classes=len(chars))
 
 
 def unigram_cross_entropy(fit_ids: np.ndarray, eval_ids: np.ndarray, vocab_size: int) -> float:

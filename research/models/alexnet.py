@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from research import errors
-from research import models
+from research.models import core
 from research.models import layers
 
 NUM_CONV = 5
@@ -115,7 +115,7 @@ def _validate(cfg, input_shape) -> None:
   errors.check_positive("model.conv1_stride", cfg.conv1_stride)
   errors.check_choice("model.conv1_padding", cfg.conv1_padding, ("VALID", "SAME"))
   pool_window, pool_stride = pool_shape(cfg)
-  models.conv_impl(cfg)
+  core.conv_impl(cfg)
   if not 0.0 <= cfg.dropout < 1.0:
     raise errors.ConfigError(f"config.model.dropout={cfg.dropout!r} must be in [0, 1)")
   if cfg.groups[0] != 1:
@@ -134,8 +134,8 @@ def _validate(cfg, input_shape) -> None:
         "config.data.image_size or config.model.conv1_stride=1, conv1_padding='SAME'")
 
 
-@models.register("alexnet")
-def _build(cfg, input_shape, num_outputs) -> models.Model:
+@core.register("alexnet")
+def _build(cfg, input_shape, num_outputs) -> core.Model:
   _validate(cfg, input_shape)
   pool_window, pool_stride = pool_shape(cfg)
   init_fn = functools.partial(
@@ -146,5 +146,5 @@ def _build(cfg, input_shape, num_outputs) -> models.Model:
   apply_fn = functools.partial(
       apply, conv1_stride=cfg.conv1_stride, conv1_padding=cfg.conv1_padding, lrn=cfg.lrn,
       dropout=cfg.dropout, pool_window=pool_window, pool_stride=pool_stride,
-      conv_impl=models.conv_impl(cfg))
-  return models.Model(init_fn, apply_fn)
+      conv_impl=core.conv_impl(cfg))
+  return core.Model(init_fn, apply_fn)

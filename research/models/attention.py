@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from research import errors
-from research import models
+from research.models import core
 from research.models import layers
 from research.models import lstm
 
@@ -176,8 +176,8 @@ def input_projection(cfg, num_features: int) -> bool:
   return projection
 
 
-@models.register("transformer_classifier")
-def _build_classifier(cfg, input_shape, num_outputs) -> models.Model:
+@core.register("transformer_classifier")
+def _build_classifier(cfg, input_shape, num_outputs) -> core.Model:
   """(T, F) sequence or (H, W, C) image rows -> tokens of patch_size consecutive steps ->
   dense (patch_size * F) -> d_model -> encoder -> mean over tokens -> dense -> logits_BxK.
 
@@ -212,11 +212,11 @@ def _build_classifier(cfg, input_shape, num_outputs) -> models.Model:
                              causal=False, train=train, rng=rng)
     return layers.dense(params["head"], h_BxTxD.mean(axis=1))
 
-  return models.Model(init, apply)
+  return core.Model(init, apply)
 
 
-@models.register("char_transformer")
-def _build_char_transformer(cfg, input_shape, num_outputs) -> models.Model:
+@core.register("char_transformer")
+def _build_char_transformer(cfg, input_shape, num_outputs) -> core.Model:
   """Causal language model: ids_BxT -> embedding + positions -> causal blocks -> dense ->
   logits_BxTxV, V = num_outputs. logits[:, t] depends on ids[:, :t+1] only."""
   if len(input_shape) != 1:
@@ -240,4 +240,4 @@ def _build_char_transformer(cfg, input_shape, num_outputs) -> models.Model:
     h_BxTxD = _apply_encoder(params["encoder"], x_BxTxD, cfg, causal=True, train=train, rng=rng)
     return layers.dense(params["head"], h_BxTxD)
 
-  return models.Model(init, apply)
+  return core.Model(init, apply)

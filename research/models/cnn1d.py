@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from research import errors
-from research import models
+from research.models import core
 from research.models import layers
 
 PADDINGS = ("SAME", "VALID")
@@ -70,8 +70,8 @@ def _check_ints(field: str, values, example: str) -> tuple[int, ...]:
   return values
 
 
-@models.register("cnn1d")
-def _build(cfg, input_shape, num_outputs) -> models.Model:
+@core.register("cnn1d")
+def _build(cfg, input_shape, num_outputs) -> core.Model:
   """(T,) or (T, C) sequences -> cnn1d logits; config.model fields: channels, kernel_sizes,
   strides (one per conv layer) and padding ("SAME" | "VALID")."""
   if len(input_shape) not in (1, 2):
@@ -87,7 +87,7 @@ def _build(cfg, input_shape, num_outputs) -> models.Model:
         f"config.model.channels, kernel_sizes and strides need one entry per conv layer, got "
         f"lengths {len(channels)}, {len(kernel_sizes)} and {len(strides)}")
   errors.check_choice("model.padding", cfg.padding, PADDINGS)
-  conv_impl = models.conv_impl(cfg)
+  conv_impl = core.conv_impl(cfg)
   lengths = output_lengths(length, kernel_sizes, strides, cfg.padding)
   if min(lengths) < 1:
     raise errors.ConfigError(
@@ -98,7 +98,7 @@ def _build(cfg, input_shape, num_outputs) -> models.Model:
     del train, rng  # No dropout: the paper's CNN is deterministic.
     return apply(params, x, strides, cfg.padding, conv_impl)
 
-  return models.Model(
+  return core.Model(
       functools.partial(init, length=length, in_ch=in_ch, num_outputs=num_outputs,
                         channels=channels, kernel_sizes=kernel_sizes, strides=strides,
                         padding=cfg.padding),

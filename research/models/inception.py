@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from research import errors
-from research import models
+from research.models import core
 from research.models import layers
 
 BLOCK_FIELDS = ("c1", "c3r", "c3", "c5r", "c5", "pool_proj")
@@ -52,8 +52,8 @@ def apply(params: dict, x_NHWC: jax.Array, *, dropout: float = 0.0, train: bool 
   return layers.dense(params["out"], h)
 
 
-@models.register("inception")
-def _build(cfg, input_shape, num_outputs) -> models.Model:
+@core.register("inception")
+def _build(cfg, input_shape, num_outputs) -> core.Model:
   if len(input_shape) != 3:
     raise errors.ConfigError(
         f"model inception needs NHWC images, got input shape {input_shape}; set "
@@ -69,7 +69,7 @@ def _build(cfg, input_shape, num_outputs) -> models.Model:
         f"positive integers {BLOCK_FIELDS}, e.g. ((16, 16, 24, 4, 8, 8),)")
   if not 0.0 <= cfg.dropout < 1.0:
     raise errors.ConfigError(f"config.model.dropout={cfg.dropout!r} must be in [0, 1)")
-  return models.Model(
+  return core.Model(
       functools.partial(init, in_ch=input_shape[2], num_outputs=num_outputs,
                         stem_channels=cfg.stem_channels, blocks=blocks),
-      functools.partial(apply, dropout=cfg.dropout, conv_impl=models.conv_impl(cfg)))
+      functools.partial(apply, dropout=cfg.dropout, conv_impl=core.conv_impl(cfg)))

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research import errors
-from research import models
+from research.models import core
 from research.models import layers
 
 VARIANTS = ("faithful", "classic", "modern")
@@ -122,10 +122,10 @@ def apply(params: dict, x_NHWC: jax.Array, variant: str = "faithful",
   return layers.dense(params["out"], h)                                 # N x K
 
 
-@models.register("lenet5")
-def _build(cfg, input_shape, num_outputs) -> models.Model:
+@core.register("lenet5")
+def _build(cfg, input_shape, num_outputs) -> core.Model:
   errors.check_choice("model.variant", cfg.variant, VARIANTS)
-  conv_impl = models.conv_impl(cfg)
+  conv_impl = core.conv_impl(cfg)
   if len(input_shape) != 3 or input_shape[:2] != (INPUT_SIZE, INPUT_SIZE):
     raise errors.ConfigError(
         f"model lenet5 needs 32x32xC images (the paper pads 28x28 MNIST to 32x32), got input "
@@ -135,7 +135,7 @@ def _build(cfg, input_shape, num_outputs) -> models.Model:
     del train, rng  # No dropout: LeNet-5 is deterministic.
     return apply(params, x, cfg.variant, conv_impl)
 
-  return models.Model(
+  return core.Model(
       functools.partial(init, in_ch=input_shape[2], num_outputs=num_outputs,
                         variant=cfg.variant),
       apply_fn)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from research import errors
-from research import models
+from research.models import core
 from research.models import layers
 
 READOUTS = ("last", "mean", "all")
@@ -163,8 +163,8 @@ def _apply_stack(stack: list[dict], h_BxTxF: jax.Array, bidirectional: bool, rat
   return h_BxTxF
 
 
-@models.register("lstm_classifier")
-def _build_classifier(cfg, input_shape, num_outputs) -> models.Model:
+@core.register("lstm_classifier")
+def _build_classifier(cfg, input_shape, num_outputs) -> core.Model:
   """(T, F) sequence or (H, W, C) image -> LSTM stack -> readout -> dense -> logits_BxK.
 
   readout: "last" = h_T (with bidirectional, [forward h_T ; reverse h_1], both of which have
@@ -197,11 +197,11 @@ def _build_classifier(cfg, input_shape, num_outputs) -> models.Model:
       h_BxD = h
     return layers.dense(params["head"], layers.dropout(rngs[-1], h_BxD, cfg.dropout, train))
 
-  return models.Model(init, apply)
+  return core.Model(init, apply)
 
 
-@models.register("char_lstm")
-def _build_char_lstm(cfg, input_shape, num_outputs) -> models.Model:
+@core.register("char_lstm")
+def _build_char_lstm(cfg, input_shape, num_outputs) -> core.Model:
   """Character language model: ids_BxT -> embedding -> LSTM stack -> dense -> logits_BxTxV.
 
   V = num_outputs (the data set's vocabulary); the model sees ids[:, :t+1] when predicting
@@ -229,4 +229,4 @@ def _build_char_lstm(cfg, input_shape, num_outputs) -> models.Model:
     h_BxTxH = layers.dropout(rngs[-1], h_BxTxH, cfg.dropout, train)
     return layers.dense(params["head"], h_BxTxH)
 
-  return models.Model(init, apply)
+  return core.Model(init, apply)

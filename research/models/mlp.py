@@ -5,11 +5,15 @@ sum^l_j = sum_i sigma^{l-1}_i w^l_ij + b^l_j and sigma^l_j = activation(sum^l_j)
 `apply` returns the output layer's sum^L (logits); the output non-linearity (sigmoid or
 softmax) lives in the loss so that it can be computed stably from logits.
 """
+import functools
+import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
+from research import errors
+from research.models import core
 from research.models import layers
 
 ACTIVATIONS = {
@@ -46,3 +50,21 @@ def apply(params: list[dict], x_BxD: jax.Array, activation: str = "sigmoid", *,
   for layer, key in zip(params[:-1], keys):
     h = layers.dropout(key, act(h @ layer["w"] + layer["b"]), dropout, train)
   return h @ params[-1]["w"] + params[-1]["b"]
+
+
+@core.register("mlp")
+def _build_mlp(cfg, input_shape, num_outputs) -> core.Model:
+  errors.check_choice("model.activation", cfg.activation, sorted(ACTIVATIONS))
+  hidden = tuple(cfg.hidden_sizes)
+  if any(not isinstance(h, int) or h <= 0 for h in hidden):
+    raise errors.ConfigError(
+        f"config.model.hidden_sizes={hidden!r} must be positive integers, e.g. (64,) or (128, 64)")
+  rate = cfg.get("dropout", 0.0)
+  if not 0 <= rate < 1:
+    raise errors.ConfigError(f"config.model.dropout={rate!r} must be in [0, 1)")
+  sizes = (math.prod(input_shape), *hidden, num_outputs)
+
+  def apply_fn(params, x, *, train=False, rng=None):
+    return apply(params, x, cfg.activation, dropout=rate, train=train, rng=rng)
+
+  return core.Model(functools.partial(init, sizes=sizes), apply_fn)
