@@ -9,14 +9,14 @@ orbax writes each step into a temporary directory that is renamed (committed) on
 complete, so a crash mid-save leaves the earlier steps intact. Saves are synchronous: the state
 is small next to a step's compute, and a save that has returned cannot be lost at exit.
 
-Each step also stores a JSON manifest with every leaf's path, shape, dtype and CRC-32. orbax's
+Each step also stores the run's config (the identity a resume is checked against, kept with
+the checkpoints so it survives a deleted config.json) and a JSON manifest with every leaf's path, shape, dtype and CRC-32. orbax's
 data files carry no checksum of their own (one flipped bit in a chunk restores silently as a
 wrong number), so `restore` checks what it read against the manifest, and a step that fails to
 read or to verify is logged and skipped for the one before it. Typed PRNG keys
 (jax.random.key) are stored as their raw key data and re-wrapped with the target's
 implementation. Nothing is unpickled.
 """
-import os
 import zlib
 
 import jax
@@ -26,33 +26,42 @@ from absl import logging
 from etils import epath
 
 from research import errors
+from research import workdir as workdir_lib
 
 SUBDIR = "checkpoints"
 _FORMAT = 1  # Version of the manifest layout.
 
 
-def checkpoint_dir(workdir: str) -> str:
+def checkpoint_dir(workdir) -> epath.Path:
   """workdir/checkpoints, absolute for local paths (orbax requires it); gs:// kept as is."""
-  if "://" not in workdir:
-    workdir = os.path.abspath(workdir)
-  return os.path.join(workdir, SUBDIR)
+  return workdir_lib.as_path(workdir) / SUBDIR
 
 
-def latest_step(workdir: str) -> int | None:
-  """The newest committed step under workdir/checkpoints (not yet verified), or None."""
-  if not epath.Path(checkpoint_dir(workdir)).exists():
-    return None
-  with _manager(workdir) as mgr:
-    return mgr.latest_step()
+def latest_step(workdir) -> int | None:
+  """The newest committed step under workdir/checkpoints (not yet verified), or None.
+
+  Raises errors.WorkdirError when the directory cannot be read (e.g. no permission).
+  """
+  try:
+    if not checkpoint_dir(workdir).exists():
+      return None
+    with _manager(workdir) as mgr:
+      return mgr.latest_step()
+  except OSError as e:
+    raise errors.WorkdirError(
+        f"{checkpoint_dir(workdir)} cannot be read ({errors.describe_os_error(e)}); restore "
+        "read access to it, or pass another --workdir") from None
 
 
-def save(workdir: str, state, step: int, *, keep: int = 3) -> None:
+def save(workdir, state, step: int, *, keep: int = 3, config: dict | None = None) -> None:
   """Writes `state` as checkpoint `step` and deletes all but the newest `keep` steps.
 
+  `config` (the run's config as JSON-ready dicts) is stored with it, for saved_config.
   Call it every N steps and at the end of training; every process must call it. Steps >= `step`
   already on disk (a run resumed from an earlier step, e.g. after a corrupt checkpoint was
   skipped) are deleted first: the history after `step` was abandoned, and orbax would otherwise
-  skip a save that is not newer than the newest step.
+  skip a save that is not newer than the newest step. A failed write (disk full, permission
+  lost) raises errors.StorageError; the steps saved before it are intact.
   """
   if not isinstance(keep, int) or keep < 1:
     raise errors.ConfigError(f"checkpoint keep={keep!r} must be a positive integer")
@@ -61,14 +70,19 @@ def save(workdir: str, state, step: int, *, keep: int = 3) -> None:
   manifest = {"format": _FORMAT, "step": step,
               "leaves": [dict(spec, crc32=_crc32(x))
                          for spec, x in zip(_specs(state), jax.tree.leaves(on_disk))]}
-  with _manager(workdir, keep=keep, create=True) as mgr:
-    for stale in [s for s in mgr.all_steps() if s >= step]:
-      logging.warning("deleting checkpoint step %d in %s: saving step %d replaces it",
-                      stale, checkpoint_dir(workdir), step)
-      mgr.delete(stale)
-    saved = mgr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(on_disk), manifest=ocp.args.JsonSave(manifest)))
-    mgr.wait_until_finished()
+  items = {"state": ocp.args.StandardSave(on_disk), "manifest": ocp.args.JsonSave(manifest)}
+  if config is not None:
+    items["config"] = ocp.args.JsonSave(config)
+  try:
+    with _manager(workdir, keep=keep, create=True) as mgr:
+      for stale in [s for s in mgr.all_steps() if s >= step]:
+        logging.warning("deleting checkpoint step %d in %s: saving step %d replaces it",
+                        stale, checkpoint_dir(workdir), step)
+        mgr.delete(stale)
+      saved = mgr.save(step, args=ocp.args.Composite(**items))
+      mgr.wait_until_finished()
+  except Exception as e:  # noqa: BLE001  orbax and tensorstore wrap OSErrors in many types.
+    raise workdir_lib.storage_error(checkpoint_dir(workdir), e) from None
   if not saved:
     raise RuntimeError(f"orbax skipped saving step {step} in {checkpoint_dir(workdir)}")
 
@@ -105,6 +119,16 @@ def restore(workdir: str, target_state) -> tuple[object, int]:
       f"use the original config or a new --workdir, else delete {ckpt_dir} to start over")
 
 
+def saved_config(workdir, step: int) -> dict | None:
+  """The config stored with checkpoint `step` (None for one saved without)."""
+  with _manager(workdir) as mgr:
+    try:
+      restored = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    except Exception:  # noqa: BLE001  No such item, or unreadable: there is no identity.
+      return None
+    return restored["config"]
+
+
 def _restore_step(mgr: ocp.CheckpointManager, step: int, abstract, target_specs: list[dict]):
   manifest = mgr.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
   manifest = manifest["manifest"]
@@ -129,9 +153,13 @@ def _first_difference(saved: list[dict], target: list[dict]) -> str:
   return f"state does not match: checkpoint has {len(saved)} arrays, the run has {len(target)}"
 
 
-def _manager(workdir: str, keep: int | None = None, create: bool = False):
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
-                                         enable_async_checkpointing=False)
+def _manager(workdir, keep: int | None = None, create: bool = False):
+  # LatestN: the preservation policy that replaces the deprecated max_to_keep. Temporary
+  # directories of a save cut short by a kill are removed when the manager opens.
+  policy = ocp.checkpoint_managers.LatestN(keep) if keep else None
+  options = ocp.CheckpointManagerOptions(create=create, enable_async_checkpointing=False,
+                                         preservation_policy=policy,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 

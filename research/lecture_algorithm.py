@@ -45,6 +45,7 @@ from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import train
+from research.experiments import report
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -128,6 +129,7 @@ def make_chunk(model: models.Model, loss_fn: Callable, optimizer,
   return jax.jit(chunk, static_argnames="length", donate_argnums=0)
 
 
+@report.runner
 def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains config's model with the lecture's procedure, logging to workdir.
 
@@ -144,10 +146,9 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     raise errors.DataError(
         f"{dataset.name} has labels of shape {dataset.train.y.shape[1:]} per example; the "
         "lecture trainer needs one class label per example (use config.trainer='standard')")
-  k = train.num_outputs(config, dataset)
+  k = losses.num_outputs(config, dataset)
   model = models.build(config.model, dataset.input_shape, k)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  train.prepare_workdir(config, workdir)
   writer = metrics_lib.MetricWriter(workdir)
 
   # Same init as train.train_and_evaluate; the rest of the seed's key is split between the
@@ -162,7 +163,7 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
                lec.rounds_per_check, lec.max_restarts)
 
   # The lecture's m is the number of training examples.
-  loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
+  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
   chunk = make_chunk(model, loss_fn, optimizer, lec.batch_size)
 
   @jax.jit

@@ -1,33 +1,34 @@
 """Runs one experiment: python -m research.main --config=configs/<name>.py --workdir=DIR.
 
 Any config field can be overridden, e.g. --config.optimizer.learning_rate=0.05; the config is
-locked, so a misspelt field is an error. This is the only module that defines flags; the work
-is done by research.experiments.run (research.train.train_and_evaluate for standard
-training), which a notebook can call directly.
+locked, so a misspelt field is an error. --print_config prints the resolved config and exits;
+--help lists the configs. This is the only module that defines flags; the work is done by
+research.experiments.run (research.train.train_and_evaluate for standard training), which a
+notebook can call directly. Heavy modules (jax, the runners) are imported only once the
+arguments are known to be good, so --help and bad flags answer at once.
 """
+import ast
 import glob
 import importlib.util
-import logging as py_logging
 import os
 import sys
 import time
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from research import errors
-from research import experiments
-from research import parallel
+from research import cli
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_CONFIG = os.path.join(_REPO, "configs", "default.py")
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for metrics.jsonl, config.json, TensorBoard events and "
-    "checkpoints (default: a new runs/<config>-<time> directory). An existing run's workdir "
-    "resumes it.")
+    "checkpoints (local, or gs:// and other paths orbax can write; default: a new "
+    "runs/<config>-<time> directory). An existing run's workdir resumes it.")
+_PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config", False, "Print the resolved config (after --config.* overrides) and exit.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Multi-host: host:port of process 0's coordinator, or 'auto' "
     "on Cloud TPU / SLURM. Unset: one process.")
@@ -35,41 +36,87 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 
 
-class _OnlyOwnInfo(py_logging.Filter):
-  """Keeps INFO lines from this package; libraries (orbax, jax) only at WARNING and above."""
+def describe_configs() -> list[tuple[str, str]]:
+  """(configs/<file>, first line of its docstring) for every config, read without running it."""
+  rows = []
+  for path in sorted(glob.glob(os.path.join(_REPO, "configs", "*.py"))):
+    try:
+      with open(path, encoding="utf-8") as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
+    except (OSError, SyntaxError, ValueError):
+      doc = "(cannot be read)"
+    rows.append((f"configs/{os.path.basename(path)}", doc.strip().splitlines()[0] if doc else ""))
+  return rows
 
-  def filter(self, record: py_logging.LogRecord) -> bool:
-    return record.levelno >= py_logging.WARNING or f"{os.sep}research{os.sep}" in record.pathname
+
+def help_text() -> str:
+  lines = [
+      "Runs one experiment of the lecture's codebase.", "",
+      "  python -m research.main [--config=configs/<name>.py[:variant]] "
+      "[--config.<field>=<value> ...] [--workdir=DIR]", "",
+      "Configs (configs/*.py; default: configs/default.py):"]
+  rows = describe_configs()
+  width = max((len(name) for name, _ in rows), default=0)
+  lines += [f"  {name:<{width}}  {doc}" for name, doc in rows]
+  lines += [
+      "", "A config's fields and their values, after any overrides, without running it:",
+      "  python -m research.main --config=configs/lenet_digits.py --print_config", "",
+      "Flags:"]
+  for flag in (_WORKDIR, _PRINT_CONFIG, _COORDINATOR, _NUM_PROCESSES, _PROCESS_ID):
+    lines.append(f"  --{flag.name}: {flags.FLAGS[flag.name].help}")
+  lines += ["  --config: a config file, optionally file.py:variant; "
+            "--config.<field>=<value> overrides one field",
+            "", "Exit codes: 0 done, 2 bad input (one line names the field or path and the fix), "
+            "3 NaN/inf loss, 4 a read or write failed mid-run (rerun to resume).",
+            "--helpfull lists absl's own flags too."]
+  return "\n".join(lines)
 
 
-def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
+def _config_arg(argv: list[str]) -> str:
+  value = _DEFAULT_CONFIG
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      value = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
 
 
 def _config_path(argv: list[str]) -> str:
-  path = _DEFAULT_CONFIG
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      path = arg.split("=", 1)[1]
-    elif arg == "--config" and i + 1 < len(argv):
-      path = argv[i + 1]
-  return path.split(":", 1)[0]  # big_vision style "file.py:arg" variants.
+  return _config_arg(argv).split(":", 1)[0]  # big_vision style "file.py:arg" variants.
 
 
-def _check_config_file(path: str) -> None:
+def _load_config_module(argv: list[str]):
+  """Runs the config file's get_config([arg]) once, so that a broken file of any kind is one
+  line: missing, unreadable, a syntax error, no get_config, or get_config raising."""
+  path = _config_path(argv)
   if not os.path.isfile(path):
-    known = sorted(glob.glob(os.path.join(_REPO, "configs", "*.py")))
-    _fail(f"--config={path}: no such config file; available: "
-          + ", ".join(os.path.relpath(p) for p in known))
+    known = ", ".join(name for name, _ in describe_configs())
+    cli.fail(f"--config={path}: no such config file; available: {known}")
+  arg = _config_arg(argv).split(":", 1)[1] if ":" in _config_arg(argv) else None
+  try:
+    spec = importlib.util.spec_from_file_location("_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    cli.fail(f"--config={path}: line {e.lineno}: {e.msg}; fix the config file")
+  except Exception as e:  # noqa: BLE001  Whatever a broken file raises, say so in one line.
+    cli.fail(f"--config={path} failed to load ({type(e).__name__}: {e}); fix the config file")
+  if not callable(getattr(module, "get_config", None)):
+    cli.fail(f"--config={path} has no get_config() function; a config file defines "
+             "get_config() -> ml_collections.ConfigDict (see configs/default.py)")
+  try:
+    config = module.get_config(arg) if arg is not None else module.get_config()
+  except Exception as e:  # noqa: BLE001
+    cli.fail(f"--config={_config_arg(argv)}: get_config raised {type(e).__name__}: {e}")
+  if not hasattr(config, "lock"):
+    cli.fail(f"--config={path}: get_config() returned a {type(config).__name__}, not an "
+             "ml_collections.ConfigDict")
+  return config
 
 
-def _unknown_field(argv: list[str]) -> str | None:
+def _unknown_field(argv: list[str], config) -> str | None:
   """The first --config.a.b=... override whose path the config lacks, and what exists there."""
-  spec = importlib.util.spec_from_file_location("_config", _config_path(argv))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
   for arg in argv:
     if not arg.startswith("--config."):
       continue
@@ -84,14 +131,6 @@ def _unknown_field(argv: list[str]) -> str | None:
   return None
 
 
-def _explain_override_error(argv: list[str], e: Exception) -> str:
-  try:
-    message = _unknown_field(argv)
-  except Exception:  # The config file itself is broken: report the original problem.
-    message = None
-  return message or f"could not apply the config overrides {argv[1:]}: {e!r}"
-
-
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with config mistakes turned into one line instead of a traceback."""
   try:
@@ -99,38 +138,39 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     lines = [line for line in str(e).splitlines() if line.strip()]
     if any(line.startswith("Traceback") for line in lines):
-      # A config file's get_config raised: its own message is the last line.
-      lines = [lines[0], lines[-1]]
-    _fail(" ".join(lines) + " (pass --helpfull to list the flags)")
+      lines = [lines[0], lines[-1]]  # get_config raised: its own message is the last line.
+    cli.fail(" ".join(lines) + " (pass --help for the configs and flags)")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    _fail(_explain_override_error(argv, e))
+    cli.fail(_unknown_field(argv, _loaded) or
+             f"could not apply the config overrides {argv[1:]}: {e!r}")
 
 
+@cli.guarded
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  absl_logging.get_absl_handler().addFilter(_OnlyOwnInfo())
-  try:
-    parallel.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
-                                          _PROCESS_ID.value)
-  except errors.ConfigError as e:
-    _fail(str(e))
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value; "
+             "pass --help for the configs and flags)")
   config = _CONFIG.value
+  if _PRINT_CONFIG.value:
+    print(config)
+    return
+  cli.quiet_library_logs()
+  from research import experiments  # pylint: disable=g-import-not-at-top  After the flags.
+  from research import parallel  # pylint: disable=g-import-not-at-top
+  parallel.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                        _PROCESS_ID.value)
   workdir = _WORKDIR.value
   if workdir is None:
     name = os.path.splitext(os.path.basename(_config_path(sys.argv)))[0]
     workdir = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-  try:
-    experiments.run(config, workdir)
-  except errors.NonFiniteLossError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(3)
-  except (errors.ConfigError, errors.DataError) as e:
-    _fail(str(e))
+  experiments.run(config, workdir)
 
 
 if __name__ == "__main__":
-  _check_config_file(_config_path(sys.argv))
+  if any(a in ("--help", "-h", "--helpshort", "-?") for a in sys.argv[1:]):
+    print(help_text())
+    sys.exit(0)
+  _loaded = _load_config_module(sys.argv)
   try:
     # ml_collections applies the --config.* overrides while the flag is defined.
     _CONFIG = config_flags.DEFINE_config_file(
@@ -138,5 +178,5 @@ if __name__ == "__main__":
         "Experiment config file (configs/*.py); fields overridable as --config.a.b=value.",
         lock_config=True)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    _fail(_explain_override_error(sys.argv, e))
+    cli.fail(_unknown_field(sys.argv, _loaded) or f"could not apply the config overrides: {e!r}")
   app.run(main, flags_parser=_parse_flags)

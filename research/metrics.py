@@ -4,36 +4,49 @@
   writer.write({"step": 250, "split": "train", "loss": 0.31, "accuracy": 0.92})
   writer.close()
   read_metrics(workdir) -> [{"step": 250, "split": "train", ...}, ...]
+  truncate(workdir, last_step)    what a resumed run does first: keeps the records up to its
+                                  checkpoint and rewrites TensorBoard's events from them
 
 metrics.jsonl is the record the tools read (research.plot, launch/sweep.py); the event files,
-with scalars named "<split>/<key>" (e.g. "valid/accuracy"), are for `tensorboard --logdir`.
-Only process 0 writes, so a multi-host run produces one copy.
+with scalars named "<split>/<key>" (e.g. "valid/accuracy", nested dicts as
+"train/grad_norm/0/w"), are for `tensorboard --logdir`. They are derived from metrics.jsonl:
+after a resume they are rebuilt from it, so TensorBoard shows every step once. Only process 0
+writes, so a multi-host run produces one copy. Every path goes through etils.epath, so a
+gs:// workdir works as a local one does.
 """
+import io
 import json
 import numbers
-import os
 
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
 
 from research import errors
+from research import workdir as workdir_lib
 
 FILENAME = "metrics.jsonl"
+# Fields that measure time, not the computation: the only ones a resumed run may change.
+TIMING_FIELDS = ("examples_per_sec", "steps_per_sec", "eta_sec", "elapsed", "wall_time")
+_EVENTS_GLOB = "events.out.tfevents.*"
 
 
 class MetricWriter:
   """Appends records to workdir/metrics.jsonl and TensorBoard (a no-op off process 0)."""
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True):
-    self.path = os.path.join(workdir, FILENAME)
+  def __init__(self, workdir, *, tensorboard: bool = True):
+    self.workdir = workdir_lib.as_path(workdir)
+    self.path = self.workdir / FILENAME
     self.enabled = jax.process_index() == 0
     self._tb = None
     if self.enabled:
-      os.makedirs(workdir, exist_ok=True)
+      try:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+      except OSError as e:
+        raise workdir_lib.storage_error(self.workdir, e) from None
       if tensorboard:
-        import tensorboardX  # Imported here: only process 0 of a run needs it.
-        self._tb = tensorboardX.SummaryWriter(logdir=workdir)
+        self._tb = _summary_writer(self.workdir)
 
   def write(self, record: dict) -> None:
     """Writes one record: "step" (int) and "split" (str) plus metrics; numbers go to TB too."""
@@ -43,14 +56,14 @@ class MetricWriter:
     if not self.enabled:
       return
     record = {k: _to_python(v) for k, v in record.items()}
-    # Appending and closing per record keeps every line on disk if the run dies.
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    # One line per call, flushed: every record is on disk if the run dies afterwards.
+    workdir_lib.append_line(self.path, json.dumps(record))
     if self._tb is not None:
-      for key, value in record.items():
-        if key not in ("step", "split") and _is_number(value):
-          self._tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
-      self._tb.flush()
+      _add_scalars(self._tb, record)
+      try:
+        self._tb.flush()
+      except OSError as e:
+        raise workdir_lib.storage_error(self.workdir, e) from None
 
   def close(self) -> None:
     if self._tb is not None:
@@ -64,17 +77,21 @@ class MetricWriter:
     self.close()
 
 
-def read_metrics(workdir: str, split: str | None = None) -> list[dict]:
+def read_metrics(workdir, split: str | None = None) -> list[dict]:
   """The records of workdir/metrics.jsonl in order (only `split`'s if given).
 
-  A malformed last line (a run killed mid-write) is skipped with a warning; a malformed line
-  elsewhere raises errors.DataError.
+  A malformed last line (a run killed or a disk filled mid-write) is skipped with a warning;
+  a malformed line elsewhere raises errors.DataError.
   """
-  path = os.path.join(workdir, FILENAME)
-  if not os.path.exists(path):
+  path = workdir_lib.as_path(workdir) / FILENAME
+  if not path.exists():
     raise errors.DataError(f"{path} does not exist; pass the --workdir of a run that has logged")
-  with open(path) as f:
-    lines = [line for line in f.read().splitlines() if line.strip()]
+  records = _parse(path, path.read_text())
+  return [r for r in records if split is None or r.get("split") == split]
+
+
+def _parse(path, text: str) -> list[dict]:
+  lines = [line for line in text.splitlines() if line.strip()]
   records = []
   for i, line in enumerate(lines):
     try:
@@ -88,7 +105,95 @@ def read_metrics(workdir: str, split: str | None = None) -> list[dict]:
       raise errors.DataError(f"{path} line {i + 1} is not a JSON object ({e}); "
                              "remove or repair that line") from None
     records.append(record)
-  return [r for r in records if split is None or r.get("split") == split]
+  return records
+
+
+def truncate(workdir, last_step: int) -> list[dict]:
+  """Keeps the records with step <= last_step (dropping a torn last line), atomically, and
+  rebuilds the TensorBoard events from them; returns the kept records. Process 0 only."""
+  workdir = workdir_lib.as_path(workdir)
+  path = workdir / FILENAME
+  if jax.process_index() != 0:
+    return []
+  kept = [r for r in _parse(path, path.read_text()) if r.get("step", 0) <= last_step] if (
+      path.exists()) else []
+  workdir_lib.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+  rebuild_tensorboard(workdir, kept)
+  return kept
+
+
+def rebuild_tensorboard(workdir, records: list[dict]) -> None:
+  """Replaces the event files in workdir with one holding exactly `records`' scalars.
+
+  The old files go first: if the process dies in between, the events are missing until the
+  next resume rebuilds them, but metrics.jsonl (their source) is intact.
+  """
+  workdir = workdir_lib.as_path(workdir)
+  try:
+    for f in workdir.glob(_EVENTS_GLOB):
+      f.unlink()
+  except OSError as e:
+    raise workdir_lib.storage_error(workdir, e) from None
+  writer = _summary_writer(workdir)
+  for record in records:
+    _add_scalars(writer, record)
+  writer.close()
+
+
+def _summary_writer(workdir: epath.Path):
+  import tensorboardX  # pylint: disable=g-import-not-at-top  Only process 0 needs it.
+  if workdir_lib.is_remote(workdir):
+    _register_epath_events(str(workdir).split(":", 1)[0])
+  try:
+    return tensorboardX.SummaryWriter(logdir=str(workdir))
+  except OSError as e:
+    raise workdir_lib.storage_error(workdir, e) from None
+
+
+def _add_scalars(writer, record: dict, prefix: str | None = None) -> None:
+  """Numbers as "<split>/<key>"; nested dicts of numbers as "<split>/<key>/<subkey>"."""
+  prefix = prefix or record["split"]
+  for key, value in record.items():
+    if prefix == record.get("split") and key in ("step", "split"):
+      continue
+    if isinstance(value, dict):
+      _add_scalars(writer, dict(value, split=record.get("split"), step=record["step"]),
+                   f"{prefix}/{key}")
+    elif _is_number(value):
+      writer.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+
+class _EpathEvents:
+  """A TensorBoard event file on any epath URI: buffered, the whole object written on flush
+  (object stores cannot append)."""
+
+  def __init__(self, path: str):
+    self.path = epath.Path(path)
+    self.buffer = io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self.buffer.write(data)
+
+  def flush(self) -> None:
+    self.path.write_bytes(self.buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _EpathEventsFactory:
+
+  def open(self, path: str) -> _EpathEvents:
+    return _EpathEvents(path)
+
+  def directory_check(self, path: str) -> None:
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _register_epath_events(scheme: str) -> None:
+  """Routes tensorboardX's event files for `scheme`:// through etils.epath."""
+  from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
+  record_writer.register_writer_factory(scheme, _EpathEventsFactory())
 
 
 def _is_number(value) -> bool:
@@ -96,7 +201,9 @@ def _is_number(value) -> bool:
 
 
 def _to_python(value):
-  """0-d NumPy/JAX numbers -> Python numbers, so json.dumps accepts them."""
+  """0-d NumPy/JAX numbers -> Python numbers (also inside dicts), so json.dumps takes them."""
+  if isinstance(value, dict):
+    return {k: _to_python(v) for k, v in value.items()}
   if isinstance(value, (np.generic, np.ndarray, jax.Array)) and np.ndim(value) == 0:
     return np.asarray(value).item()
   return value

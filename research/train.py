@@ -2,10 +2,26 @@
 
 The train state is a plain dict {"params", "opt_state", "step", "rng"}. One jitted call runs
 a chunk of steps with `lax.scan`, gathering each batch on the device from the batch indices
-(see research.data.batch_indices), so the host is touched only at log and eval points.
+(see research.data.batch_indices), so the host is touched only at log, eval and checkpoint
+points.
+
+What a run promises (README, "What a run promises"):
+  - resume is exact: whatever step a run is killed at, rerunning the same command ends with
+    the same params, optimizer state and metrics.jsonl records (timing fields aside) as an
+    uninterrupted run. The checkpoint carries the log window's running sums, so the first
+    train record after a resume averages the same steps as it would have; records past the
+    checkpoint are dropped and written again, identically; TensorBoard's events are rebuilt
+    from metrics.jsonl, so each step shows once. A run killed before its first checkpoint
+    starts again from step 0.
+  - one run per workdir (research.workdir.claim), and the config is kept with the checkpoints:
+    a different config in the same workdir is refused, also when config.json was deleted.
+  - progress lines time training steps only (compilation, evaluation and checkpoints are
+    excluded) and give an ETA.
 """
+import dataclasses
+import functools
 import json
-import os
+import math
 import time
 from typing import Any, Callable
 
@@ -18,6 +34,7 @@ from absl import logging
 
 from research import augment
 from research import checkpoint
+from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import gradients
@@ -26,6 +43,8 @@ from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import parallel
+from research import workdir as workdir_lib
+
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Fails fast, with the field and the fix, on values the run cannot use."""
@@ -45,42 +64,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(
         f"config.checkpoint_every={config.checkpoint_every} must be >= 0 (0: only at the end) "
         f"and config.keep_checkpoints={config.keep_checkpoints} >= 1")
+  config_lib.check_ranges(config)
 
 
-def num_outputs(config, dataset: data_lib.Dataset) -> int:
-  """K: one sigmoid unit for a binary task, else one unit per class."""
-  if config.loss.output == "sigmoid" and dataset.num_classes == 2:
-    return 1
-  return dataset.num_classes
+def weight_norms(tree) -> dict[str, jax.Array]:
+  """||w^l|| of every weight leaf (losses.is_weight), keyed "0/w", "conv/c1/w", ...: the
+  per-layer norms a run logs for the params, dE/dw and the optimizer's update."""
+  return {_leaf_name(path): jnp.sqrt(jnp.sum(jnp.square(v.astype(jnp.float32))))
+          for path, v in jax.tree_util.tree_leaves_with_path(tree) if losses.is_weight(path)}
 
 
-def make_loss_fn(model: models.Model, output: str, lam: float, m: int, k: int,
-                 lam1: float = 0.0) -> Callable:
-  """E(params, x, labels, rng) -> (E, aux): the data term averaged over the batch
-  + (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|]."""
-  data_loss = losses.DATA_LOSSES[output]
-
-  def loss_fn(params, x, labels, rng):
-    logits_BxK = model.apply(params, x, train=True, rng=rng)
-    y_BxK = losses.one_hot_targets(labels, k, logits_BxK.dtype)
-    data_term = data_loss(logits_BxK, y_BxK).mean()
-    E = data_term + losses.l2_penalty(params, lam, m)
-    if lam1:
-      E = E + losses.l1_penalty(params, lam1, m)
-    accuracy = (losses.predictions(logits_BxK) == labels).mean()
-    return E, {"data_loss": data_term, "accuracy": accuracy}
-
-  return loss_fn
+def _leaf_name(path) -> str:
+  parts = []
+  for k in path:
+    parts.append(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))))
+  return "/".join(parts)
 
 
 def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None = None,
                      value_and_grad: Callable | None = None) -> Callable:
   """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps.
 
-  sums holds E, its data term and accuracy summed over the chunk's steps (train records
-  report E as "loss" and the data term, comparable with valid/test "loss", as "data_loss"),
-  and the first step whose loss was
-  not finite (or -1), so NaN detection costs no extra host sync.
+  sums holds E ("loss_sum") and every scalar of the loss's aux (e.g. "data_loss_sum",
+  "accuracy_sum") summed over the chunk's steps (train records report E as "loss" and the data
+  term, comparable with valid/test "loss", as "data_loss"); "norms", the per-layer norms
+  {"grad", "param", "update"} of the chunk's last step (weight_norms); and the first step
+  whose loss was not finite (or -1), so NaN detection costs no extra host sync.
   """
   if value_and_grad is None:
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
@@ -96,14 +105,17 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(jnp.add, state["params"], updates)
     new_state = dict(state, params=params, opt_state=opt_state, step=step + 1)
-    return new_state, (E, aux["data_loss"], aux["accuracy"], step)
+    norms = {"grad": weight_norms(grads), "param": weight_norms(params),
+             "update": weight_norms(updates)}
+    return new_state, ({"loss": E, **aux}, norms, step)
 
   def chunk(state, x_all, y_all, idx_SxB):
-    state, (E_S, data_S, acc_S, step_S) = jax.lax.scan(
+    state, (values_S, norms_S, step_S) = jax.lax.scan(
         lambda s, idx: train_step(s, idx, x_all, y_all), state, idx_SxB)
+    E_S = values_S["loss"]
     bad = jnp.where(jnp.isfinite(E_S), jnp.iinfo(jnp.int32).max, step_S).min()
-    return state, {"loss_sum": E_S.sum(), "data_loss_sum": data_S.sum(),
-                   "accuracy_sum": acc_S.sum(),
+    sums = {f"{key}_sum": v.sum() for key, v in values_S.items()}
+    return state, {**sums, "norms": jax.tree.map(lambda v: v[-1], norms_S),
                    "first_bad_step": jnp.where(bad == jnp.iinfo(jnp.int32).max, -1, bad)}
 
   return jax.jit(chunk, donate_argnums=0)
@@ -154,27 +166,71 @@ def evaluate(eval_fn: Callable, params, split: data_lib.Split, batch_size: int,
   return {"loss": float(totals["loss_sum"]) / n, "accuracy": float(totals["correct"]) / n}
 
 
-def prepare_workdir(config, workdir: str) -> None:
-  """Creates workdir and writes config.json; refuses to mix two runs in one workdir."""
-  if os.path.exists(os.path.join(workdir, metrics_lib.FILENAME)):
-    raise errors.ConfigError(
-        f"--workdir={workdir} already holds a run (metrics.jsonl); pass a new --workdir so "
+@dataclasses.dataclass
+class _Functions:
+  """What a run compiles, shared by runs that differ only in what does not change it (the
+  seed, the log cadence): a regularization experiment's many runs compile once."""
+  model: models.Model
+  train_chunk: Callable
+  eval_fn: Callable
+  add_sums: Callable
+  executables: dict  # chunk length S -> compiled train chunk
+
+
+@functools.lru_cache(maxsize=16)
+def _functions(config_key: str, n: int, k: int, input_shape: tuple, x_dtype: str) -> _Functions:
+  del x_dtype  # Part of the key: the compiled chunk is specialised to it.
+  config = ml_collections.ConfigDict(json.loads(config_key))
+  model = models.build(config.model, input_shape, k)
+  optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
+  # The lecture's m is the number of training examples.
+  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
+  value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n, input_shape)
+  train_chunk = make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment),
+                                 value_and_grad)
+  add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+  return _Functions(model, train_chunk, make_eval_fn(model, config.loss.output, k), add, {})
+
+
+def _config_dict(config) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def prepare_workdir(config, workdir) -> None:
+  """Writes config.json into a new run's workdir (process 0); refuses a workdir that already
+  holds a run. Runners without checkpoints call it inside research.workdir.claim."""
+  path = workdir_lib.as_path(workdir)
+  if (path / metrics_lib.FILENAME).exists():
+    raise errors.WorkdirError(
+        f"--workdir={path} already holds a run (metrics.jsonl); pass a new --workdir so "
         "its results are kept")
+  write_config(config, path)
+
+
+def write_config(config, workdir) -> None:
+  """workdir/config.json, written whole or not at all (process 0)."""
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    workdir_lib.write_text(workdir_lib.as_path(workdir) / "config.json",
+                           config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
-def _check_same_config(config, workdir: str) -> None:
+def saved_config(workdir) -> dict | None:
+  """workdir/config.json as a dict, None if absent; WorkdirError if it is not valid JSON."""
+  path = workdir_lib.as_path(workdir) / "config.json"
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError as e:
+    raise errors.WorkdirError(f"{path} is not valid JSON ({e}); restore it, or delete it to "
+                              "resume from the config kept with the checkpoints") from None
+
+
+def check_same_config(config, saved: dict | None, workdir) -> None:
   """Resuming with a different config would silently mix two experiments: refuse."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if saved is None:
     return
-  with open(path) as f:
-    saved = json.load(f)
-  now = json.loads(config.to_json_best_effort())
-  diffs = sorted(_diff(saved, now))
+  diffs = sorted(_diff(saved, _config_dict(config)))
   if diffs:
     raise errors.ConfigError(
         f"--workdir={workdir} holds a run with a different config ({', '.join(diffs[:5])}); "
@@ -190,28 +246,42 @@ def _diff(a, b, prefix="config") -> list[str]:
   return [] if a == b else [f"{prefix}: {a!r} -> {b!r}"]
 
 
-def _truncate_metrics(path: str, last_step: int) -> None:
-  """Drops records past `last_step`: the resumed run writes them again, identically."""
-  if jax.process_index() != 0 or not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(lines)
-  os.replace(tmp, path)  # Atomic: a crash here leaves the old file.
+def _inspect_workdir(config, workdir) -> int | None:
+  """What the workdir holds, checked against config: the newest checkpoint step to resume
+  from, or None to start at step 0 (a new workdir, or a run of this config killed before its
+  first checkpoint). Raises ConfigError for another config's run or one whose results would
+  be lost."""
+  latest = checkpoint.latest_step(workdir)
+  on_file = saved_config(workdir)
+  if latest is not None:
+    # The config kept with the checkpoints is the identity; config.json may be gone.
+    check_same_config(config, checkpoint.saved_config(workdir, latest) or on_file, workdir)
+    return latest
+  metrics_path = workdir / metrics_lib.FILENAME
+  if not metrics_path.exists() or not metrics_path.read_text().strip():
+    return None  # Nothing to lose: a new workdir, or a run stopped before its first record.
+  if on_file is None:
+    raise errors.ConfigError(
+        f"--workdir={workdir} already holds a run (metrics.jsonl) with no config.json and no "
+        "checkpoint; pass a new --workdir so its results are kept")
+  check_same_config(config, on_file, workdir)
+  if metrics_lib.read_metrics(workdir, split="test"):
+    raise errors.ConfigError(
+        f"--workdir={workdir} already holds a run (metrics.jsonl) that finished, and its "
+        "checkpoints are gone; pass a new --workdir so its results are kept")
+  return None
 
 
-def _finished_result(workdir: str) -> dict | None:
+def _finished_result(workdir) -> dict | None:
   """The test record of a run that already ran to the end, else None."""
-  records = metrics_lib.read_metrics(workdir) if os.path.exists(
-      os.path.join(workdir, metrics_lib.FILENAME)) else []
+  records = metrics_lib.read_metrics(workdir) if (
+      workdir_lib.as_path(workdir) / metrics_lib.FILENAME).exists() else []
   if records and records[-1]["split"] == "test":
     return records[-1]
   return None
 
 
-def _raise_if_nonfinite(pending: list, last_good_step: int, path: str) -> None:
+def _raise_if_nonfinite(pending: list, last_good_step: int, path) -> None:
   """Host sync on the chunks' first-bad-step scalars: stop naming the step."""
   for first_bad in pending:
     if int(first_bad) >= 0:
@@ -222,16 +292,21 @@ def _raise_if_nonfinite(pending: list, last_good_step: int, path: str) -> None:
   pending.clear()
 
 
-def init_tracked(config, model: models.Model, optimizer, mesh) -> dict:
-  """Everything a checkpoint holds: {"state": train state[, "best": early stopping's memory]}.
+def init_tracked(config, model: models.Model, optimizer, mesh, window=None) -> dict:
+  """Everything a checkpoint holds: {"state": train state, "window": the log window's sums
+  [, "best": early stopping's memory]}.
 
-  The train state is {"params", "opt_state", "step", "rng"}, replicated over the mesh.
+  The train state is {"params", "opt_state", "step", "rng"}, replicated over the mesh. window
+  (zeros shaped like the train chunk's summed values) carries the sums of the steps since the
+  last log line, so a resumed run's first train record is the uninterrupted run's.
   """
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
   params = model.init(init_key)
   state = parallel.replicate({"params": params, "opt_state": optimizer.init(params),
                               "step": jnp.zeros((), jnp.int32), "rng": train_key}, mesh)
   tracked = {"state": state}
+  if window is not None:
+    tracked["window"] = parallel.replicate(window, mesh)
   if config.early_stopping_patience > 0:  # Part of the state, so resume stays exact.
     tracked["best"] = {"params": jax.tree.map(jnp.copy, state["params"]),
                        "loss": jnp.asarray(jnp.inf, jnp.float32),
@@ -239,114 +314,194 @@ def init_tracked(config, model: models.Model, optimizer, mesh) -> dict:
   return tracked
 
 
-def restore_state(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict, int]:
+def _prepare(config, dataset: data_lib.Dataset) -> _Functions:
+  """The run's compiled functions (cached across runs with the same compile-relevant config)."""
+  k = losses.num_outputs(config, dataset)
+  key = _config_dict(config)
+  key.pop("seed")  # The seed changes the init and the batches, not what is compiled.
+  return _functions(json.dumps(key, sort_keys=True), len(dataset.train), k,
+                    tuple(dataset.input_shape), str(dataset.train.x.dtype))
+
+
+def _window_template(fns: _Functions, state, x_all, y_all, idx_SxB) -> dict:
+  """Zeros shaped like a train chunk's summed values: the log window's running sums."""
+  sums = jax.eval_shape(fns.train_chunk, state, x_all, y_all, idx_SxB)[1]
+  return {key: jnp.zeros(v.shape, v.dtype) for key, v in sums.items() if key.endswith("_sum")}
+
+
+def restore_state(config: ml_collections.ConfigDict, workdir) -> tuple[dict, int]:
   """(train state, step) of the newest good checkpoint of a run of `config` in workdir, with
   early stopping's best params in place when the config uses it. For notebooks and tests."""
   dataset = data_lib.load(config.data)
-  model = models.build(config.model, dataset.input_shape, num_outputs(config, dataset))
+  fns = _prepare(config, dataset)
+  mesh = parallel.make_mesh()
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  tracked = init_tracked(config, model, optimizer, parallel.make_mesh())
+  tracked = init_tracked(config, fns.model, optimizer, mesh)
+  idx = jnp.zeros((1, config.batch_size), jnp.int32)
+  window = _window_template(fns, tracked["state"], dataset.train.x, dataset.train.y, idx)
+  tracked = init_tracked(config, fns.model, optimizer, mesh, window)
   tracked, step = checkpoint.restore(workdir, tracked)
   return _final_state(tracked), step
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def chunk_bounds(config, start: int = 0) -> list[tuple[int, int]]:
+  """The run's chunks [(start, stop), ...]: each ends at the next log, eval or checkpoint
+  step (or the last step), so the host syncs only there."""
+  every = [config.log_every, config.eval_every]
+  if config.checkpoint_every:
+    every.append(config.checkpoint_every)
+  bounds, step = [], start
+  while step < config.num_steps:
+    stop = min([_next_multiple(step, e) for e in every] + [config.num_steps])
+    bounds.append((step, stop))
+    step = stop
+  return bounds
+
+
+class _Clock:
+  """Wall time split into training (chunks running on the device) and the rest (compiling,
+  evaluating, checkpointing): progress lines report training throughput only."""
+
+  def __init__(self):
+    self.train_seconds = 0.0
+    self._since = None
+
+  def start(self) -> None:
+    """Training resumes now (after a sync, a compile, an eval or a save); no-op if running."""
+    if self._since is None:
+      self._since = time.time()
+
+  def stop(self, state) -> None:
+    """Waits for the dispatched chunks and books the time since start() as training."""
+    if self._since is not None:
+      jax.block_until_ready(state)
+      self.train_seconds += time.time() - self._since
+      self._since = None
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
+                       *, dataset: data_lib.Dataset | None = None) -> dict[str, Any]:
   """Trains config's model on config's data, logging to workdir; returns final state/metrics.
 
-  A workdir holding checkpoints of the same config is resumed from its newest good one,
-  exactly: the batch order, dropout and augmentation keys are functions of (seed, step).
-  With several devices (or hosts) the batch is split over a "data" mesh axis and the params
-  are replicated; the code path is the same for one device.
+  The workdir is claimed first (created, checked writable, locked: research.workdir); a
+  workdir holding checkpoints of the same config is resumed from its newest good one,
+  exactly: the batch order, dropout and augmentation keys are functions of (seed, step), and
+  the checkpoint carries the log window. With several devices (or hosts) the batch is split
+  over a "data" mesh axis and the params are replicated; the code path is the same for one
+  device. `dataset` replaces config.data's (e.g. an experiment's subset of the train split).
 
   Returns {"state": train state, "test": {"loss", "accuracy"}, "valid": ..., "wall_time": s}.
   """
   t_start = time.time()
   validate(config)
-  dataset = data_lib.load(config.data)
+  with workdir_lib.claim(workdir, process_index=jax.process_index()) as path:
+    return _train(config, path, dataset, t_start)
+
+
+def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
+  resume_step = _inspect_workdir(config, workdir)
+  # Every process reads the workdir before process 0 writes to it.
+  multihost_utils.sync_global_devices("workdir inspected")
+  if dataset is None:
+    dataset = data_lib.load(config.data)
   n = len(dataset.train)
   if config.batch_size > n:
     raise errors.ConfigError(
         f"config.batch_size={config.batch_size} is larger than the {n} training examples of "
         f"{dataset.name}; use at most {n}")
-  k = num_outputs(config, dataset)
-  model = models.build(config.model, dataset.input_shape, k)
+  fns = _prepare(config, dataset)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  # The lecture's m is the number of training examples.
-  loss_fn = make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
-  value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n, dataset.input_shape)
-  train_chunk = make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment),
-                                 value_and_grad)
-  eval_fn = make_eval_fn(model, config.loss.output, k)
-
   mesh = parallel.make_mesh()
-  tracked = init_tracked(config, model, optimizer, mesh)
-  state, params = tracked["state"], tracked["state"]["params"]
-  patience = config.early_stopping_patience
+  x_all, y_all = parallel.replicate((dataset.train.x, dataset.train.y), mesh)
 
+  def indices(start, stop):
+    idx_SxB = data_lib.batch_indices(config.seed, n, config.batch_size, start, stop - start)
+    # Each host keeps its share of the batch; the mesh splits it over the devices.
+    return parallel.shard_batch(parallel.host_slice(idx_SxB, axis=1), mesh, axis=1)
+
+  tracked = init_tracked(config, fns.model, optimizer, mesh)
+  window = _window_template(fns, tracked["state"], x_all, y_all, indices(0, 1))
+  tracked = init_tracked(config, fns.model, optimizer, mesh, window)
   step = 0
-  resuming = checkpoint.latest_step(workdir) is not None
-  # Every process reads the workdir before process 0 writes to it.
-  multihost_utils.sync_global_devices("workdir inspected")
-  if resuming:
-    _check_same_config(config, workdir)
-    finished = _finished_result(workdir)
+  if resume_step is not None:
     tracked, step = checkpoint.restore(workdir, tracked)
-    state = tracked["state"]
+    finished = _finished_result(workdir)
     if finished is not None and step == finished["step"]:
-      logging.info("%s already finished at step %d: test accuracy %.4f (nothing to do)",
-                   workdir, step, finished["accuracy"])
+      test = {k: finished[k] for k in ("loss", "accuracy") if k in finished}
+      logging.info("%s already finished at step %d: test %s (nothing to do)", workdir, step,
+                   _describe(test))
       return {"state": _final_state(tracked), "valid": {}, "wall_time": finished["wall_time"],
-              "test": {"loss": finished["loss"], "accuracy": finished["accuracy"]}}
-    _truncate_metrics(os.path.join(workdir, metrics_lib.FILENAME), step)
+              "test": test}
+    metrics_lib.truncate(workdir, step)
+    if saved_config(workdir) is None:
+      write_config(config, workdir)  # Deleted since: the checkpoints' copy matched.
     logging.info("resuming %s from step %d", workdir, step)
   else:
-    prepare_workdir(config, workdir)
+    if (workdir / metrics_lib.FILENAME).exists():
+      logging.info("%s: restarting a run of this config that stopped before its first "
+                   "checkpoint", workdir)
+      metrics_lib.truncate(workdir, -1)
+    write_config(config, workdir)
   writer = metrics_lib.MetricWriter(workdir)
 
-  n_params = sum(x.size for x in jax.tree.leaves(params))
+  state, window = tracked["state"], tracked["window"]
+  n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
   logging.info("%s: %d train / %d valid / %d test examples; %s with %d params on %d device(s)",
                dataset.name, n, len(dataset.valid), len(dataset.test), config.model.name,
                n_params, mesh.size)
-  x_all, y_all = parallel.replicate((dataset.train.x, dataset.train.y), mesh)
   eval_bs = eval_batch_size(config, dataset)
-  evaluate_on = lambda split: evaluate(eval_fn, state["params"], split, eval_bs, mesh)
-
-  last_log_step, last_log_time = step, time.time()
-  sums_since_log, pending_bad = [], []
-  valid = {}
-  every = [config.log_every, config.eval_every]
-  if config.checkpoint_every:
-    every.append(config.checkpoint_every)
-  while step < config.num_steps:
-    stop = min([_next_multiple(step, e) for e in every] + [config.num_steps])
-    idx_SxB = data_lib.batch_indices(config.seed, n, config.batch_size, step, stop - step)
-    # Each host keeps its share of the batch; the mesh splits it over the devices.
-    idx_SxB = parallel.shard_batch(parallel.host_slice(idx_SxB, axis=1), mesh, axis=1)
-    state, sums = train_chunk(state, x_all, y_all, idx_SxB)
+  config_json = _config_dict(config)
+  patience = config.early_stopping_patience
+  stopped_early = patience > 0 and int(tracked["best"]["evals_since"]) >= patience
+  clock, t_train_start = _Clock(), None
+  # The window holds the steps since the last log step (a resumed run restored its sums).
+  last_log_step = step // config.log_every * config.log_every
+  ran = {"steps": 0, "log_steps": 0, "log_seconds": 0.0}  # Steps run by this process.
+  pending_bad, valid = [], {}
+  for start, stop in ([] if stopped_early else chunk_bounds(config, step)):
+    idx_SxB = indices(start, stop)
+    executable = fns.executables.get(stop - start)
+    if executable is None:  # Compiled outside the training clock.
+      clock.stop(state)
+      executable = fns.train_chunk.lower(state, x_all, y_all, idx_SxB).compile()
+      fns.executables[stop - start] = executable
+    if t_train_start is None:
+      t_train_start = time.time()
+    clock.start()
+    state, sums = executable(state, x_all, y_all, idx_SxB)
+    window = fns.add_sums(window, {k: v for k, v in sums.items() if k in window})
     step = stop
-    sums_since_log.append(sums)
+    ran["steps"] += stop - start
     pending_bad.append(sums["first_bad_step"])
     at_end = step == config.num_steps
     at_log = step % config.log_every == 0 or at_end
     at_eval = (step % config.eval_every == 0 or at_end) and len(dataset.valid) > 0
     at_ckpt = at_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
-    stopped_early = False
-    if at_log or at_eval or at_ckpt:
-      _raise_if_nonfinite(pending_bad, last_log_step, writer.path)
+    if not (at_log or at_eval or at_ckpt):
+      continue
+    clock.stop(state)
+    _raise_if_nonfinite(pending_bad, last_log_step, writer.path)
     if at_log:
-      now = time.time()
+      window_host = jax.device_get(window)
       steps = step - last_log_step
-      total = lambda key: float(sum(x[key] for x in sums_since_log)) / steps
-      record = {"step": step, "split": "train", "loss": total("loss_sum"),
-                "data_loss": total("data_loss_sum"), "accuracy": total("accuracy_sum"),
-                "examples_per_sec": steps * config.batch_size / (now - last_log_time),
-                "elapsed": now - t_start}
+      seconds = clock.train_seconds - ran["log_seconds"]
+      rate = (ran["steps"] - ran["log_steps"]) / seconds if seconds > 0 else float("nan")
+      wall_rate = ran["steps"] / max(time.time() - t_train_start, 1e-9)
+      ran.update(log_steps=ran["steps"], log_seconds=clock.train_seconds)
+      record = {"step": step, "split": "train",
+                **{key[:-len("_sum")]: float(v) / steps for key, v in window_host.items()},
+                "steps_per_sec": rate, "examples_per_sec": rate * config.batch_size,
+                "eta_sec": (config.num_steps - step) / wall_rate,
+                "elapsed": time.time() - t_start,
+                "norms": {kind: {name: float(v) for name, v in values.items()}
+                          for kind, values in jax.device_get(sums["norms"]).items()}}
       writer.write(record)
-      logging.info("step %6d | loss %.4f | acc %.4f | %9.0f ex/s", step, record["loss"],
-                   record["accuracy"], record["examples_per_sec"])
-      last_log_step, last_log_time, sums_since_log = step, now, []
+      logging.info("step %6d | loss %.4f | acc %.4f | %7.1f steps/s %9.0f ex/s | eta %s",
+                   step, record["loss"], record.get("accuracy", float("nan")),
+                   rate, record["examples_per_sec"], _format_seconds(record["eta_sec"]))
+      last_log_step, window = step, jax.tree.map(jnp.zeros_like, window)
     if at_eval:
-      valid = evaluate_on(dataset.valid)
+      valid = evaluate(fns.eval_fn, state["params"], dataset.valid, eval_bs, mesh)
       writer.write({"step": step, "split": "valid", **valid})
       logging.info("step %6d | valid loss %.4f | valid acc %.4f", step, valid["loss"],
                    valid["accuracy"])
@@ -359,20 +514,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.write({"step": step, "split": "early_stop", "best_step": int(best["step"]),
                         "best_valid_loss": float(best["loss"])})
           stopped_early = True
-    tracked["state"] = state
+    tracked["state"], tracked["window"] = state, window
     if at_ckpt or stopped_early:
-      checkpoint.save(workdir, tracked, step, keep=config.keep_checkpoints)
+      checkpoint.save(workdir, tracked, step, keep=config.keep_checkpoints, config=config_json)
     if stopped_early:
       break
+    clock.start()
 
   final = _final_state(tracked)
-  test = evaluate(eval_fn, final["params"], dataset.test, eval_bs, mesh)
+  test = evaluate(fns.eval_fn, final["params"], dataset.test, eval_bs, mesh)
   wall = time.time() - t_start
   writer.write({"step": step, "split": "test", **test, "wall_time": wall})
   writer.close()
-  logging.info("done: test accuracy %.4f, test loss %.4f, wall time %.1f s (workdir %s)",
-               test["accuracy"], test["loss"], wall, workdir)
+  logging.info("done: test %s, wall time %.1f s (workdir %s)", _describe(test), wall, workdir)
   return {"state": final, "valid": valid, "test": test, "wall_time": wall}
+
+
+def _describe(test: dict) -> str:
+  if not test:
+    return "split empty"
+  return f"accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}"
+
+
+def _format_seconds(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if (
+      seconds >= 3600) else f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _update_best(best: dict, valid_loss: float, step: int, params) -> dict:

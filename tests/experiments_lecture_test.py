@@ -19,9 +19,9 @@ from configs import exp_surrogate
 from research import config_lib
 from research import data as data_lib
 from research import errors
+from research import losses
 from research import models
 from research import optim
-from research import train
 from research.experiments import approximation
 from research.experiments import batch_size
 from research.experiments import curvature
@@ -279,7 +279,7 @@ def test_per_example_grads_average_to_the_batch_gradient():
   model_cfg = exp_batch_size.get_config().model
   model_cfg.hidden_sizes = (4,)
   model = models.build(model_cfg, (5,), 3)
-  loss_fn = train.make_loss_fn(model, "sigmoid", 0.0, 10, 3)
+  loss_fn = losses.make_loss_fn(model, "sigmoid", 0.0, 10, 3)
 
   @jax.jit  # One compilation instead of op-by-op dispatch.
   def both(key):

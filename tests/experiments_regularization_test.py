@@ -1,4 +1,5 @@
 """Tiny versions of the regularization and dropout-ensemble experiments (issue 7 items 1-2)."""
+import dataclasses
 import json
 import os
 
@@ -93,7 +94,7 @@ def test_l2_shrinks_the_weight_norm(digits, slice60):
     cfg = regularization.method_config(config, method)
     if method == "l2":
       cfg.loss.l2 = 5.0
-    (out,) = regularization.fit(cfg, _model(cfg, digits), 10, slice60, digits.valid, [0])
+    (out,) = regularization.fit(cfg, dataclasses.replace(digits, train=slice60), [0])
     sums[method] = _sum_w2(out["params"])
   assert sums["l2"] < 0.7 * sums["none"], sums
 
@@ -107,7 +108,7 @@ def test_early_stopping_keeps_the_best_validation_params(digits):
   assert cfg.early_stopping_patience == 3
   tiny = regularization.train_subset(digits.train, 30, 0)
   model = _model(cfg, digits)
-  (out,) = regularization.fit(cfg, model, 10, tiny, digits.valid, [0])
+  (out,) = regularization.fit(cfg, dataclasses.replace(digits, train=tiny), [0])
   steps, valid_losses = zip(*out["valid_losses"])
   best = int(np.argmin(valid_losses))
   assert out["stop_step"] < config.num_steps  # It stopped...
@@ -162,7 +163,7 @@ def test_vmapped_bagging_equals_training_one_member_alone(bagged, slice60):
   config, model, out = bagged
   j = 2
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  loss_fn = train.make_loss_fn(model, "softmax", config.loss.l2, 60, 10)
+  loss_fn = losses.make_loss_fn(model, "softmax", config.loss.l2, 60, 10)
   chunk = train.make_train_chunk(loss_fn, optimizer)
   state = regularization.init_state(model, optimizer, jax.random.split(jax.random.key(0), 4)[j])
   idx_SxB = regularization.bagging_batches(out["boot"], 0, config.batch_size, 0,

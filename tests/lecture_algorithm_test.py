@@ -14,6 +14,7 @@ from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import lecture_algorithm
+from research import losses
 from research import models
 from research import optim
 from research import train
@@ -120,7 +121,7 @@ def test_step_uses_only_the_misclassified_example():
   model = models.build(model_cfg, (2,), 1)
   params = [{"w": jnp.array([[1.0], [0.0]]), "b": jnp.zeros((1,))}]
   lam, m, eta = 0.1, 5, 0.3
-  loss_fn = train.make_loss_fn(model, "sigmoid", lam, m, 1)
+  loss_fn = losses.make_loss_fn(model, "sigmoid", lam, m, 1)
   optimizer = optim.make_optimizer(config_lib.optimizer(name="sgd", learning_rate=eta), 10)
   chunk = lecture_algorithm.make_chunk(model, loss_fn, optimizer, batch_size=4)
   state = {"params": params, "opt_state": optimizer.init(params),
@@ -141,7 +142,7 @@ def test_no_step_when_nothing_is_misclassified():
   model_cfg = ml_collections.ConfigDict(dict(name="mlp", hidden_sizes=(), activation="sigmoid"))
   model = models.build(model_cfg, (2,), 1)
   params = [{"w": jnp.array([[1.0], [0.0]]), "b": jnp.zeros((1,))}]
-  loss_fn = train.make_loss_fn(model, "sigmoid", 0.1, 2, 1)
+  loss_fn = losses.make_loss_fn(model, "sigmoid", 0.1, 2, 1)
   optimizer = optax.sgd(0.3)
   chunk = lecture_algorithm.make_chunk(model, loss_fn, optimizer, batch_size=2)
   state = {"params": params, "opt_state": optimizer.init(params),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from research import metrics
 from research import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +57,7 @@ def _params(workdir, flags):
 
 
 def _records(workdir):
-  timing = {"examples_per_sec", "elapsed", "wall_time"}
+  timing = set(metrics.TIMING_FIELDS)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in f]
 

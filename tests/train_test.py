@@ -11,6 +11,8 @@ from configs import breast_cancer
 from configs import default
 from research import data as data_lib
 from research import errors
+from research import losses
+from research import metrics
 from research import models
 from research import optim
 from research import train
@@ -31,7 +33,7 @@ def _records(workdir):
 
 
 def _strip_timing(records):
-  timing = {"examples_per_sec", "elapsed", "wall_time"}
+  timing = set(metrics.TIMING_FIELDS)
   return [{k: v for k, v in r.items() if k not in timing} for r in records]
 
 
@@ -144,7 +146,7 @@ def test_jitted_chunk_equals_unjitted_steps():
   dataset = data_lib.load(config.data)
   model = models.build(config.model, dataset.input_shape, 10)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  loss_fn = train.make_loss_fn(model, "sigmoid", config.loss.l2, len(dataset.train), 10)
+  loss_fn = losses.make_loss_fn(model, "sigmoid", config.loss.l2, len(dataset.train), 10)
   chunk = train.make_train_chunk(loss_fn, optimizer)
   idx = data_lib.batch_indices(0, len(dataset.train), 32, 0, 5)
 

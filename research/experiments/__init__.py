@@ -5,40 +5,35 @@
              procedure with random-perturbation restarts
   regularization, dropout_ensemble, ...   the lecture's experiments (docs/experiments.md)
 
-Each runner takes (config, workdir) and returns a dict of results. Runners register with
-`@experiments.register(name)`; the modules that define them are imported at the bottom.
+Each runner takes (config, workdir) and returns a dict of results. A runner's module is
+imported only when its trainer runs, so a plain run does not pay for the experiments'
+imports (matplotlib, scikit-learn, sacrebleu).
 """
+import importlib
 from typing import Any, Callable
 
 from research import errors
-from research import train
 
-RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"standard": train.train_and_evaluate}
+# config.trainer -> "module:function".
+RUNNERS: dict[str, str] = {
+    "standard": "research.train:train_and_evaluate",
+    "lecture": "research.lecture_algorithm:train_lecture",
+    "approximation": "research.experiments.approximation:run",
+    "batch_size": "research.experiments.batch_size:run",
+    "curvature": "research.experiments.curvature:run",
+    "dropout_ensemble": "research.experiments.dropout_ensemble:run",
+    "regularization": "research.experiments.regularization:run",
+    "surrogate": "research.experiments.surrogate:run",
+}
 
 
-def register(name: str):
-  """Decorator: makes `fn(config, workdir) -> dict` runnable as config.trainer=name."""
-  def wrap(fn):
-    RUNNERS[name] = fn
-    return fn
-  return wrap
+def runner(name: str) -> Callable[..., dict[str, Any]]:
+  """The function config.trainer=name runs; ConfigError naming the choices for others."""
+  errors.check_choice("trainer", name, sorted(RUNNERS))
+  module, function = RUNNERS[name].split(":")
+  return getattr(importlib.import_module(module), function)
 
 
 def run(config, workdir: str) -> dict[str, Any]:
   """Runs config.trainer on config, writing into workdir."""
-  errors.check_choice("trainer", config.trainer, sorted(RUNNERS))
-  return RUNNERS[config.trainer](config, workdir)
-
-
-# The runners beyond standard training.
-from research import lecture_algorithm  # noqa: E402
-
-register("lecture")(lecture_algorithm.train_lecture)
-
-# The lecture's experiments register themselves on import.
-from research.experiments import approximation  # noqa: E402,F401
-from research.experiments import batch_size  # noqa: E402,F401
-from research.experiments import curvature  # noqa: E402,F401
-from research.experiments import dropout_ensemble  # noqa: E402,F401
-from research.experiments import regularization  # noqa: E402,F401
-from research.experiments import surrogate  # noqa: E402,F401
+  return runner(config.trainer)(config, workdir)

@@ -24,7 +24,6 @@ Targets (experiment.targets):
   sines_1d   f(x) = sin(2 pi x) + 0.3 cos(5 pi x)                      on [-1, 1]
   bumps_2d   f(x, y) = sin(pi x) cos(pi y) + exp(-8 ((x - 0.4)^2 + (y + 0.3)^2))  on [-1, 1]^2
 """
-import os
 import time
 from typing import Any, Callable
 
@@ -37,12 +36,11 @@ from absl import logging
 from matplotlib import figure
 
 from research import errors
-from research import experiments
 from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import train
-from research.experiments import surrogate
+from research.experiments import report
 
 
 def _sines_1d(x_NxD: jax.Array) -> jax.Array:
@@ -132,8 +130,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                              f"{config.model.name!r} with {config.model.hidden_sizes!r}")
 
 
-@experiments.register("approximation")
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+@report.runner
+def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Fits every target at every width; writes results.{md,json} and approximation.png.
 
   Returns {"rows": one dict per (target, width), "wall_time": s}.
@@ -141,7 +139,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t_start = time.time()
   validate(config)
   exp = config.experiment
-  train.prepare_workdir(config, workdir)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   keys_S = jax.random.split(jax.random.key(config.seed), exp.num_seeds)
@@ -184,11 +181,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   ]
   columns = ["target", "width", "params", "rms_median", "max_median", "rms_best", "max_best",
              "train_mse_median"]
-  surrogate.write_results(workdir, "Universal approximation: error vs width", columns, rows,
+  report.write_results(workdir, "Universal approximation: error vs width", columns, rows,
                           notes, result)
-  _plot(os.path.join(workdir, "approximation.png"), exp, rows, fits)
+  _plot(workdir / "approximation.png", exp, rows, fits)
   logging.info("done in %.1f s; results in %s", result["wall_time"],
-               os.path.join(workdir, "results.md"))
+               workdir / "results.md")
   return result
 
 
@@ -229,4 +226,4 @@ def _plot(path: str, exp, rows: list[dict], fits: dict) -> None:
       ax.set_title(f"{name}: |error| at H = {h} (best seed)")
       ax.set_xlabel("x")
       ax.set_ylabel("y")
-  fig.savefig(path, dpi=110)
+  report.save_figure(fig, path)

@@ -30,7 +30,6 @@ The cap max_lr is the largest rate full-batch descent tolerates (above it E osci
 diverges, whatever the batch size).
 """
 import math
-import os
 import time
 from typing import Any, Callable
 
@@ -45,12 +44,12 @@ from matplotlib import figure
 from research import config_lib
 from research import data as data_lib
 from research import errors
-from research import experiments
+from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import train
-from research.experiments import surrogate
+from research.experiments import report
 
 LR_RULES = ("sqrt", "linear", "constant")
 
@@ -159,8 +158,8 @@ def _train_to_target(config, batch_size: int, model, loss_fn, full_E, x_all, y_a
           "final_loss": curve[-1]["loss"], "curve": curve, "params": state["params"]}
 
 
-@experiments.register("batch_size")
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+@report.runner
+def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Trains at every batch size and measures the gradient variance; writes results.{md,json}
   and batch_size.png. Returns {"runs": [...], "variance": [...], "sigma2": ..., ...}."""
   t_start = time.time()
@@ -172,10 +171,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if max(sizes) > n:
     raise errors.ConfigError(f"config.experiment.batch_sizes={exp.batch_sizes!r} has a batch "
                              f"larger than the {n} training examples; use at most {n} (or 0)")
-  k = train.num_outputs(config, dataset)
+  k = losses.num_outputs(config, dataset)
   model = models.build(config.model, dataset.input_shape, k)
-  loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
-  train.prepare_workdir(config, workdir)
+  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
   full_E = jax.jit(lambda p: loss_fn(p, x_all, y_all, None)[0])
@@ -216,7 +214,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             "variance": variance, "wall_time": time.time() - t_start}
   _write_report(workdir, config, result)
   logging.info("done in %.1f s; results in %s", result["wall_time"],
-               os.path.join(workdir, "results.md"))
+               workdir / "results.md")
   return result
 
 
@@ -227,7 +225,7 @@ def _write_report(workdir: str, config, result: dict) -> None:
   rows = [{"B": r["batch_size"], "eta": r["eta"], "examples_to_target": fmt(r["examples"], "d"),
            "epochs": fmt(r["epochs"], ".2f"), "steps": fmt(r["steps"], "d"),
            "wall_s": fmt(r["wall_s"], ".3f"), "final_E": r["final_loss"]} for r in result["runs"]]
-  var_lines = [surrogate.markdown_table(
+  var_lines = [report.markdown_table(
       ["w", "batch_size", "measured", "predicted", "sigma2_over_B", "ratio"],
       [{**v, "ratio": "exact 0" if v["ratio"] is None else v["ratio"]}
        for v in result["variance"]])]
@@ -243,10 +241,10 @@ def _write_report(workdir: str, config, result: dict) -> None:
       "(jax.vmap(jax.grad)); sigma2_over_B is the with-replacement value sigma^2/B.",
       "", *var_lines, "", "Training to the target:",
   ]
-  surrogate.write_results(workdir, "Mini-batch size: stochasticity vs redundancy",
+  report.write_results(workdir, "Mini-batch size: stochasticity vs redundancy",
                           ["B", "eta", "examples_to_target", "epochs", "steps", "wall_s",
                            "final_E"], rows, notes, result)
-  _plot(os.path.join(workdir, "batch_size.png"), result)
+  _plot(workdir / "batch_size.png", result)
 
 
 def _plot(path: str, result: dict) -> None:
@@ -281,4 +279,4 @@ def _plot(path: str, result: dict) -> None:
   ax_var.set_ylabel("E ||g_B - g_bar||^2")
   ax_var.set_title("mini-batch gradient variance (dashed: sigma^2/B)")
   ax_var.legend(fontsize=7)
-  fig.savefig(path, dpi=110)
+  report.save_figure(fig, path)

@@ -24,7 +24,6 @@ same optimizer, and lets one jitted jax.vmap run the whole grid of etas. The tab
 counts the etas that diverged, which is where clipping shows: it bounds every SGD step to
 eta * clip_global_norm.
 """
-import os
 import time
 from typing import Any, Callable
 
@@ -38,12 +37,12 @@ from matplotlib import figure
 from research import config_lib
 from research import data as data_lib
 from research import errors
-from research import experiments
+from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import train
-from research.experiments import surrogate
+from research.experiments import report
 
 PROBLEMS_2D = ("quadratic", "rosenbrock")
 
@@ -164,9 +163,9 @@ def _compare_deep(config, writer) -> list[dict]:
   exp = config.experiment
   dataset = data_lib.load(config.data)
   n = len(dataset.train)
-  k = train.num_outputs(config, dataset)
+  k = losses.num_outputs(config, dataset)
   model = models.build(config.model, dataset.input_shape, k)
-  loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
+  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
   grad_fn = jax.jit(jax.grad(lambda p, x, y: loss_fn(p, x, y, None)[0]))
   full_E = jax.jit(lambda p, x, y: loss_fn(p, x, y, None)[0])
   x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
@@ -223,15 +222,14 @@ def _compare_deep(config, writer) -> list[dict]:
   return rows
 
 
-@experiments.register("curvature")
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+@report.runner
+def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Runs config.experiment.problems; writes results.{md,json}, trajectories.png, curves.png.
 
   Returns {"rows": one dict per (problem, optimizer, clip), "wall_time": s}.
   """
   t_start = time.time()
   validate(config)
-  train.prepare_workdir(config, workdir)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   rows = []
   for problem in config.experiment.problems:
@@ -243,7 +241,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   result = {"rows": rows, "wall_time": time.time() - t_start}
   _write_report(workdir, config, result)
   logging.info("done in %.1f s; results in %s", result["wall_time"],
-               os.path.join(workdir, "results.md"))
+               workdir / "results.md")
   return result
 
 
@@ -271,11 +269,11 @@ def _write_report(workdir: str, config, result: dict) -> None:
       "clip = the global-norm threshold of optax.clip_by_global_norm (0 = off).",
   ]
   slim = lambda r: {k: v for k, v in r.items() if k not in ("trajectory",)}
-  surrogate.write_results(workdir, "Optimizers on hard curvature", columns, table_rows, notes,
+  report.write_results(workdir, "Optimizers on hard curvature", columns, table_rows, notes,
                           {"rows": [slim(r) for r in rows], "wall_time": result["wall_time"]})
-  _plot_trajectories(os.path.join(workdir, "trajectories.png"), config,
+  _plot_trajectories(workdir / "trajectories.png", config,
                      [r for r in rows if r["problem"] in PROBLEMS_2D])
-  _plot_curves(os.path.join(workdir, "curves.png"), rows)
+  _plot_curves(workdir / "curves.png", rows)
 
 
 _COLORS = {"sgd": "tab:gray", "momentum": "tab:blue", "nesterov": "tab:cyan",
@@ -316,7 +314,7 @@ def _plot_trajectories(path: str, config, rows: list[dict]) -> None:
       ax.set_title(f"{problem}: " + (f"global norm clipped to {exp.clip_global_norm}"
                                      if clipped else "no clipping"))
       ax.legend(fontsize=7, loc="lower right")
-  fig.savefig(path, dpi=110)
+  report.save_figure(fig, path)
 
 
 def _plot_curves(path: str, rows: list[dict]) -> None:
@@ -362,4 +360,4 @@ def _plot_curves(path: str, rows: list[dict]) -> None:
     ax.set_ylabel("||dE/dw^l|| on the training set")
     ax.set_title("deep_mlp: gradient norm per layer")
     ax.legend(fontsize=7)
-  fig.savefig(path, dpi=110)
+  report.save_figure(fig, path)

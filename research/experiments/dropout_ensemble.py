@@ -21,8 +21,6 @@ log-likelihood of ensembles of 2N masks is never below that of their halves, so 
 log-likelihood column can only grow with N.
 """
 import functools
-import json
-import os
 import time
 from typing import Any, Callable
 
@@ -34,10 +32,12 @@ from absl import logging
 
 from research import data as data_lib
 from research import errors
-from research import experiments
+from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import train
+from research import workdir as workdir_lib
+from research.experiments import report
 from research.experiments import regularization
 
 
@@ -117,21 +117,22 @@ def _ensemble_stats(logits_MxNxK, labels_N, reference_pred_N, output, sizes):
   return out
 
 
-@experiments.register("dropout_ensemble")
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+@report.runner
+def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Trains with dropout, then compares weight scaling with N-mask Monte Carlo averages.
 
   Returns {"weight_scaling": {"accuracy", "log_likelihood"}, "monte_carlo": [rows of
   mc_curve], "train": train_and_evaluate's result, "wall_time": s}; writes results.{md,json}
-  and dropout_ensemble.png into workdir (plus train_and_evaluate's files).
+  and dropout_ensemble.png into workdir (train_and_evaluate's run is in workdir/train).
   """
   t_start = time.time()
   validate(config)
   exp = config.experiment
-  trained = train.train_and_evaluate(config, workdir)
+  # Its own run in workdir/train: resumable from its checkpoints whatever happens here.
+  trained = train.train_and_evaluate(config, workdir / "train")
   params = trained["state"]["params"]
   dataset = data_lib.load(config.data)
-  k = train.num_outputs(config, dataset)
+  k = losses.num_outputs(config, dataset)
   model = models.build(config.model, dataset.input_shape, k)
   test = dataset.test
   if not len(test):
@@ -168,8 +169,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def _write_results(workdir: str, config, dataset, out: dict) -> None:
   """results.json, results.md and dropout_ensemble.png."""
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(out, f, indent=2)
+  report.write_json(workdir / "results.json", out)
   ws = out["weight_scaling"]
   lines = [
       f"Dropout as an ensemble: {dataset.name}, {len(dataset.test)} test examples, "
@@ -185,9 +185,8 @@ def _write_results(workdir: str, config, dataset, out: dict) -> None:
         f"| Monte Carlo | {r['masks']} | {100 * r['accuracy']:.2f} ± "
         f"{100 * r['accuracy_std']:.2f} | {r['log_likelihood']:.4f} ± "
         f"{r['log_likelihood_std']:.4f} | {100 * r['agreement']:.1f} |")
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  _plot(os.path.join(workdir, "dropout_ensemble.png"), out, dataset.name)
+  workdir_lib.write_text(workdir / "results.md", "\n".join(lines) + "\n")
+  _plot(workdir / "dropout_ensemble.png", out, dataset.name)
 
 
 def _plot(path: str, out: dict, name: str) -> None:
@@ -211,4 +210,4 @@ def _plot(path: str, out: dict, name: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
   fig.suptitle(f"Dropout as an ensemble on {name}: Pr(y|x) = sum_d Pr(d) Pr(y|x,d)")
-  fig.savefig(path, dpi=120)
+  report.save_figure(fig, path)

@@ -20,9 +20,8 @@ seeds (init, batch order, masks; the slice stays fixed) and the table reports th
 the spread over them of: train accuracy (on the whole slice, eval mode), test accuracy, the
 gap between the two, the train and test data loss (cross-entropy, no penalty) and sum w^2.
 """
-import json
-import math
-import os
+import dataclasses
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -35,12 +34,13 @@ from absl import logging
 from research import augment
 from research import data as data_lib
 from research import errors
-from research import experiments
 from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import train
+from research import workdir as workdir_lib
+from research.experiments import report
 
 METHODS = ("none", "l2", "l1", "dropout", "early_stopping", "augment", "bagging")
 
@@ -188,54 +188,34 @@ def _weight_norm_sq(params) -> float:
   return float(losses.l2_penalty(params, 2.0, 1))
 
 
-def fit(config: ml_collections.ConfigDict, model: models.Model, num_outputs: int,
-        train_split: data_lib.Split, valid_split: data_lib.Split, seeds: list[int],
-        writer: metrics_lib.MetricWriter | None = None, tag: str = "") -> list[dict[str, Any]]:
-  """Trains one model per seed on train_split (the library's train chunk, compiled once).
+def fit(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, seeds: list[int],
+        workdir=None, tag: str = "fit") -> list[dict[str, Any]]:
+  """Trains config's model on dataset.train once per seed, each a run of the library's
+  train.train_and_evaluate (compiled once for all seeds) in workdir/<tag>/seed<N>.
 
-  Runs config.num_steps steps in chunks of config.eval_every, evaluating on valid_split after
-  each chunk (when it is not empty). With config.early_stopping_patience > 0 training stops
-  after that many evals without a new best validation loss and the best params are returned
-  (as in train.train_and_evaluate). Returns per seed {"params", "best_step", "stop_step",
-  "valid_losses": [(step, loss), ...]}.
+  Every config.eval_every steps it evaluates on dataset.valid (when not empty); with
+  config.early_stopping_patience > 0 a run stops after that many evals without a new best
+  validation loss and keeps the best params. Being library runs, they resume: a rerun of a
+  killed experiment finishes the seeds it had not. Without a workdir they go to a temporary
+  directory. Returns per seed {"params", "best_step", "stop_step", "valid_losses": [(step,
+  loss), ...]}.
   """
-  n, k = len(train_split), num_outputs
-  optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  # The lecture's m is the number of training examples: here the slice's.
-  loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
-  chunk = train.make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment))
-  eval_fn = train.make_eval_fn(model, config.loss.output, k)
-  x_all, y_all = jax.device_put(train_split.x), jax.device_put(train_split.y)
-  patience = config.early_stopping_patience
+  if workdir is None:
+    with tempfile.TemporaryDirectory() as tmp:
+      return fit(config, dataset, seeds, tmp, tag)
   results = []
   for seed in seeds:
-    state = init_state(model, optimizer, jax.random.key(seed))
-    best = {"loss": math.inf, "step": 0, "params": None, "evals_since": 0}
-    history, step = [], 0
-    while step < config.num_steps:
-      stop = min(step + config.eval_every, config.num_steps)
-      idx_SxB = data_lib.batch_indices(seed, n, config.batch_size, step, stop - step)
-      state, sums = chunk(state, x_all, y_all, idx_SxB)
-      step = stop
-      _check_finite(sums, step, tag or "fit")
-      if not len(valid_split):
-        continue
-      valid = train.evaluate(eval_fn, state["params"], valid_split, config.eval_batch_size)
-      history.append((step, valid["loss"]))
-      if writer is not None:
-        writer.write({"method": tag, "seed": seed, "step": step, "split": "valid", **valid})
-      if patience > 0:
-        if valid["loss"] < best["loss"]:
-          # A copy: the next chunk donates (invalidates) state["params"].
-          best = {"loss": valid["loss"], "step": step, "evals_since": 0,
-                  "params": jax.tree.map(jnp.copy, state["params"])}
-        else:
-          best["evals_since"] += 1
-        if best["evals_since"] >= patience:
-          break
-    params = best["params"] if best["params"] is not None else state["params"]
-    results.append({"params": params, "best_step": best["step"] if patience else step,
-                    "stop_step": step, "valid_losses": history})
+    cfg = config.copy_and_resolve_references()
+    cfg.seed = seed
+    run_dir = workdir_lib.as_path(workdir) / tag / f"seed{seed}"
+    out = train.train_and_evaluate(cfg, run_dir, dataset=dataset)
+    records = metrics_lib.read_metrics(run_dir)
+    valid = [(r["step"], r["loss"]) for r in records if r["split"] == "valid"]
+    last = records[-1]["step"]
+    # With early stopping the run keeps the params of the first best validation loss.
+    best = min(valid, key=lambda v: v[1])[0] if valid and cfg.early_stopping_patience else last
+    results.append({"params": out["state"]["params"], "best_step": best, "stop_step": last,
+                    "valid_losses": valid})
   return results
 
 
@@ -265,7 +245,7 @@ def fit_bagging(config: ml_collections.ConfigDict, model: models.Model, num_outp
   """
   n = len(train_split)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, num_outputs,
+  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, num_outputs,
                                config.loss.l1)
   chunk = train.make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment))
   chunk_k = jax.jit(jax.vmap(chunk, in_axes=(0, None, None, 0)), donate_argnums=0)
@@ -293,8 +273,8 @@ def _summary(values: list[float]) -> dict[str, float]:
   return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
-@experiments.register("regularization")
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+@report.runner
+def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Trains every method of config.experiment.methods, writes results.{md,json} and a plot.
 
   Returns {"methods": {method: {"train_accuracy", "test_accuracy", "gap", "train_loss",
@@ -317,8 +297,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if "early_stopping" in exp.methods and not len(dataset.valid):
     raise errors.ConfigError("early stopping needs a validation split; set "
                              "config.data.valid_fraction > 0")
-  k = train.num_outputs(config, dataset)
-  train.prepare_workdir(config, workdir)
+  k = losses.num_outputs(config, dataset)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   seeds = [config.seed + r for r in range(exp.repeats)]
   logging.info("%s: a slice of %d of %d training examples, %d valid, %d test; methods %s, "
@@ -336,7 +315,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       ensemble_eval = ensemble_eval or make_ensemble_eval_fn(model, cfg.loss.output)
       measure = lambda p, split: train.evaluate(ensemble_eval, p, split, cfg.eval_batch_size)
     else:
-      fits = fit(cfg, model, k, train_split, dataset.valid, seeds, writer, method)
+      fits = fit(cfg, dataclasses.replace(dataset, train=train_split), seeds,
+                 workdir / "runs", method)
       eval_fn = train.make_eval_fn(model, cfg.loss.output, k)
       measure = lambda p, split: train.evaluate(eval_fn, p, split, cfg.eval_batch_size)
     runs = []
@@ -371,7 +351,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   out = {"methods": results, "wall_time": wall}
   if jax.process_index() == 0:
     _write_results(workdir, config, dataset, len(train_split), out)
-  logging.info("done in %.1f s; results in %s", wall, os.path.join(workdir, "results.md"))
+  logging.info("done in %.1f s; results in %s", wall, workdir / "results.md")
   return out
 
 
@@ -386,8 +366,7 @@ def _describe(config, method: str) -> str:
 def _write_results(workdir: str, config, dataset, n: int, out: dict) -> None:
   """results.json, results.md (one row per method) and regularization.png."""
   exp = config.experiment
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(out, f, indent=2)
+  report.write_json(workdir / "results.json", out)
   fmt = lambda s, scale=100.0, d=1: f"{scale * s['mean']:.{d}f} ± {scale * s['std']:.{d}f}"
   lines = [
       f"Regularization: {dataset.name}, a slice of {n} training examples, "
@@ -408,9 +387,8 @@ def _write_results(workdir: str, config, dataset, n: int, out: dict) -> None:
               f"{100 * np.mean([r['member_test_accuracy'] for r in runs]):.1f}% test accuracy "
               f"and {np.mean([r['member_test_loss'] for r in runs]):.3f} test loss; "
               "sum w^2 is the mean member's."]
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  _plot(os.path.join(workdir, "regularization.png"), out["methods"], dataset.name, n)
+  workdir_lib.write_text(workdir / "results.md", "\n".join(lines) + "\n")
+  _plot(workdir / "regularization.png", out["methods"], dataset.name, n)
 
 
 def _plot(path: str, results: dict, name: str, n: int) -> None:
@@ -440,4 +418,4 @@ def _plot(path: str, results: dict, name: str, n: int) -> None:
   acc_ax.legend(loc="lower left")
   fig.suptitle(f"Regularizers on a slice of {n} {name} training examples "
                "(mean ± std over seeds)")
-  fig.savefig(path, dpi=120)
+  report.save_figure(fig, path)

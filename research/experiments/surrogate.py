@@ -18,11 +18,7 @@ Tasks (config.experiment.task; each is a variant of configs/exp_surrogate.py):
   bleu       a character LM (char_lstm / char_transformer), per-character cross-entropy ->
              BLEU (sacrebleu) of its greedy continuations of validation prompts vs the truth
 
-write_results / markdown_table are shared with the other lecture experiments' runners.
 """
-import json
-import math
-import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -36,13 +32,13 @@ from sklearn import datasets as skdatasets
 
 from research import data as data_lib
 from research import errors
-from research import experiments
 from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import train
 from research.data import text as text_data
+from research.experiments import report
 
 # task -> (name of the real metric, whether higher is better)
 TASKS = {"macro_f1": ("macro_f1", True), "binary_f1": ("f1", True), "mae": ("mae", False),
@@ -231,7 +227,7 @@ def _task_setup(config) -> dict[str, Any]:
       raise errors.ConfigError("config.loss.output must be 'sigmoid' for task 'binary_f1' (one "
                                "unit sigma = Pr(positive | x)); got "
                                f"{config.loss.output!r}")
-    k = train.num_outputs(config, dataset)
+    k = losses.num_outputs(config, dataset)
   model = models.build(config.model, dataset.input_shape, k)
 
   if task == "mae":
@@ -245,7 +241,7 @@ def _task_setup(config) -> dict[str, Any]:
               "rmse": float(np.sqrt(np.mean(np.square(y_N - split.y)))) * t_std}
     summary = {"target_mean": t_mean, "target_std": t_std}
   elif task == "bleu":
-    loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
+    loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
     eval_fn = train.make_eval_fn(model, config.loss.output, k)
     generate = make_generate(model, exp.prompt_len, exp.temperature)
     _, _, decode = text_data.vocab(config.data)
@@ -265,7 +261,7 @@ def _task_setup(config) -> dict[str, Any]:
     summary = {"unigram_entropy": text_data.unigram_entropy(config.data),
                "bleu_tokenize": exp.bleu_tokenize, "num_prompts": exp.num_prompts}
   else:
-    loss_fn = train.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
+    loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
     data_loss = losses.DATA_LOSSES[config.loss.output]
 
     @jax.jit
@@ -286,8 +282,8 @@ def _task_setup(config) -> dict[str, Any]:
           "summary": summary}
 
 
-@experiments.register("surrogate")
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+@report.runner
+def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Trains on the surrogate, tracking surrogate and real metric per eval; see the module doc.
 
   Returns {"evals": [one record per eval], "best_loss" / "best_metric": the eval record with
@@ -303,7 +299,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if not len(dataset.valid):
     raise errors.ConfigError("config.data.valid_fraction=0 leaves no validation split to "
                              "compare the surrogate and the metric on; set it > 0")
-  train.prepare_workdir(config, workdir)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   n = len(dataset.train)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
@@ -397,7 +392,7 @@ def _write_report(workdir: str, result: dict) -> None:
     s = evals[-1]["sample"]
     lines.append(f"- last eval, prompt {s['prompt']!r} -> {s['generated']!r} (truth "
                  f"{s['truth']!r})")
-  write_results(workdir, f"Surrogate loss vs {metric}", columns, rows, lines, result)
+  report.write_results(workdir, f"Surrogate loss vs {metric}", columns, rows, lines, result)
 
   fig = figure.Figure(figsize=(7, 4), layout="constrained")
   ax = fig.add_subplot()
@@ -414,36 +409,4 @@ def _write_report(workdir: str, result: dict) -> None:
   handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
   ax.legend(handles=handles, loc="center right", fontsize=8)
   ax.set_title(f"{result['dataset']}: surrogate vs {metric}")
-  fig.savefig(os.path.join(workdir, "surrogate.png"), dpi=120)
-
-
-# ---------------------------------------------------------------------------------------------
-# Results files (shared by the lecture-experiment runners).
-
-def markdown_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
-  """A GitHub markdown table; floats with 4 significant digits."""
-  def fmt(v):
-    if isinstance(v, float):
-      return "nan" if math.isnan(v) else f"{v:.4g}"
-    return str(v)
-  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-  return "\n".join(lines)
-
-
-def write_results(workdir: str, title: str, columns: Sequence[str], rows: Sequence[dict],
-                  notes: Sequence[str], result: dict) -> None:
-  """workdir/results.md (title, notes, table) and workdir/results.json (the result dict)."""
-  if jax.process_index() != 0:
-    return
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(f"# {title}\n\n" + "\n".join(notes) + "\n\n" + markdown_table(columns, rows) + "\n")
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(result, f, indent=2, default=_json_default)
-    f.write("\n")
-
-
-def _json_default(v):
-  if isinstance(v, (np.generic, jax.Array)):
-    return np.asarray(v).tolist()
-  raise TypeError(f"not JSON serialisable: {type(v)}")
+  report.save_figure(fig, workdir / "surrogate.png")

@@ -1,0 +1,116 @@
+"""What every runner without checkpoints shares: how it claims and reruns its workdir, and
+the results files it writes.
+
+  @report.runner                                    claims the workdir, checks the config,
+                                                    makes reruns idempotent (see `runner`)
+  markdown_table(columns, rows)                     a GitHub table, floats to 4 digits
+  write_results(workdir, title, columns, rows, notes, result)   results.md and results.json
+"""
+import functools
+import json
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+
+from research import metrics as metrics_lib
+from research import train
+from research import workdir as workdir_lib
+
+FINISHED = "finished.json"
+
+
+def runner(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+  """Decorates `fn(config, workdir) -> result` (a runner that keeps no checkpoints).
+
+  The workdir is claimed (created, writable, locked) before anything runs; a workdir holding
+  records of another config's run is refused (the config is kept in config.json and in
+  finished.json);
+  rerunning a finished run does nothing and returns {"finished": True, "results": the saved
+  results.json}; an interrupted run starts again from scratch (its records are functions of
+  the config, so the restart writes the same ones, not duplicates). `fn` receives the
+  workdir as an etils.epath.Path.
+  """
+  @functools.wraps(fn)
+  def run(config, workdir) -> dict[str, Any]:
+    t_start = time.time()
+    with workdir_lib.claim(workdir, process_index=jax.process_index()) as path:
+      finished = _read_json(path / FINISHED)
+      records = path / metrics_lib.FILENAME
+      if finished is not None or (records.exists() and records.read_text().strip()):
+        # Results on disk: only the same config may finish or redo them.
+        train.check_same_config(config, train.saved_config(path) or (finished or {}).get(
+            "config"), path)
+      if finished is not None:
+        logging.info("%s already finished (%s); nothing to do", path, FINISHED)
+        return {"finished": True, "results": _read_json(path / "results.json")}
+      if (path / metrics_lib.FILENAME).exists():
+        logging.info("%s: starting again a run of this config that was interrupted", path)
+        metrics_lib.truncate(path, -1)
+      train.write_config(config, path)
+      result = fn(config, path)
+      if jax.process_index() == 0:
+        workdir_lib.write_text(path / FINISHED, json.dumps(
+            {"config": json.loads(config.to_json_best_effort()),
+             "wall_time": time.time() - t_start}, indent=2) + "\n")
+      return result
+  return run
+
+
+def _read_json(path) -> Any:
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError:
+    return None
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
+  """A GitHub markdown table; floats with 4 significant digits."""
+  def fmt(v):
+    if isinstance(v, float):
+      return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def write_results(workdir: str, title: str, columns: Sequence[str], rows: Sequence[dict],
+                  notes: Sequence[str], result: dict) -> None:
+  """workdir/results.md (title, notes, table) and workdir/results.json (the result dict)."""
+  if jax.process_index() != 0:
+    return
+  path = workdir_lib.as_path(workdir)
+  workdir_lib.write_text(path / "results.md", f"# {title}\n\n" + "\n".join(notes) + "\n\n"
+                         + markdown_table(columns, rows) + "\n")
+  write_json(path / "results.json", result)
+
+
+def write_json(path, obj) -> None:
+  """obj as indented JSON (NumPy and JAX numbers as lists/numbers), written atomically."""
+  workdir_lib.write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def save_figure(fig, path) -> None:
+  """A matplotlib figure as PNG at `path` (any epath), written atomically."""
+  import io  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=120)
+  path = workdir_lib.as_path(path)
+  tmp = path.parent / f".{path.name}.tmp"
+  try:
+    tmp.write_bytes(buffer.getvalue())
+    tmp.rename(path)
+  except OSError as e:
+    raise workdir_lib.storage_error(path, e) from None
+
+
+def _json_default(v):
+  if isinstance(v, (np.generic, jax.Array)):
+    return np.asarray(v).tolist()
+  raise TypeError(f"not JSON serialisable: {type(v)}")
