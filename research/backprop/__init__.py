@@ -20,6 +20,7 @@ from research.backprop.core import (  # noqa: F401
 
 # Families register their hand-written passes and gradient checks on import.
 from research.backprop import alexnet  # noqa: E402,F401
+from research.backprop import autoencoder  # noqa: E402,F401
 from research.backprop import inception  # noqa: E402,F401
 from research.backprop import layers  # noqa: E402,F401
 from research.backprop import lenet  # noqa: E402,F401
