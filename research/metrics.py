@@ -16,6 +16,7 @@ gs:// workdir works as a local one does.
 """
 import io
 import json
+import os
 import numbers
 
 import jax
@@ -30,6 +31,7 @@ FILENAME = "metrics.jsonl"
 # Fields that measure time, not the computation: the only ones a resumed run may change.
 TIMING_FIELDS = ("examples_per_sec", "steps_per_sec", "eta_sec", "elapsed", "wall_time")
 _EVENTS_GLOB = "events.out.tfevents.*"
+_SUFFIX = [0]
 
 
 class MetricWriter:
@@ -144,8 +146,12 @@ def _summary_writer(workdir: epath.Path):
   import tensorboardX  # pylint: disable=g-import-not-at-top  Only process 0 needs it.
   if workdir_lib.is_remote(workdir):
     _register_epath_events(str(workdir).split(":", 1)[0])
+  # A unique suffix: a rebuilt file and the next writer's, made in the same second, would
+  # otherwise share one name and the second would truncate the first.
+  _SUFFIX[0] += 1
   try:
-    return tensorboardX.SummaryWriter(logdir=str(workdir))
+    return tensorboardX.SummaryWriter(logdir=str(workdir),
+                                      filename_suffix=f".{os.getpid()}.{_SUFFIX[0]}")
   except OSError as e:
     raise workdir_lib.storage_error(workdir, e) from None
 

@@ -425,6 +425,8 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
   step = 0
   if resume_step is not None:
     tracked, step = checkpoint.restore(workdir, tracked)
+    if saved_config(workdir) is None:
+      write_config(config, workdir)  # Deleted since: the checkpoints' copy matched.
     finished = _finished_result(workdir)
     if finished is not None and step == finished["step"]:
       test = {k: finished[k] for k in ("loss", "accuracy") if k in finished}
@@ -433,8 +435,6 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
       return {"state": _final_state(tracked), "valid": {}, "wall_time": finished["wall_time"],
               "test": test}
     metrics_lib.truncate(workdir, step)
-    if saved_config(workdir) is None:
-      write_config(config, workdir)  # Deleted since: the checkpoints' copy matched.
     logging.info("resuming %s from step %d", workdir, step)
   else:
     if (workdir / metrics_lib.FILENAME).exists():

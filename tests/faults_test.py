@@ -1,0 +1,446 @@
+"""Fault injection: real kills, concurrent starts, torn files, full and read-only disks.
+
+Each case either reproduces an uninterrupted run exactly (params bit for bit, metrics.jsonl
+records with the timing fields aside, TensorBoard scalars once per step) or ends with one
+`error:` line, a non-zero exit code and every earlier result intact.
+"""
+import contextlib
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from tensorboardX.proto import event_pb2
+
+from configs import default
+from research import checkpoint
+from research import errors
+from research import metrics
+from research import train
+from research import workdir as workdir_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Log, eval and checkpoint steps do not line up: a checkpoint falls inside a log window.
+FLAGS = ("--config.num_steps=900", "--config.log_every=40", "--config.eval_every=100",
+         "--config.checkpoint_every=150", "--config.keep_checkpoints=10",
+         "--config.model.hidden_sizes=(256,)")
+
+
+def _config(**overrides):
+  config = default.get_config()
+  config.update(num_steps=900, log_every=40, eval_every=100, checkpoint_every=150,
+                keep_checkpoints=10)
+  config.model.hidden_sizes = (256,)
+  config.update(overrides)
+  return config
+
+
+def _env():
+  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+
+
+def _command(workdir, *extra):
+  return [sys.executable, "-m", "research.main", f"--workdir={workdir}", *FLAGS, *extra]
+
+
+def _run(workdir, *extra, check=True):
+  result = subprocess.run(_command(workdir, *extra), cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=600)
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def _records(workdir):
+  return [{k: v for k, v in r.items() if k not in metrics.TIMING_FIELDS}
+          for r in metrics.read_metrics(str(workdir))]
+
+
+def _params(workdir):
+  state, step = train.restore_state(_config(), str(workdir))
+  return [np.asarray(x) for x in jax.tree.leaves(state["params"])], step
+
+
+def _tb_scalars(workdir) -> dict[tuple[str, int], float]:
+  """Every (tag, step) of the event files, asserting that none appears twice."""
+  seen = {}
+  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+    data = open(path, "rb").read()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      for value in event.summary.value:
+        assert (value.tag, event.step) not in seen, f"{value.tag} at step {event.step} twice"
+        seen[(value.tag, event.step)] = value.simple_value
+  return seen
+
+
+def _timeless(scalars):
+  return {k: v for k, v in scalars.items()
+          if not any(k[0].endswith("/" + t) for t in metrics.TIMING_FIELDS)}
+
+
+def _assert_same_run(workdir, reference):
+  assert _records(workdir) == _records(reference)
+  assert _timeless(_tb_scalars(workdir)) == _timeless(_tb_scalars(reference))
+  want, want_step = _params(reference)
+  got, got_step = _params(workdir)
+  assert want_step == got_step == 900
+  for a, b in zip(want, got):
+    np.testing.assert_array_equal(a, b)
+
+
+def _one_error_line(stderr: str) -> str:
+  assert "Traceback" not in stderr, stderr[-3000:]
+  lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1, stderr[-3000:]
+  return lines[0]
+
+
+def _start(workdir):
+  return subprocess.Popen(_command(workdir), cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _kill_when(proc, condition, timeout=300.0):
+  """SIGKILLs proc as soon as condition() holds (polled every millisecond)."""
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if condition():
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return
+    time.sleep(0.001)
+  raise AssertionError("the run ended before the kill point; stderr: "
+                       + (proc.communicate()[1] or "")[-2000:])
+
+
+def _n_records(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  return len(open(path).read().splitlines()) if os.path.exists(path) else 0
+
+
+def _checkpoints(workdir, tmp=False):
+  root = os.path.join(workdir, "checkpoints")
+  names = os.listdir(root) if os.path.isdir(root) else []
+  return [n for n in names if ("tmp" in n) == tmp and (tmp or n.isdigit())]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted run of FLAGS."""
+  workdir = tmp_path_factory.mktemp("reference")
+  _run(workdir)
+  return workdir
+
+
+# ------------------------------------------------------------------------- kills and resume
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_point", ["before_first_checkpoint", "mid_checkpoint_write",
+                                        "mid_window", "random"])
+def test_sigkill_anywhere_then_rerun_reproduces_the_uninterrupted_run(reference, tmp_path,
+                                                                      kill_point):
+  workdir = str(tmp_path / "run")
+  proc = _start(workdir)
+  if kill_point == "before_first_checkpoint":
+    # Some records are on disk, no checkpoint is: the rerun must start over, not refuse.
+    _kill_when(proc, lambda: _n_records(workdir) >= 2 and not _checkpoints(workdir))
+  elif kill_point == "mid_checkpoint_write":
+    # orbax writes a step into a temporary directory and renames it when complete.
+    _kill_when(proc, lambda: len(_checkpoints(workdir)) >= 1 and _checkpoints(workdir, tmp=True))
+  elif kill_point == "mid_window":
+    # After the checkpoint at 300 (inside the window 280-320), before the log at 320.
+    _kill_when(proc, lambda: "300" in _checkpoints(workdir))
+  else:
+    delay = random.Random(os.getpid()).uniform(0.0, 4.0)
+    start = time.time()
+    _kill_when(proc, lambda: time.time() - start > delay and _n_records(workdir) > 0)
+  assert proc.returncode == -signal.SIGKILL
+  _run(workdir)
+  _assert_same_run(workdir, reference)
+
+
+@pytest.mark.slow
+def test_torn_last_metrics_line_is_dropped_and_rewritten(reference, tmp_path):
+  workdir = str(tmp_path / "run")
+  proc = _start(workdir)
+  _kill_when(proc, lambda: len(_checkpoints(workdir)) >= 2)
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 999, "split": "tra')  # A kill or a full disk mid-write.
+  _run(workdir)
+  _assert_same_run(workdir, reference)
+
+
+@pytest.mark.slow
+def test_two_concurrent_starts_leave_one_run_and_one_clear_refusal(reference, tmp_path):
+  workdir = str(tmp_path / "run")
+  procs = [_start(workdir), _start(workdir)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  codes = sorted(p.returncode for p in procs)
+  assert codes == [0, 2], [o[1][-2000:] for o in outs]
+  refused = next(err for p, (_, err) in zip(procs, outs) if p.returncode == 2)
+  assert "is in use by another run (pid" in _one_error_line(refused)
+  _assert_same_run(workdir, reference)
+
+
+# ------------------------------------------------------------------------------- full disk
+
+
+@contextlib.contextmanager
+def _tmpfs(path, size):
+  """A small tmpfs at path, or pytest.skip where this machine cannot mount one."""
+  os.makedirs(path, exist_ok=True)
+  if shutil.which("mount") is None or subprocess.run(
+      ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+      capture_output=True).returncode != 0:
+    pytest.skip("cannot mount a tmpfs here (the simulated-OSError tests cover this path)")
+  try:
+    yield path
+  finally:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_run_is_one_line_then_resumes_exactly(reference, tmp_path):
+  with _tmpfs(tmp_path / "small", "400k") as small:
+    workdir = os.path.join(small, "run")
+    result = _run(workdir, check=False)
+    assert result.returncode == 4, result.stderr[-3000:]
+    line = _one_error_line(result.stderr)
+    assert "No space left on device" in line and "rerun the same command" in line
+    kept = _records(workdir)
+    assert kept and _checkpoints(workdir)
+    moved = str(tmp_path / "moved")
+    shutil.copytree(workdir, moved)  # The user frees space (here: moves the run).
+  assert _records(moved) == _records(reference)[:len(kept)]
+  _run(moved)
+  _assert_same_run(moved, reference)
+
+
+# ---------------------------------------------- in-process faults (simulated OSErrors; fast)
+
+
+def _tiny(**overrides):
+  config = default.get_config()
+  config.update(num_steps=120, log_every=20, eval_every=40, checkpoint_every=30,
+                keep_checkpoints=10)
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("tiny_reference")
+  result = train.train_and_evaluate(_tiny(), str(workdir))
+  return workdir, result
+
+
+@pytest.mark.parametrize("fail_at", [50, 90])
+def test_a_write_that_fails_mid_run_keeps_everything_and_resumes_exactly(
+    tiny_reference, tmp_path, monkeypatch, fail_at):
+  """Permission lost / disk full while appending a record, then the same command again."""
+  reference, _ = tiny_reference
+  workdir = str(tmp_path / "run")
+  append = workdir_lib.append_line
+
+  def failing(path, line):
+    if json.loads(line)["step"] >= fail_at:
+      append(path, line[:25])  # A torn record, then the error.
+      raise workdir_lib.storage_error(path, PermissionError(13, "Permission denied"))
+    append(path, line)
+
+  monkeypatch.setattr(workdir_lib, "append_line", failing)
+  with pytest.raises(errors.StorageError, match="Permission denied.*rerun the same command"):
+    train.train_and_evaluate(_tiny(), workdir)
+  monkeypatch.setattr(workdir_lib, "append_line", append)
+  train.train_and_evaluate(_tiny(), workdir)
+  assert _records(workdir) == _records(reference)
+  assert _timeless(_tb_scalars(workdir)) == _timeless(_tb_scalars(reference))
+
+
+def test_a_checkpoint_save_that_fails_is_a_storage_error_and_keeps_the_earlier_ones(
+    tmp_path, monkeypatch, tiny_reference):
+  reference, _ = tiny_reference
+  workdir = str(tmp_path / "run")
+  real_save = checkpoint.save
+
+  def save(path, state, step, **kwargs):
+    if step >= 90:
+      raise workdir_lib.storage_error(path, OSError(28, "No space left on device"))
+    return real_save(path, state, step, **kwargs)
+
+  monkeypatch.setattr(checkpoint, "save", save)
+  with pytest.raises(errors.StorageError, match="No space left on device"):
+    train.train_and_evaluate(_tiny(), workdir)
+  assert checkpoint.latest_step(workdir) == 60
+  monkeypatch.setattr(checkpoint, "save", real_save)
+  train.train_and_evaluate(_tiny(), workdir)
+  assert _records(workdir) == _records(reference)
+
+
+def test_unreadable_checkpoints_directory_is_a_workdir_error(tmp_path, monkeypatch):
+  workdir = tmp_path / "run"
+  (workdir / "checkpoints").mkdir(parents=True)
+  path_class = type(workdir_lib.as_path(workdir))
+  real_exists = path_class.exists
+
+  def exists(self, *args, **kwargs):
+    if str(self).endswith("checkpoints"):  # As `ls` says for a directory without r/x rights.
+      raise PermissionError(13, "Permission denied")
+    return real_exists(self, *args, **kwargs)
+
+  monkeypatch.setattr(path_class, "exists", exists)
+  with pytest.raises(errors.WorkdirError, match="checkpoints cannot be read .Permission denied"):
+    train.train_and_evaluate(_tiny(), str(workdir))
+
+
+def test_a_held_workdir_is_refused_naming_the_holder(tmp_path):
+  workdir = str(tmp_path / "run")
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time; from research import workdir as w\n"
+       "with w.claim(sys.argv[1]):\n  print('held', flush=True); time.sleep(60)", workdir],
+      cwd=REPO, env=_env(), stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(errors.WorkdirError, match=rf"in use by another run \(pid {holder.pid}"):
+      train.train_and_evaluate(_tiny(), workdir)
+    assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+  finally:
+    holder.kill()
+    holder.wait()
+  # The OS released the dead holder's lock: the workdir is usable at once.
+  train.train_and_evaluate(_tiny(num_steps=20, checkpoint_every=0), workdir)
+
+
+def test_config_kept_with_the_checkpoints_refuses_another_config_without_config_json(
+    tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(_tiny(), workdir)
+  os.remove(os.path.join(workdir, "config.json"))
+  with pytest.raises(errors.ConfigError, match=r"different config \(config.seed: 0 -> 1\)"):
+    train.train_and_evaluate(_tiny(seed=1), workdir)
+  again = train.train_and_evaluate(_tiny(), workdir)  # The same config: finished, rewritten.
+  assert "test" in again and os.path.exists(os.path.join(workdir, "config.json"))
+
+
+def test_bad_config_json_is_a_workdir_error(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text('{"seed": ')
+  (workdir / "metrics.jsonl").write_text('{"step": 20, "split": "train"}\n')
+  with pytest.raises(errors.WorkdirError, match="config.json is not valid JSON"):
+    train.train_and_evaluate(_tiny(), str(workdir))
+
+
+# ------------------------------------------------------------ the command line's one lines
+
+
+def _main(*args, cwd=REPO):
+  return subprocess.run([sys.executable, "-m", "research.main", *args], cwd=cwd, env=_env(),
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda d: (d / "f").write_text("x") and d / "f", "is a file, not a directory"),
+    (lambda d: (d / "f").write_text("x") and d / "f" / "run", "cannot be created"),
+])
+def test_unusable_workdirs_exit_2_in_one_line_before_any_work(tmp_path, make, fragment):
+  result = _main(f"--workdir={make(tmp_path)}", "--config.num_steps=10")
+  assert result.returncode == 2
+  assert fragment in _one_error_line(result.stderr)
+  assert "step" not in result.stderr  # Nothing trained.
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("def get_config(:\n  pass\n", "line 1: invalid syntax"),
+    ("def get_config():\n  raise RuntimeError('boom')\n", "get_config raised RuntimeError: boom"),
+    ("x = 1\n", "has no get_config() function"),
+    ("import no_such_module_here\n", "failed to load (ModuleNotFoundError"),
+    ("def get_config():\n  return 3\n", "returned a int, not an ml_collections.ConfigDict"),
+])
+def test_broken_config_files_exit_2_in_one_line(tmp_path, text, fragment):
+  path = tmp_path / "broken.py"
+  path.write_text(text)
+  result = _main(f"--config={path}", f"--workdir={tmp_path / 'run'}")
+  assert result.returncode == 2
+  assert fragment in _one_error_line(result.stderr)
+  assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("--config.data.split_seed=-1", "config.data.split_seed=-1 must be an integer >= 0"),
+    ("--config.optimizer.b1=1.5", "config.optimizer.b1=1.5 must be a finite number in [0, 1)"),
+    ("--config.optimizer.eps=-1e-8", "config.optimizer.eps=-1e-08 must be a finite number >= 0"),
+    ("--config.loss.l2=nan", "config.loss.l2=nan must be a finite number >= 0"),
+    ("--config.optimizer.learning_rate=inf", "config.optimizer.learning_rate=inf"),
+    ("--config.model.dropout=1.0", "config.model.dropout=1.0 must be a finite number in [0, 1)"),
+    ("--config.data.name=mnist1d", "config.data.name='mnist1d' needs config.data.shape"),
+    ("--config.model.name=lenet5", "config.model.name='lenet5' needs config.model.variant"),
+    ("--config.augment.flip_prob=2", "config.augment.flip_prob=2.0 must be a finite number in"),
+])
+def test_out_of_range_values_and_family_switches_exit_2_in_one_line(tmp_path, flag, fragment):
+  result = _main(flag, f"--workdir={tmp_path / 'run'}")
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert fragment in _one_error_line(result.stderr)
+  assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
+
+
+# ------------------------------------------------------------ runners without checkpoints
+
+
+def _lecture_config():
+  from configs import lecture_algorithm  # pylint: disable=g-import-not-at-top
+  config = lecture_algorithm.get_config()
+  config.update(num_steps=60, log_every=20, eval_every=30)
+  return config
+
+
+def test_rerunning_a_finished_runner_does_nothing_and_an_interrupted_one_starts_over(
+    tmp_path, monkeypatch):
+  from research import experiments  # pylint: disable=g-import-not-at-top
+  done = str(tmp_path / "done")
+  experiments.run(_lecture_config(), done)
+  before = open(os.path.join(done, "metrics.jsonl")).read()
+  again = experiments.run(_lecture_config(), done)
+  assert again["finished"] is True
+  assert open(os.path.join(done, "metrics.jsonl")).read() == before  # No duplicate records.
+  with pytest.raises(errors.ConfigError, match="different config"):
+    experiments.run(_with_seed(_lecture_config(), 3), done)
+
+  # Interrupted after two records: the rerun writes the run's records once, not twice.
+  cut = str(tmp_path / "cut")
+  append = workdir_lib.append_line
+  calls = []
+
+  def dies_on_the_third(path, line):
+    calls.append(line)
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    append(path, line)
+
+  monkeypatch.setattr(workdir_lib, "append_line", dies_on_the_third)
+  with pytest.raises(KeyboardInterrupt):
+    experiments.run(_lecture_config(), cut)
+  monkeypatch.setattr(workdir_lib, "append_line", append)
+  experiments.run(_lecture_config(), cut)
+  strip = lambda text: [{k: v for k, v in json.loads(l).items() if k not in metrics.TIMING_FIELDS}
+                        for l in text.splitlines()]
+  assert strip(open(os.path.join(cut, "metrics.jsonl")).read()) == strip(before)
+
+
+def _with_seed(config, seed):
+  config.seed = seed
+  return config
