@@ -53,6 +53,14 @@ def l1_penalty(params, lam1: float, m: int) -> jax.Array:
   return (lam1 / m) * sum(absolute, jnp.zeros(()))
 
 
+def activation_l1_penalty(sigmas, lam_act: float) -> jax.Array:
+  """(lambda_h/B) sum_b sum_l sum_j |sigma^l_bj|: an L1 penalty on the hidden units' values
+  (a sparse representation), not on the weights. sigmas: the hidden layers' outputs, each
+  with the batch first (sigma^l_BxH...); averaged over the B examples like the data term."""
+  total = [jnp.abs(s).reshape(s.shape[0], -1).sum(axis=1).mean() for s in sigmas]
+  return lam_act * sum(total, jnp.zeros(()))
+
+
 def is_weight(path) -> bool:
   """Weight matrices are the leaves whose name starts with "w" (w, w_ih, w_hh, wq, ...);
   biases (b, bias), layer-norm gains (scale) and embedding tables are not penalised."""
@@ -85,6 +93,30 @@ def make_loss_fn(model, output: str, lam: float, m: int, k: int,
     y_BxK = one_hot_targets(labels, k, logits_BxK.dtype)
     data_term = data_loss(logits_BxK, y_BxK).mean()
     E = data_term + l2_penalty(params, lam, m)
+    if lam1:
+      E = E + l1_penalty(params, lam1, m)
+    accuracy = (predictions(logits_BxK) == labels).mean()
+    return E, {"data_loss": data_term, "accuracy": accuracy}
+
+  return loss_fn
+
+
+def make_activation_l1_loss_fn(forward: Callable, output: str, lam: float, m: int, k: int,
+                               lam_act: float, lam1: float = 0.0) -> Callable:
+  """make_loss_fn's E plus activation_l1_penalty(hidden units, lambda_h).
+
+  forward(params, x) -> (hidden sigmas [sigma^1_Bx..., ..., sigma^{L-1}], logits_BxK): the
+  model's forward pass keeping its hidden layers. Returns E(params, x, labels, rng) -> (E,
+  {"data_loss", "accuracy"}), as make_loss_fn's.
+  """
+  data_loss = DATA_LOSSES[output]
+
+  def loss_fn(params, x, labels, rng):
+    del rng  # Deterministic models only.
+    sigmas, logits_BxK = forward(params, x)
+    y_BxK = one_hot_targets(labels, k, logits_BxK.dtype)
+    data_term = data_loss(logits_BxK, y_BxK).mean()
+    E = data_term + l2_penalty(params, lam, m) + activation_l1_penalty(sigmas, lam_act)
     if lam1:
       E = E + l1_penalty(params, lam1, m)
     accuracy = (predictions(logits_BxK) == labels).mean()

@@ -24,5 +24,6 @@ from research.backprop import autoencoder  # noqa: E402,F401
 from research.backprop import inception  # noqa: E402,F401
 from research.backprop import layers  # noqa: E402,F401
 from research.backprop import lenet  # noqa: E402,F401
+from research.backprop import local_cnn  # noqa: E402,F401
 from research.backprop import mlp  # noqa: E402,F401
 from research.backprop import sequence  # noqa: E402,F401

@@ -206,6 +206,29 @@ def conv2d_backward(params: dict, x_NHWC: jax.Array, delta_NHWO: jax.Array,
   return dE_dx, {"w": dE_dw, "b": delta_NHWO.sum(axis=(0, 1, 2))}
 
 
+def locally_connected2d_backward(params: dict, x_NHWC: jax.Array, delta_NHWO: jax.Array,
+                                 stride: layers.Pair = 1,
+                                 padding: layers.Padding = "SAME") -> tuple[jax.Array, dict]:
+  """Backward of layers.locally_connected2d: (dE/dx_NHWC, {"w": dE/dw_H'xW'xKxO, "b"}).
+
+  With p the im2col rows of x (p_{nhw} the receptive field of position (h, w)) and
+  sum_{nhwo} = sum_k p_{nhwk} w_{hwko} + b_{hwo}:
+    dE/dw_{hwko} = sum_n p_{nhwk} delta_{nhwo}   (a conv's dE/dw before the sum over h, w:
+                                                  each position keeps its own gradient)
+    dE/db_{hwo}  = sum_n delta_{nhwo}
+    dE/dp_{nhwk} = sum_o delta_{nhwo} w_{hwko},  then col2im (conv_patches_backward) adds
+                   each row back onto the pixels of its receptive field.
+  """
+  _check_padding(padding)
+  w = params["w"]
+  k = math.isqrt(w.shape[2] // x_NHWC.shape[-1])
+  p = layers.conv_patches(x_NHWC, k, stride, padding)
+  dE_dw = jnp.einsum("nhwk,nhwo->hwko", p, delta_NHWO)
+  dE_dp = jnp.einsum("nhwo,hwko->nhwk", delta_NHWO, w)
+  dE_dx = conv_patches_backward(dE_dp, x_NHWC.shape, k, stride, padding)
+  return dE_dx, {"w": dE_dw, "b": delta_NHWO.sum(axis=0)}
+
+
 # ------------------------------------------------------------------------------------ pooling
 
 

@@ -35,6 +35,12 @@ In matrix form over the batch (rows are examples) the hidden recursion is
 delta^l_BxO = (delta^{l+1}_BxP @ w^{l+1}_OxP.T) * f'(sigma^l_BxO) and the weight gradient is
 sigma^{l-1}_BxI.T @ delta^l_BxO: one matmul per layer, no loop over examples.
 
+Two extensions use the same recursion. An L1 penalty on the hidden units, (lambda_h/B)
+sum_b sum_l sum_j |sigma^l_bj| (a sparse representation; `lam_act`), adds (lambda_h/B)
+sign(sigma^l_j) to dE/dsigma^l_j before it is multiplied by f'. And continuing the recursion
+one layer further down gives the gradient with respect to the input, dE/dx_i = sum_j delta^1_j
+w^1_ij (`manual_grads_and_input_grad`), the direction of the fast gradient sign method.
+
 The slide's output form divides by sigma^L and 1-sigma^L, which round to 0 or 1 once the
 unit saturates (sigma(17) is 1.0 in float32); `output_delta="simplified"` (the default)
 uses the algebraically equal sigma^L - y instead. `saturation_study` measures the difference.
@@ -91,6 +97,14 @@ def forward(params: list[dict], x_BxD: jax.Array,
   return sigmas, sum_BxK
 
 
+def hidden_forward(params: list[dict], x_BxD: jax.Array,
+                   activation: str = "sigmoid") -> tuple[list[jax.Array], jax.Array]:
+  """([sigma^1, ..., sigma^{L-1}], sum^L_BxK): the hidden units and the logits, the forward
+  that losses.make_activation_l1_loss_fn penalises."""
+  sigmas, sum_BxK = forward(params, x_BxD, activation)
+  return sigmas[1:], sum_BxK
+
+
 def output_layer_delta(sum_BxK: jax.Array, y_BxK: jax.Array, output: str = "sigmoid",
                        output_delta: str = "simplified") -> jax.Array:
   """delta^L = dE_b/dsum^L for each example's own cost E_b (no 1/B), shape (B, K).
@@ -119,16 +133,34 @@ def output_layer_delta(sum_BxK: jax.Array, y_BxK: jax.Array, output: str = "sigm
 
 
 def backward(params: list[dict], sigmas: Sequence[jax.Array], delta_L: jax.Array,
-             activation: str = "sigmoid") -> list[jax.Array]:
-  """The slides' recursion: returns [delta^1, ..., delta^L] given delta^L, each (B, width)."""
+             activation: str = "sigmoid", lam_act: float = 0.0) -> list[jax.Array]:
+  """The slides' recursion: returns [delta^1, ..., delta^L] given delta^L, each (B, width).
+
+  lam_act > 0 adds the gradient of an L1 penalty on the hidden units, lam_act sum_b sum_l
+  sum_j |sigma^l_bj| (a sparse representation): dE/dsigma^l_j gains lam_act sign(sigma^l_j),
+  the only place where that penalty enters (it does not depend on w directly). lam_act is
+  the coefficient as it stands in E: lambda_h / B when E averages the penalty over the batch.
+  """
   f_prime = DERIVATIVES[activation]
   deltas = [delta_L]
   for l in range(len(params) - 1, 0, -1):  # l = L-1 down to 1 (params[l] holds w^{l+1}).
     # dE/dsigma^l_j = sum_p dE/dsigma^{l+1}_p f'(sum^{l+1}_p) w^{l+1}_jp
     #               = sum_p delta^{l+1}_p w^{l+1}_jp, for every example at once.
     dE_dsigma = deltas[0] @ params[l]["w"].T
+    if lam_act:  # sign(0) = 0, as jax.grad of |sigma|.
+      dE_dsigma = dE_dsigma + lam_act * jnp.sign(sigmas[l])
     deltas.insert(0, dE_dsigma * f_prime(sigmas[l]))
   return deltas
+
+
+def input_gradient(params: list[dict], deltas: Sequence[jax.Array],
+                   x_shape: tuple[int, ...]) -> jax.Array:
+  """dE/dx: the recursion continued one layer further down, to sigma^0 = x.
+
+  dE/dx_i = sum_j delta^1_j w^1_ij, reshaped to x's shape (mlp.apply flattens x). It is what
+  the fast gradient sign method needs: the direction in input space that raises E fastest.
+  """
+  return (deltas[0] @ params[0]["w"].T).reshape(x_shape)
 
 
 def _check_targets(y_BxK: jax.Array, sum_BxK: jax.Array) -> None:
@@ -139,12 +171,12 @@ def _check_targets(y_BxK: jax.Array, sum_BxK: jax.Array) -> None:
         "losses.one_hot_targets(labels, K)")
 
 
-def _check_penalty(lam, m, lam1) -> None:
+def _check_penalty(lam, m, lam1, lam_act=0.0) -> None:
   """Python numbers only: traced values are the caller's to check."""
   if isinstance(m, (int, float)) and not m > 0:
     raise errors.ConfigError(f"m={m!r} (the number of training examples in lambda/2m) must be "
                              "positive")
-  for name, value in (("lam", lam), ("lam1", lam1)):
+  for name, value in (("lam", lam), ("lam1", lam1), ("lam_act", lam_act)):
     if isinstance(value, (int, float)) and value < 0:
       raise errors.ConfigError(f"{name}={value!r} must be >= 0")
 
@@ -157,21 +189,33 @@ def _penalty_grad(w_IxO, lam, m, lam1):
   return grad
 
 
-def _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, lam1, activation, output,
-                 output_delta):
+def _batch_deltas(params, sigmas, sum_BxK, y_BxK, activation, output, output_delta,
+                  lam_act=0.0):
   batch = sum_BxK.shape[0]
-  # E averages the data term over the batch: the slide's dE/dsigma^L carries a 1/B.
+  # E averages the data term (and the activation penalty) over the batch: the slide's
+  # dE/dsigma^L carries a 1/B.
   delta_L = output_layer_delta(sum_BxK, y_BxK, output, output_delta) / batch
-  deltas = backward(params, sigmas, delta_L, activation)
+  return backward(params, sigmas, delta_L, activation, lam_act / batch)
+
+
+def _weight_grads(params, sigmas, deltas, lam, m, lam1):
   # dE/dw^l_ij = sum_b sigma^{l-1}_i delta^l_j + (lambda/m) w^l_ij; dE/db^l_j = sum_b delta^l_j.
   return [{"w": sigma_prev.T @ delta + _penalty_grad(layer["w"], lam, m, lam1),
            "b": delta.sum(axis=0)}
           for layer, sigma_prev, delta in zip(params, sigmas, deltas)]
 
 
+def _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, lam1, activation, output,
+                 output_delta, lam_act=0.0):
+  deltas = _batch_deltas(params, sigmas, sum_BxK, y_BxK, activation, output, output_delta,
+                         lam_act)
+  return _weight_grads(params, sigmas, deltas, lam, m, lam1)
+
+
 def manual_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array, lam: float, m: int,
                  *, activation: str = "sigmoid", output: str = "sigmoid",
-                 output_delta: str = "simplified", lam1: float = 0.0) -> list[dict]:
+                 output_delta: str = "simplified", lam1: float = 0.0,
+                 lam_act: float = 0.0) -> list[dict]:
   """dE/dparams by backpropagation, the same pytree as jax.grad of E.
 
   Args:
@@ -183,31 +227,49 @@ def manual_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array, lam: fl
     output: the output units and their cross-entropy, sigmoid | softmax.
     output_delta: "simplified" (sigma^L - y, stable) or "literal" (the slide's divisions).
     lam1: lambda_1 of the optional (lambda_1/m) sum |w| penalty (losses.make_loss_fn's lam1).
+    lam_act: lambda_h of the optional penalty on the hidden units, (lambda_h/B) sum_b sum_l
+      sum_j |sigma^l_bj| (losses.activation_l1_penalty).
+  """
+  return manual_grads_and_input_grad(
+      params, x_BxD, y_BxK, lam, m, activation=activation, output=output,
+      output_delta=output_delta, lam1=lam1, lam_act=lam_act)[0]
+
+
+def manual_grads_and_input_grad(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array,
+                                lam: float, m: int, *, activation: str = "sigmoid",
+                                output: str = "sigmoid", output_delta: str = "simplified",
+                                lam1: float = 0.0,
+                                lam_act: float = 0.0) -> tuple[list[dict], jax.Array]:
+  """(dE/dparams, dE/dx) from one forward and one backward pass (see manual_grads).
+
+  dE/dx has x's shape; E averages over the batch, so example b's row is (1/B) dE_b/dx_b.
   """
   _check(activation, output, output_delta)
-  _check_penalty(lam, m, lam1)
+  _check_penalty(lam, m, lam1, lam_act)
   sigmas, sum_BxK = forward(params, x_BxD, activation)
   _check_targets(y_BxK, sum_BxK)
-  return _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, lam1, activation, output,
-                      output_delta)
+  deltas = _batch_deltas(params, sigmas, sum_BxK, y_BxK, activation, output, output_delta,
+                         lam_act)
+  return (_weight_grads(params, sigmas, deltas, lam, m, lam1),
+          input_gradient(params, deltas, x_BxD.shape))
 
 
 def manual_per_example_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array,
                              lam: float, m: int, *, activation: str = "sigmoid",
                              output: str = "sigmoid", output_delta: str = "simplified",
-                             lam1: float = 0.0) -> list[dict]:
+                             lam1: float = 0.0, lam_act: float = 0.0) -> list[dict]:
   """dE_b/dparams for each example b, every leaf with a leading axis B.
 
   E_b = data_loss(example b) + the penalty, so mean_b E_b = E and the mean of these
   gradients over b is manual_grads(...). dE_b/dw^l is the outer product sigma^{l-1}_b delta^l_b
-  (delta^L without the 1/B).
+  (delta^L without the 1/B). With lam_act, E_b includes lambda_h sum_l sum_j |sigma^l_bj|.
   """
   _check(activation, output, output_delta)
-  _check_penalty(lam, m, lam1)
+  _check_penalty(lam, m, lam1, lam_act)
   sigmas, sum_BxK = forward(params, x_BxD, activation)
   _check_targets(y_BxK, sum_BxK)
   deltas = backward(params, sigmas, output_layer_delta(sum_BxK, y_BxK, output, output_delta),
-                    activation)
+                    activation, lam_act)
   return [{"w": (jnp.einsum("bi,bo->bio", sigma_prev, delta)
                  + _penalty_grad(layer["w"], lam, m, lam1)),
            "b": delta}
@@ -215,16 +277,18 @@ def manual_per_example_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Ar
 
 
 def make_value_and_grad(activation: str, output: str, lam: float, m: int, num_outputs: int,
-                        output_delta: str = "simplified", lam1: float = 0.0):
+                        output_delta: str = "simplified", lam1: float = 0.0,
+                        lam_act: float = 0.0):
   """A drop-in for jax.value_and_grad(losses.make_loss_fn(...), has_aux=True) on the MLP.
 
   Returns value_and_grad(params, x_BxD, labels_B, rng) -> ((E, {"data_loss", "accuracy"}),
   grads), computing E, its pieces and dE/dparams from one forward pass and the hand-written
   backward pass. labels are int class indices (0/1 for a single sigmoid output); lam1 is
-  make_loss_fn's optional L1 weight.
+  make_loss_fn's optional L1 weight; lam_act > 0 adds (lambda_h/B) sum_b sum_l sum_j
+  |sigma^l_bj| on the hidden units (losses.make_activation_l1_loss_fn's E).
   """
   _check(activation, output, output_delta)
-  _check_penalty(lam, m, lam1)
+  _check_penalty(lam, m, lam1, lam_act)
   data_loss = losses.DATA_LOSSES[output]
 
   def value_and_grad(params, x, labels, rng):
@@ -235,9 +299,11 @@ def make_value_and_grad(activation: str, output: str, lam: float, m: int, num_ou
     E = data_term + losses.l2_penalty(params, lam, m)
     if lam1:
       E = E + losses.l1_penalty(params, lam1, m)
+    if lam_act:
+      E = E + losses.activation_l1_penalty(sigmas[1:], lam_act)
     accuracy = (losses.predictions(sum_BxK) == labels).mean()
     grads = _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, lam1, activation, output,
-                         output_delta)
+                         output_delta, lam_act)
     return (E, {"data_loss": data_term, "accuracy": accuracy}), grads
 
   return value_and_grad
@@ -288,6 +354,48 @@ def problem_mlp(key, batch, dtype) -> core.Problem:
       grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, None)[1],
       description=(f"mlp {(d_in, *hidden, k)}, sigmoid hidden and output units, B={batch}, "
                    f"lambda={lam}, m={m}"))
+
+
+@core.register_problem("mlp_sparse_input")
+def problem_mlp_sparse_input(key, batch, dtype) -> core.Problem:
+  """tanh hidden units (sigma of both signs), softmax, lambda > 0 and an L1 penalty on the
+  hidden units (lambda_h > 0); the "params" are the weights AND the input x, so the check
+  covers dE/dsigma's sign(sigma^l) term and dE/dx = delta^1 w^1.T (the recursion continued
+  to the input, as the fast gradient sign method uses it)."""
+  d_in, hidden, k = 12, (16, 8), 5
+  lam, lam_act, m = 1.0, 0.3, 4 * batch
+  model_cfg = ml_collections.ConfigDict(
+      {"name": "mlp", "hidden_sizes": hidden, "activation": "tanh"})
+  model = models.build(model_cfg, (d_in,), k)
+
+  @jax.jit
+  def make_arrays(key):
+    shapes = {"params": jax.eval_shape(model.init, key),
+              "x": jax.ShapeDtypeStruct((batch, d_in), dtype),
+              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
+    z = core.random_like(key, shapes, dtype)
+    params = [{"w": layer["w"] / jnp.sqrt(layer["w"].shape[0]).astype(dtype),
+               "b": 0.1 * layer["b"]} for layer in z["params"]]
+    return {"params": params, "x": z["x"]}, jnp.argmax(z["z"], axis=-1)
+
+  point, labels_B = make_arrays(key)
+  loss_fn = losses.make_activation_l1_loss_fn(
+      functools.partial(hidden_forward, activation="tanh"), "softmax", lam, m, k, lam_act)
+
+  def grad_fn(point, labels):
+    y_BxK = losses.one_hot_targets(labels, k, point["x"].dtype)
+    grads, dE_dx = manual_grads_and_input_grad(point["params"], point["x"], y_BxK, lam, m,
+                                               activation="tanh", output="softmax",
+                                               lam_act=lam_act)
+    return {"params": grads, "x": dE_dx}
+
+  return core.Problem(
+      params=point, args=(labels_B,),
+      loss_fn=lambda point, labels: loss_fn(point["params"], point["x"], labels, None)[0],
+      grad_fn=grad_fn,
+      description=(f"mlp {(d_in, *hidden, k)}, tanh hidden units, softmax, B={batch}, "
+                   f"lambda={lam}, m={m}, lambda_h={lam_act} on |sigma|, gradient w.r.t. "
+                   "params and x"))
 
 
 def saturation_study(scales: Sequence[float] = (1, 5, 10, 20, 40, 80, 100),

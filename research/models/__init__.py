@@ -15,5 +15,6 @@ from research.models import attention  # noqa: E402,F401
 from research.models import cnn1d  # noqa: E402,F401
 from research.models import inception  # noqa: E402,F401
 from research.models import lenet  # noqa: E402,F401
+from research.models import local_cnn  # noqa: E402,F401
 from research.models import lstm  # noqa: E402,F401
 from research.models import mlp  # noqa: E402,F401

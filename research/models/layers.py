@@ -148,6 +148,48 @@ def conv2d(params: dict, x_NHWC: jax.Array, stride: Pair = 1,
   return y + params["b"]
 
 
+# -------------------------------------------------------------------------- locally connected
+
+
+def conv_output_hw(hw: tuple[int, int], kernel_size: Pair, stride: Pair = 1,
+                   padding: Padding = "SAME") -> tuple[int, int]:
+  """(H', W') of a conv2d / locally_connected2d with this geometry on an H x W input."""
+  (kh, kw), (sh, sw) = _pair(kernel_size), _pair(stride)
+  (t, b), (l, r) = _conv_pads(tuple(hw), (kh, kw), (sh, sw), padding)
+  return (hw[0] + t + b - kh) // sh + 1, (hw[1] + l + r - kw) // sw + 1
+
+
+def init_locally_connected2d(key: jax.Array, in_hw: tuple[int, int], in_ch: int, out_ch: int,
+                             kernel_size: int, stride: Pair = 1, padding: Padding = "SAME",
+                             *, init: str = "he", dtype=jnp.float32) -> dict:
+  """{"w": w_H'xW'x(k*k*I)xO, "b": b_H'xW'xO}: one k x k kernel and one bias per output position.
+
+  The receptive fields of a convolution of the same geometry (conv_output_hw), without the
+  weight sharing: H' W' times the conv's parameters. fan_in = k * k * I, as for the conv.
+  """
+  ho, wo = conv_output_hw(in_hw, kernel_size, stride, padding)
+  fan_in = kernel_size * kernel_size * in_ch
+  return {"w": _initializer(init)(key, (ho, wo, fan_in, out_ch), fan_in, dtype),
+          "b": jnp.zeros((ho, wo, out_ch), dtype)}
+
+
+def locally_connected2d(params: dict, x_NHWC: jax.Array, stride: Pair = 1,
+                        padding: Padding = "SAME") -> jax.Array:
+  """x_NHWC -> y_NxH'xW'xO with sum_{hwo} = sum_{ijc} x_{s h + i, s w + j, c} w_{hw,(ijc),o}
+  + b_{hwo}: conv2d's sum, but every output position (h, w) has its own kernel (unshared
+  weights), applied to its im2col row (conv_patches). The k x k kernel is square, its size
+  read from w's shape (k*k*C rows)."""
+  w = params["w"]
+  ho, wo, k_in, _ = w.shape
+  c = x_NHWC.shape[-1]
+  k = math.isqrt(k_in // c)
+  p = conv_patches(x_NHWC, k, stride, padding)                 # N x H' x W' x (k*k*C)
+  if p.shape[1:] != (ho, wo, k_in):
+    raise ValueError(f"locally connected weights {w.shape} do not fit input {x_NHWC.shape} "
+                     f"with stride {stride!r} and padding {padding!r} (patches {p.shape})")
+  return jnp.einsum("nhwk,hwko->nhwo", p, w) + params["b"]
+
+
 # ------------------------------------------------------------------------------------ pooling
 
 
