@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from configs import alexnet_small  # noqa: E402
 from configs import lenet_digits  # noqa: E402
+from research import cli  # noqa: E402
 from research import config_lib  # noqa: E402
 from research import models  # noqa: E402
 from research import optim  # noqa: E402
@@ -82,6 +83,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seconds", type=float, default=5.0, help="timing per model")
   args = parser.parse_args()
+  cli.quiet_library_logs()
   print(f"backend: {jax.default_backend()}, devices: {jax.devices()}\n")
   print("| model | params | forward MFLOPs / example | train examples/s (batch) |")
   print("|---|---:|---:|---:|")
@@ -95,4 +97,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  cli.guarded(main)()

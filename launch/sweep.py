@@ -30,6 +30,7 @@ from typing import Sequence
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)  # `python launch/sweep.py` puts only launch/ on the path.
 
+from research import cli  # noqa: E402
 from research import errors  # noqa: E402
 from research import metrics  # noqa: E402
 from research import plot  # noqa: E402
@@ -225,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--seed", type=int, default=0, help="seed of the --random draw")
   parser.add_argument("--dry_run", action="store_true", help="print the commands only")
   args, fixed = parser.parse_known_args(argv)
+  cli.quiet_library_logs()
   try:
     bad = [a for a in fixed if not a.startswith("--config.")]
     if bad:

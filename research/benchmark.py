@@ -427,7 +427,10 @@ def format_record(r: dict) -> str:
 
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  del argv
+  from research import cli  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (pass --help for the flags)")
+  cli.quiet_library_logs()
   f = flags.FLAGS
   out = run(f.workloads, f.grad, f.seconds, f.windows, f.steps_per_dispatch)
   if f.json:
@@ -446,4 +449,5 @@ if __name__ == "__main__":
   flags.DEFINE_integer("windows", 5, "Timed windows per workload and dispatch mode.")
   flags.DEFINE_integer("steps_per_dispatch", 20, "Steps per jitted call in the scanned mode.")
   flags.DEFINE_string("json", None, "Write {meta, results} here.")
-  sys.exit(app.run(main))
+  from research import cli  # pylint: disable=g-import-not-at-top
+  sys.exit(app.run(cli.guarded(main)))

@@ -30,6 +30,7 @@ from absl import app
 from absl import flags
 
 from research import backprop
+from research import cli
 from research import errors
 from research.backprop import mlp as backprop_mlp
 from research.backprop.core import Problem  # noqa: F401  Re-exported for problem authors.
@@ -283,18 +284,41 @@ def define_flags() -> None:
                     "Also print the literal vs simplified output-delta table.")
 
 
+@cli.guarded
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (pass --help for the flags)")
   f = flags.FLAGS
-  try:
-    code = run(f.model.split(","), seed=f.seed, batch=f.batch, saturation=f.saturation)
-  except errors.ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    code = 2
-  sys.exit(code)
+  sys.exit(run(f.model.split(","), seed=f.seed, batch=f.batch, saturation=f.saturation))
+
+
+def _summary(fn, width: int = 90) -> str:
+  """A problem builder's docstring as one line (a partial's keywords appended)."""
+  base = getattr(fn, "func", fn)
+  text = " ".join((base.__doc__ or "").split("\n\n")[0].split())
+  text = text.removeprefix("gradcheck.Problem: ")
+  if getattr(fn, "keywords", None):
+    text += " (" + ", ".join(f"{k}={v!r}" for k, v in fn.keywords.items()) + ")"
+  return text if len(text) <= width else text[:width - 3].rstrip() + "..."
+
+
+def help_text() -> str:
+  """--help: the flags and every registered gradient check, one per line."""
+  lines = [__doc__.split("\n\n")[0].strip(), "",
+           "  python -m research.gradcheck --model=NAME[,NAME...] [--batch=32] [--seed=0] "
+           "[--saturation]", "", "Models (--model):"]
+  for name in names():
+    lines.append(f"  {name:<30} {_summary(backprop.problem_builder(name))}".rstrip())
+  lines += ["", "Flags:"] + [f"  --{n}: {flags.FLAGS[n].help}"
+                            for n in ("model", "batch", "seed", "saturation")]
+  lines += ["", "Exit codes: 0 every array agrees, 1 some array disagrees, 2 bad input."]
+  return "\n".join(lines)
 
 
 if __name__ == "__main__":
   define_flags()
+  if any(a in ("--help", "-h", "--helpshort") for a in sys.argv[1:]):
+    print(help_text())
+    sys.exit(0)
+  cli.quiet_library_logs()
   app.run(main)

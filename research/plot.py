@@ -7,12 +7,12 @@ solid, valid dashed, and the final test value a star at the last step.
 """
 import argparse
 import os
-import sys
 from typing import Sequence
 
 from matplotlib import ticker
 from matplotlib.figure import Figure  # The object API needs no pyplot state; it renders with Agg.
 
+from research import cli
 from research import errors
 from research import metrics as metrics_lib
 
@@ -82,11 +82,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--metrics", default="loss,accuracy",
                       help="comma-separated metric keys, one panel each")
   args = parser.parse_args(argv)
-  try:
-    out = plot_runs(args.workdirs, args.out, [m for m in args.metrics.split(",") if m])
-  except (errors.ConfigError, errors.DataError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  cli.quiet_library_logs()
+  out = cli.guarded(plot_runs)(args.workdirs, args.out, [m for m in args.metrics.split(",") if m])
   print(f"wrote {out}")
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
+import chex
 import ml_collections
 import numpy as np
 from absl import logging
@@ -82,7 +83,8 @@ def _leaf_name(path) -> str:
 
 
 def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None = None,
-                     value_and_grad: Callable | None = None) -> Callable:
+                     value_and_grad: Callable | None = None,
+                     max_traces: int | None = None) -> Callable:
   """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps.
 
   sums holds E ("loss_sum") and every scalar of the loss's aux (e.g. "data_loss_sum",
@@ -90,6 +92,10 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
   term, comparable with valid/test "loss", as "data_loss"); "norms", the per-layer norms
   {"grad", "param", "update"} of the chunk's last step (weight_norms); and the first step
   whose loss was not finite (or -1), so NaN detection costs no extra host sync.
+
+  max_traces guards compilation (chex.assert_max_traces): a run traces the chunk once per
+  distinct chunk length S, and a retrace (a changed dtype, shape or sharding) would silently
+  recompile every chunk; with the guard it fails instead.
   """
   if value_and_grad is None:
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
@@ -118,6 +124,8 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
     return state, {**sums, "norms": jax.tree.map(lambda v: v[-1], norms_S),
                    "first_bad_step": jnp.where(bad == jnp.iinfo(jnp.int32).max, -1, bad)}
 
+  if max_traces is not None:
+    chunk = chex.assert_max_traces(chunk, n=max_traces)
   return jax.jit(chunk, donate_argnums=0)
 
 
@@ -174,22 +182,26 @@ class _Functions:
   train_chunk: Callable
   eval_fn: Callable
   add_sums: Callable
-  executables: dict  # chunk length S -> compiled train chunk
+  value_and_grad: Callable
+  executables: dict  # chunk length S -> the compiled train chunk
 
 
 @functools.lru_cache(maxsize=16)
 def _functions(config_key: str, n: int, k: int, input_shape: tuple, x_dtype: str) -> _Functions:
   del x_dtype  # Part of the key: the compiled chunk is specialised to it.
   config = ml_collections.ConfigDict(json.loads(config_key))
+  # Runs of this key share the cadence, hence the chunk lengths: each is traced once.
+  lengths = {stop - start for start, stop in chunk_bounds(config)}
   model = models.build(config.model, input_shape, k)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   # The lecture's m is the number of training examples.
   loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
   value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n, input_shape)
   train_chunk = make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment),
-                                 value_and_grad)
+                                 value_and_grad, max_traces=len(lengths))
   add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
-  return _Functions(model, train_chunk, make_eval_fn(model, config.loss.output, k), add, {})
+  return _Functions(model, train_chunk, make_eval_fn(model, config.loss.output, k), add,
+                    value_and_grad, {})
 
 
 def _config_dict(config) -> dict:
@@ -292,21 +304,18 @@ def _raise_if_nonfinite(pending: list, last_good_step: int, path) -> None:
   pending.clear()
 
 
-def init_tracked(config, model: models.Model, optimizer, mesh, window=None) -> dict:
-  """Everything a checkpoint holds: {"state": train state, "window": the log window's sums
-  [, "best": early stopping's memory]}.
+def init_tracked(config, model: models.Model, optimizer, mesh) -> dict:
+  """Everything a checkpoint holds but the log window: {"state": train state[, "best":
+  early stopping's memory]}; the run adds "window", the sums of the steps since the last log
+  line, so a resumed run's first train record is the uninterrupted run's.
 
-  The train state is {"params", "opt_state", "step", "rng"}, replicated over the mesh. window
-  (zeros shaped like the train chunk's summed values) carries the sums of the steps since the
-  last log line, so a resumed run's first train record is the uninterrupted run's.
+  The train state is {"params", "opt_state", "step", "rng"}, replicated over the mesh.
   """
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
   params = model.init(init_key)
   state = parallel.replicate({"params": params, "opt_state": optimizer.init(params),
                               "step": jnp.zeros((), jnp.int32), "rng": train_key}, mesh)
   tracked = {"state": state}
-  if window is not None:
-    tracked["window"] = parallel.replicate(window, mesh)
   if config.early_stopping_patience > 0:  # Part of the state, so resume stays exact.
     tracked["best"] = {"params": jax.tree.map(jnp.copy, state["params"]),
                        "loss": jnp.asarray(jnp.inf, jnp.float32),
@@ -323,10 +332,13 @@ def _prepare(config, dataset: data_lib.Dataset) -> _Functions:
                     tuple(dataset.input_shape), str(dataset.train.x.dtype))
 
 
-def _window_template(fns: _Functions, state, x_all, y_all, idx_SxB) -> dict:
-  """Zeros shaped like a train chunk's summed values: the log window's running sums."""
-  sums = jax.eval_shape(fns.train_chunk, state, x_all, y_all, idx_SxB)[1]
-  return {key: jnp.zeros(v.shape, v.dtype) for key, v in sums.items() if key.endswith("_sum")}
+def _window_template(fns: _Functions, params, x_all, y_all, batch_size: int) -> dict:
+  """Zeros shaped like a train chunk's summed values (E and every scalar of the loss's aux):
+  the log window's running sums. Traces the loss, not the chunk."""
+  batch = lambda a: jax.ShapeDtypeStruct((batch_size, *a.shape[1:]), a.dtype)
+  (E, aux), _ = jax.eval_shape(fns.value_and_grad, params, batch(x_all), batch(y_all),
+                               jax.random.key(0))
+  return {f"{key}_sum": jnp.zeros(v.shape, v.dtype) for key, v in {"loss": E, **aux}.items()}
 
 
 def restore_state(config: ml_collections.ConfigDict, workdir) -> tuple[dict, int]:
@@ -337,9 +349,8 @@ def restore_state(config: ml_collections.ConfigDict, workdir) -> tuple[dict, int
   mesh = parallel.make_mesh()
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   tracked = init_tracked(config, fns.model, optimizer, mesh)
-  idx = jnp.zeros((1, config.batch_size), jnp.int32)
-  window = _window_template(fns, tracked["state"], dataset.train.x, dataset.train.y, idx)
-  tracked = init_tracked(config, fns.model, optimizer, mesh, window)
+  tracked["window"] = parallel.replicate(_window_template(
+      fns, tracked["state"]["params"], dataset.train.x, dataset.train.y, config.batch_size), mesh)
   tracked, step = checkpoint.restore(workdir, tracked)
   return _final_state(tracked), step
 
@@ -420,8 +431,8 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     return parallel.shard_batch(parallel.host_slice(idx_SxB, axis=1), mesh, axis=1)
 
   tracked = init_tracked(config, fns.model, optimizer, mesh)
-  window = _window_template(fns, tracked["state"], x_all, y_all, indices(0, 1))
-  tracked = init_tracked(config, fns.model, optimizer, mesh, window)
+  tracked["window"] = parallel.replicate(_window_template(
+      fns, tracked["state"]["params"], x_all, y_all, config.batch_size), mesh)
   step = 0
   if resume_step is not None:
     tracked, step = checkpoint.restore(workdir, tracked)

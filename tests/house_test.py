@@ -1,0 +1,160 @@
+"""The shape of the house: imports run one way, every family is registered once, the
+commands start fast and answer --help, and the train chunk compiles once per chunk length."""
+import ast
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from research import backprop
+from research import data as data_lib
+from research import losses
+from research import models
+from research import optim
+from research import train
+from configs import default
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _module_graph() -> dict[str, set[str]]:
+  """research.* module -> the research.* modules it imports, at any depth of the file
+  (function-level imports too: a lazy import that closes a loop is still a loop)."""
+  files = {}
+  for path in (REPO / "research").rglob("*.py"):
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+      parts = parts[:-1]
+    files[".".join(parts)] = path
+  graph = {}
+  for name, path in files.items():
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    edges = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Import):
+        edges |= {a.name for a in node.names if a.name in files}
+      elif isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+          base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]
+                          + ([base] if base else []))
+        for a in node.names:
+          full = f"{base}.{a.name}"
+          edges.add(full if full in files else base)
+    graph[name] = {e for e in edges if e in files and e != name}
+  return graph
+
+
+def test_no_import_cycles_in_research():
+  graph = _module_graph()
+  state, cycles = {}, []
+
+  def visit(node, stack):
+    state[node] = "open"
+    for nxt in sorted(graph[node]):
+      if state.get(nxt) == "open":
+        cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+      elif nxt not in state:
+        visit(nxt, stack + [nxt])
+    state[node] = "done"
+
+  for node in sorted(graph):
+    if node not in state:
+      visit(node, [node])
+  assert not cycles, cycles
+
+
+def test_dependencies_run_one_way():
+  graph = _module_graph()
+  for name, edges in graph.items():
+    if name.startswith("research.backprop"):
+      assert not edges & {"research.train", "research.gradcheck", "research.gradients"}, name
+    if name.startswith("research.models") or name.startswith("research.data"):
+      assert not any(e.startswith(("research.backprop", "research.train")) for e in edges), name
+  assert "research.train" not in graph["research.losses"]
+
+
+def test_every_hand_written_backward_pass_is_a_registered_model_with_a_gradient_check():
+  problems = " ".join(backprop.problem_names())
+  for name in backprop.manual_names():
+    assert name in models.names()
+    stem = name.split("_")[0]
+    assert stem in problems, f"{name} has a manual pass but no gradient check"
+
+
+def _python(*args, **kwargs):
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=300, **kwargs)
+
+
+def test_main_help_exits_0_lists_every_config_and_imports_no_jax():
+  result = _python("-m", "research.main", "--help")
+  assert result.returncode == 0, result.stderr
+  for path in sorted((REPO / "configs").glob("*.py")):
+    assert f"configs/{path.name}" in result.stdout
+  assert "--print_config" in result.stdout
+  # --help answers before any heavy import.
+  check = _python("-c", "import sys, runpy; sys.argv = ['m', '--help']\n"
+                  "try:\n  runpy.run_module('research.main', run_name='__main__')\n"
+                  "except SystemExit:\n  pass\nprint('jax' in sys.modules)")
+  assert check.stdout.strip().endswith("False"), check.stdout
+
+
+def test_print_config_prints_the_overridden_config_and_touches_nothing(tmp_path):
+  result = _python("-m", "research.main", "--config=configs/lenet_digits.py", "--print_config",
+                   "--config.seed=7", f"--workdir={tmp_path / 'run'}")
+  assert result.returncode == 0, result.stderr
+  assert "variant: faithful" in result.stdout and "seed: 7" in result.stdout
+  assert not (tmp_path / "run").exists()
+
+
+def test_gradcheck_help_lists_every_registered_check():
+  result = _python("-m", "research.gradcheck", "--help")
+  assert result.returncode == 0, result.stderr
+  for name in backprop.problem_names():
+    assert f"  {name} " in result.stdout
+
+
+def test_a_default_run_imports_neither_sklearn_nor_matplotlib_nor_the_runners():
+  result = _python("-c", "import sys; from research import experiments, train\n"
+                   "from configs import default; from research import data\n"
+                   "data.load(default.get_config().data)\n"
+                   "print(sorted(m for m in ('sklearn', 'matplotlib', 'research.experiments."
+                   "regularization', 'sacrebleu') if m in sys.modules))")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "[]"
+
+
+def test_bundled_csv_digits_are_sklearns_digits():
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  from research.data import sklearn_data  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  for ours, theirs in ((sklearn_data.load_digits_arrays(), datasets.load_digits(return_X_y=True)),
+                       (sklearn_data.load_breast_cancer_arrays(),
+                        datasets.load_breast_cancer(return_X_y=True))):
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    np.testing.assert_array_equal(ours[1], theirs[1])
+
+
+def test_the_train_chunk_guard_fails_on_a_retrace():
+  config = default.get_config()
+  dataset = data_lib.load(config.data)
+  model = models.build(config.model, dataset.input_shape, 10)
+  optimizer = optim.make_optimizer(config.optimizer, 10)
+  loss_fn = losses.make_loss_fn(model, "sigmoid", 0.0, len(dataset.train), 10)
+  chunk = train.make_train_chunk(loss_fn, optimizer, max_traces=1)
+
+  def state():
+    params = model.init(jax.random.key(0))
+    return {"params": params, "opt_state": optimizer.init(params),
+            "step": jax.numpy.zeros((), "int32"), "rng": jax.random.key(1)}
+
+  idx = data_lib.batch_indices(0, len(dataset.train), 32, 0, 3)
+  chunk(state(), dataset.train.x, dataset.train.y, idx)
+  chunk(state(), dataset.train.x, dataset.train.y, idx)  # Same shapes: no retrace.
+  with pytest.raises(AssertionError, match="trace"):
+    chunk(state(), dataset.train.x, dataset.train.y, idx[:2])  # Another chunk length.
