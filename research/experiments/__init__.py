@@ -22,6 +22,7 @@ RUNNERS: dict[str, str] = {
     "batch_size": "research.experiments.batch_size:run",
     "curvature": "research.experiments.curvature:run",
     "dropout_ensemble": "research.experiments.dropout_ensemble:run",
+    "pretraining": "research.experiments.pretraining:run",
     "regularization": "research.experiments.regularization:run",
     "surrogate": "research.experiments.surrogate:run",
     "weight_sharing": "research.experiments.weight_sharing:run",
