@@ -24,6 +24,7 @@ RUNNERS: dict[str, str] = {
     "dropout_ensemble": "research.experiments.dropout_ensemble:run",
     "pretraining": "research.experiments.pretraining:run",
     "regularization": "research.experiments.regularization:run",
+    "sparsity": "research.experiments.sparsity:run",
     "surrogate": "research.experiments.surrogate:run",
     "weight_sharing": "research.experiments.weight_sharing:run",
 }

@@ -1,0 +1,36 @@
+"""Sparse representations: L1 on the hidden units vs L1 on the weights
+(research/experiments/sparsity.py).
+
+The lecture's MLP with ReLU hidden units, 64 -> 256 -> 10 softmax, on all 719 digits training
+examples (test: half of the 1,797 digits), trained with the hand-written backward pass
+(config.grad=manual) once per strength of each penalty and per seed.
+
+  python -m research.main --config=configs/exp_sparse_representations.py --workdir=/tmp/sparse
+
+Measured: see docs/experiments.md section 8 (3 seeds per row).
+"""
+from research import config_lib
+
+
+def get_config():
+  config = config_lib.base(trainer="sparsity", batch_size=32, num_steps=2000, log_every=500,
+                           eval_every=500, eval_batch_size=1024, checkpoint_every=0,
+                           grad="manual")  # manual: research/backprop/mlp.py; or autodiff
+  config.data = config_lib.sklearn_data("digits", valid_fraction=0.1, test_fraction=0.5)
+  config.model = dict(
+      name="mlp",
+      hidden_sizes=(256,),     # the representation whose sparsity is measured
+      activation="relu",       # relu: a unit is exactly 0 below threshold | sigmoid | tanh
+      dropout=0.0,             # must stay 0 (the manual pass has no dropout)
+  )
+  config.loss = config_lib.loss("softmax")  # l1 stays 0: experiment.weight_l1 sets it
+  config.optimizer = config_lib.optimizer(name="adam", learning_rate=1e-3)
+  config.experiment = dict(
+      activation_l1=(0.001, 0.003, 0.01, 0.03, 0.1),  # lambda_h of (lambda_h/B) sum |sigma|
+      weight_l1=(0.1, 0.3, 1.0, 3.0),   # lambda_1 of (lambda_1/m) sum |w|, m = 719
+      near_zero=0.01,          # |sigma| or |w| at most this counts as zero
+      train_examples=0,        # a seeded slice of the train split (0 = all of it)
+      subset_seed=0,           # which examples form the slice
+      repeats=3,               # training seeds config.seed, +1, ...: the table's mean ± std
+  )
+  return config
