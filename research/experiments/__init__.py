@@ -26,6 +26,7 @@ RUNNERS: dict[str, str] = {
     "regularization": "research.experiments.regularization:run",
     "sparsity": "research.experiments.sparsity:run",
     "surrogate": "research.experiments.surrogate:run",
+    "tangent_prop": "research.experiments.tangent_prop:run",
     "weight_sharing": "research.experiments.weight_sharing:run",
 }
 
