@@ -18,6 +18,7 @@ from research import errors
 RUNNERS: dict[str, str] = {
     "standard": "research.train:train_and_evaluate",
     "lecture": "research.lecture_algorithm:train_lecture",
+    "adversarial": "research.experiments.adversarial:run",
     "approximation": "research.experiments.approximation:run",
     "batch_size": "research.experiments.batch_size:run",
     "curvature": "research.experiments.curvature:run",
