@@ -27,3 +27,4 @@ from research.backprop import lenet  # noqa: E402,F401
 from research.backprop import local_cnn  # noqa: E402,F401
 from research.backprop import mlp  # noqa: E402,F401
 from research.backprop import sequence  # noqa: E402,F401
+from research.backprop import skipgram  # noqa: E402,F401

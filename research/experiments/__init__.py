@@ -23,6 +23,7 @@ RUNNERS: dict[str, str] = {
     "batch_size": "research.experiments.batch_size:run",
     "curvature": "research.experiments.curvature:run",
     "dropout_ensemble": "research.experiments.dropout_ensemble:run",
+    "embeddings": "research.experiments.embeddings:run",
     "multitask": "research.experiments.multitask:run",
     "pretraining": "research.experiments.pretraining:run",
     "regularization": "research.experiments.regularization:run",

@@ -12,6 +12,7 @@ from research.models.core import Model, build, conv_impl, names, register  # noq
 # Model families register themselves on import.
 from research.models import alexnet  # noqa: E402,F401
 from research.models import attention  # noqa: E402,F401
+from research.models import bag_of_embeddings  # noqa: E402,F401
 from research.models import cnn1d  # noqa: E402,F401
 from research.models import inception  # noqa: E402,F401
 from research.models import lenet  # noqa: E402,F401

@@ -1,0 +1,69 @@
+"""Word embeddings learnt without labels: skip-gram with negative sampling on the standard
+library's pydoc topics, measured, and reused by a few-label topic classifier
+(research/experiments/embeddings.py).
+
+  python -m research.main --config=configs/exp_skipgram.py --workdir=/tmp/skipgram
+
+Measured: see docs/experiments.md (section "Embeddings learnt without labels").
+"""
+import ml_collections
+
+from research import config_lib
+
+
+def get_config():
+  config = config_lib.base(trainer="embeddings", batch_size=400, num_steps=300,
+                           log_every=100, eval_every=100, eval_batch_size=1024, grad="manual")
+  # grad: manual = the hand-written skip-gram pass, SGD on the rows of the batch's words only;
+  # autodiff = jax.grad's dense V x D gradient. batch_size, num_steps, optimizer and loss are
+  # the downstream classifier's (batch capped at the labelled set: full batch here).
+  config.data = ml_collections.ConfigDict(dict(
+      name="words",            # research/data/words.py (not a registered classifier loader)
+      path="",                 # a UTF-8 text file (one document per paragraph); "" = pydoc
+      split_seed=0,            # which sentences of each topic are held out for the test
+  ))
+  config.model = dict(
+      name="bag_of_embeddings",  # the downstream classifier: mean of word vectors -> dense
+      vocab_size=0,            # set by the runner from the corpus's vocabulary
+      embed_dim=50,            # D of the skip-gram's vectors and the classifier's table
+      freeze_embeddings=False,  # set by the runner per table (skipgram_frozen: True)
+  )
+  config.loss = config_lib.loss("softmax", l2=0.0)
+  config.optimizer = config_lib.optimizer(name="adam", learning_rate=0.01)
+  config.experiment = ml_collections.ConfigDict(dict(
+      # The skip-gram.
+      min_count=5,             # vocabulary: words occurring at least this often
+      epochs=30,               # passes over the (subsampled) training text
+      window=5,                # dynamic window: b ~ U{1..window} words on each side
+      negatives=5,             # K noise words per (center, context) pair
+      noise_power=0.75,        # P_n(w) ~ count(w)^noise_power (the paper's 3/4)
+      subsample=1e-3,          # t: word w kept with probability min(1, sqrt(t / f(w)))
+      batch_pairs=256,         # B pairs per SGD step
+      alpha=0.025,             # word2vec's step per pair, decayed linearly to 0; the step on
+                               # the batch-mean gradient is alpha * B
+      # What it learnt.
+      query_words=("list", "dict", "int", "exception", "class", "import", "string",
+                   "true", "breakpoint", "format", "iterator", "lambda"),
+      neighbours=8,            # nearest words printed per query word
+      # Related pairs, written down before any training; all in the vocabulary.
+      related_pairs=(("list", "tuple"), ("int", "float"), ("true", "false"),
+                     ("key", "value"), ("keys", "values"), ("class", "instance"),
+                     ("method", "function"), ("exception", "raised"), ("import", "module"),
+                     ("str", "bytes"), ("integer", "float"), ("start", "end"),
+                     ("left", "right"), ("lower", "upper"), ("first", "last"),
+                     ("break", "continue"), ("try", "except"), ("dict", "mapping"),
+                     ("yield", "generator"), ("async", "await"), ("global", "nonlocal"),
+                     ("breakpoint", "debugger"), ("width", "precision"),
+                     ("iterator", "iterable"), ("positional", "keyword"),
+                     ("local", "global"), ("add", "remove"), ("step", "next")),
+      plot_words=300,          # frequent words in the PCA plot
+      # Reuse: which topic a sentence comes from.
+      num_topics=8,            # the topics with the most sentences are the classes
+      test_per_topic=40,       # held-out sentences per topic (never seen by the skip-gram)
+      min_words=5,             # sentences shorter than this are not used downstream
+      max_words=48,            # longer sentences are cut to this many words
+      labels_per_topic=(1, 5, 20, 50),  # labelled training sentences per topic
+      tables=("random", "skipgram", "skipgram_frozen"),  # how the table starts
+      repeats=3,               # seeds config.seed, +1, ...: labelled set, inits, random table
+  ))
+  return config

@@ -1,0 +1,250 @@
+"""Skip-gram with negative sampling: the corpus pieces, the sparse hand-written backward pass
+against jax.grad, the loss falling, what it learns, its reuse and one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import exp_skipgram
+from research import errors
+from research import gradcheck
+from research import models
+from research.backprop import skipgram as backprop_sg
+from research.data import words
+from research.experiments import embeddings
+from research.models import skipgram
+
+
+# ---------------------------------------------------------------------------------- corpus
+
+
+def test_tokenize_and_sentences():
+  assert words.tokenize("The __init__() method, x2 = 3.5!") == ["the", "__init__", "method",
+                                                                 "x2"]
+  assert words.split_sentences("One two. Three?\n\nFour") == ["One two.", "Three?", "Four"]
+
+
+def test_pydoc_documents_keep_each_paragraph_once():
+  docs = dict(words.documents())
+  paragraphs = [p for text in docs.values() for p in text.split("\n\n")]
+  assert len(paragraphs) == len(set(paragraphs))
+  # "compound" repeats the "if" topic (and "else" is a copy of "if"): its paragraphs stay in
+  # the smallest topic, ties going to the first name.
+  line = 'The "if" statement is used for conditional execution:'
+  assert [name for name, text in docs.items() if line in text] == ["else"]
+  assert 45_000 < sum(len(words.tokenize(t)) for t in docs.values()) < 60_000
+
+
+def test_vocabulary_subsampling_and_noise_distribution():
+  vocab = words.build_vocabulary([["a", "b", "a", "c"], ["a", "b", "d"]], min_count=2)
+  assert vocab.words == ("a", "b") and vocab.counts.tolist() == [3, 2]
+  np.testing.assert_array_equal(vocab.encode(["b", "zzz", "a"]), [1, 0])
+  with pytest.raises(errors.ConfigError, match="'c' is not in the vocabulary of 2 words"):
+    vocab.ids(["a", "c"], "experiment.query_words")
+  counts = np.array([900, 90, 9, 1])
+  keep = words.keep_probability(counts, 1e-2)
+  np.testing.assert_allclose(keep, np.minimum(1, np.sqrt(1e-2 / (counts / 1000))))
+  assert keep[0] < keep[1] < keep[2] == keep[3] == 1.0
+  p = words.noise_distribution(counts)
+  assert p.sum() == pytest.approx(1.0)
+  assert p[0] / p[3] == pytest.approx(900 ** 0.75)
+
+
+def test_pairs_stay_in_their_document_and_window():
+  ids = np.arange(10, dtype=np.int32)
+  segment = np.array([0] * 6 + [1] * 4)
+  pairs = words.skipgram_pairs(ids, segment, 2, np.random.default_rng(0))
+  assert len(pairs) and (segment[pairs[:, 0]] == segment[pairs[:, 1]]).all()
+  gap = np.abs(pairs[:, 0] - pairs[:, 1])
+  assert gap.min() == 1 and gap.max() <= 2
+  one = words.skipgram_pairs(ids, segment, 1, np.random.default_rng(0))
+  assert sorted(map(tuple, one.tolist())) == sorted(
+      [(i, i + 1) for i in range(9) if i != 5] + [(i + 1, i) for i in range(9) if i != 5])
+
+
+# ----------------------------------------------------------------------- the backward pass
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sparse_manual_gradient_agrees_with_dense_autodiff(dtype):
+  rows = gradcheck.check_model("skipgram", dtype, batch=16)
+  assert [r.path for r in rows] == ["['v_in']", "['v_out']"]
+  assert all(r.ok for r in rows), rows
+
+
+def _sgd_problem():
+  key_p, key_c, key_o = jax.random.split(jax.random.key(3), 3)
+  params = {"v_in": jax.random.normal(key_p, (30, 4)), "v_out": jax.random.normal(key_o, (30, 4))}
+  center = jax.random.randint(key_c, (6,), 0, 10)   # rows 10..29 are never used
+  context = jax.random.randint(jax.random.fold_in(key_c, 1), (6, 3), 0, 10)
+  return params, center, context
+
+
+def test_sparse_sgd_step_is_the_dense_step_and_leaves_other_rows_alone():
+  params, center, context = _sgd_problem()
+  E, sparse = jax.jit(backprop_sg.value_and_sparse_grad)(params, center, context)
+  assert float(E) == pytest.approx(float(jax.jit(skipgram.loss)(params, center, context)),
+                                   rel=1e-6)
+  assert sparse["v_in"][1].shape == (6, 4) and sparse["v_out"][1].shape == (6, 3, 4)
+  sparse_step = jax.jit(backprop_sg.sgd_rows)(params, sparse, 0.5)
+  dense = jax.jit(jax.grad(skipgram.loss))(params, center, context)
+  for name in params:
+    np.testing.assert_allclose(sparse_step[name], params[name] - 0.5 * dense[name], atol=1e-6)
+    np.testing.assert_array_equal(sparse_step[name][10:], params[name][10:])
+
+
+def test_noise_sampling_follows_the_distribution():
+  p = np.array([0.5, 0.3, 0.2, 0.0])
+  draws = skipgram.sample_noise(jax.random.key(0), jnp.asarray(np.cumsum(p), jnp.float32),
+                                (20000,))
+  freq = np.bincount(np.asarray(draws), minlength=4) / 20000
+  np.testing.assert_allclose(freq, p, atol=0.015)
+
+
+# ------------------------------------------------------------------------------ the runner
+
+
+def _small(**fields):
+  config = exp_skipgram.get_config()
+  config.model.embed_dim = 16
+  config.experiment.update(dict(epochs=3, repeats=1, labels_per_topic=(5,),
+                                tables=("random", "skipgram_frozen")))
+  config.num_steps, config.eval_every = 100, 100
+  config.update(fields)
+  return config
+
+
+@pytest.fixture(scope="module")
+def corpus():
+  return embeddings.load_corpus(_small())
+
+
+def test_corpus_holds_out_test_sentences_from_the_skipgram(corpus):
+  assert len(corpus.classes) == 8 and all(len(c) == 40 for c in corpus.test)
+  assert 38_000 < len(corpus.stream) < 46_000 and 1000 < len(corpus.vocab) < 1300
+  # The held-out text is not in the training stream: its words' counts come from the rest.
+  assert len(corpus.heldout_stream) > 3000
+  assert corpus.vocab.counts.sum() == len(corpus.stream)
+
+
+def test_skipgram_loss_falls(corpus):
+  curve = embeddings.train_skipgram(_small(), corpus, seed=0)["curve"]
+  assert curve[-1]["train_loss"] < curve[1]["train_loss"] - 0.2
+  assert curve[-1]["heldout_loss"] < curve[0]["heldout_loss"] - 0.8  # 6 log 2 = 4.16 at init
+
+
+@pytest.mark.slow
+def test_manual_sparse_and_autodiff_dense_training_agree(corpus):
+  config = _small()
+  config.experiment.epochs = 1
+  trained = {}
+  for grad in ("manual", "autodiff"):
+    config.grad = grad
+    trained[grad] = embeddings.train_skipgram(config, corpus, seed=0)["params"]
+  for name in ("v_in", "v_out"):
+    np.testing.assert_allclose(trained["manual"][name], trained["autodiff"][name], atol=2e-5)
+
+
+@pytest.mark.slow
+def test_related_pairs_and_topics_beat_chance_after_training(corpus):
+  config = _small()
+  config.model.embed_dim, config.experiment.epochs = 32, 10
+  sg = embeddings.train_skipgram(config, corpus, seed=0)
+  pairs = [tuple(p) for p in config.experiment.related_pairs]
+  trained = np.asarray(sg["params"]["v_in"])
+  ranks = embeddings.pair_ranks(trained, corpus.vocab, pairs)
+  assert ranks["mean_percentile"] < 0.15  # chance 0.5; measured: 0.07
+  topics = embeddings.topic_agreement(trained, corpus)
+  assert topics["agreement"] > 3 * topics["chance"]  # measured: 42% vs 6.3%
+  near = embeddings.neighbours(trained, corpus.vocab, ["breakpoint"], 5)
+  assert len(near["breakpoint"]) == 5 and "breakpoint" not in dict(near["breakpoint"])
+
+
+def test_bag_of_embeddings_means_the_real_words_and_can_freeze_the_table():
+  cfg = ml_collections.ConfigDict(dict(name="bag_of_embeddings", vocab_size=5, embed_dim=3,
+                                       freeze_embeddings=False))
+  model = models.build(cfg, (4,), 2)
+  params = model.init(jax.random.key(0))
+  ids = jnp.array([[1, 3, -1, -1], [2, -1, -1, -1]])
+  table = params["embed"]["table"]
+  expected = jnp.stack([(table[1] + table[3]) / 2, table[2]]) @ params["head"]["w"]
+  np.testing.assert_allclose(model.apply(params, ids), expected + params["head"]["b"], atol=1e-6)
+  loss = lambda m: lambda p: m.apply(p, ids).sum()
+  assert float(jnp.abs(jax.grad(loss(model))(params)["embed"]["table"]).sum()) > 0
+  cfg.freeze_embeddings = True
+  frozen = models.build(cfg, (4,), 2)
+  assert float(jnp.abs(jax.grad(loss(frozen))(params)["embed"]["table"]).sum()) == 0
+
+
+@pytest.mark.slow
+def test_runner_reuse_beats_a_random_table_and_writes_its_documents(tmp_path):
+  config = _small()
+  config.model.embed_dim = 50
+  config.experiment.update(dict(repeats=2, epochs=10))
+  out = embeddings.run(config, str(tmp_path))
+  for name in ("results.md", "results.json", "metrics.jsonl", "embeddings_pca.png"):
+    assert os.path.getsize(tmp_path / name) > 0, name
+  row = out["downstream"][0]
+  assert row["skipgram_frozen"]["mean"] > row["random"]["mean"] + 0.05, row
+  text = (tmp_path / "results.md").read_text()
+  assert "| breakpoint |" in text and "skip-gram (frozen)" in text
+  with open(tmp_path / "results.json") as f:
+    saved = json.load(f)
+  assert saved["pairs"]["trained"]["mean_percentile"]["mean"] < 0.15
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+def test_unknown_query_word_and_too_short_corpus_are_one_line_config_errors(tmp_path, corpus):
+  with pytest.raises(errors.ConfigError) as info:
+    corpus.vocab.ids(["list", "frobnicate"], "experiment.query_words")
+  assert "config.experiment.query_words: 'frobnicate' is not in the vocabulary" in str(
+      info.value) and "\n" not in str(info.value)
+  short = tmp_path / "short.txt"
+  short.write_text("alpha beta gamma alpha.\n\nbeta gamma.\n")
+  config = _small()
+  config.data.path = str(short)
+  config.experiment.update(dict(min_count=1, window=5, num_topics=2, test_per_topic=1,
+                                labels_per_topic=(1,), min_words=1))
+  with pytest.raises(errors.ConfigError) as info:
+    embeddings.load_corpus(config)
+  assert "the 2th largest has 1 sentences" in str(info.value)
+  config.experiment.labels_per_topic = ()  # embeddings only: no held-out sentences
+  with pytest.raises(errors.ConfigError) as info:
+    embeddings.load_corpus(config)
+  message = str(info.value)
+  assert "too few for config.experiment.window=5" in message and "\n" not in message
+  config.experiment.window = 2
+  assert len(embeddings.load_corpus(config).stream) == 6
+
+
+def test_bad_fields_are_config_errors():
+  config = _small()
+  config.experiment.window = 0
+  with pytest.raises(errors.ConfigError, match="config.experiment.window=0 must be an integer"):
+    embeddings.validate(config)
+  config = _small()
+  config.experiment.tables = ("random", "glove")
+  with pytest.raises(errors.ConfigError, match=r"experiment.tables\[1\]='glove'"):
+    embeddings.validate(config)
+
+
+def test_cli_unknown_query_word_exits_2_with_one_line(tmp_path):
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, "-m", "research.main", "--config=configs/exp_skipgram.py",
+       "--config.experiment.query_words=('list', 'frobnicate')",
+       f"--workdir={tmp_path / 'run'}"],
+      cwd=repo, env=dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS="cpu"),
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr
+  lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "'frobnicate' is not in the vocabulary" in lines[0], result.stderr
+  assert "Traceback" not in result.stderr
