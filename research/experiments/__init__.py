@@ -27,6 +27,7 @@ RUNNERS: dict[str, str] = {
     "multitask": "research.experiments.multitask:run",
     "pretraining": "research.experiments.pretraining:run",
     "regularization": "research.experiments.regularization:run",
+    "semi_supervised": "research.experiments.semi_supervised:run",
     "sparsity": "research.experiments.sparsity:run",
     "surrogate": "research.experiments.surrogate:run",
     "tangent_prop": "research.experiments.tangent_prop:run",
