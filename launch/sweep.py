@@ -10,8 +10,9 @@ Each --sweep is `field=v1,v2,...` (commas inside (), [] or {} belong to the valu
 points of it drawn with --seed. Other --config.field=value flags go to every run unchanged.
 Run i goes to WORKDIR/<i>-<field>=<value>-..., logs to its log.txt, and a run whose workdir
 already holds a test result is reused, so an interrupted sweep can be re-run. At the end:
-WORKDIR/results.csv and results.md (values, final test/valid metrics, times, status, the
-error tail of failed runs) and comparison.png (learning curves). Exit status 1 if a run failed.
+WORKDIR/results.csv and results.md (ranked by validation accuracy: values, final test/valid
+metrics, times, status, the error tail of failed runs) and comparison.png (learning curves).
+Exit status 1 if a run failed.
 """
 import argparse
 import concurrent.futures
@@ -178,7 +179,9 @@ def run_one(cmd: list[str], name: str, point: dict[str, str], workdir: str) -> R
 
 def write_results(sweep_dir: str, results: Sequence[Result], fields: Sequence[str],
                   header: str) -> None:
-  """results.csv (one row per run) and results.md (best test accuracy first, then failures)."""
+  """results.csv (one row per run) and results.md (best validation accuracy first, then
+  failures). Runs are ranked by validation accuracy: choosing the best run by its test
+  accuracy would make the test set part of the selection, and its figure optimistic."""
   columns = ["run", *fields, *_METRICS, "process_s", "status"]
 
   def row(r: Result) -> dict:
@@ -191,7 +194,7 @@ def write_results(sweep_dir: str, results: Sequence[Result], fields: Sequence[st
     writer.writeheader()
     writer.writerows(row(r) for r in results)
 
-  ranked = sorted(results, key=lambda r: -r.metrics.get("test_accuracy", -1.0))
+  ranked = sorted(results, key=lambda r: -r.metrics.get("valid_accuracy", -1.0))
   lines = [f"# Sweep results\n\n{header}\n", "| " + " | ".join(columns) + " |",
            "|" + "---|" * len(columns)]
   for r in ranked:

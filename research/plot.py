@@ -3,7 +3,9 @@
   python -m research.plot runs/a runs/b --out=curves.png --metrics=loss,accuracy
 
 One panel per metric; each run has one colour, labelled by its workdir's basename. Train is
-solid, valid dashed, and the final test value a star at the last step.
+solid, valid dashed, and the final test value a star at the last step. The "loss" panel draws
+the train records' data term (their "data_loss"), the quantity valid and test report, not E
+with its penalty.
 """
 import argparse
 import os
@@ -40,8 +42,11 @@ def plot_runs(workdirs: Sequence[str], out_path: str,
         label += f" (test {test[-1][metric]:.4g})"
         ax.plot([test[-1]["step"]], [test[-1][metric]], color=color, **_STYLES["test"])
       for split in ("train", "valid"):
-        points = [(r["step"], r[metric]) for r in records
-                  if r.get("split") == split and _is_number(r.get(metric))]
+        # Like with like: a train record's "loss" is E, data term plus penalty; its
+        # "data_loss" is the cross-entropy alone, what valid and test report as "loss".
+        key = "data_loss" if split == "train" and metric == "loss" else metric
+        points = [(r["step"], r[key]) for r in records
+                  if r.get("split") == split and _is_number(r.get(key))]
         if points:
           ax.plot(*zip(*points), color=color, label=label, **_STYLES[split])
           label = None  # One legend entry per run.

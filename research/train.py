@@ -28,7 +28,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
-import chex
 import ml_collections
 import numpy as np
 from absl import logging
@@ -93,9 +92,10 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
   {"grad", "param", "update"} of the chunk's last step (weight_norms); and the first step
   whose loss was not finite (or -1), so NaN detection costs no extra host sync.
 
-  max_traces guards compilation (chex.assert_max_traces): a run traces the chunk once per
-  distinct chunk length S, and a retrace (a changed dtype, shape or sharding) would silently
-  recompile every chunk; with the guard it fails instead.
+  max_traces guards compilation: a run traces the chunk once per distinct chunk length S,
+  and a retrace (a changed dtype, shape or sharding) would silently recompile every chunk; with
+  the guard it fails instead. (chex.assert_max_traces counts per function definition, so it
+  would count the chunks of every run of a process together.)
   """
   if value_and_grad is None:
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
@@ -125,8 +125,25 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
                    "first_bad_step": jnp.where(bad == jnp.iinfo(jnp.int32).max, -1, bad)}
 
   if max_traces is not None:
-    chunk = chex.assert_max_traces(chunk, n=max_traces)
+    chunk = _count_traces(chunk, max_traces)
   return jax.jit(chunk, donate_argnums=0)
+
+
+def _count_traces(fn: Callable, max_traces: int) -> Callable:
+  """fn, raising AssertionError when traced more than max_traces times (a trace runs the
+  Python body; a compiled call does not)."""
+  traces = [0]
+
+  @functools.wraps(fn)
+  def counted(*args):
+    traces[0] += 1
+    if traces[0] > max_traces:
+      raise AssertionError(
+          f"the train chunk was traced {traces[0]} times, more than its {max_traces} chunk "
+          "length(s): an argument's shape, dtype or sharding changed between chunks")
+    return fn(*args)
+
+  return counted
 
 
 def make_eval_fn(model: models.Model, output: str, k: int) -> Callable:

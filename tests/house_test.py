@@ -156,5 +156,5 @@ def test_the_train_chunk_guard_fails_on_a_retrace():
   idx = data_lib.batch_indices(0, len(dataset.train), 32, 0, 3)
   chunk(state(), dataset.train.x, dataset.train.y, idx)
   chunk(state(), dataset.train.x, dataset.train.y, idx)  # Same shapes: no retrace.
-  with pytest.raises(AssertionError, match="trace"):
+  with pytest.raises(AssertionError, match="traced 2 times"):
     chunk(state(), dataset.train.x, dataset.train.y, idx[:2])  # Another chunk length.

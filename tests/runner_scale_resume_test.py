@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -143,6 +144,5 @@ def test_manual_backprop_trains_like_autodiff(tmp_path):
     config = default.get_config()
     config.update(num_steps=100, log_every=50, eval_every=100, grad=grad)
     results[grad] = train.train_and_evaluate(config, str(tmp_path / grad))
-  for a, b in zip(jax.tree.leaves(results["autodiff"]["state"]["params"]),
-                  jax.tree.leaves(results["manual"]["state"]["params"])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(results["autodiff"]["state"]["params"],
+                              results["manual"]["state"]["params"], rtol=1e-4, atol=1e-6)

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -41,8 +42,7 @@ def test_same_seed_gives_identical_metrics_and_params(tmp_path):
   a = train.train_and_evaluate(tiny_config(), str(tmp_path / "a"))
   b = train.train_and_evaluate(tiny_config(), str(tmp_path / "b"))
   assert _strip_timing(_records(tmp_path / "a")) == _strip_timing(_records(tmp_path / "b"))
-  for x, y in zip(jax.tree.leaves(a["state"]["params"]), jax.tree.leaves(b["state"]["params"])):
-    np.testing.assert_array_equal(x, y)
+  chex.assert_trees_all_equal(a["state"]["params"], b["state"]["params"])
   c = train.train_and_evaluate(tiny_config(seed=1), str(tmp_path / "c"))
   assert c["test"] != a["test"] or not np.array_equal(
       a["state"]["params"][0]["w"], c["state"]["params"][0]["w"])
@@ -158,8 +158,7 @@ def test_jitted_chunk_equals_unjitted_steps():
   jitted, sums = chunk(fresh(), dataset.train.x, dataset.train.y, idx)
   with jax.disable_jit():
     eager, eager_sums = chunk(fresh(), dataset.train.x, dataset.train.y, idx)
-  for a, b in zip(jax.tree.leaves(jitted["params"]), jax.tree.leaves(eager["params"])):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(jitted["params"], eager["params"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(sums["loss_sum"], eager_sums["loss_sum"], rtol=1e-5)
   assert int(jitted["step"]) == 5
 
