@@ -27,7 +27,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 
 from research import config_lib
@@ -146,9 +145,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   epsilons = tuple(float(e) for e in exp.epsilons)
   scaled = tuple(e * (high - low) for e in epsilons)
   data_loss = losses.make_loss_fn(model, "softmax", 0.0, len(train_split), k)
+  adversarial_loss = lambda: make_adversarial_loss_fn(
+      model, k, exp.train_epsilon * (high - low), low, high, exp.alpha)
   make = {"standard": lambda: variants_lib.Variant("standard", model, data_loss),
-          "adversarial": lambda: variants_lib.Variant("adversarial", model, make_adversarial_loss_fn(
-              model, k, exp.train_epsilon * (high - low), low, high, exp.alpha))}
+          "adversarial": lambda: variants_lib.Variant("adversarial", model, adversarial_loss())}
   variants = [make[m]() for m in exp.methods]
   attack = make_attack_fn(model, config.model.activation, k, scaled, low, high)
   x_test, y_test = jax.device_put(dataset.test.x), jax.device_put(dataset.test.y)

@@ -227,7 +227,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
 
 def _write(workdir, config, dataset, n: int, out: dict) -> None:
   exp, cell = config.experiment, variants_lib.cell
-  setting = {"none": "-", "augment": f"shift ±{exp.max_shift:g} px, rotate ±{exp.max_degrees:g}°",
+  setting = {"none": "-",
+             "augment": f"shift ±{exp.max_shift:g} px, rotate ±{exp.max_degrees:g}°",
              "tangent_prop": f"gamma={exp.tangent_weight:g}"}
   rows = [{"method": name, "setting": setting[name],
            "train acc %": cell(r["train_accuracy"]), "valid acc %": cell(r["valid_accuracy"]),

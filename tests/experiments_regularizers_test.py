@@ -1,0 +1,319 @@
+"""Tiny versions of issue 14's experiments: weight sharing, sparse representations, tangent
+propagation, adversarial examples, multi-task and semi-supervised learning."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import exp_adversarial
+from configs import exp_multitask
+from configs import exp_semi_supervised
+from configs import exp_sparse_representations
+from configs import exp_tangent_prop
+from configs import exp_weight_sharing
+from research import augment
+from research import config_lib
+from research import data as data_lib
+from research import errors
+from research import experiments
+from research import models
+from research.experiments import adversarial
+from research.experiments import multitask
+from research.experiments import semi_supervised
+from research.experiments import sparsity
+from research.experiments import tangent_prop
+from research.experiments import variants
+
+
+def _outputs(workdir, png):
+  """Asserts the runner wrote its results, records and plot; returns results.md's text."""
+  for name in ("results.md", "results.json", "metrics.jsonl", png):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert {r["split"] for r in records} == {"train", "result"}
+  with open(os.path.join(workdir, "results.md")) as f:
+    return f.read()
+
+
+def _tiny(config, steps=60, **experiment):
+  config.num_steps, config.eval_every, config.log_every = steps, steps // 2, steps // 2
+  config.experiment.update(dict(repeats=1, **experiment))
+  return config
+
+
+@pytest.fixture(scope="module")
+def digits_images():
+  return data_lib.load(config_lib.sklearn_data("digits", image_size=8))
+
+
+def _mlp(hidden=(16,)):
+  return ml_collections.ConfigDict(dict(name="mlp", hidden_sizes=hidden, activation="relu",
+                                        dropout=0.0))
+
+
+# ------------------------------------------------------------------------------ the helper
+
+
+def test_two_source_batches_read_each_source_in_its_own_rows():
+  batches = variants.two_source_batches(10, 4, 30, 6)(0, 0, 5)
+  assert batches.shape == (5, 10)
+  assert (batches[:, :4] < 10).all() and (batches[:, 4:] >= 10).all()
+  assert (batches[:, 4:] < 40).all()
+  # Source a alone is the library's batch order over its 10 rows.
+  np.testing.assert_array_equal(batches[:, :4], data_lib.batch_indices(0, 10, 4, 0, 5))
+
+
+def test_summary_and_cell():
+  s = variants.summarize([{"a": 0.9}, {"a": 0.8}], ["a"])["a"]
+  assert s["mean"] == pytest.approx(0.85) and s["std"] == pytest.approx(0.05)
+  assert variants.cell(s) == "85.0 ± 5.0"
+
+
+# --------------------------------------------------------------------- 3. tangent propagation
+
+
+def test_image_tangents_are_the_derivatives_of_the_transformations(digits_images):
+  x = jnp.asarray(digits_images.train.x[:3])
+  smooth = tangent_prop.blur(x, 1.0)
+  tangents = tangent_prop.image_tangents(x, 1.0)
+  eps, r = 1e-2, 4.0  # r: half the 8-pixel side; the rotation tangent is per 1/r radian
+  zeros = jnp.zeros((3,))
+  moves = [(jnp.stack([zeros + eps, zeros], 1), zeros),
+           (jnp.stack([zeros, zeros + eps], 1), zeros),
+           (jnp.zeros((3, 2)), zeros + eps / r)]
+  for t, (shift, angle) in zip(tangents, moves):
+    fd = (tangent_prop.affine(smooth, shift, angle) - tangent_prop.affine(smooth, -shift, -angle)
+          ) / (2 * eps)
+    # Away from the border, where the edge-padded differences and the resampling agree.
+    inner = (slice(None), slice(2, -2), slice(2, -2))
+    np.testing.assert_allclose(t[inner], fd[inner], rtol=0.05, atol=0.02)
+
+
+def test_forward_mode_directional_derivative_is_the_reverse_mode_jacobian_times_t():
+  model = models.build(_mlp(), (8, 8, 1), 5)
+  params = model.init(jax.random.key(0))
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+  t_TxB = jax.random.normal(jax.random.key(2), (3, 2, 8, 8, 1))
+
+  @jax.jit
+  def both(params, x, t_TxB):
+    _, d_TxBxK = tangent_prop.output_tangents(model.apply, params, x, t_TxB, "softmax")
+    probs = lambda x: jax.nn.softmax(model.apply(params, x), axis=-1)
+    j_BxKxB8x8x1 = jax.jacrev(probs)(x)  # one backward pass per output unit
+    return d_TxBxK, jnp.einsum("bkcijd,tcijd->tbk", j_BxKxB8x8x1, t_TxB)
+
+  forward, reverse = both(params, x, t_TxB)
+  np.testing.assert_allclose(forward, reverse, rtol=1e-4, atol=1e-6)
+
+
+def test_random_affine_keeps_shapes_and_zero_moves_are_the_identity(digits_images):
+  x = jnp.asarray(digits_images.train.x[:4])
+  np.testing.assert_allclose(tangent_prop.affine(x, jnp.zeros((4, 2)), jnp.zeros(4)), x,
+                             atol=1e-5)
+  moved = tangent_prop.random_affine(jax.random.key(0), x, 1.0, 10.0)
+  assert moved.shape == x.shape and not np.allclose(moved, x)
+
+
+@pytest.mark.slow
+def test_tangent_prop_flattens_the_output_along_the_tangents(tmp_path):
+  config = _tiny(exp_tangent_prop.get_config(), 200, methods=("none", "tangent_prop"),
+                 train_examples=100)
+  config.data = config_lib.sklearn_data("digits", image_size=8, valid_fraction=0.1,
+                                        test_fraction=0.5)
+  config.model.hidden_sizes = (32,)
+  out = experiments.run(config, str(tmp_path / "tp"))
+  norm = {m: r["tangent_norm"]["mean"] for m, r in out["methods"].items()}
+  assert norm["tangent_prop"] < 0.7 * norm["none"], norm
+  assert "| tangent_prop | gamma=100 |" in _outputs(str(tmp_path / "tp"), "tangent_prop.png")
+
+
+# ------------------------------------------------------------------ 2. sparse representations
+
+
+@pytest.mark.slow
+def test_l1_on_activations_sparsifies_the_units_and_l1_on_weights_the_weights(tmp_path):
+  config = _tiny(exp_sparse_representations.get_config(), 300, activation_l1=(0.03,),
+                 weight_l1=(1.0,), train_examples=300)
+  config.model.hidden_sizes = (64,)
+  out = experiments.run(config, str(tmp_path / "sparse"))["variants"]
+  none, act, w = out["none"], out["activations 0.03"], out["weights 1"]
+  assert act["hidden_exact_zero"]["mean"] > none["hidden_exact_zero"]["mean"] + 0.2
+  assert w["weights_near_zero"]["mean"] > none["weights_near_zero"]["mean"] + 0.2
+  assert act["weights_near_zero"]["mean"] < w["weights_near_zero"]["mean"]
+  table = _outputs(str(tmp_path / "sparse"), "sparsity.png")
+  assert "| activations | lambda_h=0.03 |" in table and "| weights | lambda_1=1 |" in table
+
+
+def test_manual_and_autodiff_training_with_the_activation_penalty_agree(digits_images):
+  config = _tiny(exp_sparse_representations.get_config(), 10)
+  config.model.hidden_sizes = (16,)
+  x, y = digits_images.train.x[:64].reshape(64, -1), digits_images.train.y[:64]
+  model = models.build(config.model, (64,), 10)
+  params = {}
+  for grad in ("autodiff", "manual"):
+    config.grad = grad
+    variant = sparsity.make_variant(grad, config, model, 10, 64, lam_act=0.03)
+    assert (variant.value_and_grad is None) == (grad == "autodiff")
+    (params[grad],) = variants.fit(variant, config, x, y, [0])
+  for a, m in zip(jax.tree.leaves(params["autodiff"]), jax.tree.leaves(params["manual"])):
+    np.testing.assert_allclose(m, a, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------- 4. adversarial examples
+
+
+def test_fgsm_moves_every_pixel_by_eps_within_the_range():
+  x = jnp.array([[0.0, 0.5, 0.95]])
+  g = jnp.array([[-1.0, 2.0, 3.0]])
+  np.testing.assert_allclose(adversarial.fgsm(x, g, 0.1, 0.0, 1.0), [[0.0, 0.6, 1.0]])
+
+
+@pytest.mark.slow
+def test_adversarial_training_resists_the_attack_and_both_gradients_agree(tmp_path):
+  config = _tiny(exp_adversarial.get_config(), 300, epsilons=(0.0, 0.1, 0.3))
+  config.model.hidden_sizes = (64,)
+  out = experiments.run(config, str(tmp_path / "adv"))
+  std, adv = out["methods"]["standard"], out["methods"]["adversarial"]
+  assert std["eps=0.3"]["mean"] < std["eps=0.1"]["mean"] < std["eps=0"]["mean"]
+  assert adv["eps=0.1"]["mean"] > std["eps=0.1"]["mean"] + 0.05
+  assert out["gradients"]["grad_rel_err"] < 1e-5
+  assert out["gradients"]["sign_flip_rel"] < 1e-5
+  assert "| adversarial |" in _outputs(str(tmp_path / "adv"), "adversarial.png")
+
+
+# -------------------------------------------------------------------------- 5. multi-task
+
+
+def test_mnist_is_reduced_to_digits_counts():
+  img = np.zeros((1, 28, 28, 1))
+  img[0, 4:24, 12:17] = 255  # a vertical bar, 20 x 5 pixels: scaled to 32 x 8, centred
+  x = multitask.mnist_as_digits(img).reshape(8, 8)
+  expected = np.zeros((8, 8))
+  expected[:, 3:5] = 16  # 4x4 blocks fully on in the two middle columns, on every row
+  np.testing.assert_array_equal(x, expected)
+
+
+def test_multitask_loss_reads_the_aux_rows_only_for_the_aux_head():
+  model = multitask.make_model(4, (8,), 3, 2)
+  params = model.init(jax.random.key(0))
+  x = jax.random.normal(jax.random.key(1), (5, 4))
+  labels = jnp.array([0, 1, 2, 1, 0])
+  single = multitask.make_loss_fn(3, 2, "single", 2, 1.0)
+  aux = multitask.make_loss_fn(3, 2, "aux_mnist", 2, 1.0)
+  # The single-task cost of x with every row past b_main replaced: it ignores them.
+  both = jax.jit(lambda p, x, labels: (single(p, x, labels, None), aux(p, x, labels, None),
+                                       single(p, x.at[2:].set(0.0), labels.at[2:].set(0), None)))
+  (E_s, a_s), (E_a, a_a), (E_moved, _) = both(params, x, labels)
+  assert float(a_s["data_loss"]) == pytest.approx(float(a_a["data_loss"]))
+  assert float(E_a) == pytest.approx(float(a_a["data_loss"] + a_a["aux_loss"]))
+  assert float(E_moved) == pytest.approx(float(E_s))
+
+
+@pytest.mark.slow
+def test_multitask_runner_writes_its_table_and_the_mnist_head_transfers(tmp_path):
+  config = _tiny(exp_multitask.get_config(), 200, train_examples=(20,),
+                 methods=("single", "aux_mnist"))
+  out = experiments.run(config, str(tmp_path / "mt"))["sizes"][20]
+  assert out["aux_mnist"]["aux_test_accuracy"]["mean"] > 0.6
+  assert out["aux_mnist"]["aux_head_on_digits"]["mean"] > 0.3  # chance: 0.1
+  assert np.isnan(out["single"]["aux_head_on_digits"]["mean"])
+  assert "| 20 | aux_mnist |" in _outputs(str(tmp_path / "mt"), "multitask.png")
+
+
+# -------------------------------------------------------------------- 6. semi-supervised
+
+
+@pytest.fixture(scope="module")
+def semi_losses(digits_images):
+  """Every method's (E, aux) at one point, and pseudo_label's with tau = 1, in one jit."""
+  model = models.build(_mlp(), (8, 8, 1), 10)
+  aug = augment.make_augment(augment.config(ops=("translate", "noise"), max_shift=1,
+                                            noise_std=0.3))
+  fns = {m: semi_supervised.make_loss_fn(model, 10, m, 4, aug, 1.0, 0.95)
+         for m in semi_supervised.METHODS}
+  fns["pseudo_label tau=1"] = semi_supervised.make_loss_fn(model, 10, "pseudo_label", 4, aug,
+                                                           1.0, 1.0)
+  every = jax.jit(lambda p, x, labels, key: {m: f(p, x, labels, key) for m, f in fns.items()})
+  params = model.init(jax.random.key(0))
+  x = jnp.asarray(digits_images.train.x[:12])
+  labels = jnp.asarray(digits_images.train.y[:12])
+  key = jax.random.key(1)
+  return every(params, x, labels, key), every(params, x, labels.at[4:].set(-1), key)
+
+
+def test_no_method_reads_the_unlabelled_labels(semi_losses):
+  with_labels, hidden = semi_losses
+  for method in semi_supervised.METHODS:
+    assert float(with_labels[method][0]) == float(hidden[method][0]), method
+
+
+def test_pseudo_labels_below_the_threshold_add_nothing(semi_losses):
+  _, out = semi_losses
+  E_pseudo, aux = out["pseudo_label tau=1"]
+  assert float(aux["confident"]) == 0.0
+  assert float(E_pseudo) == pytest.approx(float(out["labels_augment"][0]))
+  assert float(out["consistency"][1]["unlabelled_loss"]) > 0
+
+
+@pytest.mark.slow
+def test_semi_supervised_runner_writes_its_table(tmp_path):
+  config = _tiny(exp_semi_supervised.get_config(), 60, train_examples=(20,))
+  out = experiments.run(config, str(tmp_path / "semi"))["sizes"][20]
+  assert tuple(out) == semi_supervised.METHODS
+  table = _outputs(str(tmp_path / "semi"), "semi_supervised.png")
+  assert all(f"| 20 | {m} |" in table for m in semi_supervised.METHODS)
+
+
+# ------------------------------------------------------------------------ 1. weight sharing
+
+
+@pytest.mark.slow
+def test_weight_sharing_runner_counts_parameters_and_writes_its_table(tmp_path):
+  config = _tiny(exp_weight_sharing.get_config(), 60, train_examples=(64,))
+  config.model.channels = (4, 8)
+  out = experiments.run(config, str(tmp_path / "ws"))["sizes"][64]
+  # 3x3x1 -> 4 at 8x8 positions, 3x3x4 -> 8 at 4x4; the same dense layer on 4x4x8.
+  dense = 4 * 4 * 8 * 10 + 10
+  assert out["conv"]["params"] == 40 + 296 + dense
+  assert out["local"]["params"] == 64 * 40 + 16 * 296 + dense
+  for r in out.values():
+    (run,) = r["runs"]
+    assert run["gap"] == pytest.approx(run["train_accuracy"] - run["test_accuracy"])
+  table = _outputs(str(tmp_path / "ws"), "weight_sharing.png")
+  assert "| 64 | local | 8,586 |" in table
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("config_module,edit,fragment", [
+    (exp_weight_sharing, lambda c: c.model.update(name="mlp"), "compares the two kinds"),
+    (exp_weight_sharing, lambda c: c.experiment.update(repeats=0),
+     "config.experiment.repeats=0 must be an integer >= 1"),
+    (exp_sparse_representations, lambda c: c.experiment.update(activation_l1=(0.01, -1.0)),
+     "activation_l1=(0.01, -1.0) must be positive"),
+    (exp_sparse_representations, lambda c: c.model.update(dropout=0.5), "dropout=0"),
+    (exp_tangent_prop, lambda c: c.experiment.update(methods=("none", "jitter")),
+     "experiment.methods[1]='jitter' is not supported"),
+    (exp_tangent_prop, lambda c: c.experiment.update(tangent_weight=float("nan")),
+     "config.experiment.tangent_weight=nan"),
+    (exp_adversarial, lambda c: c.experiment.update(epsilons=(0.0, 2.0)),
+     "epsilons=(0.0, 2.0) must be fractions"),
+    (exp_multitask, lambda c: c.experiment.update(train_examples=()),
+     "train_examples=() must be a non-empty"),
+    (exp_semi_supervised, lambda c: c.augment.update(ops=()), "config.augment.ops is empty"),
+    (exp_semi_supervised, lambda c: c.experiment.update(threshold=1.5),
+     "config.experiment.threshold=1.5 must be a finite number in [0, 1]"),
+])
+def test_bad_config_is_one_clear_error_before_training(tmp_path, config_module, edit,
+                                                       fragment):
+  config = config_module.get_config()
+  edit(config)
+  with pytest.raises(errors.ConfigError) as e:
+    experiments.run(config, str(tmp_path / "bad"))
+  assert fragment in str(e.value)
+  assert not os.path.exists(tmp_path / "bad" / "metrics.jsonl")
