@@ -33,7 +33,7 @@ def get_config():
       dropout=0.5,                             # on the hidden fc outputs while training
       pool_window=3,                           # max pools 3x3/2 (the paper's, overlapping);
       pool_stride=2,                           #   2 and 2 for the common 2x2/2
-      conv_impl="patches",                     # patches: im2col + matmul (fast on CPU) | xla
+      conv_impl="auto",     # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
   )
   config.loss = config_lib.loss("softmax", l2=0.0)  # softmax cross-entropy; lambda = l2
   config.optimizer = config_lib.optimizer(name="adam", learning_rate=5e-4, schedule="cosine")

@@ -29,7 +29,7 @@ def get_config():
       kernel_sizes=(5, 3, 3),  # k_l: kernel length of each conv layer
       strides=(1, 2, 2),       # s_l: 40 -> 40 -> 20 -> 10 steps (the paper's (2, 2, 2): 88.5%)
       padding="SAME",          # SAME: T_l = ceil(T_{l-1} / s_l) | VALID: no zero padding
-      conv_impl="patches",     # patches: im2col + matmul (fast on CPU) | xla: lax.conv (GPU/TPU)
+      conv_impl="auto",     # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
   )
   config.loss = config_lib.loss("softmax")  # softmax cross-entropy over the 10 classes
   config.optimizer = config_lib.optimizer(name="adam", learning_rate=1e-2, schedule="cosine")

@@ -22,7 +22,7 @@ def get_config():
       # One (c1, c3r, c3, c5r, c5, pool_proj) per block, each after a 3x3/2 max pool.
       blocks=((16, 16, 24, 4, 8, 8), (32, 32, 48, 8, 16, 16)),
       dropout=0.0,             # before the output layer, while training
-      conv_impl="patches",     # patches: im2col + matmul (fast on CPU) | xla: lax.conv (GPU/TPU)
+      conv_impl="auto",     # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
   )
   config.loss = config_lib.loss("softmax", l2=0.0)  # softmax cross-entropy; lambda = l2
   config.optimizer = config_lib.optimizer(name="adam", learning_rate=1e-3, schedule="cosine")

@@ -34,7 +34,7 @@ def get_config(arg: str = "digits"):
   config.model = dict(
       name="lenet5",
       variant="faithful",      # faithful | classic | modern (see research/models/lenet.py)
-      conv_impl="patches",     # patches: im2col + matmul (fast on CPU) | xla: lax.conv (GPU/TPU)
+      conv_impl="auto",     # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
   )
   config.loss = config_lib.loss("softmax", l2=0.0)  # softmax cross-entropy; lambda = l2
   # Random shifts of up to 2 pixels (half an original 8x8 pixel): without them the net

@@ -4,8 +4,8 @@
       --grad=both --seconds=10 --windows=5 --json=/tmp/project.json
 
 Each workload is built from a ConfigDict with `research.models.build`, trained with the loss of
-`research.losses.make_loss_fn` (softmax, lambda = 0) and stepped by `research.train.make_train_chunk`
-(jitted, buffer-donating `lax.scan` that gathers each batch on the device from an index array)
+`research.losses.make_loss_fn` (softmax, lambda = 0) and stepped by
+`research.train.make_train_chunk` (jitted, buffer-donating `lax.scan` that gathers each batch on the device from an index array)
 with SGD-momentum (eta = 0.01, momentum 0.9) from `research.optim.make_optimizer`, on synthetic
 float32 data. The workloads (shapes, batch sizes, layer sizes) and the model-FLOP formula
 (3 x forward, 2 x multiply-accumulates of the matmuls and convolutions) follow the peer

@@ -10,8 +10,8 @@ complete, so a crash mid-save leaves the earlier steps intact. Saves are synchro
 is small next to a step's compute, and a save that has returned cannot be lost at exit.
 
 Each step also stores the run's config (the identity a resume is checked against, kept with
-the checkpoints so it survives a deleted config.json) and a JSON manifest with every leaf's path, shape, dtype and CRC-32. orbax's
-data files carry no checksum of their own (one flipped bit in a chunk restores silently as a
+the checkpoints so it survives a deleted config.json) and a JSON manifest with every leaf's
+path, shape, dtype and CRC-32. orbax's data files carry no checksum of their own (one flipped bit in a chunk restores silently as a
 wrong number), so `restore` checks what it read against the manifest, and a step that fails to
 read or to verify is logged and skipped for the one before it. Typed PRNG keys
 (jax.random.key) are stored as their raw key data and re-wrapped with the target's

@@ -76,6 +76,15 @@ def base(**overrides) -> ml_collections.ConfigDict:
   cfg.augment = augment.config()  # training-time augmentation; ops=() is none
   cfg.early_stopping_patience = 0  # > 0: stop after this many evals without a new best
                                # validation loss, and keep the best params (0 = off)
+  # Platforms (README, "Where it runs"):
+  cfg.matmul_precision = "default"  # default | high | highest: float32 matmul passes on
+                               # TPUs/GPUs (default = bfloat16 passes on TPU); CPUs: full
+  cfg.compute_dtype = "float32"  # float32 | bfloat16: the model's matmuls and convolutions
+                               # (mixed precision: params, optimizer state and loss stay float32)
+  cfg.deterministic = False    # GPU: deterministic XLA ops (exact resume; slower); CPU and
+                               # TPU runs are deterministic already
+  cfg.profile_steps = (0, 0)   # (start, stop): a jax.profiler trace of these steps into
+                               # WORKDIR/profile (TensorBoard / Perfetto); (0, 0) = off
   cfg.update(overrides)
   return cfg
 

@@ -17,6 +17,7 @@ array disagrees beyond TOLERANCES. Expected: every row "ok", float64 relative er
 A model joins with research.backprop.core's @register_problem(name): fn(key, batch, dtype) ->
 Problem, next to its hand-written backward pass.
 """
+import contextlib
 import functools
 import statistics
 import sys
@@ -130,10 +131,13 @@ def _fd_errors(problem: Problem, manual: list[np.ndarray], key: jax.Array,
   central difference with O(eps^4) truncation error, is evaluated in float64 at the point
   whatever the problem's dtype: in float32 the rounding of E (~1e-7 |E|) / eps swamps the
   directional derivative of arrays with small gradients, so a float32 difference quotient
-  cannot tell a right gradient from a wrong one there.
+  cannot tell a right gradient from a wrong one there. On a backend without float64 (TPU)
+  they run on the host's CPU backend.
   """
   to64 = lambda a: a.astype(np.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a
-  with jax.enable_x64(True):
+  where = contextlib.nullcontext() if has_float64() else jax.default_device(
+      jax.devices("cpu")[0])
+  with jax.enable_x64(True), where:
     leaves, treedef = jax.tree.flatten(jax.tree.map(to64, jax.device_get(problem.params)))
     args = jax.tree.map(to64, jax.device_get(problem.args))
     directions = jax.device_get(_unit_directions(key, leaves))
@@ -165,18 +169,46 @@ def _unit_directions(key, params):
                         jax.tree.leaves(params))
   dtype = jax.tree.leaves(params)[0].dtype
   return [v / jnp.linalg.norm(v.reshape(NUM_DIRECTIONS, -1), axis=1).reshape(
-      (NUM_DIRECTIONS,) + (1,) * (v.ndim - 1)) for v in backprop.core.random_like(key, shapes, dtype)]
+      (NUM_DIRECTIONS,) + (1,) * (v.ndim - 1))
+          for v in backprop.core.random_like(key, shapes, dtype)]
+
+
+# Manual and autodiff are compared at full float32 matmul precision: on TPUs (and GPUs with
+# TF32) the default runs float32 matmuls in bfloat16 passes, whose rounding (1e-3) would fail
+# the float32 tolerance for reasons that have nothing to do with backprop.
+PRECISION = "highest"
+
+
+def has_float64() -> bool:
+  """Whether the default backend computes in float64 (TPUs do not)."""
+  if jax.default_backend() == "tpu":
+    return False
+  try:
+    with jax.enable_x64(True):
+      return jax.jit(lambda x: x + 1)(np.float64(1.0)).dtype == np.float64
+  except Exception:  # noqa: BLE001  A backend without float64 may raise anything here.
+    return False
+
+
+def describe_backend() -> str:
+  """One line for the tables: backend, device kind and the matmul precision of the check."""
+  return (f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), "
+          f"matmul precision {PRECISION}")
 
 
 def check_model(name: str, dtype: str = "float64", *, seed: int = 0, batch: int = 32,
                 grad_fn: Callable | None = None) -> list[Row]:
-  """Checks the named model's manual gradient in `dtype` (float64 | float32).
+  """Checks the named model's manual gradient in `dtype` (float64 | float32), at full
+  float32 matmul precision.
 
   grad_fn replaces the registered manual gradient (e.g. to show that a wrong one fails).
   """
   if dtype not in TOLERANCES:
     raise errors.ConfigError(f"dtype={dtype!r}: choose one of {sorted(TOLERANCES)}")
-  with jax.enable_x64(dtype == "float64"):
+  if dtype == "float64" and not has_float64():
+    raise errors.ConfigError(f"the {jax.default_backend()} backend has no float64; check "
+                             "dtype='float32' (or run the float64 check on a CPU)")
+  with jax.enable_x64(dtype == "float64"), jax.default_matmul_precision(PRECISION):
     problem = build(name, seed=seed, batch=batch, dtype=dtype)
     return compare(problem, model=name, dtype=dtype, key=jax.random.key(seed + 1),
                    grad_fn=grad_fn)
@@ -242,11 +274,18 @@ def run(model_names: Sequence[str], *, seed: int = 0, batch: int = 32,
         timing: bool = True, echo: Callable[[str], None] = print) -> int:
   """Checks, prints the tables via `echo`, and returns the exit code (0: all rows ok)."""
   all_rows = []
+  echo(describe_backend())
+  skip64 = "float64" in dtypes and not has_float64()
+  if skip64:
+    echo(f"float64: skipped, the {jax.default_backend()} backend has no float64 (the float32 "
+         "rows still compare against float64 finite differences, computed on the CPU)")
   for name in model_names:
-    problem = build(name, seed=seed, batch=batch, dtype="float64")
+    problem = build(name, seed=seed, batch=batch, dtype="float32" if skip64 else "float64")
     echo(f"{name}: {problem.description}")
     eps = ", ".join(f"{e:.0e}" for e in problem.fd_eps)
     for dtype in dtypes:
+      if dtype == "float64" and skip64:
+        continue
       tol = TOLERANCES[dtype]
       rows = check_model(name, dtype, seed=seed, batch=batch)
       echo(f"\n{dtype}: rel err <= {tol['rel']:.0e}, fd rel err <= {tol['fd']:.0e} "

@@ -23,6 +23,11 @@ def make_value_and_grad(config, loss_fn: Callable, num_outputs: int, m: int,
   errors.check_choice("grad", config.grad, GRADS)
   if config.grad == "autodiff":
     return jax.value_and_grad(loss_fn, has_aux=True)
+  if config.get("compute_dtype", "float32") != "float32":
+    raise errors.ConfigError(
+        f"config.grad='manual' computes in the params' dtype (float32), not "
+        f"config.compute_dtype={config.compute_dtype!r}; use config.grad='autodiff' for mixed "
+        "precision, or config.compute_dtype='float32'")
   from research import backprop  # pylint: disable=g-import-not-at-top  Only manual runs need it.
   return backprop.make_manual_value_and_grad(
       config.model, input_shape, num_outputs, output=config.loss.output, lam=config.loss.l2,

@@ -18,10 +18,12 @@ What a run promises (README, "What a run promises"):
   - progress lines time training steps only (compilation, evaluation and checkpoints are
     excluded) and give an ETA.
 """
+import contextlib
 import dataclasses
 import functools
 import json
 import math
+import os
 import time
 from typing import Any, Callable
 
@@ -60,11 +62,51 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.loss[field] < 0:
       raise errors.ConfigError(f"config.loss.{field}={config.loss[field]} must be >= 0")
   errors.check_choice("grad", config.grad, gradients.GRADS)
+  errors.check_choice("matmul_precision", config.matmul_precision, MATMUL_PRECISIONS)
+  errors.check_choice("compute_dtype", config.compute_dtype, models.core.COMPUTE_DTYPES)
+  if not isinstance(config.deterministic, bool):
+    raise errors.ConfigError(f"config.deterministic={config.deterministic!r} must be True or "
+                             "False")
+  start, stop = _profile_window(config)
+  if not 0 <= start <= stop <= config.num_steps:
+    raise errors.ConfigError(
+        f"config.profile_steps={tuple(config.profile_steps)!r} must be (start, stop) with "
+        f"0 <= start <= stop <= num_steps={config.num_steps}; (0, 0) turns profiling off")
   if config.checkpoint_every < 0 or config.keep_checkpoints < 1:
     raise errors.ConfigError(
         f"config.checkpoint_every={config.checkpoint_every} must be >= 0 (0: only at the end) "
         f"and config.keep_checkpoints={config.keep_checkpoints} >= 1")
   config_lib.check_ranges(config)
+
+
+MATMUL_PRECISIONS = ("default", "high", "highest")
+PROFILE_DIR = "profile"
+
+
+def _profile_window(config) -> tuple[int, int]:
+  window = tuple(config.get("profile_steps", (0, 0)))
+  if len(window) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in window):
+    raise errors.ConfigError(f"config.profile_steps={window!r} must be two integers "
+                             "(start, stop); (0, 0) turns profiling off")
+  return window
+
+
+def precision(config):
+  """The context the run traces under: jax.default_matmul_precision(config.matmul_precision),
+  or none for "default" (the backend's own: full float32 on CPUs; bfloat16 passes on TPUs)."""
+  if config.get("matmul_precision", "default") == "default":
+    return contextlib.nullcontext()
+  return jax.default_matmul_precision(config.matmul_precision)
+
+
+def resolved(config) -> dict:
+  """What the config leaves to the machine, as this run resolved it (config.json records it
+  beside the config; it is not part of the run's identity)."""
+  out = {"backend": jax.default_backend(), "devices": jax.device_count(),
+         "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__}
+  if "conv_impl" in config.model:
+    out["model.conv_impl"] = models.conv_impl(config.model)
+  return out
 
 
 def weight_norms(tree) -> dict[str, jax.Array]:
@@ -209,7 +251,7 @@ def _functions(config_key: str, n: int, k: int, input_shape: tuple, x_dtype: str
   config = ml_collections.ConfigDict(json.loads(config_key))
   # Runs of this key share the cadence, hence the chunk lengths: each is traced once.
   lengths = {stop - start for start, stop in chunk_bounds(config)}
-  model = models.build(config.model, input_shape, k)
+  model = models.build(config.model, input_shape, k, compute_dtype=config.compute_dtype)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   # The lecture's m is the number of training examples.
   loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
@@ -237,10 +279,12 @@ def prepare_workdir(config, workdir) -> None:
 
 
 def write_config(config, workdir) -> None:
-  """workdir/config.json, written whole or not at all (process 0)."""
+  """workdir/config.json (process 0), written whole or not at all: the config, and under
+  "resolved" what it left to the machine (backend, conv_impl "auto", ...)."""
   if jax.process_index() == 0:
+    record = dict(_config_dict(config), resolved=resolved(config))
     workdir_lib.write_text(workdir_lib.as_path(workdir) / "config.json",
-                           config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+                           json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def saved_config(workdir) -> dict | None:
@@ -259,6 +303,7 @@ def check_same_config(config, saved: dict | None, workdir) -> None:
   """Resuming with a different config would silently mix two experiments: refuse."""
   if saved is None:
     return
+  saved = {k: v for k, v in saved.items() if k != "resolved"}
   diffs = sorted(_diff(saved, _config_dict(config)))
   if diffs:
     raise errors.ConfigError(
@@ -374,13 +419,15 @@ def restore_state(config: ml_collections.ConfigDict, workdir) -> tuple[dict, int
 
 def chunk_bounds(config, start: int = 0) -> list[tuple[int, int]]:
   """The run's chunks [(start, stop), ...]: each ends at the next log, eval or checkpoint
-  step (or the last step), so the host syncs only there."""
+  step, at the ends of the profiled window, or at the last step, so the host syncs only
+  there."""
   every = [config.log_every, config.eval_every]
   if config.checkpoint_every:
     every.append(config.checkpoint_every)
+  marks = [s for s in _profile_window(config) if s > 0] + [config.num_steps]
   bounds, step = [], start
   while step < config.num_steps:
-    stop = min([_next_multiple(step, e) for e in every] + [config.num_steps])
+    stop = min([_next_multiple(step, e) for e in every] + [m for m in marks if m > step])
     bounds.append((step, stop))
     step = stop
   return bounds
@@ -422,8 +469,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   """
   t_start = time.time()
   validate(config)
-  with workdir_lib.claim(workdir, process_index=jax.process_index()) as path:
+  _check_deterministic(config)
+  with workdir_lib.claim(workdir, process_index=jax.process_index()) as path, precision(config):
     return _train(config, path, dataset, t_start)
+
+
+DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def _check_deterministic(config) -> None:
+  """config.deterministic on a GPU needs XLA's flag, which only works set before JAX starts."""
+  if (config.get("deterministic") and jax.default_backend() == "gpu"
+      and DETERMINISTIC_FLAG not in os.environ.get("XLA_FLAGS", "")):
+    raise errors.ConfigError(
+        f"config.deterministic=True needs XLA_FLAGS={DETERMINISTIC_FLAG} set before JAX starts "
+        "(python -m research.main sets it; in a notebook, set os.environ['XLA_FLAGS'] in the "
+        "first cell, before importing jax)")
 
 
 def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
@@ -486,6 +547,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
   last_log_step = step // config.log_every * config.log_every
   ran = {"steps": 0, "log_steps": 0, "log_seconds": 0.0}  # Steps run by this process.
   pending_bad, valid = [], {}
+  profile = _profile_window(config) if _profile_window(config)[1] > step else None
   for start, stop in ([] if stopped_early else chunk_bounds(config, step)):
     idx_SxB = indices(start, stop)
     executable = fns.executables.get(stop - start)
@@ -495,8 +557,16 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
       fns.executables[stop - start] = executable
     if t_train_start is None:
       t_train_start = time.time()
+    if profile and start == profile[0]:
+      clock.stop(state)
+      jax.profiler.start_trace(str(workdir / PROFILE_DIR), create_perfetto_trace=True)
     clock.start()
     state, sums = executable(state, x_all, y_all, idx_SxB)
+    if profile and stop == profile[1]:
+      clock.stop(state)
+      jax.profiler.stop_trace()
+      logging.info("profiled steps %d-%d into %s (tensorboard --logdir %s, or ui.perfetto.dev)",
+                   profile[0], profile[1], workdir / PROFILE_DIR, workdir)
     window = fns.add_sums(window, {k: v for k, v in sums.items() if k in window})
     step = stop
     ran["steps"] += stop - start

@@ -118,8 +118,9 @@ def classifier_problem(key: jax.Array, batch: int, dtype, model_cfg, input_shape
   key shared by the loss and the hand-written backward pass (else rng=None).
 
   make_value_and_grad(model_cfg, input_shape, *, num_outputs, output, lam, m) (a
-  register_manual builder) -> the drop-in for jax.value_and_grad(losses.make_loss_fn(...)). The default fd steps are small because ReLU
-  and max pooling are kinked: a step must straddle no kink.
+  register_manual builder) -> the drop-in for jax.value_and_grad(losses.make_loss_fn(...)).
+  The default fd steps are small because ReLU and max pooling are kinked: a step must
+  straddle no kink.
   """
   k, lam, m = num_outputs, 1.0, 4 * batch
   model = models.build(model_cfg, input_shape, k)
