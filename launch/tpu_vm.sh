@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a research.main experiment on a Cloud TPU VM slice: every host (worker) gets the
-# committed code (git archive HEAD), installs it, and runs the same command; JAX finds the
-# other hosts itself (--coordinator_address=auto -> jax.distributed.initialize()).
+# committed code (git archive HEAD), installs it with jax[tpu] into a Python 3.12 virtual
+# environment (uv), and runs the same command; JAX finds the other hosts itself
+# (--coordinator_address=auto -> jax.distributed.initialize()).
 #
 #   launch/tpu_vm.sh --create --name=bp-v4 --accelerator=v4-8 --config=configs/default.py \
 #       --fetch=runs/ --delete -- --config.num_steps=5000
@@ -120,8 +121,13 @@ run gcloud compute tpus tpu-vm scp "$tarball" "$name:research.tar.gz" --worker=a
 
 main_cmd=(python -m research.main "--config=$config" "--workdir=$workdir"
           --coordinator_address=auto "${main_args[@]}")
+# The TPU VM images' system Python (3.10 on tpu-ubuntu2204-base) is older than any JAX this
+# project accepts (3.11+; JAX 0.12 needs 3.12), so each worker installs uv and makes a
+# Python 3.12 virtual environment with it (uv downloads a standalone CPython; no apt, no PPA).
 remote="set -e; rm -rf ~/research; mkdir -p ~/research; tar xzf ~/research.tar.gz -C ~/research"
-remote+='; cd ~/research; pip install -q -e . "jax[tpu]"; '"$(quote "${main_cmd[@]}")"
+remote+='; cd ~/research; command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh'
+remote+='; export PATH="$HOME/.local/bin:$PATH"; uv venv -q --allow-existing --python 3.12 ~/venv'
+remote+='; . ~/venv/bin/activate; uv pip install -q -e . "jax[tpu]"; '"$(quote "${main_cmd[@]}")"
 
 status=0
 run gcloud compute tpus tpu-vm ssh "$name" --worker=all "${gcloud_flags[@]}" \

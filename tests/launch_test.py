@@ -197,6 +197,9 @@ def test_tpu_vm_dry_run_commands():
   remote = lines[3][-1].removeprefix("--command=")
   setup, _, main_cmd = remote.rpartition("; ")
   assert 'pip install -q -e . "jax[tpu]"' in setup
+  # The image's Python 3.10 runs no JAX this project accepts: a 3.12 venv comes first.
+  assert setup.index("uv venv -q --allow-existing --python 3.12 ~/venv") < setup.index(
+      "pip install")
   assert shlex.split(main_cmd) == [
       "python", "-m", "research.main", "--config=configs/default.py", "--workdir=runs/it's x",
       "--coordinator_address=auto", "--config.model.hidden_sizes=(64, 32)"]
