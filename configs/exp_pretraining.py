@@ -21,11 +21,11 @@ from research.data import mnist
 def get_config(arg: str = "digits"):
   """arg: digits (default) | mnist_subset, each optionally + "_adam" (Adam fine-tuning)."""
   data, adam = arg.removesuffix("_adam"), arg.endswith("_adam")
-  config = config_lib.base(trainer="pretraining", batch_size=500, num_steps=3000,
+  config = config_lib.base(trainer="pretraining", batch_size=100, num_steps=3000,
                            log_every=250, eval_every=250, eval_batch_size=1024, grad="manual")
   # grad: manual = the hand-written autoencoder and MLP backward passes; autodiff = jax.grad.
-  # batch_size: fine-tuning examples per step, capped at the labelled set's size (500 =
-  # full-batch gradient descent on every labelled set here).
+  # batch_size: fine-tuning examples per step, capped at the labelled set's size (full-batch
+  # gradient descent up to 10 labels per class, mini-batches of 100 above).
   if data == "digits":
     # No validation split (a few-label setting has none to spare); 30% test (539 digits).
     config.data = config_lib.sklearn_data("digits", standardize="none", valid_fraction=0.0,

@@ -51,8 +51,13 @@ from research.models import autoencoder
 from research.models import mlp
 
 INITS = ("pretrained", "random", "glorot", "lecun")
-LABELS = {"pretrained": "pre-trained (autoencoders)", "random": "random N(0, s^2)",
+LABELS = {"pretrained": "pre-trained (autoencoders)", "random": "random N(0, {s:g}^2)",
           "glorot": "Glorot uniform", "lecun": "LeCun normal (library default)"}
+
+
+def label(name: str, exp) -> str:
+  """The init's name in tables and legends (random's with its std)."""
+  return LABELS[name].format(s=exp.random_init_std)
 
 _RANGES = {
     "repeats": config_lib.Range(True, 1), "pretrain_layers": config_lib.Range(True, 1),
@@ -436,11 +441,16 @@ def _write_results(workdir, config, dataset, result: dict) -> None:
               for r in result["reconstruction"]]
     lines.append("")
   inits = list(exp.inits)
-  lines += ["| labels / class | labelled | " + " | ".join(LABELS[n] for n in inits) + " |",
+  lines += ["| labels / class | labelled | " + " | ".join(label(n, exp) for n in inits) + " |",
             "|---|---|" + "---|" * len(inits)]
   for row in result["table"]:
     lines.append(f"| {row['labels_per_class']} | {row['labelled']} | "
                  + " | ".join(fmt(row[n]) for n in inits) + " |")
+  lines += ["", "Train accuracy % on the labelled set (did the init let it fit?):", "",
+            "| labels / class | " + " | ".join(inits) + " |", "|---|" + "---|" * len(inits)]
+  for row in result["table"]:
+    lines.append(f"| {row['labels_per_class']} | "
+                 + " | ".join(fmt(row[n + "_train"]) for n in inits) + " |")
   lines += ["", "Test loss (data term, mean ± std):", "",
             "| labels / class | " + " | ".join(inits) + " |", "|---|" + "---|" * len(inits)]
   for row in result["table"]:
@@ -470,7 +480,7 @@ def _plot_filters(path, config, dataset, fine: dict) -> None:
   count = min(exp.num_filters, rows[0][1].shape[1])
   fig = Figure(figsize=(0.9 * count + 2.2, 1.0 * len(rows) + 0.6), layout="constrained")
   axes = fig.subplots(len(rows), count, squeeze=False)
-  for i, (label, w_IxH) in enumerate(rows):
+  for i, (row_label, w_IxH) in enumerate(rows):
     for j in range(count):
       ax = axes[i, j]
       img = _filter_image(w_IxH[:, j])
@@ -479,7 +489,7 @@ def _plot_filters(path, config, dataset, fine: dict) -> None:
                 aspect="auto" if img.shape[0] == 1 else "equal")
       ax.set_xticks([])
       ax.set_yticks([])
-    axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    axes[i, 0].set_ylabel(row_label, rotation=0, ha="right", va="center", fontsize=8)
   fig.suptitle(f"First-layer filters w^1 (seed {config.seed}, {dataset.name}; red > 0 > blue, "
                "each scaled to its own max |w|)", fontsize=9)
   report.save_figure(fig, path)
@@ -495,7 +505,7 @@ def _plot_curve(path, config, dataset, table: list[dict]) -> None:
   for name in exp.inits:
     means = [100 * row[name]["mean"] for row in table]
     stds = [100 * row[name]["std"] for row in table]
-    ax.errorbar(counts, means, yerr=stds, marker="o", capsize=3, label=LABELS[name])
+    ax.errorbar(counts, means, yerr=stds, marker="o", capsize=3, label=label(name, exp))
   ax.set_xscale("log")
   ax.set_xticks(counts, [str(c) for c in counts])
   ax.set_xlabel("labels per class")
