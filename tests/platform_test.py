@@ -117,3 +117,12 @@ def test_gradcheck_skips_float64_in_one_line_on_a_backend_without_it(monkeypatch
   assert "matmul precision highest" in printed[0]
   with pytest.raises(errors.ConfigError, match="has no float64"):
     gradcheck.check_model("mlp", "float64", batch=4)
+
+
+@pytest.mark.slow
+def test_selfcheck_quick_report_passes_on_this_cpu():
+  from research import selfcheck  # pylint: disable=g-import-not-at-top
+  text, ok = selfcheck.report(quick=True, log=lambda _: None)
+  assert ok, text
+  assert "# Self-check: cpu" in text and "all 12 arrays agree" in text
+  assert "| configs/default.py | mlp |" in text and "| mlp | manual |" in text
