@@ -377,6 +377,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   dataset = unit_interval(data_lib.load(config.data))
   if not len(dataset.test):
     raise errors.ConfigError("the test split is empty; set config.data.test_fraction > 0")
+  # Too many labels asked for fails now, not after pre-training.
+  labelled_indices(dataset.train.y, max(exp.labels_per_class), dataset.num_classes, 0)
   seeds = [config.seed + i for i in range(exp.repeats)]
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   logging.info("%s: %d unlabelled training inputs (%d features in [0, 1]), %d test examples; "
