@@ -117,7 +117,7 @@ WORKLOADS = {
     # the paper. C5 is a 5x5 conv on a 5x5 map: the peers' 400 -> 120 dense layer.
     "lenet5": Workload(
         batch=128, input_shape=(32, 32, 1),
-        model=dict(name="lenet5", variant="classic", conv_impl="patches"),
+        model=dict(name="lenet5", variant="classic", conv_impl="auto"),
         expected_params=(_conv(1, 6, 5) + _conv(6, 16, 5) + _dense(400, 120) + _dense(120, 84)
                          + _dense(84, 10)),
         forward_macs=(28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 400 * 120 + 120 * 84
@@ -147,7 +147,7 @@ WORKLOADS = {
         model=dict(name="alexnet", conv_channels=_ALEX_CHANNELS, kernel_sizes=(3,) * 5,
                    groups=(1,) * 5, conv1_stride=1, conv1_padding="SAME", width=1.0,
                    fc_sizes=_ALEX_FC, lrn=False, dropout=0.5, pool_window=2, pool_stride=2,
-                   conv_impl="patches"),
+                   conv_impl="auto"),
         expected_params=_alexnet_params(),
         forward_macs=alexnet_forward_macs()),
 }
@@ -233,7 +233,8 @@ def model_config(name: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(WORKLOADS[name].model)
 
 
-def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int = 4):
+def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int = 4,
+              norms: bool = True):
   """The project's train chunk, initial state and on-device synthetic data for a workload.
 
   Returns (chunk, state, x_all, y_all, n_params), or None when grad="manual" and the model
@@ -252,7 +253,7 @@ def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int
   opt_cfg = config_lib.optimizer(name="momentum", learning_rate=LEARNING_RATE,
                                  momentum=MOMENTUM)
   optimizer = optim.make_optimizer(opt_cfg, total_steps=1)
-  chunk = train.make_train_chunk(loss_fn, optimizer, value_and_grad=value_and_grad)
+  chunk = train.make_train_chunk(loss_fn, optimizer, value_and_grad=value_and_grad, norms=norms)
 
   init_key, train_key = jax.random.split(jax.random.key(seed))
   params = model.init(init_key)
@@ -409,6 +410,171 @@ def run(workloads, grad: str = "both", seconds: float = 10.0, windows: int = 5,
   return {"meta": meta, "results": results}
 
 
+# ----------------------------------------------------------------- the interleaved protocol
+#
+# On a shared machine the same command moves by up to 2x within minutes, so a ratio is only
+# trusted when both sides ran in one process, in alternating short windows: here, round after
+# round, one window of each variant in a rotated order. Each round gives one ratio per pair
+# (e.g. project / reference); the report is their median with the min-max over rounds, and the
+# share of the CPUs other processes used during the windows.
+
+VARIANTS = ("project", "reference", "manual", "project_no_norms")
+
+
+def make_reference_step(name: str, seed: int = 0, num_batches: int = 4):
+  """The same model in a minimal plain-JAX step: jax.jit of value_and_grad of optax's softmax
+  cross-entropy, optax.sgd with momentum, donated buffers, one step per call over
+  `num_batches` on-device batches (as the peer harness's plain-JAX column). None of the
+  project's machinery: no lax.scan chunk, no index gather, no norms, no penalty terms."""
+  import optax  # pylint: disable=g-import-not-at-top
+  w = WORKLOADS[name]
+  model = models.build(model_config(name), w.input_shape, NUM_CLASSES)
+  tx = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
+
+  def loss_fn(params, x, y, key):
+    logits = model.apply(params, x, train=True, rng=key)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, x, y, key, i):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, jax.random.fold_in(key, i))
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  init_key, key = jax.random.split(jax.random.key(seed))
+  params = model.init(init_key)
+  rng = np.random.default_rng(seed)
+  xs = [jax.device_put(rng.standard_normal((w.batch, *w.input_shape), dtype=np.float32))
+        for _ in range(num_batches)]
+  ys = [jax.device_put(rng.integers(0, NUM_CLASSES, size=(w.batch,), dtype=np.int32))
+        for _ in range(num_batches)]
+  state = {"params": params, "opt_state": tx.init(params), "i": 0, "loss": None}
+
+  def run(n: int):
+    for _ in range(n):
+      i = state["i"]
+      state["params"], state["opt_state"], state["loss"] = step(
+          state["params"], state["opt_state"], xs[i % num_batches], ys[i % num_batches], key,
+          np.int32(i))
+      state["i"] = i + 1
+
+  return run, lambda: jax.block_until_ready((state["params"], state["opt_state"]))
+
+
+def _project_runner(name: str, grad: str, steps_per_dispatch: int, norms: bool = True):
+  """The project's train chunk (K steps per call) as run(n) / sync(); None without a manual
+  backward pass."""
+  built = make_step(name, grad, norms=norms)
+  if built is None:
+    return None
+  chunk, state0, x_all, y_all, _ = built
+  n, batch, k = x_all.shape[0], WORKLOADS[name].batch, steps_per_dispatch
+  state = {"state": state0, "step": 0}
+
+  def run(steps: int):
+    for _ in range(max(1, steps // k)):
+      idx = data_lib.batch_indices(0, n, batch, state["step"], k)
+      state["state"], _ = chunk(state["state"], x_all, y_all, idx)
+      state["step"] += k
+
+  return run, lambda: jax.block_until_ready(state["state"])
+
+
+def interleaved(workloads, variants=("project", "reference", "manual"), rounds: int = 5,
+                window_seconds: float = 2.0, steps_per_dispatch: int = 20,
+                log: Callable[[str], None] | None = None) -> dict:
+  """Runs `variants` of each workload in alternating windows (see the protocol above).
+
+  Returns {"meta", "results": [one record per (workload, variant)], "ratios": [per workload
+  and pair: median, min, max over rounds]}. MFU is against the best float32 matmul rate
+  measured in the sitting (a window of it every round) and never exceeds 100%: where a
+  workload's model FLOPs outrun the measured peak, the peak is raised to them (and flagged).
+  """
+  names = resolve(workloads)
+  for v in variants:
+    errors.check_choice("variants", v, VARIANTS)
+  if rounds <= 0 or window_seconds <= 0 or steps_per_dispatch <= 0:
+    raise errors.ConfigError(f"rounds={rounds}, window_seconds={window_seconds}, "
+                             f"steps_per_dispatch={steps_per_dispatch} must all be positive")
+  log = log or functools.partial(print, flush=True)
+  started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+  results, ratios, peaks = [], [], []
+  for name in names:
+    w = WORKLOADS[name]
+    runners = {}
+    for v in variants:
+      if v == "reference":
+        runners[v] = make_reference_step(name)
+      else:
+        grad = "manual" if v == "manual" else "autodiff"
+        built = _project_runner(name, grad, steps_per_dispatch, norms=v != "project_no_norms")
+        if built is not None:
+          runners[v] = built
+    steps, compile_s = {}, {}
+    for v, (run, sync) in runners.items():  # Compile, then size each window.
+      t = time.perf_counter()
+      run(steps_per_dispatch)
+      sync()
+      compile_s[v] = time.perf_counter() - t
+      t = time.perf_counter()
+      run(steps_per_dispatch)
+      sync()
+      per_step = max((time.perf_counter() - t) / steps_per_dispatch, 1e-6)
+      steps[v] = max(steps_per_dispatch,
+                     int(window_seconds / per_step) // steps_per_dispatch * steps_per_dispatch)
+    rates = {v: [] for v in runners}
+    loads = {v: [] for v in runners}
+    order = list(runners)
+    for r in range(rounds):
+      peaks.append(matmul_peak_gflops(sizes=(1024,), reps=3))
+      for v in order[r % len(order):] + order[:r % len(order)]:
+        run, sync = runners[v]
+        a = _cpu_sample()
+        run(steps[v])
+        sync()
+        b = _cpu_sample()
+        rates[v].append(steps[v] / (b[0] - a[0]))
+        loads[v].append(_foreign_load(a, b))
+    for v in runners:
+      summary = _summary(rates[v])
+      results.append({"workload": name, "variant": v,
+                      "grad": {"manual": "manual", "reference": "reference"}.get(v, "autodiff"),
+                      "norms": v != "project_no_norms", "batch": w.batch,
+                      "steps_per_sec": summary["median"], "steps_per_sec_min": summary["min"],
+                      "steps_per_sec_max": summary["max"],
+                      "examples_per_sec": summary["median"] * w.batch,
+                      "steps_per_window": steps[v], "compile_s": compile_s[v],
+                      "rates": rates[v], "foreign_load_median": statistics.median(loads[v]),
+                      "foreign_load_max": max(loads[v]),
+                      "gflops_per_step": gflops_per_step(name)})
+    for a, b in (("project", "reference"), ("manual", "project"),
+                 ("project", "project_no_norms")):
+      if a in rates and b in rates:
+        per_round = [x / y for x, y in zip(rates[a], rates[b])]
+        ratios.append({"workload": name, "pair": f"{a} / {b}", **_summary(per_round),
+                       "per_round": per_round})
+    for r in results[-len(runners):]:
+      log(f"{name:9s} {r['variant']:16s} {r['steps_per_sec']:9.2f} steps/s "
+          f"[{r['steps_per_sec_min']:.2f}-{r['steps_per_sec_max']:.2f}] "
+          f"foreign load {r['foreign_load_median']:.0%}")
+    for q in ratios:
+      if q["workload"] == name:
+        log(f"{name:9s} {q['pair']:28s} {q['median']:.3f}x [{q['min']:.3f}-{q['max']:.3f}]")
+  peak = max(peaks)
+  for r in results:
+    achieved = r["steps_per_sec"] * r["gflops_per_step"]
+    r["achieved_gflops"] = achieved
+    r["peak_exceeded"] = achieved > peak
+    r["mfu"] = achieved / max(peak, achieved)
+  meta = {"mode": "interleaved", "started": started,
+          "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "jax": jax.__version__,
+          "device": str(jax.devices()[0]), "ncpu": os.cpu_count(), "peak_gflops": peak,
+          "peaks": peaks, "loadavg": os.getloadavg(), "rounds": rounds,
+          "window_seconds": window_seconds, "steps_per_dispatch": steps_per_dispatch,
+          "variants": list(variants), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  return {"meta": meta, "results": results, "ratios": ratios}
+
+
 def format_record(r: dict) -> str:
   mem = r["device_memory"]
   dev = f" device peak {mem['peak_bytes_in_use'] / 2**20:.0f} MiB" if mem and (
@@ -432,7 +598,11 @@ def main(argv):
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (pass --help for the flags)")
   cli.quiet_library_logs()
   f = flags.FLAGS
-  out = run(f.workloads, f.grad, f.seconds, f.windows, f.steps_per_dispatch)
+  if f.mode == "interleaved":
+    out = interleaved(f.workloads, [v.strip() for v in f.variants.split(",") if v.strip()],
+                      f.rounds, f.window_seconds, f.steps_per_dispatch)
+  else:
+    out = run(f.workloads, f.grad, f.seconds, f.windows, f.steps_per_dispatch)
   if f.json:
     with open(f.json, "w") as fh:
       json.dump(out, fh, indent=1)
@@ -449,5 +619,13 @@ if __name__ == "__main__":
   flags.DEFINE_integer("windows", 5, "Timed windows per workload and dispatch mode.")
   flags.DEFINE_integer("steps_per_dispatch", 20, "Steps per jitted call in the scanned mode.")
   flags.DEFINE_string("json", None, "Write {meta, results} here.")
+  flags.DEFINE_enum("mode", "interleaved", ("interleaved", "sequential"),
+                    "interleaved: the variants alternate in short windows, round after round, "
+                    "and each round gives one ratio (drift-proof); sequential: each workload "
+                    "and dispatch mode timed in turn (absolute figures, compile times, MFU).")
+  flags.DEFINE_string("variants", "project,reference,manual",
+                      "Interleaved mode: " + ", ".join(VARIANTS) + ".")
+  flags.DEFINE_integer("rounds", 5, "Interleaved mode: rounds of one window per variant.")
+  flags.DEFINE_float("window_seconds", 2.0, "Interleaved mode: seconds per window.")
   from research import cli  # pylint: disable=g-import-not-at-top
   sys.exit(app.run(cli.guarded(main)))

@@ -107,3 +107,27 @@ def test_compare_peers_table(tmp_path):
   table = out.read_text()
   assert "| mlp | 400.0 | 380.0 | 0.95x |" in table and "1.25x" in table
   assert "alexnet †" in table
+
+
+def test_interleaved_mode_alternates_windows_and_reports_ratios_per_round():
+  out = benchmark.interleaved("mlp", ("project", "reference", "manual"), rounds=2,
+                              window_seconds=0.05, steps_per_dispatch=2, log=lambda _: None)
+  variants = {r["variant"]: r for r in out["results"]}
+  assert set(variants) == {"project", "reference", "manual"}
+  assert all(len(r["rates"]) == 2 and r["steps_per_sec"] > 0 for r in variants.values())
+  assert all(0 <= r["mfu"] <= 1 for r in variants.values())  # never above 100%
+  pairs = {q["pair"]: q for q in out["ratios"]}
+  assert set(pairs) == {"project / reference", "manual / project"}
+  q = pairs["project / reference"]
+  assert q["per_round"] == [a / b for a, b in zip(variants["project"]["rates"],
+                                                   variants["reference"]["rates"])]
+  assert q["min"] <= q["median"] <= q["max"]
+  assert out["meta"]["mode"] == "interleaved" and len(out["meta"]["peaks"]) == 2
+
+
+def test_the_reference_step_trains_the_same_model():
+  run, sync = benchmark.make_reference_step("mlp")
+  run(3)
+  sync()
+  with pytest.raises(errors.ConfigError, match="variants='fast'"):
+    benchmark.interleaved("mlp", ("fast",), log=lambda _: None)
