@@ -10,7 +10,11 @@ the same fine-tuning from a small random init and from Glorot's init. Variant
   python -m research.main --config=configs/exp_pretraining.py --workdir=/tmp/pretrain
   python -m research.main --config=configs/exp_pretraining.py:mnist_subset --workdir=/tmp/pt_mnist
 
-Measured: see docs/experiments.md (section "Unsupervised pre-training").
+Measured (3 seeds, test accuracy %, pre-trained / Glorot / small random N(0, 0.01^2); table in
+docs/experiments.md section 7): digits, 65 s on a shared 2-core CPU:
+  1 label per class 64.1 / 53.0 / 9.5, 10: 91.0 / 84.2 / 10.0, 100: 97.2 / 96.2 / 10.2;
+mnist_subset, 113 s: 1: 45.2 / 42.1 / 12.3, 10: 78.8 / 65.9 / 14.1, 100: 89.6 / 86.8 / 10.9;
+digits_adam: 1: 59.6 / 58.1 / 50.8, 10: 90.6 / 89.1 / 85.0, 100: 96.7 / 96.5 / 95.3.
 """
 import ml_collections
 

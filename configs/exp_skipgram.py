@@ -4,7 +4,11 @@ library's pydoc topics, measured, and reused by a few-label topic classifier
 
   python -m research.main --config=configs/exp_skipgram.py --workdir=/tmp/skipgram
 
-Measured: see docs/experiments.md (section "Embeddings learnt without labels").
+Measured (3 seeds, 124 s on a shared 2-core CPU; docs/experiments.md section 8): held-out loss
+per pair 4.159 -> 2.643; a related pair's partner ranks 6.8th (median) of 1,116 words (untrained
+527th), 60% in the 10 nearest; a topic word's 10 nearest share its topic 51.5% of the time
+(chance 6.3%). Topic of a sentence from 5 labelled sentences per topic: frozen skip-gram table
+58.4%, fine-tuned 45.6%, random table 36.5% (chance 12.5%).
 """
 import ml_collections
 
