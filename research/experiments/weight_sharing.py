@@ -132,6 +132,7 @@ def _plot(path, sizes: dict, name: str) -> None:
       ax.errorbar(ns, mean, yerr=std, marker="o", capsize=3, color=color, label=label)
   for ax, label in ((acc_ax, "test accuracy (%)"), (gap_ax, "train - test accuracy (points)")):
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlabel("training examples")
     ax.set_ylabel(label)
