@@ -99,6 +99,8 @@ class Range(NamedTuple):
   high_open: bool = False
 
   def describe(self) -> str:
+    if not self.integer and self.low == 0 and self.low_open and self.high is None:
+      return "a positive number"
     kind = "an integer" if self.integer else "a finite number"
     if self.low is not None and self.high is not None:
       return (f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"

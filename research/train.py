@@ -546,100 +546,101 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
       metrics_lib.truncate(workdir, -1)
     write_config(config, workdir)
   writer = metrics_lib.MetricWriter(workdir)
+  try:
+    state, window = tracked["state"], tracked["window"]
+    n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    logging.info("%s: %d train / %d valid / %d test examples; %s with %d params on %d device(s)",
+                 dataset.name, n, len(dataset.valid), len(dataset.test), config.model.name,
+                 n_params, mesh.size)
+    eval_bs = eval_batch_size(config, dataset)
+    config_json = _config_dict(config)
+    patience = config.early_stopping_patience
+    stopped_early = patience > 0 and int(tracked["best"]["evals_since"]) >= patience
+    clock, t_train_start = _Clock(), None
+    # The window holds the steps since the last log step (a resumed run restored its sums).
+    last_log_step = step // config.log_every * config.log_every
+    ran = {"steps": 0, "log_steps": 0, "log_seconds": 0.0}  # Steps run by this process.
+    pending_bad, valid = [], {}
+    profile = _profile_window(config) if _profile_window(config)[1] > step else None
+    for start, stop in ([] if stopped_early else chunk_bounds(config, step)):
+      idx_SxB = indices(start, stop)
+      executable = fns.executables.get(stop - start)
+      if executable is None:  # Compiled outside the training clock.
+        clock.stop(state)
+        executable = fns.train_chunk.lower(state, x_all, y_all, idx_SxB).compile()
+        fns.executables[stop - start] = executable
+      if t_train_start is None:
+        t_train_start = time.time()
+      if profile and start == profile[0]:
+        clock.stop(state)
+        jax.profiler.start_trace(str(workdir / PROFILE_DIR), create_perfetto_trace=True)
+      clock.start()
+      state, sums = executable(state, x_all, y_all, idx_SxB)
+      if profile and stop == profile[1]:
+        clock.stop(state)
+        jax.profiler.stop_trace()
+        logging.info("profiled steps %d-%d into %s (tensorboard --logdir %s, or ui.perfetto.dev)",
+                     profile[0], profile[1], workdir / PROFILE_DIR, workdir)
+      window = fns.add_sums(window, {k: v for k, v in sums.items() if k in window})
+      step = stop
+      ran["steps"] += stop - start
+      pending_bad.append(sums["first_bad_step"])
+      at_end = step == config.num_steps
+      at_log = step % config.log_every == 0 or at_end
+      at_eval = (step % config.eval_every == 0 or at_end) and len(dataset.valid) > 0
+      at_ckpt = at_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
+      if not (at_log or at_eval or at_ckpt):
+        continue
+      clock.stop(state)
+      _raise_if_nonfinite(pending_bad, last_log_step, writer.path)
+      if at_log:
+        window_host = jax.device_get(window)
+        steps = step - last_log_step
+        seconds = clock.train_seconds - ran["log_seconds"]
+        rate = (ran["steps"] - ran["log_steps"]) / seconds if seconds > 0 else float("nan")
+        wall_rate = ran["steps"] / max(time.time() - t_train_start, 1e-9)
+        ran.update(log_steps=ran["steps"], log_seconds=clock.train_seconds)
+        record = {"step": step, "split": "train",
+                  **{key[:-len("_sum")]: float(v) / steps for key, v in window_host.items()},
+                  "steps_per_sec": rate, "examples_per_sec": rate * config.batch_size,
+                  "eta_sec": (config.num_steps - step) / wall_rate,
+                  "elapsed": time.time() - t_start,
+                  "norms": {kind: {name: float(v) for name, v in values.items()}
+                            for kind, values in jax.device_get(sums["norms"]).items()}}
+        writer.write(record)
+        logging.info("step %6d | loss %.4f | acc %.4f | %7.1f steps/s %9.0f ex/s | eta %s",
+                     step, record["loss"], record.get("accuracy", float("nan")),
+                     rate, record["examples_per_sec"], _format_seconds(record["eta_sec"]))
+        last_log_step, window = step, jax.tree.map(jnp.zeros_like, window)
+      if at_eval:
+        valid = evaluate(fns.eval_fn, state["params"], dataset.valid, eval_bs, mesh)
+        writer.write({"step": step, "split": "valid", **valid})
+        logging.info("step %6d | valid loss %.4f | valid acc %.4f", step, valid["loss"],
+                     valid["accuracy"])
+        if patience > 0:
+          tracked["best"] = _update_best(tracked["best"], valid["loss"], step, state["params"])
+          best = tracked["best"]
+          if int(best["evals_since"]) >= patience:
+            logging.info("early stopping at step %d: no better validation loss for %d evals; "
+                         "keeping the params of step %d", step, patience, int(best["step"]))
+            writer.write({"step": step, "split": "early_stop", "best_step": int(best["step"]),
+                          "best_valid_loss": float(best["loss"])})
+            stopped_early = True
+      tracked["state"], tracked["window"] = state, window
+      if at_ckpt or stopped_early:
+        checkpoint.save(workdir, tracked, step, keep=config.keep_checkpoints, config=config_json)
+      if stopped_early:
+        break
+      clock.start()
 
-  state, window = tracked["state"], tracked["window"]
-  n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
-  logging.info("%s: %d train / %d valid / %d test examples; %s with %d params on %d device(s)",
-               dataset.name, n, len(dataset.valid), len(dataset.test), config.model.name,
-               n_params, mesh.size)
-  eval_bs = eval_batch_size(config, dataset)
-  config_json = _config_dict(config)
-  patience = config.early_stopping_patience
-  stopped_early = patience > 0 and int(tracked["best"]["evals_since"]) >= patience
-  clock, t_train_start = _Clock(), None
-  # The window holds the steps since the last log step (a resumed run restored its sums).
-  last_log_step = step // config.log_every * config.log_every
-  ran = {"steps": 0, "log_steps": 0, "log_seconds": 0.0}  # Steps run by this process.
-  pending_bad, valid = [], {}
-  profile = _profile_window(config) if _profile_window(config)[1] > step else None
-  for start, stop in ([] if stopped_early else chunk_bounds(config, step)):
-    idx_SxB = indices(start, stop)
-    executable = fns.executables.get(stop - start)
-    if executable is None:  # Compiled outside the training clock.
-      clock.stop(state)
-      executable = fns.train_chunk.lower(state, x_all, y_all, idx_SxB).compile()
-      fns.executables[stop - start] = executable
-    if t_train_start is None:
-      t_train_start = time.time()
-    if profile and start == profile[0]:
-      clock.stop(state)
-      jax.profiler.start_trace(str(workdir / PROFILE_DIR), create_perfetto_trace=True)
-    clock.start()
-    state, sums = executable(state, x_all, y_all, idx_SxB)
-    if profile and stop == profile[1]:
-      clock.stop(state)
-      jax.profiler.stop_trace()
-      logging.info("profiled steps %d-%d into %s (tensorboard --logdir %s, or ui.perfetto.dev)",
-                   profile[0], profile[1], workdir / PROFILE_DIR, workdir)
-    window = fns.add_sums(window, {k: v for k, v in sums.items() if k in window})
-    step = stop
-    ran["steps"] += stop - start
-    pending_bad.append(sums["first_bad_step"])
-    at_end = step == config.num_steps
-    at_log = step % config.log_every == 0 or at_end
-    at_eval = (step % config.eval_every == 0 or at_end) and len(dataset.valid) > 0
-    at_ckpt = at_end or (config.checkpoint_every and step % config.checkpoint_every == 0)
-    if not (at_log or at_eval or at_ckpt):
-      continue
-    clock.stop(state)
-    _raise_if_nonfinite(pending_bad, last_log_step, writer.path)
-    if at_log:
-      window_host = jax.device_get(window)
-      steps = step - last_log_step
-      seconds = clock.train_seconds - ran["log_seconds"]
-      rate = (ran["steps"] - ran["log_steps"]) / seconds if seconds > 0 else float("nan")
-      wall_rate = ran["steps"] / max(time.time() - t_train_start, 1e-9)
-      ran.update(log_steps=ran["steps"], log_seconds=clock.train_seconds)
-      record = {"step": step, "split": "train",
-                **{key[:-len("_sum")]: float(v) / steps for key, v in window_host.items()},
-                "steps_per_sec": rate, "examples_per_sec": rate * config.batch_size,
-                "eta_sec": (config.num_steps - step) / wall_rate,
-                "elapsed": time.time() - t_start,
-                "norms": {kind: {name: float(v) for name, v in values.items()}
-                          for kind, values in jax.device_get(sums["norms"]).items()}}
-      writer.write(record)
-      logging.info("step %6d | loss %.4f | acc %.4f | %7.1f steps/s %9.0f ex/s | eta %s",
-                   step, record["loss"], record.get("accuracy", float("nan")),
-                   rate, record["examples_per_sec"], _format_seconds(record["eta_sec"]))
-      last_log_step, window = step, jax.tree.map(jnp.zeros_like, window)
-    if at_eval:
-      valid = evaluate(fns.eval_fn, state["params"], dataset.valid, eval_bs, mesh)
-      writer.write({"step": step, "split": "valid", **valid})
-      logging.info("step %6d | valid loss %.4f | valid acc %.4f", step, valid["loss"],
-                   valid["accuracy"])
-      if patience > 0:
-        tracked["best"] = _update_best(tracked["best"], valid["loss"], step, state["params"])
-        best = tracked["best"]
-        if int(best["evals_since"]) >= patience:
-          logging.info("early stopping at step %d: no better validation loss for %d evals; "
-                       "keeping the params of step %d", step, patience, int(best["step"]))
-          writer.write({"step": step, "split": "early_stop", "best_step": int(best["step"]),
-                        "best_valid_loss": float(best["loss"])})
-          stopped_early = True
-    tracked["state"], tracked["window"] = state, window
-    if at_ckpt or stopped_early:
-      checkpoint.save(workdir, tracked, step, keep=config.keep_checkpoints, config=config_json)
-    if stopped_early:
-      break
-    clock.start()
-
-  final = _final_state(tracked)
-  test = evaluate(fns.eval_fn, final["params"], dataset.test, eval_bs, mesh)
-  wall = time.time() - t_start
-  writer.write({"step": step, "split": "test", **test, "wall_time": wall})
-  writer.close()
-  logging.info("done: test %s, wall time %.1f s (workdir %s)", _describe(test), wall, workdir)
-  return {"state": final, "valid": valid, "test": test, "wall_time": wall}
+    final = _final_state(tracked)
+    test = evaluate(fns.eval_fn, final["params"], dataset.test, eval_bs, mesh)
+    wall = time.time() - t_start
+    writer.write({"step": step, "split": "test", **test, "wall_time": wall})
+    logging.info("done: test %s, wall time %.1f s (workdir %s)", _describe(test), wall, workdir)
+    return {"state": final, "valid": valid, "test": test, "wall_time": wall}
+  finally:
+    writer.close()  # Also when the run stops on an error: no writer left to atexit.
 
 
 def _describe(test: dict) -> str:
