@@ -158,3 +158,11 @@ def test_the_train_chunk_guard_fails_on_a_retrace():
   chunk(state(), dataset.train.x, dataset.train.y, idx)  # Same shapes: no retrace.
   with pytest.raises(AssertionError, match="traced 2 times"):
     chunk(state(), dataset.train.x, dataset.train.y, idx[:2])  # Another chunk length.
+
+
+def test_a_deprecation_warning_fails_the_suite():
+  """pyproject's filterwarnings: a DeprecationWarning attributed to jax, jaxlib, optax, orbax,
+  chex, this package or a test (where a deprecated call's stacklevel points) is an error."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  with pytest.raises(DeprecationWarning):
+    warnings.warn("a deprecated call", DeprecationWarning, stacklevel=1)
