@@ -229,21 +229,28 @@ def device_memory_stats() -> dict | None:
 # ---------------------------------------------------------------------------- the step
 
 
-def model_config(name: str) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(WORKLOADS[name].model)
+def model_config(name: str, w: Workload | None = None) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict((w or WORKLOADS[name]).model)
+
+
+def scaled(name: str, batch: int | None = None, **model_overrides) -> Workload:
+  """WORKLOADS[name] with another batch size or model fields (e.g. hidden_sizes): the cells
+  of a scaling study. Its FLOPs and params are the original's; use it for steps/s only."""
+  w = WORKLOADS[name]
+  return dataclasses.replace(w, batch=batch or w.batch, model={**w.model, **model_overrides})
 
 
 def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int = 4,
-              norms: bool = True):
+              norms: bool = True, w: Workload | None = None):
   """The project's train chunk, initial state and on-device synthetic data for a workload.
 
   Returns (chunk, state, x_all, y_all, n_params), or None when grad="manual" and the model
   has no hand-written backward pass. chunk(state, x_all, y_all, idx_SxB) runs S steps.
   """
   errors.check_choice("grad", grad, GRADS)
-  w = WORKLOADS[name]
+  w = w or WORKLOADS[name]
   m = num_batches * w.batch
-  model = models.build(model_config(name), w.input_shape, NUM_CLASSES)
+  model = models.build(model_config(name, w), w.input_shape, NUM_CLASSES)
   loss_fn = losses.make_loss_fn(model, "softmax", 0.0, m, NUM_CLASSES)
   if grad == "manual" and w.model["name"] not in gradients.manual_models():
     return None
@@ -421,14 +428,15 @@ def run(workloads, grad: str = "both", seconds: float = 10.0, windows: int = 5,
 VARIANTS = ("project", "reference", "manual", "project_no_norms")
 
 
-def make_reference_step(name: str, seed: int = 0, num_batches: int = 4):
+def make_reference_step(name: str, seed: int = 0, num_batches: int = 4,
+                        w: Workload | None = None):
   """The same model in a minimal plain-JAX step: jax.jit of value_and_grad of optax's softmax
   cross-entropy, optax.sgd with momentum, donated buffers, one step per call over
   `num_batches` on-device batches (as the peer harness's plain-JAX column). None of the
   project's machinery: no lax.scan chunk, no index gather, no norms, no penalty terms."""
   import optax  # pylint: disable=g-import-not-at-top
-  w = WORKLOADS[name]
-  model = models.build(model_config(name), w.input_shape, NUM_CLASSES)
+  w = w or WORKLOADS[name]
+  model = models.build(model_config(name, w), w.input_shape, NUM_CLASSES)
   tx = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
 
   def loss_fn(params, x, y, key):
@@ -461,14 +469,15 @@ def make_reference_step(name: str, seed: int = 0, num_batches: int = 4):
   return run, lambda: jax.block_until_ready((state["params"], state["opt_state"]))
 
 
-def _project_runner(name: str, grad: str, steps_per_dispatch: int, norms: bool = True):
+def project_runner(name: str, grad: str, steps_per_dispatch: int, norms: bool = True,
+                   w: Workload | None = None):
   """The project's train chunk (K steps per call) as run(n) / sync(); None without a manual
   backward pass."""
-  built = make_step(name, grad, norms=norms)
+  built = make_step(name, grad, norms=norms, w=w)
   if built is None:
     return None
   chunk, state0, x_all, y_all, _ = built
-  n, batch, k = x_all.shape[0], WORKLOADS[name].batch, steps_per_dispatch
+  n, batch, k = x_all.shape[0], (w or WORKLOADS[name]).batch, steps_per_dispatch
   state = {"state": state0, "step": 0}
 
   def run(steps: int):
@@ -507,7 +516,7 @@ def interleaved(workloads, variants=("project", "reference", "manual"), rounds: 
         runners[v] = make_reference_step(name)
       else:
         grad = "manual" if v == "manual" else "autodiff"
-        built = _project_runner(name, grad, steps_per_dispatch, norms=v != "project_no_norms")
+        built = project_runner(name, grad, steps_per_dispatch, norms=v != "project_no_norms")
         if built is not None:
           runners[v] = built
     steps, compile_s = {}, {}

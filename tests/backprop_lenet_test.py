@@ -110,6 +110,7 @@ def test_make_value_and_grad_matches_the_trainers_value_and_grad(variant, output
   assert max(_rel_errs(grads, grads_ref)) <= TOL["float32"]
 
 
+@pytest.mark.slow
 def test_gradcheck_problem_passes_manual_autodiff_and_finite_differences():
   from research import gradcheck
   with jax.enable_x64(True):

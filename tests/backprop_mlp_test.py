@@ -97,6 +97,7 @@ def _manual_and_autodiff(activation, output, output_delta, lam, saturated, m=50)
   return fn
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=25, deadline=None, derandomize=True,
                      suppress_health_check=[hypothesis.HealthCheck.too_slow])
 @hypothesis.given(data=st.data())

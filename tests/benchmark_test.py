@@ -26,6 +26,7 @@ def mlp_record():
                                 peak_gflops=100.0)
 
 
+@pytest.mark.slow
 def test_mlp_record_fields(mlp_record):
   r = mlp_record
   assert r["workload"] == "mlp" and r["grad"] == "autodiff"
@@ -52,6 +53,7 @@ def test_mlp_manual_grad_trains_like_autodiff():
   assert float(sums[0]) == pytest.approx(float(sums[1]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_every_workload_has_a_manual_step():
   # The benchmark times manual vs autodiff everywhere; a model without a hand-written backward
   # would be skipped (make_step returns None).

@@ -81,6 +81,7 @@ def test_bad_config_raises(overrides, input_shape, match):
     models.build(_cfg(**overrides), input_shape, 10)
 
 
+@pytest.mark.slow
 def test_few_adam_steps_lower_the_loss():
   model = models.build(_cfg(channels=(4, 4), kernel_sizes=(3, 3), strides=(1, 2)), (12, 1), 3)
   key_x, key_p = jax.random.split(jax.random.PRNGKey(3))

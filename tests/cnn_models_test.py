@@ -99,6 +99,7 @@ def test_lenet_rejects_wrong_image_size_and_variant():
     lenet._build(model_config(name="lenet5", variant="lenet1"), (32, 32, 1), 10)
 
 
+@pytest.mark.slow
 def test_lenet_learns_a_small_batch():
   # Trainable subsampling and the scattered C3 kernel must pass gradients: 30 Adam steps
   # on 16 random images with random labels drive the loss well down.
@@ -159,6 +160,7 @@ def test_alexnet_small_config_shapes_and_width():
   assert [c["w"].shape[-1] for c in half["conv"]] == [32, 96, 192, 128, 128]
 
 
+@pytest.mark.slow
 def test_alexnet_dropout_only_in_training_and_per_key():
   cfg = alexnet_small.get_config().model
   cfg.update(width=0.0625, kernel_sizes=(3, 3, 3, 3, 3), fc_sizes=(16, 16))

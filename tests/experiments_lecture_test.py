@@ -133,6 +133,7 @@ def test_greedy_generation_keeps_the_prompt_and_follows_the_argmax():
   np.testing.assert_array_equal(out[:, 5:], rerun[:, 4:-1])
 
 
+@pytest.mark.slow
 def test_bleu_path_runs_on_a_tiny_char_model(tmp_path):
   pytest.importorskip("sacrebleu")
   config = exp_surrogate.get_config("bleu")
@@ -206,6 +207,7 @@ def test_steps_to_tolerance_ignores_a_transient_dip():
   assert curvature.steps_to_tolerance(np.array([5.0, 0.01, 3.0]), 0.1) is None
 
 
+@pytest.mark.slow
 def test_curvature_runner_tiny(tmp_path):
   config = exp_curvature.get_config()
   config.experiment.problems = ("rosenbrock", "deep_mlp")
@@ -229,6 +231,7 @@ def test_curvature_runner_tiny(tmp_path):
 # ------------------------------------------------------------------- 5. universal approximation
 
 
+@pytest.mark.slow
 def test_approximation_error_falls_with_width(tmp_path):
   config = exp_approximation.get_config()
   config.experiment.targets = ("sines_1d",)
@@ -294,6 +297,7 @@ def test_per_example_grads_average_to_the_batch_gradient():
   np.testing.assert_allclose(g_NxP.mean(axis=0), flat, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_batch_size_runner_tiny(tmp_path):
   config = exp_batch_size.get_config()
   config.model.hidden_sizes = (8,)

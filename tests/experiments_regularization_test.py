@@ -87,6 +87,7 @@ def test_train_subset_is_seeded_and_without_replacement(digits):
   assert regularization.train_subset(digits.train, 0, 0) is digits.train
 
 
+@pytest.mark.slow
 def test_l2_shrinks_the_weight_norm(digits, slice60):
   config = _reg_config()
   sums = {}
@@ -238,6 +239,7 @@ def _check_regularization_run(config, workdir):
   assert [r["method"] for r in results] == list(methods)
 
 
+@pytest.mark.slow
 def test_regularization_runner_writes_its_table_and_plot(tmp_path):
   config = _reg_config(methods=("none", "bagging"))
   config.trainer = "regularization"
@@ -270,6 +272,7 @@ def test_each_method_turns_on_exactly_its_regularizer():
   assert fields(config) == off  # The base config is untouched.
 
 
+@pytest.mark.slow
 def test_dropout_ensemble_runner_writes_its_table_and_plot(tmp_path):
   config = exp_dropout_ensemble.get_config()
   config.model.hidden_sizes = (32,)

@@ -408,6 +408,7 @@ def _lecture_config():
   return config
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_runner_does_nothing_and_an_interrupted_one_starts_over(
     tmp_path, monkeypatch):
   from research import experiments  # pylint: disable=g-import-not-at-top

@@ -112,6 +112,7 @@ def test_print_config_prints_the_overridden_config_and_touches_nothing(tmp_path)
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_gradcheck_help_lists_every_registered_check():
   result = _python("-m", "research.gradcheck", "--help")
   assert result.returncode == 0, result.stderr
@@ -119,6 +120,7 @@ def test_gradcheck_help_lists_every_registered_check():
     assert f"  {name} " in result.stdout
 
 
+@pytest.mark.slow
 def test_a_default_run_imports_neither_sklearn_nor_matplotlib_nor_the_runners():
   result = _python("-c", "import sys; from research import experiments, train\n"
                    "from configs import default; from research import data\n"

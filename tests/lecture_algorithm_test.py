@@ -112,6 +112,7 @@ def test_restarts_when_E_cannot_fall(tmp_path):
   assert final["step"] == 3 * config.lecture.rounds_per_check
 
 
+@pytest.mark.slow
 def test_step_uses_only_the_misclassified_example():
   # Logistic regression (no hidden layer) with w = (1, 0): labels follow x_0 > 0 except for
   # example 3, whose label is flipped, so it alone is misclassified.

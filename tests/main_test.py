@@ -30,6 +30,7 @@ def test_bad_flags_give_one_line_and_exit_2(tmp_path, args, fragment):
   assert len(errors) == 1 and fragment in errors[0], result.stderr
 
 
+@pytest.mark.slow
 def test_nan_loss_exits_3_naming_the_step_and_keeps_earlier_metrics(tmp_path):
   workdir = tmp_path / "run"
   result = run_main("--config.model.activation=relu", "--config.optimizer.learning_rate=1e6",

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TIMEOUT_S = 120
 
@@ -30,6 +32,7 @@ def _result(proc: subprocess.Popen) -> dict:
   return json.loads(lines[-1][len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_batch_sharded_over_4_devices_matches_one_device():
   result = _result(_run("devices4", devices=4))
   assert result["device_count"] == 4
@@ -39,6 +42,7 @@ def test_batch_sharded_over_4_devices_matches_one_device():
   assert "batch_size=6" in result["error"] and "4 devices" in result["error"]
 
 
+@pytest.mark.slow
 def test_two_processes_on_localhost_match_one_process(tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

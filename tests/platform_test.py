@@ -61,6 +61,7 @@ def test_matmul_precision_reaches_every_dot_the_run_traces():
     train.validate(_tiny(matmul_precision="tf32"))
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_params_and_loss_float32_and_trains_like_float32(tmp_path):
   cfg = ml_collections.ConfigDict({"name": "mlp", "hidden_sizes": (16,),
                                    "activation": "sigmoid"})
@@ -126,3 +127,10 @@ def test_selfcheck_quick_report_passes_on_this_cpu():
   assert ok, text
   assert "# Self-check: cpu" in text and "all 12 arrays agree" in text
   assert "| configs/default.py | mlp |" in text and "| mlp | manual |" in text
+
+
+def test_selfcheck_reports_the_environment_it_runs_in():
+  from research import selfcheck  # pylint: disable=g-import-not-at-top
+  env = selfcheck.environment()
+  assert env["backend"] == "cpu" and env["devices"] >= 1 and env["float64"] is True
+  assert env["jax"] == jax.__version__ and env["python"].startswith("3.")

@@ -170,6 +170,7 @@ def test_config_variants():
     exp_pretraining.get_config("cifar")
 
 
+@pytest.mark.slow
 def test_cli_bad_pretrain_layers_is_one_line_and_exit_2(tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(

@@ -137,6 +137,7 @@ def test_two_processes_match_one_process(reference, tmp_path):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_manual_backprop_trains_like_autodiff(tmp_path):
   """100 steps from the same init and batches: --config.grad=manual vs autodiff."""
   results = {}

@@ -108,6 +108,7 @@ def test_bilstm_halves_and_direction_of_dependence(seq):
   assert np.all(bwd[~future] == 0) and np.all(bwd[future] > 0)  # reverse h_t sees x_{>=t}
 
 
+@pytest.mark.slow
 def test_backprop_through_time_matches_finite_differences():
   with jax.enable_x64(True):
     key = jax.random.key(5)
@@ -240,6 +241,7 @@ def test_lstm_classifier_last_readout_uses_final_state(seq):
                              h_T @ params["head"]["w"] + params["head"]["b"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_char_models_logits_shape_and_causality():
   ids = jax.random.randint(jax.random.key(12), (B, 6), 0, 11)
   changed = ids.at[:, 4:].set((ids[:, 4:] + 1) % 11)

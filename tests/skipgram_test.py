@@ -133,6 +133,7 @@ def test_corpus_holds_out_test_sentences_from_the_skipgram(corpus):
   assert corpus.vocab.counts.sum() == len(corpus.stream)
 
 
+@pytest.mark.slow
 def test_skipgram_loss_falls(corpus):
   curve = embeddings.train_skipgram(_small(), corpus, seed=0)["curve"]
   assert curve[-1]["train_loss"] < curve[1]["train_loss"] - 0.2
@@ -236,6 +237,7 @@ def test_bad_fields_are_config_errors():
     embeddings.validate(config)
 
 
+@pytest.mark.slow
 def test_cli_unknown_query_word_exits_2_with_one_line(tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(

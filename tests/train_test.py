@@ -141,6 +141,7 @@ def test_early_stopping_keeps_the_best_validation_params(tmp_path):
   assert again["loss"] == pytest.approx(stop["best_valid_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_jitted_chunk_equals_unjitted_steps():
   config = tiny_config()
   dataset = data_lib.load(config.data)
