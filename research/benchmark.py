@@ -241,7 +241,7 @@ def scaled(name: str, batch: int | None = None, **model_overrides) -> Workload:
 
 
 def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int = 4,
-              norms: bool = True, w: Workload | None = None):
+              norms: bool = True, w: Workload | None = None, compute_dtype: str = "float32"):
   """The project's train chunk, initial state and on-device synthetic data for a workload.
 
   Returns (chunk, state, x_all, y_all, n_params), or None when grad="manual" and the model
@@ -250,7 +250,8 @@ def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int
   errors.check_choice("grad", grad, GRADS)
   w = w or WORKLOADS[name]
   m = num_batches * w.batch
-  model = models.build(model_config(name, w), w.input_shape, NUM_CLASSES)
+  model = models.build(model_config(name, w), w.input_shape, NUM_CLASSES,
+                       compute_dtype=compute_dtype)
   loss_fn = losses.make_loss_fn(model, "softmax", 0.0, m, NUM_CLASSES)
   if grad == "manual" and w.model["name"] not in gradients.manual_models():
     return None
@@ -425,7 +426,7 @@ def run(workloads, grad: str = "both", seconds: float = 10.0, windows: int = 5,
 # (e.g. project / reference); the report is their median with the min-max over rounds, and the
 # share of the CPUs other processes used during the windows.
 
-VARIANTS = ("project", "reference", "manual", "project_no_norms")
+VARIANTS = ("project", "reference", "manual", "project_no_norms", "project_bf16")
 
 
 def make_reference_step(name: str, seed: int = 0, num_batches: int = 4,
@@ -470,10 +471,10 @@ def make_reference_step(name: str, seed: int = 0, num_batches: int = 4,
 
 
 def project_runner(name: str, grad: str, steps_per_dispatch: int, norms: bool = True,
-                   w: Workload | None = None):
+                   w: Workload | None = None, compute_dtype: str = "float32"):
   """The project's train chunk (K steps per call) as run(n) / sync(); None without a manual
   backward pass."""
-  built = make_step(name, grad, norms=norms, w=w)
+  built = make_step(name, grad, norms=norms, w=w, compute_dtype=compute_dtype)
   if built is None:
     return None
   chunk, state0, x_all, y_all, _ = built
@@ -516,7 +517,8 @@ def interleaved(workloads, variants=("project", "reference", "manual"), rounds: 
         runners[v] = make_reference_step(name)
       else:
         grad = "manual" if v == "manual" else "autodiff"
-        built = project_runner(name, grad, steps_per_dispatch, norms=v != "project_no_norms")
+        built = project_runner(name, grad, steps_per_dispatch, norms=v != "project_no_norms",
+                               compute_dtype="bfloat16" if v == "project_bf16" else "float32")
         if built is not None:
           runners[v] = built
     steps, compile_s = {}, {}
@@ -557,7 +559,7 @@ def interleaved(workloads, variants=("project", "reference", "manual"), rounds: 
                       "foreign_load_max": max(loads[v]),
                       "gflops_per_step": gflops_per_step(name)})
     for a, b in (("project", "reference"), ("manual", "project"),
-                 ("project", "project_no_norms")):
+                 ("project", "project_no_norms"), ("project_bf16", "project")):
       if a in rates and b in rates:
         per_round = [x / y for x, y in zip(rates[a], rates[b])]
         ratios.append({"workload": name, "pair": f"{a} / {b}", **_summary(per_round),
