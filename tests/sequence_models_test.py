@@ -300,3 +300,14 @@ def test_transformer_patches_are_consecutive_steps():
 def test_bad_configs_raise_config_error(cfg, input_shape, match):
   with pytest.raises(errors.ConfigError, match=match):
     models.build(_cfg(**cfg), input_shape, 10)
+
+
+def test_sinusoidal_positions_are_computed_in_the_models_dtype():
+  t, i = np.arange(50)[:, None], np.arange(0, 16, 2)
+  angles = t / 10000.0 ** (i / 16)
+  want = np.stack([np.sin(angles), np.cos(angles)], axis=-1).reshape(50, 16)
+  with jax.enable_x64(True):
+    got = attention.sinusoidal_positions(50, 16, jnp.float64)
+    assert got.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-13)
+  assert attention.sinusoidal_positions(50, 16, jnp.bfloat16).dtype == jnp.bfloat16

@@ -83,9 +83,13 @@ def multi_head_attention(params: dict, x_BxTxD: jax.Array, num_heads: int, causa
 
 
 def sinusoidal_positions(num_steps: int, d_model: int, dtype=jnp.float32) -> jax.Array:
-  """pe_TxD[t, 2i] = sin(t / 10000^(2i/D)), pe_TxD[t, 2i+1] = cos(t / 10000^(2i/D))."""
-  t_Tx1 = jnp.arange(num_steps, dtype=jnp.float32)[:, None]
-  inv_freq = 10000.0 ** (-jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model)
+  """pe_TxD[t, 2i] = sin(t / 10000^(2i/D)), pe_TxD[t, 2i+1] = cos(t / 10000^(2i/D)).
+
+  Computed in dtype, or float32 if that is narrower (bfloat16's 8 bits would blur the
+  angles): a float64 model gets a float64 table, not a float32 one widened (3e-8 off)."""
+  compute = jnp.promote_types(dtype, jnp.float32)
+  t_Tx1 = jnp.arange(num_steps, dtype=compute)[:, None]
+  inv_freq = 10000.0 ** (-jnp.arange(0, d_model, 2, dtype=compute) / d_model)
   angles = t_Tx1 * inv_freq  # (T, ceil(D/2))
   pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(num_steps, -1)
   return pe[:, :d_model].astype(dtype)

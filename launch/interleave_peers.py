@@ -1,0 +1,123 @@
+"""The project's step against the peer harness's steps, interleaved in one process.
+
+  <peers venv>/bin/python launch/interleave_peers.py --peers=../shared/bench/run_peers.py \\
+      --workloads=mlp,lenet5,lstm,attention,alexnet --frameworks=torch,torch_compile,jax \\
+      --rounds=5 --window_seconds=2 --json=/tmp/interleaved_peers.json
+
+The peer harness (PyTorch eager and compiled, Flax, Equinox, plain JAX) is imported from the
+path given, not copied; its build_<framework>(workload) returns the step and sync functions
+it times itself. Here, round after round, one window of each (the project's autodiff and
+manual steps, the plain-JAX reference of research.benchmark, and every peer) runs in a rotated
+order, so each round gives one ratio of the project to each peer, immune to the machine's
+drift between rounds. Needs a venv with this project, torch and the peers' packages
+(bash ../shared/bench/setup.sh, then pip install -e . into it).
+"""
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from research import benchmark  # noqa: E402
+
+
+def load_peers(path: str):
+  spec = importlib.util.spec_from_file_location("run_peers", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def peer_runner(peers, framework: str, workload: str):
+  builders = {"torch": lambda: peers.build_torch(workload, compiled=False),
+              "torch_compile": lambda: peers.build_torch(workload, compiled=True),
+              "jax": lambda: peers.build_jax(workload),
+              "flax": lambda: peers.build_flax(workload),
+              "equinox": lambda: peers.build_equinox(workload)}
+  built = builders[framework]()
+
+  def run(n: int):
+    for _ in range(n):
+      built["step"]()
+
+  return run, built["sync"]
+
+
+def measure(workload: str, runners: dict, rounds: int, window_seconds: float, k: int) -> dict:
+  steps = {}
+  for key, (run, sync) in runners.items():
+    run(k)
+    sync()  # Compiles.
+    start = time.perf_counter()
+    run(k)
+    sync()
+    per_step = max((time.perf_counter() - start) / k, 1e-6)
+    steps[key] = max(k, int(window_seconds / per_step) // k * k)
+  rates = {key: [] for key in runners}
+  loads = []
+  order = list(runners)
+  for r in range(rounds):
+    for key in order[r % len(order):] + order[:r % len(order)]:
+      run, sync = runners[key]
+      a = benchmark._cpu_sample()  # pylint: disable=protected-access
+      run(steps[key])
+      sync()
+      b = benchmark._cpu_sample()  # pylint: disable=protected-access
+      rates[key].append(steps[key] / (b[0] - a[0]))
+      loads.append(benchmark._foreign_load(a, b))  # pylint: disable=protected-access
+  out = {"workload": workload, "steps_per_sec": {k: statistics.median(v) for k, v in rates.items()},
+         "rates": rates, "foreign_load_median": statistics.median(loads),
+         "foreign_load_max": max(loads), "ratios": {}}
+  for mine in ("project", "manual"):
+    for other in rates:
+      if other not in ("project", "manual") and mine in rates:
+        per_round = [a / b for a, b in zip(rates[mine], rates[other])]
+        out["ratios"][f"{mine} / {other}"] = {"median": statistics.median(per_round),
+                                              "min": min(per_round), "max": max(per_round)}
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--peers", default="../shared/bench/run_peers.py")
+  parser.add_argument("--workloads", default="mlp,lenet5,lstm,attention,alexnet")
+  parser.add_argument("--frameworks", default="torch,torch_compile,jax")
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--window_seconds", type=float, default=2.0)
+  parser.add_argument("--json", default="")
+  args = parser.parse_args(argv)
+  if not os.path.isfile(args.peers):
+    print(f"error: --peers={args.peers}: no such file; give the peer harness's run_peers.py",
+          file=sys.stderr)
+    return 2
+  peers = load_peers(args.peers)
+  started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+  results = []
+  for workload in benchmark.resolve(args.workloads):
+    k = 2 if workload == "alexnet" else 20
+    runners = {"project": benchmark.project_runner(workload, "autodiff", k),
+               "manual": benchmark.project_runner(workload, "manual", k),
+               "reference": benchmark.make_reference_step(workload)}
+    for framework in [f.strip() for f in args.frameworks.split(",") if f.strip()]:
+      runners[framework] = peer_runner(peers, framework, workload)
+    results.append(measure(workload, runners, args.rounds, args.window_seconds, k))
+    r = results[-1]
+    print(json.dumps({"workload": workload, "steps_per_sec": r["steps_per_sec"],
+                      "foreign_load_median": r["foreign_load_median"]}), flush=True)
+    for pair, q in r["ratios"].items():
+      print(f"  {workload:9s} {pair:26s} {q['median']:.3f}x [{q['min']:.3f}-{q['max']:.3f}]",
+            flush=True)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"started": started, "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                 "rounds": args.rounds, "window_seconds": args.window_seconds,
+                 "results": results}, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
