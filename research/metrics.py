@@ -79,20 +79,20 @@ class MetricWriter:
     self.close()
 
 
-def read_metrics(workdir, split: str | None = None) -> list[dict]:
+def read_metrics(workdir, split: str | None = None, warn: bool = True) -> list[dict]:
   """The records of workdir/metrics.jsonl in order (only `split`'s if given).
 
-  A malformed last line (a run killed or a disk filled mid-write) is skipped with a warning;
-  a malformed line elsewhere raises errors.DataError.
+  A malformed last line (a run killed or a disk filled mid-write) is skipped, with a warning
+  unless `warn` is False; a malformed line elsewhere raises errors.DataError.
   """
   path = workdir_lib.as_path(workdir) / FILENAME
   if not path.exists():
     raise errors.DataError(f"{path} does not exist; pass the --workdir of a run that has logged")
-  records = _parse(path, path.read_text())
+  records = _parse(path, path.read_text(), warn)
   return [r for r in records if split is None or r.get("split") == split]
 
 
-def _parse(path, text: str) -> list[dict]:
+def _parse(path, text: str, warn: bool = True) -> list[dict]:
   lines = [line for line in text.splitlines() if line.strip()]
   records = []
   for i, line in enumerate(lines):
@@ -102,7 +102,8 @@ def _parse(path, text: str) -> list[dict]:
         raise ValueError("not a JSON object")
     except ValueError as e:
       if i == len(lines) - 1:
-        logging.warning("%s: skipping the malformed last line (%s)", path, e)
+        if warn:
+          logging.warning("%s: skipping the malformed last line (%s)", path, e)
         break
       raise errors.DataError(f"{path} line {i + 1} is not a JSON object ({e}); "
                              "remove or repair that line") from None

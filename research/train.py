@@ -351,7 +351,7 @@ def _inspect_workdir(config, workdir) -> int | None:
         f"--workdir={workdir} already holds a run (metrics.jsonl) with no config.json and no "
         "checkpoint; pass a new --workdir so its results are kept")
   check_same_config(config, on_file, workdir)
-  if metrics_lib.read_metrics(workdir, split="test"):
+  if metrics_lib.read_metrics(workdir, split="test", warn=False):
     raise errors.ConfigError(
         f"--workdir={workdir} already holds a run (metrics.jsonl) that finished, and its "
         "checkpoints are gone; pass a new --workdir so its results are kept")
@@ -360,7 +360,8 @@ def _inspect_workdir(config, workdir) -> int | None:
 
 def _finished_result(workdir) -> dict | None:
   """The test record of a run that already ran to the end, else None."""
-  records = metrics_lib.read_metrics(workdir) if (
+  # Quiet: a torn last line is reported once, where truncate drops it.
+  records = metrics_lib.read_metrics(workdir, warn=False) if (
       workdir_lib.as_path(workdir) / metrics_lib.FILENAME).exists() else []
   if records and records[-1]["split"] == "test":
     return records[-1]
