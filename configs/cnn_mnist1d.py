@@ -8,13 +8,13 @@ and widening to 64 channels gets past the 94%.
 
   python -m research.main --config=configs/cnn_mnist1d.py --workdir=/tmp/cnn_mnist1d
 
-Expected: 94.7% mean test accuracy over seeds 0-2 (96.0 / 94.5 / 93.5%), 18-23 s wall each
-on a quiet 2-core CPU with conv_impl="patches" (with lax.conv: 94.8 / 95.9 / 94.8%, and about
-5 minutes each: XLA:CPU runs convolutions inside the scanned step 4-5x slower; the two differ
-in summation order, which changes the trajectory). Earlier lax.conv runs: with 32 channels
-93.9% (94.5 / 94.0 / 93.3%); with 25: 93.6% (94.1 / 92.7 / 93.9%). Seed 0, other changes:
-decoupled weight decay 1e-4 (32 channels) 94.0%; a constant eta 90.6% (with the paper's
-strides); eta = 3e-3 for 3,000 steps 84.5%.
+Expected: 95.1% mean test accuracy over seeds 0-2 (95.9 / 96.1 / 93.4%), 23-27 s wall each on a
+quiet 2-core CPU (2026-12-01) with conv_impl="auto", "patches" there (with lax.conv: 94.8 /
+95.9 / 94.8%, and about 5 minutes each: XLA:CPU runs convolutions inside the scanned step 4-5x
+slower; the two differ in summation order, which changes the trajectory). Earlier lax.conv
+runs: with 32 channels 93.9% (94.5 / 94.0 / 93.3%); with 25: 93.6% (94.1 / 92.7 / 93.9%). Seed
+0, other changes: decoupled weight decay 1e-4 (32 channels) 94.0%; a constant eta 90.6% (with
+the paper's strides); eta = 3e-3 for 3,000 steps 84.5%.
 """
 from research import config_lib
 from research.data import mnist1d_data

@@ -6,9 +6,9 @@ channels) -> global average pool -> softmax output.
 
   python -m research.main --config=configs/inception_digits.py --workdir=/tmp/inception_digits
 
-Expected: about 97-98% test accuracy on the 359 test digits: 97.2% for seed 0 in 43 s on a
-quiet 2-core CPU with conv_impl="patches" (97.8% and 851 s on a heavily shared CPU with
-lax.conv, which XLA:CPU runs 4-5x slower inside the scanned train step).
+Expected: about 97-98% test accuracy on the 359 test digits: 97.2% for seed 0 in 55 s on a
+quiet 2-core CPU with conv_impl="auto", "patches" there (97.8% and 851 s on a heavily shared
+CPU with lax.conv, which XLA:CPU runs 4-5x slower inside the scanned train step).
 """
 from research import config_lib
 

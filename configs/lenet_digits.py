@@ -14,8 +14,8 @@ padded from 28x28 to 32x32 as in the paper):
   python -m research.main --config=configs/lenet_digits.py:mnist_subset --workdir=/tmp/lenet_mnist
 
 Expected: about 99% test accuracy (98.9 / 99.4 / 99.2% for seeds 0 / 1 / 2 on the 359 test
-digits); seed 0 takes 14 s wall on a quiet 2-core CPU (conv_impl="patches"; 132 s with
-lax.conv on a busy one). mnist_subset: 97.5% (seed 0) in 14 s.
+digits); 18-23 s each, the whole process, on a quiet 2-core CPU (conv_impl="auto", "patches"
+there; 132 s with lax.conv on a busy one). mnist_subset: 97.5% (seed 0) in 24 s.
 """
 from research import augment
 from research import config_lib

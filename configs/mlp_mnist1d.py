@@ -6,8 +6,8 @@ learnt at one shift at another; the paper reports 68% test accuracy for it again
 
   python -m research.main --config=configs/mlp_mnist1d.py --workdir=/tmp/mlp_mnist1d
 
-Expected: 69.8% mean test accuracy over seeds 0-2 (70.1 / 70.2 / 69.2%), 6-15 s each on a
-shared 2-core CPU. Without dropout, as in the paper, the same training gives 67.3% (69.0 / 67.1 /
+Expected: 69.8% mean test accuracy over seeds 0-2 (70.1 / 70.2 / 69.2%), 10 s each on a
+quiet 2-core CPU. Without dropout, as in the paper, the same training gives 67.3% (69.0 / 67.1 /
 65.7%): the paper's 68% within seed noise; a constant eta gives 66.9%, eta = 3e-3 62.1%.
 """
 from research import config_lib
