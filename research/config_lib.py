@@ -172,12 +172,20 @@ def missing_field(e: Exception, group) -> str | None:
   return name if name.isidentifier() and hasattr(group, "keys") and name not in group else None
 
 
-def family_switch_error(group_name: str, group, field: str) -> errors.ConfigError:
+def family_switch_error(group_name: str, group, field: str,
+                        builder: str | None = None) -> errors.ConfigError:
   """The one line for a family switched by override (e.g. --config.model.name=lenet5 on an MLP
-  config): the new family reads a field the group was not written with."""
+  config): the new family reads a field the group was not written with. `builder` is the
+  module (e.g. "research.data.mnist") whose config() builds a group for the family, if any."""
   name = group.get("name")
-  using = configs_using(name)
-  hint = f"e.g. --config={using[0]}" if using else "one that sets all of its fields"
+  module = builder.rsplit(".", 1)[-1] if builder else None
+  using = configs_using(name, module)
+  if using:
+    hint = f"e.g. --config={using[0]}"
+  elif builder:
+    hint = f"or build config.{group_name} with {builder}.config()"
+  else:
+    hint = "one that sets all of its fields"
   return errors.ConfigError(
       f"config.{group_name}.name={name!r} needs config.{group_name}.{field}, which this config "
       f"does not have (its {group_name} group was written for another "
@@ -185,17 +193,33 @@ def family_switch_error(group_name: str, group, field: str) -> errors.ConfigErro
       f"{', '.join(sorted(group.keys()))}); start from a config written for {name!r}, {hint}")
 
 
-def configs_using(name) -> list[str]:
-  """configs/*.py files (as configs/<file>) that name `name`: as a quoted string, or as the
-  module whose config() builds the group (a text search; no file is run)."""
+def configs_using(name, module: str | None = None) -> list[str]:
+  """configs/*.py files (as configs/<file>[:<variant>]) that name `name` as a quoted string,
+  or call `module`.config(), the module that builds the family's group (a text search; no
+  file is run). A match
+  inside an `if arg == "v":` branch of get_config is reported as that variant; configs that
+  train one model come before the experiment runners (exp_*)."""
   import glob  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   import re  # pylint: disable=g-import-not-at-top
   folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-  pattern = re.compile(rf"""["']{re.escape(str(name))}["']|\b{re.escape(str(name))}\w*\.config\(""")
+  pattern = rf"""["']{re.escape(str(name))}["']"""
+  if module:
+    pattern += rf"|\b{re.escape(module)}\.config\("
+  pattern = re.compile(pattern)
+  branch = re.compile(r"""^\s*(?:el)?if \w+ == ["'](\w+)["']:""")
   found = []
-  for path in sorted(glob.glob(os.path.join(folder, "*.py"))):
+  paths = sorted(glob.glob(os.path.join(folder, "*.py")),
+                 key=lambda p: (os.path.basename(p).startswith("exp_"), p))
+  for path in paths:
+    variant = None
     with open(path, encoding="utf-8") as f:
-      if pattern.search(f.read()):
-        found.append(f"configs/{os.path.basename(path)}")
+      for line in f:
+        if (m := branch.match(line)) is not None:
+          variant = m.group(1)
+        elif re.match(r"^\s*else:|^def ", line):
+          variant = None
+        if pattern.search(line):
+          found.append(f"configs/{os.path.basename(path)}" + (f":{variant}" if variant else ""))
+          break
   return found

@@ -61,7 +61,8 @@ def load(data_config) -> Dataset:
     if field is None:
       raise
     # A data set switched by override: its loader reads a field this config lacks.
-    raise config_lib.family_switch_error("data", data_config, field) from None
+    builder = _LOADERS[data_config.name].__module__
+    raise config_lib.family_switch_error("data", data_config, field, builder) from None
 
 
 def split_and_standardize(x: np.ndarray, y: np.ndarray, *, name: str, num_classes: int,
