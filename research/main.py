@@ -10,6 +10,7 @@ arguments are known to be good, so --help and bad flags answer at once.
 import ast
 import glob
 import importlib.util
+import inspect
 import os
 import sys
 import time
@@ -105,6 +106,9 @@ def _load_config_module(argv: list[str]):
   if not callable(getattr(module, "get_config", None)):
     cli.fail(f"--config={path} has no get_config() function; a config file defines "
              "get_config() -> ml_collections.ConfigDict (see configs/default.py)")
+  if arg is not None and not inspect.signature(module.get_config).parameters:
+    cli.fail(f"--config={_config_arg(argv)}: {path} has no variants (its get_config() takes "
+             f"no argument); pass --config={path}")
   try:
     config = module.get_config(arg) if arg is not None else module.get_config()
   except Exception as e:  # noqa: BLE001

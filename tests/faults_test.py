@@ -380,6 +380,13 @@ def test_broken_config_files_exit_2_in_one_line(tmp_path, text, fragment):
   assert not os.path.exists(tmp_path / "run")
 
 
+def test_a_variant_of_a_config_without_variants_exits_2_in_one_line(tmp_path):
+  result = _main("--config=configs/default.py:mnist", f"--workdir={tmp_path / 'run'}")
+  assert result.returncode == 2
+  assert "configs/default.py has no variants" in _one_error_line(result.stderr)
+  assert not os.path.exists(tmp_path / "run")
+
+
 @pytest.mark.parametrize("flag, fragment", [
     ("--config.data.split_seed=-1", "config.data.split_seed=-1 must be an integer >= 0"),
     ("--config.optimizer.b1=1.5", "config.optimizer.b1=1.5 must be a finite number in [0, 1)"),
