@@ -639,4 +639,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("rounds", 5, "Interleaved mode: rounds of one window per variant.")
   flags.DEFINE_float("window_seconds", 2.0, "Interleaved mode: seconds per window.")
   from research import cli  # pylint: disable=g-import-not-at-top
-  sys.exit(app.run(cli.guarded(main)))
+  sys.exit(app.run(cli.guarded(main), flags_parser=cli.parse_flags))

@@ -5,11 +5,14 @@ traceback) with the right exit code for every error a user can cause or meet.
                                "Unable to initialize backend 'tpu'", orbax, gloo) at WARNING+
   cli.guarded(fn)(*args)       runs fn, turning research.errors (and OSError, Ctrl-C) into
                                "error: <message>" on stderr and sys.exit(code)
+  app.run(main, flags_parser=cli.parse_flags)
+                               absl's parser with a mistyped flag as one line, exit code 2
 
 Exit codes: 2 for input the run cannot use (config, data, workdir), 3 for a NaN/inf loss, 4 for
 a read or write that failed mid-run (disk full, permission lost), 130 for Ctrl-C.
 """
 import argparse
+import errno
 import functools
 import logging
 import os
@@ -91,22 +94,49 @@ def exit_code(e: BaseException) -> int | None:
   return None
 
 
-def guarded(fn: Callable) -> Callable:
-  """fn, with every error a user can cause or meet reported in one line (see module doc)."""
+def _os_error_fix(e: OSError) -> str:
+  """What to do about a failed read or write, by its cause."""
+  if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    return "free space"
+  if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    return "restore write access or choose a path you can write to"
+  if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+    return "check the path"
+  return "check the path and the storage"
+
+
+def guarded(fn: Callable = None, *, resumes: bool = False) -> Callable:
+  """fn, with every error a user can cause or meet reported in one line (see module doc).
+  resumes: the command resumes from its last checkpoint when rerun (say so in the line)."""
+  if fn is None:
+    return functools.partial(guarded, resumes=resumes)
+  rerun = ("rerun the same command to resume from the last checkpoint" if resumes else
+           "rerun the same command")
+
   @functools.wraps(fn)
   def run(*args, **kwargs):
     try:
       return fn(*args, **kwargs)
     except KeyboardInterrupt:
-      fail("interrupted; rerun the same command to resume from the last checkpoint", 130)
+      fail(f"interrupted; {rerun}", 130)
     except Exception as e:  # noqa: BLE001  Sorted below; anything else is a bug: re-raised.
       code = exit_code(e)
       if code is not None:
         fail(str(e), code)
       if isinstance(e, OSError):  # From a library, e.g. a full disk under a writer.
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        fail(f"a read or write failed{where}: {errors.describe_os_error(e)}; free space or "
-             "restore access, then rerun the same command (it resumes from the last "
-             "checkpoint)", 4)
+        fail(f"a read or write failed{where}: {errors.describe_os_error(e)}; "
+             f"{_os_error_fix(e)}, then {rerun}", 4)
       raise
   return run
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parser for app.run, with a mistyped or malformed flag as one line (exit 2)
+  instead of absl's two lines and exit code 1."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    fail(" ".join(lines) + " (pass --help for the flags)")

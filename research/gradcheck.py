@@ -360,4 +360,4 @@ if __name__ == "__main__":
     print(help_text())
     sys.exit(0)
   cli.quiet_library_logs()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

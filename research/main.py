@@ -149,7 +149,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
              f"could not apply the config overrides {argv[1:]}: {e!r}")
 
 
-@cli.guarded
+@cli.guarded(resumes=True)
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value; "

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure  # The object API needs no pyplot state; it
 from research import cli
 from research import errors
 from research import metrics as metrics_lib
+from research import workdir as workdir_lib
 
 _STYLES = {"train": dict(linestyle="-", alpha=0.6),
            "valid": dict(linestyle="--", marker="."),
@@ -30,6 +31,7 @@ def plot_runs(workdirs: Sequence[str], out_path: str,
     raise errors.ConfigError("plot_runs needs at least one workdir")
   if not metrics:
     raise errors.ConfigError("plot_runs needs at least one metric, e.g. loss,accuracy")
+  workdir_lib.check_output_file(out_path)
   runs = [(_label(w), metrics_lib.read_metrics(w)) for w in workdirs]
   fig = Figure(figsize=(5.5 * len(metrics), 4), layout="constrained")
   axes = fig.subplots(1, len(metrics), squeeze=False)[0]

@@ -20,6 +20,7 @@ from absl import app
 from absl import flags
 
 from research import cli
+from research import workdir as workdir_lib
 
 GRADCHECK_MODELS = ("mlp", "lenet5_modern", "lstm_classifier")
 TRAIN_CONFIGS = ("default", "lenet_digits")
@@ -128,9 +129,9 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (pass --help for the flags)")
   cli.quiet_library_logs()
-  text, ok = report(_QUICK.value)
   import jax  # pylint: disable=g-import-not-at-top
-  out = _OUT.value or f"selfcheck-{jax.default_backend()}.md"
+  out = workdir_lib.check_output_file(_OUT.value or f"selfcheck-{jax.default_backend()}.md")
+  text, ok = report(_QUICK.value)
   with open(out, "w", encoding="utf-8") as f:
     f.write(text)
   print(text)
@@ -141,4 +142,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

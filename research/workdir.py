@@ -128,6 +128,24 @@ def _probe_writable(path: epath.Path) -> None:
                               "to") from None
 
 
+def check_output_file(path, flag: str = "--out") -> str:
+  """Checks, before any work, that a local output file can be written where `path` says;
+  returns it. Raises errors.WorkdirError naming the flag, the cause and the fix."""
+  path = os.path.abspath(os.fspath(path))
+  parent = os.path.dirname(path)
+  if os.path.isdir(path):
+    cause = "it is a directory"
+  elif not os.path.isdir(parent):
+    cause = (f"{parent} is not a directory" if os.path.exists(parent) else
+             f"its directory {parent} does not exist")
+  elif not os.access(parent, os.W_OK):
+    cause = f"{parent} is not writable"
+  else:
+    return path
+  raise errors.WorkdirError(f"{flag}={path} cannot be written ({cause}); pass a file path in "
+                            "a directory you can write to")
+
+
 def write_text(path: epath.Path, text: str) -> None:
   """Writes the whole file or nothing: a temporary file renamed over it (an object store's
   single write is atomic already). Raises errors.StorageError."""
