@@ -23,6 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from research import benchmark  # noqa: E402
+from research import cli  # noqa: E402
 
 
 def load_peers(path: str):
@@ -120,4 +121,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.guarded(main)())

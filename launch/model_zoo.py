@@ -57,6 +57,10 @@ def main(argv=None) -> int:
   parser.add_argument("--configs", default=",".join(ZOO))
   parser.add_argument("--seeds", default="", help="override every config's seeds, e.g. 0,1")
   args = parser.parse_args(argv)
+  if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+    print(f"error: --workdir={args.workdir} is a file; pass a directory", file=sys.stderr)
+    return 2
+  os.makedirs(args.workdir, exist_ok=True)
   rows = []
   for config in [c.strip() for c in args.configs.split(",") if c.strip()]:
     if config not in ZOO:

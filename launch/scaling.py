@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from research import benchmark  # noqa: E402
+from research import cli  # noqa: E402
 
 BATCHES = (16, 64, 256, 1024)
 WIDTHS = (128, 512, 2048)
@@ -181,4 +182,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.guarded(main)())
