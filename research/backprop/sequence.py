@@ -127,13 +127,13 @@ def lstm_forward(params: dict, x_BxTxI: jax.Array, reverse: bool = False) -> tup
   """lstm.lstm(params, x, reverse): h_BxTxH, and the cache {x, h, c, gates, tanh_c} (time-major).
 
   gates_TxBx4H holds the activated gates [i, f, g, o] = [sigma, sigma, tanh, sigma](sum_t).
-  Both products stay inside the scan, as in lstm.lstm (faster on XLA:CPU than hoisting x w_ih).
+  One product of [x_t, h_{t-1}] and the stacked [w_ih; w_hh] per step, as in lstm.lstm.
   """
-  w_ih_Ix4H, w_hh_Hx4H, b_4H = params["w_ih"], params["w_hh"], params["b"]
+  w_IHx4H, b_4H = lstm.stacked_weights(params), params["b"]
 
   def step(carry, x_BxI):
     h_BxH, c_BxH = carry
-    sum_Bx4H = x_BxI @ w_ih_Ix4H + h_BxH @ w_hh_Hx4H + b_4H
+    sum_Bx4H = jnp.concatenate([x_BxI, h_BxH], axis=-1) @ w_IHx4H + b_4H
     sum_i, sum_f, sum_g, sum_o = jnp.split(sum_Bx4H, 4, axis=-1)
     i, f, g, o = (jax.nn.sigmoid(sum_i), jax.nn.sigmoid(sum_f), jnp.tanh(sum_g),
                   jax.nn.sigmoid(sum_o))
