@@ -105,7 +105,7 @@ def _os_error_fix(e: OSError) -> str:
   return "check the path and the storage"
 
 
-def guarded(fn: Callable = None, *, resumes: bool = False) -> Callable:
+def guarded(fn: Callable | None = None, *, resumes: bool = False) -> Callable:
   """fn, with every error a user can cause or meet reported in one line (see module doc).
   resumes: the command resumes from its last checkpoint when rerun (say so in the line)."""
   if fn is None:
