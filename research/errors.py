@@ -50,6 +50,17 @@ def check_positive(field: str, value) -> None:
     raise ConfigError(f"config.{field}={value!r} must be a positive number")
 
 
+def check_ints(field: str, values, hint: str = "", minimum: int = 1) -> tuple[int, ...]:
+  """Returns `values` as a tuple; raises ConfigError unless it is a non-empty sequence of
+  integers (not bools) >= minimum. `hint` ends the message (an example, or what they count)."""
+  values = tuple(values)
+  if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum
+                       for v in values):
+    kind = "positive integers" if minimum == 1 else f"integers >= {minimum}"
+    raise ConfigError(f"config.{field}={values!r} must be a non-empty tuple of {kind}{hint}")
+  return values
+
+
 def describe_os_error(e: OSError) -> str:
   """'No space left on device' etc.: the OS's words for an OSError, without the errno noise."""
   return e.strerror or str(e) or type(e).__name__

@@ -141,18 +141,13 @@ def load_aux(split_seed: int) -> data_lib.Dataset:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   variants_lib.check_experiment(config, RANGES, "configs/exp_multitask.py", METHODS)
-  sizes = tuple(config.experiment.train_examples)
-  if not sizes or any(not isinstance(n, int) or isinstance(n, bool) or n <= 0 for n in sizes):
-    raise errors.ConfigError(f"config.experiment.train_examples={sizes!r} must be a non-empty "
-                             "tuple of positive integers (labelled main-task examples)")
+  errors.check_ints("experiment.train_examples", config.experiment.train_examples,
+                    " (labelled main-task examples)")
   if config.data.name != "digits" or config.data.image_size not in (0, 8):
     raise errors.ConfigError(f"config.data: the multi-task experiment's main task is digits at "
                              f"8x8 (the aux MNIST images are reduced to that); got "
                              f"{config.data.name!r} at image_size={config.data.image_size!r}")
-  hidden = tuple(config.experiment.hidden_sizes)
-  if not hidden or any(not isinstance(h, int) or isinstance(h, bool) or h <= 0 for h in hidden):
-    raise errors.ConfigError(f"config.experiment.hidden_sizes={hidden!r} must be positive "
-                             "integers, e.g. (256,)")
+  errors.check_ints("experiment.hidden_sizes", config.experiment.hidden_sizes, ", e.g. (256,)")
 
 
 @report.runner

@@ -102,10 +102,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                              + ", ".join(INITS))
   for i, name in enumerate(exp.inits):
     errors.check_choice(f"experiment.inits[{i}]", name, INITS)
-  counts = tuple(exp.labels_per_class)
-  if not counts or any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in counts):
-    raise errors.ConfigError(f"config.experiment.labels_per_class={counts!r} must be positive "
-                             "integers, e.g. (1, 5, 10, 50)")
+  counts = errors.check_ints("experiment.labels_per_class", exp.labels_per_class,
+                             ", e.g. (1, 5, 10, 50)")
   if list(counts) != sorted(set(counts)):
     raise errors.ConfigError(f"config.experiment.labels_per_class={counts!r} must be "
                              "increasing, without repeats")

@@ -84,10 +84,8 @@ def make_loss_fn(model: models.Model, k: int, method: str, b_l: int, augment_fn,
 
 def validate(config: ml_collections.ConfigDict) -> None:
   variants_lib.check_experiment(config, RANGES, "configs/exp_semi_supervised.py", METHODS)
-  sizes = tuple(config.experiment.train_examples)
-  if not sizes or any(not isinstance(n, int) or isinstance(n, bool) or n <= 0 for n in sizes):
-    raise errors.ConfigError(f"config.experiment.train_examples={sizes!r} must be a non-empty "
-                             "tuple of positive integers (labelled examples)")
+  errors.check_ints("experiment.train_examples", config.experiment.train_examples,
+                    " (labelled examples)")
   if not tuple(config.augment.ops):
     raise errors.ConfigError("config.augment.ops is empty: the augmenting methods need ops, e.g. "
                              "('translate', 'noise')")

@@ -42,10 +42,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.model.name != "local_cnn":
     raise errors.ConfigError(f"config.model.name={config.model.name!r}: the weight sharing "
                              "experiment compares the two kinds of 'local_cnn'; set it to that")
-  sizes = tuple(config.experiment.train_examples)
-  if not sizes or any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in sizes):
-    raise errors.ConfigError(f"config.experiment.train_examples={sizes!r} must be a non-empty "
-                             "tuple of integers >= 0 (0 = the whole train split)")
+  errors.check_ints("experiment.train_examples", config.experiment.train_examples,
+                    " (0 = the whole train split)", minimum=0)
 
 
 @report.runner

@@ -61,15 +61,6 @@ def apply(params: dict, x: jax.Array, strides: Sequence[int], padding: str = "SA
   return layers.dense(params["out"], layers.flatten(h))  # flatten: t-major, then channel
 
 
-def _check_ints(field: str, values, example: str) -> tuple[int, ...]:
-  values = tuple(values)
-  if not values or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
-    raise errors.ConfigError(
-        f"config.model.{field}={values!r} must be a non-empty tuple of positive integers, "
-        f"e.g. {example}")
-  return values
-
-
 @core.register("cnn1d")
 def _build(cfg, input_shape, num_outputs) -> core.Model:
   """(T,) or (T, C) sequences -> cnn1d logits; config.model fields: channels, kernel_sizes,
@@ -79,9 +70,9 @@ def _build(cfg, input_shape, num_outputs) -> core.Model:
         f"config.model.name='cnn1d' reads (T,) or (T, C) sequences, but the data has examples "
         f"of shape {tuple(input_shape)}; for MNIST-1D set config.data.shape='sequence' or 'flat'")
   length, in_ch = input_shape[0], (input_shape[1] if len(input_shape) == 2 else 1)
-  channels = _check_ints("channels", cfg.channels, "(25, 25, 25)")
-  kernel_sizes = _check_ints("kernel_sizes", cfg.kernel_sizes, "(5, 3, 3)")
-  strides = _check_ints("strides", cfg.strides, "(2, 2, 2)")
+  channels = errors.check_ints("model.channels", cfg.channels, ", e.g. (25, 25, 25)")
+  kernel_sizes = errors.check_ints("model.kernel_sizes", cfg.kernel_sizes, ", e.g. (5, 3, 3)")
+  strides = errors.check_ints("model.strides", cfg.strides, ", e.g. (2, 2, 2)")
   if not len(channels) == len(kernel_sizes) == len(strides):
     raise errors.ConfigError(
         f"config.model.channels, kernel_sizes and strides need one entry per conv layer, got "

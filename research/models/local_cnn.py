@@ -81,14 +81,6 @@ def apply(params: dict, x_NHWC: jax.Array, shared: bool, strides: Sequence[int],
   return layers.dense(params["out"], layers.flatten(top))
 
 
-def _ints(field: str, values, example: str) -> tuple[int, ...]:
-  values = tuple(values)
-  if not values or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
-    raise errors.ConfigError(f"config.model.{field}={values!r} must be a non-empty tuple of "
-                             f"positive integers, e.g. {example}")
-  return values
-
-
 def check(cfg, input_shape) -> dict:
   """The checked geometry of config.model for images of input_shape (H, W, C)."""
   if len(input_shape) != 3:
@@ -98,9 +90,10 @@ def check(cfg, input_shape) -> dict:
   if not isinstance(cfg.shared, bool):
     raise errors.ConfigError(f"config.model.shared={cfg.shared!r} must be True (convolution) "
                              "or False (locally connected)")
-  geometry = {"channels": _ints("channels", cfg.channels, "(16, 32)"),
-              "kernel_sizes": _ints("kernel_sizes", cfg.kernel_sizes, "(3, 3)"),
-              "strides": _ints("strides", cfg.strides, "(1, 2)")}
+  geometry = {"channels": errors.check_ints("model.channels", cfg.channels, ", e.g. (16, 32)"),
+              "kernel_sizes": errors.check_ints("model.kernel_sizes", cfg.kernel_sizes,
+                                                ", e.g. (3, 3)"),
+              "strides": errors.check_ints("model.strides", cfg.strides, ", e.g. (1, 2)")}
   if len({len(v) for v in geometry.values()}) != 1:
     raise errors.ConfigError(
         "config.model.channels, kernel_sizes and strides need one entry per layer, got lengths "
