@@ -233,26 +233,9 @@ def _write(workdir, config, dataset, result) -> None:
            "features transfer."]
   report.write_results(workdir, "Multi-task learning: a shared trunk, two heads", list(rows[0]),
                        rows, notes, result)
-  _plot(workdir / "multitask.png", result["sizes"], dataset.name)
+  variants_lib.size_plot(workdir / "multitask.png", result["sizes"],
+                         [("test_accuracy", f"{dataset.name} test accuracy (%)")],
+                         f"labelled {dataset.name} training examples (main task)",
+                         "Multi-task learning: does an auxiliary head help the main task?",
+                         colors=("#636363", "#3182bd", "#e6550d"))
 
-
-def _plot(path, sizes: dict, name: str) -> None:
-  """Main-task test accuracy against the number of main-task labels, one line per method."""
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
-  ns = sorted(sizes)
-  fig = Figure(figsize=(6, 4.2), layout="constrained")
-  ax = fig.subplots()
-  for method, color in zip(sizes[ns[0]], ("#636363", "#3182bd", "#e6550d")):
-    mean = [100 * sizes[n][method]["test_accuracy"]["mean"] for n in ns]
-    std = [100 * sizes[n][method]["test_accuracy"]["std"] for n in ns]
-    ax.errorbar(ns, mean, yerr=std, marker="o", capsize=3, color=color, label=method)
-  ax.set_xscale("log")
-  ax.minorticks_off()
-  ax.set_xticks(ns, [str(n) for n in ns])
-  ax.set_xlabel(f"labelled {name} training examples (main task)")
-  ax.set_ylabel(f"{name} test accuracy (%)")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.suptitle("Multi-task learning: does an auxiliary head help the main task?")
-  report.save_figure(fig, path)

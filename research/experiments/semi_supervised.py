@@ -166,26 +166,8 @@ def _write(workdir, config, dataset, result) -> None:
            "the unlabelled inputs' true labels after training, for the record only."]
   report.write_results(workdir, "Semi-supervised learning: few labels + unlabelled inputs",
                        list(rows[0]), rows, notes, result)
-  _plot(workdir / "semi_supervised.png", result["sizes"], dataset.name)
+  variants_lib.size_plot(workdir / "semi_supervised.png", result["sizes"],
+                         [("test_accuracy", "test accuracy (%)")],
+                         f"labelled {dataset.name} training examples",
+                         "Semi-supervised learning: what the unlabelled inputs add")
 
-
-def _plot(path, sizes: dict, name: str) -> None:
-  """Test accuracy against the number of labels, one line per method."""
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
-  ns = sorted(sizes)
-  fig = Figure(figsize=(6, 4.2), layout="constrained")
-  ax = fig.subplots()
-  for method, color in zip(sizes[ns[0]], ("#636363", "#9ecae1", "#3182bd", "#e6550d")):
-    mean = [100 * sizes[n][method]["test_accuracy"]["mean"] for n in ns]
-    std = [100 * sizes[n][method]["test_accuracy"]["std"] for n in ns]
-    ax.errorbar(ns, mean, yerr=std, marker="o", capsize=3, color=color, label=method)
-  ax.set_xscale("log")
-  ax.minorticks_off()
-  ax.set_xticks(ns, [str(n) for n in ns])
-  ax.set_xlabel(f"labelled {name} training examples")
-  ax.set_ylabel("test accuracy (%)")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.suptitle("Semi-supervised learning: what the unlabelled inputs add")
-  report.save_figure(fig, path)

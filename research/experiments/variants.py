@@ -13,7 +13,7 @@ slice of the training split for several seeds, measure each run, tabulate mean Â
   accuracy_fn(model, output, k, batch)    the library's evaluator as (params, split) -> metrics
   two_source_batches(...)                 batches drawing b_a rows of one source and b_b of
                                           another (multi-task, semi-supervised learning)
-  summarize, cell, bar_plot, check_experiment
+  summarize, cell, bar_plot, size_plot, check_experiment
 
 Every run starts from jax.random.key(seed) (init and per-step randomness), and its batches are
 functions of (seed, step), so a rerun gives the same numbers. Runs are not checkpointed: they
@@ -198,5 +198,36 @@ def bar_plot(path, results: dict[str, dict], panels: Sequence[tuple[str, str, fl
     ax.set_xticks(x, names, rotation=20, ha="right")
     ax.set_ylabel(label)
     ax.grid(axis="y", alpha=0.3)
+  fig.suptitle(title)
+  report.save_figure(fig, path)
+
+
+_COLORS = ("#636363", "#9ecae1", "#3182bd", "#e6550d", "#31a354", "#756bb1")
+
+
+def size_plot(path, sizes: dict[int, dict[str, dict]], panels: Sequence[tuple[str, str]],
+              xlabel: str, title: str, labels: dict[str, str] | None = None,
+              colors: Sequence[str] = _COLORS) -> None:
+  """One panel per (field, y label): each variant's mean Â± std (in %) against the number of
+  training examples n, on a log axis. sizes: {n: {variant: {field: {"mean", "std"}}}}."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  ns = sorted(sizes)
+  fig = Figure(figsize=(3.0 + 3.0 * len(panels), 4.2), layout="constrained")
+  axes = np.atleast_1d(fig.subplots(1, len(panels)))
+  for name, color in zip(sizes[ns[0]], colors):
+    for ax, (field, _) in zip(axes, panels):
+      mean = [100 * sizes[n][name][field]["mean"] for n in ns]
+      std = [100 * sizes[n][name][field]["std"] for n in ns]
+      ax.errorbar(ns, mean, yerr=std, marker="o", capsize=3, color=color,
+                  label=(labels or {}).get(name, name))
+  for ax, (_, ylabel) in zip(axes, panels):
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+  axes[0].legend()
   fig.suptitle(title)
   report.save_figure(fig, path)

@@ -19,7 +19,6 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from research import config_lib
@@ -112,29 +111,12 @@ def _write(workdir, config, dataset, result) -> None:
            "output position."]
   report.write_results(workdir, "Parameter tying and sharing: conv vs locally connected",
                        list(rows[0]), rows, notes, result)
-  _plot(workdir / "weight_sharing.png", result["sizes"], dataset.name)
+  sizes = result["sizes"]
+  first = sizes[min(sizes)]
+  variants_lib.size_plot(
+      workdir / "weight_sharing.png", sizes,
+      [("test_accuracy", "test accuracy (%)"), ("gap", "train - test accuracy (points)")],
+      "training examples", f"Shared (conv) vs unshared (locally connected) weights on "
+      f"{dataset.name}", labels={v: f"{v} ({first[v]['params']:,} params)" for v in first},
+      colors=("#3182bd", "#e6550d"))
 
-
-def _plot(path, sizes: dict, name: str) -> None:
-  """Test accuracy and the train-test gap against the number of training examples."""
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
-  ns = sorted(sizes)
-  fig = Figure(figsize=(9, 4), layout="constrained")
-  acc_ax, gap_ax = fig.subplots(1, 2)
-  for variant, color in (("conv", "#3182bd"), ("local", "#e6550d")):
-    label = f"{variant} ({sizes[ns[0]][variant]['params']:,} params)"
-    for ax, field in ((acc_ax, "test_accuracy"), (gap_ax, "gap")):
-      mean = np.array([100 * sizes[n][variant][field]["mean"] for n in ns])
-      std = np.array([100 * sizes[n][variant][field]["std"] for n in ns])
-      ax.errorbar(ns, mean, yerr=std, marker="o", capsize=3, color=color, label=label)
-  for ax, label in ((acc_ax, "test accuracy (%)"), (gap_ax, "train - test accuracy (points)")):
-    ax.set_xscale("log")
-    ax.minorticks_off()
-    ax.set_xticks(ns, [str(n) for n in ns])
-    ax.set_xlabel("training examples")
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-  acc_ax.legend()
-  fig.suptitle(f"Shared (conv) vs unshared (locally connected) weights on {name}")
-  report.save_figure(fig, path)
