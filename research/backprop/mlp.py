@@ -324,6 +324,22 @@ def _manual(model_cfg, input_shape, *, num_outputs: int, output: str, lam: float
 # ------------------------------------------------------------------------------ gradient check
 
 
+def _problem_arrays(key, model, batch: int, d_in: int, k: int, dtype) -> tuple:
+  """Random (params, x_BxD, labels_B) for an MLP problem: w ~ N(0, 1/fan_in) as model.init
+  draws them, and non-zero biases, so that a bias read wrongly shows up."""
+  @jax.jit
+  def make_arrays(key):
+    shapes = {"params": jax.eval_shape(model.init, key),
+              "x": jax.ShapeDtypeStruct((batch, d_in), dtype),
+              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
+    z = core.random_like(key, shapes, dtype)
+    params = [{"w": layer["w"] / jnp.sqrt(layer["w"].shape[0]).astype(dtype),
+               "b": 0.1 * layer["b"]} for layer in z["params"]]
+    return params, z["x"], jnp.argmax(z["z"], axis=-1)  # argmax: uniform random labels
+
+  return make_arrays(key)
+
+
 @core.register_problem("mlp")
 def problem_mlp(key, batch, dtype) -> core.Problem:
   """The lecture's network and cost: sigmoid hidden and output units, lambda > 0, B < m."""
@@ -332,20 +348,7 @@ def problem_mlp(key, batch, dtype) -> core.Problem:
   model_cfg = ml_collections.ConfigDict(
       {"name": "mlp", "hidden_sizes": hidden, "activation": "sigmoid"})
   model = models.build(model_cfg, (d_in,), k)
-
-  @jax.jit
-  def make_arrays(key):
-    shapes = {"params": jax.eval_shape(model.init, key),
-              "x": jax.ShapeDtypeStruct((batch, d_in), dtype),
-              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
-    z = core.random_like(key, shapes, dtype)
-    # w ~ N(0, 1/fan_in) as model.init draws them; non-zero biases, so that a bias read
-    # wrongly shows up.
-    params = [{"w": layer["w"] / jnp.sqrt(layer["w"].shape[0]).astype(dtype),
-               "b": 0.1 * layer["b"]} for layer in z["params"]]
-    return params, z["x"], jnp.argmax(z["z"], axis=-1)  # argmax: uniform random labels
-
-  params, x_BxD, labels_B = make_arrays(key)
+  params, x_BxD, labels_B = _problem_arrays(key, model, batch, d_in, k, dtype)
   loss_fn = losses.make_loss_fn(model, "sigmoid", lam, m, k)
   value_and_grad = make_value_and_grad("sigmoid", "sigmoid", lam, m, k)
   return core.Problem(
@@ -367,18 +370,8 @@ def problem_mlp_sparse_input(key, batch, dtype) -> core.Problem:
   model_cfg = ml_collections.ConfigDict(
       {"name": "mlp", "hidden_sizes": hidden, "activation": "tanh"})
   model = models.build(model_cfg, (d_in,), k)
-
-  @jax.jit
-  def make_arrays(key):
-    shapes = {"params": jax.eval_shape(model.init, key),
-              "x": jax.ShapeDtypeStruct((batch, d_in), dtype),
-              "z": jax.ShapeDtypeStruct((batch, k), dtype)}
-    z = core.random_like(key, shapes, dtype)
-    params = [{"w": layer["w"] / jnp.sqrt(layer["w"].shape[0]).astype(dtype),
-               "b": 0.1 * layer["b"]} for layer in z["params"]]
-    return {"params": params, "x": z["x"]}, jnp.argmax(z["z"], axis=-1)
-
-  point, labels_B = make_arrays(key)
+  params, x_BxD, labels_B = _problem_arrays(key, model, batch, d_in, k, dtype)
+  point = {"params": params, "x": x_BxD}
   loss_fn = losses.make_activation_l1_loss_fn(
       functools.partial(hidden_forward, activation="tanh"), "softmax", lam, m, k, lam_act)
 
