@@ -131,7 +131,7 @@ def guarded(fn: Callable | None = None, *, resumes: bool = False) -> Callable:
   return run
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str], help_for: str = "the flags") -> list[str]:
   """absl's flag parser for app.run, with a mistyped or malformed flag as one line (exit 2)
   instead of absl's two lines and exit code 1."""
   from absl import flags  # pylint: disable=g-import-not-at-top
@@ -139,4 +139,6 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     lines = [line for line in str(e).splitlines() if line.strip()]
-    fail(" ".join(lines) + " (pass --help for the flags)")
+    if any(line.startswith("Traceback") for line in lines):
+      lines = [lines[0], lines[-1]]  # A flag's parser raised: its own message is the last line.
+    fail(" ".join(lines) + f" (pass --help for {help_for})")

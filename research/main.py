@@ -136,14 +136,9 @@ def _unknown_field(argv: list[str], config) -> str | None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with config mistakes turned into one line instead of a traceback."""
+  """cli.parse_flags, with config overrides that do not apply turned into one line too."""
   try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    lines = [line for line in str(e).splitlines() if line.strip()]
-    if any(line.startswith("Traceback") for line in lines):
-      lines = [lines[0], lines[-1]]  # get_config raised: its own message is the last line.
-    cli.fail(" ".join(lines) + " (pass --help for the configs and flags)")
+    return cli.parse_flags(argv, "the configs and flags")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     cli.fail(_unknown_field(argv, _loaded) or
              f"could not apply the config overrides {argv[1:]}: {e!r}")
