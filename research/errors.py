@@ -61,6 +61,13 @@ def check_ints(field: str, values, hint: str = "", minimum: int = 1) -> tuple[in
   return values
 
 
+def check_batch_size(batch_size: int, n: int, examples: str, at_most: int | None = None) -> None:
+  """Raises ConfigError when a batch needs more than the n `examples` there are."""
+  if batch_size > n:
+    raise ConfigError(f"config.batch_size={batch_size} is larger than the {n} {examples}; "
+                      f"use at most {n if at_most is None else at_most}")
+
+
 def describe_os_error(e: OSError) -> str:
   """'No space left on device' etc.: the OS's words for an OSError, without the errno noise."""
   return e.strerror or str(e) or type(e).__name__

@@ -507,10 +507,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
   if dataset is None:
     dataset = data_lib.load(config.data)
   n = len(dataset.train)
-  if config.batch_size > n:
-    raise errors.ConfigError(
-        f"config.batch_size={config.batch_size} is larger than the {n} training examples of "
-        f"{dataset.name}; use at most {n}")
+  errors.check_batch_size(config.batch_size, n, f"training examples of {dataset.name}")
   fns = _prepare(config, dataset)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   mesh = parallel.make_mesh()

@@ -111,11 +111,8 @@ def batch_indices(seed: int, n: int, batch_size: int, start_step: int,
   Batch s is a pure function of (seed, s): each epoch is a fresh permutation and the last
   n % batch_size examples of an epoch are dropped, so resuming at any step is exact.
   """
+  errors.check_batch_size(batch_size, n, "training examples")
   steps_per_epoch = n // batch_size
-  if steps_per_epoch == 0:
-    raise errors.ConfigError(
-        f"config.batch_size={batch_size} is larger than the {n} training examples; "
-        f"use a batch size of at most {n}")
   out = np.empty((num_steps, batch_size), np.int32)
   perm, perm_epoch = None, -1
   for i, step in enumerate(range(start_step, start_step + num_steps)):

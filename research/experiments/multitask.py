@@ -166,9 +166,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   out = {}
   for n in exp.train_examples:
     main = regularization.train_subset(dataset.train, n, exp.subset_seed)
-    if b > n:
-      raise errors.ConfigError(f"config.batch_size={b} is larger than the {n} main-task "
-                               f"examples; use at most {min(exp.train_examples)}")
+    errors.check_batch_size(b, n, "main-task examples", min(exp.train_examples))
     variants, evaluators = [], {}
     for method in exp.methods:
       model = make_model(d_in, exp.hidden_sizes, 10, AUX_CLASSES[method])

@@ -285,10 +285,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   exp = config.experiment
   dataset = data_lib.load(config.data)
   train_split = train_subset(dataset.train, exp.train_examples, exp.subset_seed)
-  if config.batch_size > len(train_split):
-    raise errors.ConfigError(
-        f"config.batch_size={config.batch_size} is larger than the {len(train_split)} training "
-        f"examples of the slice; use at most {len(train_split)}")
+  errors.check_batch_size(config.batch_size, len(train_split), "training examples of the slice")
   if "augment" in exp.methods and dataset.train.x.ndim != 4:
     raise errors.ConfigError(
         f"the augment method needs images x_NxHxWxC but {dataset.name} gives shape "

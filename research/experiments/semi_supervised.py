@@ -118,9 +118,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   out = {}
   for n in exp.train_examples:
     labelled = regularization.train_subset(dataset.train, n, exp.subset_seed)
-    if b_l > n:
-      raise errors.ConfigError(f"config.batch_size={b_l} is larger than the {n} labelled "
-                               f"examples; use at most {min(exp.train_examples)}")
+    errors.check_batch_size(b_l, n, "labelled examples", min(exp.train_examples))
     x_all = np.concatenate([labelled.x, unlabelled.x])
     y_all = np.concatenate([labelled.y, np.full(len(unlabelled), -1, np.int32)])
     batches = variants_lib.two_source_batches(n, b_l, len(unlabelled), b_u)

@@ -217,9 +217,7 @@ def _task_setup(config) -> dict[str, Any]:
       dataset = binary_dataset(dataset, exp.positive_class, exp.positive_keep,
                                config.data.split_seed)
   n = len(dataset.train)
-  if config.batch_size > n:
-    raise errors.ConfigError(f"config.batch_size={config.batch_size} is larger than the {n} "
-                             f"training examples of {dataset.name}; use at most {n}")
+  errors.check_batch_size(config.batch_size, n, f"training examples of {dataset.name}")
   if task == "mae":
     k = 1
   else:

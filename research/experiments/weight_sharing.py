@@ -63,10 +63,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   for n in exp.train_examples:
     train_split = regularization.train_subset(dataset.train, n, exp.subset_seed)
     n = len(train_split)
-    if config.batch_size > n:
-      raise errors.ConfigError(
-          f"config.batch_size={config.batch_size} is larger than the {n} examples of a slice; "
-          f"use at most {n}")
+    errors.check_batch_size(config.batch_size, n, "examples of a slice")
     variants, evaluators = [], {}
     for name, shared in VARIANTS.items():
       cfg = config.copy_and_resolve_references()
