@@ -112,7 +112,7 @@ def make_attack_fn(model: models.Model, activation: str, k: int, epsilons, low, 
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  variants_lib.check_experiment(config, RANGES, "configs/exp_adversarial.py", METHODS)
+  report.check_experiment(config, "configs/exp_adversarial.py", RANGES, METHODS)
   if config.model.name != "mlp" or config.model.get("dropout", 0.0):
     raise errors.ConfigError("config.model: the adversarial experiment compares jax.grad's dE/dx "
                              "with the manual MLP's; set config.model.name='mlp', dropout=0")

@@ -39,7 +39,6 @@ from research import errors
 from research import metrics as metrics_lib
 from research import models
 from research import optim
-from research import train
 from research.experiments import report
 
 
@@ -108,11 +107,7 @@ def make_fit(model: models.Model, optimizer: optax.GradientTransformation, f: Ca
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  train.validate(config)
-  exp = config.get("experiment")
-  if exp is None:
-    raise errors.ConfigError(
-        "config.experiment is missing; start from configs/exp_approximation.py")
+  exp = report.check_experiment(config, "configs/exp_approximation.py")
   for i, name in enumerate(exp.targets):
     errors.check_choice(f"experiment.targets[{i}]", name, sorted(TARGETS))
   if not exp.widths or any(not isinstance(h, int) or h <= 0 for h in exp.widths):

@@ -95,10 +95,7 @@ def minibatch_variance(g_NxP: jax.Array, batch_size: int | jax.Array, key: jax.A
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  train.validate(config)
-  exp = config.get("experiment")
-  if exp is None:
-    raise errors.ConfigError("config.experiment is missing; start from configs/exp_batch_size.py")
+  exp = report.check_experiment(config, "configs/exp_batch_size.py")
   if not exp.batch_sizes or any(not isinstance(b, int) or b < 0 for b in exp.batch_sizes):
     raise errors.ConfigError(f"config.experiment.batch_sizes={exp.batch_sizes!r} must be "
                              "integers >= 1, or 0 for the full training set")

@@ -95,10 +95,7 @@ def layer_grad_norms(grads) -> list[float]:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  train.validate(config)
-  exp = config.get("experiment")
-  if exp is None:
-    raise errors.ConfigError("config.experiment is missing; start from configs/exp_curvature.py")
+  exp = report.check_experiment(config, "configs/exp_curvature.py")
   for i, name in enumerate(exp.optimizers):
     errors.check_choice(f"experiment.optimizers[{i}]", name, optim.OPTIMIZERS)
   for i, name in enumerate(exp.problems):

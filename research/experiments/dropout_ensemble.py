@@ -43,11 +43,7 @@ from research.experiments import regularization
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the config.experiment fields; fails with the field and the fix."""
-  train.validate(config)
-  if "experiment" not in config:
-    raise errors.ConfigError("config.experiment is missing; add the fields of "
-                             "configs/exp_dropout_ensemble.py")
-  exp = config.experiment
+  exp = report.check_experiment(config, "configs/exp_dropout_ensemble.py")
   if not config.model.get("dropout", 0.0) > 0:
     raise errors.ConfigError(
         f"config.model.dropout={config.model.get('dropout', 0.0)!r}: with no dropout every mask "

@@ -78,12 +78,7 @@ _RANGES = {
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the model and config.experiment fields; one line naming the fix."""
-  train.validate(config)
-  if "experiment" not in config:
-    raise errors.ConfigError("config.experiment is missing; add the fields of "
-                             "configs/exp_skipgram.py")
-  exp = config.experiment
-  config_lib.check_ranges(exp, _RANGES, prefix="config.experiment")
+  exp = report.check_experiment(config, "configs/exp_skipgram.py", _RANGES)
   errors.check_choice("model.name", config.model.name, ("bag_of_embeddings",))
   if not isinstance(config.model.embed_dim, int) or config.model.embed_dim < 1:
     raise errors.ConfigError(f"config.model.embed_dim={config.model.embed_dim!r} must be a "

@@ -140,7 +140,7 @@ def load_aux(split_seed: int) -> data_lib.Dataset:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  variants_lib.check_experiment(config, RANGES, "configs/exp_multitask.py", METHODS)
+  report.check_experiment(config, "configs/exp_multitask.py", RANGES, METHODS)
   errors.check_ints("experiment.train_examples", config.experiment.train_examples,
                     " (labelled main-task examples)")
   if config.data.name != "digits" or config.data.image_size not in (0, 8):

@@ -74,12 +74,7 @@ _RANGES = {
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the model and config.experiment fields; one line naming the fix."""
-  train.validate(config)
-  if "experiment" not in config:
-    raise errors.ConfigError("config.experiment is missing; add the fields of "
-                             "configs/exp_pretraining.py")
-  exp = config.experiment
-  config_lib.check_ranges(exp, _RANGES, prefix="config.experiment")
+  exp = report.check_experiment(config, "configs/exp_pretraining.py", _RANGES)
   if config.model.name != "mlp" or config.model.activation != "sigmoid":
     raise errors.ConfigError(
         f"config.model is {config.model.name!r} with {config.model.get('activation')!r} units; "

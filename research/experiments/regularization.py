@@ -54,11 +54,7 @@ def _is_int(value) -> bool:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the config.experiment fields; fails with the field and the fix."""
-  train.validate(config)
-  if "experiment" not in config:
-    raise errors.ConfigError("config.experiment is missing; add the fields of "
-                             "configs/exp_regularization.py")
-  exp = config.experiment
+  exp = report.check_experiment(config, "configs/exp_regularization.py")
   for i, method in enumerate(exp.methods):
     errors.check_choice(f"experiment.methods[{i}]", method, METHODS)
   if not exp.methods:

@@ -3,6 +3,7 @@ the results files it writes.
 
   @report.runner                                    claims the workdir, checks the config,
                                                     makes reruns idempotent (see `runner`)
+  check_experiment(config, example, ranges, methods)  train.validate + config.experiment
   markdown_table(columns, rows)                     a GitHub table, floats to 4 digits
   write_results(workdir, title, columns, rows, notes, result)   results.md and results.json
 """
@@ -16,6 +17,10 @@ import jax
 import numpy as np
 from absl import logging
 
+import ml_collections
+
+from research import config_lib
+from research import errors
 from research import metrics as metrics_lib
 from research import train
 from research import workdir as workdir_lib
@@ -58,6 +63,27 @@ def runner(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
              "wall_time": time.time() - t_start}, indent=2) + "\n")
       return result
   return run
+
+
+def check_experiment(config: ml_collections.ConfigDict, example: str,
+                     ranges: dict[str, config_lib.Range] | None = None,
+                     methods: Sequence[str] | None = None) -> ml_collections.ConfigDict:
+  """train.validate, config.experiment present, its numeric fields in `ranges`, and (when
+  `methods` is given) experiment.methods a non-empty tuple of them; returns config.experiment.
+  `example` names the config file to start from."""
+  train.validate(config)
+  if config.get("experiment") is None:
+    raise errors.ConfigError(f"config.experiment is missing; start from {example}")
+  exp = config.experiment
+  if ranges:
+    config_lib.check_ranges(exp, ranges, prefix="config.experiment")
+  if methods is not None:
+    if not exp.methods:
+      raise errors.ConfigError("config.experiment.methods is empty; name at least one of "
+                               + ", ".join(methods))
+    for i, method in enumerate(exp.methods):
+      errors.check_choice(f"experiment.methods[{i}]", method, methods)
+  return exp
 
 
 def _read_json(path) -> Any:

@@ -83,7 +83,7 @@ def make_loss_fn(model: models.Model, k: int, method: str, b_l: int, augment_fn,
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  variants_lib.check_experiment(config, RANGES, "configs/exp_semi_supervised.py", METHODS)
+  report.check_experiment(config, "configs/exp_semi_supervised.py", RANGES, METHODS)
   errors.check_ints("experiment.train_examples", config.experiment.train_examples,
                     " (labelled examples)")
   if not tuple(config.augment.ops):

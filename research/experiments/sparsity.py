@@ -55,7 +55,7 @@ RANGES = {"train_examples": config_lib.Range(True, 0), "subset_seed": config_lib
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  variants_lib.check_experiment(config, RANGES, "configs/exp_sparse_representations.py")
+  report.check_experiment(config, "configs/exp_sparse_representations.py", RANGES)
   if config.model.name != "mlp" or config.model.get("dropout", 0.0):
     raise errors.ConfigError(
         f"config.model.name={config.model.name!r}, dropout={config.model.get('dropout', 0.0)!r}: "

@@ -189,10 +189,7 @@ def _normalise(s: str) -> str:
 # The runner.
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  train.validate(config)
-  exp = config.get("experiment")
-  if exp is None:
-    raise errors.ConfigError("config.experiment is missing; start from configs/exp_surrogate.py")
+  exp = report.check_experiment(config, "configs/exp_surrogate.py")
   errors.check_choice("experiment.task", exp.task, sorted(TASKS))
   if exp.task == "bleu":
     errors.check_choice("experiment.bleu_tokenize", exp.bleu_tokenize, BLEU_TOKENIZERS)

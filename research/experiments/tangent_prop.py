@@ -166,7 +166,7 @@ def random_affine(key: jax.Array, x_NHWC: jax.Array, max_shift: float,
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  variants_lib.check_experiment(config, RANGES, "configs/exp_tangent_prop.py", METHODS)
+  report.check_experiment(config, "configs/exp_tangent_prop.py", RANGES, METHODS)
   errors.check_choice("experiment.tangent_output", config.experiment.tangent_output, OUTPUTS)
   if config.loss.output != "softmax":
     raise errors.ConfigError(f"config.loss.output={config.loss.output!r}: tangent propagation "

@@ -13,7 +13,7 @@ slice of the training split for several seeds, measure each run, tabulate mean Â
   accuracy_fn(model, output, k, batch)    the library's evaluator as (params, split) -> metrics
   two_source_batches(...)                 batches drawing b_a rows of one source and b_b of
                                           another (multi-task, semi-supervised learning)
-  summarize, cell, bar_plot, size_plot, check_experiment
+  summarize, cell, bar_plot, size_plot
 
 Every run starts from jax.random.key(seed) (init and per-step randomness), and its batches are
 functions of (seed, step), so a rerun gives the same numbers. Runs are not checkpointed: they
@@ -29,7 +29,6 @@ import numpy as np
 from absl import logging
 
 from research import augment
-from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import gradients
@@ -155,23 +154,6 @@ def two_source_batches(n_a: int, b_a: int, n_b: int, b_b: int) -> Callable:
     idx_b = data_lib.batch_indices(seed + 10_000, n_b, b_b, start, num)
     return np.concatenate([idx_a, n_a + idx_b], axis=1)
   return batches
-
-
-def check_experiment(config: ml_collections.ConfigDict, ranges: dict[str, config_lib.Range],
-                     example: str, methods: tuple[str, ...] | None = None) -> None:
-  """train.validate, config.experiment present, its numeric fields in range, and (when
-  `methods` is given) experiment.methods a non-empty tuple of them. `example` names the config
-  file to start from."""
-  train.validate(config)
-  if "experiment" not in config:
-    raise errors.ConfigError(f"config.experiment is missing; start from {example}")
-  config_lib.check_ranges(config.experiment, ranges, prefix="config.experiment")
-  if methods is not None:
-    if not config.experiment.methods:
-      raise errors.ConfigError("config.experiment.methods is empty; name at least one of "
-                               + ", ".join(methods))
-    for i, method in enumerate(config.experiment.methods):
-      errors.check_choice(f"experiment.methods[{i}]", method, methods)
 
 
 def bar_plot(path, results: dict[str, dict], panels: Sequence[tuple[str, str, float]],

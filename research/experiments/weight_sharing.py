@@ -37,7 +37,7 @@ RANGES = {"subset_seed": config_lib.Range(True, 0), "repeats": config_lib.Range(
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  variants_lib.check_experiment(config, RANGES, "configs/exp_weight_sharing.py")
+  report.check_experiment(config, "configs/exp_weight_sharing.py", RANGES)
   if config.model.name != "local_cnn":
     raise errors.ConfigError(f"config.model.name={config.model.name!r}: the weight sharing "
                              "experiment compares the two kinds of 'local_cnn'; set it to that")
