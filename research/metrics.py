@@ -143,6 +143,23 @@ def rebuild_tensorboard(workdir, records: list[dict]) -> None:
   writer.close()
 
 
+def read_tensorboard(workdir) -> list[tuple[str, int, float]]:
+  """Every scalar of workdir's event files as (tag, step, value), in file order (the files'
+  TFRecord framing: length u64, its crc u32, the Event proto, the data's crc u32)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  out = []
+  for path in sorted(workdir_lib.as_path(workdir).glob(_EVENTS_GLOB)):
+    data = path.read_bytes()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+      pos += 12 + length + 4
+      out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+  return out
+
+
 def _summary_writer(workdir: epath.Path):
   import tensorboardX  # pylint: disable=g-import-not-at-top  Only process 0 needs it.
   if workdir_lib.is_remote(workdir):

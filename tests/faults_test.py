@@ -5,13 +5,11 @@ records with the timing fields aside, TensorBoard scalars once per step) or ends
 `error:` line, a non-zero exit code and every earlier result intact.
 """
 import contextlib
-import glob
 import json
 import os
 import random
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -19,7 +17,6 @@ import time
 import jax
 import numpy as np
 import pytest
-from tensorboardX.proto import event_pb2
 
 from configs import default
 from research import checkpoint
@@ -73,16 +70,9 @@ def _params(workdir):
 def _tb_scalars(workdir) -> dict[tuple[str, int], float]:
   """Every (tag, step) of the event files, asserting that none appears twice."""
   seen = {}
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
-    data = open(path, "rb").read()
-    pos = 0
-    while pos < len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-      pos += 12 + length + 4
-      for value in event.summary.value:
-        assert (value.tag, event.step) not in seen, f"{value.tag} at step {event.step} twice"
-        seen[(value.tag, event.step)] = value.simple_value
+  for tag, step, value in metrics.read_tensorboard(workdir):
+    assert (tag, step) not in seen, f"{tag} at step {step} twice"
+    seen[(tag, step)] = value
   return seen
 
 

@@ -1,14 +1,10 @@
 """research.metrics (JSON lines + TensorBoard) and research.plot (learning-curve PNGs)."""
-import glob
 import json
-import os
-import struct
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from matplotlib import image as mpl_image
-from tensorboardX.proto import event_pb2
 
 from research import errors
 from research import metrics
@@ -29,17 +25,9 @@ def _write_run(workdir, records=_RECORDS):
 
 
 def _tb_scalars(workdir) -> dict[str, list[tuple[int, float]]]:
-  """Reads the event files' scalars: TFRecord framing (len u64, crc u32, data, crc u32)."""
   scalars = {}
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
-    data = open(path, "rb").read()
-    pos = 0
-    while pos < len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-      pos += 12 + length + 4
-      for value in event.summary.value:
-        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  for tag, step, value in metrics.read_tensorboard(workdir):
+    scalars.setdefault(tag, []).append((step, value))
   return scalars
 
 
