@@ -230,9 +230,9 @@ def manual_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array, lam: fl
     lam_act: lambda_h of the optional penalty on the hidden units, (lambda_h/B) sum_b sum_l
       sum_j |sigma^l_bj| (losses.activation_l1_penalty).
   """
-  return manual_grads_and_input_grad(
-      params, x_BxD, y_BxK, lam, m, activation=activation, output=output,
-      output_delta=output_delta, lam1=lam1, lam_act=lam_act)[0]
+  sigmas, deltas = _forward_backward(params, x_BxD, y_BxK, lam, m, activation, output,
+                                     output_delta, lam1, lam_act)
+  return _weight_grads(params, sigmas, deltas, lam, m, lam1)
 
 
 def manual_grads_and_input_grad(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array,
@@ -244,14 +244,21 @@ def manual_grads_and_input_grad(params: list[dict], x_BxD: jax.Array, y_BxK: jax
 
   dE/dx has x's shape; E averages over the batch, so example b's row is (1/B) dE_b/dx_b.
   """
+  sigmas, deltas = _forward_backward(params, x_BxD, y_BxK, lam, m, activation, output,
+                                     output_delta, lam1, lam_act)
+  return (_weight_grads(params, sigmas, deltas, lam, m, lam1),
+          input_gradient(params, deltas, x_BxD.shape))
+
+
+def _forward_backward(params, x_BxD, y_BxK, lam, m, activation, output, output_delta, lam1,
+                      lam_act) -> tuple[list[jax.Array], list[jax.Array]]:
+  """The checks, the forward pass and the recursion: ([sigma^0..sigma^{L-1}], [delta^1..L])."""
   _check(activation, output, output_delta)
   _check_penalty(lam, m, lam1, lam_act)
   sigmas, sum_BxK = forward(params, x_BxD, activation)
   _check_targets(y_BxK, sum_BxK)
-  deltas = _batch_deltas(params, sigmas, sum_BxK, y_BxK, activation, output, output_delta,
-                         lam_act)
-  return (_weight_grads(params, sigmas, deltas, lam, m, lam1),
-          input_gradient(params, deltas, x_BxD.shape))
+  return sigmas, _batch_deltas(params, sigmas, sum_BxK, y_BxK, activation, output,
+                               output_delta, lam_act)
 
 
 def manual_per_example_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Array,
