@@ -125,14 +125,14 @@ def _leaf_name(path) -> str:
 
 def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None = None,
                      value_and_grad: Callable | None = None,
-                     max_traces: int | None = None, norms: bool = True) -> Callable:
+                     max_traces: int | None = None, norms: bool = False) -> Callable:
   """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps.
 
   sums holds E ("loss_sum") and every scalar of the loss's aux (e.g. "data_loss_sum",
   "accuracy_sum") summed over the chunk's steps (train records report E as "loss" and the data
-  term, comparable with valid/test "loss", as "data_loss"); "norms" (unless norms=False), the
-  per-layer norms {"grad", "param", "update"} of the chunk's last step (weight_norms); and
-  the first step
+  term, comparable with valid/test "loss", as "data_loss"); with norms=True (the run's loop,
+  for its log records; the experiment runners do not read them) "norms", the per-layer norms
+  {"grad", "param", "update"} of the chunk's last step (weight_norms); and the first step
   whose loss was not finite (or -1), so NaN detection costs no extra host sync.
 
   max_traces guards compilation: a run traces the chunk once per distinct chunk length S,
@@ -269,7 +269,7 @@ def _functions(config_key: str, n: int, k: int, input_shape: tuple, x_dtype: str
   loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
   value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n, input_shape)
   train_chunk = make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment),
-                                 value_and_grad, max_traces=len(lengths))
+                                 value_and_grad, max_traces=len(lengths), norms=True)
   add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
   return _Functions(model, train_chunk, make_eval_fn(model, config.loss.output, k), add,
                     value_and_grad, {})

@@ -87,7 +87,7 @@ def fit(variant: Variant, config: ml_collections.ConfigDict, x_all, y_all,
     while step < config.num_steps:
       stop = min(step + config.eval_every, config.num_steps)
       state, sums = chunk(state, x_all, y_all, batches(seed, step, stop - step))
-      sums = jax.device_get({k: v for k, v in sums.items() if k != "norms"})
+      sums = jax.device_get(sums)
       if sums["first_bad_step"] >= 0:
         raise errors.NonFiniteLossError(
             f"{variant.name}, seed {seed}: the loss became NaN/inf at step "
