@@ -91,6 +91,13 @@ def _profile_window(config) -> tuple[int, int]:
   return window
 
 
+def profile_plan(config, step: int) -> tuple[int, int] | None:
+  """The window to trace in a run that starts (or resumes) at `step`: None when it is empty
+  or the run starts past its first step (a trace of half a window would mislead)."""
+  start, stop = _profile_window(config)
+  return (start, stop) if step <= start < stop else None
+
+
 def precision(config):
   """The context the run traces under: jax.default_matmul_precision(config.matmul_precision),
   or none for "default" (the backend's own: full float32 on CPUs; bfloat16 passes on TPUs)."""
@@ -557,7 +564,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     last_log_step = step // config.log_every * config.log_every
     ran = {"steps": 0, "log_steps": 0, "log_seconds": 0.0}  # Steps run by this process.
     pending_bad, valid = [], {}
-    profile = _profile_window(config) if _profile_window(config)[1] > step else None
+    profile = profile_plan(config, step)
     for start, stop in ([] if stopped_early else chunk_bounds(config, step)):
       idx_SxB = indices(start, stop)
       executable = fns.executables.get(stop - start)

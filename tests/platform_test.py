@@ -107,6 +107,15 @@ def test_profile_steps_write_a_trace_into_the_workdir(tmp_path):
     train.validate(_tiny(profile_steps=(5, 1)))
 
 
+def test_a_profile_window_is_traced_whole_or_not_at_all():
+  # A trace must start before it stops: an empty window, or a run resumed inside the window
+  # or past it, traces nothing.
+  assert train.profile_plan(_tiny(profile_steps=(20, 30)), 0) == (20, 30)
+  assert train.profile_plan(_tiny(profile_steps=(20, 30)), 20) == (20, 30)
+  for window, step in (((20, 30), 25), ((20, 30), 30), ((5, 5), 0), ((0, 0), 0)):
+    assert train.profile_plan(_tiny(profile_steps=window), step) is None
+
+
 def test_gradcheck_skips_float64_in_one_line_on_a_backend_without_it(monkeypatch):
   monkeypatch.setattr(gradcheck, "has_float64", lambda: False)
   printed = []
