@@ -322,7 +322,10 @@ def check_same_config(config, saved: dict | None, workdir) -> None:
   """Resuming with a different config would silently mix two experiments: refuse."""
   if saved is None:
     return
-  saved = {k: v for k, v in saved.items() if k != "resolved"}
+  # A top-level field added to config_lib.base after the run was saved counts as its
+  # default there, so a run from an older version of the project resumes.
+  saved = {**_config_dict(config_lib.base()),
+           **{k: v for k, v in saved.items() if k != "resolved"}}
   diffs = sorted(_diff(saved, _config_dict(config)))
   if diffs:
     raise errors.ConfigError(

@@ -442,3 +442,14 @@ def test_rerunning_a_finished_runner_does_nothing_and_an_interrupted_one_starts_
 def _with_seed(config, seed):
   config.seed = seed
   return config
+
+
+def test_a_run_saved_before_a_top_level_field_existed_resumes_and_a_change_is_refused():
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  saved = json.loads(config.to_json_best_effort())
+  del saved["compute_dtype"], saved["profile_steps"]  # Fields the older version lacked.
+  train.check_same_config(config, saved, "w")
+  config.compute_dtype = "bfloat16"
+  with pytest.raises(errors.ConfigError, match="compute_dtype: 'float32' -> 'bfloat16'"):
+    train.check_same_config(config, saved, "w")
