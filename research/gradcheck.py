@@ -181,7 +181,13 @@ PRECISION = "highest"
 
 def has_float64() -> bool:
   """Whether the default backend computes in float64 (TPUs do not)."""
-  if jax.default_backend() == "tpu":
+  return _has_float64(jax.default_backend())
+
+
+@functools.cache
+def _has_float64(backend: str) -> bool:
+  """Asked once per backend: the probe compiles a program."""
+  if backend == "tpu":
     return False
   try:
     with jax.enable_x64(True):
