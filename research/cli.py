@@ -12,7 +12,6 @@ Exit codes: 2 for input the run cannot use (config, data, workdir), 3 for a NaN/
 a read or write that failed mid-run (disk full, permission lost), 130 for Ctrl-C.
 """
 import argparse
-import errno
 import functools
 import logging
 import os
@@ -94,17 +93,6 @@ def exit_code(e: BaseException) -> int | None:
   return None
 
 
-def _os_error_fix(e: OSError) -> str:
-  """What to do about a failed read or write, by its cause."""
-  if e.errno in (errno.ENOSPC, errno.EDQUOT):
-    return "free space"
-  if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-    return "restore write access or choose a path you can write to"
-  if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
-    return "check the path"
-  return "check the path and the storage"
-
-
 def guarded(fn: Callable | None = None, *, resumes: bool = False) -> Callable:
   """fn, with every error a user can cause or meet reported in one line (see module doc).
   resumes: the command resumes from its last checkpoint when rerun (say so in the line)."""
@@ -126,7 +114,7 @@ def guarded(fn: Callable | None = None, *, resumes: bool = False) -> Callable:
       if isinstance(e, OSError):  # From a library, e.g. a full disk under a writer.
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         fail(f"a read or write failed{where}: {errors.describe_os_error(e)}; "
-             f"{_os_error_fix(e)}, then {rerun}", 4)
+             f"{errors.os_error_fix(e.errno)}, then {rerun}", 4)
       raise
   return run
 

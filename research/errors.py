@@ -5,6 +5,7 @@
   StorageError                           exit 4: reading or writing the workdir failed mid-run
                                          (disk full, permission lost); what was saved is intact
 """
+import errno
 import math
 import numbers
 
@@ -71,3 +72,14 @@ def check_batch_size(batch_size: int, n: int, examples: str, at_most: int | None
 def describe_os_error(e: OSError) -> str:
   """'No space left on device' etc.: the OS's words for an OSError, without the errno noise."""
   return e.strerror or str(e) or type(e).__name__
+
+
+def os_error_fix(code: int | None) -> str:
+  """What to do about a failed read or write, by its errno."""
+  if code in (errno.ENOSPC, errno.EDQUOT):
+    return "free space"
+  if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+    return "restore write access or choose a path you can write to"
+  if code in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+    return "check the path"
+  return "check the path and the storage"

@@ -182,14 +182,14 @@ def append_line(path: epath.Path, line: str) -> None:
 def storage_error(path, e: BaseException) -> errors.StorageError:
   """A one-line StorageError for a failed read or write of `path` during a run."""
   text = str(e)
-  code = re.search(r"os_error_code='?(\d+)", text)  # tensorstore's wrapping of an OSError
+  wrapped = re.search(r"os_error_code='?(\d+)", text)  # tensorstore's wrapping of an OSError
+  code = e.errno if isinstance(e, OSError) else int(wrapped.group(1)) if wrapped else None
   if isinstance(e, OSError):
     cause = errors.describe_os_error(e)
-  elif code:
-    cause = os.strerror(int(code.group(1)))
+  elif wrapped:
+    cause = os.strerror(code)
   else:
     cause = text.splitlines()[0][:200] if text else type(e).__name__
   return errors.StorageError(
-      f"writing {path} failed ({cause}); free space or restore write access, then rerun the "
-      "same command: it resumes from the last checkpoint, and metrics.jsonl keeps every "
-      "record up to it")
+      f"writing {path} failed ({cause}); {errors.os_error_fix(code)}, then rerun the same "
+      "command: a run resumes from its last checkpoint, with metrics.jsonl's records up to it")
