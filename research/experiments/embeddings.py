@@ -403,10 +403,6 @@ def downstream(config, corpus: Corpus, tables: dict[int, np.ndarray], per_topic:
 # ------------------------------------------------------------------------------------ runner
 
 
-def _summary(values) -> dict[str, float]:
-  return {"mean": float(np.mean(values)), "std": float(np.std(values))}
-
-
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Trains and measures the skip-gram, reuses it downstream; see the module docstring.
@@ -443,13 +439,13 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
                              "init": topic_agreement(np.asarray(sgs[s]["init"]["v_in"]),
                                                      corpus)},
                   "curve": sgs[s]["curve"]} for s in seeds}
-  measures = {group: {which: {key: _summary([per_seed[s][group][which][key] for s in seeds])
+  measures = {group: {which: {key: report.mean_std([per_seed[s][group][which][key] for s in seeds])
                               for key in per_seed[first][group][which] if key != "ranks"}
                       for which in ("trained", "init")} for group in ("pairs", "topics")}
   for key in ("train_loss", "heldout_loss"):
     if per_seed[first]["curve"][-1][key] is None:  # no held-out sentences
       continue
-    measures[key] = {when: _summary([per_seed[s]["curve"][i][key] for s in seeds])
+    measures[key] = {when: report.mean_std([per_seed[s]["curve"][i][key] for s in seeds])
                      for when, i in (("first", 1 if key == "train_loss" else 0),
                                      ("last", -1))}
   logging.info("related pairs: mean percentile %.1f%% (init %.1f%%), in the top 10: %.0f%% "
@@ -468,8 +464,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
     out = downstream(config, corpus, trained, per_topic, seeds)
     row = {"labels_per_topic": per_topic}
     for name in exp.tables:
-      row[name] = _summary([r["test_accuracy"] for r in out if r["table"] == name])
-      row[name + "_train"] = _summary([r["train_accuracy"] for r in out if r["table"] == name])
+      row[name] = report.mean_std([r["test_accuracy"] for r in out if r["table"] == name])
+      row[name + "_train"] = report.mean_std([r["train_accuracy"] for r in out if r["table"] == name])
     for r in out:
       writer.write({"step": config.num_steps, "split": "downstream", **r})
     runs += out

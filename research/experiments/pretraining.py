@@ -351,8 +351,7 @@ def _measure_fn(model: models.Model, output: str, k: int) -> Callable:
 
 
 def _summary(values) -> dict[str, float]:
-  return {"mean": float(np.mean(values)), "std": float(np.std(values)),
-          "min": float(np.min(values)), "max": float(np.max(values))}
+  return {**report.mean_std(values), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
 @report.runner

@@ -265,10 +265,6 @@ def fit_bagging(config: ml_collections.ConfigDict, model: models.Model, num_outp
 # ------------------------------------------------------------------------------------ runner
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-  return {"mean": float(np.mean(values)), "std": float(np.std(values))}
-
-
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Trains every method of config.experiment.methods, writes results.{md,json} and a plot.
@@ -333,7 +329,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
       runs.append(run_record)
     fields = ("train_accuracy", "test_accuracy", "gap", "train_loss", "test_loss",
               "weight_norm_sq")
-    results[method] = {f: _summary([r[f] for r in runs]) for f in fields}
+    results[method] = {f: report.mean_std([r[f] for r in runs]) for f in fields}
     results[method]["runs"] = runs
     logging.info("%-14s train %.3f  test %.3f  gap %.3f  test loss %.3f  (%.1f s)", method,
                  results[method]["train_accuracy"]["mean"],

@@ -4,6 +4,7 @@ the results files it writes.
   @report.runner                                    claims the workdir, checks the config,
                                                     makes reruns idempotent (see `runner`)
   check_experiment(config, example, ranges, methods)  train.validate + config.experiment
+  mean_std(values)                                  {"mean", "std"} over seeds
   markdown_table(columns, rows)                     a GitHub table, floats to 4 digits
   write_results(workdir, title, columns, rows, notes, result)   results.md and results.json
 """
@@ -93,6 +94,11 @@ def _read_json(path) -> Any:
     return json.loads(path.read_text())
   except ValueError:
     return None
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+  """{"mean", "std"} of one measure over seeds (std: population)."""
+  return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[dict]) -> str:

@@ -113,8 +113,7 @@ def accuracy_fn(model: models.Model, output: str, k: int, batch_size: int) -> Ca
 
 def summarize(runs: Sequence[dict], fields: Sequence[str]) -> dict[str, dict[str, float]]:
   """{field: {"mean", "std"}} over the runs (std: population, over seeds)."""
-  return {f: {"mean": float(np.mean([r[f] for r in runs])),
-              "std": float(np.std([r[f] for r in runs]))} for f in fields}
+  return {f: report.mean_std([r[f] for r in runs]) for f in fields}
 
 
 def cell(summary: dict[str, float], scale: float = 100.0, digits: int = 1) -> str:
