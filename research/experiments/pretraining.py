@@ -193,9 +193,8 @@ def pretrain(config: ml_collections.ConfigDict, x_NxD: np.ndarray, seeds: list[i
              writer: metrics_lib.MetricWriter | None = None) -> dict[str, Any]:
   """Greedy layer-wise pre-training of the first experiment.pretrain_layers hidden layers,
   once per seed (the seeds vmapped). Returns {"layers": [{"w": w_RxIxH, "b": b_RxH}, ...]
-  (R = len(seeds)), "autoencoders": the full autoencoder params per layer, "reconstruction":
-  per layer {"before", "after"} (the clean cost on every input, mean over seeds) and
-  "curve": per layer [(step, mean training cost over the chunk)]}."""
+  (R = len(seeds)) and "reconstruction": per layer {"before", "after"} (the clean cost on
+  every input, mean over seeds)}; the training cost of every chunk goes to `writer`."""
   exp = config.experiment
   hidden = tuple(config.model.hidden_sizes)[:exp.pretrain_layers]
   n = len(x_NxD)
@@ -205,7 +204,7 @@ def pretrain(config: ml_collections.ConfigDict, x_NxD: np.ndarray, seeds: list[i
   r = len(seeds)
   x_RxNxI = jnp.broadcast_to(jnp.asarray(x_NxD), (r, *x_NxD.shape))
   optimizer = optim.make_optimizer(exp.pretrain_optimizer, exp.pretrain_steps)
-  out = {"layers": [], "autoencoders": [], "reconstruction": [], "curve": []}
+  out = {"layers": [], "reconstruction": []}
   every = min(config.eval_every, exp.pretrain_steps)
   for l, d_hidden in enumerate(hidden, start=1):
     d_in = x_RxNxI.shape[-1]
@@ -228,7 +227,6 @@ def pretrain(config: ml_collections.ConfigDict, x_NxD: np.ndarray, seeds: list[i
     states = [init_state(s) for s in seeds]
     state = jax.tree.map(lambda *a: jnp.stack(a), *states)
     before = float(np.mean(clean(state["params"], x_RxNxI)))
-    curve = []
     for start in range(0, exp.pretrain_steps, every):
       stop = min(start + every, exp.pretrain_steps)
       idx = np.stack([data_lib.batch_indices(s * 1000 + l, n, exp.pretrain_batch_size, start,
@@ -239,7 +237,6 @@ def pretrain(config: ml_collections.ConfigDict, x_NxD: np.ndarray, seeds: list[i
         raise errors.NonFiniteLossError(
             f"pre-training layer {l}: the reconstruction cost became NaN/inf before step "
             f"{stop}; lower config.experiment.pretrain_optimizer.learning_rate")
-      curve.append((stop, value))
       if writer is not None:
         writer.write({"step": stop, "split": "pretrain", "layer": l, "reconstruction": value})
     after = float(np.mean(clean(state["params"], x_RxNxI)))
@@ -247,10 +244,8 @@ def pretrain(config: ml_collections.ConfigDict, x_NxD: np.ndarray, seeds: list[i
                  "-> %.4f per example", l, d_in, d_hidden, "tied" if exp.tied else "untied",
                  exp.cost, exp.noise, before, after)
     ae = state["params"]
-    out["autoencoders"].append(ae)
     out["layers"].append({"w": ae["w"], "b": ae["b"]})
     out["reconstruction"].append({"layer": l, "before": before, "after": after})
-    out["curve"].append(curve)
     # The next autoencoder reads this layer's clean hidden units.
     x_RxNxI = jax.jit(jax.vmap(autoencoder.encode))(ae, x_RxNxI)
   return out
@@ -278,7 +273,7 @@ def finetune(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, per_c
   """Fine-tunes every (init, seed) on per_class labels of each class, as one vmapped chunk.
 
   Returns {"runs": [{"init", "seed", "train_accuracy", "test_accuracy", "test_loss"}],
-  "params": {init: params stacked over seeds}}.
+  "params": {init: params stacked over seeds}, "initial_w1": {init: seed 0's w^1 at init}}.
   """
   exp = config.experiment
   inits = list(exp.inits)
@@ -295,7 +290,8 @@ def finetune(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, per_c
   y_R = jnp.asarray(np.stack([dataset.train.y[idx_seeds[j]] for _, j, _ in combos]))
   params_list = [initial_params(config, name, s, sizes, pretrained, j) for name, j, s in combos]
   params_R = jax.tree.map(lambda *a: jnp.stack(a), *params_list)
-  initial_R = jax.device_get(params_R)  # the chunk donates (and deletes) params_R
+  # The filter figure's "at init" row; params_list is not donated (the chunk gets params_R).
+  initial_w1 = {name: params_list[i * len(seeds)][0]["w"] for i, name in enumerate(inits)}
 
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k)
@@ -326,9 +322,7 @@ def finetune(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, per_c
   r = len(seeds)
   final = {name: jax.tree.map(lambda a, i=i: a[i * r:(i + 1) * r], state["params"])
            for i, name in enumerate(inits)}
-  return {"runs": runs, "params": final,
-          "initial": {name: jax.tree.map(lambda a, i=i: a[i * r:(i + 1) * r], initial_R)
-                      for i, name in enumerate(inits)}}
+  return {"runs": runs, "params": final, "initial_w1": initial_w1}
 
 
 def _measure_fn(model: models.Model, output: str, k: int) -> Callable:
@@ -468,7 +462,7 @@ def _plot_filters(path, config, dataset, fine: dict) -> None:
   rows = []
   for name in exp.inits:
     what = "autoencoder" if name == "pretrained" else "init"
-    rows.append((f"{name}: {what}", np.asarray(fine[most]["initial"][name][0]["w"][0])))
+    rows.append((f"{name}: {what}", np.asarray(fine[most]["initial_w1"][name])))
     rows.append((f"{name}: fine-tuned ({most}/class)",
                  np.asarray(fine[most]["params"][name][0]["w"][0])))
   count = min(exp.num_filters, rows[0][1].shape[1])
