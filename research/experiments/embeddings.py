@@ -48,11 +48,10 @@ from research import errors
 from research import losses
 from research import metrics as metrics_lib
 from research import models
-from research import optim
-from research import train
 from research import workdir as workdir_lib
 from research.data import words
 from research.experiments import report
+from research.experiments import variants as variants_lib
 from research.models import skipgram
 
 TABLES = ("random", "skipgram", "skipgram_frozen")
@@ -374,26 +373,19 @@ def downstream(config, corpus: Corpus, tables: dict[int, np.ndarray], per_topic:
       p["embed"]["table"] = jnp.asarray(table, jnp.float32)
       params.append(p)
     params_R = jax.tree.map(lambda *a: jnp.stack(a), *params)
-    optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
     loss_fn = losses.make_loss_fn(model, "softmax", config.loss.l2, n, k)
-    chunk = jax.jit(jax.vmap(train.make_train_chunk(loss_fn, optimizer)), donate_argnums=0)
-    state = {"params": params_R, "opt_state": jax.vmap(optimizer.init)(params_R),
-             "step": jnp.zeros((len(combos),), jnp.int32),
-             "rng": jax.random.split(jax.random.key(0), len(combos))}
     batch = min(config.batch_size, n)
     x_R, y_R = jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
-    for start in range(0, config.num_steps, config.eval_every):
-      stop = min(start + config.eval_every, config.num_steps)
-      idx = np.stack([np.stack([np.random.default_rng([s, step]).permutation(n)[:batch]
-                                for step in range(start, stop)]) for _, s in combos])
-      state, sums = chunk(state, x_R, y_R, jnp.asarray(idx))
-      if (np.asarray(sums["first_bad_step"]) >= 0).any():
-        raise errors.NonFiniteLossError("the topic classifier's loss became NaN/inf; lower "
-                                        "config.optimizer.learning_rate")
-    acc = jax.jit(jax.vmap(lambda p: (losses.predictions(model.apply(p, jnp.asarray(test_x)))
-                                      == jnp.asarray(test_y)).mean()))(state["params"])
-    train_acc = jax.jit(jax.vmap(lambda p, x, y: (losses.predictions(model.apply(p, x)) == y)
-                                 .mean()))(state["params"], x_R, y_R)
+    # Each step a fresh permutation's first `batch` sentences (a function of (seed, step)).
+    params_R = variants_lib.fit_replicas(
+        config, loss_fn, params_R, x_R, y_R,
+        lambda start, stop: np.stack([np.stack([
+            np.random.default_rng([s, step]).permutation(n)[:batch]
+            for step in range(start, stop)]) for _, s in combos]),
+        "the topic classifier")
+    measure = variants_lib.replica_measure_fn(model, "softmax", k)
+    acc, _ = measure(params_R, jnp.asarray(test_x), jnp.asarray(test_y), shared_data=True)
+    train_acc, _ = measure(params_R, x_R, y_R)
     results += [{"table": name, "seed": s, "labels_per_topic": per_topic,
                  "test_accuracy": float(acc[i]), "train_accuracy": float(train_acc[i])}
                 for i, (name, s) in enumerate(combos)]

@@ -44,9 +44,9 @@ from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
-from research import train
 from research import workdir as workdir_lib
 from research.experiments import report
+from research.experiments import variants as variants_lib
 from research.models import autoencoder
 from research.models import mlp
 
@@ -293,52 +293,24 @@ def finetune(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, per_c
   # The filter figure's "at init" row; params_list is not donated (the chunk gets params_R).
   initial_w1 = {name: params_list[i * len(seeds)][0]["w"] for i, name in enumerate(inits)}
 
-  optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k)
-  value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n, dataset.input_shape)
-  chunk = jax.jit(jax.vmap(train.make_train_chunk(loss_fn, optimizer, None, value_and_grad)),
-                  donate_argnums=0)
-  state = {"params": params_R, "opt_state": jax.vmap(optimizer.init)(params_R),
-           "step": jnp.zeros((len(combos),), jnp.int32),
-           "rng": jax.random.split(jax.random.key(0), len(combos))}
-  for start in range(0, config.num_steps, config.eval_every):
-    stop = min(start + config.eval_every, config.num_steps)
-    idx = np.stack([data_lib.batch_indices(s, n, batch, start, stop - start)
-                    for _, _, s in combos])
-    state, sums = chunk(state, x_R, y_R, jnp.asarray(idx))
-    bad = np.asarray(sums["first_bad_step"])
-    if (bad >= 0).any():
-      raise errors.NonFiniteLossError(
-          f"fine-tuning with {per_class} labels per class: the loss became NaN/inf at step "
-          f"{int(bad.max())}; lower config.optimizer.learning_rate")
-
-  measure = _measure_fn(model, config.loss.output, k)
-  train_acc, _ = measure(state["params"], x_R, y_R)
-  test_acc, test_loss = measure(state["params"], jnp.asarray(dataset.test.x),
-                                jnp.asarray(dataset.test.y))
+  params_R = variants_lib.fit_replicas(
+      config, loss_fn, params_R, x_R, y_R,
+      lambda start, stop: np.stack([data_lib.batch_indices(s, n, batch, start, stop - start)
+                                    for _, _, s in combos]),
+      f"fine-tuning with {per_class} labels per class",
+      gradients.make_value_and_grad(config, loss_fn, k, n, dataset.input_shape))
+  measure = variants_lib.replica_measure_fn(model, config.loss.output, k)
+  train_acc, _ = measure(params_R, x_R, y_R)
+  test_acc, test_loss = measure(params_R, jnp.asarray(dataset.test.x), jnp.asarray(dataset.test.y),
+                                shared_data=True)
   runs = [{"init": name, "seed": s, "train_accuracy": float(train_acc[i]),
            "test_accuracy": float(test_acc[i]), "test_loss": float(test_loss[i])}
           for i, (name, _, s) in enumerate(combos)]
   r = len(seeds)
-  final = {name: jax.tree.map(lambda a, i=i: a[i * r:(i + 1) * r], state["params"])
+  final = {name: jax.tree.map(lambda a, i=i: a[i * r:(i + 1) * r], params_R)
            for i, name in enumerate(inits)}
   return {"runs": runs, "params": final, "initial_w1": initial_w1}
-
-
-def _measure_fn(model: models.Model, output: str, k: int) -> Callable:
-  """jitted (params_R, x, y) -> (accuracy_R, data loss_R); x, y with or without a leading R."""
-  data_loss = losses.DATA_LOSSES[output]
-
-  def one(params, x, y):
-    logits = model.apply(params, x)
-    loss = data_loss(logits, losses.one_hot_targets(y, k, logits.dtype)).mean()
-    return (losses.predictions(logits) == y).mean(), loss
-
-  def measure(params_R, x, y):
-    axes = 0 if x.ndim == 3 else None
-    return jax.vmap(one, in_axes=(0, axes, axes))(params_R, x, y)
-
-  return jax.jit(measure)
 
 
 # ------------------------------------------------------------------------------------ runner

@@ -10,6 +10,9 @@ slice of the training split for several seeds, measure each run, tabulate mean Â
                                           compiled once per variant for all seeds)
   run_variants(variants, config, x_all, y_all, seeds, measure, writer)
                                           -> {name: {field: {"mean", "std"}, "runs": [...]}}
+  fit_replicas(config, loss_fn, params_R, x_R, y_R, batches, what)
+                                          R replicas trained at once (vmap of the chunk)
+  replica_measure_fn(model, output, k)    (params_R, x, y) -> (accuracy_R, data loss_R)
   accuracy_fn(model, output, k, batch)    the library's evaluator as (params, split) -> metrics
   two_source_batches(...)                 batches drawing b_a rows of one source and b_b of
                                           another (multi-task, semi-supervised learning)
@@ -20,10 +23,12 @@ functions of (seed, step), so a rerun gives the same numbers. Runs are not check
 take seconds; a killed experiment starts again (report.runner).
 """
 import dataclasses
+import functools
 import time
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -102,6 +107,47 @@ def fit(variant: Variant, config: ml_collections.ConfigDict, x_all, y_all,
     logging.info("%s seed %d: %d steps in %.1f s", variant.name, seed, config.num_steps,
                  time.time() - t0)
   return out
+
+
+def fit_replicas(config: ml_collections.ConfigDict, loss_fn: Callable, params_R, x_R, y_R,
+                 batches: Callable, what: str, value_and_grad: Callable | None = None):
+  """Trains R replicas at once, jax.vmap of the library's train chunk, with config.optimizer
+  for config.num_steps in chunks of config.eval_every steps. params_R, x_R (R, N, ...), y_R
+  (R, N) carry a leading replica axis; batches(start, stop) -> idx_RxSxB. Returns the final
+  params_R; a NaN/inf loss is a NonFiniteLossError naming `what`."""
+  optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
+  r = len(x_R)
+  chunk = jax.jit(jax.vmap(train.make_train_chunk(loss_fn, optimizer, None, value_and_grad)),
+                  donate_argnums=0)
+  state = {"params": params_R, "opt_state": jax.vmap(optimizer.init)(params_R),
+           "step": jnp.zeros((r,), jnp.int32), "rng": jax.random.split(jax.random.key(0), r)}
+  for start in range(0, config.num_steps, config.eval_every):
+    stop = min(start + config.eval_every, config.num_steps)
+    state, sums = chunk(state, x_R, y_R, jnp.asarray(batches(start, stop)))
+    bad = np.asarray(sums["first_bad_step"])
+    if (bad >= 0).any():
+      raise errors.NonFiniteLossError(
+          f"{what}: the loss became NaN/inf at step {int(bad.max())}; lower "
+          "config.optimizer.learning_rate")
+  return state["params"]
+
+
+def replica_measure_fn(model: models.Model, output: str, k: int) -> Callable:
+  """jitted measure(params_R, x, y, shared_data=False) -> (accuracy_R, data loss_R): x, y
+  with a leading replica axis, or one set for every replica (shared_data=True)."""
+  data_loss = losses.DATA_LOSSES[output]
+
+  def one(params, x, y):
+    logits = model.apply(params, x)
+    loss = data_loss(logits, losses.one_hot_targets(y, k, logits.dtype)).mean()
+    return (losses.predictions(logits) == y).mean(), loss
+
+  @functools.partial(jax.jit, static_argnames="shared_data")
+  def measure(params_R, x, y, shared_data: bool = False):
+    axes = None if shared_data else 0
+    return jax.vmap(one, in_axes=(0, axes, axes))(params_R, x, y)
+
+  return measure
 
 
 def accuracy_fn(model: models.Model, output: str, k: int, batch_size: int) -> Callable:
