@@ -143,3 +143,12 @@ def test_selfcheck_reports_the_environment_it_runs_in():
   env = selfcheck.environment()
   assert env["backend"] == "cpu" and env["devices"] >= 1 and env["float64"] is True
   assert env["jax"] == jax.__version__ and env["python"].startswith("3.")
+
+
+def test_a_trainer_that_would_ignore_a_run_loop_field_refuses_it():
+  from configs import exp_multitask  # pylint: disable=g-import-not-at-top
+  from research import experiments  # pylint: disable=g-import-not-at-top
+  config = exp_multitask.get_config()
+  config.compute_dtype = "bfloat16"
+  with pytest.raises(errors.ConfigError, match="compute_dtype='bfloat16' is read by the standard"):
+    experiments.run(config, "unused")

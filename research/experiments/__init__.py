@@ -42,6 +42,22 @@ def runner(name: str) -> Callable[..., dict[str, Any]]:
   return getattr(importlib.import_module(module), function)
 
 
+# Fields only train.train_and_evaluate's loop reads, and the trainers that run through it;
+# any other trainer refuses a value it would silently ignore.
+RUN_LOOP_FIELDS = {"compute_dtype": "float32", "profile_steps": (0, 0)}
+RUN_LOOP_TRAINERS = ("standard", "dropout_ensemble")
+
+
 def run(config, workdir: str) -> dict[str, Any]:
-  """Runs config.trainer on config, writing into workdir."""
-  return runner(config.trainer)(config, workdir)
+  """Runs config.trainer on config, writing into workdir, under config.matmul_precision."""
+  fn = runner(config.trainer)
+  if config.trainer not in RUN_LOOP_TRAINERS:
+    for field, default in RUN_LOOP_FIELDS.items():
+      value = config.get(field, default)
+      if (tuple(value) if isinstance(value, (list, tuple)) else value) != default:
+        raise errors.ConfigError(
+            f"config.{field}={value!r} is read by the standard training loop only, which "
+            f"config.trainer={config.trainer!r} does not use; leave it at {default!r}")
+  from research import train  # pylint: disable=g-import-not-at-top  Imports JAX.
+  with train.precision(config):
+    return fn(config, workdir)
