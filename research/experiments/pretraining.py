@@ -198,9 +198,8 @@ def pretrain(config: ml_collections.ConfigDict, x_NxD: np.ndarray, seeds: list[i
   exp = config.experiment
   hidden = tuple(config.model.hidden_sizes)[:exp.pretrain_layers]
   n = len(x_NxD)
-  if exp.pretrain_batch_size > n:
-    raise errors.ConfigError(f"config.experiment.pretrain_batch_size={exp.pretrain_batch_size}"
-                             f" is more than the {n} unlabelled inputs; use at most {n}")
+  errors.check_batch_size(exp.pretrain_batch_size, n, "unlabelled inputs",
+                          field="experiment.pretrain_batch_size")
   r = len(seeds)
   x_RxNxI = jnp.broadcast_to(jnp.asarray(x_NxD), (r, *x_NxD.shape))
   optimizer = optim.make_optimizer(exp.pretrain_optimizer, exp.pretrain_steps)

@@ -54,12 +54,7 @@ def _is_int(value) -> bool:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the config.experiment fields; fails with the field and the fix."""
-  exp = report.check_experiment(config, "configs/exp_regularization.py")
-  for i, method in enumerate(exp.methods):
-    errors.check_choice(f"experiment.methods[{i}]", method, METHODS)
-  if not exp.methods:
-    raise errors.ConfigError("config.experiment.methods is empty; name at least one of "
-                             + ", ".join(METHODS))
+  exp = report.check_experiment(config, "configs/exp_regularization.py", methods=METHODS)
   for field in ("train_examples", "subset_seed"):
     if not _is_int(exp[field]) or exp[field] < 0:
       raise errors.ConfigError(f"config.experiment.{field}={exp[field]!r} must be an integer "
