@@ -90,15 +90,23 @@ def make_loss_fn(model, output: str, lam: float, m: int, k: int,
 
   def loss_fn(params, x, labels, rng):
     logits_BxK = model.apply(params, x, train=True, rng=rng)
-    y_BxK = one_hot_targets(labels, k, logits_BxK.dtype)
-    data_term = data_loss(logits_BxK, y_BxK).mean()
-    E = data_term + l2_penalty(params, lam, m)
-    if lam1:
-      E = E + l1_penalty(params, lam1, m)
-    accuracy = (predictions(logits_BxK) == labels).mean()
-    return E, {"data_loss": data_term, "accuracy": accuracy}
+    return _cost(params, logits_BxK, labels, data_loss, k, lam, m, lam1)
 
   return loss_fn
+
+
+def _cost(params, logits_BxK, labels, data_loss, k, lam, m, lam1, extra=None) -> tuple:
+  """(E, {"data_loss", "accuracy"}): the data term averaged over the batch + (lambda/2m)
+  sum w^2 [+ an extra penalty] [+ (lambda_1/m) sum |w|]."""
+  y_BxK = one_hot_targets(labels, k, logits_BxK.dtype)
+  data_term = data_loss(logits_BxK, y_BxK).mean()
+  E = data_term + l2_penalty(params, lam, m)
+  if extra is not None:
+    E = E + extra
+  if lam1:
+    E = E + l1_penalty(params, lam1, m)
+  accuracy = (predictions(logits_BxK) == labels).mean()
+  return E, {"data_loss": data_term, "accuracy": accuracy}
 
 
 def make_activation_l1_loss_fn(forward: Callable, output: str, lam: float, m: int, k: int,
@@ -114,12 +122,7 @@ def make_activation_l1_loss_fn(forward: Callable, output: str, lam: float, m: in
   def loss_fn(params, x, labels, rng):
     del rng  # Deterministic models only.
     sigmas, logits_BxK = forward(params, x)
-    y_BxK = one_hot_targets(labels, k, logits_BxK.dtype)
-    data_term = data_loss(logits_BxK, y_BxK).mean()
-    E = data_term + l2_penalty(params, lam, m) + activation_l1_penalty(sigmas, lam_act)
-    if lam1:
-      E = E + l1_penalty(params, lam1, m)
-    accuracy = (predictions(logits_BxK) == labels).mean()
-    return E, {"data_loss": data_term, "accuracy": accuracy}
+    return _cost(params, logits_BxK, labels, data_loss, k, lam, m, lam1,
+                 activation_l1_penalty(sigmas, lam_act))
 
   return loss_fn
