@@ -79,6 +79,11 @@ def quiet_library_logs() -> None:
     logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# config.deterministic's XLA flag: XLA reads XLA_FLAGS once, when JAX starts, so research.main
+# sets it before importing JAX and the run checks it is there (train._check_deterministic).
+DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
   """Prints `error: message` (one line) to stderr and exits with `code`."""
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr)

@@ -156,7 +156,7 @@ def main(argv):
   if config.get("deterministic"):
     # XLA reads its flags once, when JAX starts: set before the first import of jax.
     os.environ["XLA_FLAGS"] = " ".join(
-        [os.environ.get("XLA_FLAGS", ""), "--xla_gpu_deterministic_ops=true"]).strip()
+        [os.environ.get("XLA_FLAGS", ""), cli.DETERMINISTIC_FLAG]).strip()
   cli.quiet_library_logs()
   from research import experiments  # pylint: disable=g-import-not-at-top  After the flags.
   from research import parallel  # pylint: disable=g-import-not-at-top

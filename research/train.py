@@ -36,6 +36,7 @@ from absl import logging
 
 from research import augment
 from research import checkpoint
+from research import cli
 from research import config_lib
 from research import data as data_lib
 from research import errors
@@ -497,7 +498,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     return _train(config, path, dataset, t_start)
 
 
-DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
+DETERMINISTIC_FLAG = cli.DETERMINISTIC_FLAG
 
 
 def _check_deterministic(config) -> None:
