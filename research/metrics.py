@@ -79,20 +79,20 @@ class MetricWriter:
     self.close()
 
 
-def read_metrics(workdir, split: str | None = None, warn: bool = True) -> list[dict]:
+def read_metrics(workdir, split: str | None = None) -> list[dict]:
   """The records of workdir/metrics.jsonl in order (only `split`'s if given).
 
-  A malformed last line (a run killed or a disk filled mid-write) is skipped, with a warning
-  unless `warn` is False; a malformed line elsewhere raises errors.DataError.
+  A malformed last line (a run killed or a disk filled mid-write) is skipped with a warning;
+  a malformed line elsewhere raises errors.DataError.
   """
   path = workdir_lib.as_path(workdir) / FILENAME
   if not path.exists():
     raise errors.DataError(f"{path} does not exist; pass the --workdir of a run that has logged")
-  records = _parse(path, path.read_text(), warn)
+  records = _parse(path, path.read_text())
   return [r for r in records if split is None or r.get("split") == split]
 
 
-def _parse(path, text: str, warn: bool = True) -> list[dict]:
+def _parse(path, text: str) -> list[dict]:
   lines = [line for line in text.splitlines() if line.strip()]
   records = []
   for i, line in enumerate(lines):
@@ -102,8 +102,7 @@ def _parse(path, text: str, warn: bool = True) -> list[dict]:
         raise ValueError("not a JSON object")
     except ValueError as e:
       if i == len(lines) - 1:
-        if warn:
-          logging.warning("%s: skipping the malformed last line (%s)", path, e)
+        logging.warning("%s: skipping the malformed last line (%s)", path, e)
         break
       raise errors.DataError(f"{path} line {i + 1} is not a JSON object ({e}); "
                              "remove or repair that line") from None
@@ -111,15 +110,19 @@ def _parse(path, text: str, warn: bool = True) -> list[dict]:
   return records
 
 
-def truncate(workdir, last_step: int) -> list[dict]:
+def truncate(workdir, last_step: int, records: list[dict] | None = None) -> list[dict]:
   """Keeps the records with step <= last_step (dropping a torn last line), atomically, and
-  rebuilds the TensorBoard events from them; returns the kept records. Process 0 only."""
+  rebuilds the TensorBoard events from them; returns the kept records. Process 0 only.
+  `records`: the file's records when the caller has read them already."""
   workdir = workdir_lib.as_path(workdir)
   path = workdir / FILENAME
   if jax.process_index() != 0:
     return []
-  kept = [r for r in _parse(path, path.read_text()) if r.get("step", 0) <= last_step] if (
-      path.exists()) else []
+  if last_step < 0 or not path.exists():
+    kept = []  # Nothing to keep: no need to read (and warn about) the file.
+  else:
+    records = _parse(path, path.read_text()) if records is None else records
+    kept = [r for r in records if r.get("step", 0) <= last_step]
   workdir_lib.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
   rebuild_tensorboard(workdir, kept)
   return kept

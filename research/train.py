@@ -362,21 +362,16 @@ def _inspect_workdir(config, workdir) -> int | None:
         f"--workdir={workdir} already holds a run (metrics.jsonl) with no config.json and no "
         "checkpoint; pass a new --workdir so its results are kept")
   check_same_config(config, on_file, workdir)
-  if metrics_lib.read_metrics(workdir, split="test", warn=False):
+  if metrics_lib.read_metrics(workdir, split="test"):
     raise errors.ConfigError(
         f"--workdir={workdir} already holds a run (metrics.jsonl) that finished, and its "
         "checkpoints are gone; pass a new --workdir so its results are kept")
   return None
 
 
-def _finished_result(workdir) -> dict | None:
+def _finished_result(records: list[dict]) -> dict | None:
   """The test record of a run that already ran to the end, else None."""
-  # Quiet: a torn last line is reported once, where truncate drops it.
-  records = metrics_lib.read_metrics(workdir, warn=False) if (
-      workdir_lib.as_path(workdir) / metrics_lib.FILENAME).exists() else []
-  if records and records[-1]["split"] == "test":
-    return records[-1]
-  return None
+  return records[-1] if records and records[-1]["split"] == "test" else None
 
 
 def _raise_if_nonfinite(pending: list, last_good_step: int, path) -> None:
@@ -537,14 +532,17 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     tracked, step = checkpoint.restore(workdir, tracked)
     if saved_config(workdir) is None:
       write_config(config, workdir)  # Deleted since: the checkpoints' copy matched.
-    finished = _finished_result(workdir)
+    # Read once: the finished-run check and truncate share it (and its torn-line warning).
+    records = metrics_lib.read_metrics(workdir) if (
+        workdir / metrics_lib.FILENAME).exists() else []
+    finished = _finished_result(records)
     if finished is not None and step == finished["step"]:
       test = {k: finished[k] for k in ("loss", "accuracy") if k in finished}
       logging.info("%s already finished at step %d: test %s (nothing to do)", workdir, step,
                    _describe(test))
       return {"state": _final_state(tracked), "valid": {}, "wall_time": finished["wall_time"],
               "test": test}
-    metrics_lib.truncate(workdir, step)
+    metrics_lib.truncate(workdir, step, records)
     logging.info("resuming %s from step %d", workdir, step)
   else:
     if (workdir / metrics_lib.FILENAME).exists():
