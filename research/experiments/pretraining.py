@@ -455,22 +455,10 @@ def _plot_filters(path, config, dataset, fine: dict) -> None:
 
 
 def _plot_curve(path, config, dataset, table: list[dict]) -> None:
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
   exp = config.experiment
-  fig = Figure(figsize=(6, 4), layout="constrained")
-  ax = fig.subplots()
-  counts = [row["labels_per_class"] for row in table]
-  for name in exp.inits:
-    means = [100 * row[name]["mean"] for row in table]
-    stds = [100 * row[name]["std"] for row in table]
-    ax.errorbar(counts, means, yerr=stds, marker="o", capsize=3, label=label(name, exp))
-  ax.set_xscale("log")
-  ax.set_xticks(counts, [str(c) for c in counts])
-  ax.set_xlabel("labels per class")
-  ax.set_ylabel("test accuracy (%)")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  ax.set_title(f"{dataset.name}: fine-tuning after pre-training vs from scratch "
-               f"(mean ± std over {exp.repeats} seeds)", fontsize=9)
-  report.save_figure(fig, path)
+  sizes = {row["labels_per_class"]: {name: {"test_accuracy": row[name]} for name in exp.inits}
+           for row in table}
+  variants_lib.size_plot(
+      path, sizes, [("test_accuracy", "test accuracy (%)")], "labels per class",
+      f"{dataset.name}: fine-tuning after pre-training vs from scratch (mean ± std over "
+      f"{exp.repeats} seeds)", labels={name: label(name, exp) for name in exp.inits})

@@ -24,6 +24,7 @@ take seconds; a killed experiment starts again (report.runner).
 """
 import dataclasses
 import functools
+import textwrap
 import time
 from typing import Any, Callable, Sequence
 
@@ -240,7 +241,8 @@ def size_plot(path, sizes: dict[int, dict[str, dict]], panels: Sequence[tuple[st
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
   ns = sorted(sizes)
-  fig = Figure(figsize=(3.0 + 3.0 * len(panels), 4.2), layout="constrained")
+  width = 3.0 + 3.0 * len(panels)
+  fig = Figure(figsize=(width, 4.2), layout="constrained")
   axes = np.atleast_1d(fig.subplots(1, len(panels)))
   for name, color in zip(sizes[ns[0]], colors):
     for ax, (field, _) in zip(axes, panels):
@@ -256,5 +258,5 @@ def size_plot(path, sizes: dict[int, dict[str, dict]], panels: Sequence[tuple[st
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
   axes[0].legend()
-  fig.suptitle(title)
+  fig.suptitle(textwrap.fill(title, int(12 * width)))  # About 12 characters an inch.
   report.save_figure(fig, path)
