@@ -1,4 +1,5 @@
-"""research.benchmark on the mlp workload for a fraction of a second, and launch/compare_peers."""
+"""research.benchmark on the mlp workload for a fraction of a second, launch/compare_peers and
+launch/xla_options."""
 import json
 import math
 import os
@@ -14,6 +15,7 @@ from research import models
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "launch"))
 import compare_peers  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import xla_options  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The peer benchmark's formulas for 784-512-512-10, batch 128, written out independently.
 MLP_PARAMS = (784 * 512 + 512) + (512 * 512 + 512) + (512 * 10 + 10)
@@ -133,3 +135,31 @@ def test_the_reference_step_trains_the_same_model():
   sync()
   with pytest.raises(errors.ConfigError, match="variants='fast'"):
     benchmark.interleaved("mlp", ("fast",), log=lambda _: None)
+
+
+def test_xla_options_parse_types_and_repeated_enums():
+  assert xla_options.parse_options(
+      "xla_cpu_enable_fast_math=true,--xla_cpu_prefer_vector_width=512,"
+      "xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+      "LIBRARY_FUSION_TYPE_ELTWISE,xla_cpu_use_onednn=False") == {
+          "xla_cpu_enable_fast_math": True, "xla_cpu_prefer_vector_width": 512,
+          "xla_cpu_experimental_ynn_fusion_type":
+              "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_ELTWISE",
+          "xla_cpu_use_onednn": False}
+  with pytest.raises(errors.ConfigError, match="'fast' is not name=value"):
+    xla_options.parse_options("fast")
+
+
+def test_xla_options_compares_compiles_of_the_project_step(capsys):
+  assert xla_options.main(["--workloads=mlp", "--options=xla_cpu_enable_fast_math=true",
+                           "--rounds=2", "--window_seconds=0.05",
+                           "--steps_per_dispatch=2"]) == 0
+  out = capsys.readouterr().out
+  rows = [line.split() for line in out.splitlines() if "steps/s" in line]
+  assert [r[0] for r in rows] == ["default", "xla_cpu_enable_fast_math=True"]
+  assert rows[0][3] == "1.000x"  # The default against itself, every round.
+  assert all(float(r[1]) > 0 and math.isfinite(float(r[-1])) for r in rows)
+  with pytest.raises(errors.ConfigError, match="XLA refused it .*no_such_option"):
+    xla_options.compile_variants("mlp", "autodiff", [{"xla_cpu_no_such_option": True}], 2)
+  with pytest.raises(errors.ConfigError, match="no --options given"):
+    xla_options.main(["--workloads=mlp"])
