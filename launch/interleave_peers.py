@@ -49,27 +49,9 @@ def peer_runner(peers, framework: str, workload: str):
 
 
 def measure(workload: str, runners: dict, rounds: int, window_seconds: float, k: int) -> dict:
-  steps = {}
-  for key, (run, sync) in runners.items():
-    run(k)
-    sync()  # Compiles.
-    start = time.perf_counter()
-    run(k)
-    sync()
-    per_step = max((time.perf_counter() - start) / k, 1e-6)
-    steps[key] = max(k, int(window_seconds / per_step) // k * k)
-  rates = {key: [] for key in runners}
-  loads = []
-  order = list(runners)
-  for r in range(rounds):
-    for key in order[r % len(order):] + order[:r % len(order)]:
-      run, sync = runners[key]
-      a = benchmark._cpu_sample()  # pylint: disable=protected-access
-      run(steps[key])
-      sync()
-      b = benchmark._cpu_sample()  # pylint: disable=protected-access
-      rates[key].append(steps[key] / (b[0] - a[0]))
-      loads.append(benchmark._foreign_load(a, b))  # pylint: disable=protected-access
+  steps, _ = benchmark.window_steps(runners, window_seconds, k)
+  rates, loads_by_key = benchmark.alternate(runners, steps, rounds)
+  loads = [x for key in runners for x in loads_by_key[key]]
   out = {"workload": workload, "steps_per_sec": {k: statistics.median(v) for k, v in rates.items()},
          "rates": rates, "foreign_load_median": statistics.median(loads),
          "foreign_load_max": max(loads), "ratios": {}}

@@ -110,24 +110,10 @@ def compile_variants(name: str, grad: str, option_sets: list[dict], steps_per_di
 def measure(runners: dict, rounds: int, window_seconds: float, k: int) -> dict:
   """Rotated windows per round; {label: [steps/s per round]} and the foreign CPU load."""
   from research import benchmark  # pylint: disable=g-import-not-at-top
-  steps = {}
-  for key, (run, sync) in runners.items():
-    start = time.perf_counter()
-    run(k)
-    sync()
-    per_step = max((time.perf_counter() - start) / k, 1e-6)
-    steps[key] = max(k, int(window_seconds / per_step) // k * k)
-  rates, loads, order = {key: [] for key in runners}, [], list(runners)
-  for r in range(rounds):
-    for key in order[r % len(order):] + order[:r % len(order)]:
-      run, sync = runners[key]
-      a = benchmark._cpu_sample()  # pylint: disable=protected-access
-      run(steps[key])
-      sync()
-      b = benchmark._cpu_sample()  # pylint: disable=protected-access
-      rates[key].append(steps[key] / (b[0] - a[0]))
-      loads.append(benchmark._foreign_load(a, b))  # pylint: disable=protected-access
-  return {"rates": rates, "foreign_load_median": statistics.median(loads)}
+  steps, _ = benchmark.window_steps(runners, window_seconds, k)
+  rates, loads = benchmark.alternate(runners, steps, rounds)
+  return {"rates": rates,
+          "foreign_load_median": statistics.median(x for v in loads.values() for x in v)}
 
 
 def main(argv=None) -> int:

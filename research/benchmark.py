@@ -490,6 +490,46 @@ def project_runner(name: str, grad: str, steps_per_dispatch: int, norms: bool = 
   return run, lambda: jax.block_until_ready(state["state"])
 
 
+def window_steps(runners: dict, window_seconds: float, k: int) -> tuple[dict, dict]:
+  """Calls each runner's run(k) twice: ({key: steps of a window of about window_seconds, a
+  multiple of k, sized by the second call}, {key: the first call's seconds, compilation
+  included}). runners: {key: (run(n), sync())}."""
+  steps, first_s = {}, {}
+  for key, (run, sync) in runners.items():
+    t = time.perf_counter()
+    run(k)
+    sync()
+    first_s[key] = time.perf_counter() - t
+    t = time.perf_counter()
+    run(k)
+    sync()
+    per_step = max((time.perf_counter() - t) / k, 1e-6)
+    steps[key] = max(k, int(window_seconds / per_step) // k * k)
+  return steps, first_s
+
+
+def alternate(runners: dict, steps: dict, rounds: int,
+              each_round: Callable[[], None] | None = None) -> tuple[dict, dict]:
+  """`rounds` rounds of one window of steps[key] steps per runner, the order rotated every
+  round: ({key: steps/s per round}, {key: the other processes' CPU share per window}).
+  each_round runs before a round's windows (e.g. a matmul peak sample)."""
+  rates = {key: [] for key in runners}
+  loads = {key: [] for key in runners}
+  order = list(runners)
+  for r in range(rounds):
+    if each_round is not None:
+      each_round()
+    for key in order[r % len(order):] + order[:r % len(order)]:
+      run, sync = runners[key]
+      a = _cpu_sample()
+      run(steps[key])
+      sync()
+      b = _cpu_sample()
+      rates[key].append(steps[key] / (b[0] - a[0]))
+      loads[key].append(_foreign_load(a, b))
+  return rates, loads
+
+
 def interleaved(workloads, variants=("project", "reference", "manual"), rounds: int = 5,
                 window_seconds: float = 2.0, steps_per_dispatch: int = 20,
                 log: Callable[[str], None] | None = None) -> dict:
@@ -521,31 +561,10 @@ def interleaved(workloads, variants=("project", "reference", "manual"), rounds: 
                                compute_dtype="bfloat16" if v == "project_bf16" else "float32")
         if built is not None:
           runners[v] = built
-    steps, compile_s = {}, {}
-    for v, (run, sync) in runners.items():  # Compile, then size each window.
-      t = time.perf_counter()
-      run(steps_per_dispatch)
-      sync()
-      compile_s[v] = time.perf_counter() - t
-      t = time.perf_counter()
-      run(steps_per_dispatch)
-      sync()
-      per_step = max((time.perf_counter() - t) / steps_per_dispatch, 1e-6)
-      steps[v] = max(steps_per_dispatch,
-                     int(window_seconds / per_step) // steps_per_dispatch * steps_per_dispatch)
-    rates = {v: [] for v in runners}
-    loads = {v: [] for v in runners}
-    order = list(runners)
-    for r in range(rounds):
-      peaks.append(matmul_peak_gflops(sizes=(1024,), reps=3))
-      for v in order[r % len(order):] + order[:r % len(order)]:
-        run, sync = runners[v]
-        a = _cpu_sample()
-        run(steps[v])
-        sync()
-        b = _cpu_sample()
-        rates[v].append(steps[v] / (b[0] - a[0]))
-        loads[v].append(_foreign_load(a, b))
+    steps, compile_s = window_steps(runners, window_seconds, steps_per_dispatch)
+    rates, loads = alternate(
+        runners, steps, rounds,
+        each_round=lambda: peaks.append(matmul_peak_gflops(sizes=(1024,), reps=3)))
     for v in runners:
       summary = _summary(rates[v])
       results.append({"workload": name, "variant": v,
