@@ -76,8 +76,7 @@ def compile_variants(name: str, grad: str, option_sets: list[dict], steps_per_di
     raise errors.ConfigError(f"--grad=manual: workload {name!r} has no hand-written backward "
                              "pass; use --grad=autodiff")
   chunk, state0, x_all, y_all, _ = built
-  n, batch, k = x_all.shape[0], w.batch, steps_per_dispatch
-  idx0 = data_lib.batch_indices(0, n, batch, 0, k)
+  idx0 = data_lib.batch_indices(0, x_all.shape[0], w.batch, 0, steps_per_dispatch)
   runners, first_loss = {}, {}
   for options in option_sets:
     try:
@@ -87,22 +86,12 @@ def compile_variants(name: str, grad: str, option_sets: list[dict], steps_per_di
       raise errors.ConfigError(f"--options={label(options)}: XLA refused it ({first}); "
                                "check the name and value against this jaxlib's XLA") from None
     # The chunk donates its state: each variant trains its own copy.
-    state = {"state": jax.tree.map(lambda a: a.copy(), state0), "step": 0}
-
-    def run(steps: int, compiled=compiled, state=state):
-      for _ in range(max(1, steps // k)):
-        idx = data_lib.batch_indices(0, n, batch, state["step"], k)
-        state["state"], sums = compiled(state["state"], x_all, y_all, idx)
-        state["step"] += k
-        state["sums"] = sums
-
-    def sync(state=state):
-      jax.block_until_ready(state["state"])
-
-    run(k)
+    run, sync, last_sums = benchmark.chunk_runner(
+        compiled, jax.tree.map(lambda a: a.copy(), state0), x_all, y_all, w.batch,
+        steps_per_dispatch)
+    run(steps_per_dispatch)
     sync()
-    sums = state["sums"]
-    first_loss[label(options)] = float(sums["loss_sum"]) / k
+    first_loss[label(options)] = float(last_sums()["loss_sum"]) / steps_per_dispatch
     runners[label(options)] = (run, sync)
   return runners, first_loss
 

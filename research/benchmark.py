@@ -478,16 +478,24 @@ def project_runner(name: str, grad: str, steps_per_dispatch: int, norms: bool = 
   if built is None:
     return None
   chunk, state0, x_all, y_all, _ = built
-  n, batch, k = x_all.shape[0], (w or WORKLOADS[name]).batch, steps_per_dispatch
-  state = {"state": state0, "step": 0}
+  run, sync, _ = chunk_runner(chunk, state0, x_all, y_all, (w or WORKLOADS[name]).batch,
+                              steps_per_dispatch)
+  return run, sync
+
+
+def chunk_runner(chunk, state0, x_all, y_all, batch: int, k: int):
+  """(run(n), sync(), last_sums()) driving chunk (jitted or compiled) K steps per call over
+  x_all's batches from state0, which the chunk donates."""
+  n = x_all.shape[0]
+  state = {"state": state0, "step": 0, "sums": None}
 
   def run(steps: int):
     for _ in range(max(1, steps // k)):
       idx = data_lib.batch_indices(0, n, batch, state["step"], k)
-      state["state"], _ = chunk(state["state"], x_all, y_all, idx)
+      state["state"], state["sums"] = chunk(state["state"], x_all, y_all, idx)
       state["step"] += k
 
-  return run, lambda: jax.block_until_ready(state["state"])
+  return run, lambda: jax.block_until_ready(state["state"]), lambda: state["sums"]
 
 
 def window_steps(runners: dict, window_seconds: float, k: int) -> tuple[dict, dict]:
