@@ -24,12 +24,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from research import benchmark  # noqa: E402
 from research import cli  # noqa: E402
+from research import errors  # noqa: E402
+from research import workdir  # noqa: E402
+
+
+FRAMEWORKS = ("torch", "torch_compile", "jax", "flax", "equinox")
 
 
 def load_peers(path: str):
+  """The peer harness as a module; a path that is not one, or whose imports fail, is a
+  ConfigError naming the fix."""
+  if not os.path.isfile(path) or not path.endswith(".py"):
+    raise errors.ConfigError(f"--peers={path}: no such Python file; give the peer harness's "
+                             "run_peers.py")
   spec = importlib.util.spec_from_file_location("run_peers", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except ImportError as e:
+    raise errors.ConfigError(f"--peers={path} cannot be imported ({e}); run this script with "
+                             "the peers' venv (bash ../shared/bench/setup.sh)") from None
   return module
 
 
@@ -58,9 +72,8 @@ def measure(workload: str, runners: dict, rounds: int, window_seconds: float, k:
   for mine in ("project", "manual"):
     for other in rates:
       if other not in ("project", "manual") and mine in rates:
-        per_round = [a / b for a, b in zip(rates[mine], rates[other])]
-        out["ratios"][f"{mine} / {other}"] = {"median": statistics.median(per_round),
-                                              "min": min(per_round), "max": max(per_round)}
+        out["ratios"][f"{mine} / {other}"] = benchmark._summary(  # pylint: disable=protected-access
+            [a / b for a, b in zip(rates[mine], rates[other])])
   return out
 
 
@@ -73,19 +86,24 @@ def main(argv=None) -> int:
   parser.add_argument("--window_seconds", type=float, default=2.0)
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
-  if not os.path.isfile(args.peers):
-    print(f"error: --peers={args.peers}: no such file; give the peer harness's run_peers.py",
-          file=sys.stderr)
-    return 2
+  frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+  unknown = [f for f in frameworks if f not in FRAMEWORKS]
+  if unknown:
+    raise errors.ConfigError(f"--frameworks: {unknown[0]!r} is not a peer; choose from "
+                             f"{','.join(FRAMEWORKS)}")
+  names = benchmark.resolve(args.workloads)
+  if args.json:
+    workdir.check_output_file(args.json, "--json")
   peers = load_peers(args.peers)
   started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
   results = []
-  for workload in benchmark.resolve(args.workloads):
-    k = 2 if workload == "alexnet" else 20
+  for workload in names:
+    k = benchmark.steps_per_call(workload)
     runners = {"project": benchmark.project_runner(workload, "autodiff", k),
                "manual": benchmark.project_runner(workload, "manual", k),
                "reference": benchmark.make_reference_step(workload)}
-    for framework in [f.strip() for f in args.frameworks.split(",") if f.strip()]:
+    runners = {key: r for key, r in runners.items() if r is not None}  # No manual step.
+    for framework in frameworks:
       runners[framework] = peer_runner(peers, framework, workload)
     results.append(measure(workload, runners, args.rounds, args.window_seconds, k))
     r = results[-1]

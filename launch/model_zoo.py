@@ -16,6 +16,11 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from research import cli  # noqa: E402  No JAX import: the cells are subprocesses.
+from research import errors  # noqa: E402
+from research import workdir as workdir_lib  # noqa: E402
 
 # config[:variant] -> the seeds the README reports.
 ZOO = {
@@ -57,22 +62,27 @@ def main(argv=None) -> int:
   parser.add_argument("--configs", default=",".join(ZOO))
   parser.add_argument("--seeds", default="", help="override every config's seeds, e.g. 0,1")
   args = parser.parse_args(argv)
+  configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+  unknown = [c for c in configs if c not in ZOO]
+  if unknown:
+    raise errors.ConfigError(f"--configs: unknown config {unknown[0]!r}; choose from "
+                             f"{', '.join(ZOO)}")
+  try:
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+  except ValueError:
+    raise errors.ConfigError(f"--seeds={args.seeds}: give integers, e.g. 0,1,2") from None
   if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
-    print(f"error: --workdir={args.workdir} is a file; pass a directory", file=sys.stderr)
-    return 2
+    raise errors.WorkdirError(f"--workdir={args.workdir} is a file; pass a directory")
   os.makedirs(args.workdir, exist_ok=True)
+  zoo_json = workdir_lib.check_output_file(os.path.join(args.workdir, "zoo.json"), "--workdir")
   rows = []
-  for config in [c.strip() for c in args.configs.split(",") if c.strip()]:
-    if config not in ZOO:
-      print(f"error: unknown config {config!r}; choose from {', '.join(ZOO)}", file=sys.stderr)
-      return 2
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ZOO[config]
-    for seed in seeds:
+  for config in configs:
+    for seed in seeds or ZOO[config]:
       workdir = os.path.join(args.workdir, f"{config.replace(':', '-')}-seed{seed}")
       row = run_cell(config, seed, workdir)
       rows.append(row)
       print(json.dumps(row), flush=True)
-  with open(os.path.join(args.workdir, "zoo.json"), "w") as f:
+  with open(zoo_json, "w") as f:
     json.dump(rows, f, indent=1)
   print("\n| config | seed | test accuracy | test loss | run s | process s | load |")
   print("|---|---:|---:|---:|---:|---:|---:|")
@@ -86,4 +96,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(cli.guarded(main)())

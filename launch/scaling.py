@@ -25,6 +25,8 @@ import numpy as np  # noqa: E402
 
 from research import benchmark  # noqa: E402
 from research import cli  # noqa: E402
+from research import errors  # noqa: E402
+from research import workdir  # noqa: E402
 
 BATCHES = (16, 64, 256, 1024)
 WIDTHS = (128, 512, 2048)
@@ -99,33 +101,17 @@ def measure(name: str, cell: dict, rounds: int, window_seconds: float) -> dict:
   torch_runner = torch_step(name, cell["batch"], width)
   if torch_runner is not None:
     runners["torch"] = torch_runner
-  steps = {}
-  for key, (run, sync) in runners.items():
-    run(20)
-    sync()
-    start = time.perf_counter()
-    run(20)
-    sync()
-    per_step = max((time.perf_counter() - start) / 20, 1e-6)
-    steps[key] = max(20, int(window_seconds / per_step) // 20 * 20)
-  rates = {key: [] for key in runners}
-  order = list(runners)
-  for r in range(rounds):
-    for key in order[r % len(order):] + order[:r % len(order)]:
-      run, sync = runners[key]
-      start = time.perf_counter()
-      run(steps[key])
-      sync()
-      rates[key].append(steps[key] / (time.perf_counter() - start))
+  steps, _ = benchmark.window_steps(runners, window_seconds, 20)
+  rates, _ = benchmark.alternate(runners, steps, rounds)
   row = {"workload": name, "batch": cell["batch"], "width": width}
   for key, values in rates.items():
     row[f"{key}_steps_per_sec"] = statistics.median(values)
     row[f"{key}_examples_per_sec"] = statistics.median(values) * cell["batch"]
   for key in ("plain_jax", "torch"):
     if key in rates:
-      ratios = [a / b for a, b in zip(rates["project"], rates[key])]
-      row[f"project_over_{key}"] = statistics.median(ratios)
-      row[f"project_over_{key}_range"] = (min(ratios), max(ratios))
+      q = benchmark._summary([a / b for a, b in zip(rates["project"], rates[key])])  # pylint: disable=protected-access
+      row[f"project_over_{key}"] = q["median"]
+      row[f"project_over_{key}_range"] = (q["min"], q["max"])
   return row
 
 
@@ -156,6 +142,14 @@ def main(argv=None) -> int:
   parser.add_argument("--json", default="")
   parser.add_argument("--plot", default="")
   args = parser.parse_args(argv)
+  if args.rounds <= 0 or args.window_seconds <= 0:
+    raise errors.ConfigError(f"--rounds={args.rounds} and --window_seconds="
+                             f"{args.window_seconds} must be positive")
+  for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
+    if path:
+      workdir.check_output_file(path, flag)
+  if args.plot and os.path.splitext(args.plot)[1].lower() not in (".png", ".pdf", ".svg"):
+    raise errors.ConfigError(f"--plot={args.plot}: name a .png, .pdf or .svg file")
   rows = []
   started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
   for name, cell in cells():

@@ -77,11 +77,14 @@ def compile_variants(name: str, grad: str, option_sets: list[dict], steps_per_di
                              "pass; use --grad=autodiff")
   chunk, state0, x_all, y_all, _ = built
   idx0 = data_lib.batch_indices(0, x_all.shape[0], w.batch, 0, steps_per_dispatch)
+  lowered = chunk.lower(state0, x_all, y_all, idx0)  # One trace; a compile per option set.
   runners, first_loss = {}, {}
   for options in option_sets:
     try:
-      compiled = chunk.lower(state0, x_all, y_all, idx0).compile(compiler_options=options)
-    except Exception as e:  # noqa: BLE001  XLA reports unknown options and values this way.
+      compiled = lowered.compile(compiler_options=options)
+    except jax.errors.JaxRuntimeError as e:  # How XLA refuses an unknown option or value.
+      if not options:
+        raise
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise errors.ConfigError(f"--options={label(options)}: XLA refused it ({first}); "
                                "check the name and value against this jaxlib's XLA") from None
@@ -127,13 +130,13 @@ def main(argv=None) -> int:
   if len(option_sets) == 1:
     raise errors.ConfigError("no --options given: name at least one set to compare with the "
                              "default, e.g. --options=xla_cpu_enable_fast_math=true")
+  model_overrides = parse_options(args.model, "--model")
   from research import benchmark  # pylint: disable=g-import-not-at-top
   print(f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, load average "
         f"{os.getloadavg()[0]:.2f}", flush=True)
   for name in benchmark.resolve(args.workloads):
-    k = args.steps_per_dispatch or (2 if name == "alexnet" else 20)
-    runners, first_loss = compile_variants(name, args.grad, option_sets, k,
-                                           parse_options(args.model, "--model"))
+    k = args.steps_per_dispatch or benchmark.steps_per_call(name)
+    runners, first_loss = compile_variants(name, args.grad, option_sets, k, model_overrides)
     out = measure(runners, args.rounds, args.window_seconds, k)
     base = out["rates"]["default"]
     width = max(len(key) for key in runners)

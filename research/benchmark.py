@@ -237,7 +237,17 @@ def scaled(name: str, batch: int | None = None, **model_overrides) -> Workload:
   """WORKLOADS[name] with another batch size or model fields (e.g. hidden_sizes): the cells
   of a scaling study. Its FLOPs and params are the original's; use it for steps/s only."""
   w = WORKLOADS[name]
+  unknown = sorted(set(model_overrides) - set(w.model))
+  if unknown:
+    raise errors.ConfigError(f"workload {name!r} has no model field {unknown[0]!r}; its fields "
+                             f"are: {', '.join(sorted(w.model))}")
   return dataclasses.replace(w, batch=batch or w.batch, model={**w.model, **model_overrides})
+
+
+def steps_per_call(name: str) -> int:
+  """The steps per dispatch the launch scripts use: 2 for alexnet (about 1 step/s here, so a
+  window still holds several calls), 20 otherwise."""
+  return 2 if name == "alexnet" else 20
 
 
 def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int = 4,
@@ -502,6 +512,9 @@ def window_steps(runners: dict, window_seconds: float, k: int) -> tuple[dict, di
   """Calls each runner's run(k) twice: ({key: steps of a window of about window_seconds, a
   multiple of k, sized by the second call}, {key: the first call's seconds, compilation
   included}). runners: {key: (run(n), sync())}."""
+  if window_seconds <= 0 or k <= 0:
+    raise errors.ConfigError(f"window_seconds={window_seconds} and steps per call {k} must be "
+                             "positive")
   steps, first_s = {}, {}
   for key, (run, sync) in runners.items():
     t = time.perf_counter()
@@ -521,6 +534,8 @@ def alternate(runners: dict, steps: dict, rounds: int,
   """`rounds` rounds of one window of steps[key] steps per runner, the order rotated every
   round: ({key: steps/s per round}, {key: the other processes' CPU share per window}).
   each_round runs before a round's windows (e.g. a matmul peak sample)."""
+  if rounds <= 0:
+    raise errors.ConfigError(f"rounds={rounds} must be positive")
   rates = {key: [] for key in runners}
   loads = {key: [] for key in runners}
   order = list(runners)

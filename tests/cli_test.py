@@ -65,3 +65,25 @@ def test_a_bug_is_not_swallowed():
 
   with pytest.raises(ZeroDivisionError):
     cli.guarded(buggy)()
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("model_zoo.py", ["--workdir=W", "--configs=default,no_such"], "unknown config 'no_such'"),
+    ("model_zoo.py", ["--workdir=W", "--seeds=a"], "--seeds=a: give integers"),
+    ("scaling.py", ["--rounds=0"], "--rounds=0 and --window_seconds=1.0 must be positive"),
+    ("scaling.py", ["--json=W/missing/s.json"], "--json=W/missing/s.json cannot be written"),
+    ("scaling.py", ["--plot=W/s.txt"], "name a .png, .pdf or .svg file"),
+    ("interleave_peers.py", ["--frameworks=torch,nope"], "'nope' is not a peer"),
+    ("interleave_peers.py", ["--peers=W/none.py"], "no such Python file"),
+    ("xla_options.py", ["--workloads=mlp", "--model=no_such=1", "--options=a=1"],
+     "workload 'mlp' has no model field 'no_such'"),
+])
+def test_launch_scripts_refuse_bad_arguments_in_one_line_before_any_work(
+    tmp_path, script, args, message):
+  args = [a.replace("W", str(tmp_path)) for a in args]
+  result = subprocess.run([sys.executable, os.path.join(REPO, "launch", script), *args],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert result.returncode == 2 and len(lines) == 1, result.stderr
+  assert message.replace("W", str(tmp_path)) in lines[0]
+  assert not any(tmp_path.iterdir())  # Nothing written.

@@ -445,7 +445,6 @@ def _with_seed(config, seed):
 
 
 def test_a_run_saved_before_a_top_level_field_existed_resumes_and_a_change_is_refused():
-  from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   saved = json.loads(config.to_json_best_effort())
   del saved["compute_dtype"], saved["profile_steps"]  # Fields the older version lacked.
