@@ -323,11 +323,11 @@ def check_same_config(config, saved: dict | None, workdir) -> None:
   """Resuming with a different config would silently mix two experiments: refuse."""
   if saved is None:
     return
-  # A top-level field added to config_lib.base after the run was saved counts as its
-  # default there, so a run from an older version of the project resumes.
-  saved = {**_config_dict(config_lib.base()),
-           **{k: v for k, v in saved.items() if k != "resolved"}}
-  diffs = sorted(_diff(saved, _config_dict(config)))
+  # A top-level field missing on either side (a run saved before config_lib.base had it, or a
+  # config that leaves an optional field out) counts as its base default, on both sides alike.
+  base = _config_dict(config_lib.base())
+  saved = {**base, **{k: v for k, v in saved.items() if k != "resolved"}}
+  diffs = sorted(_diff(saved, {**base, **_config_dict(config)}))
   if diffs:
     raise errors.ConfigError(
         f"--workdir={workdir} holds a run with a different config ({', '.join(diffs[:5])}); "
