@@ -72,7 +72,7 @@ def measure(workload: str, runners: dict, rounds: int, window_seconds: float, k:
   for mine in ("project", "manual"):
     for other in rates:
       if other not in ("project", "manual") and mine in rates:
-        out["ratios"][f"{mine} / {other}"] = benchmark._summary(  # pylint: disable=protected-access
+        out["ratios"][f"{mine} / {other}"] = benchmark.summary(
             [a / b for a, b in zip(rates[mine], rates[other])])
   return out
 

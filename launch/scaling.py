@@ -109,7 +109,7 @@ def measure(name: str, cell: dict, rounds: int, window_seconds: float) -> dict:
     row[f"{key}_examples_per_sec"] = statistics.median(values) * cell["batch"]
   for key in ("plain_jax", "torch"):
     if key in rates:
-      q = benchmark._summary([a / b for a, b in zip(rates["project"], rates[key])])  # pylint: disable=protected-access
+      q = benchmark.summary([a / b for a, b in zip(rates["project"], rates[key])])
       row[f"project_over_{key}"] = q["median"]
       row[f"project_over_{key}_range"] = (q["min"], q["max"])
   return row

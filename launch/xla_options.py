@@ -16,7 +16,8 @@ that changes the numbers shows.
 
 Option names are XLA DebugOptions fields without the leading dashes; values true/false, integers
 and enum names; a repeated enum takes its values comma-separated
-(xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_ELTWISE).
+(xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,
+LIBRARY_FUSION_TYPE_ELTWISE, written without the line break).
 --model=conv_impl=xla changes the workloads' model fields. An option this XLA does not know is
 one line and exit 2. docs/performance.md ("Why the PyTorch gaps stay") has the figures of
 2026-12-01.
@@ -140,7 +141,8 @@ def main(argv=None) -> int:
     out = measure(runners, args.rounds, args.window_seconds, k)
     base = out["rates"]["default"]
     width = max(len(key) for key in runners)
-    print(f"{name} ({args.grad}{', ' + args.model if args.model else ''}, {args.rounds} rounds of {args.window_seconds:g} s, "
+    model = f", {args.model}" if args.model else ""
+    print(f"{name} ({args.grad}{model}, {args.rounds} rounds of {args.window_seconds:g} s, "
           f"foreign load {out['foreign_load_median']:.0%}):", flush=True)
     for key, rates in out["rates"].items():
       ratios = [a / b for a, b in zip(rates, base)]

@@ -209,7 +209,7 @@ def _foreign_load(a, b) -> float:
   return min(1.0, max(0.0, (b[1] - a[1]) - (b[2] - a[2])) / ((os.cpu_count() or 1) * wall))
 
 
-def _summary(values: list[float]) -> dict:
+def summary(values: list[float]) -> dict:
   return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
@@ -327,7 +327,7 @@ def _time_mode(chunk, state, x_all, y_all, batch: int, steps_per_dispatch: int,
   timed_steps = windows * per_window * k
   return state, step, {
       "steps_per_dispatch": k, "compile_s": compile_s, "steps_per_window": per_window * k,
-      "steps_per_sec": _summary(rates), "foreign_load_median": statistics.median(loads),
+      "steps_per_sec": summary(rates), "foreign_load_median": statistics.median(loads),
       "foreign_load_max": max(loads), "data_s_per_step": data_s / timed_steps,
       "loss_first": loss_first, "loss_last": float(sums["loss_sum"]) / k}
 
@@ -589,13 +589,13 @@ def interleaved(workloads, variants=("project", "reference", "manual"), rounds: 
         runners, steps, rounds,
         each_round=lambda: peaks.append(matmul_peak_gflops(sizes=(1024,), reps=3)))
     for v in runners:
-      summary = _summary(rates[v])
+      stats = summary(rates[v])
       results.append({"workload": name, "variant": v,
                       "grad": {"manual": "manual", "reference": "reference"}.get(v, "autodiff"),
                       "norms": v != "project_no_norms", "batch": w.batch,
-                      "steps_per_sec": summary["median"], "steps_per_sec_min": summary["min"],
-                      "steps_per_sec_max": summary["max"],
-                      "examples_per_sec": summary["median"] * w.batch,
+                      "steps_per_sec": stats["median"], "steps_per_sec_min": stats["min"],
+                      "steps_per_sec_max": stats["max"],
+                      "examples_per_sec": stats["median"] * w.batch,
                       "steps_per_window": steps[v], "compile_s": compile_s[v],
                       "rates": rates[v], "foreign_load_median": statistics.median(loads[v]),
                       "foreign_load_max": max(loads[v]),
@@ -604,7 +604,7 @@ def interleaved(workloads, variants=("project", "reference", "manual"), rounds: 
                  ("project", "project_no_norms"), ("project_bf16", "project")):
       if a in rates and b in rates:
         per_round = [x / y for x, y in zip(rates[a], rates[b])]
-        ratios.append({"workload": name, "pair": f"{a} / {b}", **_summary(per_round),
+        ratios.append({"workload": name, "pair": f"{a} / {b}", **summary(per_round),
                        "per_round": per_round})
     for r in results[-len(runners):]:
       log(f"{name:9s} {r['variant']:16s} {r['steps_per_sec']:9.2f} steps/s "

@@ -62,12 +62,11 @@ def check_ints(field: str, values, hint: str = "", minimum: int = 1) -> tuple[in
   return values
 
 
-def check_batch_size(batch_size: int, n: int, examples: str, at_most: int | None = None,
-                     field: str = "batch_size") -> None:
+def check_batch_size(batch_size: int, n: int, examples: str, field: str = "batch_size") -> None:
   """Raises ConfigError when a batch (config.`field`) needs more than the n `examples`."""
   if batch_size > n:
     raise ConfigError(f"config.{field}={batch_size} is larger than the {n} {examples}; "
-                      f"use at most {n if at_most is None else at_most}")
+                      f"use at most {n}")
 
 
 def describe_os_error(e: OSError) -> str:

@@ -141,8 +141,9 @@ def load_aux(split_seed: int) -> data_lib.Dataset:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   report.check_experiment(config, "configs/exp_multitask.py", RANGES, METHODS)
-  errors.check_ints("experiment.train_examples", config.experiment.train_examples,
-                    " (labelled main-task examples)")
+  sizes = errors.check_ints("experiment.train_examples", config.experiment.train_examples,
+                            " (labelled main-task examples)")
+  errors.check_batch_size(config.batch_size, min(sizes), "main-task examples of the smallest size")
   if config.data.name != "digits" or config.data.image_size not in (0, 8):
     raise errors.ConfigError(f"config.data: the multi-task experiment's main task is digits at "
                              f"8x8 (the aux MNIST images are reduced to that); got "
@@ -166,7 +167,6 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   out = {}
   for n in exp.train_examples:
     main = regularization.train_subset(dataset.train, n, exp.subset_seed)
-    errors.check_batch_size(b, n, "main-task examples", min(exp.train_examples))
     variants, evaluators = [], {}
     for method in exp.methods:
       model = make_model(d_in, exp.hidden_sizes, 10, AUX_CLASSES[method])

@@ -84,8 +84,9 @@ def make_loss_fn(model: models.Model, k: int, method: str, b_l: int, augment_fn,
 
 def validate(config: ml_collections.ConfigDict) -> None:
   report.check_experiment(config, "configs/exp_semi_supervised.py", RANGES, METHODS)
-  errors.check_ints("experiment.train_examples", config.experiment.train_examples,
-                    " (labelled examples)")
+  sizes = errors.check_ints("experiment.train_examples", config.experiment.train_examples,
+                            " (labelled examples)")
+  errors.check_batch_size(config.batch_size, min(sizes), "labelled examples of the smallest size")
   if not tuple(config.augment.ops):
     raise errors.ConfigError("config.augment.ops is empty: the augmenting methods need ops, e.g. "
                              "('translate', 'noise')")
@@ -118,7 +119,6 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   out = {}
   for n in exp.train_examples:
     labelled = regularization.train_subset(dataset.train, n, exp.subset_seed)
-    errors.check_batch_size(b_l, n, "labelled examples", min(exp.train_examples))
     x_all = np.concatenate([labelled.x, unlabelled.x])
     y_all = np.concatenate([labelled.y, np.full(len(unlabelled), -1, np.int32)])
     batches = variants_lib.two_source_batches(n, b_l, len(unlabelled), b_u)
