@@ -133,7 +133,7 @@ def lstm_forward(params: dict, x_BxTxI: jax.Array, reverse: bool = False) -> tup
 
   def step(carry, x_BxI):
     h_BxH, c_BxH = carry
-    sum_Bx4H = jnp.concatenate([x_BxI, h_BxH], axis=-1) @ w_IHx4H + b_4H
+    sum_Bx4H = lstm.gate_sums(w_IHx4H, b_4H, x_BxI, h_BxH)
     sum_i, sum_f, sum_g, sum_o = jnp.split(sum_Bx4H, 4, axis=-1)
     i, f, g, o = (jax.nn.sigmoid(sum_i), jax.nn.sigmoid(sum_f), jnp.tanh(sum_g),
                   jax.nn.sigmoid(sum_o))

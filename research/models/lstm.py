@@ -54,12 +54,18 @@ def stacked_weights(params: dict) -> jax.Array:
   return jnp.concatenate([params["w_ih"], params["w_hh"]], axis=0)
 
 
+def gate_sums(w_IHx4H: jax.Array, b_4H: jax.Array, x_BxI: jax.Array,
+              h_BxH: jax.Array) -> jax.Array:
+  """sum_t = [x_t, h_{t-1}] [w_ih; w_hh] + b, (B, 4H): one product per step."""
+  return jnp.concatenate([x_BxI, h_BxH], axis=-1) @ w_IHx4H + b_4H
+
+
 def lstm_cell(params: dict, carry: tuple, x_BxI: jax.Array, w=None) -> tuple:
   """One step: (carry=(h_BxH, c_BxH), x_BxI) -> (new carry, h_BxH). A scan passes
   w = stacked_weights(params), stacked once outside the loop."""
   h_BxH, c_BxH = carry
   w_IHx4H = stacked_weights(params) if w is None else w
-  z_Bx4H = jnp.concatenate([x_BxI, h_BxH], axis=-1) @ w_IHx4H + params["b"]
+  z_Bx4H = gate_sums(w_IHx4H, params["b"], x_BxI, h_BxH)
   i, f, g, o = jnp.split(z_Bx4H, 4, axis=-1)
   c_BxH = jax.nn.sigmoid(f) * c_BxH + jax.nn.sigmoid(i) * jnp.tanh(g)
   h_BxH = jax.nn.sigmoid(o) * jnp.tanh(c_BxH)
