@@ -140,7 +140,9 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
   "accuracy_sum") summed over the chunk's steps (train records report E as "loss" and the data
   term, comparable with valid/test "loss", as "data_loss"); with norms=True (the run's loop,
   for its log records; the experiment runners do not read them) "norms", the per-layer norms
-  {"grad", "param", "update"} of the chunk's last step (weight_norms); and the first step
+  {"grad", "param", "update"} of the chunk's last step (weight_norms; that step is written out
+after the scan, so it is traced and compiled a second time: a longer compile for no step cost);
+and the first step
   whose loss was not finite (or -1), so NaN detection costs no extra host sync.
 
   max_traces guards compilation: a run traces the chunk once per distinct chunk length S,
@@ -493,16 +495,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     return _train(config, path, dataset, t_start)
 
 
-DETERMINISTIC_FLAG = cli.DETERMINISTIC_FLAG
-
-
 def _check_deterministic(config) -> None:
   """config.deterministic on a GPU needs XLA's flag, which only works set before JAX starts."""
   if (config.get("deterministic") and jax.default_backend() == "gpu"
-      and DETERMINISTIC_FLAG not in os.environ.get("XLA_FLAGS", "")):
+      and cli.DETERMINISTIC_FLAG not in os.environ.get("XLA_FLAGS", "")):
     raise errors.ConfigError(
-        f"config.deterministic=True needs XLA_FLAGS={DETERMINISTIC_FLAG} set before JAX starts "
-        "(python -m research.main sets it; in a notebook, set os.environ['XLA_FLAGS'] in the "
+        f"config.deterministic=True needs XLA_FLAGS={cli.DETERMINISTIC_FLAG} set before JAX "
+        "starts (python -m research.main sets it; in a notebook, set os.environ['XLA_FLAGS'] in the "
         "first cell, before importing jax)")
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from configs import default
 from configs import lenet_digits
+from research import cli
 from research import errors
 from research import gradcheck
 from research import models
@@ -91,7 +92,7 @@ def test_deterministic_on_a_gpu_needs_the_xla_flag_set_before_jax_starts(tmp_pat
   with pytest.raises(errors.ConfigError, match="--xla_gpu_deterministic_ops=true"):
     train.train_and_evaluate(_tiny(deterministic=True), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
-  monkeypatch.setenv("XLA_FLAGS", train.DETERMINISTIC_FLAG)
+  monkeypatch.setenv("XLA_FLAGS", cli.DETERMINISTIC_FLAG)
   train._check_deterministic(_tiny(deterministic=True))  # No error once the flag is set.
 
 
