@@ -141,9 +141,9 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
   term, comparable with valid/test "loss", as "data_loss"); with norms=True (the run's loop,
   for its log records; the experiment runners do not read them) "norms", the per-layer norms
   {"grad", "param", "update"} of the chunk's last step (weight_norms; that step is written out
-after the scan, so it is traced and compiled a second time: a longer compile for no step cost);
-and the first step
-  whose loss was not finite (or -1), so NaN detection costs no extra host sync.
+  after the scan, so it is traced and compiled a second time: a longer compile for no step
+  cost); and the first step whose loss was not finite (or -1), so NaN detection costs no extra
+  host sync.
 
   max_traces guards compilation: a run traces the chunk once per distinct chunk length S,
   and a retrace (a changed dtype, shape or sharding) would silently recompile every chunk; with
