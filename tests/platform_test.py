@@ -153,3 +153,17 @@ def test_a_trainer_that_would_ignore_a_run_loop_field_refuses_it():
   config.compute_dtype = "bfloat16"
   with pytest.raises(errors.ConfigError, match="compute_dtype='bfloat16' is read by the standard"):
     experiments.run(config, "unused")
+
+
+def test_an_experiment_runner_runs_under_the_configs_matmul_precision(tmp_path):
+  from research.experiments import report  # pylint: disable=g-import-not-at-top
+  seen = []
+
+  @report.runner
+  def runner(config, path):
+    del config, path
+    seen.append(jax.config.jax_default_matmul_precision)
+    return {}
+
+  runner(_tiny(matmul_precision="highest"), tmp_path / "w")
+  assert seen == ["highest"]

@@ -12,6 +12,7 @@ imports (matplotlib, scikit-learn, sacrebleu).
 import importlib
 from typing import Any, Callable
 
+from research import config_lib
 from research import errors
 
 # config.trainer -> "module:function".
@@ -43,21 +44,22 @@ def runner(name: str) -> Callable[..., dict[str, Any]]:
 
 
 # Fields only train.train_and_evaluate's loop reads, and the trainers that run through it;
-# any other trainer refuses a value it would silently ignore.
-RUN_LOOP_FIELDS = {"compute_dtype": "float32", "profile_steps": (0, 0)}
+# any other trainer refuses a value (other than config_lib.base's) it would silently ignore.
+RUN_LOOP_FIELDS = ("compute_dtype", "profile_steps")
 RUN_LOOP_TRAINERS = ("standard", "dropout_ensemble")
 
 
 def run(config, workdir: str) -> dict[str, Any]:
-  """Runs config.trainer on config, writing into workdir, under config.matmul_precision."""
+  """Runs config.trainer on config, writing into workdir (each trainer enters
+  config.matmul_precision: train_and_evaluate itself, the others through report.runner)."""
   fn = runner(config.trainer)
   if config.trainer not in RUN_LOOP_TRAINERS:
-    for field, default in RUN_LOOP_FIELDS.items():
+    base = config_lib.base()
+    for field in RUN_LOOP_FIELDS:
+      default = base[field]
       value = config.get(field, default)
       if (tuple(value) if isinstance(value, (list, tuple)) else value) != default:
         raise errors.ConfigError(
             f"config.{field}={value!r} is read by the standard training loop only, which "
             f"config.trainer={config.trainer!r} does not use; leave it at {default!r}")
-  from research import train  # pylint: disable=g-import-not-at-top  Imports JAX.
-  with train.precision(config):
-    return fn(config, workdir)
+  return fn(config, workdir)

@@ -38,12 +38,13 @@ def runner(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
   rerunning a finished run does nothing and returns {"finished": True, "results": the saved
   results.json}; an interrupted run starts again from scratch (its records are functions of
   the config, so the restart writes the same ones, not duplicates). `fn` receives the
-  workdir as an etils.epath.Path.
+  workdir as an etils.epath.Path and runs under config.matmul_precision (train.precision).
   """
   @functools.wraps(fn)
   def run(config, workdir) -> dict[str, Any]:
     t_start = time.time()
-    with workdir_lib.claim(workdir, process_index=jax.process_index()) as path:
+    with (workdir_lib.claim(workdir, process_index=jax.process_index()) as path,
+          train.precision(config)):
       finished = _read_json(path / FINISHED)
       records = path / metrics_lib.FILENAME
       if finished is not None or (records.exists() and records.read_text().strip()):
