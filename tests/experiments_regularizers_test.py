@@ -23,6 +23,7 @@ from research import experiments
 from research import models
 from research.experiments import adversarial
 from research.experiments import multitask
+from research.experiments import report
 from research.experiments import semi_supervised
 from research.experiments import sparsity
 from research.experiments import tangent_prop
@@ -68,7 +69,7 @@ def test_two_source_batches_read_each_source_in_its_own_rows():
 
 
 def test_summary_and_cell():
-  s = variants.summarize([{"a": 0.9}, {"a": 0.8}], ["a"])["a"]
+  s = report.summarize([{"a": 0.9}, {"a": 0.8}], ["a"])["a"]
   assert s["mean"] == pytest.approx(0.85) and s["std"] == pytest.approx(0.05)
   assert variants.cell(s) == "85.0 ± 5.0"
 

@@ -324,7 +324,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
       runs.append(run_record)
     fields = ("train_accuracy", "test_accuracy", "gap", "train_loss", "test_loss",
               "weight_norm_sq")
-    results[method] = {f: report.mean_std([r[f] for r in runs]) for f in fields}
+    results[method] = report.summarize(runs, fields)
     results[method]["runs"] = runs
     logging.info("%-14s train %.3f  test %.3f  gap %.3f  test loss %.3f  (%.1f s)", method,
                  results[method]["train_accuracy"]["mean"],

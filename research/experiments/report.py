@@ -102,6 +102,11 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
   return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
+def summarize(runs: Sequence[dict], fields: Sequence[str]) -> dict[str, dict[str, float]]:
+  """{field: {"mean", "std"}} over the runs (std: population, over seeds)."""
+  return {f: mean_std([r[f] for r in runs]) for f in fields}
+
+
 def markdown_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
   """A GitHub markdown table; floats with 4 significant digits."""
   def fmt(v):

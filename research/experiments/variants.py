@@ -16,7 +16,7 @@ slice of the training split for several seeds, measure each run, tabulate mean �
   accuracy_fn(model, output, k, batch)    the library's evaluator as (params, split) -> metrics
   two_source_batches(...)                 batches drawing b_a rows of one source and b_b of
                                           another (multi-task, semi-supervised learning)
-  summarize, cell, bar_plot, size_plot
+  cell, bar_plot, size_plot               (the per-seed summary is report.summarize)
 
 Every run starts from jax.random.key(seed) (init and per-step randomness), and its batches are
 functions of (seed, step), so a rerun gives the same numbers. Runs are not checkpointed: they
@@ -158,11 +158,6 @@ def accuracy_fn(model: models.Model, output: str, k: int, batch_size: int) -> Ca
   return lambda params, split: train.evaluate(eval_fn, params, split, batch_size)
 
 
-def summarize(runs: Sequence[dict], fields: Sequence[str]) -> dict[str, dict[str, float]]:
-  """{field: {"mean", "std"}} over the runs (std: population, over seeds)."""
-  return {f: report.mean_std([r[f] for r in runs]) for f in fields}
-
-
 def cell(summary: dict[str, float], scale: float = 100.0, digits: int = 1) -> str:
   """'93.2 ± 0.4': mean ± std, times scale (100: accuracies in %)."""
   return f"{scale * summary['mean']:.{digits}f} ± {scale * summary['std']:.{digits}f}"
@@ -173,7 +168,7 @@ def run_variants(variants: Sequence[Variant], config: ml_collections.ConfigDict,
                  writer: metrics_lib.MetricWriter, fields: Sequence[str] | None = None,
                  tag: dict | None = None) -> dict[str, dict]:
   """fit() every variant for every seed, measure(variant, params) -> {field: float} each run,
-  and summarize. Each run's measurements go to `writer` (split "result", with `tag`).
+  and report.summarize. Each run's measurements go to `writer` (split "result", with `tag`).
   Returns {variant name: {field: {"mean", "std"}, "runs": [{"seed", **measured}]}}."""
   results = {}
   for variant in variants:
@@ -185,7 +180,7 @@ def run_variants(variants: Sequence[Variant], config: ml_collections.ConfigDict,
                     **(tag or {}), **record})
       runs.append(record)
     keys = fields or [f for f in runs[0] if f != "seed"]
-    results[variant.name] = {**summarize(runs, keys), "runs": runs}
+    results[variant.name] = {**report.summarize(runs, keys), "runs": runs}
     logging.info("%s: %s (%.1f s)", variant.name, ", ".join(
         f"{f} {cell(results[variant.name][f], 1.0, 4)}" for f in keys), time.time() - t0)
   return results
