@@ -110,9 +110,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   exp = report.check_experiment(config, "configs/exp_approximation.py")
   for i, name in enumerate(exp.targets):
     errors.check_choice(f"experiment.targets[{i}]", name, sorted(TARGETS))
-  if not exp.widths or any(not isinstance(h, int) or h <= 0 for h in exp.widths):
-    raise errors.ConfigError(f"config.experiment.widths={exp.widths!r} must be positive "
-                             "integers, e.g. (1, 2, 4, 8)")
+  errors.check_ints("experiment.widths", exp.widths, ", e.g. (1, 2, 4, 8)")
   errors.check_choice("experiment.init", exp.init, INITS)
   errors.check_positive("experiment.init_scale", exp.init_scale)
   for field in ("num_seeds", "train_points", "grid_points_1d", "grid_points_2d"):

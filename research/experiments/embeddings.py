@@ -85,10 +85,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   errors.check_choice("loss.output", config.loss.output, ("softmax",))
   for i, name in enumerate(exp.tables):
     errors.check_choice(f"experiment.tables[{i}]", name, TABLES)
-  counts = tuple(exp.labels_per_topic)
-  if any(not isinstance(c, int) or isinstance(c, bool) or c < 1 for c in counts):
-    raise errors.ConfigError(f"config.experiment.labels_per_topic={counts!r} must be positive "
-                             "integers, e.g. (1, 5, 20)")
+  if tuple(exp.labels_per_topic):  # () is allowed: embeddings only.
+    errors.check_ints("experiment.labels_per_topic", exp.labels_per_topic, ", e.g. (1, 5, 20)")
   for i, pair in enumerate(exp.related_pairs):
     if len(pair) != 2 or not all(isinstance(w, str) for w in pair):
       raise errors.ConfigError(f"config.experiment.related_pairs[{i}]={pair!r} must be two "

@@ -32,6 +32,7 @@ import numpy as np
 from absl import logging
 
 from research import augment
+from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import losses
@@ -43,6 +44,7 @@ from research import workdir as workdir_lib
 from research.experiments import report
 
 METHODS = ("none", "l2", "l1", "dropout", "early_stopping", "augment", "bagging")
+RANGES = {"train_examples": config_lib.Range(True, 0), "subset_seed": config_lib.Range(True, 0)}
 
 
 # ------------------------------------------------------------------------------------ config
@@ -54,11 +56,7 @@ def _is_int(value) -> bool:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the config.experiment fields; fails with the field and the fix."""
-  exp = report.check_experiment(config, "configs/exp_regularization.py", methods=METHODS)
-  for field in ("train_examples", "subset_seed"):
-    if not _is_int(exp[field]) or exp[field] < 0:
-      raise errors.ConfigError(f"config.experiment.{field}={exp[field]!r} must be an integer "
-                               ">= 0")
+  exp = report.check_experiment(config, "configs/exp_regularization.py", RANGES, METHODS)
   for field in ("repeats", "patience", "bagging_members"):
     if not _is_int(exp[field]) or exp[field] <= 0:
       raise errors.ConfigError(f"config.experiment.{field}={exp[field]!r} must be a positive "
