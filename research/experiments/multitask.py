@@ -164,12 +164,18 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   d_in, b = int(np.prod(dataset.input_shape)), config.batch_size
   test = data_lib.Split(dataset.test.x.reshape(len(dataset.test), -1), dataset.test.y)
+  # The models and their evaluators do not depend on the size: built (and compiled) once.
+  by_method = {m: make_model(d_in, exp.hidden_sizes, 10, AUX_CLASSES[m]) for m in exp.methods}
+  evaluators = {m: variants_lib.accuracy_fn(model, "softmax", 10, config.eval_batch_size)
+                for m, model in by_method.items()}
+  aux_eval = variants_lib.accuracy_fn(
+      models.Model(None, lambda p, x, **_: layers.dense(p["aux"], trunk(p, x))), "softmax", 10,
+      config.eval_batch_size)
   out = {}
   for n in exp.train_examples:
     main = regularization.train_subset(dataset.train, n, exp.subset_seed)
-    variants, evaluators = [], {}
-    for method in exp.methods:
-      model = make_model(d_in, exp.hidden_sizes, 10, AUX_CLASSES[method])
+    variants = []
+    for method, model in by_method.items():
       # Every method reads the same main-task batches (rows 0..n-1 of x_all).
       batches = lambda seed, start, num: data_lib.batch_indices(seed, n, b, start, num)
       if method == "aux_mnist":
@@ -177,10 +183,6 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
       variants.append(variants_lib.Variant(
           method, model, make_loss_fn(10, AUX_CLASSES[method], method, b, exp.aux_weight),
           batches=batches))
-      evaluators[method] = variants_lib.accuracy_fn(model, "softmax", 10, config.eval_batch_size)
-    aux_eval = variants_lib.accuracy_fn(
-        models.Model(None, lambda p, x, **_: layers.dense(p["aux"], trunk(p, x))), "softmax", 10,
-        config.eval_batch_size)
     # One x_all for every method: the main slice, then (aux_mnist's rows) the aux images.
     x_all, y_all = main.x.reshape(n, -1), main.y
     if aux is not None:

@@ -59,18 +59,19 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   k = losses.num_outputs(config, dataset)
   seeds = [config.seed + r for r in range(exp.repeats)]
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  out = {}
+  out, evaluators = {}, {}  # An evaluator per variant, compiled once for every size.
   for n in exp.train_examples:
     train_split = regularization.train_subset(dataset.train, n, exp.subset_seed)
     n = len(train_split)
     errors.check_batch_size(config.batch_size, n, "examples of a slice")
-    variants, evaluators = [], {}
+    variants = []
     for name, shared in VARIANTS.items():
       cfg = config.copy_and_resolve_references()
       cfg.model.shared = shared
       variants.append(variants_lib.standard_variant(name, cfg, dataset.input_shape, k, n))
-      evaluators[name] = variants_lib.accuracy_fn(variants[-1].model, cfg.loss.output, k,
-                                                  cfg.eval_batch_size)
+      if name not in evaluators:
+        evaluators[name] = variants_lib.accuracy_fn(variants[-1].model, cfg.loss.output, k,
+                                                    cfg.eval_batch_size)
 
     def measure(variant, params):
       tr = evaluators[variant.name](params, train_split)
