@@ -4,7 +4,7 @@
 
 FLOPs come from XLA's own cost analysis of the compiled forward pass (multiply-adds count 2),
 so they include every layer the model really runs. Throughput is the project's real train
-step (research.train.make_train_chunk: softmax cross-entropy, momentum SGD) on synthetic
+step (research.kernel.make_train_chunk: softmax cross-entropy, momentum SGD) on synthetic
 data; the full-size AlexNet is measured at a small batch, since a CPU step is seconds.
 """
 import argparse
@@ -24,9 +24,9 @@ from configs import alexnet_small  # noqa: E402
 from configs import lenet_digits  # noqa: E402
 from research import cli  # noqa: E402
 from research import config_lib  # noqa: E402
+from research import kernel
 from research import models  # noqa: E402
 from research import optim  # noqa: E402
-from research import train  # noqa: E402
 from research import losses
 
 
@@ -59,10 +59,9 @@ def throughput(model: models.Model, input_shape, k: int, batch: int, seconds: fl
   """Training examples per second of the project's jitted step (median of 3 windows)."""
   loss_fn = losses.make_loss_fn(model, "softmax", 0.0, batch, k)
   optimizer = optim.make_optimizer(config_lib.optimizer(learning_rate=0.01), 1)
-  chunk = train.make_train_chunk(loss_fn, optimizer)
+  chunk = kernel.make_train_chunk(loss_fn, optimizer)
   params = jax.jit(model.init)(jax.random.key(0))
-  state = {"params": params, "opt_state": optimizer.init(params),
-           "step": jnp.zeros((), jnp.int32), "rng": jax.random.key(1)}
+  state = kernel.train_state(params, optimizer, jax.random.key(1))
   x = jax.random.normal(jax.random.key(2), (batch, *input_shape))
   y = jnp.arange(batch, dtype=jnp.int32) % k
   idx = jnp.arange(batch, dtype=jnp.int32)[None]

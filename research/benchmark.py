@@ -43,10 +43,10 @@ from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import gradients
+from research import kernel
 from research import losses
 from research import models
 from research import optim
-from research import train
 
 NUM_CLASSES = 10
 GRADS = gradients.GRADS
@@ -271,16 +271,13 @@ def make_step(name: str, grad: str = "autodiff", seed: int = 0, num_batches: int
   opt_cfg = config_lib.optimizer(name="momentum", learning_rate=LEARNING_RATE,
                                  momentum=MOMENTUM)
   optimizer = optim.make_optimizer(opt_cfg, total_steps=1)
-  chunk = train.make_train_chunk(loss_fn, optimizer, value_and_grad=value_and_grad, norms=norms)
+  chunk = kernel.make_train_chunk(loss_fn, optimizer, value_and_grad=value_and_grad, norms=norms)
 
-  init_key, train_key = jax.random.split(jax.random.key(seed))
-  params = model.init(init_key)
-  state = {"params": params, "opt_state": optimizer.init(params),
-           "step": jnp.zeros((), jnp.int32), "rng": train_key}
+  state = kernel.init_state(model, optimizer, jax.random.key(seed))
   rng = np.random.default_rng(seed)  # Synthetic data only; params come from the JAX key.
   x_all = jax.device_put(rng.standard_normal((m, *w.input_shape), dtype=np.float32))
   y_all = jax.device_put(rng.integers(0, NUM_CLASSES, size=(m,), dtype=np.int32))
-  n_params = sum(int(x.size) for x in jax.tree.leaves(params))
+  n_params = sum(int(x.size) for x in jax.tree.leaves(state["params"]))
   return chunk, state, x_all, y_all, n_params
 
 

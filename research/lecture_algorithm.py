@@ -40,6 +40,7 @@ from absl import logging
 
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
@@ -153,11 +154,9 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
 
   # Same init as train.train_and_evaluate; the rest of the seed's key is split between the
   # per-step sampling (fold_in step) and the restarts' noise (fold_in restart number).
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  sample_key, restart_key = jax.random.split(train_key)
-  params = model.init(init_key)
-  state = {"params": params, "opt_state": optimizer.init(params),
-           "step": jnp.zeros((), jnp.int32), "rng": sample_key}
+  state = kernel.init_state(model, optimizer, jax.random.key(config.seed))
+  sample_key, restart_key = jax.random.split(state["rng"])
+  state["rng"] = sample_key
   logging.info("%s: %d train examples; lecture algorithm, %d misclassified per step, check "
                "every %d steps, at most %d restarts", dataset.name, n, lec.batch_size,
                lec.rounds_per_check, lec.max_restarts)
@@ -172,8 +171,8 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     E, aux = loss_fn(params, x_NxD, y_N, None)
     return E, aux["data_loss"], aux["accuracy"]
 
-  eval_fn = train.make_eval_fn(model, config.loss.output, k)
-  eval_bs = train.eval_batch_size(config, dataset)  # One size for valid and test: one compile.
+  eval_fn = kernel.make_eval_fn(model, config.loss.output, k)
+  eval_bs = kernel.eval_batch_size(config, dataset)  # One size for valid and test: one compile.
 
   @jax.jit
   def perturb_fn(params, key):
@@ -193,7 +192,7 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
             "misclassified": round(n * (1 - accuracy))}
 
   def log_check(step, params, train_metrics, restarts):
-    valid = train.evaluate(eval_fn, params, dataset.valid, eval_bs)
+    valid = kernel.evaluate(eval_fn, params, dataset.valid, eval_bs)
     writer.write({"step": step, "split": "train", **train_metrics, "restarts": restarts,
                   "elapsed": time.time() - t_start})
     writer.write({"step": step, "split": "valid", **valid})
@@ -246,8 +245,8 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     logging.info("keeping the params of an earlier descent: E %.4f < final E %.4f", best[0],
                  current["loss"])
     state = dict(state, params=jax.device_put(best[1]))
-    valid = train.evaluate(eval_fn, state["params"], dataset.valid, eval_bs)
-  test = train.evaluate(eval_fn, state["params"], dataset.test, eval_bs)
+    valid = kernel.evaluate(eval_fn, state["params"], dataset.valid, eval_bs)
+  test = kernel.evaluate(eval_fn, state["params"], dataset.test, eval_bs)
   wall = time.time() - t_start
   writer.write({"step": step, "split": "test", **test, "restarts": restarts,
                 "converged": converged, "wall_time": wall})

@@ -1,9 +1,9 @@
 """train_and_evaluate(config, workdir): the library behind `python -m research.main`.
 
-The train state is a plain dict {"params", "opt_state", "step", "rng"}. One jitted call runs
-a chunk of steps with `lax.scan`, gathering each batch on the device from the batch indices
-(see research.data.batch_indices), so the host is touched only at log, eval and checkpoint
-points.
+The loop around research.kernel: the train state (kernel.init_state) runs in chunks of steps,
+one jitted `lax.scan` each (kernel.make_train_chunk), gathering each batch on the device from
+the batch indices (research.data.batch_indices), so the host is touched only at log, eval and
+checkpoint points. The run's identity in its workdir is research.run_config's.
 
 What a run promises (README, "What a run promises"):
   - resume is exact: whatever step a run is killed at, rerunning the same command ends with
@@ -18,7 +18,6 @@ What a run promises (README, "What a run promises"):
   - progress lines time training steps only (compilation, evaluation and checkpoints are
     excluded) and give an ETA.
 """
-import contextlib
 import dataclasses
 import functools
 import json
@@ -31,7 +30,6 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import ml_collections
-import numpy as np
 from absl import logging
 
 from research import augment
@@ -41,11 +39,13 @@ from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import gradients
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import parallel
+from research import run_config
 from research import workdir as workdir_lib
 
 
@@ -63,7 +63,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.loss[field] < 0:
       raise errors.ConfigError(f"config.loss.{field}={config.loss[field]} must be >= 0")
   errors.check_choice("grad", config.grad, gradients.GRADS)
-  errors.check_choice("matmul_precision", config.matmul_precision, MATMUL_PRECISIONS)
+  errors.check_choice("matmul_precision", config.matmul_precision, kernel.MATMUL_PRECISIONS)
   errors.check_choice("compute_dtype", config.compute_dtype, models.core.COMPUTE_DTYPES)
   if not isinstance(config.deterministic, bool):
     raise errors.ConfigError(f"config.deterministic={config.deterministic!r} must be True or "
@@ -80,7 +80,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   config_lib.check_ranges(config)
 
 
-MATMUL_PRECISIONS = ("default", "high", "highest")
 PROFILE_DIR = "profile"
 
 
@@ -97,162 +96,6 @@ def profile_plan(config, step: int) -> tuple[int, int] | None:
   or the run starts past its first step (a trace of half a window would mislead)."""
   start, stop = _profile_window(config)
   return (start, stop) if step <= start < stop else None
-
-
-def precision(config):
-  """The context the run traces under: jax.default_matmul_precision(config.matmul_precision),
-  or none for "default" (the backend's own: full float32 on CPUs; bfloat16 passes on TPUs)."""
-  if config.get("matmul_precision", "default") == "default":
-    return contextlib.nullcontext()
-  return jax.default_matmul_precision(config.matmul_precision)
-
-
-def resolved(config) -> dict:
-  """What the config leaves to the machine, as this run resolved it (config.json records it
-  beside the config; it is not part of the run's identity)."""
-  out = {"backend": jax.default_backend(), "devices": jax.device_count(),
-         "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__}
-  if "conv_impl" in config.model:
-    out["model.conv_impl"] = models.conv_impl(config.model)
-  return out
-
-
-def weight_norms(tree) -> dict[str, jax.Array]:
-  """||w^l|| of every weight leaf (losses.is_weight), keyed "0/w", "conv/c1/w", ...: the
-  per-layer norms a run logs for the params, dE/dw and the optimizer's update."""
-  return {_leaf_name(path): jnp.sqrt(jnp.sum(jnp.square(v.astype(jnp.float32))))
-          for path, v in jax.tree_util.tree_leaves_with_path(tree) if losses.is_weight(path)}
-
-
-def _leaf_name(path) -> str:
-  parts = []
-  for k in path:
-    parts.append(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))))
-  return "/".join(parts)
-
-
-def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None = None,
-                     value_and_grad: Callable | None = None,
-                     max_traces: int | None = None, norms: bool = False) -> Callable:
-  """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps.
-
-  sums holds E ("loss_sum") and every scalar of the loss's aux (e.g. "data_loss_sum",
-  "accuracy_sum") summed over the chunk's steps (train records report E as "loss" and the data
-  term, comparable with valid/test "loss", as "data_loss"); with norms=True (the run's loop,
-  for its log records; the experiment runners do not read them) "norms", the per-layer norms
-  {"grad", "param", "update"} of the chunk's last step (weight_norms; that step is written out
-  after the scan, so it is traced and compiled a second time: a longer compile for no step
-  cost); and the first step whose loss was not finite (or -1), so NaN detection costs no extra
-  host sync.
-
-  max_traces guards compilation: a run traces the chunk once per distinct chunk length S,
-  and a retrace (a changed dtype, shape or sharding) would silently recompile every chunk; with
-  the guard it fails instead. (chex.assert_max_traces counts per function definition, so it
-  would count the chunks of every run of a process together.)
-  """
-  if value_and_grad is None:
-    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-
-  def train_step(state, idx_B, x_all, y_all, with_norms=False):
-    step = state["step"]
-    # Per-step randomness is a function of (seed, step) alone, so resuming is exact.
-    rng, aug_rng = jax.random.split(jax.random.fold_in(state["rng"], step))
-    x = x_all[idx_B]
-    if augment_fn is not None:
-      x = augment_fn(aug_rng, x)
-    (E, aux), grads = value_and_grad(state["params"], x, y_all[idx_B], rng)
-    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    params = jax.tree.map(jnp.add, state["params"], updates)
-    new_state = dict(state, params=params, opt_state=opt_state, step=step + 1)
-    layer_norms = {"grad": weight_norms(grads), "update": weight_norms(updates),
-                   "param": weight_norms(params)} if with_norms else None
-    return new_state, ({"loss": E, **aux}, step), layer_norms
-
-  def chunk(state, x_all, y_all, idx_SxB):
-    # The last step is written out after the scan, with the per-layer norms: computed inside
-    # the scan they would cost every step a pass over the gradients and updates (~10-30% of
-    # a small MLP's step, also behind a lax.cond); here they cost one step's worth.
-    head = idx_SxB[:-1] if norms else idx_SxB
-    state, (values_S, step_S) = jax.lax.scan(
-        lambda s, idx: train_step(s, idx, x_all, y_all)[:2], state, head)
-    out = {}
-    if norms:
-      state, (values_last, step_last), out["norms"] = train_step(
-          state, idx_SxB[-1], x_all, y_all, with_norms=True)
-      values_S = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), values_S,
-                              values_last)
-      step_S = jnp.concatenate([step_S, step_last[None]])
-    E_S = values_S["loss"]
-    bad = jnp.where(jnp.isfinite(E_S), jnp.iinfo(jnp.int32).max, step_S).min()
-    sums = {f"{key}_sum": v.sum() for key, v in values_S.items()}
-    out.update(sums, first_bad_step=jnp.where(bad == jnp.iinfo(jnp.int32).max, -1, bad))
-    return state, out
-
-  if max_traces is not None:
-    chunk = _count_traces(chunk, max_traces)
-  return jax.jit(chunk, donate_argnums=0)
-
-
-def _count_traces(fn: Callable, max_traces: int) -> Callable:
-  """fn, raising AssertionError when traced more than max_traces times (a trace runs the
-  Python body; a compiled call does not)."""
-  traces = [0]
-
-  @functools.wraps(fn)
-  def counted(*args):
-    traces[0] += 1
-    if traces[0] > max_traces:
-      raise AssertionError(
-          f"the train chunk was traced {traces[0]} times, more than its {max_traces} chunk "
-          "length(s): an argument's shape, dtype or sharding changed between chunks")
-    return fn(*args)
-
-  return counted
-
-
-def make_eval_fn(model: models.Model, output: str, k: int) -> Callable:
-  """Returns jitted eval(params, x_B..., labels_B..., mask_B) -> loss and accuracy summed over
-  the unmasked examples. Labels may carry trailing axes (e.g. one per time step): those are
-  averaged within each example."""
-  data_loss = losses.DATA_LOSSES[output]
-
-  def eval_batch(params, x, labels, mask):
-    logits_BxK = model.apply(params, x, train=False)
-    per_label = data_loss(logits_BxK, losses.one_hot_targets(labels, k, logits_BxK.dtype))
-    hit = (losses.predictions(logits_BxK) == labels).astype(per_label.dtype)
-    per_example = lambda v: v.reshape(v.shape[0], -1).mean(axis=1)
-    return {"loss_sum": jnp.where(mask, per_example(per_label), 0).sum(),
-            "correct": jnp.where(mask, per_example(hit), 0).sum()}
-
-  return jax.jit(eval_batch)
-
-
-def eval_batch_size(config, dataset: data_lib.Dataset) -> int:
-  """One evaluation batch size for valid and test (one compilation), no larger than needed."""
-  return max(1, min(config.eval_batch_size, max(len(dataset.valid), len(dataset.test))))
-
-
-def evaluate(eval_fn: Callable, params, split: data_lib.Split, batch_size: int,
-             mesh=None) -> dict:
-  """Mean data loss and accuracy over a split; the last batch is padded and masked so every
-  call has one shape: pass one batch_size for every split to compile once (see
-  eval_batch_size). With a mesh, every batch is placed replicated (each host passes the same
-  data)."""
-  n = len(split)
-  if n == 0:
-    return {}
-  totals = {"loss_sum": 0.0, "correct": 0}
-  for start in range(0, n, batch_size):
-    x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
-    pad = batch_size - len(y)
-    mask = np.arange(batch_size) < len(y)
-    if pad:
-      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-      y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
-    batch = (x, y, mask) if mesh is None else parallel.replicate((x, y, mask), mesh)
-    out = eval_fn(params, *batch)
-    totals = {key: totals[key] + out[key] for key in totals}
-  return {"loss": float(totals["loss_sum"]) / n, "accuracy": float(totals["correct"]) / n}
 
 
 @dataclasses.dataclass
@@ -278,71 +121,11 @@ def _functions(config_key: str, n: int, k: int, input_shape: tuple, x_dtype: str
   # The lecture's m is the number of training examples.
   loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
   value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n, input_shape)
-  train_chunk = make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment),
-                                 value_and_grad, max_traces=len(lengths), norms=True)
+  train_chunk = kernel.make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment),
+                                        value_and_grad, max_traces=len(lengths), norms=True)
   add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
-  return _Functions(model, train_chunk, make_eval_fn(model, config.loss.output, k), add,
+  return _Functions(model, train_chunk, kernel.make_eval_fn(model, config.loss.output, k), add,
                     value_and_grad, {})
-
-
-def _config_dict(config) -> dict:
-  return json.loads(config.to_json_best_effort())
-
-
-def prepare_workdir(config, workdir) -> None:
-  """Writes config.json into a new run's workdir (process 0); refuses a workdir that already
-  holds a run. Runners without checkpoints call it inside research.workdir.claim."""
-  path = workdir_lib.as_path(workdir)
-  if (path / metrics_lib.FILENAME).exists():
-    raise errors.WorkdirError(
-        f"--workdir={path} already holds a run (metrics.jsonl); pass a new --workdir so "
-        "its results are kept")
-  write_config(config, path)
-
-
-def write_config(config, workdir) -> None:
-  """workdir/config.json (process 0), written whole or not at all: the config, and under
-  "resolved" what it left to the machine (backend, conv_impl "auto", ...)."""
-  if jax.process_index() == 0:
-    record = dict(_config_dict(config), resolved=resolved(config))
-    workdir_lib.write_text(workdir_lib.as_path(workdir) / "config.json",
-                           json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-
-def saved_config(workdir) -> dict | None:
-  """workdir/config.json as a dict, None if absent; WorkdirError if it is not valid JSON."""
-  path = workdir_lib.as_path(workdir) / "config.json"
-  if not path.exists():
-    return None
-  try:
-    return json.loads(path.read_text())
-  except ValueError as e:
-    raise errors.WorkdirError(f"{path} is not valid JSON ({e}); restore it, or delete it to "
-                              "resume from the config kept with the checkpoints") from None
-
-
-def check_same_config(config, saved: dict | None, workdir) -> None:
-  """Resuming with a different config would silently mix two experiments: refuse."""
-  if saved is None:
-    return
-  # A top-level field missing on either side (a run saved before config_lib.base had it, or a
-  # config that leaves an optional field out) counts as its base default, on both sides alike.
-  base = _config_dict(config_lib.base())
-  saved = {**base, **{k: v for k, v in saved.items() if k != "resolved"}}
-  diffs = sorted(_diff(saved, {**base, **_config_dict(config)}))
-  if diffs:
-    raise errors.ConfigError(
-        f"--workdir={workdir} holds a run with a different config ({', '.join(diffs[:5])}); "
-        "resume it with the same config, or pass a new --workdir")
-
-
-def _diff(a, b, prefix="config") -> list[str]:
-  if isinstance(a, dict) and isinstance(b, dict):
-    out = []
-    for key in sorted(set(a) | set(b)):
-      out += _diff(a.get(key), b.get(key), f"{prefix}.{key}")
-    return out
-  return [] if a == b else [f"{prefix}: {a!r} -> {b!r}"]
 
 
 def _inspect_workdir(config, workdir) -> int | None:
@@ -351,10 +134,11 @@ def _inspect_workdir(config, workdir) -> int | None:
   first checkpoint). Raises ConfigError for another config's run or one whose results would
   be lost."""
   latest = checkpoint.latest_step(workdir)
-  on_file = saved_config(workdir)
+  on_file = run_config.saved_config(workdir)
   if latest is not None:
     # The config kept with the checkpoints is the identity; config.json may be gone.
-    check_same_config(config, checkpoint.saved_config(workdir, latest) or on_file, workdir)
+    run_config.check_same_config(config, checkpoint.saved_config(workdir, latest) or on_file,
+                                 workdir)
     return latest
   metrics_path = workdir / metrics_lib.FILENAME
   if not metrics_path.exists() or not metrics_path.read_text().strip():
@@ -363,7 +147,7 @@ def _inspect_workdir(config, workdir) -> int | None:
     raise errors.ConfigError(
         f"--workdir={workdir} already holds a run (metrics.jsonl) with no config.json and no "
         "checkpoint; pass a new --workdir so its results are kept")
-  check_same_config(config, on_file, workdir)
+  run_config.check_same_config(config, on_file, workdir)
   if metrics_lib.read_metrics(workdir, split="test"):
     raise errors.ConfigError(
         f"--workdir={workdir} already holds a run (metrics.jsonl) that finished, and its "
@@ -394,10 +178,8 @@ def init_tracked(config, model: models.Model, optimizer, mesh) -> dict:
 
   The train state is {"params", "opt_state", "step", "rng"}, replicated over the mesh.
   """
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  params = model.init(init_key)
-  state = parallel.replicate({"params": params, "opt_state": optimizer.init(params),
-                              "step": jnp.zeros((), jnp.int32), "rng": train_key}, mesh)
+  state = parallel.replicate(kernel.init_state(model, optimizer, jax.random.key(config.seed)),
+                             mesh)
   tracked = {"state": state}
   if config.early_stopping_patience > 0:  # Part of the state, so resume stays exact.
     tracked["best"] = {"params": jax.tree.map(jnp.copy, state["params"]),
@@ -409,7 +191,7 @@ def init_tracked(config, model: models.Model, optimizer, mesh) -> dict:
 def _prepare(config, dataset: data_lib.Dataset) -> _Functions:
   """The run's compiled functions (cached across runs with the same compile-relevant config)."""
   k = losses.num_outputs(config, dataset)
-  key = _config_dict(config)
+  key = run_config.config_dict(config)
   key.pop("seed")  # The seed changes the init and the batches, not what is compiled.
   return _functions(json.dumps(key, sort_keys=True), len(dataset.train), k,
                     tuple(dataset.input_shape), str(dataset.train.x.dtype))
@@ -491,7 +273,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   t_start = time.time()
   validate(config)
   _check_deterministic(config)
-  with workdir_lib.claim(workdir, process_index=jax.process_index()) as path, precision(config):
+  with (workdir_lib.claim(workdir, process_index=jax.process_index()) as path,
+        kernel.precision(config)):
     return _train(config, path, dataset, t_start)
 
 
@@ -529,8 +312,8 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
   step = 0
   if resume_step is not None:
     tracked, step = checkpoint.restore(workdir, tracked)
-    if saved_config(workdir) is None:
-      write_config(config, workdir)  # Deleted since: the checkpoints' copy matched.
+    if run_config.saved_config(workdir) is None:
+      run_config.write_config(config, workdir)  # Deleted since: the checkpoints' copy matched.
     # Read once: the finished-run check and truncate share it (and its torn-line warning).
     records = metrics_lib.read_metrics(workdir) if (
         workdir / metrics_lib.FILENAME).exists() else []
@@ -548,7 +331,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
       logging.info("%s: restarting a run of this config that stopped before its first "
                    "checkpoint", workdir)
       metrics_lib.truncate(workdir, -1)
-    write_config(config, workdir)
+    run_config.write_config(config, workdir)
   writer = metrics_lib.MetricWriter(workdir)
   try:
     state, window = tracked["state"], tracked["window"]
@@ -556,8 +339,8 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     logging.info("%s: %d train / %d valid / %d test examples; %s with %d params on %d device(s)",
                  dataset.name, n, len(dataset.valid), len(dataset.test), config.model.name,
                  n_params, mesh.size)
-    eval_bs = eval_batch_size(config, dataset)
-    config_json = _config_dict(config)
+    eval_bs = kernel.eval_batch_size(config, dataset)
+    config_json = run_config.config_dict(config)
     patience = config.early_stopping_patience
     stopped_early = patience > 0 and int(tracked["best"]["evals_since"]) >= patience
     clock, t_train_start = _Clock(), None
@@ -617,7 +400,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
                      rate, record["examples_per_sec"], _format_seconds(record["eta_sec"]))
         last_log_step, window = step, jax.tree.map(jnp.zeros_like, window)
       if at_eval:
-        valid = evaluate(fns.eval_fn, state["params"], dataset.valid, eval_bs, mesh)
+        valid = kernel.evaluate(fns.eval_fn, state["params"], dataset.valid, eval_bs, mesh)
         writer.write({"step": step, "split": "valid", **valid})
         logging.info("step %6d | valid loss %.4f | valid acc %.4f", step, valid["loss"],
                      valid["accuracy"])
@@ -638,7 +421,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
       clock.start()
 
     final = _final_state(tracked)
-    test = evaluate(fns.eval_fn, final["params"], dataset.test, eval_bs, mesh)
+    test = kernel.evaluate(fns.eval_fn, final["params"], dataset.test, eval_bs, mesh)
     wall = time.time() - t_start
     writer.write({"step": step, "split": "test", **test, "wall_time": wall})
     logging.info("done: test %s, wall time %.1f s (workdir %s)", _describe(test), wall, workdir)

@@ -15,10 +15,10 @@ import pytest
 
 from research import config_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import models
 from research import optim
-from research import train
 from research.backprop import mlp as backprop_mlp
 from research.models import mlp
 
@@ -194,7 +194,7 @@ def test_make_value_and_grad_matches_the_trainers_value_and_grad(activation, out
 
 
 def test_trainer_steps_with_the_manual_gradient_follow_the_autodiff_ones():
-  """train.make_train_chunk(value_and_grad=...) runs it under jit + lax.scan, as grad=manual."""
+  """kernel.make_train_chunk(value_and_grad=...) runs it under jit + lax.scan, as grad=manual."""
   lam, m, batch, steps, k = 1e-2, 64, 8, 5, 3
   cfg = ml_collections.ConfigDict({"name": "mlp", "hidden_sizes": (6,), "activation": "tanh"})
   model = models.build(cfg, (4,), k)
@@ -207,7 +207,7 @@ def test_trainer_steps_with_the_manual_gradient_follow_the_autodiff_ones():
   idx_SxB = np.arange(steps * batch).reshape(steps, batch) % m
   final = {}
   for name, value_and_grad in (("manual", manual), ("autodiff", None)):
-    chunk = train.make_train_chunk(loss_fn, optimizer, value_and_grad=value_and_grad)
+    chunk = kernel.make_train_chunk(loss_fn, optimizer, value_and_grad=value_and_grad)
     state = {"params": params, "opt_state": optimizer.init(params),
              "step": jnp.zeros((), jnp.int32), "rng": jax.random.key(0)}
     final[name] = chunk(state, x_all, y_all, idx_SxB)

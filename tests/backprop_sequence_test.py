@@ -16,9 +16,9 @@ import pytest
 
 from research import backprop
 from research import errors
+from research import kernel
 from research import losses
 from research import models
-from research import train
 from research.backprop import sequence
 from research.models import attention
 from research.models import layers
@@ -299,7 +299,7 @@ def test_transformer_without_input_projection_reads_tokens_as_they_are():
 
 
 def test_trainer_chunk_runs_the_manual_gradient_like_autodiff():
-  """train.make_train_chunk(value_and_grad=...) jits it inside lax.scan, as config.grad=manual."""
+  """kernel.make_train_chunk(value_and_grad=...) jits it inside lax.scan, as config.grad=manual."""
   import optax
   cfg, output, *_ = MODELS["lstm_last"]
   model, input_shape, k, params, x, labels = _inputs("lstm_last", cfg, "float32")
@@ -312,7 +312,7 @@ def test_trainer_chunk_runs_the_manual_gradient_like_autodiff():
   for value_and_grad in (manual, None):
     state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), int),
              "rng": jax.random.key(0)}
-    chunk = train.make_train_chunk(loss_fn, optimizer, value_and_grad=value_and_grad)
+    chunk = kernel.make_train_chunk(loss_fn, optimizer, value_and_grad=value_and_grad)
     state, sums = chunk(state, x, labels, idx)
     assert sums["first_bad_step"] == -1
     final.append(state["params"])

@@ -14,10 +14,10 @@ from configs import exp_regularization
 from research import data as data_lib
 from research import errors
 from research import experiments
+from research import kernel
 from research import losses
 from research import models
 from research import optim
-from research import train
 from research.experiments import dropout_ensemble
 from research.experiments import regularization
 
@@ -115,8 +115,8 @@ def test_early_stopping_keeps_the_best_validation_params(digits):
   assert out["stop_step"] < config.num_steps  # It stopped...
   assert out["stop_step"] == steps[best] + 3 * config.eval_every  # ...patience evals later...
   assert out["best_step"] == steps[best]  # ...and kept the best eval's params.
-  eval_fn = train.make_eval_fn(model, "softmax", 10)
-  kept = train.evaluate(eval_fn, out["params"], digits.valid, 1024)["loss"]
+  eval_fn = kernel.make_eval_fn(model, "softmax", 10)
+  kept = kernel.evaluate(eval_fn, out["params"], digits.valid, 1024)["loss"]
   assert kept == pytest.approx(valid_losses[best], rel=1e-6)
   assert kept < valid_losses[-1]
 
@@ -148,13 +148,13 @@ def test_bagging_members_differ(bagged):
 def test_bagging_ensemble_loss_is_not_worse_than_its_mean_member(bagged, digits):
   config, model, out = bagged
   ensemble_eval = regularization.make_ensemble_eval_fn(model, "softmax")
-  ensemble = train.evaluate(ensemble_eval, out["params"], digits.test, 1024)
-  member_eval = train.make_eval_fn(model, "softmax", 10)
-  members = [train.evaluate(member_eval, jax.tree.map(lambda a: a[j], out["params"]),
+  ensemble = kernel.evaluate(ensemble_eval, out["params"], digits.test, 1024)
+  member_eval = kernel.make_eval_fn(model, "softmax", 10)
+  members = [kernel.evaluate(member_eval, jax.tree.map(lambda a: a[j], out["params"]),
                             digits.test, 1024) for j in range(4)]
   assert ensemble["loss"] <= np.mean([m["loss"] for m in members])
   # The ensemble evaluator of one member is the library's evaluator.
-  one = train.evaluate(ensemble_eval, jax.tree.map(lambda a: a[:1], out["params"]),
+  one = kernel.evaluate(ensemble_eval, jax.tree.map(lambda a: a[:1], out["params"]),
                        digits.test, 1024)
   assert one["loss"] == pytest.approx(members[0]["loss"], rel=1e-5)
   assert one["accuracy"] == members[0]["accuracy"]
@@ -165,8 +165,8 @@ def test_vmapped_bagging_equals_training_one_member_alone(bagged, slice60):
   j = 2
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   loss_fn = losses.make_loss_fn(model, "softmax", config.loss.l2, 60, 10)
-  chunk = train.make_train_chunk(loss_fn, optimizer)
-  state = regularization.init_state(model, optimizer, jax.random.split(jax.random.key(0), 4)[j])
+  chunk = kernel.make_train_chunk(loss_fn, optimizer)
+  state = kernel.init_state(model, optimizer, jax.random.split(jax.random.key(0), 4)[j])
   idx_SxB = regularization.bagging_batches(out["boot"], 0, config.batch_size, 0,
                                            config.num_steps)[j]
   state, _ = chunk(state, slice60.x, slice60.y, idx_SxB)

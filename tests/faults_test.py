@@ -22,6 +22,7 @@ from configs import default
 from research import checkpoint
 from research import errors
 from research import metrics
+from research import run_config
 from research import train
 from research import workdir as workdir_lib
 
@@ -448,14 +449,14 @@ def test_a_run_saved_before_a_top_level_field_existed_resumes_and_a_change_is_re
   config = default.get_config()
   saved = json.loads(config.to_json_best_effort())
   del saved["compute_dtype"], saved["profile_steps"]  # Fields the older version lacked.
-  train.check_same_config(config, saved, "w")
+  run_config.check_same_config(config, saved, "w")
   config.compute_dtype = "bfloat16"
   with pytest.raises(errors.ConfigError, match="compute_dtype: 'float32' -> 'bfloat16'"):
-    train.check_same_config(config, saved, "w")
+    run_config.check_same_config(config, saved, "w")
 
 
 def test_a_config_that_leaves_an_optional_field_out_resumes_its_own_run():
   config = default.get_config()
   saved = json.loads(config.to_json_best_effort())
   del config["profile_steps"]  # Optional: read with its base default.
-  train.check_same_config(config, saved, "w")
+  run_config.check_same_config(config, saved, "w")

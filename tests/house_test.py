@@ -11,10 +11,10 @@ import pytest
 
 from research import backprop
 from research import data as data_lib
+from research import kernel
 from research import losses
 from research import models
 from research import optim
-from research import train
 from configs import default
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -148,7 +148,7 @@ def test_the_train_chunk_guard_fails_on_a_retrace():
   model = models.build(config.model, dataset.input_shape, 10)
   optimizer = optim.make_optimizer(config.optimizer, 10)
   loss_fn = losses.make_loss_fn(model, "sigmoid", 0.0, len(dataset.train), 10)
-  chunk = train.make_train_chunk(loss_fn, optimizer, max_traces=1)
+  chunk = kernel.make_train_chunk(loss_fn, optimizer, max_traces=1)
 
   def state():
     params = model.init(jax.random.key(0))

@@ -13,11 +13,11 @@ from research import augment
 from research import config_lib
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import lecture_algorithm
 from research import losses
 from research import models
 from research import optim
-from research import train
 
 _BLOBS = "lecture_test_blobs"
 _NOISE = "lecture_test_noise"
@@ -66,8 +66,8 @@ def _records(workdir, split):
 def _train_accuracy(config, params) -> float:
   dataset = data_lib.load(config.data)
   model = models.build(config.model, dataset.input_shape, 1)
-  eval_fn = train.make_eval_fn(model, config.loss.output, 1)
-  return train.evaluate(eval_fn, params, dataset.train, 256)["accuracy"]
+  eval_fn = kernel.make_eval_fn(model, config.loss.output, 1)
+  return kernel.evaluate(eval_fn, params, dataset.train, 256)["accuracy"]
 
 
 @pytest.fixture(scope="module")

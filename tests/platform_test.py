@@ -14,7 +14,9 @@ from configs import lenet_digits
 from research import cli
 from research import errors
 from research import gradcheck
+from research import kernel
 from research import models
+from research import run_config
 from research import train
 
 
@@ -40,22 +42,22 @@ def test_config_json_records_what_the_run_resolved_without_making_it_identity(tm
   config = lenet_digits.get_config()
   workdir = tmp_path / "run"
   workdir.mkdir()
-  train.write_config(config, workdir)
+  run_config.write_config(config, workdir)
   saved = json.loads((workdir / "config.json").read_text())
   assert saved["model"]["conv_impl"] == "auto"
   assert saved["resolved"]["model.conv_impl"] == "patches"
   assert saved["resolved"]["backend"] == "cpu"
-  train.check_same_config(config, saved, workdir)  # "resolved" is not compared.
+  run_config.check_same_config(config, saved, workdir)  # "resolved" is not compared.
 
 
 def test_matmul_precision_reaches_every_dot_the_run_traces():
   config = _tiny(matmul_precision="highest")
   model = models.build(config.model, (64,), 10)
   params = model.init(jax.random.key(0))
-  with train.precision(config):
+  with kernel.precision(config):
     jaxpr = str(jax.make_jaxpr(lambda p, x: model.apply(p, x))(params, jnp.ones((2, 64))))
   assert jaxpr.count("Precision.HIGHEST") >= 2, jaxpr
-  with train.precision(_tiny()):
+  with kernel.precision(_tiny()):
     assert "HIGHEST" not in str(jax.make_jaxpr(lambda p, x: model.apply(p, x))(
         params, jnp.ones((2, 64))))
   with pytest.raises(errors.ConfigError, match="matmul_precision='tf32'"):

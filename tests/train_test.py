@@ -12,6 +12,7 @@ from configs import breast_cancer
 from configs import default
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics
 from research import models
@@ -136,7 +137,7 @@ def test_early_stopping_keeps_the_best_validation_params(tmp_path):
   # The returned params are the best ones: re-evaluating them gives the best loss.
   dataset = data_lib.load(config.data)
   model = models.build(config.model, dataset.input_shape, 10)
-  again = train.evaluate(train.make_eval_fn(model, "sigmoid", 10), result["state"]["params"],
+  again = kernel.evaluate(kernel.make_eval_fn(model, "sigmoid", 10), result["state"]["params"],
                          dataset.valid, 1024)
   assert again["loss"] == pytest.approx(stop["best_valid_loss"], rel=1e-5)
 
@@ -148,7 +149,7 @@ def test_jitted_chunk_equals_unjitted_steps():
   model = models.build(config.model, dataset.input_shape, 10)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   loss_fn = losses.make_loss_fn(model, "sigmoid", config.loss.l2, len(dataset.train), 10)
-  chunk = train.make_train_chunk(loss_fn, optimizer)
+  chunk = kernel.make_train_chunk(loss_fn, optimizer)
   idx = data_lib.batch_indices(0, len(dataset.train), 32, 0, 5)
 
   def fresh():

@@ -44,11 +44,11 @@ from matplotlib import figure
 from research import config_lib
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
-from research import train
 from research.experiments import report
 
 LR_RULES = ("sqrt", "linear", "constant")
@@ -118,19 +118,17 @@ def _train_to_target(config, batch_size: int, model, loss_fn, full_E, x_all, y_a
   # A whole number of chunks, so every chunk has one shape (one compilation).
   max_steps = steps_per_eval * math.ceil(exp.max_epochs * n / (batch_size * steps_per_eval))
   optimizer = optim.make_optimizer(opt_cfg, max_steps)
-  chunk = train.make_train_chunk(loss_fn, optimizer)
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  params = model.init(init_key)
+  chunk = kernel.make_train_chunk(loss_fn, optimizer)
+  initial = kernel.init_state(model, optimizer, jax.random.key(config.seed))
 
   def fresh_state():
-    return {"params": params, "opt_state": optimizer.init(params),
-            "step": jnp.zeros((), jnp.int32), "rng": train_key}
+    return jax.tree.map(jnp.copy, initial)
 
   # Compile outside the timed loop, on a copy (the chunk donates its input state).
   idx = data_lib.batch_indices(config.seed, n, batch_size, 0, steps_per_eval)
   jax.block_until_ready(chunk(jax.tree.map(jnp.copy, fresh_state()), x_all, y_all, idx))
   state = fresh_state()
-  curve = [{"examples": 0, "steps": 0, "wall": 0.0, "loss": float(full_E(params))}]
+  curve = [{"examples": 0, "steps": 0, "wall": 0.0, "loss": float(full_E(initial["params"]))}]
   step, wall, reached = 0, 0.0, None
   while step < max_steps and reached is None:
     idx = data_lib.batch_indices(config.seed, n, batch_size, step, steps_per_eval)

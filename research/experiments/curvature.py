@@ -37,11 +37,11 @@ from matplotlib import figure
 from research import config_lib
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
-from research import train
 from research.experiments import report
 
 PROBLEMS_2D = ("quadratic", "rosenbrock")
@@ -166,19 +166,16 @@ def _compare_deep(config, writer) -> list[dict]:
   grad_fn = jax.jit(jax.grad(lambda p, x, y: loss_fn(p, x, y, None)[0]))
   full_E = jax.jit(lambda p, x, y: loss_fn(p, x, y, None)[0])
   x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
-  eval_fn = train.make_eval_fn(model, config.loss.output, k)
+  eval_fn = kernel.make_eval_fn(model, config.loss.output, k)
   rows = []
   for name in exp.optimizers:
     for clip in (0.0, exp.clip_global_norm):
       opt_cfg = config_lib.optimizer(name=name, learning_rate=exp.deep_learning_rates[name],
                                      clip_global_norm=clip)
       optimizer = optim.make_optimizer(opt_cfg, config.num_steps)
-      chunk = train.make_train_chunk(loss_fn, optimizer)
+      chunk = kernel.make_train_chunk(loss_fn, optimizer)
       # The same init and batches for every method (made afresh: the chunk donates the state).
-      init_key, train_key = jax.random.split(jax.random.key(config.seed))
-      params = model.init(init_key)
-      state = {"params": params, "opt_state": optimizer.init(params),
-               "step": jnp.zeros((), jnp.int32), "rng": train_key}
+      state = kernel.init_state(model, optimizer, jax.random.key(config.seed))
       curve = []
 
       def log(step, state):
@@ -201,7 +198,7 @@ def _compare_deep(config, writer) -> list[dict]:
                        int(sums["first_bad_step"]))
           break
         log(step, state)
-      test = train.evaluate(eval_fn, state["params"], dataset.test, config.eval_batch_size)
+      test = kernel.evaluate(eval_fn, state["params"], dataset.test, config.eval_batch_size)
       g0, g1 = curve[0]["grad_norm_per_layer"], curve[-1]["grad_norm_per_layer"]
       rows.append({"problem": "deep_mlp", "optimizer": name, "clip": clip,
                    "best_eta": opt_cfg.learning_rate, "final_f": curve[-1]["loss"],

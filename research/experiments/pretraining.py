@@ -40,6 +40,7 @@ from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import gradients
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
@@ -220,8 +221,7 @@ def pretrain(config: ml_collections.ConfigDict, x_NxD: np.ndarray, seeds: list[i
     def init_state(seed, d_in=d_in, d_hidden=d_hidden, l=l):
       key = jax.random.fold_in(jax.random.key(seed), 1000 + l)
       params = autoencoder.init(jax.random.fold_in(key, 0), d_in, d_hidden, tied=exp.tied)
-      return {"params": params, "opt_state": optimizer.init(params),
-              "step": jnp.zeros((), jnp.int32), "rng": jax.random.fold_in(key, 1)}
+      return kernel.train_state(params, optimizer, jax.random.fold_in(key, 1))
 
     states = [init_state(s) for s in seeds]
     state = jax.tree.map(lambda *a: jnp.stack(a), *states)

@@ -35,6 +35,7 @@ from research import augment
 from research import config_lib
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
@@ -140,7 +141,7 @@ def mixture_nll(logits_MxBxK: jax.Array, labels_B: jax.Array,
 
 
 def make_ensemble_eval_fn(model: models.Model, output: str) -> Callable:
-  """Returns jitted eval(params_M, x_B..., labels_B, mask_B) for train.evaluate: the data loss
+  """Returns jitted eval(params_M, x_B..., labels_B, mask_B) for kernel.evaluate: the data loss
   and correct count of the M stacked members' averaged predictive (see mixture_nll), summed
   over the unmasked examples."""
 
@@ -154,14 +155,6 @@ def make_ensemble_eval_fn(model: models.Model, output: str) -> Callable:
 
 
 # ---------------------------------------------------------------------------------- training
-
-
-def init_state(model: models.Model, optimizer, key: jax.Array) -> dict:
-  """The train state of train.train_and_evaluate for one model, from one key."""
-  init_key, train_key = jax.random.split(key)
-  params = model.init(init_key)
-  return {"params": params, "opt_state": optimizer.init(params),
-          "step": jnp.zeros((), jnp.int32), "rng": train_key}
 
 
 def _check_finite(sums, step: int, what: str) -> None:
@@ -228,7 +221,7 @@ def fit_bagging(config: ml_collections.ConfigDict, model: models.Model, num_outp
 
   The library's jitted train chunk is vmapped over a leading k axis of the train state
   (params, opt_state, step, rng) and of the batch indices; the data is shared. Member j
-  starts from init_state(model, optimizer, jax.random.split(key(seed), k)[j]) and is
+  starts from kernel.init_state(model, optimizer, jax.random.split(key(seed), k)[j]) and is
   exactly the model the unvmapped chunk trains from that state on
   bagging_batches(...)[j]. Returns per seed {"params": params stacked k x ..., "boot": boot_kxn}.
   """
@@ -236,9 +229,9 @@ def fit_bagging(config: ml_collections.ConfigDict, model: models.Model, num_outp
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, num_outputs,
                                config.loss.l1)
-  chunk = train.make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment))
+  chunk = kernel.make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment))
   chunk_k = jax.jit(jax.vmap(chunk, in_axes=(0, None, None, 0)), donate_argnums=0)
-  init_k = jax.jit(jax.vmap(lambda key: init_state(model, optimizer, key)))
+  init_k = jax.jit(jax.vmap(lambda key: kernel.init_state(model, optimizer, key)))
   x_all, y_all = jax.device_put(train_split.x), jax.device_put(train_split.y)
   results = []
   for seed in seeds:
@@ -295,12 +288,12 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
     if method == "bagging":
       fits = fit_bagging(cfg, model, k, train_split, exp.bagging_members, seeds)
       ensemble_eval = ensemble_eval or make_ensemble_eval_fn(model, cfg.loss.output)
-      measure = lambda p, split: train.evaluate(ensemble_eval, p, split, cfg.eval_batch_size)
+      measure = lambda p, split: kernel.evaluate(ensemble_eval, p, split, cfg.eval_batch_size)
     else:
       fits = fit(cfg, dataclasses.replace(dataset, train=train_split), seeds,
                  workdir / "runs", method)
-      eval_fn = train.make_eval_fn(model, cfg.loss.output, k)
-      measure = lambda p, split: train.evaluate(eval_fn, p, split, cfg.eval_batch_size)
+      eval_fn = kernel.make_eval_fn(model, cfg.loss.output, k)
+      measure = lambda p, split: kernel.evaluate(eval_fn, p, split, cfg.eval_batch_size)
     runs = []
     for seed, out in zip(seeds, fits):
       tr, te = measure(out["params"], train_split), measure(out["params"], dataset.test)

@@ -22,7 +22,9 @@ import ml_collections
 
 from research import config_lib
 from research import errors
+from research import kernel
 from research import metrics as metrics_lib
+from research import run_config
 from research import train
 from research import workdir as workdir_lib
 
@@ -38,18 +40,18 @@ def runner(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
   rerunning a finished run does nothing and returns {"finished": True, "results": the saved
   results.json}; an interrupted run starts again from scratch (its records are functions of
   the config, so the restart writes the same ones, not duplicates). `fn` receives the
-  workdir as an etils.epath.Path and runs under config.matmul_precision (train.precision).
+  workdir as an etils.epath.Path and runs under config.matmul_precision (kernel.precision).
   """
   @functools.wraps(fn)
   def run(config, workdir) -> dict[str, Any]:
     t_start = time.time()
     with (workdir_lib.claim(workdir, process_index=jax.process_index()) as path,
-          train.precision(config)):
+          kernel.precision(config)):
       finished = _read_json(path / FINISHED)
       records = path / metrics_lib.FILENAME
       if finished is not None or (records.exists() and records.read_text().strip()):
         # Results on disk: only the same config may finish or redo them.
-        train.check_same_config(config, train.saved_config(path) or (finished or {}).get(
+        run_config.check_same_config(config, run_config.saved_config(path) or (finished or {}).get(
             "config"), path)
       if finished is not None:
         logging.info("%s already finished (%s); nothing to do", path, FINISHED)
@@ -57,7 +59,7 @@ def runner(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
       if (path / metrics_lib.FILENAME).exists():
         logging.info("%s: starting again a run of this config that was interrupted", path)
         metrics_lib.truncate(path, -1)
-      train.write_config(config, path)
+      run_config.write_config(config, path)
       result = fn(config, path)
       if jax.process_index() == 0:
         workdir_lib.write_text(path / FINISHED, json.dumps(

@@ -32,11 +32,11 @@ from sklearn import datasets as skdatasets
 
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
-from research import train
 from research.data import text as text_data
 from research.experiments import report
 
@@ -237,13 +237,13 @@ def _task_setup(config) -> dict[str, Any]:
     summary = {"target_mean": t_mean, "target_std": t_std}
   elif task == "bleu":
     loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
-    eval_fn = train.make_eval_fn(model, config.loss.output, k)
+    eval_fn = kernel.make_eval_fn(model, config.loss.output, k)
     generate = make_generate(model, exp.prompt_len, exp.temperature)
     _, _, decode = text_data.vocab(config.data)
     key = jax.random.key(config.seed + 1)  # The same prompts and key at every eval.
 
     def measure(params, split):
-      out = train.evaluate(eval_fn, params, split, config.eval_batch_size)
+      out = kernel.evaluate(eval_fn, params, split, config.eval_batch_size)
       ids_BxT = split.x[:exp.num_prompts]
       gen_BxT = np.asarray(generate(params, ids_BxT, key))
       hyps = [_normalise(decode(g[exp.prompt_len:])) for g in gen_BxT]
@@ -297,11 +297,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   n = len(dataset.train)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  chunk = train.make_train_chunk(setup["loss_fn"], optimizer)
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  params = model.init(init_key)
-  state = {"params": params, "opt_state": optimizer.init(params),
-           "step": jnp.zeros((), jnp.int32), "rng": train_key}
+  chunk = kernel.make_train_chunk(setup["loss_fn"], optimizer)
+  state = kernel.init_state(model, optimizer, jax.random.key(config.seed))
   x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
   logging.info("surrogate/%s: %s, %d train / %d valid / %d test", task, dataset.name, n,
                len(dataset.valid), len(dataset.test))

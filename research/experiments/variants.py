@@ -6,7 +6,7 @@ slice of the training split for several seeds, measure each run, tabulate mean Â
                                           optional hand-written gradient, an optional batch order
   standard_variant(name, config, ...)     the library's classifier of a config as a Variant
   fit(variant, config, x_all, y_all, seeds, writer)   -> params per seed, trained by the
-                                          library's jitted train chunk (train.make_train_chunk,
+                                          library's jitted train chunk (kernel.make_train_chunk,
                                           compiled once per variant for all seeds)
   run_variants(variants, config, x_all, y_all, seeds, measure, writer)
                                           -> {name: {field: {"mean", "std"}, "runs": [...]}}
@@ -38,13 +38,12 @@ from research import augment
 from research import data as data_lib
 from research import errors
 from research import gradients
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
-from research import train
 from research.experiments import report
-from research.experiments import regularization
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +78,7 @@ def fit(variant: Variant, config: ml_collections.ConfigDict, x_all, y_all,
   final params of each run. Chunks of config.eval_every steps; each chunk's mean E, data loss
   and accuracy go to `writer` (split "train", with the variant and the seed)."""
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  chunk = train.make_train_chunk(variant.loss_fn, optimizer, variant.augment_fn,
+  chunk = kernel.make_train_chunk(variant.loss_fn, optimizer, variant.augment_fn,
                                  variant.value_and_grad)
   x_all, y_all = jax.device_put(x_all), jax.device_put(y_all)
   n = len(y_all)
@@ -88,7 +87,7 @@ def fit(variant: Variant, config: ml_collections.ConfigDict, x_all, y_all,
   out = []
   for seed in seeds:
     t0 = time.time()
-    state = regularization.init_state(variant.model, optimizer, jax.random.key(seed))
+    state = kernel.init_state(variant.model, optimizer, jax.random.key(seed))
     step = 0
     while step < config.num_steps:
       stop = min(step + config.eval_every, config.num_steps)
@@ -118,10 +117,10 @@ def fit_replicas(config: ml_collections.ConfigDict, loss_fn: Callable, params_R,
   params_R; a NaN/inf loss is a NonFiniteLossError naming `what`."""
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   r = len(x_R)
-  chunk = jax.jit(jax.vmap(train.make_train_chunk(loss_fn, optimizer, None, value_and_grad)),
+  chunk = jax.jit(jax.vmap(kernel.make_train_chunk(loss_fn, optimizer, None, value_and_grad)),
                   donate_argnums=0)
-  state = {"params": params_R, "opt_state": jax.vmap(optimizer.init)(params_R),
-           "step": jnp.zeros((r,), jnp.int32), "rng": jax.random.split(jax.random.key(0), r)}
+  state = jax.vmap(lambda p, rng: kernel.train_state(p, optimizer, rng))(
+      params_R, jax.random.split(jax.random.key(0), r))
   for start in range(0, config.num_steps, config.eval_every):
     stop = min(start + config.eval_every, config.num_steps)
     state, sums = chunk(state, x_R, y_R, jnp.asarray(batches(start, stop)))
@@ -152,10 +151,10 @@ def replica_measure_fn(model: models.Model, output: str, k: int) -> Callable:
 
 
 def accuracy_fn(model: models.Model, output: str, k: int, batch_size: int) -> Callable:
-  """(params, split) -> {"loss", "accuracy"}: the library's evaluator (train.make_eval_fn,
-  train.evaluate), compiled once."""
-  eval_fn = train.make_eval_fn(model, output, k)
-  return lambda params, split: train.evaluate(eval_fn, params, split, batch_size)
+  """(params, split) -> {"loss", "accuracy"}: the library's evaluator (kernel.make_eval_fn,
+  kernel.evaluate), compiled once."""
+  eval_fn = kernel.make_eval_fn(model, output, k)
+  return lambda params, split: kernel.evaluate(eval_fn, params, split, batch_size)
 
 
 def cell(summary: dict[str, float], scale: float = 100.0, digits: int = 1) -> str:
