@@ -68,7 +68,8 @@ def _leaf_name(path) -> str:
 
 def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None = None,
                      value_and_grad: Callable | None = None,
-                     max_traces: int | None = None, norms: bool = False) -> Callable:
+                     max_traces: int | None = None, norms: bool = False,
+                     with_step: bool = False) -> Callable:
   """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps.
 
   sums holds E ("loss_sum") and every scalar of the loss's aux (e.g. "data_loss_sum",
@@ -80,6 +81,9 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
   cost); and the first step whose loss was not finite (or -1), so NaN detection costs no extra
   host sync.
 
+  with_step=True calls the cost as loss_fn(params, x, labels, rng, step), for costs whose
+  weights follow a schedule over the steps.
+
   max_traces guards compilation: a run traces the chunk once per distinct chunk length S,
   and a retrace (a changed dtype, shape or sharding) would silently recompile every chunk; with
   the guard it fails instead. (chex.assert_max_traces counts per function definition, so it
@@ -87,6 +91,8 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
   """
   if value_and_grad is None:
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+  # with_step: the cost reads the step too (a weight ramped over training), as a 5th argument.
+  extra = (lambda step: (step,)) if with_step else (lambda step: ())
 
   def train_step(state, idx_B, x_all, y_all, with_norms=False):
     step = state["step"]
@@ -95,7 +101,7 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
     x = x_all[idx_B]
     if augment_fn is not None:
       x = augment_fn(aug_rng, x)
-    (E, aux), grads = value_and_grad(state["params"], x, y_all[idx_B], rng)
+    (E, aux), grads = value_and_grad(state["params"], x, y_all[idx_B], rng, *extra(step))
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(jnp.add, state["params"], updates)
     new_state = dict(state, params=params, opt_state=opt_state, step=step + 1)

@@ -13,6 +13,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from research import errors
+
 
 def one_hot_targets(labels_B: jax.Array, num_outputs: int, dtype=jnp.float32) -> jax.Array:
   """Integer labels -> y_BxK. With a single sigmoid output (K = 1), y is the label itself."""
@@ -126,3 +128,29 @@ def make_activation_l1_loss_fn(forward: Callable, output: str, lam: float, m: in
                  activation_l1_penalty(sigmas, lam_act))
 
   return loss_fn
+
+
+def mixture_nll(logits_MxBxK: jax.Array, labels_B: jax.Array,
+                output: str) -> tuple[jax.Array, jax.Array]:
+  """-log Pr(y|x) under the average of M members' predictive distributions, and argmax.
+
+  Pr(y|x) = (1/M) sum_d Pr(y|x,d), computed as logsumexp_d log Pr(y|x,d) - log M so it never
+  evaluates log(0). softmax: Pr is the categorical over K classes. sigmoid: the K units are
+  independent Bernoullis, each averaged on its own (sigma_k and 1 - sigma_k both averaged),
+  the lecture's cross-entropy of the averaged units. With M = 1 both are exactly
+  DATA_LOSSES[output]. Returns (nll_B, predicted class_B).
+  """
+  m, _, k = logits_MxBxK.shape
+  average = lambda logp_MxBxK: jax.nn.logsumexp(logp_MxBxK, axis=0) - jnp.log(m)
+  if output == "softmax":
+    logp_BxK = average(jax.nn.log_softmax(logits_MxBxK, axis=-1))
+    nll_B = -jnp.take_along_axis(logp_BxK, labels_B[:, None], axis=-1)[:, 0]
+    return nll_B, jnp.argmax(logp_BxK, axis=-1)
+  errors.check_choice("loss.output", output, sorted(DATA_LOSSES))
+  logp_BxK = average(-jax.nn.softplus(-logits_MxBxK))  # log sigma_k
+  log1mp_BxK = average(-jax.nn.softplus(logits_MxBxK))  # log (1 - sigma_k)
+  y_BxK = one_hot_targets(labels_B, k, logp_BxK.dtype)
+  nll_B = -(y_BxK * logp_BxK + (1 - y_BxK) * log1mp_BxK).sum(axis=-1)
+  if k == 1:
+    return nll_B, (logp_BxK[:, 0] > log1mp_BxK[:, 0]).astype(jnp.int32)
+  return nll_B, jnp.argmax(logp_BxK, axis=-1)

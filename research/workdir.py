@@ -149,13 +149,18 @@ def check_output_file(path, flag: str = "--out") -> str:
 def write_text(path: epath.Path, text: str) -> None:
   """Writes the whole file or nothing: a temporary file renamed over it (an object store's
   single write is atomic already). Raises errors.StorageError."""
+  write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: epath.Path, data: bytes) -> None:
+  """write_text for bytes (a figure, pickled params): the whole file or nothing."""
   path = epath.Path(path)
   try:
     if is_remote(path):
-      path.write_text(text)
+      path.write_bytes(data)
       return
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
   except OSError as e:
     raise storage_error(path, e) from None

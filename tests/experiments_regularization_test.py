@@ -54,7 +54,7 @@ def _sum_w2(params) -> float:
 # ------------------------------------------------------------------------------- mixture_nll
 
 # Jitted: one compilation per case instead of one per primitive.
-_mixture_nll = jax.jit(regularization.mixture_nll, static_argnums=2)
+_mixture_nll = jax.jit(losses.mixture_nll, static_argnums=2)
 
 
 @pytest.mark.parametrize("output,k", [("softmax", 5), ("sigmoid", 5), ("sigmoid", 1)])

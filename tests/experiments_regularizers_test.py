@@ -216,13 +216,17 @@ def test_multitask_loss_reads_the_aux_rows_only_for_the_aux_head():
 
 @pytest.mark.slow
 def test_multitask_runner_writes_its_table_and_the_mnist_head_transfers(tmp_path):
-  config = _tiny(exp_multitask.get_config(), 200, train_examples=(20,),
-                 methods=("single", "aux_mnist"))
-  out = experiments.run(config, str(tmp_path / "mt"))["sizes"][20]
-  assert out["aux_mnist"]["aux_test_accuracy"]["mean"] > 0.6
-  assert out["aux_mnist"]["aux_head_on_digits"]["mean"] > 0.3  # chance: 0.1
-  assert np.isnan(out["single"]["aux_head_on_digits"]["mean"])
-  assert "| 20 | aux_mnist |" in _outputs(str(tmp_path / "mt"), "multitask.png")
+  config = _tiny(exp_multitask.get_config(), 200, labels_per_class=(2,), seeds=2,
+                 methods=("single", "aux_mnist", "pooled"), learning_rates=(1e-3,))
+  del config.experiment.repeats
+  result = experiments.run(config, str(tmp_path / "mt"))
+  arms = result["sizes"][0]["arms"]
+  assert arms["aux_mnist"]["stats"]["aux_test_accuracy"]["mean"] > 0.6
+  assert arms["aux_mnist"]["stats"]["aux_head_on_digits"]["mean"] > 0.3  # chance: 0.1
+  assert "aux_head_on_digits" not in arms["single"]["stats"]
+  assert arms["pooled"]["stats"]["accuracy"]["vs_baseline"]["n"] == 2
+  text = _outputs(str(tmp_path / "mt"), "multitask.png")
+  assert "| 2 | aux_mnist |" in text and "minus the digits head" in text
 
 
 # -------------------------------------------------------------------- 6. semi-supervised
@@ -236,9 +240,13 @@ def semi_losses(digits_images):
                                             noise_std=0.3))
   fns = {m: semi_supervised.make_loss_fn(model, 10, m, 4, aug, 1.0, 0.95)
          for m in semi_supervised.METHODS}
-  fns["pseudo_label tau=1"] = semi_supervised.make_loss_fn(model, 10, "pseudo_label", 4, aug,
-                                                           1.0, 1.0)
-  every = jax.jit(lambda p, x, labels, key: {m: f(p, x, labels, key) for m, f in fns.items()})
+  fns["fixmatch_style tau=1"] = semi_supervised.make_loss_fn(
+      model, 10, "fixmatch_style", 4, aug, 1.0, 1.0)
+  fns["pseudo_label at its ramp's start"] = semi_supervised.make_loss_fn(
+      model, 10, "pseudo_label", 4, aug, 1.0, 0.95,
+      lambda step: semi_supervised.ramp("pseudo_label", step, 100, 0.1, 0.4))
+  every = jax.jit(lambda p, x, labels, key: {m: f(p, x, labels, key, 5)
+                                             for m, f in fns.items()})
   params = model.init(jax.random.key(0))
   x = jnp.asarray(digits_images.train.x[:12])
   labels = jnp.asarray(digits_images.train.y[:12])
@@ -252,21 +260,37 @@ def test_no_method_reads_the_unlabelled_labels(semi_losses):
     assert float(with_labels[method][0]) == float(hidden[method][0]), method
 
 
-def test_pseudo_labels_below_the_threshold_add_nothing(semi_losses):
+def test_targets_below_the_threshold_or_before_the_ramp_add_nothing(semi_losses):
   _, out = semi_losses
-  E_pseudo, aux = out["pseudo_label tau=1"]
+  E_thresholded, aux = out["fixmatch_style tau=1"]
   assert float(aux["confident"]) == 0.0
-  assert float(E_pseudo) == pytest.approx(float(out["labels_augment"][0]))
+  assert float(E_thresholded) == pytest.approx(float(out["labels_augment"][0]))
+  # Lee's pseudo-label has no threshold: every unlabelled row has a target...
+  assert float(out["pseudo_label"][1]["unlabelled_loss"]) > 0
+  assert float(out["pseudo_label"][0]) > float(out["labels_augment"][0])
+  # ...weighted by its ramp, 0 before ramp_start.
+  assert float(out["pseudo_label at its ramp's start"][0]) == pytest.approx(
+      float(out["labels_augment"][0]))
   assert float(out["consistency"][1]["unlabelled_loss"]) > 0
+
+
+def test_the_ramps_follow_lee_and_laine_and_aila():
+  lee = [float(semi_supervised.ramp("pseudo_label", t, 100, 0.1, 0.4)) for t in (0, 10, 25, 40, 90)]
+  np.testing.assert_allclose(lee, [0, 0, 0.5, 1, 1], atol=1e-6)
+  pi = [float(semi_supervised.ramp("consistency", t, 100, 0.1, 0.4)) for t in (0, 20, 40, 90)]
+  np.testing.assert_allclose(pi, [np.exp(-5), np.exp(-5 * 0.25), 1, 1], rtol=1e-6)
 
 
 @pytest.mark.slow
 def test_semi_supervised_runner_writes_its_table(tmp_path):
-  config = _tiny(exp_semi_supervised.get_config(), 60, train_examples=(20,))
-  out = experiments.run(config, str(tmp_path / "semi"))["sizes"][20]
-  assert tuple(out) == semi_supervised.METHODS
+  config = _tiny(exp_semi_supervised.get_config(), 60, labels_per_class=(2,), seeds=2,
+                 unlabelled_weights=(1.0,), learning_rates=(1e-3,))
+  del config.experiment.repeats
+  result = experiments.run(config, str(tmp_path / "semi"))
+  assert tuple(result["sizes"][0]["arms"]) == semi_supervised.METHODS
   table = _outputs(str(tmp_path / "semi"), "semi_supervised.png")
-  assert all(f"| 20 | {m} |" in table for m in semi_supervised.METHODS)
+  assert all(f"| 2 | {m} |" in table for m in semi_supervised.METHODS)
+  assert "of those, right" in table
 
 
 # ------------------------------------------------------------------------ 1. weight sharing
@@ -304,8 +328,11 @@ def test_weight_sharing_runner_counts_parameters_and_writes_its_table(tmp_path):
      "config.experiment.tangent_weight=nan"),
     (exp_adversarial, lambda c: c.experiment.update(epsilons=(0.0, 2.0)),
      "epsilons=(0.0, 2.0) must be fractions"),
-    (exp_multitask, lambda c: c.experiment.update(train_examples=()),
-     "train_examples=() must be a non-empty"),
+    (exp_multitask, lambda c: c.experiment.update(labels_per_class=()),
+     "labels_per_class=() must be a non-empty"),
+    (exp_multitask, lambda c: c.experiment.update(baseline="aux_parity",
+                                                  methods=("single", "aux_mnist")),
+     "experiment.baseline='aux_parity' is not supported"),
     (exp_semi_supervised, lambda c: c.augment.update(ops=()), "config.augment.ops is empty"),
     (exp_semi_supervised, lambda c: c.experiment.update(threshold=1.5),
      "config.experiment.threshold=1.5 must be a finite number in [0, 1]"),

@@ -10,7 +10,7 @@ Two ways to predict with it, on the same trained params:
                   1/(1-p) in training), so this is the standard `apply(train=False)`.
   Monte Carlo     (1/N) sum_{n=1..N} Pr(y|x,d_n) over N sampled masks: `apply(train=True)`
                   vmapped over N keys, averaged in probability space (research.experiments.
-                  regularization.mixture_nll).
+                  losses.mixture_nll).
 
 The runner trains config's model with research.train.train_and_evaluate, draws
 experiment.max_masks masks for the whole test set once, and for N = 1, 2, 4, ..., max_masks
@@ -38,7 +38,6 @@ from research import models
 from research import train
 from research import workdir as workdir_lib
 from research.experiments import report
-from research.experiments import regularization
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -106,7 +105,7 @@ def _ensemble_stats(logits_MxNxK, labels_N, reference_pred_N, output, sizes):
   for size in sizes:
     groups_GxSxNxK = logits_MxNxK.reshape(-1, size, *logits_MxNxK.shape[1:])
     nll_GxN, pred_GxN = jax.vmap(
-        lambda g: regularization.mixture_nll(g, labels_N, output))(groups_GxSxNxK)
+        lambda g: losses.mixture_nll(g, labels_N, output))(groups_GxSxNxK)
     out.append({"accuracy": (pred_GxN == labels_N).mean(axis=1),
                 "log_likelihood": -nll_GxN.mean(axis=1),
                 "agreement": (pred_GxN == reference_pred_N).mean(axis=1)})
@@ -137,7 +136,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   t_mc = time.time()
   ws_fn = jax.jit(lambda p, x: model.apply(p, x, train=False))
   ws_logits_NxK = split_logits(ws_fn, params, test.x, config.eval_batch_size)
-  ws_nll_N, ws_pred_N = regularization.mixture_nll(jnp.asarray(ws_logits_NxK)[None],
+  ws_nll_N, ws_pred_N = losses.mixture_nll(jnp.asarray(ws_logits_NxK)[None],
                                                    jnp.asarray(test.y), config.loss.output)
   ws_pred_N = np.asarray(ws_pred_N)
   weight_scaling = {"accuracy": float((ws_pred_N == test.y).mean()),

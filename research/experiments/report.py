@@ -141,13 +141,7 @@ def save_figure(fig, path) -> None:
   import io  # pylint: disable=g-import-not-at-top
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=120)
-  path = workdir_lib.as_path(path)
-  tmp = path.parent / f".{path.name}.tmp"
-  try:
-    tmp.write_bytes(buffer.getvalue())
-    tmp.rename(path)
-  except OSError as e:
-    raise workdir_lib.storage_error(path, e) from None
+  workdir_lib.write_bytes(workdir_lib.as_path(path), buffer.getvalue())
 
 
 def _json_default(v):

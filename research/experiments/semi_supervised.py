@@ -1,61 +1,85 @@
-"""Semi-supervised learning: few labels plus every unlabelled input (issue 14, item 6).
+"""Semi-supervised learning: few labels plus every unlabelled input.
 
-A seeded slice of experiment.train_examples labelled digits; the unlabelled set is every input
-of the training split (the labelled ones included) with its label replaced by -1, so no method
-can read it. Each step reads b_l labelled and b_u unlabelled rows (variants.two_source_batches).
-The MLP (config.model) and every other setting are shared; the methods:
+experiment.labels_per_class labelled digits per class (stratified, redrawn per seed: the
+harness); the unlabelled set is every input of the training split (the labelled ones included)
+with its label replaced by -1, so no method can read it. Each step reads b_l labelled and b_u
+unlabelled rows (variants.two_source_batches). The MLP (config.model) and every other setting
+are shared; the methods:
 
-  labels_only     CE on the labelled rows (no augmentation)
-  labels_augment  CE on the labelled rows, augmented (config.augment's ops): the baseline the
-                  two unlabelled methods must beat, since they augment too
-  pseudo_label    labels_augment + lambda_u mean_u 1[max_k p_k(u) >= tau] CE(p(aug(u)), argmax_k
-                  p_k(u)): the network's confident predictions on the clean unlabelled inputs
-                  become targets for their augmented copies (tau = experiment.threshold; the
-                  targets carry no gradient)
-  consistency     labels_augment + lambda_u mean_u ||p(aug_1(u)) - p(aug_2(u))||^2: two
-                  augmentations of the same input should get the same prediction (the Pi-model;
-                  the gradient flows through both)
+  labels_only       CE on the labelled rows (no augmentation)
+  labels_augment    CE on the labelled rows, augmented (config.augment's ops): the baseline
+                    every method that uses the unlabelled inputs must beat, since they augment
+  pseudo_label      Lee (2013): labels_augment + lambda_u(t) mean_u CE(p(u), argmax_k p_k(u)),
+                    the network's own prediction on each unlabelled input as its target (no
+                    threshold; targets carry no gradient), lambda_u(t) ramped linearly from 0
+                    at ramp_start to lambda_u at ramp_end (fractions of the steps)
+  fixmatch_style    labels_augment + lambda_u mean_u 1[max_k p_k(u) >= tau] CE(p(aug(u)),
+                    argmax_k p_k(u)): confident predictions on the clean inputs become targets
+                    for their augmented copies (FixMatch's rule with "clean" as the weak view),
+                    tau = experiment.threshold
+  consistency       the Pi-model: labels_augment + lambda_u(t) mean_u ||p(aug_1(u)) -
+                    p(aug_2(u))||^2, two augmentations of one input should get one prediction
+                    (the gradient flows through both), with Laine & Aila's ramp-up
+                    lambda_u exp(-5 (1 - t/T)^2) over the first T = ramp_end steps
 
-lambda_u = experiment.unlabelled_weight, constant from the first step. Measured: test accuracy
-and loss; for pseudo_label, the fraction of unlabelled inputs confident enough to get a target
-at the end and how many of those targets are right (read with the true labels, after training).
+lambda_u is chosen per method on the validation split from experiment.unlabelled_weights, and
+the two methods without unlabelled inputs choose their learning rate from as many candidates
+(experiment.learning_rates): every arm is tuned with the same budget. Measured: test accuracy
+and loss; and, read with the unlabelled inputs' true labels after training for the record,
+the fraction with max p >= tau and how many of those predictions are right.
 """
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
 from research import augment
 from research import config_lib
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
-from research.experiments import regularization
+from research import optim
+from research.experiments import harness
 from research.experiments import report
 from research.experiments import variants as variants_lib
 
-METHODS = ("labels_only", "labels_augment", "pseudo_label", "consistency")
-RANGES = {"subset_seed": config_lib.Range(True, 0), "repeats": config_lib.Range(True, 1),
+METHODS = ("labels_only", "labels_augment", "pseudo_label", "fixmatch_style", "consistency")
+USES_UNLABELLED = ("pseudo_label", "fixmatch_style", "consistency")
+RANGES = {"seeds": config_lib.Range(True, 2),
           "unlabelled_batch_size": config_lib.Range(True, 1),
-          "unlabelled_weight": config_lib.Range(False, 0.0, low_open=True),
-          "threshold": config_lib.Range(False, 0.0, 1.0)}
+          "threshold": config_lib.Range(False, 0.0, 1.0),
+          "ramp_start": config_lib.Range(False, 0.0, 1.0),
+          "ramp_end": config_lib.Range(False, 0.0, 1.0)}
+
+
+def ramp(method: str, step, num_steps: int, ramp_start: float, ramp_end: float):
+  """lambda_u(t) / lambda_u at step t: pseudo_label's linear ramp (Lee 2013), consistency's
+  Gaussian ramp-up exp(-5 (1 - t/T)^2) (Laine & Aila 2017), 1 for the others."""
+  t = jnp.asarray(step, jnp.float32)
+  t1, t2 = ramp_start * num_steps, ramp_end * num_steps
+  if method == "pseudo_label":
+    return jnp.clip((t - t1) / max(t2 - t1, 1.0), 0.0, 1.0)
+  if method == "consistency":
+    phase = 1.0 - jnp.clip(t / max(t2, 1.0), 0.0, 1.0)
+    return jnp.exp(-5.0 * phase * phase)
+  return jnp.ones(())
 
 
 def make_loss_fn(model: models.Model, k: int, method: str, b_l: int, augment_fn,
-                 weight: float, threshold: float):
-  """E(params, x, labels, rng) for one method (see the module doc): rows [:b_l] are labelled,
-  rows [b_l:] unlabelled (their labels are -1 and are never read). aux: "data_loss" (the
-  labelled CE), "unlabelled_loss", "accuracy" (labelled rows), "confident" (the fraction of
-  unlabelled rows with a pseudo-label)."""
+                 weight: float, threshold: float, schedule=lambda step: 1.0):
+  """E(params, x, labels, rng, step) for one method (see the module doc): rows [:b_l] are
+  labelled, rows [b_l:] unlabelled (their labels are -1 and are never read); the unlabelled
+  term is weighted by weight * schedule(step). aux: "data_loss" (the labelled CE),
+  "unlabelled_loss", "accuracy" (labelled rows), "confident" (the fraction of unlabelled rows
+  with max p >= threshold)."""
   errors.check_choice("experiment.methods[]", method, METHODS)
 
-  def loss_fn(params, x, labels, rng):
+  def loss_fn(params, x, labels, rng, step=0):
     key_l, key_1, key_2 = jax.random.split(rng, 3)
     x_l, x_u, y_l = x[:b_l], x[b_l:], labels[:b_l]
     if method != "labels_only":
@@ -63,30 +87,45 @@ def make_loss_fn(model: models.Model, k: int, method: str, b_l: int, augment_fn,
     logits_l = model.apply(params, x_l, train=True, rng=key_l)
     data_term = losses.softmax_cross_entropy(logits_l, losses.one_hot_targets(y_l, k)).mean()
     unlabelled, confident = jnp.zeros(()), jnp.zeros(())
-    if method == "pseudo_label":
+    if method in ("pseudo_label", "fixmatch_style"):
       p_u = jax.lax.stop_gradient(jax.nn.softmax(model.apply(params, x_u), axis=-1))
-      mask = (p_u.max(axis=-1) >= threshold).astype(p_u.dtype)
       targets = losses.one_hot_targets(jnp.argmax(p_u, axis=-1), k, p_u.dtype)
-      ce = losses.softmax_cross_entropy(model.apply(params, augment_fn(key_1, x_u), train=True,
-                                                    rng=key_1), targets)
-      unlabelled, confident = (mask * ce).mean(), mask.mean()
+      mask = (p_u.max(axis=-1) >= threshold).astype(p_u.dtype)
+      confident = mask.mean()
+      if method == "pseudo_label":
+        ce = losses.softmax_cross_entropy(model.apply(params, x_u, train=True, rng=key_1),
+                                          targets)
+        unlabelled = ce.mean()
+      else:
+        ce = losses.softmax_cross_entropy(model.apply(params, augment_fn(key_1, x_u),
+                                                      train=True, rng=key_1), targets)
+        unlabelled = (mask * ce).mean()
     elif method == "consistency":
       p_1 = jax.nn.softmax(model.apply(params, augment_fn(key_1, x_u), train=True, rng=key_1))
       p_2 = jax.nn.softmax(model.apply(params, augment_fn(key_2, x_u), train=True, rng=key_2))
       unlabelled = jnp.square(p_1 - p_2).sum(axis=-1).mean()
     accuracy = (losses.predictions(logits_l) == y_l).mean()
-    return data_term + weight * unlabelled, {"data_loss": data_term, "accuracy": accuracy,
-                                             "unlabelled_loss": unlabelled,
-                                             "confident": confident}
+    return data_term + weight * schedule(step) * unlabelled, {
+        "data_loss": data_term, "accuracy": accuracy, "unlabelled_loss": unlabelled,
+        "confident": confident}
 
   return loss_fn
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  report.check_experiment(config, "configs/exp_semi_supervised.py", RANGES, METHODS)
-  sizes = errors.check_ints("experiment.train_examples", config.experiment.train_examples,
-                            " (labelled examples)")
-  errors.check_batch_size(config.batch_size, min(sizes), "labelled examples of the smallest size")
+  exp = report.check_experiment(config, "configs/exp_semi_supervised.py", RANGES, METHODS)
+  sizes = errors.check_ints("experiment.labels_per_class", exp.labels_per_class,
+                            " (labelled examples per class)")
+  errors.check_batch_size(config.batch_size, 10 * min(sizes),
+                          "labelled examples of the smallest size")
+  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
+  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
+  for field in ("unlabelled_weights", "learning_rates"):
+    for v in exp[field]:
+      errors.check_positive(f"experiment.{field}[]", v)
+  if not exp.ramp_start <= exp.ramp_end:
+    raise errors.ConfigError(f"config.experiment.ramp_start={exp.ramp_start} must be <= "
+                             f"ramp_end={exp.ramp_end}")
   if not tuple(config.augment.ops):
     raise errors.ConfigError("config.augment.ops is empty: the augmenting methods need ops, e.g. "
                              "('translate', 'noise')")
@@ -95,12 +134,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                              "cross-entropy without penalties; set output='softmax', l2=0, l1=0")
 
 
-@report.runner
-def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Trains every method at every number of labels; writes results.{md,json} and
-  semi_supervised.png. Returns {"sizes": {n: {method: {field: {"mean", "std"}, "runs"}}}, ...}."""
-  t_start = time.time()
-  validate(config)
+def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
+  """The harness's view of the runner (module doc)."""
   exp = config.experiment
   dataset = data_lib.load(config.data)
   if dataset.train.x.ndim != 4:
@@ -110,62 +145,96 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   k = dataset.num_classes
   model = models.build(config.model, dataset.input_shape, k)
   augment_fn = augment.make_augment(config.augment)
-  evaluate = variants_lib.accuracy_fn(model, "softmax", k, config.eval_batch_size)
+  eval_fn = kernel.make_eval_fn(model, "softmax", k)
   predict = jax.jit(lambda p, x: jax.nn.softmax(model.apply(p, x), axis=-1))
   unlabelled = dataset.train
-  seeds = [config.seed + r for r in range(exp.repeats)]
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   b_l, b_u = config.batch_size, exp.unlabelled_batch_size
-  out = {}
-  for n in exp.train_examples:
-    labelled = regularization.train_subset(dataset.train, n, exp.subset_seed)
-    x_all = np.concatenate([labelled.x, unlabelled.x])
-    y_all = np.concatenate([labelled.y, np.full(len(unlabelled), -1, np.int32)])
-    batches = variants_lib.two_source_batches(n, b_l, len(unlabelled), b_u)
-    variants = [variants_lib.Variant(method, model, make_loss_fn(
-        model, k, method, b_l, augment_fn, exp.unlabelled_weight, exp.threshold),
-        batches=batches) for method in exp.methods]
+  splits = {"valid": dataset.valid, "test": dataset.test}
 
-    def measure(variant, params):
-      te = evaluate(params, dataset.test)
+  def fit(method, setting, per_class, seeds, subsets):
+    n = per_class * k
+    two = variants_lib.two_source_batches(n, b_l, len(unlabelled), b_u)
+    data = [data_lib.Split(np.concatenate([s.x, unlabelled.x]),
+                           np.concatenate([s.y, np.full(len(unlabelled), -1, np.int32)]))
+            for s in subsets]
+    lr = setting.get("learning_rate", config.optimizer.learning_rate)
+    optimizer = optim.make_optimizer(config_lib.optimizer(
+        **{**config.optimizer.to_dict(), "learning_rate": lr}), config.num_steps)
+    schedule = lambda step: ramp(method, step, config.num_steps, exp.ramp_start, exp.ramp_end)
+    loss_fn = make_loss_fn(model, k, method, b_l, augment_fn,
+                           setting.get("unlabelled_weight", 0.0), exp.threshold, schedule)
+    return harness.train_seeds(
+        model, loss_fn, optimizer, config.num_steps, b_l, data, seeds, mode=exp.seed_mode,
+        batches=lambda seed, _, start, num: two(seed, start, num),
+        chunk_steps=config.eval_every, with_step=True,
+        what=f"semi-supervised {method} at {per_class} labels per class", writer=writer,
+        tag={"labels_per_class": per_class, "arm": method, **setting})
+
+  def measure(method, setting, per_class, seed, params, split):
+    out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size)
+    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    if split == "test":
       p_u = np.asarray(predict(params, unlabelled.x))
       confident = p_u.max(axis=1) >= exp.threshold
       right = (p_u.argmax(axis=1) == unlabelled.y)[confident]
-      return {"test_accuracy": te["accuracy"], "test_loss": te["loss"],
-              "confident": float(confident.mean()),
-              "pseudo_label_accuracy": float(right.mean()) if len(right) else float("nan")}
+      record.update(confident=float(confident.mean()),
+                    confident_right=float(right.mean()) if len(right) else float("nan"))
+    return record
 
-    logging.info("%d labelled + %d unlabelled examples: %s", n, len(unlabelled),
-                 ", ".join(exp.methods))
-    out[n] = variants_lib.run_variants(variants, config, x_all, y_all, seeds, measure, writer,
-                                       tag={"train_examples": n})
-  result = {"sizes": out, "wall_time": time.time() - t_start}
+  arms = [harness.Arm(m, {"unlabelled_weight": tuple(exp.unlabelled_weights)}
+                      if m in USES_UNLABELLED else
+                      {"learning_rate": tuple(exp.learning_rates)}) for m in exp.methods]
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  return harness.Experiment(
+      "semi_supervised", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
+      seeds, fit, measure, select="accuracy", draw=harness.labelled_draw(dataset.train, k))
+
+
+FIELDS = [("accuracy", "test acc %", 100.0)]
+
+
+@report.runner
+def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
+  """Every method at every number of labels per class, under the harness's protocol; writes
+  results.{md,json} and semi_supervised.png. Returns the harness's results."""
+  validate(config)
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+  result = harness.run(experiment(config, writer), workdir, writer)
   if jax.process_index() == 0:
-    _write(workdir, config, dataset, result)
+    write(workdir, config, result)
   return result
 
 
-def _write(workdir, config, dataset, result) -> None:
-  exp, cell = config.experiment, variants_lib.cell
-  rows = []
-  for n, by_method in result["sizes"].items():
-    for method, r in by_method.items():
-      rows.append({"labels": n, "method": method, "test acc %": cell(r["test_accuracy"]),
-                   "test loss": cell(r["test_loss"], 1.0, 3),
-                   f"unlabelled with max p >= {exp.threshold:g} %": cell(r["confident"]),
-                   "of those, right %": cell(r["pseudo_label_accuracy"])})
-  notes = [f"{dataset.name} {dataset.input_shape}: n labelled training examples (a seeded slice) "
-           f"+ all {len(dataset.train)} training inputs unlabelled, {len(dataset.test)} test "
-           f"examples; MLP {tuple(config.model.hidden_sizes)} {config.model.activation}, "
-           f"{config.num_steps} steps of {config.optimizer.name}, {config.batch_size} labelled + "
-           f"{exp.unlabelled_batch_size} unlabelled rows per step; augmentation "
-           f"{'+'.join(config.augment.ops)}; lambda_u = {exp.unlabelled_weight:g}, tau = "
-           f"{exp.threshold:g}; mean ± std over {exp.repeats} seeds. The last two columns read "
-           "the unlabelled inputs' true labels after training, for the record only."]
-  report.write_results(workdir, "Semi-supervised learning: few labels + unlabelled inputs",
-                       list(rows[0]), rows, notes, result)
-  variants_lib.size_plot(workdir / "semi_supervised.png", result["sizes"],
-                         [("test_accuracy", "test accuracy (%)")],
-                         f"labelled {dataset.name} training examples",
-                         "Semi-supervised learning: what the unlabelled inputs add")
+def notes(config) -> list[str]:
+  exp = config.experiment
+  return [f"digits 8x8: labels per class drawn from the training split + all its inputs "
+          f"unlabelled; MLP {tuple(config.model.hidden_sizes)} {config.model.activation}, "
+          f"{config.num_steps} steps of {config.optimizer.name}, {config.batch_size} labelled + "
+          f"{exp.unlabelled_batch_size} unlabelled rows per step; augmentation "
+          f"{'+'.join(config.augment.ops)}; lambda_u chosen from "
+          f"{tuple(exp.unlabelled_weights)}, the label-only methods' learning rate from "
+          f"{tuple(exp.learning_rates)}; tau = {exp.threshold:g}; ramps from "
+          f"{exp.ramp_start:g} to {exp.ramp_end:g} of the steps."]
 
+
+def confidence_table(result, threshold: float) -> str:
+  """For the record: how confident each method ends on the unlabelled inputs, and how often
+  its confident predictions are right (read with their true labels after training)."""
+  rows = []
+  for entry in result["sizes"]:
+    for name, arm in entry["arms"].items():
+      st = arm["stats"]
+      rows.append({result["size_label"]: entry["size"], "method": name,
+                   f"unlabelled with max p >= {threshold:g} %":
+                       harness.fmt_summary(st["confident"]),
+                   "of those, right %": harness.fmt_summary(st["confident_right"])})
+  return report.markdown_table(list(rows[0]), rows)
+
+
+def write(workdir, config, result) -> None:
+  """results.{md,json} and semi_supervised.png from the harness's results."""
+  harness.write(workdir, result, "Semi-supervised learning: few labels + unlabelled inputs",
+                FIELDS, notes(config), extra=[confidence_table(result,
+                                                               config.experiment.threshold)])
+  harness.plot(workdir / "semi_supervised.png", result, "accuracy", "test accuracy (%)",
+               "Semi-supervised learning: what the unlabelled inputs add")

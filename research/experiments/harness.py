@@ -1,0 +1,494 @@
+"""The protocol every experiment runs under, so that rigour does not depend on a runner's author.
+
+A runner declares an `Experiment`: its arms (each with a grid of settings to tune), the
+baseline arm, its sizes (labels per class, widths, ...), its seeds, and two functions:
+
+  fit(arm, setting, size, seeds, subsets) -> [params per seed]
+  measure(arm, setting, size, seed, params, split) -> {field: float}   split: "valid" | "test"
+
+and `run(experiment, workdir)` owns everything else:
+
+  - labelled subsets are stratified (the same number of labels per class, every class present)
+    and redrawn per seed (stratified_indices); a size no class can hold is refused in one line;
+  - every arm is tuned on the validation split with the same budget (the same number of grid
+    cells; `select` names the validation field that picks the setting); the grid and the
+    choice are recorded, and the test split is measured once, for the chosen setting only;
+  - statistics: mean and sample std over seeds, and the paired difference to the baseline arm
+    (the same seeds, hence the same subsets) with a 95% t-interval; a difference is an effect
+    only when its interval excludes zero (`paired`);
+  - every cell is appended to WORKDIR/harness/cells.jsonl with its trained params beside it, so
+    a run killed mid-way resumes without redoing finished cells and ends with the same
+    results.json (fit must be a function of its arguments: the same seeds, the same params).
+
+`train_seeds` trains the seeds of one cell with the kernel's chunk, as one jax.vmap-ped program
+or as a loop over one compiled program (`mode`; docs/performance.md measures which is faster
+per workload). `table` and `plot` render results.json; `regenerate` splices a section's tables
+into docs/experiments.md, so the doc cannot drift from the results.
+"""
+import dataclasses
+import itertools
+import json
+import math
+import pickle
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from scipy import stats
+
+from research import data as data_lib
+from research import errors
+from research import kernel
+from research import workdir as workdir_lib
+
+CONFIDENCE = 0.95
+MIN_SEEDS = 5  # Fewer seeds can run (tests, quick looks); their tables say it is no finding.
+SEED_MODES = ("vmap", "loop")
+
+
+# ------------------------------------------------------------------------------------ subsets
+
+
+def stratified_indices(labels_N: np.ndarray, per_class: int, seed: int,
+                       num_classes: int | None = None, what: str = "the training split"
+                       ) -> np.ndarray:
+  """Sorted indices of `per_class` examples of every class, drawn without replacement by
+  `seed` alone (a fresh draw per seed). Refuses a draw that cannot hold every class."""
+  labels_N = np.asarray(labels_N)
+  k = int(labels_N.max()) + 1 if num_classes is None else num_classes
+  if per_class < 1:
+    raise errors.ConfigError(f"{per_class} labels per class: draw at least 1 per class")
+  counts = np.bincount(labels_N, minlength=k)
+  short = [c for c in range(k) if counts[c] < per_class]
+  if short:
+    raise errors.ConfigError(
+        f"{per_class} labels per class cannot be drawn from {what}: class(es) "
+        f"{', '.join(map(str, short[:10]))} hold only {counts[short[0]]}; use at most "
+        f"{int(counts.min())} per class")
+  rng = np.random.default_rng([seed, per_class])
+  idx = [rng.choice(np.flatnonzero(labels_N == c), per_class, replace=False) for c in range(k)]
+  return np.sort(np.concatenate(idx)).astype(np.int32)
+
+
+def stratified_subset(split: data_lib.Split, per_class: int, seed: int,
+                      num_classes: int | None = None) -> data_lib.Split:
+  """The examples of stratified_indices as a Split."""
+  idx = stratified_indices(split.y, per_class, seed, num_classes)
+  return data_lib.Split(split.x[idx], split.y[idx])
+
+
+# --------------------------------------------------------------------------------- statistics
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+  """{"n", "mean", "std"}: std is the sample standard deviation (ddof = 1; nan for n = 1)."""
+  v = np.asarray(values, np.float64)
+  return {"n": len(v), "mean": float(v.mean()),
+          "std": float(v.std(ddof=1)) if len(v) > 1 else float("nan")}
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+  """The t-interval for the mean of `values`: mean ± t_{n-1} s / sqrt(n)."""
+  s = summary(values)
+  if s["n"] < 2:
+    return (float("nan"), float("nan"))
+  half = stats.t.ppf(0.5 + confidence / 2, s["n"] - 1) * s["std"] / math.sqrt(s["n"])
+  return (s["mean"] - half, s["mean"] + half)
+
+
+def paired(values: Sequence[float], baseline: Sequence[float],
+           confidence: float = CONFIDENCE) -> dict[str, Any]:
+  """The paired difference values - baseline over the same seeds: {"n", "mean", "std",
+  "ci": [lo, hi], "effect"}; effect is True only when the interval excludes zero."""
+  if len(values) != len(baseline):
+    raise ValueError(f"paired difference of {len(values)} and {len(baseline)} values")
+  diff = np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
+  lo, hi = t_interval(diff, confidence)
+  return {**summary(diff), "ci": [lo, hi], "effect": bool(lo > 0 or hi < 0)}
+
+
+# ------------------------------------------------------------------------ arms and experiments
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One method of an experiment; grid maps each hyperparameter to tune to its candidates
+  (the cells are their product; an empty grid is one cell)."""
+  name: str
+  grid: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
+
+  def cells(self) -> list[dict[str, Any]]:
+    keys = list(self.grid)
+    return [dict(zip(keys, values)) for values in itertools.product(
+        *(self.grid[k] for k in keys))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """What a runner declares; `run` owns the protocol (module doc).
+
+  draw(size, seed) -> the training data of that seed (default: none; use labelled_draw for
+  labels per class); it is passed to fit as `subsets`, one per seed.
+  """
+  name: str
+  arms: Sequence[Arm]
+  baseline: str
+  sizes: Sequence[Any]
+  size_label: str
+  seeds: Sequence[int]
+  fit: Callable[..., list]
+  measure: Callable[..., dict[str, float]]
+  select: str = "accuracy"
+  higher_is_better: bool = True
+  draw: Callable[[Any, int], Any] | None = None
+
+
+def labelled_draw(split: data_lib.Split, num_classes: int) -> Callable[[int, int], Any]:
+  """draw(per_class, seed) -> a stratified subset of split, redrawn per seed."""
+  return lambda per_class, seed: stratified_subset(split, per_class, seed, num_classes)
+
+
+def check(experiment: Experiment) -> None:
+  """The protocol's rules, before any work: the baseline is an arm, names are unique, at
+  least 2 seeds (a confidence interval needs 2), the same tuning budget for every arm."""
+  names = [a.name for a in experiment.arms]
+  if len(set(names)) != len(names):
+    raise errors.ConfigError(f"{experiment.name}: arm names repeat ({', '.join(names)})")
+  if experiment.baseline not in names:
+    raise errors.ConfigError(f"{experiment.name}: the baseline {experiment.baseline!r} is not "
+                             f"one of the arms ({', '.join(names)}); add it to the methods")
+  if len(experiment.seeds) < 2 or len(set(experiment.seeds)) != len(experiment.seeds):
+    raise errors.ConfigError(
+        f"{experiment.name}: {len(experiment.seeds)} distinct seed(s); a paired confidence "
+        f"interval needs at least 2 (a finding at least {MIN_SEEDS})")
+  budgets = {a.name: len(a.cells()) for a in experiment.arms}
+  if len(set(budgets.values())) > 1:
+    raise errors.ConfigError(
+        f"{experiment.name}: the arms are tuned with different budgets ("
+        + ", ".join(f"{n}: {b} settings" for n, b in budgets.items())
+        + "); give every arm the same number of settings to choose from on validation")
+
+
+# ------------------------------------------------------------------------------------ the run
+
+
+def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
+  """Runs the protocol (module doc) in workdir; returns the results dict (results.json's):
+
+  {"experiment", "size_label", "seeds", "baseline", "select", "confidence",
+   "sizes": [{"size", "arms": {arm: {"grid": [{"setting", "valid": [per seed]}],
+              "chosen": setting, "test": [per seed {field: value}],
+              "stats": {field: {"n", "mean", "std", "vs_baseline": paired(...)}}}}}],
+   "wall_time"}
+  """
+  check(experiment)
+  t_start = time.time()
+  store = _CellStore(workdir_lib.as_path(workdir) / "harness")
+  seeds = list(experiment.seeds)
+  out_sizes = []
+  for size in experiment.sizes:
+    subsets = ([experiment.draw(size, s) for s in seeds] if experiment.draw is not None
+               else None)
+    arms = {}
+    for arm in experiment.arms:
+      grid = []
+      for setting in arm.cells():
+        key = {"size": size, "arm": arm.name, "setting": setting, "seeds": seeds}
+        done = store.get("valid", key)
+        if done is None:
+          t0 = time.time()
+          params = experiment.fit(arm.name, setting, size, seeds, subsets)
+          valid = [experiment.measure(arm.name, setting, size, s, p, "valid")
+                   for s, p in zip(seeds, params)]
+          store.put("valid", key, {"valid": valid}, params)
+          logging.info("%s %s=%s %s %s: valid %s %.4f (%.1f s)", experiment.name,
+                       experiment.size_label, size, arm.name, setting, experiment.select,
+                       np.mean([v[experiment.select] for v in valid]), time.time() - t0)
+        else:
+          valid = done["valid"]
+        grid.append({"setting": setting, "valid": valid})
+      chosen = _choose(grid, experiment)
+      key = {"size": size, "arm": arm.name, "setting": chosen, "seeds": seeds}
+      done = store.get("test", key)
+      if done is None:
+        params = store.params(dict(key))
+        test = [experiment.measure(arm.name, chosen, size, s, p, "test")
+                for s, p in zip(seeds, params)]
+        store.put("test", key, {"test": test})
+      else:
+        test = done["test"]
+      arms[arm.name] = {"grid": grid, "chosen": chosen, "test": test}
+      if writer is not None:
+        for s, record in zip(seeds, test):
+          writer.write({"step": 0, "split": "result", "size": size, "arm": arm.name,
+                        "seed": s, **record})
+    _add_stats(arms, experiment.baseline)
+    out_sizes.append({"size": size, "arms": arms})
+  return {"experiment": experiment.name, "size_label": experiment.size_label, "seeds": seeds,
+          "baseline": experiment.baseline, "select": experiment.select,
+          "confidence": CONFIDENCE, "finding": len(seeds) >= MIN_SEEDS, "sizes": out_sizes,
+          "wall_time": time.time() - t_start}
+
+
+def _choose(grid: list[dict], experiment: Experiment) -> dict:
+  """The setting with the best mean validation `select` over seeds (the first on a tie)."""
+  sign = 1.0 if experiment.higher_is_better else -1.0
+  scores = [sign * float(np.mean([v[experiment.select] for v in cell["valid"]]))
+            for cell in grid]
+  if not all(math.isfinite(s) for s in scores):
+    bad = [cell["setting"] for cell, s in zip(grid, scores) if not math.isfinite(s)]
+    raise errors.NonFiniteLossError(
+        f"{experiment.name}: validation {experiment.select} is not finite for {bad}; narrow "
+        "the grid (e.g. smaller learning rates)")
+  return grid[int(np.argmax(scores))]["setting"]
+
+
+def _add_stats(arms: dict, baseline: str) -> None:
+  base = arms[baseline]["test"]
+  for arm in arms.values():
+    fields = [f for f in arm["test"][0] if _is_number(arm["test"][0][f])]
+    arm["stats"] = {}
+    for f in fields:
+      values = [r[f] for r in arm["test"]]
+      entry = summary(values)
+      if f in base[0] and all(math.isfinite(v) for v in values):
+        entry["vs_baseline"] = paired(values, [r[f] for r in base])
+      arm["stats"][f] = entry
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class _CellStore:
+  """WORKDIR/harness/cells.jsonl (one line per finished cell or test) and the params of each
+  trained cell (params/<n>.pkl), so a rerun skips finished work. A torn last line (a kill
+  mid-append) is ignored; the cell is redone."""
+
+  def __init__(self, root):
+    self.root = root
+    self.path = root / "cells.jsonl"
+    self.records: dict[str, dict] = {}
+    if not self.path.exists():
+      return
+    text = self.path.read_text()
+    lines = text.splitlines()
+    for line in lines:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      self.records[record["id"]] = record
+    good = [json.dumps(r, default=_json_default) for r in self.records.values()]
+    if len(good) != len(lines) or (text and not text.endswith("\n")):
+      # Drop a torn line now: the next append would otherwise run on from it.
+      workdir_lib.write_text(self.path, "".join(line + "\n" for line in good))
+
+  @staticmethod
+  def _id(kind: str, key: dict) -> str:
+    return kind + ":" + json.dumps(key, sort_keys=True, default=str)
+
+  def get(self, kind: str, key: dict) -> dict | None:
+    record = self.records.get(self._id(kind, key))
+    if record is not None and kind == "valid" and not (self.root / record["params"]).exists():
+      return None  # Its params are gone: train it again.
+    return record
+
+  def put(self, kind: str, key: dict, values: dict, params=None) -> None:
+    record = {"id": self._id(kind, key), **values}
+    if params is not None:
+      name = f"params/{len(self.records):05d}.pkl"
+      (self.root / "params").mkdir(parents=True, exist_ok=True)
+      workdir_lib.write_bytes(self.root / name, pickle.dumps(jax.device_get(params)))
+      record["params"] = name
+    self.root.mkdir(parents=True, exist_ok=True)
+    workdir_lib.append_line(self.path, json.dumps(record, default=_json_default))
+    self.records[record["id"]] = record
+
+  def params(self, key: dict) -> list:
+    record = self.records[self._id("valid", key)]
+    path = self.root / record["params"]
+    try:
+      return pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError) as e:
+      raise errors.WorkdirError(f"{path} cannot be read ({e}); delete it and rerun to train "
+                                "that cell again") from None
+
+
+def _json_default(v):
+  if isinstance(v, (np.generic, jax.Array)):
+    return np.asarray(v).tolist()
+  raise TypeError(f"not JSON serialisable: {type(v)}")
+
+
+# ------------------------------------------------------------------------- training the seeds
+
+
+def train_seeds(model, loss_fn: Callable, optimizer, num_steps: int, batch_size: int,
+                subsets: Sequence[data_lib.Split], seeds: Sequence[int], *,
+                mode: str = "vmap", augment_fn: Callable | None = None,
+                value_and_grad: Callable | None = None, batches: Callable | None = None,
+                chunk_steps: int | None = None, what: str = "", writer=None,
+                tag: dict | None = None, with_step: bool = False) -> list:
+  """Trains one model per seed on that seed's subset with the kernel's chunk; returns the final
+  params per seed. Every subset has one shape (stratified draws do), so "loop" compiles the
+  chunk once and "vmap" runs all seeds as one program (jax.vmap over the states, the subsets
+  and the batch indices). batches(seed, n, start, num) -> idx_SxB (default: the library's
+  batch order, data.batch_indices); each run starts from kernel.init_state(key(seed)). With a
+  writer, each chunk's mean E and aux scalars per seed are a "train" record (with `tag`)."""
+  errors.check_choice("experiment.seed_mode", mode, SEED_MODES)
+  n = len(subsets[0])
+  if any(len(s) != n for s in subsets):
+    raise ValueError("train_seeds needs one subset size for every seed")
+  batches = batches or (lambda seed, n, start, num: data_lib.batch_indices(
+      seed, n, batch_size, start, num))
+  chunk_steps = min(chunk_steps or num_steps, num_steps)
+  bounds = [(s, min(s + chunk_steps, num_steps)) for s in range(0, num_steps, chunk_steps)]
+  chunk = kernel.make_train_chunk(loss_fn, optimizer, augment_fn, value_and_grad,
+                                  with_step=with_step)
+  states = [kernel.init_state(model, optimizer, jax.random.key(s)) for s in seeds]
+  if mode == "vmap":
+    run_chunk = jax.jit(jax.vmap(chunk), donate_argnums=0)
+    state = jax.tree.map(lambda *a: jnp.stack(a), *states)
+    x_R = jnp.asarray(np.stack([s.x for s in subsets]))
+    y_R = jnp.asarray(np.stack([s.y for s in subsets]))
+    for start, stop in bounds:
+      idx = np.stack([batches(s, n, start, stop - start) for s in seeds])
+      state, sums = run_chunk(state, x_R, y_R, idx)
+      _check_finite(sums, seeds, what)
+      _write_sums(writer, tag, sums, seeds, start, stop)
+    return [jax.tree.map(lambda a, i=i: a[i], state["params"]) for i in range(len(seeds))]
+  out = []
+  for seed, state, subset in zip(seeds, states, subsets):
+    x, y = jnp.asarray(subset.x), jnp.asarray(subset.y)
+    for start, stop in bounds:
+      state, sums = chunk(state, x, y, batches(seed, n, start, stop - start))
+      _check_finite(sums, [seed], what)
+      _write_sums(writer, tag, jax.tree.map(lambda a: a[None], sums), [seed], start, stop)
+    out.append(state["params"])
+  return out
+
+
+def _write_sums(writer, tag, sums_R, seeds, start: int, stop: int) -> None:
+  if writer is None:
+    return
+  host = jax.device_get({k: v for k, v in sums_R.items() if k.endswith("_sum")})
+  for i, seed in enumerate(seeds):
+    writer.write({"step": stop, "split": "train", **(tag or {}), "seed": seed,
+                  **{k[:-len("_sum")]: float(v[i]) / (stop - start) for k, v in host.items()}})
+
+
+def _check_finite(sums, seeds, what: str) -> None:
+  bad = np.atleast_1d(np.asarray(sums["first_bad_step"]))
+  if (bad >= 0).any():
+    i = int(np.argmax(bad >= 0))
+    raise errors.NonFiniteLossError(
+        f"{what or 'training'}, seed {seeds[i]}: the loss became NaN/inf at step {int(bad[i])}; "
+        "lower the learning rates of the experiment's grid")
+
+
+# ---------------------------------------------------------------------------------- rendering
+
+
+def fmt_summary(entry: dict, scale: float = 100.0, digits: int = 1) -> str:
+  """'93.2 ± 0.4': mean ± sample std, times scale (100: accuracies in %)."""
+  std = entry["std"]
+  return (f"{scale * entry['mean']:.{digits}f} ± "
+          + ("-" if not math.isfinite(std) else f"{scale * std:.{digits}f}"))
+
+
+def fmt_paired(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str:
+  """'+1.2 [-0.3, +2.7]': the paired mean difference and its CI, times scale."""
+  if entry is None:
+    return "-"
+  lo, hi = entry["ci"]
+  return (f"{scale * entry['mean']:+.{digits}f} [{scale * lo:+.{digits}f}, "
+          f"{scale * hi:+.{digits}f}]" + (" *" if entry["effect"] else ""))
+
+
+def table(results: dict, fields: Sequence[tuple[str, str, float]], digits: int = 1) -> str:
+  """A markdown table of results.json: one row per size and arm, with the chosen setting and,
+  per (field, heading, scale), mean ± sample std and the paired difference to the baseline
+  with its 95% CI ('*': the CI excludes zero, an effect)."""
+  from research.experiments import report  # pylint: disable=g-import-not-at-top
+  baseline = results["baseline"]
+  rows = []
+  for entry in results["sizes"]:
+    for name, arm in entry["arms"].items():
+      row = {results["size_label"]: entry["size"], "method": name,
+             "chosen on valid": _fmt_setting(arm["chosen"])}
+      for field, heading, scale in fields:
+        st = arm["stats"].get(field)
+        row[f"{heading} (n={len(results['seeds'])})"] = (
+            "-" if st is None else fmt_summary(st, scale, digits))
+        row[f"{heading}: Δ vs {baseline} [95% CI]"] = (
+            "(baseline)" if name == baseline else
+            fmt_paired(None if st is None else st.get("vs_baseline"), scale, digits))
+      rows.append(row)
+  return report.markdown_table(list(rows[0]), rows)
+
+
+def _fmt_setting(setting: dict) -> str:
+  return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in setting.items()) or "-"
+
+
+def protocol_note(results: dict) -> str:
+  """One sentence naming the protocol behind a table."""
+  n = len(results["seeds"])
+  note = (f"n = {n} seeds (subsets redrawn per seed, stratified); each method's setting chosen "
+          f"on the validation split by mean {results['select']} with the same budget; test "
+          f"measured once; ± is the sample std; Δ is the paired difference to "
+          f"{results['baseline']} with a {round(100 * results['confidence'])}% t-interval, "
+          "* where it excludes zero.")
+  if n < MIN_SEEDS:
+    note += f" With fewer than {MIN_SEEDS} seeds this is a look, not a finding."
+  return note
+
+
+def plot(path, results: dict, field: str, ylabel: str, title: str, scale: float = 100.0) -> None:
+  """Each arm's mean against the size, with the 95% t-interval of the mean as error bars."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  from research.experiments import report  # pylint: disable=g-import-not-at-top
+
+  fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+  ax = fig.subplots()
+  sizes = [e["size"] for e in results["sizes"]]
+  numeric = all(isinstance(s, (int, float)) for s in sizes)
+  xs = sizes if numeric else list(range(len(sizes)))
+  for name in results["sizes"][0]["arms"]:
+    means, lo, hi = [], [], []
+    for e in results["sizes"]:
+      values = [scale * r[field] for r in e["arms"][name]["test"]]
+      m = float(np.mean(values))
+      a, b = t_interval(values)
+      means.append(m)
+      lo.append(m - a)
+      hi.append(b - m)
+    ax.errorbar(xs, means, yerr=[lo, hi], marker="o", capsize=3, label=name)
+  if numeric and len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8:
+    ax.set_xscale("log")
+    ax.minorticks_off()
+  ax.set_xticks(xs, [str(s) for s in sizes])
+  ax.set_xlabel(results["size_label"])
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  ax.legend(title=f"mean, 95% CI (n={len(results['seeds'])})")
+  ax.set_title(title)
+  report.save_figure(fig, path)
+
+
+def write(workdir, results: dict, title: str, fields: Sequence[tuple[str, str, float]],
+          notes: Sequence[str] = (), extra: Sequence[str] = ()) -> None:
+  """workdir/results.json and results.md (notes, the protocol note, the table, then any
+  `extra` markdown blocks), process 0."""
+  if jax.process_index() != 0:
+    return
+  from research.experiments import report  # pylint: disable=g-import-not-at-top
+  path = workdir_lib.as_path(workdir)
+  report.write_json(path / "results.json", results)
+  workdir_lib.write_text(path / "results.md", "\n\n".join(
+      [f"# {title}", *notes, protocol_note(results), table(results, fields), *extra]) + "\n")

@@ -1,0 +1,207 @@
+"""The experiment harness's protocol: stratified subsets redrawn per seed, statistics against
+scipy.stats, the equal-budget rule, selection on validation with the test split measured once,
+and an interrupted run resuming to identical results without redoing finished cells."""
+import ast
+import json
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from scipy import stats
+
+from research import data as data_lib
+from research import errors
+from research import losses
+from research import models
+from research import optim
+from research import config_lib
+from research.data import sklearn_data
+from research.experiments import harness
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------ subsets
+
+
+def test_stratified_draws_hold_every_class_equally_and_change_with_the_seed():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 10, 500)
+  draws = [harness.stratified_indices(labels, 3, seed, 10) for seed in range(5)]
+  for idx in draws:
+    assert len(set(idx.tolist())) == 30
+    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=10), np.full(10, 3))
+  assert len({tuple(d) for d in draws}) == 5  # A fresh draw per seed...
+  np.testing.assert_array_equal(draws[2], harness.stratified_indices(labels, 3, 2, 10))  # ...
+  # ...that is a function of the seed alone.
+
+
+def test_a_draw_that_cannot_hold_every_class_is_refused_in_one_line():
+  labels = np.array([0] * 5 + [1] * 5 + [2] * 1)
+  with pytest.raises(errors.ConfigError, match=r"class\(es\) 2 hold only 1; use at most 1") as e:
+    harness.stratified_indices(labels, 2, 0, 3)
+  assert "\n" not in str(e.value)
+  with pytest.raises(errors.ConfigError, match="class"):  # A class absent altogether.
+    harness.stratified_indices(np.array([0, 0, 1, 1]), 1, 0, 3)
+
+
+# --------------------------------------------------------------------------------- statistics
+
+
+def test_the_paired_interval_is_scipys_and_the_std_is_the_sample_std():
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(0.8, 0.05, 7), rng.normal(0.78, 0.05, 7)
+  got = harness.paired(a, b)
+  want = stats.ttest_rel(a, b).confidence_interval(0.95)
+  np.testing.assert_allclose(got["ci"], [want.low, want.high], rtol=1e-12)
+  np.testing.assert_allclose(got["std"], np.std(a - b, ddof=1), rtol=1e-12)
+  assert harness.summary(a)["std"] == pytest.approx(np.std(a, ddof=1), rel=1e-12)
+  assert got["effect"] == (want.low > 0 or want.high < 0)
+
+
+def test_an_effect_is_called_only_when_the_interval_excludes_zero():
+  base = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
+  assert harness.paired(base + [0.01, 0.02, 0.01, 0.02, 0.015], base)["effect"]
+  assert not harness.paired(base + [0.03, -0.02, 0.01, -0.01, 0.0], base)["effect"]
+
+
+# ----------------------------------------------------------------------- the protocol's rules
+
+
+def _fake(seeds=(0, 1, 2), grids=None, calls=None, fail_after=None):
+  """An experiment whose "training" is arithmetic: the valid score peaks at lr = 0.1, and arm
+  "b" is 0.02 better than "a" on the test split for every seed."""
+  calls = calls if calls is not None else {"fit": [], "test": []}
+  grids = grids or {"a": {"lr": (0.01, 0.1, 1.0)}, "b": {"lr": (0.01, 0.1, 1.0)}}
+
+  def fit(arm, setting, size, seeds, subsets):
+    if fail_after is not None and len(calls["fit"]) >= fail_after:
+      raise KeyboardInterrupt("killed")
+    calls["fit"].append((arm, size, setting["lr"]))
+    assert len(subsets) == len(seeds)
+    return [{"w": np.full(3, seed + setting["lr"])} for seed in seeds]
+
+  def measure(arm, setting, size, seed, params, split):
+    if split == "test":
+      calls["test"].append((arm, size, setting["lr"], seed))
+    score = 0.9 - abs(np.log10(setting["lr"]) + 1) * 0.1 + 0.01 * size
+    return {"accuracy": score + (0.02 if arm == "b" else 0.0) + 0.001 * seed,
+            "loss": float(params["w"][0])}
+
+  labels = np.repeat(np.arange(3), 10)
+  split = data_lib.Split(np.zeros((30, 2), np.float32), labels.astype(np.int32))
+  exp = harness.Experiment(
+      "fake", [harness.Arm(name, grid) for name, grid in grids.items()], "a", (1, 2),
+      "labels per class", list(seeds), fit, measure, draw=harness.labelled_draw(split, 3))
+  return exp, calls
+
+
+def test_unequal_budgets_a_missing_baseline_and_one_seed_are_refused():
+  exp, _ = _fake(grids={"a": {"lr": (0.1,)}, "b": {"lr": (0.01, 0.1)}})
+  with pytest.raises(errors.ConfigError, match="different budgets.*a: 1 settings, b: 2"):
+    harness.check(exp)
+  exp, _ = _fake()
+  with pytest.raises(errors.ConfigError, match="baseline 'c' is not one of the arms"):
+    harness.check(harness.Experiment(**{**exp.__dict__, "baseline": "c"}))
+  with pytest.raises(errors.ConfigError, match="needs at least 2"):
+    harness.check(harness.Experiment(**{**exp.__dict__, "seeds": [0]}))
+
+
+def test_each_arm_is_chosen_on_validation_and_the_test_split_is_measured_once(tmp_path):
+  exp, calls = _fake()
+  results = harness.run(exp, tmp_path)
+  for entry in results["sizes"]:
+    for name, arm in entry["arms"].items():
+      assert arm["chosen"] == {"lr": 0.1}
+      assert [c["setting"]["lr"] for c in arm["grid"]] == [0.01, 0.1, 1.0]
+  # The test split: once per seed, for the chosen setting only.
+  assert sorted(calls["test"]) == sorted((arm, size, 0.1, seed) for arm in "ab"
+                                         for size in (1, 2) for seed in (0, 1, 2))
+  b = results["sizes"][0]["arms"]["b"]["stats"]["accuracy"]
+  assert b["vs_baseline"]["mean"] == pytest.approx(0.02)
+  assert b["n"] == 3 and not results["finding"]  # 3 seeds: a look, not a finding.
+  text = harness.table(results, [("accuracy", "test acc %", 100.0)])
+  assert "+2.0 [+2.0, +2.0] *" in text and "lr=0.1" in text
+  assert "not a finding" in harness.protocol_note(results)
+
+
+def test_an_interrupted_run_resumes_to_identical_results_without_redoing_cells(tmp_path):
+  calls = {"fit": [], "test": []}
+  exp, _ = _fake(calls=calls, fail_after=4)
+  with pytest.raises(KeyboardInterrupt):
+    harness.run(exp, tmp_path)
+  assert len(calls["fit"]) == 4
+  # A torn last line (a kill mid-append) is ignored.
+  with open(tmp_path / "harness" / "cells.jsonl", "a") as f:
+    f.write('{"id": "valid:{\\"arm\\": ')
+  done = list(calls["fit"])
+  exp, _ = _fake(calls=calls)
+  resumed = harness.run(exp, tmp_path)
+  redone = calls["fit"][len(done):]
+  assert not set(redone) & set(done) and len(redone) == 12 - 4
+  fresh_calls = {"fit": [], "test": []}
+  fresh = harness.run(_fake(calls=fresh_calls)[0], tmp_path / "fresh")
+  strip = lambda r: json.dumps({k: v for k, v in r.items() if k != "wall_time"}, sort_keys=True)
+  assert strip(resumed) == strip(fresh)
+  # A finished run redoes nothing.
+  before = len(calls["fit"])
+  assert strip(harness.run(_fake(calls=calls)[0], tmp_path)) == strip(fresh)
+  assert len(calls["fit"]) == before
+
+
+# ------------------------------------------------------------------------- training the seeds
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  data = data_lib.load(sklearn_data.config("digits"))
+  model = models.build(ml_collections.ConfigDict({"name": "mlp", "hidden_sizes": (8,),
+                                                  "activation": "relu"}), data.input_shape, 10)
+  subsets = [harness.stratified_subset(data.train, 2, s, 10) for s in (0, 1, 2)]
+  loss_fn = losses.make_loss_fn(model, "softmax", 0.0, len(subsets[0]), 10)
+  optimizer = optim.make_optimizer(config_lib.optimizer(learning_rate=0.1), 12)
+  return model, loss_fn, optimizer, subsets
+
+
+def test_seeds_as_one_vmapped_program_equal_the_loop(tiny):
+  model, loss_fn, optimizer, subsets = tiny
+  args = (model, loss_fn, optimizer, 12, 5, subsets, [0, 1, 2])
+  vmapped = harness.train_seeds(*args, mode="vmap", chunk_steps=5)
+  looped = harness.train_seeds(*args, mode="loop", chunk_steps=5)
+  for v, l in zip(vmapped, looped):
+    for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(l)):
+      np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  # Different seeds and subsets give different networks.
+  assert not np.allclose(jax.tree.leaves(looped[0])[0], jax.tree.leaves(looped[1])[0])
+  with pytest.raises(errors.ConfigError, match="seed_mode"):
+    harness.train_seeds(*args, mode="pmap")
+
+
+# ------------------------------------------------------------------------------ the house
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+  out = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.ImportFrom) and node.module:
+      out |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+    elif isinstance(node, ast.Import):
+      out |= {a.name for a in node.names}
+  return out
+
+
+def test_no_runner_imports_another_runner_and_the_kernel_imports_nothing_above_it():
+  from research import experiments  # pylint: disable=g-import-not-at-top
+  runners = {spec.split(":")[0] for spec in experiments.RUNNERS.values()}
+  runners.discard("research.train")  # The run loop: experiments may run whole library runs.
+  for module in runners | {"research.experiments.harness", "research.experiments.report",
+                           "research.experiments.variants"}:
+    path = REPO / (module.replace(".", "/") + ".py")
+    clash = (_imports(path) & runners) - {module}
+    assert not clash, f"{module} imports runner(s) {sorted(clash)}"
+  above = {"research.train", "research.run_config", "research.workdir", "research.checkpoint",
+           "research.metrics", "research.experiments", "research.benchmark", "research.main"}
+  kernel_imports = _imports(REPO / "research" / "kernel.py")
+  assert not {i for i in kernel_imports if i.startswith(tuple(above))}, kernel_imports
