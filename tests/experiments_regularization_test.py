@@ -19,6 +19,7 @@ from research import losses
 from research import models
 from research import optim
 from research.experiments import dropout_ensemble
+from research.experiments import harness
 from research.experiments import regularization
 
 
@@ -40,7 +41,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def slice60(digits):
-  return regularization.train_subset(digits.train, 60, 0)
+  return harness.seeded_slice(digits.train, 60, 0)
 
 
 def _model(config, dataset):
@@ -77,14 +78,14 @@ def test_mixture_averages_probabilities_not_logits():
 # ------------------------------------------------------------------------------ regularizers
 
 
-def test_train_subset_is_seeded_and_without_replacement(digits):
-  a = regularization.train_subset(digits.train, 60, 0)
-  b = regularization.train_subset(digits.train, 60, 0)
-  c = regularization.train_subset(digits.train, 60, 1)
+def test_seeded_slice_is_seeded_and_without_replacement(digits):
+  a = harness.seeded_slice(digits.train, 60, 0)
+  b = harness.seeded_slice(digits.train, 60, 0)
+  c = harness.seeded_slice(digits.train, 60, 1)
   np.testing.assert_array_equal(a.x, b.x)
   assert not np.array_equal(a.x, c.x)
   assert len(np.unique(a.x.reshape(60, -1), axis=0)) == 60
-  assert regularization.train_subset(digits.train, 0, 0) is digits.train
+  assert harness.seeded_slice(digits.train, 0, 0) is digits.train
 
 
 @pytest.mark.slow
@@ -107,7 +108,7 @@ def test_early_stopping_keeps_the_best_validation_params(digits):
   config.optimizer.learning_rate = 3e-2
   cfg = regularization.method_config(config, "early_stopping")
   assert cfg.early_stopping_patience == 3
-  tiny = regularization.train_subset(digits.train, 30, 0)
+  tiny = harness.seeded_slice(digits.train, 30, 0)
   model = _model(cfg, digits)
   (out,) = regularization.fit(cfg, dataclasses.replace(digits, train=tiny), [0])
   steps, valid_losses = zip(*out["valid_losses"])

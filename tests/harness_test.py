@@ -2,8 +2,14 @@
 scipy.stats, the equal-budget rule, selection on validation with the test split measured once,
 and an interrupted run resuming to identical results without redoing finished cells."""
 import ast
+import importlib.util
 import json
+import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import ml_collections
@@ -205,3 +211,75 @@ def test_no_runner_imports_another_runner_and_the_kernel_imports_nothing_above_i
            "research.metrics", "research.experiments", "research.benchmark", "research.main"}
   kernel_imports = _imports(REPO / "research" / "kernel.py")
   assert not {i for i in kernel_imports if i.startswith(tuple(above))}, kernel_imports
+
+
+# --------------------------------------------------------------------- a real kill, resumed
+
+
+def _multitask_cmd(workdir):
+  return [sys.executable, "-m", "research.main", "--config=configs/exp_multitask.py",
+          f"--workdir={workdir}", "--config.num_steps=40", "--config.eval_every=20",
+          "--config.log_every=20", "--config.experiment.labels_per_class=(2,)",
+          "--config.experiment.seeds=2", "--config.experiment.methods=('single','aux_parity')",
+          "--config.experiment.learning_rates=(0.001,0.003)"]
+
+
+def _trained_cells(log: str) -> int:
+  return log.count("valid accuracy")
+
+
+@pytest.mark.slow
+def test_a_harness_runner_killed_mid_way_resumes_to_identical_results(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  cells = tmp_path / "killed" / "harness" / "cells.jsonl"
+  proc = subprocess.Popen(_multitask_cmd(tmp_path / "killed"), cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  # Kill once two of the four cells are on disk: observed progress, not a clock.
+  while proc.poll() is None and not (cells.exists() and cells.read_text().count("\n") >= 2):
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before the kill point: " + proc.stderr.read()[-500:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  proc.stderr.close()
+  done = cells.read_text().count("\n")
+  resumed = subprocess.run(_multitask_cmd(tmp_path / "killed"), cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert _trained_cells(resumed.stderr) == 4 - done  # Finished cells are not trained again.
+  fresh = subprocess.run(_multitask_cmd(tmp_path / "fresh"), cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+  assert fresh.returncode == 0, fresh.stderr[-2000:]
+  assert _trained_cells(fresh.stderr) == 4
+  strip = lambda p: {k: v for k, v in json.loads(p.read_text()).items() if k != "wall_time"}
+  assert strip(tmp_path / "killed" / "results.json") == strip(tmp_path / "fresh" / "results.json")
+
+
+# ------------------------------------------------------------------- regenerating the doc
+
+
+def _regenerate():
+  spec = importlib.util.spec_from_file_location(
+      "regenerate_experiments", REPO / "launch" / "regenerate_experiments.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_the_doc_has_a_results_block_for_every_harness_section_and_splicing_replaces_it():
+  regen = _regenerate()
+  doc = (REPO / "docs" / "experiments.md").read_text()
+  for section in regen.SECTIONS:
+    assert regen.block(section).search(doc), section
+  text = "<!-- results:x -->\nold\n<!-- /results:x -->\nafter"
+  assert regen.splice(text, "x", "new\n") == "<!-- results:x -->\nnew\n<!-- /results:x -->\nafter"
+  with pytest.raises(ValueError, match="no <!-- results:y --> block"):
+    regen.splice(text, "y", "new\n")
+
+
+def test_regenerate_refuses_an_unknown_section_and_check_finds_a_stale_block(tmp_path, capsys):
+  regen = _regenerate()
+  assert regen.main(["--workdir", str(tmp_path), "--sections=nope"]) == 2
+  assert "unknown nope" in capsys.readouterr().err
+  (tmp_path / "multitask").mkdir()
+  (tmp_path / "multitask" / "results.md").write_text("# t\n\nnot what the doc says\n")
+  assert regen.main(["--workdir", str(tmp_path), "--sections=multitask", "--check"]) == 1

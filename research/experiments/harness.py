@@ -80,6 +80,20 @@ def stratified_subset(split: data_lib.Split, per_class: int, seed: int,
   return data_lib.Split(split.x[idx], split.y[idx])
 
 
+def seeded_slice(split: data_lib.Split, num_examples: int, seed: int) -> data_lib.Split:
+  """A seeded subset of `num_examples` examples of split, without replacement (0 = all): NOT
+  stratified, and one draw for every training seed. The runners not yet under run() still
+  draw their slices with it; stratified_subset is the protocol's draw."""
+  n = len(split)
+  if num_examples == 0:
+    return split
+  if num_examples > n:
+    raise errors.ConfigError(f"config.experiment.train_examples={num_examples} is more than "
+                             f"the {n} training examples; use at most {n} (0 = all)")
+  idx = np.sort(np.random.default_rng(seed).choice(n, num_examples, replace=False))
+  return data_lib.Split(split.x[idx], split.y[idx])
+
+
 # --------------------------------------------------------------------------------- statistics
 
 

@@ -42,6 +42,7 @@ from research import models
 from research import optim
 from research import train
 from research import workdir as workdir_lib
+from research.experiments import harness
 from research.experiments import report
 
 METHODS = ("none", "l2", "l1", "dropout", "early_stopping", "augment", "bagging")
@@ -97,18 +98,6 @@ def method_config(config: ml_collections.ConfigDict, method: str) -> ml_collecti
   elif method == "augment":
     cfg.augment.ops = tuple(exp.augment_ops)
   return cfg
-
-
-def train_subset(split: data_lib.Split, num_examples: int, seed: int) -> data_lib.Split:
-  """A seeded subset of `num_examples` examples of split, without replacement (0 = all)."""
-  n = len(split)
-  if num_examples == 0:
-    return split
-  if num_examples > n:
-    raise errors.ConfigError(f"config.experiment.train_examples={num_examples} is more than "
-                             f"the {n} training examples; use at most {n} (0 = all)")
-  idx = np.sort(np.random.default_rng(seed).choice(n, num_examples, replace=False))
-  return data_lib.Split(split.x[idx], split.y[idx])
 
 
 # ------------------------------------------------------------------------ mixture predictive
@@ -236,7 +225,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   validate(config)
   exp = config.experiment
   dataset = data_lib.load(config.data)
-  train_split = train_subset(dataset.train, exp.train_examples, exp.subset_seed)
+  train_split = harness.seeded_slice(dataset.train, exp.train_examples, exp.subset_seed)
   errors.check_batch_size(config.batch_size, len(train_split), "training examples of the slice")
   if "augment" in exp.methods and dataset.train.x.ndim != 4:
     raise errors.ConfigError(

@@ -43,7 +43,7 @@ from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research.backprop import mlp as backprop_mlp
-from research.experiments import regularization
+from research.experiments import harness
 from research.experiments import report
 from research.experiments import variants as variants_lib
 
@@ -115,7 +115,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   validate(config)
   exp = config.experiment
   dataset = data_lib.load(config.data)
-  train_split = regularization.train_subset(dataset.train, exp.train_examples, exp.subset_seed)
+  train_split = harness.seeded_slice(dataset.train, exp.train_examples, exp.subset_seed)
   m, k = len(train_split), losses.num_outputs(config, dataset)
   model = models.build(config.model, dataset.input_shape, k)
   settings = ([("none", 0.0)] + [("activations", v) for v in exp.activation_l1]

@@ -46,7 +46,7 @@ from research import errors
 from research import losses
 from research import metrics as metrics_lib
 from research import models
-from research.experiments import regularization
+from research.experiments import harness
 from research.experiments import report
 from research.experiments import variants as variants_lib
 
@@ -188,7 +188,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
     raise errors.ConfigError(
         f"tangent propagation needs images x_NxHxWxC but {dataset.name} gives shape "
         f"{dataset.input_shape}; set config.data.image_size (28 for mnist_subset, 8 for digits)")
-  train_split = regularization.train_subset(dataset.train, exp.train_examples, exp.subset_seed)
+  train_split = harness.seeded_slice(dataset.train, exp.train_examples, exp.subset_seed)
   k = dataset.num_classes
   model = models.build(config.model, dataset.input_shape, k)
   data_loss = losses.make_loss_fn(model, "softmax", 0.0, len(train_split), k)

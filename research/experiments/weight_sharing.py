@@ -9,7 +9,7 @@ sharing says one feature detector is worth applying everywhere, the prior a smal
 cannot teach.
 
 For each size n of experiment.train_examples, a seeded slice of n training examples
-(regularization.train_subset) trains both variants for experiment.repeats seeds
+(harness.seeded_slice) trains both variants for experiment.repeats seeds
 (variants.fit, the library's train chunk; config.grad=manual trains them with
 research/backprop/local_cnn.py). The table gives the parameter count, train accuracy (on the
 slice, eval mode), test accuracy, the gap and the test loss, mean ± std over the seeds.
@@ -26,7 +26,7 @@ from research import data as data_lib
 from research import errors
 from research import losses
 from research import metrics as metrics_lib
-from research.experiments import regularization
+from research.experiments import harness
 from research.experiments import report
 from research.experiments import variants as variants_lib
 from research.models import layers
@@ -61,7 +61,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   out, evaluators = {}, {}  # An evaluator per variant, compiled once for every size.
   for n in exp.train_examples:
-    train_split = regularization.train_subset(dataset.train, n, exp.subset_seed)
+    train_split = harness.seeded_slice(dataset.train, n, exp.subset_seed)
     n = len(train_split)
     errors.check_batch_size(config.batch_size, n, "examples of a slice")
     variants = []

@@ -1,0 +1,115 @@
+"""Regenerates docs/experiments.md's tables from the experiments' own results, so the doc cannot
+drift from them.
+
+  python launch/regenerate_experiments.py --workdir=/tmp/experiments [--sections=multitask,...]
+  python launch/regenerate_experiments.py --workdir=/tmp/experiments --check
+
+Each section runs under the experiment harness as a user runs it: a fresh
+`python -m research.main --config=configs/<config> --workdir=WORKDIR/<section>` process (a
+finished workdir is reused, an interrupted one resumes its finished cells). Its results.md
+(the protocol note and the tables, rendered from results.json) then replaces the block between
+`<!-- results:<section> -->` and `<!-- /results:<section> -->` in docs/experiments.md. Prints
+each section's wall time and the total. --check changes nothing and exits 1 when a block
+differs from its results.md.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(REPO, "docs", "experiments.md")
+
+# section -> config; the sections whose runners run under research.experiments.harness.
+SECTIONS = {
+    "multitask": "exp_multitask.py",
+    "semi_supervised": "exp_semi_supervised.py",
+}
+
+
+def block(section: str) -> re.Pattern:
+  return re.compile(rf"(<!-- results:{section} -->\n)(.*?)(<!-- /results:{section} -->)",
+                    re.DOTALL)
+
+
+def results_block(workdir: str) -> str:
+  """results.md without its title: the notes, the protocol note and the tables."""
+  with open(os.path.join(workdir, "results.md"), encoding="utf-8") as f:
+    lines = f.read().splitlines()
+  if lines and lines[0].startswith("# "):
+    lines = lines[1:]
+  return "\n".join(lines).strip() + "\n"
+
+
+def splice(doc: str, section: str, text: str) -> str:
+  """doc with the section's results block replaced by text; ValueError if it has no block."""
+  pattern = block(section)
+  if not pattern.search(doc):
+    raise ValueError(f"docs/experiments.md has no <!-- results:{section} --> block")
+  return pattern.sub(lambda m: m.group(1) + text + m.group(3), doc, count=1)
+
+
+def run_section(section: str, workdir: str) -> float:
+  """Runs (or reuses) the section's experiment; returns the wall time in seconds."""
+  cmd = [sys.executable, "-m", "research.main", f"--config=configs/{SECTIONS[section]}",
+         f"--workdir={workdir}"]
+  t0 = time.time()
+  result = subprocess.run(cmd, cwd=REPO, check=False)
+  if result.returncode:
+    sys.exit(f"error: {' '.join(cmd[1:])} exited with {result.returncode}")
+  return time.time() - t0
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", required=True, help="one subdirectory per section")
+  parser.add_argument("--sections", default=",".join(SECTIONS),
+                      help=f"comma-separated, of: {', '.join(SECTIONS)}")
+  parser.add_argument("--check", action="store_true",
+                      help="only compare the doc with the results; exit 1 on a difference")
+  args = parser.parse_args(argv)
+  sections = [s for s in args.sections.split(",") if s]
+  unknown = [s for s in sections if s not in SECTIONS]
+  if unknown or not sections:
+    print(f"error: --sections={args.sections}: unknown {', '.join(unknown) or '(none given)'}; "
+          f"choose from {', '.join(SECTIONS)}", file=sys.stderr)
+    return 2
+  with open(DOC, encoding="utf-8") as f:
+    doc = f.read()
+  total, stale = 0.0, []
+  for section in sections:
+    workdir = os.path.join(args.workdir, section)
+    if args.check:
+      if not os.path.exists(os.path.join(workdir, "results.md")):
+        print(f"error: {workdir}/results.md is missing; run without --check first",
+              file=sys.stderr)
+        return 2
+    else:
+      seconds = run_section(section, workdir)
+      total += seconds
+      print(f"{section}: {seconds:.0f} s", flush=True)
+    try:
+      new = splice(doc, section, results_block(workdir))
+    except ValueError as e:
+      print(f"error: {e}; add the markers around the section's tables", file=sys.stderr)
+      return 2
+    if new != doc:
+      stale.append(section)
+    doc = new
+  if args.check:
+    if stale:
+      print(f"docs/experiments.md differs from the results of: {', '.join(stale)}")
+      return 1
+    print("docs/experiments.md matches the results")
+    return 0
+  with open(DOC, "w", encoding="utf-8") as f:
+    f.write(doc)
+  print(f"total: {total:.0f} s for {len(sections)} section(s); updated: "
+        f"{', '.join(stale) or 'nothing'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
