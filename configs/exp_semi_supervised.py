@@ -1,5 +1,6 @@
-"""Semi-supervised learning: few labels + every unlabelled input
-(research/experiments/semi_supervised.py).
+"""Semi-supervised learning: few labels plus every unlabelled input.
+
+Runner: research/experiments/semi_supervised.py.
 
 An MLP 64 -> 256 ReLU -> 10 softmax on digits (8x8 images, flattened) from seeded slices of
 20, 50 and 100 labelled training examples, plus all 719 training inputs without their labels

@@ -1,5 +1,4 @@
-"""Multi-task learning: a shared trunk with two heads, with few labels for the main task
-(issue 14, item 5).
+"""Multi-task learning: a shared trunk with two heads, with few labels for the main task.
 
 The network: a trunk of ReLU layers shared by both tasks, h = f(... f(x w^1 + b^1) ...), and
 one softmax output layer ("head") per task on h. The main task is digits (8x8, 10 classes)

@@ -1,4 +1,4 @@
-"""Semi-supervised learning: few labels plus every unlabelled input (issue 14, item 6).
+"""Semi-supervised learning: few labels plus every unlabelled input.
 
 A seeded slice of experiment.train_examples labelled digits; the unlabelled set is every input
 of the training split (the labelled ones included) with its label replaced by -1, so no method
