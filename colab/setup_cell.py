@@ -75,7 +75,9 @@ def unpack(archive):
         z.extractall(dest)
     else:
       with tarfile.open(archive) as t:
-        t.extractall(dest, filter="data")
+        # filter="data" refuses links and paths out of dest (Python 3.12, 3.11.4+).
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        t.extractall(dest, **safe)
   except (OSError, tarfile.TarError, zipfile.BadZipFile) as e:
     reason = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise SystemExit(f"{archive} cannot be extracted ({reason}): " + HOW) from None
@@ -105,7 +107,12 @@ if ROOT is None:
     print("REPO_URL is not set: choose a copy of the project to upload (the .tar.gz that "
           "`python -m build` writes in dist/, or a .zip of the repository)")
     from google.colab import files
-    archives = list(files.upload())
+    uploaded = files.upload()
+    for name, data in uploaded.items():
+      if not os.path.exists(name):  # Colab versions that only return the bytes
+        with open(name, "wb") as f:
+          f.write(data)
+    archives = list(uploaded)
   if not archives:
     raise SystemExit("no copy of the project was found: " + HOW)
   ROOT = unpack(archives[-1])

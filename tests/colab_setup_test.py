@@ -189,6 +189,7 @@ class Machine:
     self.calls = []     # (argv, env) of every subprocess.run
     self.uploads = []   # what files.upload() was asked for
     self.upload = None  # (file name, builder) the user picks in the upload dialog
+    self.bytes_only = False  # upload() returns the bytes without writing the file
     self.fail = {}      # "git" / "pip" -> (exit code, stderr)
     self.gpu = False
     self.installed = dict(_NO_PLUGIN)
@@ -228,13 +229,17 @@ class Machine:
     return version
 
   def _upload(self):
+    """Writes the picked file into the cwd, as Colab does (unless self.bytes_only)."""
     self.uploads.append(os.getcwd())
     if self.upload is None:
       return {}
     name, build = self.upload
     build(name)
     with open(name, "rb") as f:
-      return {name: f.read()}
+      data = f.read()
+    if self.bytes_only:
+      os.remove(name)
+    return {name: data}
 
   def _run(self, cmd, capture_output=False, text=False, env=None, **kwargs):
     del capture_output, text, kwargs
@@ -306,8 +311,10 @@ def test_without_a_url_an_archive_in_content_is_unpacked_and_installed(machine, 
   _pip_install(machine, str(machine.content / "research-source" / top))
 
 
-def test_without_a_url_or_an_archive_colab_asks_for_one(machine, capsys):
+@pytest.mark.parametrize("bytes_only", [False, True])
+def test_without_a_url_or_an_archive_colab_asks_for_one(machine, capsys, bytes_only):
   machine.in_colab()
+  machine.bytes_only = bytes_only
   machine.upload = ("research-main.zip", lambda name: make_archive(name, "research-main"))
   machine.run_cell()
   assert machine.uploads == [str(machine.content)]
