@@ -108,10 +108,11 @@ def _tracked_files():
     out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
     return [os.path.join(REPO, p) for p in out.stdout.decode().split("\0") if p]
   except (OSError, subprocess.CalledProcessError):  # not a git checkout: every file
-    return [os.path.join(d, f) for d, dirs, files in os.walk(REPO)
-            if not dirs.__setitem__(slice(None), [x for x in dirs if not x.startswith(".")
-                                                  and x != "__pycache__"])
-            for f in files]
+    paths = []
+    for d, dirs, files in os.walk(REPO):
+      dirs[:] = [x for x in dirs if not x.startswith(".") and x != "__pycache__"]
+      paths += [os.path.join(d, f) for f in files]
+    return paths
 
 
 # Placeholders a user would have to replace before something works (spelt in pieces, so this

@@ -10,6 +10,7 @@ import glob
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -80,3 +81,28 @@ def test_the_readme_sample_output_names_no_source_lines():
     readme = f.read()
   assert "] step   3000 | loss" in readme  # the sample is still there
   assert not re.findall(r"\w+\.py:\d+\]", readme)
+
+
+_FIGURES = {  # what the README's sample output shows, as regexes over the run's log
+    "loss": r"\] step +3000 \| loss ([\d.]+) \| acc ([\d.]+) \|",
+    "valid": r"\] step +3000 \| valid loss ([\d.]+) \| valid acc ([\d.]+)",
+    "test": r"\] done: test accuracy ([\d.]+), test loss ([\d.]+),",
+}
+
+
+@pytest.mark.slow
+def test_the_readme_sample_output_is_what_the_first_command_prints(tmp_path):
+  with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+    readme = f.read()
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  run = subprocess.run([sys.executable, "-m", "research.main",
+                        f"--workdir={tmp_path / 'run'}"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-2000:]
+  for name, pattern in _FIGURES.items():
+    shown = re.search(pattern, readme)
+    printed = re.search(pattern, run.stderr + run.stdout)
+    assert shown and printed, name
+    # Four printed decimals; another XLA version may round the last one differently.
+    assert [float(v) for v in shown.groups()] == pytest.approx(
+        [float(v) for v in printed.groups()], abs=2e-3), (name, printed.group(0))
