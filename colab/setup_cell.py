@@ -1,5 +1,4 @@
-"""The repository's URL, set once here, and the notebooks' first cell and Open-in-Colab badges
-written from it.
+"""Holds the repository's URL and writes the notebooks' setup cell and badges from it.
 
   python colab/setup_cell.py --repo-url=https://github.com/OWNER/NAME   # set it, rewrite all
   python colab/setup_cell.py                # rewrite the notebooks from REPO_URL as it stands

@@ -263,7 +263,8 @@ class Machine:
   def run_cell(self, url=""):
     """Executes the setup cell with REPO_URL = url; its namespace."""
     namespace = {"__name__": "__main__"}
-    exec(compile(setup_cell.render(url), "setup_cell", "exec"), namespace)  # pylint: disable=exec-used
+    code = compile(setup_cell.render(url), "setup_cell", "exec")
+    exec(code, namespace)  # pylint: disable=exec-used
     return namespace
 
 
