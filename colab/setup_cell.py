@@ -114,7 +114,8 @@ if ROOT is None:
     archives = list(uploaded)
   if not archives:
     raise SystemExit("no copy of the project was found: " + HOW)
-  ROOT = unpack(archives[-1])
+  # The newest archive; a wheel only when nothing else came (dist/ holds both).
+  ROOT = unpack(([a for a in archives if not a.endswith(".whl")] or archives)[-1])
 # Standard library only, so it runs before the install and before JAX starts: detects the
 # TPU, GPU or CPU, sets XLA_PYTHON_CLIENT_PREALLOCATE=false on a GPU, pins the installed jax,
 # jaxlib, their plugins and numpy in a pip constraints file, and names the jax extra

@@ -324,6 +324,14 @@ def test_without_a_url_or_an_archive_colab_asks_for_one(machine, capsys, bytes_o
   _pip_install(machine, str(machine.content / "research-source" / "research-main"))
 
 
+def test_the_sdist_is_used_when_the_wheel_beside_it_came_too(machine):
+  machine.in_colab()
+  make_archive(str(machine.content / "research-0.1.0.tar.gz"), "research-0.1.0")
+  zipfile.ZipFile(machine.content / "research-0.1.0-py3-none-any.whl", "w").close()  # newer
+  machine.run_cell()
+  _pip_install(machine, str(machine.content / "research-source" / "research-0.1.0"))
+
+
 def test_a_copy_on_drive_is_used_as_it_is(machine):
   machine.in_colab()
   drive = machine.content / "drive" / "MyDrive" / "research"
