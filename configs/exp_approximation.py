@@ -1,4 +1,4 @@
-"""Universal approximation (issue 7, item 5; research/experiments/approximation.py).
+"""Universal approximation with one hidden layer (research/experiments/approximation.py).
 
 One hidden layer of H = 1, 2, 4, ..., 256 sigmoid units fitted to a smooth 1-D target and a
 2-D one; the approximation error (RMS and max on a dense grid) against H goes in results.md

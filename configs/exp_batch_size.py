@@ -1,6 +1,4 @@
-"""Stochasticity vs redundancy: mini-batch size (issue 7, item 6).
-
-Runner: research/experiments/batch_size.py.
+"""Stochasticity vs redundancy: mini-batch size (research/experiments/batch_size.py).
 
 The lecture's sigmoid MLP on digits trained with plain SGD at B = 1, 8, 64 and the full
 training set (0), eta scaled by the linear rule and capped; reports the examples processed,

@@ -1,4 +1,4 @@
-"""Optimizers on hard curvature (issue 7, item 4; research/experiments/curvature.py).
+"""Optimizers on hard curvature (research/experiments/curvature.py).
 
 SGD, momentum, Nesterov, Adagrad and Adam, each with and without global-norm clipping, on a
 rotated ill-conditioned quadratic (kappa = 100), the Rosenbrock valley (2-D, trajectories

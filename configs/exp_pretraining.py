@@ -1,5 +1,6 @@
-"""Unsupervised layer-wise pre-training vs random and scaled inits with few labels
-(research/experiments/pretraining.py).
+"""Unsupervised layer-wise pre-training vs random and scaled inits, with few labels.
+
+Runner: research/experiments/pretraining.py.
 
 The lecture's sigmoid network on digits (inputs scaled to [0, 1]): its hidden layers are
 pre-trained one at a time as tied, denoising, cross-entropy autoencoders on every training

@@ -1,5 +1,6 @@
-"""Semi-supervised learning: few labels + every unlabelled input
-(research/experiments/semi_supervised.py).
+"""Semi-supervised learning: few labels plus every unlabelled input.
+
+Runner: research/experiments/semi_supervised.py.
 
 An MLP 64 -> 256 ReLU -> 10 softmax on digits (8x8 images, flattened) with 2, 5 and 10 labels
 per class, stratified and redrawn for each of 5 seeds, plus all 719 training inputs without

@@ -1,6 +1,7 @@
-"""Word embeddings learnt without labels: skip-gram with negative sampling on the standard
-library's pydoc topics, measured, and reused by a few-label topic classifier
-(research/experiments/embeddings.py).
+"""Word embeddings learnt without labels (skip-gram), then reused by a few-label classifier.
+
+Skip-gram with negative sampling on the standard library's pydoc topics, measured, and reused
+by a few-label topic classifier (research/experiments/embeddings.py).
 
   python -m research.main --config=configs/exp_skipgram.py --workdir=/tmp/skipgram
 

@@ -1,5 +1,6 @@
-"""Sparse representations: L1 on the hidden units vs L1 on the weights
-(research/experiments/sparsity.py).
+"""Sparse representations: L1 on the hidden units vs L1 on the weights.
+
+Runner: research/experiments/sparsity.py.
 
 The lecture's MLP with ReLU hidden units, 64 -> 256 -> 10 softmax, on all 719 digits training
 examples (test: half of the 1,797 digits), trained with the hand-written backward pass

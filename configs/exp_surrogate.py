@@ -1,6 +1,4 @@
-"""Surrogate loss vs the real evaluation function (issue 7, item 3).
-
-Runner: research/experiments/surrogate.py.
+"""Surrogate loss vs the real evaluation function (research/experiments/surrogate.py).
 
 Trains on a differentiable surrogate and logs it beside the metric we actually care about, at
 every eval on the validation split; results.md says whether the best-loss eval is also the

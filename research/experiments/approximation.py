@@ -1,4 +1,4 @@
-"""Universal approximation (issue 7, item 5; the lecture's Section 6.4).
+"""Universal approximation (the lecture's Section 6.4).
 
 One hidden layer of H sigmoid units, y(x) = sum_j w^2_j sigma(sum_i w^1_ij x_i + b^1_j) + b^2,
 can approximate any continuous function on a compact set as closely as we like, given enough

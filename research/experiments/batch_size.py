@@ -1,4 +1,4 @@
-"""Stochasticity vs redundancy: mini-batch size (issue 7, item 6).
+"""Stochasticity vs redundancy: mini-batch size.
 
 A mini-batch gradient g_B = (1/B) sum_{i in batch} g_i is an unbiased estimate of the
 full-batch gradient g_bar = (1/m) sum_i g_i. Its variance falls as 1/B: with per-example

@@ -1,4 +1,4 @@
-"""Optimizers on hard curvature (issue 7, item 4).
+"""Optimizers on hard curvature.
 
 The slide's list: local minima, fluctuating curvature, large gradients and ill-conditioning,
 met with momentum, adaptive gradients and clipping. Three problems:

@@ -1,5 +1,4 @@
-"""Sparse representations: an L1 penalty on the hidden units' values, next to L1 on the weights
-(issue 14, item 2).
+"""Sparse representations: an L1 penalty on the hidden units' values, next to L1 on the weights.
 
 Two penalties that both say "sparse", on different things:
 

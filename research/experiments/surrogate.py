@@ -1,4 +1,4 @@
-"""Surrogate loss vs the real evaluation function (issue 7, item 3).
+"""Surrogate loss vs the real evaluation function.
 
 Backprop needs a differentiable cost, so we train on a surrogate: cross-entropy for
 classification and language, squared error for regression. What we report is another

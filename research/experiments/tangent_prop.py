@@ -1,4 +1,4 @@
-"""Tangent propagation, the manifold tangent classifier's idea (issue 14, item 3).
+"""Tangent propagation, the manifold tangent classifier's idea.
 
 A small transformation of an image (a shift, a rotation) should not change its class. For a
 transformation T_a with T_0 = identity, the image moves along the tangent vector

@@ -1,4 +1,4 @@
-"""What the lecture's other regularizers (issue 14) share: train classifier variants on a
+"""What the lecture's other regularizers share: train classifier variants on a
 slice of the training split for several seeds, measure each run, tabulate mean ± std.
 
   Variant(name, model, loss_fn, ...)      one way of training: a model (init, and apply for

@@ -1,5 +1,5 @@
 """Parameter tying and sharing: a convolution against a locally connected layer of the same
-geometry, on few training examples (issue 14, item 1).
+geometry, on few training examples.
 
 Both models are research/models/local_cnn.py with config.model's geometry: the "conv" variant
 ties each layer's kernel across all output positions (shared=True), the "local" variant gives
