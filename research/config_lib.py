@@ -160,6 +160,13 @@ def check_ranges(config, ranges: dict[str, Range] | None = None, prefix: str = "
       raise errors.ConfigError(f"{prefix}.{path}={node!r} must be {allowed.describe()}")
 
 
+def check_group(group, name: str) -> None:
+  """check_ranges for one group on its own (e.g. an optimizer group a runner built):
+  the RANGES entries under `name.`."""
+  check_ranges(group, {path[len(name) + 1:]: r for path, r in RANGES.items()
+                       if path.startswith(name + ".")}, prefix=f"config.{name}")
+
+
 _MISSING = object()
 
 

@@ -14,6 +14,7 @@ plain SGD the two coincide when weight_decay = lambda/m.
 """
 import optax
 
+from research import config_lib
 from research import errors
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "adam", "rmsprop")
@@ -23,16 +24,13 @@ SCHEDULES = ("constant", "step", "cosine")
 def make_schedule(cfg, total_steps: int) -> optax.Schedule:
   """eta(t): `cfg.schedule` after `cfg.warmup_steps` of linear warmup from 0."""
   errors.check_choice("optimizer.schedule", cfg.schedule, SCHEDULES)
-  errors.check_positive("optimizer.learning_rate", cfg.learning_rate)
+  config_lib.check_group(cfg, "optimizer")
   eta = cfg.learning_rate
   warmup = int(cfg.warmup_steps)
-  if warmup < 0:
-    raise errors.ConfigError(f"config.optimizer.warmup_steps={warmup} must be >= 0")
   decay_steps = max(total_steps - warmup, 1)
   if cfg.schedule == "constant":
     main = optax.constant_schedule(eta)
   elif cfg.schedule == "step":
-    errors.check_positive("optimizer.decay_every", cfg.decay_every)
     main = optax.exponential_decay(eta, transition_steps=int(cfg.decay_every),
                                    decay_rate=cfg.decay_rate, staircase=True)
   else:
@@ -45,10 +43,7 @@ def make_schedule(cfg, total_steps: int) -> optax.Schedule:
 def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
   """Builds the chain documented at the top of this module from config.optimizer."""
   errors.check_choice("optimizer.name", cfg.name, OPTIMIZERS)
-  for field in ("clip_value", "clip_global_norm", "weight_decay"):
-    if getattr(cfg, field) < 0:
-      raise errors.ConfigError(f"config.optimizer.{field}={getattr(cfg, field)} must be >= 0 "
-                               "(0 turns it off)")
+  config_lib.check_group(cfg, "optimizer")  # Runners build groups outside train.validate.
   parts = []
   if cfg.clip_value > 0:
     parts.append(optax.clip(cfg.clip_value))
@@ -65,8 +60,6 @@ def _method(cfg) -> optax.GradientTransformation:
   if cfg.name == "sgd":
     return optax.identity()
   if cfg.name in ("momentum", "nesterov"):
-    if not 0 <= cfg.momentum < 1:
-      raise errors.ConfigError(f"config.optimizer.momentum={cfg.momentum} must be in [0, 1)")
     return optax.trace(decay=cfg.momentum, nesterov=cfg.name == "nesterov")
   if cfg.name == "adagrad":
     return optax.scale_by_rss(initial_accumulator_value=cfg.adagrad_init, eps=cfg.eps)

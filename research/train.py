@@ -50,18 +50,10 @@ from research import workdir as workdir_lib
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Fails fast, with the field and the fix, on values the run cannot use."""
-  for field in ("batch_size", "num_steps", "log_every", "eval_every", "eval_batch_size"):
-    value = config[field]
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise errors.ConfigError(f"config.{field}={value!r} must be a positive integer")
-  if config.early_stopping_patience < 0:
-    raise errors.ConfigError(f"config.early_stopping_patience={config.early_stopping_patience} "
-                             "must be >= 0 (0 turns early stopping off)")
+  """Fails fast, with the field and the fix, on values the run cannot use: every numeric field
+  against its one declared range (config_lib.RANGES), then the choices and the profile window."""
+  config_lib.check_ranges(config)
   errors.check_choice("loss.output", config.loss.output, sorted(losses.DATA_LOSSES))
-  for field in ("l2", "l1"):
-    if config.loss[field] < 0:
-      raise errors.ConfigError(f"config.loss.{field}={config.loss[field]} must be >= 0")
   errors.check_choice("grad", config.grad, gradients.GRADS)
   errors.check_choice("matmul_precision", config.matmul_precision, kernel.MATMUL_PRECISIONS)
   errors.check_choice("compute_dtype", config.compute_dtype, models.core.COMPUTE_DTYPES)
@@ -73,11 +65,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(
         f"config.profile_steps={tuple(config.profile_steps)!r} must be (start, stop) with "
         f"0 <= start <= stop <= num_steps={config.num_steps}; (0, 0) turns profiling off")
-  if config.checkpoint_every < 0 or config.keep_checkpoints < 1:
-    raise errors.ConfigError(
-        f"config.checkpoint_every={config.checkpoint_every} must be >= 0 (0: only at the end) "
-        f"and config.keep_checkpoints={config.keep_checkpoints} >= 1")
-  config_lib.check_ranges(config)
 
 
 PROFILE_DIR = "profile"

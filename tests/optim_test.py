@@ -121,8 +121,8 @@ def test_every_optimizer_and_option_combines_and_jits():
     (dict(learning_rate=0.0), "optimizer.learning_rate=0.0 must be a positive"),
     (dict(learning_rate=-1.0), "optimizer.learning_rate=-1.0 must be a positive"),
     (dict(schedule="linear"), "optimizer.schedule='linear'"),
-    (dict(clip_global_norm=-1.0), "optimizer.clip_global_norm=-1.0 must be >= 0"),
-    (dict(momentum=1.5), "optimizer.momentum=1.5 must be in [0, 1)"),
+    (dict(clip_global_norm=-1.0), "optimizer.clip_global_norm=-1.0 must be a finite number >= 0"),
+    (dict(momentum=1.5), "optimizer.momentum=1.5 must be a finite number in [0, 1)"),
 ])
 def test_bad_optimizer_config_names_the_field(overrides, fragment):
   with pytest.raises(errors.ConfigError) as e:

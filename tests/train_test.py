@@ -85,9 +85,9 @@ def test_never_overwrites_an_earlier_run(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, fragment", [
-    (dict(batch_size=0), "config.batch_size=0 must be a positive integer"),
+    (dict(batch_size=0), "config.batch_size=0 must be an integer >= 1"),
     (dict(batch_size=5000), "config.batch_size=5000 is larger than the 1258 training examples"),
-    (dict(num_steps=-3), "config.num_steps=-3 must be a positive integer"),
+    (dict(num_steps=-3), "config.num_steps=-3 must be an integer >= 1"),
     (dict(grad="symbolic"), "config.grad='symbolic' is not supported"),
 ])
 def test_bad_run_fields(tmp_path, overrides, fragment):
@@ -102,7 +102,7 @@ def test_bad_run_fields(tmp_path, overrides, fragment):
     ("model", "name", "resnet", "config.model.name='resnet' is not supported"),
     ("model", "activation", "swish", "choose one of: 'relu', 'sigmoid', 'tanh'"),
     ("loss", "output", "hinge", "config.loss.output='hinge'"),
-    ("loss", "l2", -1.0, "config.loss.l2=-1.0 must be >= 0"),
+    ("loss", "l2", -1.0, "config.loss.l2=-1.0 must be a finite number >= 0"),
     ("optimizer", "name", "lbfgs", "config.optimizer.name='lbfgs'"),
     ("data", "standardize", "minmax", "config.data.standardize='minmax'"),
 ])
