@@ -15,8 +15,8 @@ import os
 import sys
 import time
 
-from absl import app
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from research import cli
@@ -24,17 +24,19 @@ from research import cli
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_CONFIG = os.path.join(_REPO, "configs", "default.py")
 
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for metrics.jsonl, config.json, TensorBoard events and "
-    "checkpoints (local, or gs:// and other paths orbax can write; default: a new "
-    "runs/<config>-<time> directory). An existing run's workdir resumes it.")
-_PRINT_CONFIG = flags.DEFINE_bool(
-    "print_config", False, "Print the resolved config (after --config.* overrides) and exit.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "Multi-host: host:port of process 0's coordinator, or 'auto' "
-    "on Cloud TPU / SLURM. Unset: one process.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+# name -> (kind, default, help): defined afresh, with the config's flag, by each main() call.
+FLAGS_SPEC = {
+    "workdir": ("string", None, "Directory for metrics.jsonl, config.json, TensorBoard events "
+                "and checkpoints (local, or gs:// and other paths orbax can write; default: a "
+                "new runs/<config>-<time> directory). An existing run's workdir resumes it."),
+    "print_config": ("bool", False, "Print the resolved config (after --config.* overrides) "
+                     "and exit."),
+    "coordinator_address": ("string", None, "Multi-host: host:port of process 0's "
+                            "coordinator, or 'auto' on Cloud TPU / SLURM. Unset: one process."),
+    "num_processes": ("integer", None, "Multi-host: number of processes."),
+    "process_id": ("integer", None, "Multi-host: this process's index."),
+}
+HELP_FLAGS = ("--help", "-h", "--helpshort", "-?")
 
 
 def describe_configs() -> list[tuple[str, str]]:
@@ -63,8 +65,8 @@ def help_text() -> str:
       "", "A config's fields and their values, after any overrides, without running it:",
       "  python -m research.main --config=configs/lenet_digits.py --print_config", "",
       "Flags:"]
-  for flag in (_WORKDIR, _PRINT_CONFIG, _COORDINATOR, _NUM_PROCESSES, _PROCESS_ID):
-    lines.append(f"  --{flag.name}: {flags.FLAGS[flag.name].help}")
+  for name, (_, _, text) in FLAGS_SPEC.items():
+    lines.append(f"  --{name}: {text}")
   lines += ["  --config: a config file, optionally file.py:variant; "
             "--config.<field>=<value> overrides one field",
             "", "Exit codes: 0 done, 2 bad input (one line names the field or path and the fix), "
@@ -135,51 +137,94 @@ def _unknown_field(argv: list[str], config) -> str | None:
   return None
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """cli.parse_flags, with config overrides that do not apply turned into one line too."""
+def _flag_values(config, argv: list[str]) -> flags.FlagValues:
+  """This call's flags: FLAGS_SPEC and the --config.<field> overrides in argv of the loaded
+  config (locked, so a misspelt field is an error). A fresh FlagValues, so main() can run more
+  than once in a process (tests, notebooks)."""
+  fv = flags.FlagValues()
+  for name, (kind, default, text) in FLAGS_SPEC.items():
+    getattr(flags, f"DEFINE_{kind}")(name, default, text, flag_values=fv)
   try:
-    return cli.parse_flags(argv, "the configs and flags")
+    # ml_collections registers a flag per override it finds in sys_argv, here.
+    config_flags.DEFINE_config_dict(
+        "config", config, "Experiment config file (configs/*.py); fields overridable as "
+        "--config.a.b=value.", flag_values=fv, lock_config=True, sys_argv=argv)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    cli.fail(_unknown_field(argv, _loaded) or
+    cli.fail(_unknown_field(argv, config) or
+             f"could not apply the config overrides {argv[1:]}: {e!r}")
+  return fv
+
+
+def _without_config_file(argv: list[str]) -> list[str]:
+  """argv less --config=FILE (read by _load_config_module); --config.<field> overrides stay."""
+  out, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+    elif arg == "--config":
+      skip = True
+    elif not arg.startswith("--config="):
+      out.append(arg)
+  return out
+
+
+def _parse(fv: flags.FlagValues, argv: list[str], config) -> list[str]:
+  """Parses argv into fv: a mistyped flag or an override that does not apply is one line."""
+  try:
+    return fv(_without_config_file(argv))
+  except flags.Error as e:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):
+      lines = [lines[0], lines[-1]]  # A flag's parser raised: its own message is the last line.
+    cli.fail(_unknown_field(argv, config) or
+             " ".join(lines) + " (pass --help for the configs and flags)")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    cli.fail(_unknown_field(argv, config) or
              f"could not apply the config overrides {argv[1:]}: {e!r}")
 
 
-@cli.guarded(resumes=True)
-def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are written --name=value; "
+def main(argv: list[str] | None = None) -> None:
+  """`python -m research.main ARGS` as a function (argv[0] is the program's name; default
+  sys.argv): --help, --print_config, or the run. Errors are one line on stderr and SystemExit
+  with the exit code, as on the command line. The config file is run once."""
+  argv = list(sys.argv if argv is None else argv)
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print(help_text())
+    return
+  config = _load_config_module(argv)
+  fv = _flag_values(config, _without_config_file(argv))
+  rest = _parse(fv, argv, config)
+  if len(rest) > 1:
+    cli.fail(f"unexpected arguments: {' '.join(rest[1:])} (flags are written --name=value; "
              "pass --help for the configs and flags)")
-  config = _CONFIG.value
-  if _PRINT_CONFIG.value:
+  config = fv.config
+  if fv.print_config:
     print(config)
     return
+  _run(config, fv, argv)
+
+
+@cli.guarded(resumes=True)
+def _run(config, fv: flags.FlagValues, argv: list[str]) -> None:
   if config.get("deterministic"):
     # XLA reads its flags once, when JAX starts: set before the first import of jax.
     os.environ["XLA_FLAGS"] = " ".join(
         [os.environ.get("XLA_FLAGS", ""), cli.DETERMINISTIC_FLAG]).strip()
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # absl's own flags (logging) at their defaults.
+  absl_logging.use_absl_handler()
+  absl_logging.set_verbosity(absl_logging.INFO)
   cli.quiet_library_logs()
   from research import experiments  # pylint: disable=g-import-not-at-top  After the flags.
   from research import parallel  # pylint: disable=g-import-not-at-top
-  parallel.maybe_initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
-                                        _PROCESS_ID.value)
-  workdir = _WORKDIR.value
+  parallel.maybe_initialize_distributed(fv.coordinator_address, fv.num_processes,
+                                        fv.process_id)
+  workdir = fv.workdir
   if workdir is None:
-    name = os.path.splitext(os.path.basename(_config_path(sys.argv)))[0]
+    name = os.path.splitext(os.path.basename(_config_path(argv)))[0]
     workdir = os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
   experiments.run(config, workdir)
 
 
 if __name__ == "__main__":
-  if any(a in ("--help", "-h", "--helpshort", "-?") for a in sys.argv[1:]):
-    print(help_text())
-    sys.exit(0)
-  _loaded = _load_config_module(sys.argv)
-  try:
-    # ml_collections applies the --config.* overrides while the flag is defined.
-    _CONFIG = config_flags.DEFINE_config_file(
-        "config", _DEFAULT_CONFIG,
-        "Experiment config file (configs/*.py); fields overridable as --config.a.b=value.",
-        lock_config=True)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    cli.fail(_unknown_field(sys.argv, _loaded) or f"could not apply the config overrides: {e!r}")
-  app.run(main, flags_parser=_parse_flags)
+  main()

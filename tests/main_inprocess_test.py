@@ -1,0 +1,77 @@
+"""research.main.main(argv) in-process: one config load, one-line errors as SystemExit, the
+flags a call parses, and what it hands to the run (no real process needed)."""
+import os
+
+import pytest
+
+from research import cli
+from research import experiments
+from research import main as main_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(*args):
+  return main_lib.main(["research.main", *args])
+
+
+@pytest.fixture
+def captured_runs(monkeypatch):
+  runs = []
+  monkeypatch.setattr(experiments, "run", lambda config, workdir: runs.append(
+      (config, workdir, os.environ.get("XLA_FLAGS", ""))))
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  return runs
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--config.optimizer.lrr=1"], "config.optimizer has no field 'lrr'; its fields are:"),
+    (["--config=configs/missing.py"], "no such config file; available: configs/"),
+    (["--config.batch_size=abc"], "--config.batch_size=abc"),
+    (["--nope=1"], "Unknown command line flag 'nope'"),
+    (["stray"], "unexpected arguments: stray"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(capsys, args, fragment):
+  with pytest.raises(SystemExit) as e:
+    _main(*args)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], err
+
+
+def test_print_config_applies_overrides_and_runs_nothing(capsys, captured_runs):
+  _main(f"--config={REPO}/configs/breast_cancer.py", "--config.seed=7",
+        "--config.model.hidden_sizes=(8, 4)", "--print_config")
+  out = capsys.readouterr().out
+  assert "seed: 7" in out and "name: breast_cancer" in out and "- 8\n  - 4" in out
+  assert not captured_runs
+
+
+def test_the_config_file_runs_once_and_main_runs_twice_in_a_process(tmp_path, captured_runs):
+  calls = tmp_path / "calls"
+  config_file = tmp_path / "counting.py"
+  config_file.write_text(
+      "from research import config_lib\n"
+      "def get_config():\n"
+      f"  open({str(calls)!r}, 'a').write('x')\n"
+      "  return config_lib.base(num_steps=5)\n")
+  _main(f"--config={config_file}", f"--workdir={tmp_path / 'a'}", "--config.seed=1")
+  _main(f"--config={config_file}", f"--workdir={tmp_path / 'b'}", "--config.seed=2")
+  assert calls.read_text() == "xx"  # Once per call.
+  assert [(c.seed, w) for c, w, _ in captured_runs] == [(1, str(tmp_path / "a")),
+                                                       (2, str(tmp_path / "b"))]
+
+
+def test_deterministic_sets_the_xla_flag_before_the_run(tmp_path, captured_runs):
+  _main(f"--workdir={tmp_path}", "--config.deterministic=True")
+  _main(f"--workdir={tmp_path}")
+  (on, _, flags_on), (off, _, flags_off) = captured_runs
+  assert on.deterministic and cli.DETERMINISTIC_FLAG in flags_on
+  assert not off.deterministic
+
+
+def test_without_a_workdir_the_run_gets_a_new_one_named_for_the_config(captured_runs):
+  _main(f"--config={REPO}/configs/breast_cancer.py")
+  (_, workdir, _), = captured_runs
+  assert workdir.startswith(os.path.join("runs", "breast_cancer-"))
