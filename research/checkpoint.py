@@ -7,7 +7,8 @@
 The state is a pytree of arrays, e.g. the train state {"params", "opt_state", "step", "rng"}.
 orbax writes each step into a temporary directory that is renamed (committed) only once it is
 complete, so a crash mid-save leaves the earlier steps intact. Saves are synchronous: the state
-is small next to a step's compute, and a save that has returned cannot be lost at exit.
+is small next to a step's compute, and a save that has returned cannot be lost at exit, nor
+(on a local disk) to a power loss: its files and directories are fsynced before it returns.
 
 Each step also stores the run's config (the identity a resume is checked against, kept with
 the checkpoints so it survives a deleted config.json) and a JSON manifest with every leaf's

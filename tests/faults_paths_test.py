@@ -207,7 +207,7 @@ def _long_workdir(tmp_path, room: int):
   path = str(tmp_path)
   target = 4095 - room  # PATH_MAX counts the terminating NUL.
   while len(path) < target:
-    path = os.path.join(path, "d" * min(200, target - len(path) - 1))
+    path = os.path.join(path, "d" * max(1, min(200, target - len(path) - 1)))
   os.makedirs(path)
   return path
 
