@@ -7,7 +7,8 @@
 The state is a pytree of arrays, e.g. the train state {"params", "opt_state", "step", "rng"}.
 orbax writes each step into a temporary directory that is renamed (committed) only once it is
 complete, so a crash mid-save leaves the earlier steps intact. Saves are synchronous: the state
-is small next to a step's compute, and a save that has returned cannot be lost at exit.
+is small next to a step's compute, and a save that has returned cannot be lost at exit, nor
+(on a local disk) to a power loss: its files and directories are fsynced before it returns.
 
 Each step also stores the run's config (the identity a resume is checked against, kept with
 the checkpoints so it survives a deleted config.json) and a JSON manifest with every leaf's
@@ -40,8 +41,11 @@ def checkpoint_dir(workdir) -> epath.Path:
 def latest_step(workdir) -> int | None:
   """The newest committed step under workdir/checkpoints (not yet verified), or None.
 
-  Raises errors.WorkdirError when the directory cannot be read (e.g. no permission).
+  Raises errors.WorkdirError when the directory cannot be read (e.g. no permission) or is
+  not a directory (a file, a symbolic link loop, a dangling link): never None for checkpoints
+  it cannot see, since a run with none starts over and drops its records.
   """
+  workdir_lib.check_kinds(workdir, dirs=[SUBDIR])
   try:
     if not checkpoint_dir(workdir).exists():
       return None
@@ -85,6 +89,20 @@ def save(workdir, state, step: int, *, keep: int = 3, config: dict | None = None
     raise workdir_lib.storage_error(checkpoint_dir(workdir), e) from None
   if not saved:
     raise RuntimeError(f"orbax skipped saving step {step} in {checkpoint_dir(workdir)}")
+  # tensorstore fsyncs the arrays; orbax's JSON items and its renames of the temporary
+  # directories are not: without this a power loss could keep the step's name, not its files.
+  step_dir = checkpoint_dir(workdir) / str(step)
+  workdir_lib.sync_tree(step_dir if step_dir.exists() else checkpoint_dir(workdir))
+
+
+def longest_path(num_steps: int, num_processes: int = 1) -> tuple[str, ...]:
+  """The longest path, relative to the workdir, that saving step <= num_steps writes: orbax's
+  temporary directories, then tensorstore's data files (measured with strace on orbax 0.12.8's
+  save; a 19-digit timestamp, which other orbax versions add to the temporary names, and a
+  ".__lock" suffix are counted in as a margin)."""
+  tmp = ".orbax-checkpoint-tmp-" + "0" * 19
+  return (SUBDIR, f"{num_steps}{tmp}", f"state{tmp}", f"ocdbt.process_{num_processes - 1}",
+          "d", "0" * 32 + ".__lock")
 
 
 def restore(workdir: str, target_state) -> tuple[object, int]:
@@ -116,7 +134,8 @@ def restore(workdir: str, target_state) -> tuple[object, int]:
         f"no checkpoint in {ckpt_dir}; check --workdir, or start without restoring")
   raise errors.DataError(
       f"no usable checkpoint in {ckpt_dir} ({'; '.join(problems)}); if the config changed, "
-      f"use the original config or a new --workdir, else delete {ckpt_dir} to start over")
+      f"use the original config or a new --workdir, else delete {ckpt_dir} and "
+      f"{ckpt_dir.parent / 'metrics.jsonl'} to start over")
 
 
 def saved_config(workdir, step: int) -> dict | None:

@@ -6,6 +6,8 @@
   read_metrics(workdir) -> [{"step": 250, "split": "train", ...}, ...]
   truncate(workdir, last_step)    what a resumed run does first: keeps the records up to its
                                   checkpoint and rewrites TensorBoard's events from them
+  check_restart(workdir, every)   before a run without checkpoints starts over: refuses when
+                                  its records show that a checkpoint existed
 
 metrics.jsonl is the record the tools read (research.plot, launch/sweep.py); the event files,
 with scalars named "<split>/<key>" (e.g. "valid/accuracy", nested dicts as
@@ -14,10 +16,13 @@ after a resume they are rebuilt from it, so TensorBoard shows every step once. O
 writes, so a multi-host run produces one copy. Every path goes through etils.epath, so a
 gs:// workdir works as a local one does.
 """
+import contextlib
 import io
 import json
 import os
 import numbers
+import socket
+import sys
 
 import jax
 import numpy as np
@@ -67,10 +72,22 @@ class MetricWriter:
       except OSError as e:
         raise workdir_lib.storage_error(self.workdir, e) from None
 
+  def sync(self) -> None:
+    """fsyncs metrics.jsonl and its directory: the run calls it before each checkpoint, so a
+    checkpoint that survives a power loss has every record up to its step."""
+    if self.enabled and self.path.exists():
+      workdir_lib.sync(self.path)
+
   def close(self) -> None:
+    """Closes TensorBoard's file and fsyncs metrics.jsonl (the end of a run)."""
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+    if sys.exc_info()[0] is None:
+      self.sync()
+    else:  # Closing on the way out of an error: that error is the one to report.
+      with contextlib.suppress(OSError):
+        self.sync()
 
   def __enter__(self):
     return self
@@ -126,6 +143,30 @@ def truncate(workdir, last_step: int, records: list[dict] | None = None) -> list
   workdir_lib.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
   rebuild_tensorboard(workdir, kept)
   return kept
+
+
+def check_restart(workdir, checkpoint_every: int) -> None:
+  """Raises errors.WorkdirError when workdir's records reach past step checkpoint_every: the
+  run that wrote them saved a checkpoint there, so one that cannot be found (moved, deleted,
+  unreadable) must not let a new run start over and drop those records."""
+  path = workdir_lib.as_path(workdir) / FILENAME
+  if checkpoint_every <= 0 or not path.exists():
+    return
+  last = max((r.get("step", 0) for r in _parse(path, path.read_text())), default=0)
+  if last > checkpoint_every:
+    raise errors.WorkdirError(
+        f"{path} holds records up to step {last}, past config.checkpoint_every="
+        f"{checkpoint_every}, but {workdir_lib.as_path(workdir) / 'checkpoints'} holds no "
+        "checkpoint: starting over would drop them; put the checkpoints back, or pass a new "
+        "--workdir (or delete metrics.jsonl to start over here)")
+
+
+def longest_names() -> list[tuple[str, ...]]:
+  """The longest paths, relative to the workdir, that the metrics write: the temporary file of
+  a rewrite, and TensorBoard's event files (tensorboardX names them
+  events.out.tfevents.<time>.<host><suffix>; the suffix is ".<pid>.<n>")."""
+  return [(f".{FILENAME}.tmp-{'0' * 10}",),
+          (f"events.out.tfevents.{'0' * 10}.{socket.gethostname()}.{'0' * 10}.{'0' * 6}",)]
 
 
 def rebuild_tensorboard(workdir, records: list[dict]) -> None:

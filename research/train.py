@@ -23,6 +23,7 @@ import functools
 import json
 import math
 import os
+import socket
 import time
 from typing import Any, Callable
 
@@ -119,7 +120,17 @@ def _inspect_workdir(config, workdir) -> int | None:
   """What the workdir holds, checked against config: the newest checkpoint step to resume
   from, or None to start at step 0 (a new workdir, or a run of this config killed before its
   first checkpoint). Raises ConfigError for another config's run or one whose results would
-  be lost."""
+  be lost, WorkdirError for a path the run cannot use (a file where it makes a directory, a
+  workdir too long for its file system), before anything is written."""
+  workdir_lib.check_kinds(workdir, dirs=[checkpoint.SUBDIR, PROFILE_DIR],
+                          files=[metrics_lib.FILENAME, "config.json"])
+  if jax.process_index() == 0:
+    # jax.profiler writes profile/plugins/profile/<YYYY_MM_DD_HH_MM_SS>/<host>.trace.json.gz.
+    profile = [(PROFILE_DIR, "plugins", "profile", "0" * 19,
+                f"{socket.gethostname()}.trace.json.gz")]
+    workdir_lib.check_path_limits(workdir, [
+        checkpoint.longest_path(config.num_steps, jax.process_count()),
+        *metrics_lib.longest_names(), *(profile if profile_plan(config, 0) else [])])
   latest = checkpoint.latest_step(workdir)
   on_file = run_config.saved_config(workdir)
   if latest is not None:
@@ -139,6 +150,7 @@ def _inspect_workdir(config, workdir) -> int | None:
     raise errors.ConfigError(
         f"--workdir={workdir} already holds a run (metrics.jsonl) that finished, and its "
         "checkpoints are gone; pass a new --workdir so its results are kept")
+  metrics_lib.check_restart(workdir, config.checkpoint_every)
   return None
 
 
@@ -148,13 +160,20 @@ def _finished_result(records: list[dict]) -> dict | None:
 
 
 def _raise_if_nonfinite(pending: list, last_good_step: int, path) -> None:
-  """Host sync on the chunks' first-bad-step scalars: stop naming the step."""
+  """Host sync on the chunks' first-bad-step scalars: stop naming the step, what `path`
+  (metrics.jsonl) holds, and a fix that works (this workdir refuses a changed config). The
+  data were checked finite at load (research.data), so the optimizer is what diverged."""
+  del last_good_step  # The file itself says what it holds (also after a resume).
   for first_bad in pending:
     if int(first_bad) >= 0:
+      steps = ([r.get("step", 0) for r in metrics_lib.read_metrics(path.parent)]
+               if path.exists() else [])
+      kept = (f"the records up to step {max(steps)} are in {path}" if steps else
+              "no record was written before it")
       raise errors.NonFiniteLossError(
-          f"loss became NaN/inf at step {int(first_bad)}; lower config.optimizer.learning_rate "
-          f"or set config.optimizer.clip_global_norm (results up to step {last_good_step} are "
-          f"in {path})")
+          f"loss became NaN/inf at step {int(first_bad)}; {kept}; rerun with a new --workdir "
+          "(this one refuses a changed config) and a lower config.optimizer.learning_rate or "
+          "config.optimizer.clip_global_norm set, e.g. 1.0")
   pending.clear()
 
 
@@ -402,6 +421,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
             stopped_early = True
       tracked["state"], tracked["window"] = state, window
       if at_ckpt or stopped_early:
+        writer.sync()  # The records up to this step, durable before the checkpoint is.
         checkpoint.save(workdir, tracked, step, keep=config.keep_checkpoints, config=config_json)
       if stopped_early:
         break

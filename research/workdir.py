@@ -6,6 +6,10 @@
                                        lock on it until the block ends (or the process dies)
   workdir.write_text(path / "f", s)    all-or-nothing: a reader sees the old file or the new one
   workdir.append_line(path / "f", s)   one record per call, on disk when the call returns
+  workdir.sync(path / "f")             fsync the file and its directory: survives a power loss
+  workdir.check_kinds(path, dirs, files)   a directory the run expects is a directory (or
+                                       absent), a file a file: else one line, before any write
+  workdir.check_path_limits(path, rel) the longest paths the run will write fit the file system
 
 Locking: on a local (or NFS) workdir, `claim` takes an flock on WORKDIR/.lock, which the OS
 releases when the process exits, however it exits; a second run in the same workdir fails at
@@ -13,13 +17,22 @@ once naming the holder (pid, host, start time, command). Only process 0 of a mul
 takes it: the hosts of one run share the workdir by design. Object stores (gs://, s3://) have
 no locks: there, one workdir must not be given to two runs at once.
 
+Durability: write_text fsyncs the new file before its rename and the directory after it, so a
+power loss leaves the old file or the new one; append_line only flushes (a record per call),
+and the run calls sync on metrics.jsonl at each checkpoint and at the end.
+
 Every failure is a errors.WorkdirError (before the run: the path cannot be used) or a
 errors.StorageError (during the run: a write failed), with the path, the cause and the fix.
 """
 import contextlib
+import errno
+import importlib
+import importlib.util
 import os
 import re
+import shutil
 import socket
+import stat
 import sys
 import time
 from typing import Iterator
@@ -30,6 +43,9 @@ from etils import epath
 from research import errors
 
 LOCK_FILE = ".lock"
+# Object-store schemes a run can use (orbax writes their checkpoints through tensorstore) and
+# the fsspec package etils.epath needs for the run's other files there.
+SCHEMES = {"gs": "gcsfs", "s3": "s3fs"}
 _HELD: dict[str, tuple[int, int]] = {}  # local lock path -> (fd, depth): claims nest
 
 
@@ -38,7 +54,42 @@ def as_path(workdir) -> epath.Path:
   text = os.fspath(workdir)
   if not text:
     raise errors.WorkdirError("--workdir is empty; pass a directory, e.g. --workdir=runs/try1")
-  return epath.Path(text if is_remote(text) else os.path.abspath(text))
+  if not is_remote(text):
+    return epath.Path(os.path.abspath(text))
+  scheme = text.split("://", 1)[0]
+  try:
+    path = epath.Path(text)
+  except KeyError:  # etils.epath knows no such scheme.
+    raise errors.WorkdirError(f"--workdir={text}: {scheme}:// is not supported; use a local "
+                              f"path or one of {_supported()}") from None
+  if scheme in SCHEMES and not _can_open(scheme):
+    raise errors.WorkdirError(
+        f"--workdir={text} needs the {SCHEMES[scheme]} package to write to {scheme}://; "
+        f"pip install {SCHEMES[scheme]}, or use a local path")
+  return path
+
+
+def _supported() -> str:
+  return ", ".join(f"{s}:// (with pip install {p})" for s, p in SCHEMES.items())
+
+
+def _importable(name: str) -> bool:
+  try:
+    importlib.import_module(name)
+  except ImportError:
+    return False
+  return True
+
+
+def _can_open(scheme: str) -> bool:
+  """Whether etils.epath can open scheme:// paths: it uses tf.io.gfile when TensorFlow is
+  installed, else fsspec with the scheme's package (gcsfs, s3fs)."""
+  if _importable(SCHEMES[scheme]):
+    return True
+  try:
+    return importlib.util.find_spec("tensorflow") is not None
+  except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules.
+    return False
 
 
 def is_remote(path) -> bool:
@@ -56,8 +107,10 @@ def claim(workdir, *, process_index: int = 0) -> Iterator[epath.Path]:
   """
   path = as_path(workdir)
   try:
-    if path.exists() and not path.is_dir():
-      raise errors.WorkdirError(f"--workdir={path} is a file, not a directory; pass a "
+    what = (("a file" if path.exists() and not path.is_dir() else None) if is_remote(path)
+            else _non_directory(os.fspath(path)))
+    if what is not None:
+      raise errors.WorkdirError(f"--workdir={path} is {what}, not a directory; pass a "
                                 "directory path (it is created if missing)")
     path.mkdir(parents=True, exist_ok=True)
   except OSError as e:
@@ -96,7 +149,8 @@ def _lock(path: epath.Path, lock_path: str) -> int:
   import fcntl  # pylint: disable=g-import-not-at-top  POSIX only; imported where it is used.
   _probe_writable(path)
   try:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    # Owner-only: the lock holds the command line, which may name private paths.
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
   except OSError as e:
     raise errors.WorkdirError(f"--workdir={path} cannot be written "
                               f"({errors.describe_os_error(e)}: {lock_path}); pass a path you "
@@ -109,6 +163,8 @@ def _lock(path: epath.Path, lock_path: str) -> int:
     raise errors.WorkdirError(
         f"--workdir={path} is in use by another run ({holder}); wait for it to finish, or "
         "pass another --workdir") from None
+  with contextlib.suppress(OSError):  # A lock file made by an older version, or not ours.
+    os.fchmod(fd, 0o600)
   holder = (f"pid {os.getpid()} on {socket.gethostname()} since "
             f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {' '.join(sys.argv)[:300]}")
   os.ftruncate(fd, 0)
@@ -146,9 +202,142 @@ def check_output_file(path, flag: str = "--out") -> str:
                             "a directory you can write to")
 
 
+def _non_directory(path: str) -> str | None:
+  """What a local `path` is when it is not a directory ("a file", "a symbolic link loop", ...);
+  None for a directory (or a link to one) and for nothing at all."""
+  try:
+    mode = os.stat(path).st_mode
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      return "a symbolic link loop"
+    if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+      raise
+    # Nothing there (or a parent is a file: creating it will say so), or a link to nothing.
+    return f"a dangling symbolic link (to {os.readlink(path)})" if os.path.islink(path) else None
+  if stat.S_ISDIR(mode):
+    return None
+  return "a file" if stat.S_ISREG(mode) else "a special file (a socket, FIFO or device)"
+
+
+def _non_file(path: str) -> str | None:
+  """What a local `path` is when the run cannot use it as a file; None for a file (or a link
+  to one) and for nothing at all."""
+  what = _non_directory(path)
+  if what is None and os.path.isdir(path):
+    return "a directory"
+  return None if what == "a file" else what
+
+
+def check_kinds(workdir, dirs=(), files=()) -> None:
+  """Checks, before the run writes anything, that each of workdir/`dirs` is a directory or
+  absent and each of workdir/`files` a file or absent (a regular file, a symbolic link loop or
+  a dangling link in their place would make the run misread or lose what it holds).
+  Raises errors.WorkdirError naming the path and what it is."""
+  path = as_path(workdir)
+  for names, expected, probe in ((dirs, "directory", _non_directory), (files, "file", _non_file)):
+    for name in names:
+      full = path / name
+      try:
+        what = (("a file" if expected == "directory" and full.exists() and not full.is_dir()
+                 else None) if is_remote(full) else probe(os.fspath(full)))
+      except OSError as e:
+        raise errors.WorkdirError(f"{full} cannot be read ({errors.describe_os_error(e)}); "
+                                  "restore read access to it, or pass another --workdir") from None
+      if what is not None:
+        raise errors.WorkdirError(
+            f"{full} is {what}, not a {expected}; move it out of the way (the run makes "
+            f"the {expected}), or pass another --workdir")
+
+
+def check_path_limits(workdir, relative_paths) -> None:
+  """Creates and removes, under a local workdir, a throwaway path of the same component
+  lengths as each of `relative_paths` (tuples of names, e.g. a checkpoint's deepest file): a
+  workdir too long for its file system (a name over NAME_MAX, a path over PATH_MAX) fails
+  here, before any work, instead of at the first checkpoint. Raises errors.WorkdirError."""
+  path = as_path(workdir)
+  if is_remote(path):
+    return
+  for parts in relative_paths:
+    # The first name is ours, as long as the real one (pid digits may make it longer).
+    root = f".path-probe-{os.getpid()}"
+    root = root + "_" * (len(parts[0]) - len(root))
+    probe = [root] + ["x" * len(p) for p in parts[1:]]
+    full = os.path.join(os.fspath(path), *probe)
+    try:
+      os.makedirs(os.path.dirname(full), exist_ok=True)
+      with open(full, "w", encoding="utf-8"):
+        pass
+    except OSError as e:
+      if e.errno != errno.ENAMETOOLONG:
+        raise errors.WorkdirError(f"--workdir={path} cannot be written "
+                                  f"({errors.describe_os_error(e)}); pass a path you can "
+                                  "write to") from None
+      longest = os.path.join(os.fspath(path), *parts)
+      raise errors.WorkdirError(
+          f"--workdir={path} is too long for its file system: the run writes paths such as "
+          f"{longest} ({len(longest)} characters, names up to {max(map(len, parts))}); pass "
+          "a shorter --workdir") from None
+    finally:
+      top = os.path.join(os.fspath(path), root)
+      if os.path.isdir(top):
+        shutil.rmtree(top, ignore_errors=True)
+      else:
+        with contextlib.suppress(OSError):
+          os.remove(top)
+
+
+def sync(path) -> None:
+  """fsync a local file and then its directory, so the file and its name survive a power loss
+  (an object store's write is durable once it returns: no-op there). Raises StorageError."""
+  path = epath.Path(path)
+  if is_remote(path):
+    return
+  try:
+    _fsync(os.fspath(path))
+    _fsync_directory(os.fspath(path.parent))
+  except OSError as e:
+    raise storage_error(path, e) from None
+
+
+def sync_tree(path) -> None:
+  """sync for a local directory: every file and directory under it, then its parent."""
+  path = epath.Path(path)
+  if is_remote(path):
+    return
+  try:
+    for root, dirs, files in os.walk(os.fspath(path)):
+      for name in files:
+        _fsync(os.path.join(root, name))
+      for name in dirs:
+        _fsync_directory(os.path.join(root, name))
+    _fsync_directory(os.fspath(path))
+    _fsync_directory(os.fspath(path.parent))
+  except OSError as e:
+    raise storage_error(path, e) from None
+
+
+def _fsync(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def _fsync_directory(path: str) -> None:
+  try:
+    _fsync(path)
+  except OSError as e:
+    # Some file systems (and platforms) cannot fsync a directory; their renames are what
+    # they are.
+    if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES):
+      raise
+
+
 def write_text(path: epath.Path, text: str) -> None:
-  """Writes the whole file or nothing: a temporary file renamed over it (an object store's
-  single write is atomic already). Raises errors.StorageError."""
+  """Writes the whole file or nothing: a temporary file, fsynced, renamed over it, then the
+  directory fsynced, so a power loss leaves the old file or the new one (an object store's
+  single write is atomic and durable already). Raises errors.StorageError."""
   write_bytes(path, text.encode("utf-8"))
 
 
@@ -159,9 +348,13 @@ def write_bytes(path: epath.Path, data: bytes) -> None:
     if is_remote(path):
       path.write_bytes(data)
       return
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_bytes(data)
+    tmp = os.fspath(path.parent / f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_directory(os.fspath(path.parent))
   except OSError as e:
     raise storage_error(path, e) from None
 

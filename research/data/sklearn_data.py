@@ -16,6 +16,7 @@ from research.data import core
 from research import errors
 
 IMAGE_SIZES = (0, 8, 28, 32)  # digits: 0 = flat 64-vector, else an NHWC image of that side
+_REINSTALL = "reinstall it: pip install --force-reinstall scikit-learn"
 
 
 def config(name: str = "digits", **overrides) -> ml_collections.ConfigDict:
@@ -30,21 +31,35 @@ def _bundled_csv(filename: str) -> str:
       spec and spec.submodule_search_locations) else filename
   if not os.path.isfile(path):
     raise errors.DataError(f"{filename} was not found in scikit-learn's data folder ({path}); "
-                           "reinstall it: pip install --force-reinstall scikit-learn")
+                           + _REINSTALL)
   return path
+
+
+def _read_table(path: str, num_features: int, num_classes: int,
+                skiprows: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """x_NxD and int y_N of a CSV of D features then a label, checked: D columns, finite
+  features, integer labels in 0..num_classes-1 (DataError naming the file otherwise)."""
+  try:
+    data = np.loadtxt(path, delimiter=",", skiprows=skiprows, ndmin=2)
+  except ValueError as e:
+    raise errors.DataError(f"{path} is not a table of numbers ({e}); {_REINSTALL}") from None
+  if data.shape[1] != num_features + 1:
+    raise errors.DataError(f"{path} has {data.shape[1]} columns, not {num_features + 1} "
+                           f"({num_features} features and a label); {_REINSTALL}")
+  core.check_finite(data[:, :-1], path, _REINSTALL)
+  y = core.check_labels(data[:, -1], num_classes, path, _REINSTALL)
+  return data[:, :-1], y.astype(np.int64)
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
   """x_Nx64 (grey levels 0..16) and y_N of scikit-learn's digits.csv.gz, N = 1,797."""
-  data = np.loadtxt(_bundled_csv("digits.csv.gz"), delimiter=",")
-  return data[:, :-1], data[:, -1].astype(np.int64)
+  return _read_table(_bundled_csv("digits.csv.gz"), 64, 10)
 
 
 def load_breast_cancer_arrays() -> tuple[np.ndarray, np.ndarray]:
   """x_Nx30 and y_N (0 = malignant, 1 = benign) of scikit-learn's breast_cancer.csv."""
   # The first line is a header: n_samples, n_features, then the target names.
-  data = np.loadtxt(_bundled_csv("breast_cancer.csv"), delimiter=",", skiprows=1)
-  return data[:, :-1], data[:, -1].astype(np.int64)
+  return _read_table(_bundled_csv("breast_cancer.csv"), 30, 2, skiprows=1)
 
 
 def linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
