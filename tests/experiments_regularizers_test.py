@@ -1,5 +1,5 @@
 """Tiny versions of issue 14's experiments: weight sharing, sparse representations, tangent
-propagation, adversarial examples, multi-task and semi-supervised learning."""
+propagation, multi-task and semi-supervised learning."""
 import json
 import os
 
@@ -9,7 +9,6 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import exp_adversarial
 from configs import exp_multitask
 from configs import exp_semi_supervised
 from configs import exp_sparse_representations
@@ -21,7 +20,6 @@ from research import data as data_lib
 from research import errors
 from research import experiments
 from research import models
-from research.experiments import adversarial
 from research.experiments import multitask
 from research.experiments import report
 from research.experiments import semi_supervised
@@ -164,28 +162,6 @@ def test_manual_and_autodiff_training_with_the_activation_penalty_agree(digits_i
     np.testing.assert_allclose(m, a, rtol=1e-4, atol=1e-5)
 
 
-# ------------------------------------------------------------------- 4. adversarial examples
-
-
-def test_fgsm_moves_every_pixel_by_eps_within_the_range():
-  x = jnp.array([[0.0, 0.5, 0.95]])
-  g = jnp.array([[-1.0, 2.0, 3.0]])
-  np.testing.assert_allclose(adversarial.fgsm(x, g, 0.1, 0.0, 1.0), [[0.0, 0.6, 1.0]])
-
-
-@pytest.mark.slow
-def test_adversarial_training_resists_the_attack_and_both_gradients_agree(tmp_path):
-  config = _tiny(exp_adversarial.get_config(), 300, epsilons=(0.0, 0.1, 0.3))
-  config.model.hidden_sizes = (64,)
-  out = experiments.run(config, str(tmp_path / "adv"))
-  std, adv = out["methods"]["standard"], out["methods"]["adversarial"]
-  assert std["eps=0.3"]["mean"] < std["eps=0.1"]["mean"] < std["eps=0"]["mean"]
-  assert adv["eps=0.1"]["mean"] > std["eps=0.1"]["mean"] + 0.05
-  assert out["gradients"]["grad_rel_err"] < 1e-5
-  assert out["gradients"]["sign_flip_rel"] < 1e-5
-  assert "| adversarial |" in _outputs(str(tmp_path / "adv"), "adversarial.png")
-
-
 # -------------------------------------------------------------------------- 5. multi-task
 
 
@@ -326,8 +302,6 @@ def test_weight_sharing_runner_counts_parameters_and_writes_its_table(tmp_path):
      "experiment.methods[1]='jitter' is not supported"),
     (exp_tangent_prop, lambda c: c.experiment.update(tangent_weight=float("nan")),
      "config.experiment.tangent_weight=nan"),
-    (exp_adversarial, lambda c: c.experiment.update(epsilons=(0.0, 2.0)),
-     "epsilons=(0.0, 2.0) must be fractions"),
     (exp_multitask, lambda c: c.experiment.update(labels_per_class=()),
      "labels_per_class=() must be a non-empty"),
     (exp_multitask, lambda c: c.experiment.update(baseline="aux_parity",

@@ -1,33 +1,41 @@
-"""Adversarial examples and adversarial training.
+"""Adversarial examples and adversarial training: FGSM and PGD, as attacks and in training.
 
-The fast gradient sign method (Goodfellow et al., 2015) moves every input pixel by eps in the
-direction that raises the cost fastest, to first order:
+Two white-box attacks inside the L-infinity ball of radius eps, clipped to the data's pixel
+range [low, high] (eps is a fraction of that range; digits: 16 grey levels, so 0.1 is 1.6):
 
-  x_adv = clip(x + eps sign(dE/dx)),   E the data term for the true label y,
+  FGSM (Goodfellow et al., 2015)  one step to the ball's corner that raises the cost fastest
+                                  to first order: x_adv = clip(x + eps sign(dE/dx))
+  PGD-k (Madry et al., 2018)      from a uniform random point of the ball, k steps
+                                  x <- clip(proj_ball(x + a sign(dE/dx))), a = step_factor eps / k
 
-clipped to the pixel range of the data. dE/dx comes from jax.grad with respect to the input,
+E is the data term for the true label y. dE/dx comes from jax.grad with respect to the input,
 and, for the MLP, from the hand-written backward pass continued one layer further down:
-dE/dx_i = sum_j delta^1_j w^1_ij (research/backprop/mlp.py manual_grads_and_input_grad). The
-runner checks on the whole test set that the two agree, and attacks with both.
+dE/dx_i = sum_j delta^1_j w^1_ij (research/backprop/mlp.py manual_grads_and_input_grad); the
+test measurement checks that the two agree and attacks with both (FGSM).
 
-eps is a fraction of the pixel range (experiment.epsilons; digits: 16 grey levels, so 0.1 is
-1.6 grey levels), the convention of MNIST's [0, 1] pixels.
-
-Methods (experiment.methods), the lecture's MLP on a seeded slice of the train split:
-  standard     the data term alone
-  adversarial  E = alpha E(x) + (1 - alpha) E(x_adv), x_adv the FGSM example of the current
-               weights at eps = experiment.train_epsilon (treated as data: no gradient flows
-               through its construction), alpha = experiment.alpha
-For each trained network: clean test accuracy, and test accuracy under an FGSM attack on that
-same network (white box) at every eps.
+The harness (research/experiments/harness.py) runs the protocol. Its sizes are the threat
+model's eps (experiment.threat_epsilons): at each, the methods (experiment.methods) are
+  standard       the data term alone: the baseline
+  fgsm_training  E = w E(x) + (1 - w) E(x_adv), x_adv the FGSM example at eps
+  pgd_training   the same with x_adv the PGD-k example (k = train_attack_steps)
+x_adv is built from the current weights at every step and treated as data (no gradient flows
+through its construction). Every network trains on the whole training split (there is no
+subset to draw; the seeds differ in the init, the batch order and the random starts).
+Tuning, with the same budget: standard chooses its learning rate from
+experiment.learning_rates, the adversarial methods their clean weight w from
+experiment.clean_weights, each by validation accuracy under PGD-k at the size's eps (k =
+attack_steps): robustness at that eps is what the section compares, and PGD, the stronger
+attack, does not reward a network that only defeats one gradient step. Measured on the test
+split: clean accuracy, and accuracy under FGSM and under PGD-k at the size's eps
+("fgsm_accuracy", "pgd_accuracy") and at every experiment.eval_epsilons ("fgsm eps=0.1",
+"pgd eps=0.1", ...); and the FGSM and PGD trainings are paired against each other too.
 """
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import logging
+import numpy as np
 
 from research import config_lib
 from research import data as data_lib
@@ -35,21 +43,43 @@ from research import errors
 from research import losses
 from research import metrics as metrics_lib
 from research import models
+from research import optim
+from research import workdir as workdir_lib
 from research.backprop import mlp as backprop_mlp
 from research.experiments import harness
 from research.experiments import report
-from research.experiments import variants as variants_lib
 
-METHODS = ("standard", "adversarial")
-RANGES = {"train_examples": config_lib.Range(True, 0), "subset_seed": config_lib.Range(True, 0),
-          "repeats": config_lib.Range(True, 1),
-          "train_epsilon": config_lib.Range(False, 0.0, low_open=True),
-          "alpha": config_lib.Range(False, 0.0, 1.0)}
+METHODS = ("standard", "fgsm_training", "pgd_training")
+ATTACKS = {"fgsm_training": "fgsm", "pgd_training": "pgd"}
+RANGES = {"seeds": config_lib.Range(True, 2), "attack_steps": config_lib.Range(True, 1),
+          "train_attack_steps": config_lib.Range(True, 1),
+          "step_factor": config_lib.Range(False, 0.0, low_open=True)}
+SIZE_LABEL = "eps (fraction of pixel range)"  # The threat model: trained for, selected at.
+GRADIENT_CHECKS = ("grad_rel_err", "sign_agreement", "sign_flip_rel", "manual_fgsm_gap")
+
+
+# ----------------------------------------------------------------------------------- attacks
 
 
 def fgsm(x: jax.Array, dE_dx: jax.Array, eps, low, high) -> jax.Array:
   """x + eps sign(dE/dx), clipped to [low, high] (the data's pixel range)."""
   return jnp.clip(x + eps * jnp.sign(dE_dx), low, high)
+
+
+def pgd(input_grad, params, x: jax.Array, labels: jax.Array, eps, step_size, num_steps: int,
+        low, high, key: jax.Array | None) -> jax.Array:
+  """PGD-k (Madry et al., 2018): from x + U(-eps, eps) (key=None: from x itself), num_steps
+  steps x <- x + step_size sign(dE/dx), each projected onto the eps-ball around x and clipped
+  to [low, high]. input_grad(params, x, labels) -> dE/dx, x's shape. Returns x_adv, x's shape."""
+  x_adv = x
+  if key is not None:
+    x_adv = jnp.clip(x + jax.random.uniform(key, x.shape, x.dtype, -eps, eps), low, high)
+
+  def step(_, x_adv):
+    x_adv = x_adv + step_size * jnp.sign(input_grad(params, x_adv, labels))
+    return jnp.clip(jnp.clip(x_adv, x - eps, x + eps), low, high)
+
+  return jax.lax.fori_loop(0, num_steps, step, x_adv)
 
 
 def input_grad_autodiff(model: models.Model, k: int):
@@ -69,157 +99,267 @@ def input_grad_manual(activation: str, k: int):
   return grad
 
 
-def make_adversarial_loss_fn(model: models.Model, k: int, eps, low, high, alpha: float):
-  """E = alpha E(x) + (1 - alpha) E(x_adv), x_adv = fgsm at the current weights (stopped)."""
+def make_adversarial_loss_fn(model: models.Model, k: int, attack: str, eps, low, high,
+                             clean_weight: float, num_steps: int = 1, step_factor: float = 2.5):
+  """E = w E(x) + (1 - w) E(x_adv), x_adv = the `attack` ("fgsm" | "pgd": num_steps steps
+  of step_factor eps / num_steps from a random start drawn from the step's rng) at the current
+  weights, stopped. aux: "data_loss" (clean), "adversarial_loss", "accuracy" (clean)."""
+  if attack not in ("fgsm", "pgd"):
+    raise ValueError(f"attack={attack!r}: use 'fgsm' or 'pgd'")
   input_grad = input_grad_autodiff(model, k)
 
   def loss_fn(params, x, labels, rng):
     y = losses.one_hot_targets(labels, k, x.dtype)
-    x_adv = jax.lax.stop_gradient(fgsm(x, input_grad(params, x, labels), eps, low, high))
+    rng, start = jax.random.split(rng)
+    if attack == "fgsm":
+      x_adv = fgsm(x, input_grad(params, x, labels), eps, low, high)
+    else:
+      x_adv = pgd(input_grad, params, x, labels, eps, step_factor * eps / num_steps, num_steps,
+                  low, high, start)
+    x_adv = jax.lax.stop_gradient(x_adv)
     logits = model.apply(params, x, train=True, rng=rng)
     clean = losses.softmax_cross_entropy(logits, y).mean()
     adv = losses.softmax_cross_entropy(model.apply(params, x_adv, train=True, rng=rng), y).mean()
     accuracy = (losses.predictions(logits) == labels).mean()
-    return alpha * clean + (1 - alpha) * adv, {"data_loss": clean, "adversarial_loss": adv,
-                                               "accuracy": accuracy}
+    return clean_weight * clean + (1 - clean_weight) * adv, {
+        "data_loss": clean, "adversarial_loss": adv, "accuracy": accuracy}
 
   return loss_fn
 
 
-def make_attack_fn(model: models.Model, activation: str, k: int, epsilons, low, high):
-  """Jitted (params, x, labels) -> {"autodiff"|"manual": accuracy under FGSM at each eps
-  (eps in the data's units), "grad_rel_err": max |manual - autodiff| / max |autodiff| of dE/dx,
-  "sign_agreement": fraction of pixels where the two signs agree, "sign_flip_rel": the largest
-  |dE/dx| where they do not, relative to max |dE/dx|}."""
-  grads = {"autodiff": input_grad_autodiff(model, k), "manual": input_grad_manual(activation, k)}
+def make_attack_fn(model: models.Model, activation: str, k: int, low, high, num_steps: int,
+                   step_factor: float, check_manual: bool = True):
+  """Jitted (params, x, labels, eps_E, key) -> {"clean": accuracy, "fgsm", "pgd": accuracy
+  under each attack at each eps_E[i] (in the data's units), shape (E,)}; with check_manual
+  also "fgsm_manual" (FGSM from the hand-written dE/dx), "grad_rel_err": max |manual -
+  autodiff| / max |autodiff| of dE/dx, "sign_agreement": fraction of pixels where the two
+  signs agree, "sign_flip_rel": the largest |dE/dx| where they do not, relative to
+  max |dE/dx|. Compiles once per length E."""
+  autodiff = input_grad_autodiff(model, k)
+  manual = input_grad_manual(activation, k)
+  accuracy = lambda params, x, labels: (losses.predictions(model.apply(params, x))
+                                        == labels).mean()
 
   @jax.jit
-  def attack(params, x, labels):
-    g = {name: fn(params, x, labels) for name, fn in grads.items()}
-    out = {name: jnp.stack([(losses.predictions(model.apply(params, fgsm(x, g_x, eps, low, high)))
-                             == labels).mean() for eps in epsilons])
-           for name, g_x in g.items()}
-    out["grad_rel_err"] = (jnp.abs(g["manual"] - g["autodiff"]).max()
-                           / jnp.abs(g["autodiff"]).max())
-    differ = jnp.sign(g["manual"]) != jnp.sign(g["autodiff"])
-    out["sign_agreement"] = 1 - differ.mean()
-    # Where the signs differ, |dE/dx| is at rounding level: how large it gets, relative.
-    out["sign_flip_rel"] = (jnp.where(differ, jnp.abs(g["autodiff"]), 0).max()
-                            / jnp.abs(g["autodiff"]).max())
+  def attack(params, x, labels, eps_E, key):
+    g = autodiff(params, x, labels)
+    keys = jax.random.split(key, eps_E.shape[0])
+    out = {"clean": accuracy(params, x, labels),
+           "fgsm": jnp.stack([accuracy(params, fgsm(x, g, e, low, high), labels)
+                              for e in eps_E]),
+           "pgd": jnp.stack([accuracy(params, pgd(autodiff, params, x, labels, e,
+                                                  step_factor * e / num_steps, num_steps,
+                                                  low, high, keys[i]), labels)
+                             for i, e in enumerate(eps_E)])}
+    if check_manual:
+      g_manual = manual(params, x, labels)
+      out["fgsm_manual"] = jnp.stack([accuracy(params, fgsm(x, g_manual, e, low, high), labels)
+                                      for e in eps_E])
+      out["grad_rel_err"] = jnp.abs(g_manual - g).max() / jnp.abs(g).max()
+      differ = jnp.sign(g_manual) != jnp.sign(g)
+      out["sign_agreement"] = 1 - differ.mean()
+      # Where the signs differ, |dE/dx| is at rounding level: how large it gets, relative.
+      out["sign_flip_rel"] = jnp.where(differ, jnp.abs(g), 0).max() / jnp.abs(g).max()
     return out
 
   return attack
 
 
+# ------------------------------------------------------------------------------------ runner
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  report.check_experiment(config, "configs/exp_adversarial.py", RANGES, METHODS)
+  exp = report.check_experiment(config, "configs/exp_adversarial.py", RANGES, METHODS)
   if config.model.name != "mlp" or config.model.get("dropout", 0.0):
     raise errors.ConfigError("config.model: the adversarial experiment compares jax.grad's dE/dx "
                              "with the manual MLP's; set config.model.name='mlp', dropout=0")
   if config.loss.output != "softmax" or config.loss.l2 or config.loss.l1:
     raise errors.ConfigError("config.loss: the adversarial experiment uses softmax cross-entropy "
                              "without penalties; set output='softmax', l2=0, l1=0")
-  eps = tuple(config.experiment.epsilons)
-  if not eps or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e <= 1
-                    for e in eps):
-    raise errors.ConfigError(f"config.experiment.epsilons={eps!r} must be fractions of the pixel "
-                             "range in [0, 1], e.g. (0.0, 0.05, 0.1)")
+  for field in ("threat_epsilons", "eval_epsilons"):
+    eps = tuple(exp[field])
+    if not eps or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e <= 1
+                      for e in eps):
+      raise errors.ConfigError(f"config.experiment.{field}={eps!r} must be fractions of the "
+                               "pixel range in (0, 1], e.g. (0.1, 0.2)")
+  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
+  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
+  for lr in exp.learning_rates:
+    errors.check_positive("experiment.learning_rates[]", lr)
+  weights = tuple(exp.clean_weights)
+  if not weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1
+                        for w in weights):
+    raise errors.ConfigError(f"config.experiment.clean_weights={weights!r} must be weights of "
+                             "the clean term in [0, 1), e.g. (0.5, 0.25, 0.0)")
+
+
+def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
+  """The harness's view of the runner (module doc): sizes are the threat model's eps."""
+  exp = config.experiment
+  dataset = data_lib.load(config.data)
+  k = dataset.num_classes
+  model = models.build(config.model, dataset.input_shape, k)
+  low, high = float(dataset.train.x.min()), float(dataset.train.x.max())
+  units = lambda eps: float(eps) * (high - low)  # A fraction of the pixel range, in data units.
+  b = config.batch_size
+  attack = make_attack_fn(model, config.model.activation, k, low, high, exp.attack_steps,
+                          exp.step_factor)
+  attack_valid = make_attack_fn(model, config.model.activation, k, low, high, exp.attack_steps,
+                                exp.step_factor, check_manual=False)
+  splits = {s: (jnp.asarray(getattr(dataset, s).x), jnp.asarray(getattr(dataset, s).y))
+            for s in ("valid", "test")}
+  eval_eps = tuple(float(e) for e in exp.eval_epsilons)
+  standard = {}  # Standard training does not depend on the threat eps: train it once.
+
+  def fit(method, setting, eps, seeds, subsets):
+    del subsets  # Every seed trains on the whole training split.
+    lr = setting.get("learning_rate", config.optimizer.learning_rate)
+    memo = (lr, tuple(seeds))
+    if method == "standard" and memo in standard:
+      return standard[memo]
+    optimizer = optim.make_optimizer(config_lib.optimizer(
+        **{**config.optimizer.to_dict(), "learning_rate": lr}), config.num_steps)
+    if method == "standard":
+      loss_fn = losses.make_loss_fn(model, "softmax", 0.0, len(dataset.train), k)
+    else:
+      steps = 1 if method == "fgsm_training" else exp.train_attack_steps
+      loss_fn = make_adversarial_loss_fn(model, k, ATTACKS[method], units(eps), low, high,
+                                         setting["clean_weight"], steps, exp.step_factor)
+    params = harness.train_seeds(
+        model, loss_fn, optimizer, config.num_steps, b, [dataset.train] * len(seeds), seeds,
+        mode=exp.seed_mode, chunk_steps=config.eval_every,
+        what=f"adversarial {method} at eps {eps:g}", writer=writer,
+        tag={"threat_eps": eps, "arm": method, **setting})
+    if method == "standard":
+      standard[memo] = params
+    return params
+
+  def measure(method, setting, eps, seed, params, split):
+    # The random starts: a function of the seed and split alone, so a resumed run repeats them.
+    key = jax.random.fold_in(jax.random.key(seed), 1 + ("valid", "test").index(split))
+    if split == "valid":
+      out = jax.device_get(attack_valid(params, *splits[split], jnp.array([units(eps)]), key))
+      return {"accuracy": float(out["clean"]), "fgsm_accuracy": float(out["fgsm"][0]),
+              "pgd_accuracy": float(out["pgd"][0])}
+    all_eps = (eps, *eval_eps)
+    out = jax.device_get(attack(params, *splits[split], jnp.array([units(e) for e in all_eps]),
+                                key))
+    record = {"accuracy": float(out["clean"]), "fgsm_accuracy": float(out["fgsm"][0]),
+              "pgd_accuracy": float(out["pgd"][0])}
+    for i, e in enumerate(eval_eps, start=1):
+      record[f"fgsm eps={e:g}"] = float(out["fgsm"][i])
+      record[f"pgd eps={e:g}"] = float(out["pgd"][i])
+    record.update({f: float(out[f]) for f in GRADIENT_CHECKS[:3]},
+                  manual_fgsm_gap=float(np.abs(out["fgsm_manual"] - out["fgsm"]).max()))
+    return record
+
+  grids = {"standard": {"learning_rate": tuple(exp.learning_rates)}}
+  arms = [harness.Arm(m, grids.get(m, {"clean_weight": tuple(exp.clean_weights)}))
+          for m in exp.methods]
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  return harness.Experiment(
+      "adversarial", arms, exp.baseline, tuple(float(e) for e in exp.threat_epsilons),
+      SIZE_LABEL, seeds, fit, measure, select="pgd_accuracy")
+
+
+FIELDS = [("accuracy", "clean test acc %", 100.0),
+          ("fgsm_accuracy", "FGSM at eps %", 100.0), ("pgd_accuracy", "PGD at eps %", 100.0)]
 
 
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Trains every method; attacks each network; writes results.{md,json} and adversarial.png.
-
-  Returns {"methods": {name: {"clean_accuracy", "eps=<e>": {"mean", "std"}, "runs"}},
-  "gradients": {"grad_rel_err", "sign_flip_rel" (max over runs), "sign_agreement" (min),
-  "max_accuracy_difference"}, "pixel_range": (low, high), "wall_time": s}.
-  """
-  t_start = time.time()
+  """Every method at every threat eps, under the harness's protocol; writes
+  results.{md,json} and adversarial.png. Returns the harness's results."""
   validate(config)
-  exp = config.experiment
-  dataset = data_lib.load(config.data)
-  train_split = harness.seeded_slice(dataset.train, exp.train_examples, exp.subset_seed)
-  k = dataset.num_classes
-  model = models.build(config.model, dataset.input_shape, k)
-  low, high = float(dataset.train.x.min()), float(dataset.train.x.max())
-  epsilons = tuple(float(e) for e in exp.epsilons)
-  scaled = tuple(e * (high - low) for e in epsilons)
-  data_loss = losses.make_loss_fn(model, "softmax", 0.0, len(train_split), k)
-  adversarial_loss = lambda: make_adversarial_loss_fn(
-      model, k, exp.train_epsilon * (high - low), low, high, exp.alpha)
-  make = {"standard": lambda: variants_lib.Variant("standard", model, data_loss),
-          "adversarial": lambda: variants_lib.Variant("adversarial", model, adversarial_loss())}
-  variants = [make[m]() for m in exp.methods]
-  attack = make_attack_fn(model, config.model.activation, k, scaled, low, high)
-  x_test, y_test = jax.device_put(dataset.test.x), jax.device_put(dataset.test.y)
-  fields = [f"eps={e:g}" for e in epsilons]
-
-  def measure(variant, params):
-    out = jax.device_get(attack(params, x_test, y_test))
-    return {**{f: float(a) for f, a in zip(fields, out["autodiff"])},
-            **{f"manual {f}": float(a) for f, a in zip(fields, out["manual"])},
-            **{f: float(out[f]) for f in ("grad_rel_err", "sign_agreement", "sign_flip_rel")}}
-
-  seeds = [config.seed + r for r in range(exp.repeats)]
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  logging.info("%s: %d training examples, %d test; pixel range [%.3f, %.3f]; methods %s",
-               dataset.name, len(train_split), len(dataset.test), low, high,
-               ", ".join(exp.methods))
-  results = variants_lib.run_variants(variants, config, train_split.x, train_split.y, seeds,
-                                      measure, writer)
-  runs = [r for res in results.values() for r in res["runs"]]
-  gradients = {"grad_rel_err": max(r["grad_rel_err"] for r in runs),
-               "sign_agreement": min(r["sign_agreement"] for r in runs),
-               "sign_flip_rel": max(r["sign_flip_rel"] for r in runs),
-               "max_accuracy_difference": max(abs(r[f] - r[f"manual {f}"])
-                                              for r in runs for f in fields)}
-  out = {"methods": results, "gradients": gradients, "pixel_range": (low, high),
-         "wall_time": time.time() - t_start}
+  result = harness.run(experiment(config, writer), workdir, writer)
   if jax.process_index() == 0:
-    _write(workdir, config, dataset, len(train_split), fields, out)
-    _plot(workdir / "adversarial.png", results, epsilons, dataset.name)
-  return out
+    write(workdir, config, result)
+  return result
 
 
-def _write(workdir, config, dataset, n: int, fields, out: dict) -> None:
+def notes(config) -> list[str]:
   exp = config.experiment
-  rows = [{"method": name, **{f"test acc % at {f}": variants_lib.cell(r[f]) for f in fields}}
-          for name, r in out["methods"].items()]
-  g = out["gradients"]
-  notes = [
-      f"{dataset.name}: {n} training examples, {len(dataset.test)} test; MLP "
+  return [
+      f"digits: every seed trains on the whole training split; MLP "
       f"{tuple(config.model.hidden_sizes)} {config.model.activation}, {config.num_steps} steps "
-      f"of {config.optimizer.name}; adversarial training at eps={exp.train_epsilon:g}, "
-      f"alpha={exp.alpha:g}. eps is a fraction of the pixel range "
-      f"[{out['pixel_range'][0]:.3f}, {out['pixel_range'][1]:.3f}] (eps=0: clean accuracy); "
-      f"every network is attacked with its own gradient (white box). Mean ± std over "
-      f"{exp.repeats} seeds.",
-      "",
-      f"dE/dx by the manual backward pass vs jax.grad, over every run and test example: max "
-      f"|manual - autodiff| / max |autodiff| = {g['grad_rel_err']:.2e}; signs agree on "
-      f"{100 * g['sign_agreement']:.3f}% of the pixels (at worst), and where they do not, "
-      f"|dE/dx| is at most {g['sign_flip_rel']:.1e} of its maximum (rounding decides the "
-      f"sign); the accuracies under the two attacks differ by at most "
-      f"{100 * g['max_accuracy_difference']:.2f} points."]
-  report.write_results(workdir, "Adversarial examples (FGSM) and adversarial training",
-                       list(rows[0]), rows, notes, out)
+      f"of {config.optimizer.name}, batch {config.batch_size}. eps (the size) is the threat "
+      f"model, a fraction of the pixel range: adversarial training at eps (E = w E(x) + (1 - w) "
+      f"E(x_adv); FGSM, or PGD-{exp.train_attack_steps} with step {exp.step_factor:g} eps / "
+      f"{exp.train_attack_steps} from a random start), and every method's setting chosen by "
+      f"validation accuracy under PGD-{exp.attack_steps} (step {exp.step_factor:g} eps / "
+      f"{exp.attack_steps}, random start) at eps: standard's learning rate from "
+      f"{tuple(exp.learning_rates)}, the adversarial methods' clean weight w from "
+      f"{tuple(exp.clean_weights)}. Every network is attacked with its own gradient (white "
+      f"box); 'FGSM at eps' and 'PGD at eps' are test accuracies under each attack."]
 
 
-def _plot(path, results: dict, epsilons, name: str) -> None:
-  """Test accuracy under FGSM against eps, one line per method (mean ± std over seeds)."""
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+def eps_table(result, eval_eps) -> str:
+  """Test accuracy % under FGSM / PGD at every evaluation eps, mean ± sample std, per size and
+  method (the chosen setting)."""
+  rows = []
+  for entry in result["sizes"]:
+    for name, arm in entry["arms"].items():
+      st = arm["stats"]
+      rows.append({result["size_label"]: entry["size"], "method": name,
+                   **{f"eps={e:g} FGSM / PGD": f"{harness.fmt_summary(st[f'fgsm eps={e:g}'])}"
+                      f" / {harness.fmt_summary(st[f'pgd eps={e:g}'])}" for e in eval_eps}})
+  return report.markdown_table(list(rows[0]), rows)
 
-  fig = Figure(figsize=(6, 4.2), layout="constrained")
-  ax = fig.subplots()
-  for (method, r), color in zip(results.items(), ("#3182bd", "#e6550d", "#31a354")):
-    mean = [100 * r[f"eps={e:g}"]["mean"] for e in epsilons]
-    std = [100 * r[f"eps={e:g}"]["std"] for e in epsilons]
-    ax.errorbar(epsilons, mean, yerr=std, marker="o", capsize=3, color=color,
-                label=f"{method} training")
-  ax.set_xlabel("eps (fraction of the pixel range)")
-  ax.set_ylabel("test accuracy under FGSM (%)")
-  ax.set_ylim(0, 100)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.suptitle(f"Fast gradient sign attacks on {name}")
-  report.save_figure(fig, path)
+
+def versus_table(result, arm: str = "pgd_training", other: str = "fgsm_training") -> str:
+  """arm minus other, paired over the same seeds (the same inits), for every FIELDS entry
+  ('*': the 95% CI excludes zero); "" unless both arms ran."""
+  rows = []
+  for entry in result["sizes"]:
+    arms = entry["arms"]
+    if arm not in arms or other not in arms:
+      return ""
+    get = lambda name, f: [r[f] for r in arms[name]["test"]]
+    rows.append({result["size_label"]: entry["size"], **{
+        f"{heading}: {arm} - {other} [95% CI]": harness.fmt_paired(
+            harness.paired(get(arm, f), get(other, f))) for f, heading, _ in FIELDS}})
+  return report.markdown_table(list(rows[0]), rows)
+
+
+def gradient_note(result) -> str:
+  """The manual vs autodiff dE/dx check over every tested network."""
+  tests = [r for e in result["sizes"] for a in e["arms"].values() for r in a["test"]]
+  worst = {f: (min if f == "sign_agreement" else max)(r[f] for r in tests)
+           for f in GRADIENT_CHECKS}
+  return (f"dE/dx by the manual backward pass vs jax.grad, over the {len(tests)} tested "
+          f"networks and every test example: max |manual - autodiff| / max |autodiff| = "
+          f"{worst['grad_rel_err']:.2e}; the signs agree on {100 * worst['sign_agreement']:.3f}% "
+          f"of the pixels (at worst), and where they do not, |dE/dx| is at most "
+          f"{worst['sign_flip_rel']:.1e} of its maximum (rounding decides the sign); FGSM from "
+          f"the two gradients gives accuracies at most "
+          f"{100 * worst['manual_fgsm_gap']:.2f} points apart.")
+
+
+def protocol_note(result, attack_steps: int) -> str:
+  """The harness's protocol sentence, saying what the seeds draw here (no subset) and what
+  selects (robust accuracy)."""
+  return harness.protocol_note(result).replace(
+      "(subsets redrawn per seed, stratified)",
+      "(each trains on the whole training split: no subset to draw)").replace(
+          f"by mean {result['select']}", f"by mean accuracy under PGD-{attack_steps} at eps")
+
+
+def write(workdir, config, result) -> None:
+  """results.{md,json} and adversarial.png from the harness's results (harness.write's
+  layout, with this runner's protocol sentence: it draws no subsets)."""
+  if jax.process_index() != 0:
+    return
+  eval_eps = tuple(float(e) for e in config.experiment.eval_epsilons)
+  versus = versus_table(result)
+  versus = ["The two adversarial trainings against each other, paired over seeds:",
+            versus] if versus else []
+  report.write_json(workdir / "results.json", result)
+  workdir_lib.write_text(workdir / "results.md", "\n\n".join([
+      "# Adversarial examples (FGSM, PGD) and adversarial training", *notes(config),
+      protocol_note(result, config.experiment.attack_steps), harness.table(result, FIELDS),
+      "Test accuracy % under each attack at every eps (the chosen settings):",
+      eps_table(result, eval_eps), *versus, gradient_note(result)]) + "\n")
+  harness.plot(workdir / "adversarial.png", result, "pgd_accuracy",
+               f"test accuracy under PGD-{config.experiment.attack_steps} at eps (%)",
+               "Adversarial training: robustness at the eps it trains for")
