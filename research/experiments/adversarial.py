@@ -259,7 +259,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "adversarial", arms, exp.baseline, tuple(float(e) for e in exp.threat_epsilons),
-      SIZE_LABEL, seeds, fit, measure, select="pgd_accuracy")
+      SIZE_LABEL, seeds, fit, measure, select="pgd_accuracy",
+      select_label=f"accuracy under PGD-{exp.attack_steps} at eps",
+      data_note="each trains on the whole training split: no subset to draw")
 
 
 FIELDS = [("accuracy", "clean test acc %", 100.0),
@@ -336,15 +338,6 @@ def gradient_note(result) -> str:
           f"{100 * worst['manual_fgsm_gap']:.2f} points apart.")
 
 
-def protocol_note(result, attack_steps: int) -> str:
-  """The harness's protocol sentence, saying what the seeds draw here (no subset) and what
-  selects (robust accuracy)."""
-  return harness.protocol_note(result).replace(
-      "(subsets redrawn per seed, stratified)",
-      "(each trains on the whole training split: no subset to draw)").replace(
-          f"by mean {result['select']}", f"by mean accuracy under PGD-{attack_steps} at eps")
-
-
 def write(workdir, config, result) -> None:
   """results.{md,json} and adversarial.png from the harness's results (harness.write's
   layout, with this runner's protocol sentence: it draws no subsets)."""
@@ -357,7 +350,7 @@ def write(workdir, config, result) -> None:
   report.write_json(workdir / "results.json", result)
   workdir_lib.write_text(workdir / "results.md", "\n\n".join([
       "# Adversarial examples (FGSM, PGD) and adversarial training", *notes(config),
-      protocol_note(result, config.experiment.attack_steps), harness.table(result, FIELDS),
+      harness.protocol_note(result), harness.table(result, FIELDS),
       "Test accuracy % under each attack at every eps (the chosen settings):",
       eps_table(result, eval_eps), *versus, gradient_note(result)]) + "\n")
   harness.plot(workdir / "adversarial.png", result, "pgd_accuracy",

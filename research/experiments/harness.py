@@ -158,6 +158,8 @@ class Experiment:
   select: str = "accuracy"
   higher_is_better: bool = True
   draw: Callable[[Any, int], Any] | None = None
+  select_label: str | None = None  # the protocol note's name for `select` (default: its key)
+  data_note: str | None = None     # what the seeds draw (default: from `draw`)
 
 
 def labelled_draw(split: data_lib.Split, num_classes: int) -> Callable[[int, int], Any]:
@@ -241,8 +243,12 @@ def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
                         "seed": s, **record})
     _add_stats(arms, experiment.baseline)
     out_sizes.append({"size": size, "arms": arms})
+  data_note = experiment.data_note or (
+      "subsets redrawn per seed, stratified" if experiment.draw is not None
+      else "every seed trains on the same data")
   return {"experiment": experiment.name, "size_label": experiment.size_label, "seeds": seeds,
           "baseline": experiment.baseline, "select": experiment.select,
+          "select_label": experiment.select_label or experiment.select, "data_note": data_note,
           "confidence": CONFIDENCE, "finding": len(seeds) >= MIN_SEEDS, "sizes": out_sizes,
           "wall_time": time.time() - t_start}
 
@@ -453,8 +459,9 @@ def _fmt_setting(setting: dict) -> str:
 def protocol_note(results: dict) -> str:
   """One sentence naming the protocol behind a table."""
   n = len(results["seeds"])
-  note = (f"n = {n} seeds (subsets redrawn per seed, stratified); each method's setting chosen "
-          f"on the validation split by mean {results['select']} with the same budget; test "
+  note = (f"n = {n} seeds ({results.get('data_note', 'subsets redrawn per seed, stratified')});"
+          f" each method's setting chosen on the validation split by mean "
+          f"{results.get('select_label', results['select'])} with the same budget; test "
           f"measured once; ± is the sample std; Δ is the paired difference to "
           f"{results['baseline']} with a {round(100 * results['confidence'])}% t-interval, "
           "* where it excludes zero.")
