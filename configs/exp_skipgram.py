@@ -67,8 +67,16 @@ def get_config():
       test_per_topic=40,       # held-out sentences per topic (never seen by the skip-gram)
       min_words=5,             # sentences shorter than this are not used downstream
       max_words=48,            # longer sentences are cut to this many words
+      valid_per_topic=20,      # validation sentences per topic (held out like the test)
       labels_per_topic=(1, 5, 20, 50),  # labelled training sentences per topic
-      tables=("random", "skipgram", "skipgram_frozen"),  # how the table starts
-      repeats=3,               # seeds config.seed, +1, ...: labelled set, inits, random table
+      # bow_lr: logistic regression on term frequencies; skipgram_frozen / ppmi_svd: on mean
+      # vectors; skipgram: the table fine-tuned; random: a random table trained.
+      methods=("bow_lr", "skipgram_frozen", "skipgram", "random", "ppmi_svd"),
+      baseline="bow_lr",       # the arm every other is compared with, paired over seeds
+      seeds=5,                 # config.seed, +1, ...: skip-gram, labelled set, inits
+      learning_rates=(0.003, 0.01, 0.03, 0.1),  # every method's grid: learning rate x L2
+      l2s=(0.0, 0.3),                           # (lambda in lambda/2m sum w^2), chosen on
+                                                # the validation sentences
+      seed_mode="vmap",        # the seeds of a cell as one vmapped program, or "loop"
   ))
   return config

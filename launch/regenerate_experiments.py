@@ -27,6 +27,7 @@ SECTIONS = {
     "adversarial": "exp_adversarial.py",
     "multitask": "exp_multitask.py",
     "semi_supervised": "exp_semi_supervised.py",
+    "skipgram": "exp_skipgram.py",
 }
 
 
