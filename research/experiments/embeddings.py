@@ -527,9 +527,16 @@ def skipgram_of_seed(config, corpus: Corpus, seed: int, workdir, writer) -> dict
   path = workdir / "skipgram" / f"seed_{seed}.pkl"
   if path.exists():
     try:
-      return pickle.loads(path.read_bytes())
+      sg = pickle.loads(path.read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError):
-      pass  # A torn file: train it again.
+      sg = None  # A torn file: train it again.
+    if sg is not None:
+      # The restart truncated the records: write this seed's curve again, as training would.
+      steps = sg["pairs"] // config.experiment.batch_pairs // config.experiment.epochs
+      for record in sg["curve"][1:] if writer is not None else ():
+        writer.write({"step": steps * record["epoch"], "split": "skipgram", "seed": seed,
+                      **record})
+      return sg
   sg = jax.device_get(train_skipgram(config, corpus, seed, writer))
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
