@@ -641,7 +641,8 @@ TITLE = "Embeddings learnt without labels: skip-gram with negative sampling"
 
 
 def embedding_notes(config, corpus: Corpus, result: dict) -> list[str]:
-  """The markdown blocks on what the embeddings learnt (before the downstream table)."""
+  """The markdown blocks on what the embeddings learnt (before the downstream table); no
+  timings (results.json keeps them), so that a rerun renders the same text."""
   exp = config.experiment
   m = result["embeddings"]
   p, t = m["pairs"], m["topics"]
@@ -656,13 +657,13 @@ def embedding_notes(config, corpus: Corpus, result: dict) -> list[str]:
       f"({result['corpus']['training_words']} training words, vocabulary "
       f"{len(corpus.vocab)}, count >= {exp.min_count}): D={config.model.embed_dim}, window "
       f"{exp.window}, {exp.negatives} noise words from count^{exp.noise_power:g}, subsampling "
-      f"t={exp.subsample:g}, {exp.epochs} epochs ({sg[0]['pairs']:,} pairs, "
-      f"{np.mean([x['seconds'] for x in sg]):.1f} s per seed), alpha={exp.alpha:g} per pair, "
+      f"t={exp.subsample:g}, {exp.epochs} epochs ({sg[0]['pairs']:,} pairs), "
+      f"alpha={exp.alpha:g} per pair, "
       f"grad={config.grad}; one skip-gram per seed, mean ± sample std over n = {n} seeds. "
       f"PPMI-SVD: the co-occurrence counts of the same windows (word2vec's dynamic windows in "
       f"expectation, no subsampling), context distribution smoothed by "
       f"count^{exp.noise_power:g}, truncated SVD U_D sqrt(S_D) to D={config.model.embed_dim} "
-      f"({result['ppmi_seconds']:.1f} s, no randomness: one table).",
+      "(no randomness: one table).",
       f"Loss per pair: train {num(m['train_loss']['first'])} (epoch 1) -> "
       f"{num(m['train_loss']['last'])}" + heldout,
       report.markdown_table(
