@@ -5,7 +5,7 @@ by a few-label topic classifier (research/experiments/embeddings.py).
 
   python -m research.main --config=configs/exp_skipgram.py --workdir=/tmp/skipgram
 
-Measured (5 seeds, about 6.4 CPU-minutes; docs/experiments.md section 8): held-out loss per
+Measured (5 seeds, about 6.1 CPU-minutes; docs/experiments.md section 8): held-out loss per
 pair 4.159 -> 2.658; a related pair's partner ranks 7th (median) of 1,073 words, 61% in the 10
 nearest; a topic word's 10 nearest share its topic 51.5% of the time (chance 6.3%). Topic of a
 sentence from 5 labelled sentences per topic: frozen skip-gram table 59.6%, PPMI-SVD 56.2%,
