@@ -47,6 +47,7 @@ from research import models
 from research import optim
 from research import parallel
 from research import workdir as workdir_lib
+from research.data import streaming
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -133,8 +134,11 @@ def _leaf_name(path) -> str:
 
 def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None = None,
                      value_and_grad: Callable | None = None,
-                     max_traces: int | None = None, norms: bool = False) -> Callable:
-  """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps.
+                     max_traces: int | None = None, norms: bool = False,
+                     batches_given: bool = False) -> Callable:
+  """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps;
+  with batches_given (the streaming pipeline, research.data.streaming), chunk(state, x_SxB...,
+  y_SxB) -> (state, sums) takes the S batches themselves instead of gathering them.
 
   sums holds E ("loss_sum") and every scalar of the loss's aux (e.g. "data_loss_sum",
   "accuracy_sum") summed over the chunk's steps (train records report E as "loss" and the data
@@ -153,14 +157,13 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
   if value_and_grad is None:
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def train_step(state, idx_B, x_all, y_all, with_norms=False):
+  def train_step(state, x, y, with_norms=False):
     step = state["step"]
     # Per-step randomness is a function of (seed, step) alone, so resuming is exact.
     rng, aug_rng = jax.random.split(jax.random.fold_in(state["rng"], step))
-    x = x_all[idx_B]
     if augment_fn is not None:
       x = augment_fn(aug_rng, x)
-    (E, aux), grads = value_and_grad(state["params"], x, y_all[idx_B], rng)
+    (E, aux), grads = value_and_grad(state["params"], x, y, rng)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(jnp.add, state["params"], updates)
     new_state = dict(state, params=params, opt_state=opt_state, step=step + 1)
@@ -168,17 +171,18 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
                    "param": weight_norms(params)} if with_norms else None
     return new_state, ({"loss": E, **aux}, step), layer_norms
 
-  def chunk(state, x_all, y_all, idx_SxB):
+  def run(state, xs_S, batch):
+    """S steps over xs_S (a pytree with leading axis S); batch(xs) -> (x_B..., y_B)."""
     # The last step is written out after the scan, with the per-layer norms: computed inside
     # the scan they would cost every step a pass over the gradients and updates (~10-30% of
     # a small MLP's step, also behind a lax.cond); here they cost one step's worth.
-    head = idx_SxB[:-1] if norms else idx_SxB
+    head = jax.tree.map(lambda a: a[:-1], xs_S) if norms else xs_S
     state, (values_S, step_S) = jax.lax.scan(
-        lambda s, idx: train_step(s, idx, x_all, y_all)[:2], state, head)
+        lambda s, xs: train_step(s, *batch(xs))[:2], state, head)
     out = {}
     if norms:
       state, (values_last, step_last), out["norms"] = train_step(
-          state, idx_SxB[-1], x_all, y_all, with_norms=True)
+          state, *batch(jax.tree.map(lambda a: a[-1], xs_S)), with_norms=True)
       values_S = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), values_S,
                               values_last)
       step_S = jnp.concatenate([step_S, step_last[None]])
@@ -188,6 +192,14 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
     out.update(sums, first_bad_step=jnp.where(bad == jnp.iinfo(jnp.int32).max, -1, bad))
     return state, out
 
+  def chunk(state, x_all, y_all, idx_SxB):
+    return run(state, idx_SxB, lambda idx_B: (x_all[idx_B], y_all[idx_B]))
+
+  def chunk_of_batches(state, x_SxB, y_SxB):
+    return run(state, (x_SxB, y_SxB), lambda xy: xy)
+
+  if batches_given:
+    chunk = chunk_of_batches
   if max_traces is not None:
     chunk = _count_traces(chunk, max_traces)
   return jax.jit(chunk, donate_argnums=0)
@@ -279,7 +291,8 @@ def _functions(config_key: str, n: int, k: int, input_shape: tuple, x_dtype: str
   loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
   value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n, input_shape)
   train_chunk = make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment),
-                                 value_and_grad, max_traces=len(lengths), norms=True)
+                                 value_and_grad, max_traces=len(lengths), norms=True,
+                                 batches_given=streaming.enabled(config.data))
   add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
   return _Functions(model, train_chunk, make_eval_fn(model, config.loss.output, k), add,
                     value_and_grad, {})
@@ -427,13 +440,16 @@ def _window_template(fns: _Functions, params, x_all, y_all, batch_size: int) -> 
 def restore_state(config: ml_collections.ConfigDict, workdir) -> tuple[dict, int]:
   """(train state, step) of the newest good checkpoint of a run of `config` in workdir, with
   early stopping's best params in place when the config uses it. For notebooks and tests."""
-  dataset = data_lib.load(config.data)
+  stream = streaming.enabled(config.data)
+  dataset = streaming.dataset(config.data) if stream else data_lib.load(config.data)
   fns = _prepare(config, dataset)
   mesh = parallel.make_mesh()
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   tracked = init_tracked(config, fns.model, optimizer, mesh)
   tracked["window"] = parallel.replicate(_window_template(
       fns, tracked["state"]["params"], dataset.train.x, dataset.train.y, config.batch_size), mesh)
+  if stream:
+    tracked["data"] = streaming.iterator_state(0, 0, mesh)
   tracked, step = checkpoint.restore(workdir, tracked)
   return _final_state(tracked), step
 
@@ -509,14 +525,21 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
   resume_step = _inspect_workdir(config, workdir)
   # Every process reads the workdir before process 0 writes to it.
   multihost_utils.sync_global_devices("workdir inspected")
+  # Streaming: batches come from the records files (research.data.streaming), the splits
+  # decode on indexing; memory: every split is on the device and batches are gathered there.
+  stream = streaming.enabled(config.data)
+  if stream and dataset is not None:
+    raise errors.ConfigError("config.data.pipeline='streaming' reads config.data's records; "
+                             "pass no dataset, or use pipeline 'memory'")
   if dataset is None:
-    dataset = data_lib.load(config.data)
+    dataset = streaming.dataset(config.data) if stream else data_lib.load(config.data)
   n = len(dataset.train)
   errors.check_batch_size(config.batch_size, n, f"training examples of {dataset.name}")
   fns = _prepare(config, dataset)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   mesh = parallel.make_mesh()
-  x_all, y_all = parallel.replicate((dataset.train.x, dataset.train.y), mesh)
+  x_all, y_all = (dataset.train.x, dataset.train.y) if stream else parallel.replicate(
+      (dataset.train.x, dataset.train.y), mesh)
 
   def indices(start, stop):
     idx_SxB = data_lib.batch_indices(config.seed, n, config.batch_size, start, stop - start)
@@ -526,9 +549,14 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
   tracked = init_tracked(config, fns.model, optimizer, mesh)
   tracked["window"] = parallel.replicate(_window_template(
       fns, tracked["state"]["params"], x_all, y_all, config.batch_size), mesh)
+  if stream:  # The iterator's state: position and the records' identity.
+    identity = streaming.identity(config.data)
+    tracked["data"] = streaming.iterator_state(0, identity, mesh)
   step = 0
   if resume_step is not None:
     tracked, step = checkpoint.restore(workdir, tracked)
+    if stream:
+      streaming.check_restored(tracked["data"], step, identity, config.data.data_dir)
     if saved_config(workdir) is None:
       write_config(config, workdir)  # Deleted since: the checkpoints' copy matched.
     # Read once: the finished-run check and truncate share it (and its torn-line warning).
@@ -550,6 +578,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
       metrics_lib.truncate(workdir, -1)
     write_config(config, workdir)
   writer = metrics_lib.MetricWriter(workdir)
+  feeder = None
   try:
     state, window = tracked["state"], tracked["window"]
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
@@ -566,12 +595,15 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     ran = {"steps": 0, "log_steps": 0, "log_seconds": 0.0}  # Steps run by this process.
     pending_bad, valid = [], {}
     profile = profile_plan(config, step)
-    for start, stop in ([] if stopped_early else chunk_bounds(config, step)):
-      idx_SxB = indices(start, stop)
+    bounds = [] if stopped_early else chunk_bounds(config, step)
+    if stream:
+      feeder = streaming.Feeder(config.data, config.seed, config.batch_size, bounds, mesh)
+    for start, stop in bounds:
+      batches = feeder.next(start, stop) if stream else (x_all, y_all, indices(start, stop))
       executable = fns.executables.get(stop - start)
       if executable is None:  # Compiled outside the training clock.
         clock.stop(state)
-        executable = fns.train_chunk.lower(state, x_all, y_all, idx_SxB).compile()
+        executable = fns.train_chunk.lower(state, *batches).compile()
         fns.executables[stop - start] = executable
       if t_train_start is None:
         t_train_start = time.time()
@@ -579,7 +611,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
         clock.stop(state)
         jax.profiler.start_trace(str(workdir / PROFILE_DIR), create_perfetto_trace=True)
       clock.start()
-      state, sums = executable(state, x_all, y_all, idx_SxB)
+      state, sums = executable(state, *batches)
       if profile and stop == profile[1]:
         clock.stop(state)
         jax.profiler.stop_trace()
@@ -631,6 +663,8 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
                           "best_valid_loss": float(best["loss"])})
             stopped_early = True
       tracked["state"], tracked["window"] = state, window
+      if stream:
+        tracked["data"] = streaming.iterator_state(step, identity, mesh)
       if at_ckpt or stopped_early:
         checkpoint.save(workdir, tracked, step, keep=config.keep_checkpoints, config=config_json)
       if stopped_early:
@@ -645,6 +679,8 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     return {"state": final, "valid": valid, "test": test, "wall_time": wall}
   finally:
     writer.close()  # Also when the run stops on an error: no writer left to atexit.
+    if feeder is not None:
+      feeder.close()
 
 
 def _describe(test: dict) -> str:
