@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from research import config_lib
 from research import errors
 from research.data import core
 
@@ -72,16 +73,11 @@ def check_config(cfg) -> None:
     raise errors.ConfigError(
         "config.data.data_dir is empty; pass the records directory written by "
         f"{_CONVERT}, e.g. --config.data.data_dir=/data/imagenet_records")
-  for field in ("image_size", "resize", "num_workers"):
-    v = cfg.get(field, 0)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-      raise errors.ConfigError(f"config.data.{field}={v!r} must be an integer >= 0")
-  p = cfg.get("prefetch", 2)
-  if not isinstance(p, int) or isinstance(p, bool) or p < 1:
-    raise errors.ConfigError(f"config.data.prefetch={p!r} must be a positive integer")
-  j = cfg.get("pca_jitter", 0.0)
-  if isinstance(j, bool) or not isinstance(j, (int, float)) or not 0 <= j < float("inf"):
-    raise errors.ConfigError(f"config.data.pca_jitter={j!r} must be a finite number >= 0")
+  v = cfg.get("image_size", 0)
+  if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+    raise errors.ConfigError(f"config.data.image_size={v!r} must be an integer >= 0 (0: the "
+                             "stored shape)")
+  config_lib.check_ranges({"data": cfg})  # resize, pca_jitter, num_workers, prefetch
 
 
 def encode(label: int, payload: bytes) -> bytes:
@@ -360,14 +356,26 @@ class LazyImages:
                                                            *self.shape[1:])
 
 
-def labels(source: SplitSource) -> np.ndarray:
-  """y_N int32 of a split (every record read once; small next to the images)."""
-  return np.fromiter((source[i][0] for i in range(len(source))), np.int32, len(source))
+class LazyLabels:
+  """y_N int32 of a split, read on indexing (the record's header; its payload is read too,
+  but not decoded): a streaming run never reads the whole train split up front."""
+
+  def __init__(self, source: SplitSource):
+    self.source = source
+    self.shape, self.dtype, self.ndim = (len(source),), np.dtype(np.int32), 1
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, index) -> np.ndarray:
+    idx = np.arange(len(self))[index]
+    out = np.array([self.source[int(i)][0] for i in np.atleast_1d(idx)], np.int32)
+    return out if np.ndim(idx) else out[0]
 
 
 def load_lazy(cfg) -> core.Dataset:
-  """The records set as a Dataset whose splits decode on indexing (LazyImages): what the
-  streaming pipeline evaluates on. Labels are read whole."""
+  """The records set as a Dataset whose splits read and decode on indexing (LazyImages,
+  LazyLabels): what the streaming pipeline evaluates on; nothing is read up front."""
   check_config(cfg)
   manifest = read_manifest(cfg.data_dir)
   splits = {}
@@ -379,7 +387,7 @@ def load_lazy(cfg) -> core.Dataset:
       continue
     source = open_split(cfg.data_dir, name, manifest, cfg.get("verify_files", False))
     prep = preprocess(cfg, manifest, train=False)
-    splits[role] = core.Split(LazyImages(source, prep), labels(source))
+    splits[role] = core.Split(LazyImages(source, prep), LazyLabels(source))
   # An empty split keeps the image shape, so evaluation compiles one shape.
   shape = splits["train"].x.shape[1:]
   for role, s in splits.items():
@@ -395,7 +403,7 @@ def records(cfg) -> core.Dataset:
   standardized with the manifest's statistics) into arrays; augmentation is config.augment's,
   on the device. Pipeline "streaming" goes through research.data.streaming instead."""
   lazy = load_lazy(cfg)
-  whole = lambda s: core.Split(np.asarray(s.x[:]) if len(s) else s.x, s.y)
+  whole = lambda s: core.Split(np.asarray(s.x[:]), np.asarray(s.y[:])) if len(s) else s
   return dataclasses.replace(lazy, train=whole(lazy.train), valid=whole(lazy.valid),
                              test=whole(lazy.test))
 
