@@ -35,17 +35,17 @@ ON_BAD = ("fail", "skip")
 
 
 def _check_image(item):
-  """(path, label) -> (label, bytes, pixels or None, error or None); runs in a worker."""
+  """(path, label, channels) -> (path, label, bytes, pixels, problem or None); in a worker."""
   path, label, channels = item
   try:
     with open(path, "rb") as f:
       payload = f.read()
     pixels = np.asarray(records.decode_image(payload, channels, path), np.uint8)
-    return label, payload, pixels.reshape(pixels.shape[0], pixels.shape[1], channels), None
+    return path, label, payload, pixels.reshape(*pixels.shape[:2], channels), None
   except errors.DataError as e:
-    return label, None, None, f"{path}: {str(e).split('(')[-1].split(')')[0]}"
+    return path, label, None, None, str(e).split("; ")[0]  # "PATH is not a readable image (...)"
   except OSError as e:
-    return label, None, None, f"{path}: {errors.describe_os_error(e)}"
+    return path, label, None, None, f"{path} cannot be read ({errors.describe_os_error(e)})"
 
 
 def _image_files(split_dir: str, classes: list[str]) -> list[tuple[str, int]]:
@@ -90,11 +90,11 @@ def convert_imagefolder(src: str, out: str, splits: list[str], on_bad: str, chan
       bad = []
 
       def good(checked=checked, bad=bad):
-        for label, payload, pixels, problem in checked:
+        for path, label, payload, pixels, problem in checked:
           if problem is not None:
             print(f"{'skipped' if on_bad == 'skip' else 'unreadable'}: {problem}",
                   file=sys.stderr, flush=True)
-            bad.append(problem.split(": ")[0])
+            bad.append(path)
             continue
           if not bad or on_bad == "skip":
             yield label, payload, pixels

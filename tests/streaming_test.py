@@ -448,3 +448,17 @@ def test_two_processes_reach_the_params_of_one(image_records, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert [r["split"] for r in _records_of(tmp_path / "two")] == [
       r["split"] for r in _records_of(tmp_path / "one")]
+
+
+def test_a_resume_over_changed_records_is_refused(image_records, tmp_path):
+  from research import parallel  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh()
+  identity = streaming.identity(_image_config(image_records))
+  saved = streaming.iterator_state(16, identity, mesh)
+  streaming.check_restored(saved, 16, identity, image_records)  # The same records: resumes.
+  changed, _ = _damaged(image_records, tmp_path, "manifest")
+  with pytest.raises(errors.DataError, match="changed since the checkpoint"):
+    streaming.check_restored(saved, 16, streaming.identity(_image_config(str(changed))),
+                             str(changed))
+  with pytest.raises(errors.DataError, match="data position 16"):
+    streaming.check_restored(saved, 24, identity, image_records)

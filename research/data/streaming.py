@@ -82,8 +82,8 @@ class Examples:
     index = self.record(step, j)
     label, payload = self.source[index]
     rng = np.random.default_rng([self.seed, step, self.offset + j])
-    x = self.prep(payload, f"{self.source.path(self.source.locate(index)[0])}: record "
-                  f"{self.source.locate(index)[1]}", rng)
+    shard, k = self.source.locate(index)
+    x = self.prep(payload, f"{self.source.path(shard)}: record {k}", rng)
     return x, np.int32(label)
 
   def __getstate__(self):
