@@ -43,6 +43,7 @@ _HEADER = struct.Struct("<iI")      # label, CRC-32 of the payload
 _CONVERT = "launch/make_records.py"
 # Random access: no read-ahead (the streaming order jumps between records).
 _READ_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"
+_OPEN_READERS = 64                  # per process (each grain worker has its own)
 
 
 def config(data_dir: str = "", **overrides) -> ml_collections.ConfigDict:
@@ -181,6 +182,8 @@ class SplitSource:
     shard, j = self.locate(int(i))
     reader = self._readers.get(shard)
     if reader is None:
+      if len(self._readers) >= _OPEN_READERS:  # ImageNet has ~1,300 shards: bound the fds.
+        self._readers.pop(next(iter(self._readers))).close()
       reader = self._readers[shard] = open_reader(self.path(shard))
     try:
       record = reader.read([j])[0]
