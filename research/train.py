@@ -192,14 +192,13 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
     out.update(sums, first_bad_step=jnp.where(bad == jnp.iinfo(jnp.int32).max, -1, bad))
     return state, out
 
-  def chunk(state, x_all, y_all, idx_SxB):
-    return run(state, idx_SxB, lambda idx_B: (x_all[idx_B], y_all[idx_B]))
-
-  def chunk_of_batches(state, x_SxB, y_SxB):
-    return run(state, (x_SxB, y_SxB), lambda xy: xy)
-
   if batches_given:
-    chunk = chunk_of_batches
+    def chunk(state, x_SxB, y_SxB):
+      return run(state, (x_SxB, y_SxB), lambda xy: xy)
+  else:
+    def chunk(state, x_all, y_all, idx_SxB):
+      return run(state, idx_SxB, lambda idx_B: (x_all[idx_B], y_all[idx_B]))
+
   if max_traces is not None:
     chunk = _count_traces(chunk, max_traces)
   return jax.jit(chunk, donate_argnums=0)
