@@ -20,11 +20,14 @@ errors.DataError naming the file and the fix. launch/make_records.py writes the 
 config.data.name="records" loads a records directory whole into memory (pipeline "memory",
 for sets that fit); research.data.streaming reads it a batch at a time ("streaming").
 """
+import concurrent.futures
 import dataclasses
+import functools
 import io
 import json
 import os
 import struct
+import threading
 import zlib
 
 import ml_collections
@@ -164,7 +167,7 @@ class SplitSource:
     self.data_dir, self.name = os.fspath(data_dir), name
     self.files = [f["path"] for f in entry["files"]]
     self.offsets = np.cumsum([0] + [f["count"] for f in entry["files"]])
-    self._readers = {}
+    self._readers, self._lock = {}, threading.Lock()
 
   def __len__(self) -> int:
     return int(self.offsets[-1])
@@ -180,13 +183,18 @@ class SplitSource:
     if not 0 <= i < len(self):
       raise IndexError(i)
     shard, j = self.locate(int(i))
-    reader = self._readers.get(shard)
-    if reader is None:
-      if len(self._readers) >= _OPEN_READERS:  # ImageNet has ~1,300 shards: bound the fds.
-        self._readers.pop(next(iter(self._readers))).close()
-      reader = self._readers[shard] = open_reader(self.path(shard))
     try:
-      record = reader.read([j])[0]
+      # One reader per shard, shared by this process's threads (grain's, evaluation's):
+      # opened, read and closed under the lock; decoding, the slow part, runs outside it.
+      with self._lock:
+        reader = self._readers.get(shard)
+        if reader is None:
+          if len(self._readers) >= _OPEN_READERS:  # ImageNet has ~1,300 shards: bound fds.
+            self._readers.pop(next(iter(self._readers))).close()
+          reader = self._readers[shard] = open_reader(self.path(shard))
+        record = reader.read([j])[0]
+    except errors.DataError:
+      raise
     except Exception as e:  # noqa: BLE001
       raise errors.DataError(
           f"{self.path(shard)}: record {j} cannot be read ({_reason(e)}); "
@@ -194,7 +202,10 @@ class SplitSource:
     return decode(record, f"{self.path(shard)}: record {j}")
 
   def __getstate__(self):
-    return dict(self.__dict__, _readers={})
+    return {k: v for k, v in self.__dict__.items() if k not in ("_readers", "_lock")}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state, _readers={}, _lock=threading.Lock())
 
 
 def open_split(data_dir, split: str, manifest: dict | None = None,
@@ -353,10 +364,16 @@ class LazyImages:
     return self.shape[0]
 
   def __getitem__(self, index) -> np.ndarray:
-    idx = np.arange(len(self))[index]
-    return np.stack([self.prep(self.source[int(i)][1], f"{self.source.name}[{int(i)}]", None)
-                     for i in np.atleast_1d(idx)]).reshape(len(np.atleast_1d(idx)),
-                                                           *self.shape[1:])
+    idx = np.atleast_1d(np.arange(len(self))[index])
+    one = lambda i: self.prep(self.source[int(i)][1], f"{self.source.name}[{int(i)}]", None)
+    # Pillow decodes outside the GIL: threads speed up evaluation's sequential reads.
+    return np.stack(list(_pool().map(one, idx))).reshape(len(idx), *self.shape[1:])
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+  return concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1),
+                                               thread_name_prefix="records-decode")
 
 
 class LazyLabels:
