@@ -141,6 +141,9 @@ RANGES: dict[str, Range] = {
     "loss.l2": _NONNEG, "loss.l1": _NONNEG,
     "data.split_seed": _INT_NONNEG, "data.valid_fraction": _FRACTION,
     "data.test_fraction": _FRACTION, "data.seq_len": _INT_POS, "data.stride": _INT_NONNEG,
+    # Records sets (research/data/records.py; data.pipeline is one of records.PIPELINES).
+    "data.resize": _INT_NONNEG, "data.pca_jitter": _NONNEG, "data.num_workers": _INT_NONNEG,
+    "data.prefetch": _INT_POS,
     "augment.crop_pad": _INT_NONNEG, "augment.flip_prob": _PROBABILITY,
     "augment.max_shift": _INT_NONNEG, "augment.noise_std": _NONNEG,
     "model.dropout": _FRACTION, "model.width": _POS,
