@@ -119,8 +119,7 @@ def step_rate(variant: str | None, batch: int, steps: int) -> dict:
   loss_fn = losses.make_loss_fn(model, "softmax", 0.0, 1000, k)
   chunk = kernel.make_train_chunk(loss_fn, optimizer, batches_given=True)
   params = model.init(jax.random.key(0))
-  state = {"params": params, "opt_state": optimizer.init(params),
-           "step": jnp.zeros((), jnp.int32), "rng": jax.random.key(1)}
+  state = kernel.train_state(params, optimizer, jax.random.key(1))
   x = jax.random.normal(jax.random.key(2), (1, batch, side, side, 3))
   y = jnp.zeros((1, batch), jnp.int32)
   t0 = time.perf_counter()
