@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -98,22 +97,80 @@ def _one_error_line(stderr: str) -> str:
   return lines[0]
 
 
-def _start(workdir):
-  return subprocess.Popen(_command(workdir), cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+# research.main with a kill point: at an observed point of its progress the run says so on a
+# pipe and waits for the test, which SIGKILLs it there (or lets it go on). A point is a count
+# of events, never a time:
+#   record N         after the N-th record is on disk in metrics.jsonl;
+#   before_commit N  the N-th checkpoint written whole into orbax's temporary directory, before
+#                    the rename that commits it;
+#   after_commit N   right after the N-th checkpoint's commit.
+_MAIN_WITH_KILL_POINT = r"""
+import os, runpy, sys
+point, n, marker = sys.argv[1], int(sys.argv[2]), os.fdopen(int(sys.argv[3]), "w")
+sys.argv = ["research.main"] + sys.argv[4:]
+count = [0]
+
+def stop():
+  marker.write("at the kill point\n")
+  marker.flush()
+  sys.stdin.readline()  # Until the test kills the run or lets it go on.
+
+if point == "record":
+  from research import workdir
+  append = workdir.append_line
+  def append_line(path, line):
+    append(path, line)
+    if os.path.basename(str(path)) == "metrics.jsonl":
+      count[0] += 1
+      if count[0] == n:
+        stop()
+  workdir.append_line = append_line
+else:
+  assert point in ("before_commit", "after_commit"), point
+  rename = os.rename
+  def commit(src, dst, *args, **kwargs):
+    is_commit = (os.path.basename(os.path.dirname(os.fspath(dst))) == "checkpoints"
+                 and os.path.basename(os.fspath(dst)).isdigit())
+    count[0] += is_commit
+    if is_commit and count[0] == n and point == "before_commit":
+      stop()
+    rename(src, dst, *args, **kwargs)
+    if is_commit and count[0] == n and point == "after_commit":
+      stop()
+  os.rename = commit
+runpy.run_module("research.main", run_name="__main__", alter_sys=True)
+"""
 
 
-def _kill_when(proc, condition, timeout=300.0):
-  """SIGKILLs proc as soon as condition() holds (polled every millisecond)."""
-  deadline = time.time() + timeout
-  while time.time() < deadline and proc.poll() is None:
-    if condition():
-      proc.send_signal(signal.SIGKILL)
-      proc.wait()
-      return
-    time.sleep(0.001)
-  raise AssertionError("the run ended before the kill point; stderr: "
-                       + (proc.communicate()[1] or "")[-2000:])
+def _start(workdir, log=None):
+  # stderr into a file: a pipe nobody reads fills up and blocks the run.
+  return subprocess.Popen(_command(workdir), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=open(log or os.devnull, "w"))
+
+
+def _start_until(workdir, kill_point, log):
+  """Starts research.main and returns once it waits at kill_point=(point, n)."""
+  read, write = os.pipe()
+  proc = subprocess.Popen(
+      [sys.executable, "-c", _MAIN_WITH_KILL_POINT, kill_point[0], str(kill_point[1]),
+       str(write), f"--workdir={workdir}", *FLAGS], cwd=REPO, env=_env(), pass_fds=(write,),
+      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=open(log, "w"), text=True)
+  os.close(write)
+  with os.fdopen(read) as marker:
+    said = marker.readline()  # Blocks until the run is at its point, or ends ("").
+  if not said:
+    proc.wait()
+    raise AssertionError(f"the run ended (exit {proc.returncode}) before its kill point "
+                         f"{kill_point}; stderr: " + open(log).read()[-2000:])
+  return proc
+
+
+def _kill_at(workdir, tmp_path, kill_point):
+  """Runs until kill_point, then SIGKILLs the run there."""
+  proc = _start_until(workdir, kill_point, str(tmp_path / "killed.log"))
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
 
 
 def _n_records(workdir):
@@ -138,27 +195,38 @@ def reference(tmp_path_factory):
 # ------------------------------------------------------------------------- kills and resume
 
 
+def _random_kill_point(reference):
+  """Any record but the last, or any checkpoint before or after its commit."""
+  records = len(_records(reference))
+  commits = len(range(150, 901, 150))
+  points = ([("record", n) for n in range(1, records)]
+            + [(p, n) for p in ("before_commit", "after_commit") for n in range(1, commits + 1)])
+  return random.choice(points)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_point", ["before_first_checkpoint", "mid_checkpoint_write",
                                         "mid_window", "random"])
 def test_sigkill_anywhere_then_rerun_reproduces_the_uninterrupted_run(reference, tmp_path,
                                                                       kill_point):
   workdir = str(tmp_path / "run")
-  proc = _start(workdir)
   if kill_point == "before_first_checkpoint":
     # Some records are on disk, no checkpoint is: the rerun must start over, not refuse.
-    _kill_when(proc, lambda: _n_records(workdir) >= 2 and not _checkpoints(workdir))
+    _kill_at(workdir, tmp_path, ("record", 2))
+    assert _n_records(workdir) == 2 and not _checkpoints(workdir)
   elif kill_point == "mid_checkpoint_write":
     # orbax writes a step into a temporary directory and renames it when complete.
-    _kill_when(proc, lambda: len(_checkpoints(workdir)) >= 1 and _checkpoints(workdir, tmp=True))
+    _kill_at(workdir, tmp_path, ("before_commit", 2))
+    assert _checkpoints(workdir) == ["150"] and _checkpoints(workdir, tmp=True)
   elif kill_point == "mid_window":
     # After the checkpoint at 300 (inside the window 280-320), before the log at 320.
-    _kill_when(proc, lambda: "300" in _checkpoints(workdir))
+    _kill_at(workdir, tmp_path, ("after_commit", 2))
+    assert sorted(_checkpoints(workdir)) == ["150", "300"]
+    assert max(r["step"] for r in _records(workdir)) == 300
   else:
-    delay = random.Random(os.getpid()).uniform(0.0, 4.0)
-    start = time.time()
-    _kill_when(proc, lambda: time.time() - start > delay and _n_records(workdir) > 0)
-  assert proc.returncode == -signal.SIGKILL
+    point = _random_kill_point(reference)
+    print(f"kill point: {point}")  # Shown with a failure, to reproduce it.
+    _kill_at(workdir, tmp_path, point)
   _run(workdir)
   _assert_same_run(workdir, reference)
 
@@ -166,8 +234,7 @@ def test_sigkill_anywhere_then_rerun_reproduces_the_uninterrupted_run(reference,
 @pytest.mark.slow
 def test_torn_last_metrics_line_is_dropped_and_rewritten(reference, tmp_path):
   workdir = str(tmp_path / "run")
-  proc = _start(workdir)
-  _kill_when(proc, lambda: len(_checkpoints(workdir)) >= 2)
+  _kill_at(workdir, tmp_path, ("after_commit", 2))
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"step": 999, "split": "tra')  # A kill or a full disk mid-write.
   _run(workdir)
@@ -177,12 +244,16 @@ def test_torn_last_metrics_line_is_dropped_and_rewritten(reference, tmp_path):
 @pytest.mark.slow
 def test_two_concurrent_starts_leave_one_run_and_one_clear_refusal(reference, tmp_path):
   workdir = str(tmp_path / "run")
-  procs = [_start(workdir), _start(workdir)]
-  outs = [p.communicate(timeout=600) for p in procs]
-  codes = sorted(p.returncode for p in procs)
-  assert codes == [0, 2], [o[1][-2000:] for o in outs]
-  refused = next(err for p, (_, err) in zip(procs, outs) if p.returncode == 2)
-  assert "is in use by another run (pid" in _one_error_line(refused)
+  # The first run holds the workdir (waiting after its first record) while the second starts:
+  # the two overlap for certain, however fast or slow this machine is.
+  first_log, second_log = str(tmp_path / "first.log"), str(tmp_path / "second.log")
+  first = _start_until(workdir, ("record", 1), first_log)
+  second = _start(workdir, second_log)
+  second.wait(timeout=600)
+  first.communicate("go on\n", timeout=600)
+  first_err, second_err = open(first_log).read(), open(second_log).read()
+  assert (first.returncode, second.returncode) == (0, 2), (first_err[-2000:], second_err[-2000:])
+  assert "is in use by another run (pid" in _one_error_line(second_err)
   _assert_same_run(workdir, reference)
 
 
@@ -300,9 +371,9 @@ def test_unreadable_checkpoints_directory_is_a_workdir_error(tmp_path, monkeypat
 def test_a_held_workdir_is_refused_naming_the_holder(tmp_path):
   workdir = str(tmp_path / "run")
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from research import workdir as w\n"
-       "with w.claim(sys.argv[1]):\n  print('held', flush=True); time.sleep(60)", workdir],
-      cwd=REPO, env=_env(), stdout=subprocess.PIPE, text=True)
+      [sys.executable, "-c", "import sys; from research import workdir as w\n"
+       "with w.claim(sys.argv[1]):\n  print('held', flush=True); sys.stdin.read()", workdir],
+      cwd=REPO, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(errors.WorkdirError, match=rf"in use by another run \(pid {holder.pid}"):
