@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -391,21 +392,40 @@ def test_a_variant_of_a_config_without_variants_exits_2_in_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
-@pytest.mark.parametrize("flag, fragment", [
+_OUT_OF_RANGE = [
     ("--config.data.split_seed=-1", "config.data.split_seed=-1 must be an integer >= 0"),
     ("--config.optimizer.b1=1.5", "config.optimizer.b1=1.5 must be a finite number in [0, 1)"),
     ("--config.optimizer.eps=-1e-8", "config.optimizer.eps=-1e-08 must be a finite number >= 0"),
     ("--config.loss.l2=nan", "config.loss.l2=nan must be a finite number >= 0"),
     ("--config.optimizer.learning_rate=inf", "config.optimizer.learning_rate=inf"),
     ("--config.model.dropout=1.0", "config.model.dropout=1.0 must be a finite number in [0, 1)"),
+    ("--config.augment.flip_prob=2", "config.augment.flip_prob=2.0 must be a finite number in"),
+]
+
+
+@pytest.mark.parametrize("flag, fragment", _OUT_OF_RANGE + [
     ("--config.data.name=mnist1d", "config.data.name='mnist1d' needs config.data.shape"),
     ("--config.model.name=lenet5", "config.model.name='lenet5' needs config.model.variant"),
-    ("--config.augment.flip_prob=2", "config.augment.flip_prob=2.0 must be a finite number in"),
 ])
 def test_out_of_range_values_and_family_switches_exit_2_in_one_line(tmp_path, flag, fragment):
   result = _main(flag, f"--workdir={tmp_path / 'run'}")
   assert result.returncode == 2, result.stderr[-2000:]
   assert fragment in _one_error_line(result.stderr)
+  assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
+
+
+@pytest.mark.every_case  # In process, so cheap: the fast tier checks every range.
+@pytest.mark.parametrize("flag, fragment", _OUT_OF_RANGE)
+def test_out_of_range_values_are_config_errors_before_any_work(tmp_path, flag, fragment):
+  key, value = flag[len("--config."):].split("=")
+  config = default.get_config()
+  *groups, field = key.split(".")
+  node = config
+  for group in groups:
+    node = node[group]
+  node[field] = type(node[field])(float(value) if isinstance(node[field], float) else value)
+  with pytest.raises(errors.ConfigError, match=re.escape(fragment)):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
 
 
