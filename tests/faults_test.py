@@ -296,6 +296,23 @@ def test_a_checkpoint_save_that_fails_is_a_storage_error_and_keeps_the_earlier_o
   assert _records(workdir) == _records(reference)
 
 
+def test_a_file_write_cut_short_leaves_the_old_file_whole(tmp_path, monkeypatch):
+  """config.json, results.* and plots: the new text goes to a temporary name renamed over the
+  old file, so a write that dies midway (disk full) leaves the old file as it was."""
+  path = tmp_path / "config.json"
+  workdir_lib.write_text(path, '{"old": 1}')
+  real_write = type(workdir_lib.as_path(path)).write_text
+
+  def dies_midway(self, text, *args, **kwargs):
+    real_write(self, text[:5], *args, **kwargs)
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(type(workdir_lib.as_path(path)), "write_text", dies_midway)
+  with pytest.raises(errors.StorageError, match="No space left on device"):
+    workdir_lib.write_text(path, '{"new": 2, "much": "longer"}')
+  assert path.read_text() == '{"old": 1}'
+
+
 def test_unreadable_checkpoints_directory_is_a_workdir_error(tmp_path, monkeypatch):
   workdir = tmp_path / "run"
   (workdir / "checkpoints").mkdir(parents=True)
