@@ -1,6 +1,7 @@
 """The shape of the house: imports run one way, every family is registered once, the
 commands start fast and answer --help, and the train chunk compiles once per chunk length."""
 import ast
+import json
 import os
 import pathlib
 import subprocess
@@ -168,3 +169,32 @@ def test_a_deprecation_warning_fails_the_suite():
   import warnings  # pylint: disable=g-import-not-at-top
   with pytest.raises(DeprecationWarning):
     warnings.warn("a deprecated call", DeprecationWarning, stacklevel=1)
+
+
+_COLLECT = """
+import json, sys, pytest
+class Ids:
+  def __init__(self):
+    self.ids = []
+  def pytest_collection_finish(self, session):
+    self.ids = [item.nodeid for item in session.items]
+out = {}
+for name, args in (("all", []), ("slow", ["-m", "slow"]), ("fast", ["-m", "not slow"])):
+  ids = Ids()
+  assert pytest.main(["-q", "--collect-only", "-p", "no:xdist", "-o", "addopts=",
+                      "-p", "no:cacheprovider", *args, "tests"], plugins=[ids]) == 0, name
+  out[name] = ids.ids
+print("IDS " + json.dumps(out))
+"""
+
+
+def test_the_fast_and_slow_tiers_partition_the_suite():
+  """Every test is in exactly one of `-m slow` and `-m "not slow"`: conftest marks the later
+  parametrized cases slow whatever -m says."""
+  result = _python("-c", _COLLECT)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  ids = json.loads(result.stdout.split("IDS ", 1)[1])
+  everything, slow, fast = (set(ids[k]) for k in ("all", "slow", "fast"))
+  assert len(everything) == len(ids["all"]) > 600
+  assert not slow & fast, sorted(slow & fast)[:5]
+  assert slow | fast == everything, sorted(everything - slow - fast)[:5]
