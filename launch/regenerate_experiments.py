@@ -28,6 +28,10 @@ SECTIONS = {
     "curvature": "exp_curvature.py",
     "multitask": "exp_multitask.py",
     "semi_supervised": "exp_semi_supervised.py",
+    "surrogate": "exp_surrogate.py:macro_f1",
+    "surrogate_binary_f1": "exp_surrogate.py:binary_f1",
+    "surrogate_binary_f1_cancer": "exp_surrogate.py:binary_f1_cancer",
+    "surrogate_mae": "exp_surrogate.py:mae",
 }
 
 
