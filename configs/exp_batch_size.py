@@ -29,10 +29,11 @@ def get_config():
   config.loss = config_lib.loss("sigmoid")  # no penalty: the target is the data term itself
   config.optimizer = config_lib.optimizer(name="sgd")  # eta is set per batch size
   config.experiment = dict(
-      batch_sizes=(1, 8, 64, 0),  # 0 = the full training set
+      batch_sizes=(1, 8, 64, 0),  # the arms; 0 = the full training set; the first is the
+                               # baseline every other is compared with, paired over seeds
       lr_rule="linear",        # linear | sqrt | constant (see the runner's doc)
       base_lr=0.05,            # eta at B = 1
-      max_lr=4.0,              # cap: full-batch descent reaches the target fastest at 4 and
+      max_lr=4.0,              # cap: full-batch descent reaches E <= 0.1 fastest at 4 and
                                # never at 8 (measured, seed 0)
       target_losses=(0.3, 0.1),  # the sizes: examples until the training-set E is at or
                                # below each (E is computed after every step)
