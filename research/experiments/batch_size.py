@@ -320,8 +320,9 @@ def _plot(path, result: dict, variance: list[dict]) -> None:
   for j, (name, arm) in enumerate(entry["arms"].items()):
     for i, v in enumerate(arm["grid"][0]["valid"]):
       c = v["curve"]
-      ax_ex.plot(np.maximum(c["examples"], 1) / result["m"], c["E"], color=f"C{j}", lw=0.8,
-                 label=f"{name} (eta {v['eta']:.2g})" if i == 0 else None)
+      # From the first step on: the init (0 examples) has no place on a log axis.
+      ax_ex.plot(np.asarray(c["examples"][1:]) / result["m"], c["E"][1:], color=f"C{j}",
+                 lw=0.8, label=f"{name} (eta {v['eta']:.2g})" if i == 0 else None)
   for t in (e["size"] for e in result["sizes"]):
     ax_ex.axhline(t, color="k", ls=":", lw=1)
   ax_ex.set_xscale("log")
