@@ -19,8 +19,8 @@ Variants:
   bleu              char LSTM on the pydoc text, cross-entropy -> BLEU of greedy continuations
                     (needs `pip install sacrebleu`)
 
-docs/experiments.md section 3 holds the measured tables (macro_f1, binary_f1,
-binary_f1_cancer and mae under the harness; bleu has not been re-run) and what they show.
+docs/experiments.md section 3 holds the measured tables (every variant, under the harness)
+and what they show.
 """
 from research import config_lib
 from research.data import text as text_data

@@ -33,6 +33,7 @@ SECTIONS = {
     "surrogate_binary_f1": "exp_surrogate.py:binary_f1",
     "surrogate_binary_f1_cancer": "exp_surrogate.py:binary_f1_cancer",
     "surrogate_mae": "exp_surrogate.py:mae",
+    "surrogate_bleu": "exp_surrogate.py:bleu",
 }
 
 
