@@ -25,8 +25,15 @@ DOC = os.path.join(REPO, "docs", "experiments.md")
 # section -> config; the sections whose runners run under research.experiments.harness.
 SECTIONS = {
     "adversarial": "exp_adversarial.py",
+    "batch_size": "exp_batch_size.py",
+    "curvature": "exp_curvature.py",
     "multitask": "exp_multitask.py",
     "semi_supervised": "exp_semi_supervised.py",
+    "surrogate": "exp_surrogate.py:macro_f1",
+    "surrogate_binary_f1": "exp_surrogate.py:binary_f1",
+    "surrogate_binary_f1_cancer": "exp_surrogate.py:binary_f1_cancer",
+    "surrogate_mae": "exp_surrogate.py:mae",
+    "surrogate_bleu": "exp_surrogate.py:bleu",
 }
 
 
