@@ -26,6 +26,7 @@ DOC = os.path.join(REPO, "docs", "experiments.md")
 SECTIONS = {
     "adversarial": "exp_adversarial.py",
     "multitask": "exp_multitask.py",
+    "pretraining": "exp_pretraining.py",
     "semi_supervised": "exp_semi_supervised.py",
 }
 
