@@ -52,10 +52,10 @@ def get_config(arg: str = "digits"):
   # Adam instead, which is blind to the scale of the gradient. The step size is chosen per
   # init on validation from experiment.learning_rates (optimizer.learning_rate is replaced).
   config.optimizer = config_lib.optimizer(name="momentum", learning_rate=0.5)
-  learning_rates = (0.03, 0.1, 0.5, 2.0)
+  learning_rates = (0.01, 0.03, 0.1, 0.3, 1.0)
   if adam:
     config.optimizer = config_lib.optimizer(name="adam", learning_rate=3e-3)
-    learning_rates = (1e-3, 3e-3, 1e-2, 3e-2)
+    learning_rates = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
   config.experiment = ml_collections.ConfigDict(dict(
       labels_per_class=(1, 10, 100),  # labelled examples per class (stratified, per seed)
       inits=("pretrained", "glorot", "random"),  # the arms: pretrained | random | glorot | lecun
