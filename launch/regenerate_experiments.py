@@ -27,6 +27,7 @@ SECTIONS = {
     "adversarial": "exp_adversarial.py",
     "multitask": "exp_multitask.py",
     "pretraining": "exp_pretraining.py",
+    "pretraining_adam": "exp_pretraining.py:digits_adam",
     "semi_supervised": "exp_semi_supervised.py",
 }
 
