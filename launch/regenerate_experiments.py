@@ -28,6 +28,7 @@ SECTIONS = {
     "multitask": "exp_multitask.py",
     "pretraining": "exp_pretraining.py",
     "pretraining_adam": "exp_pretraining.py:digits_adam",
+    "pretraining_mnist": "exp_pretraining.py:mnist_subset",
     "semi_supervised": "exp_semi_supervised.py",
 }
 
