@@ -20,6 +20,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from research import errors
 from research import losses
@@ -81,7 +82,9 @@ def manual_builder(name: str) -> Callable:
 
 def make_manual_value_and_grad(model_cfg, input_shape: tuple[int, ...], num_outputs: int, *,
                                output: str, lam: float, m: int, lam1: float = 0.0) -> Callable:
-  """value_and_grad(params, x, labels, rng) by hand for model_cfg.name (see register_manual)."""
+  """value_and_grad(params, x, labels, rng) by hand for model_cfg.name (see register_manual);
+  a family switched by override gets its defaults, as in models.build."""
+  model_cfg = models.resolve(model_cfg)
   return manual_builder(model_cfg.name)(model_cfg, tuple(input_shape), num_outputs=num_outputs,
                                         output=output, lam=lam, m=m, lam1=lam1)
 
@@ -147,3 +150,28 @@ def classifier_problem(key: jax.Array, batch: int, dtype, model_cfg, input_shape
       grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, key_drop)[1],
       fd_eps=fd_eps,
       description=f"{description}, {input_shape} -> {k}, softmax, B={batch}, lambda={lam}, m={m}")
+
+
+def sequence_problem(key: jax.Array, batch: int, dtype, model_cfg: dict, input_shape: tuple,
+                     num_outputs: int, label_shape: tuple[int, ...], x_fn: Callable,
+                     description: str) -> Problem:
+  """classifier_problem for a registered sequence model (model_cfg a dict), one fd step and
+  no dropout: its mask depends on whether x64 is on, and the finite differences run in x64."""
+  model_cfg = ml_collections.ConfigDict(model_cfg)
+  return classifier_problem(
+      key, batch, dtype, model_cfg, input_shape, manual_builder(model_cfg.name), description,
+      (FD_EPS,), num_outputs=num_outputs, label_shape=label_shape, x_fn=x_fn, dropout_key=False)
+
+
+def char_ids(vocab: int) -> Callable:
+  """Ids from the normals: each row of the table is used by several positions (scatter-add)."""
+  return lambda z: (jnp.abs(z) * 1e3).astype(jnp.int32) % vocab
+
+
+def check_model(model_cfg, name: str, input_shape, num_outputs: int) -> None:
+  """Raises ConfigError for a config the model builder or this backward pass cannot use."""
+  if model_cfg.name != name:
+    raise errors.ConfigError(
+        f"config.model.name={model_cfg.name!r}: this is the hand-written backward pass of "
+        f"{name!r}; use the make_*_value_and_grad of your model")
+  models.build(model_cfg, input_shape, num_outputs)  # the builder's own config checks
