@@ -14,6 +14,7 @@ examples to E <= 0.1: B = 1: 9,344, B = 8: 9,344, B = 64: 18,688, full batch: 28
 epochs); measured mini-batch gradient variance within 3.5% of sigma^2/B (m-B)/(m-1).
 """
 from research import config_lib
+from research.models import mlp
 
 
 def get_config():
@@ -22,8 +23,7 @@ def get_config():
   config = config_lib.base(trainer="batch_size", batch_size=1, num_steps=1, log_every=1,
                            eval_every=1)
   config.data = config_lib.sklearn_data("digits")
-  config.model = dict(
-      name="mlp",
+  config.model = mlp.config(
       hidden_sizes=(64,),      # the lecture's network: 64 -> 64 -> 10 sigmoid units
       activation="sigmoid",
       dropout=0.0,

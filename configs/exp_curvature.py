@@ -14,6 +14,7 @@ to 1-2/9). Deep MLP: only Adam leaves the ln 10 plateau (train E 1.39 after 1500
 first layer's gradient is 3e-5 of the last one's at init).
 """
 from research import config_lib
+from research.models import mlp
 
 
 def get_config():
@@ -21,8 +22,7 @@ def get_config():
   config = config_lib.base(trainer="curvature", batch_size=64, num_steps=1500, log_every=100,
                            eval_every=1500)
   config.data = config_lib.sklearn_data("digits")
-  config.model = dict(
-      name="mlp",
+  config.model = mlp.config(
       hidden_sizes=(32,) * 8,  # 8 sigmoid layers: dE/dw^l shrinks towards the input
       activation="sigmoid",    # sigmoid | tanh | relu
       dropout=0.0,

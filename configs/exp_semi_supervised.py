@@ -14,6 +14,7 @@ accuracy labels_only / labels_augment / pseudo_label / consistency: 20 labels 58
 """
 from research import augment
 from research import config_lib
+from research.models import mlp
 
 
 def get_config():
@@ -22,8 +23,7 @@ def get_config():
                            checkpoint_every=0)
   config.data = config_lib.sklearn_data("digits", image_size=8, valid_fraction=0.1,
                                         test_fraction=0.5)
-  config.model = dict(
-      name="mlp",
+  config.model = mlp.config(
       hidden_sizes=(256,),
       activation="relu",       # sigmoid | tanh | relu
       dropout=0.0,             # off: the methods differ only in what they do with x_u
