@@ -103,6 +103,7 @@ def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, la
   grads) from one forward and one hand-written backward pass; rng is the dropout key (may be
   None when model_cfg.dropout == 0).
   """
+  model_cfg = models.resolve(model_cfg)  # a partial group gets the family's defaults, as in build
   models.build(model_cfg, input_shape, num_outputs)  # The model's own config errors.
   backprop_layers.check_loss(output, lam, m, lam1)
   if model_cfg.dropout > 0:
@@ -138,7 +139,7 @@ def alexnet_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, r
 SMALL = {"name": "alexnet", "conv_channels": (64, 192, 384, 256, 256),
          "kernel_sizes": (5, 5, 3, 3, 3), "groups": (1, 2, 1, 2, 2), "conv1_stride": 1,
          "conv1_padding": "SAME", "width": 0.0625, "fc_sizes": (16, 16), "lrn": True,
-         "dropout": 0.3}
+         "dropout": 0.3, "conv_impl": "xla"}
 SMALL_INPUT = (16, 16, 1)
 
 

@@ -110,6 +110,7 @@ def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, la
   grads) from one forward and one hand-written backward pass; rng is the dropout key (may be
   None when model_cfg.dropout == 0).
   """
+  model_cfg = models.resolve(model_cfg)  # a partial group gets the family's defaults, as in build
   models.build(model_cfg, input_shape, num_outputs)  # The model's own config errors.
   backprop_layers.check_loss(output, lam, m, lam1)
   rate = model_cfg.dropout
@@ -141,7 +142,7 @@ def inception_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array,
 # Two blocks of a few channels each on 8 x 8 x 1 inputs (8 -> 4 -> 2 before the blocks): both
 # 3x3/2 pools, every branch, the global average pool and dropout.
 SMALL = {"name": "inception", "stem_channels": 4,
-         "blocks": ((2, 2, 3, 1, 2, 2), (3, 2, 4, 2, 2, 3)), "dropout": 0.3}
+         "blocks": ((2, 2, 3, 1, 2, 2), (3, 2, 4, 2, 2, 3)), "dropout": 0.3, "conv_impl": "xla"}
 SMALL_INPUT = (8, 8, 1)
 
 

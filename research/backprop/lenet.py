@@ -169,6 +169,7 @@ def _manual(model_cfg, input_shape, *, num_outputs: int, output: str, lam: float
             lam1: float = 0.0):
   """config.grad=manual: make_value_and_grad for config.model's variant and conv_impl."""
   del input_shape  # LeNet-5's geometry is fixed by the variant.
+  model_cfg = models.resolve(model_cfg)  # a partial group gets the family's defaults
   return make_value_and_grad(model_cfg.variant, output, lam, m, num_outputs, lam1=lam1,
                              conv_impl=models.conv_impl(model_cfg))
 
@@ -183,8 +184,8 @@ def problem_lenet5(key: jax.Array, batch: int, dtype, variant: str = "faithful")
   """
 
   k, lam, m = 10, 1.0, 4 * batch
-  model = models.build(ml_collections.ConfigDict({"name": "lenet5", "variant": variant}),
-                       (32, 32, 1), k)
+  model = models.build(ml_collections.ConfigDict(
+      {"name": "lenet5", "variant": variant, "conv_impl": "xla"}), (32, 32, 1), k)
 
   def draw(path, z):
     """w ~ N(0, 1/fan_in) as lenet.init; non-zero biases, so that a bias read wrongly shows."""
