@@ -5,7 +5,9 @@ The same recipe as configs/lstm_mnist1d.py: one layer of H = 64, h_t averaged ov
 
   python -m research.main --config=configs/gru_mnist1d.py --workdir=/tmp/gru_mnist1d
 
-Expected: see the README's model zoo (3 seeds).
+Expected: 96.1 / 95.3 / 96.1% test accuracy for seeds 0-2 (13,322 params), above the paper's
+91% GRU and level with the LSTM (2026-12-05, on a 2-core CPU shared with other jobs: 197-456 s
+per run, not a speed figure).
 """
 from research import config_lib
 from research.data import mnist1d_data
