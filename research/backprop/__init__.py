@@ -1,5 +1,5 @@
 """Hand-written backward passes, one module per model family (mirroring research/models/), in
-the lecture's symbols; each returns the pytree jax.grad would, so research/gradcheck.py can
+the lecture's symbols; each returns the pytree jax.grad would, so research/gradcheck can
 hold it against autodiff and finite differences.
 
   core: the registry by model name (register_manual, register_problem) and gradcheck's Problem.
