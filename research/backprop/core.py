@@ -76,7 +76,8 @@ def manual_builder(name: str) -> Callable:
   if name not in _MANUAL:
     raise errors.ConfigError(
         f"config.grad='manual' has a hand-written backward pass only for models "
-        f"{manual_names()}, not {name!r}; use config.grad='autodiff'")
+        f"{manual_names()}, not {name!r}; use config.grad='autodiff' (a family registers its "
+        "pass with @core.register_manual(name) in research/backprop/<family>.py)")
   return _MANUAL[name]
 
 
@@ -93,7 +94,9 @@ def problem_builder(name: str) -> Callable:
   """The registered fn(key, batch, dtype) -> Problem; ConfigError naming the choices if none."""
   if name not in _PROBLEMS:
     raise errors.ConfigError(
-        f"--model={name!r} has no gradient check; choose one of: " + ", ".join(problem_names()))
+        f"--model={name!r} has no gradient check; choose one of: " + ", ".join(problem_names())
+        + " (a family registers one with @core.register_problem(name) in "
+        "research/backprop/<family>.py)")
   return _PROBLEMS[name]
 
 
