@@ -14,6 +14,7 @@ per pair 4.159 -> 2.643; a related pair's partner ranks 6.8th (median) of 1,116 
 import ml_collections
 
 from research import config_lib
+from research.models import bag_of_embeddings
 
 
 def get_config():
@@ -27,8 +28,8 @@ def get_config():
       path="",                 # a UTF-8 text file (one document per paragraph); "" = pydoc
       split_seed=0,            # which sentences of each topic are held out for the test
   ))
-  config.model = dict(
-      name="bag_of_embeddings",  # the downstream classifier: mean of word vectors -> dense
+  # The downstream classifier: the mean of the word vectors -> dense.
+  config.model = bag_of_embeddings.config(
       vocab_size=0,            # set by the runner from the corpus's vocabulary
       embed_dim=50,            # D of the skip-gram's vectors and the classifier's table
       freeze_embeddings=False,  # set by the runner per table (skipgram_frozen: True)

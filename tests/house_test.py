@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import pytest
 
 from research import backprop
 from research import data as data_lib
+from research import errors
 from research import kernel
 from research import losses
 from research import models
@@ -84,6 +86,29 @@ def test_every_hand_written_backward_pass_is_a_registered_model_with_a_gradient_
     assert name in models.names()
     stem = name.split("_")[0]
     assert stem in problems, f"{name} has a manual pass but no gradient check"
+
+
+def _module_of(fn) -> str:
+  return getattr(fn, "func", fn).__module__.rsplit(".", 1)[-1]
+
+
+def test_every_family_module_registers_without_a_list():
+  """research.models and research.backprop import their modules by discovery: each file is a
+  registered model or gradient check, and each backprop file mirrors a models file."""
+  shared = {"core", "layers"}
+  builders = {_module_of(fn) for fn in models.core._BUILDERS.values()}
+  problems = {_module_of(fn) for fn in backprop.core._PROBLEMS.values()}
+  manuals = {_module_of(fn) for fn in backprop.core._MANUAL.values()}
+  assert set(models.FAMILIES) - shared <= builders | problems
+  assert set(backprop.FAMILIES) - {"core"} <= problems
+  assert set(backprop.FAMILIES) <= set(models.FAMILIES) | {"core"}
+  assert manuals <= problems  # a hand-written pass comes with its gradient check
+  for name in models.names():
+    assert models.default_config(name).name == name  # each family's config(), beside it
+  for name in backprop.manual_names():
+    assert _module_of(backprop.core._MANUAL[name]) in problems
+  with pytest.raises(errors.ConfigError, match=r"@core.register\(name\) in research/models"):
+    models.build(ml_collections.ConfigDict({"name": "mlpp"}), (4,), 2)
 
 
 def _python(*args, **kwargs):
