@@ -11,14 +11,14 @@ Measured (33 s on a shared 2-core CPU; table in docs/experiments.md section 2): 
 -0.0808; N=8 98.07%, -0.0609; N=256 98.05%, -0.0584, the same predictions as weight scaling.
 """
 from research import config_lib
+from research.models import mlp
 
 
 def get_config():
   config = config_lib.base(trainer="dropout_ensemble", batch_size=32, num_steps=2000,
                            log_every=250, eval_every=500, eval_batch_size=512)
   config.data = config_lib.sklearn_data("digits")
-  config.model = dict(
-      name="mlp",
+  config.model = mlp.config(
       hidden_sizes=(512,),     # widths of the hidden layers
       activation="relu",       # sigmoid | tanh | relu
       dropout=0.5,             # p: probability of zeroing each hidden unit in training

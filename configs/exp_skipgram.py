@@ -15,6 +15,7 @@ at 50 per topic the bag of words closes most of the gap (68.0% against 71.6%).
 import ml_collections
 
 from research import config_lib
+from research.models import bag_of_embeddings
 
 
 def get_config():
@@ -28,8 +29,8 @@ def get_config():
       path="",                 # a UTF-8 text file (one document per paragraph); "" = pydoc
       split_seed=0,            # which sentences of each topic are held out for the test
   ))
-  config.model = dict(
-      name="bag_of_embeddings",  # the downstream classifier: mean of word vectors -> dense
+  # The downstream classifier: the mean of the word vectors -> dense.
+  config.model = bag_of_embeddings.config(
       vocab_size=0,            # set by the runner from the corpus's vocabulary
       embed_dim=50,            # D of the skip-gram's vectors and the classifier's table
       freeze_embeddings=False,  # set by the runner per table (skipgram_frozen: True)

@@ -14,6 +14,7 @@ lambda_h = 0.001 / 0.01 / 0.1: 97.3 / 97.5 / 96.0% with 88 / 97 / 99% zero; L1 o
 lambda_1 = 0.1 / 3: 96.8 / 94.9% with 66 / 98% of the weights near 0 (units 28 / 16% zero).
 """
 from research import config_lib
+from research.models import mlp
 
 
 def get_config():
@@ -21,8 +22,7 @@ def get_config():
                            eval_every=500, eval_batch_size=1024, checkpoint_every=0,
                            grad="manual")  # manual: research/backprop/mlp.py; or autodiff
   config.data = config_lib.sklearn_data("digits", valid_fraction=0.1, test_fraction=0.5)
-  config.model = dict(
-      name="mlp",
+  config.model = mlp.config(
       hidden_sizes=(256,),     # the representation whose sparsity is measured
       activation="relu",       # relu: a unit is exactly 0 below threshold | sigmoid | tanh
       dropout=0.0,             # must stay 0 (the manual pass has no dropout)
