@@ -200,6 +200,12 @@ def test_seeds_as_one_vmapped_program_equal_the_loop(tiny):
   assert not np.allclose(jax.tree.leaves(looped[0])[0], jax.tree.leaves(looped[1])[0])
   with pytest.raises(errors.ConfigError, match="seed_mode"):
     harness.train_seeds(*args, mode="pmap")
+  # Given params (e.g. pre-trained) replace the init, not the per-step randomness.
+  inits = {s: model.init(jax.random.split(jax.random.key(s))[0]) for s in (0, 1, 2)}
+  given = harness.train_seeds(*args, mode="loop", chunk_steps=5, init_params=inits.get)
+  for g, l in zip(given, looped):
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(l)):
+      np.testing.assert_array_equal(a, b)
 
 
 # ------------------------------------------------------------------------------ the house

@@ -354,13 +354,16 @@ def train_seeds(model, loss_fn: Callable, optimizer, num_steps: int, batch_size:
                 mode: str = "vmap", augment_fn: Callable | None = None,
                 value_and_grad: Callable | None = None, batches: Callable | None = None,
                 chunk_steps: int | None = None, what: str = "", writer=None,
-                tag: dict | None = None, with_step: bool = False) -> list:
+                tag: dict | None = None, with_step: bool = False,
+                init_params: Callable[[int], Any] | None = None) -> list:
   """Trains one model per seed on that seed's subset with the kernel's chunk; returns the final
   params per seed. Every subset has one shape (stratified draws do), so "loop" compiles the
   chunk once and "vmap" runs all seeds as one program (jax.vmap over the states, the subsets
   and the batch indices). batches(seed, n, start, num) -> idx_SxB (default: the library's
-  batch order, data.batch_indices); each run starts from kernel.init_state(key(seed)). With a
-  writer, each chunk's mean E and aux scalars per seed are a "train" record (with `tag`)."""
+  batch order, data.batch_indices); each run starts from kernel.init_state(key(seed)), or,
+  with init_params(seed) -> params (e.g. pre-trained weights), from those params with the
+  same per-step randomness. With a writer, each chunk's mean E and aux scalars per seed are a
+  "train" record (with `tag`)."""
   errors.check_choice("experiment.seed_mode", mode, SEED_MODES)
   n = len(subsets[0])
   if any(len(s) != n for s in subsets):
@@ -371,7 +374,11 @@ def train_seeds(model, loss_fn: Callable, optimizer, num_steps: int, batch_size:
   bounds = [(s, min(s + chunk_steps, num_steps)) for s in range(0, num_steps, chunk_steps)]
   chunk = kernel.make_train_chunk(loss_fn, optimizer, augment_fn, value_and_grad,
                                   with_step=with_step)
-  states = [kernel.init_state(model, optimizer, jax.random.key(s)) for s in seeds]
+  if init_params is None:
+    states = [kernel.init_state(model, optimizer, jax.random.key(s)) for s in seeds]
+  else:
+    states = [kernel.train_state(init_params(s), optimizer,
+                                 jax.random.split(jax.random.key(s))[1]) for s in seeds]
   if mode == "vmap":
     run_chunk = jax.jit(jax.vmap(chunk), donate_argnums=0)
     state = jax.tree.map(lambda *a: jnp.stack(a), *states)
