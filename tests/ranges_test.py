@@ -3,7 +3,10 @@ an experiment runner's RANGES for its config.experiment group) and nothing re-ch
 import ast
 import pathlib
 
+import pytest
+
 from research import config_lib
+from research import errors
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -104,3 +107,51 @@ def test_every_numeric_config_field_has_a_declared_range():
     declared |= {f"lecture.{f}" for f in getattr(module, "LECTURE_RANGES", {})}
     missing += [f"{name}: config.{p}" for p in _numeric_leaves(config) if p not in declared]
   assert not missing, "numeric fields without a declared range:\n" + "\n".join(missing)
+
+
+def _load(name: str):
+  return dict(_configs())[name]
+
+
+@pytest.mark.parametrize("name,path,value,message", [
+    ("lstm_mnist1d.py", "model.hidden_size", 0,
+     "config.model.hidden_size=0 must be an integer >= 1"),
+    ("transformer_mnist1d.py", "model.patch_size", 0,
+     "config.model.patch_size=0 must be an integer >= 1"),
+    ("alexnet_small.py", "model.pool_window", 0,
+     "config.model.pool_window=0 must be an integer >= 1"),
+    ("lenet_digits.py", "data.image_size", -1,
+     "config.data.image_size=-1 must be an integer >= 0"),
+])
+def test_a_family_field_out_of_range_is_one_line_naming_its_range(name, path, value, message):
+  from research import train  # pylint: disable=g-import-not-at-top
+  config = _load(name)
+  group, field = path.split(".")
+  config[group][field] = value
+  with pytest.raises(errors.ConfigError) as e:
+    train.validate(config)
+  assert str(e.value) == message
+
+
+@pytest.mark.parametrize("name,path,value,message", [
+    ("exp_pretraining.py", "pretrain_optimizer.learning_rate", -1.0,
+     "config.experiment.pretrain_optimizer.learning_rate=-1.0 must be a positive number"),
+    ("exp_surrogate.py", "num_prompts", 0,
+     "config.experiment.num_prompts=0 must be an integer >= 1"),
+    ("exp_curvature.py", "kappa", 0.0, "config.experiment.kappa=0.0 must be a positive number"),
+    ("lecture_algorithm.py", "min_relative_decrease", 1.5,
+     "config.lecture.min_relative_decrease=1.5 must be a finite number in [0, 1]"),
+])
+def test_a_runner_field_out_of_range_is_one_line_naming_its_range(name, path, value, message):
+  import importlib  # pylint: disable=g-import-not-at-top
+  from research import experiments  # pylint: disable=g-import-not-at-top
+  config = _load(name)
+  node = config.lecture if name == "lecture_algorithm.py" else config.experiment
+  *groups, field = path.split(".")
+  for g in groups:
+    node = node[g]
+  node[field] = value
+  module = importlib.import_module(experiments.RUNNERS[config.trainer].split(":")[0])
+  with pytest.raises(errors.ConfigError) as e:
+    module.validate(config)
+  assert str(e.value) == message
