@@ -141,6 +141,7 @@ RANGES: dict[str, Range] = {
     "loss.l2": _NONNEG, "loss.l1": _NONNEG,
     "data.split_seed": _INT_NONNEG, "data.valid_fraction": _FRACTION,
     "data.test_fraction": _FRACTION, "data.seq_len": _INT_POS, "data.stride": _INT_NONNEG,
+    "data.image_size": _INT_NONNEG,  # 0: the stored shape; each loader names its sizes
     # Records sets (research/data/records.py; data.pipeline is one of records.PIPELINES).
     "data.resize": _INT_NONNEG, "data.pca_jitter": _NONNEG, "data.num_workers": _INT_NONNEG,
     "data.prefetch": _INT_POS,
@@ -178,11 +179,15 @@ def check_ranges(config, ranges: dict[str, Range] | None = None, prefix: str = "
       raise errors.ConfigError(f"{prefix}.{path}={node!r} must be {allowed.describe()}")
 
 
-def check_group(group, name: str) -> None:
-  """check_ranges for one group on its own (e.g. an optimizer group a runner built):
-  the RANGES entries under `name.`."""
-  check_ranges(group, {path[len(name) + 1:]: r for path, r in RANGES.items()
-                       if path.startswith(name + ".")}, prefix=f"config.{name}")
+def group_ranges(name: str) -> dict[str, Range]:
+  """{field: Range} of the RANGES entries under `name.` (e.g. "optimizer")."""
+  return {path[len(name) + 1:]: r for path, r in RANGES.items() if path.startswith(name + ".")}
+
+
+def check_group(group, name: str, prefix: str | None = None) -> None:
+  """check_ranges for one group on its own (e.g. an optimizer group a runner built, such as
+  config.experiment.pretrain_optimizer: prefix names it): the RANGES entries under `name.`."""
+  check_ranges(group, group_ranges(name), prefix=prefix or f"config.{name}")
 
 
 _MISSING = object()

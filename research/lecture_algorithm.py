@@ -38,6 +38,7 @@ import ml_collections
 import optax
 from absl import logging
 
+from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import kernel
@@ -49,6 +50,16 @@ from research import train
 from research.experiments import report
 
 
+# config.lecture's numeric fields (configs/lecture_algorithm.py documents them).
+LECTURE_RANGES = {
+    "rounds_per_check": config_lib.Range(True, 1), "batch_size": config_lib.Range(True, 1),
+    "max_restarts": config_lib.Range(True, 0),
+    # A fraction of E at the last check, e.g. 0.01.
+    "min_relative_decrease": config_lib.Range(False, 0.0, 1.0),
+    "perturbation_scale": config_lib.Range(False, 0.0, low_open=True),
+}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the config.lecture fields; fails with the field and the fix."""
   train.validate(config)
@@ -56,18 +67,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(
         "config.lecture is missing; add the fields of configs/lecture_algorithm.py "
         "(rounds_per_check, min_relative_decrease, perturbation_scale, max_restarts, batch_size)")
-  lec = config.lecture
-  for field in ("rounds_per_check", "batch_size"):
-    if not _is_int(lec[field]) or lec[field] <= 0:
-      raise errors.ConfigError(f"config.lecture.{field}={lec[field]!r} must be a positive integer")
-  if not _is_int(lec.max_restarts) or lec.max_restarts < 0:
-    raise errors.ConfigError(
-        f"config.lecture.max_restarts={lec.max_restarts!r} must be an integer >= 0")
-  if not 0 <= lec.min_relative_decrease <= 1:
-    raise errors.ConfigError(
-        f"config.lecture.min_relative_decrease={lec.min_relative_decrease!r} must be in [0, 1] "
-        "(a fraction of E at the last check, e.g. 0.01)")
-  errors.check_positive("lecture.perturbation_scale", lec.perturbation_scale)
+  config_lib.check_ranges(config.lecture, LECTURE_RANGES, prefix="config.lecture")
   # Fields of the standard trainer that this one would otherwise silently ignore.
   if config.get("early_stopping_patience", 0):
     raise errors.ConfigError(
@@ -254,7 +254,3 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
                "time %.1f s (workdir %s)", test["accuracy"], test["loss"], restarts, converged,
                wall, workdir)
   return {"state": state, "valid": valid, "test": test, "wall_time": wall}
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)

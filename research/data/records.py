@@ -77,11 +77,7 @@ def check_config(cfg) -> None:
     raise errors.ConfigError(
         "config.data.data_dir is empty; pass the records directory written by "
         f"{_CONVERT}, e.g. --config.data.data_dir=/data/imagenet_records")
-  v = cfg.get("image_size", 0)
-  if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-    raise errors.ConfigError(f"config.data.image_size={v!r} must be an integer >= 0 (0: the "
-                             "stored shape)")
-  config_lib.check_ranges({"data": cfg})  # resize, pca_jitter, num_workers, prefetch
+  config_lib.check_ranges({"data": cfg})  # image_size, resize, pca_jitter, num_workers, ...
 
 
 def encode(label: int, payload: bytes) -> bytes:

@@ -35,6 +35,7 @@ import optax
 from absl import logging
 from matplotlib import figure
 
+from research import config_lib
 from research import errors
 from research import metrics as metrics_lib
 from research import models
@@ -56,6 +57,9 @@ def _bumps_2d(x_NxD: jax.Array) -> jax.Array:
 # name -> (input dimension D, f: x_NxD -> f_N)
 TARGETS: dict[str, tuple[int, Callable]] = {"sines_1d": (1, _sines_1d), "bumps_2d": (2, _bumps_2d)}
 INITS = ("spread", "lecun")
+RANGES = {"init_scale": config_lib.Range(False, 0.0, low_open=True),
+          "num_seeds": config_lib.Range(True, 1), "train_points": config_lib.Range(True, 1),
+          "grid_points_1d": config_lib.Range(True, 1), "grid_points_2d": config_lib.Range(True, 1)}
 
 
 def spread_init(model: models.Model, dim: int, width: int, scale: float) -> Callable:
@@ -107,16 +111,11 @@ def make_fit(model: models.Model, optimizer: optax.GradientTransformation, f: Ca
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  exp = report.check_experiment(config, "configs/exp_approximation.py")
+  exp = report.check_experiment(config, "configs/exp_approximation.py", RANGES)
   for i, name in enumerate(exp.targets):
     errors.check_choice(f"experiment.targets[{i}]", name, sorted(TARGETS))
   errors.check_ints("experiment.widths", exp.widths, ", e.g. (1, 2, 4, 8)")
   errors.check_choice("experiment.init", exp.init, INITS)
-  errors.check_positive("experiment.init_scale", exp.init_scale)
-  for field in ("num_seeds", "train_points", "grid_points_1d", "grid_points_2d"):
-    if not isinstance(exp[field], int) or exp[field] <= 0:
-      raise errors.ConfigError(f"config.experiment.{field}={exp[field]!r} must be a positive "
-                               "integer")
   if config.model.name != "mlp" or len(config.model.hidden_sizes) != 1:
     raise errors.ConfigError("config.model must be an mlp with one hidden layer (its width is "
                              "set from experiment.widths); got "

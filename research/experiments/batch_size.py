@@ -59,7 +59,10 @@ from research.experiments import harness
 from research.experiments import report
 
 LR_RULES = ("sqrt", "linear", "constant")
-RANGES = {"seeds": config_lib.Range(True, 2), "variance_batches": config_lib.Range(True, 1)}
+RANGES = {"seeds": config_lib.Range(True, 2), "variance_batches": config_lib.Range(True, 1),
+          "base_lr": config_lib.Range(False, 0.0, low_open=True),
+          "max_lr": config_lib.Range(False, 0.0, low_open=True),
+          "max_epochs": config_lib.Range(False, 0.0, low_open=True)}
 SIZE_LABEL = "target training E"
 EXAMPLES_PER_CALL = 4096  # examples per compiled call (S = this // B steps): a host sync each
 
@@ -114,8 +117,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(f"config.experiment.batch_sizes={exp.batch_sizes!r} repeats a "
                              "batch size; name each once")
   errors.check_choice("experiment.lr_rule", exp.lr_rule, LR_RULES)
-  for field in ("base_lr", "max_lr", "max_epochs"):
-    errors.check_positive(f"experiment.{field}", exp[field])
   targets = tuple(exp.target_losses)
   if not targets or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0
                         or not math.isfinite(t) for t in targets):

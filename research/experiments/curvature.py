@@ -60,7 +60,12 @@ from research.experiments import harness
 from research.experiments import report
 
 PROBLEMS_2D = ("quadratic", "rosenbrock")
-RANGES = {"seeds": config_lib.Range(True, 2), "deep_width": config_lib.Range(True, 1)}
+RANGES = {"clip_global_norm": config_lib.Range(False, 0.0, low_open=True),
+          "kappa": config_lib.Range(False, 0.0, low_open=True),
+          "rotation": config_lib.Range(False),  # degrees, any angle
+          "num_steps_2d": config_lib.Range(True, 1),
+          "tolerance": config_lib.Range(False, 0.0, low_open=True),
+          "seeds": config_lib.Range(True, 2), "deep_width": config_lib.Range(True, 1)}
 SIZE_LABEL = "depth (hidden layers)"
 
 
@@ -112,19 +117,16 @@ def layer_grad_norms(grads) -> list[float]:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  exp = report.check_experiment(config, "configs/exp_curvature.py")
+  exp = report.check_experiment(config, "configs/exp_curvature.py", RANGES)
   for i, name in enumerate(exp.optimizers):
     errors.check_choice(f"experiment.optimizers[{i}]", name, optim.OPTIMIZERS)
   for i, name in enumerate(exp.problems):
     errors.check_choice(f"experiment.problems[{i}]", name, (*PROBLEMS_2D, "deep_mlp"))
-  errors.check_positive("experiment.clip_global_norm", exp.clip_global_norm)
-  errors.check_positive("experiment.kappa", exp.kappa)
   if not exp.learning_rates or any(not eta > 0 for eta in exp.learning_rates):
     raise errors.ConfigError(f"config.experiment.learning_rates={exp.learning_rates!r} must be "
                              "a non-empty tuple of positive numbers")
   if "deep_mlp" not in exp.problems:
     return
-  config_lib.check_ranges(exp, RANGES, prefix="config.experiment")
   errors.check_ints("experiment.depths", exp.depths, " (hidden layers), e.g. (2, 8)")
   errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.optimizers))
   errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)

@@ -63,7 +63,7 @@ def label(name: str, exp) -> str:
   """The init's name in tables and legends (random's with its std)."""
   return LABELS[name].format(s=exp.random_init_std)
 
-_RANGES = {
+RANGES = {
     "seeds": config_lib.Range(True, 2), "pretrain_layers": config_lib.Range(True, 1),
     "pretrain_steps": config_lib.Range(True, 1), "pretrain_batch_size": config_lib.Range(True, 1),
     "pretrain_l2": config_lib.Range(False, 0.0), "noise": config_lib.Range(False, 0.0, 1.0,
@@ -71,6 +71,7 @@ _RANGES = {
     "random_init_std": config_lib.Range(False, 0.0, low_open=True),
     "num_filters": config_lib.Range(True, 1),
 }
+NESTED = {"pretrain_optimizer": "optimizer"}  # checked against config_lib.RANGES's optimizer.*
 
 
 # ------------------------------------------------------------------------------------ config
@@ -78,7 +79,8 @@ _RANGES = {
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the model and config.experiment fields; one line naming the fix."""
-  exp = report.check_experiment(config, "configs/exp_pretraining.py", _RANGES)
+  exp = report.check_experiment(config, "configs/exp_pretraining.py", RANGES,
+                                nested=NESTED)
   if config.model.name != "mlp" or config.model.activation != "sigmoid":
     raise errors.ConfigError(
         f"config.model is {config.model.name!r} with {config.model.get('activation')!r} units; "

@@ -71,16 +71,21 @@ def runner(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
 
 def check_experiment(config: ml_collections.ConfigDict, example: str,
                      ranges: dict[str, config_lib.Range] | None = None,
-                     methods: Sequence[str] | None = None) -> ml_collections.ConfigDict:
-  """train.validate, config.experiment present, its numeric fields in `ranges`, and (when
-  `methods` is given) experiment.methods a non-empty tuple of them; returns config.experiment.
-  `example` names the config file to start from."""
+                     methods: Sequence[str] | None = None,
+                     nested: dict[str, str] | None = None) -> ml_collections.ConfigDict:
+  """train.validate, config.experiment present, its numeric fields in `ranges`, its groups
+  in `nested` ({field: a RANGES group, e.g. "optimizer"}) against that group's RANGES, and
+  (when `methods` is given) experiment.methods a non-empty tuple of them; returns
+  config.experiment. `example` names the config file to start from."""
   train.validate(config)
   if config.get("experiment") is None:
     raise errors.ConfigError(f"config.experiment is missing; start from {example}")
   exp = config.experiment
   if ranges:
     config_lib.check_ranges(exp, ranges, prefix="config.experiment")
+  for field, group in (nested or {}).items():
+    if field in exp:
+      config_lib.check_group(exp[field], group, prefix=f"config.experiment.{field}")
   if methods is not None:
     if not exp.methods:
       raise errors.ConfigError("config.experiment.methods is empty; name at least one of "

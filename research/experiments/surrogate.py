@@ -57,7 +57,10 @@ from research.experiments import report
 TASKS = {"macro_f1": ("macro_f1", True), "binary_f1": ("f1", True), "mae": ("mae", False),
          "bleu": ("bleu", True)}
 RULES = ("best_loss", "best_metric", "last")  # the arms: which checkpoint of a run is kept
-RANGES = {"seeds": config_lib.Range(True, 2)}
+RANGES = {"seeds": config_lib.Range(True, 2), "positive_class": config_lib.Range(True, 0),
+          "positive_keep": config_lib.Range(False, 0.0, 1.0, low_open=True),
+          "prompt_len": config_lib.Range(True, 1), "num_prompts": config_lib.Range(True, 1),
+          "temperature": config_lib.Range(False, 0.0)}
 BLEU_TOKENIZERS = ("13a", "char")
 
 
@@ -119,14 +122,12 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "
 def binary_dataset(dataset: data_lib.Dataset, positive_class: int, positive_keep: float,
                    seed: int) -> data_lib.Dataset:
   """Labels become 1 for positive_class and 0 otherwise; each split keeps a seeded
-  positive_keep fraction of its positive examples (1.0 = all), making the positives rarer."""
+  positive_keep fraction of its positive examples (1.0 = all), making the positives rarer.
+  (validate checks positive_keep against RANGES.)"""
   if positive_class not in range(dataset.num_classes):
     raise errors.ConfigError(
         f"config.experiment.positive_class={positive_class!r} is not a class of "
         f"{dataset.name}; choose one of 0..{dataset.num_classes - 1}")
-  if not 0 < positive_keep <= 1:
-    raise errors.ConfigError(
-        f"config.experiment.positive_keep={positive_keep!r} must be in (0, 1]")
 
   def convert(i, split):
     positive_N = split.y == positive_class
@@ -210,12 +211,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if exp.task == "bleu":
     errors.check_choice("experiment.bleu_tokenize", exp.bleu_tokenize, BLEU_TOKENIZERS)
     _sacrebleu()  # Fail before training, not at the first eval.
-    if not 0 < exp.prompt_len < config.data.seq_len:
+    if exp.prompt_len >= config.data.seq_len:
       raise errors.ConfigError(
           f"config.experiment.prompt_len={exp.prompt_len} must be in [1, config.data.seq_len="
           f"{config.data.seq_len}): the rest of each window is the continuation")
-    if exp.num_prompts <= 0:
-      raise errors.ConfigError(f"config.experiment.num_prompts={exp.num_prompts} must be > 0")
 
 
 def _task_setup(config) -> dict[str, Any]:

@@ -96,12 +96,7 @@ def apply(params: dict, x_NHWC: jax.Array, *, conv1_stride: int, conv1_padding: 
 def pool_shape(cfg) -> tuple[int, int]:
   """(window, stride) of the max pools: config.model.pool_window / pool_stride, else the
   paper's overlapping 3x3/2."""
-  window, stride = cfg.get("pool_window", 3), cfg.get("pool_stride", 2)
-  for field, value in (("pool_window", window), ("pool_stride", stride)):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise errors.ConfigError(f"config.model.{field}={value!r} must be a positive integer "
-                               "(3 and 2: the paper's overlapping pools; 2 and 2: 2x2/2)")
-  return window, stride
+  return cfg.get("pool_window", 3), cfg.get("pool_stride", 2)  # checked against RANGES
 
 
 def _validate(cfg, input_shape) -> None:
@@ -113,7 +108,6 @@ def _validate(cfg, input_shape) -> None:
     raise errors.ConfigError(
         f"config.model.fc_sizes={tuple(cfg.fc_sizes)!r} must be positive integers, "
         "e.g. (4096, 4096)")
-  errors.check_positive("model.conv1_stride", cfg.conv1_stride)
   errors.check_choice("model.conv1_padding", cfg.conv1_padding, ("VALID", "SAME"))
   pool_window, pool_stride = pool_shape(cfg)
   core.conv_impl(cfg)
@@ -153,7 +147,9 @@ def config(name: str = "alexnet", **overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
-RANGES = {"width": config_lib.Range(False, 0.0, low_open=True),
+RANGES = {"conv1_stride": config_lib.Range(True, 1), "pool_window": config_lib.Range(True, 1),
+          "pool_stride": config_lib.Range(True, 1),
+          "width": config_lib.Range(False, 0.0, low_open=True),
           "dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
 
 

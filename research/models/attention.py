@@ -146,12 +146,13 @@ def config(name: str = "transformer_classifier", **overrides) -> ml_collections.
   return cfg
 
 
-RANGES = {"dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+RANGES = {"patch_size": config_lib.Range(True, 1), "d_model": config_lib.Range(True, 1),
+          "num_heads": config_lib.Range(True, 1), "num_layers": config_lib.Range(True, 1),
+          "mlp_dim": config_lib.Range(True, 1),
+          "dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
 
 
 def _check_encoder_config(cfg) -> None:
-  for field in ("d_model", "num_heads", "num_layers", "mlp_dim"):
-    lstm.check_positive_int(f"model.{field}", cfg[field])
   if cfg.d_model % cfg.num_heads:
     raise errors.ConfigError(
         f"config.model.num_heads={cfg.num_heads} must divide config.model.d_model="
@@ -216,7 +217,6 @@ def _build_classifier(cfg, input_shape, num_outputs) -> core.Model:
   """
   steps, features = lstm.sequence_shape(cfg.name, input_shape)
   _check_encoder_config(cfg)
-  lstm.check_positive_int("model.patch_size", cfg.patch_size)
   if steps % cfg.patch_size:
     raise errors.ConfigError(
         f"config.model.patch_size={cfg.patch_size} must divide the sequence length {steps}; "

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from research import config_lib
 from research import errors
 from research.models import core
 from research.models import layers
@@ -37,12 +38,15 @@ def config(name: str = "bag_of_embeddings", **overrides) -> ml_collections.Confi
   return cfg
 
 
+RANGES = {"vocab_size": config_lib.Range(True, 0),  # 0: not yet set (see config())
+          "embed_dim": config_lib.Range(True, 1)}
+
+
 @core.register("bag_of_embeddings")
 def _build(cfg, input_shape, num_outputs) -> core.Model:
-  for field in ("vocab_size", "embed_dim"):
-    value = cfg[field]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-      raise errors.ConfigError(f"config.model.{field}={value!r} must be a positive integer")
+  if cfg.vocab_size == 0:  # The runner sets it; a model of no words cannot be built.
+    raise errors.ConfigError("config.model.vocab_size=0: set it to the corpus's vocabulary "
+                             "size (research/experiments/embeddings.py does)")
   if len(input_shape) != 1:
     raise errors.ConfigError(f"bag_of_embeddings reads ids_BxT, one sentence per row; got "
                              f"examples of shape {input_shape}")

@@ -67,7 +67,8 @@ def config(name: str = "inception", **overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
-RANGES = {"dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+RANGES = {"stem_channels": config_lib.Range(True, 1),
+          "dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
 
 
 @core.register("inception")
@@ -76,9 +77,6 @@ def _build(cfg, input_shape, num_outputs) -> core.Model:
     raise errors.ConfigError(
         f"model inception needs NHWC images, got input shape {input_shape}; set "
         "config.data.image_size (e.g. 32 for digits)")
-  if not isinstance(cfg.stem_channels, int) or cfg.stem_channels <= 0:
-    raise errors.ConfigError(
-        f"config.model.stem_channels={cfg.stem_channels!r} must be a positive integer")
   blocks = tuple(tuple(b) for b in cfg.blocks)
   if not blocks or any(len(b) != len(BLOCK_FIELDS) or any(
       not isinstance(c, int) or c <= 0 for c in b) for b in blocks):

@@ -132,12 +132,6 @@ def sequence_shape(model_name: str, input_shape: tuple[int, ...]) -> tuple[int, 
       "data (e.g. config.data.shape='sequence' for mnist1d, config.data.image_size=8 for digits)")
 
 
-def check_positive_int(field: str, value) -> None:
-  """Raises ConfigError unless config.<field> is a positive integer."""
-  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-    raise errors.ConfigError(f"config.{field}={value!r} must be a positive integer")
-
-
 def dropout_keys(rng: jax.Array | None, n: int, rate: float, train: bool) -> list:
   """n independent keys for n dropout sites, or n Nones when dropout is off."""
   if not train or rate == 0:
@@ -165,7 +159,9 @@ def config(name: str = "lstm_classifier", **overrides) -> ml_collections.ConfigD
   return cfg
 
 
-RANGES = {"dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+RANGES = {"embed_dim": config_lib.Range(True, 1), "hidden_size": config_lib.Range(True, 1),
+          "num_layers": config_lib.Range(True, 1),
+          "dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
 
 
 def _init_stack(key: jax.Array, input_size: int, hidden_size: int, num_layers: int,
@@ -206,8 +202,6 @@ def _build_classifier(cfg, input_shape, num_outputs) -> core.Model:
   (T * H features, as the MNIST-1D paper's GRU baseline).
   """
   num_steps, num_features = sequence_shape(cfg.name, input_shape)
-  check_positive_int("model.hidden_size", cfg.hidden_size)
-  check_positive_int("model.num_layers", cfg.num_layers)
   errors.check_choice("model.readout", cfg.readout, READOUTS)
   hidden, bidirectional = cfg.hidden_size, bool(cfg.bidirectional)
   out_size = hidden * (2 if bidirectional else 1)
@@ -244,9 +238,6 @@ def _build_char_lstm(cfg, input_shape, num_outputs) -> core.Model:
     raise errors.ConfigError(
         f"config.model.name='char_lstm' reads (T,) sequences of character ids, but the data has "
         f"examples of shape {tuple(input_shape)}; use a text data set (config.data.name='text')")
-  check_positive_int("model.embed_dim", cfg.embed_dim)
-  check_positive_int("model.hidden_size", cfg.hidden_size)
-  check_positive_int("model.num_layers", cfg.num_layers)
 
   def init(key):
     k_embed, k_stack, k_head = jax.random.split(key, 3)
