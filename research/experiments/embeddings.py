@@ -78,7 +78,7 @@ FROZEN, TRAINED = ("skipgram_frozen", "ppmi_svd"), ("skipgram", "random")
 # Topic words: at least this many occurrences, at least this share in their home topic.
 TOPIC_MIN_COUNT, TOPIC_MIN_SHARE, TOPIC_K = 10, 0.5, 10
 
-_RANGES = {
+RANGES = {
     "epochs": config_lib.Range(True, 1), "window": config_lib.Range(True, 1),
     "negatives": config_lib.Range(True, 1), "batch_pairs": config_lib.Range(True, 1),
     "alpha": config_lib.Range(False, 0.0, low_open=True),
@@ -96,11 +96,8 @@ _RANGES = {
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the model and config.experiment fields; one line naming the fix."""
-  exp = report.check_experiment(config, "configs/exp_skipgram.py", _RANGES, METHODS)
+  exp = report.check_experiment(config, "configs/exp_skipgram.py", RANGES, METHODS)
   errors.check_choice("model.name", config.model.name, ("bag_of_embeddings",))
-  if not isinstance(config.model.embed_dim, int) or config.model.embed_dim < 1:
-    raise errors.ConfigError(f"config.model.embed_dim={config.model.embed_dim!r} must be a "
-                             "positive integer (D of the skip-gram and of the classifier)")
   errors.check_choice("loss.output", config.loss.output, ("softmax",))
   errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
   errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
