@@ -24,6 +24,9 @@ DOC = os.path.join(REPO, "docs", "experiments.md")
 
 # section -> config; the sections whose runners run under research.experiments.harness.
 SECTIONS = {
+    "regularization": "exp_regularization.py",
+    "dropout_ensemble": "exp_dropout_ensemble.py",
+    "tangent_prop": "exp_tangent_prop.py",
     "adversarial": "exp_adversarial.py",
     "multitask": "exp_multitask.py",
     "semi_supervised": "exp_semi_supervised.py",
