@@ -1,5 +1,6 @@
-"""Tiny versions of issue 14's experiments: weight sharing, sparse representations, multi-task
-and semi-supervised learning (tangent propagation: tests/tangent_prop_test.py)."""
+"""Tiny versions of issue 14's experiments: weight sharing, multi-task and semi-supervised
+learning (tangent propagation and sparse representations: tests/tangent_prop_test.py and
+tests/sparsity_test.py)."""
 import json
 import os
 
@@ -11,7 +12,6 @@ import pytest
 
 from configs import exp_multitask
 from configs import exp_semi_supervised
-from configs import exp_sparse_representations
 from configs import exp_weight_sharing
 from research import augment
 from research import config_lib
@@ -22,7 +22,6 @@ from research import models
 from research.experiments import multitask
 from research.experiments import report
 from research.experiments import semi_supervised
-from research.experiments import sparsity
 from research.experiments import variants
 
 
@@ -68,38 +67,6 @@ def test_summary_and_cell():
   s = report.summarize([{"a": 0.9}, {"a": 0.8}], ["a"])["a"]
   assert s["mean"] == pytest.approx(0.85) and s["std"] == pytest.approx(0.05)
   assert variants.cell(s) == "85.0 ± 5.0"
-
-
-# ------------------------------------------------------------------ 2. sparse representations
-
-
-@pytest.mark.slow
-def test_l1_on_activations_sparsifies_the_units_and_l1_on_weights_the_weights(tmp_path):
-  config = _tiny(exp_sparse_representations.get_config(), 300, activation_l1=(0.03,),
-                 weight_l1=(1.0,), train_examples=300)
-  config.model.hidden_sizes = (64,)
-  out = experiments.run(config, str(tmp_path / "sparse"))["variants"]
-  none, act, w = out["none"], out["activations 0.03"], out["weights 1"]
-  assert act["hidden_exact_zero"]["mean"] > none["hidden_exact_zero"]["mean"] + 0.2
-  assert w["weights_near_zero"]["mean"] > none["weights_near_zero"]["mean"] + 0.2
-  assert act["weights_near_zero"]["mean"] < w["weights_near_zero"]["mean"]
-  table = _outputs(str(tmp_path / "sparse"), "sparsity.png")
-  assert "| activations | lambda_h=0.03 |" in table and "| weights | lambda_1=1 |" in table
-
-
-def test_manual_and_autodiff_training_with_the_activation_penalty_agree(digits_images):
-  config = _tiny(exp_sparse_representations.get_config(), 10)
-  config.model.hidden_sizes = (16,)
-  x, y = digits_images.train.x[:64].reshape(64, -1), digits_images.train.y[:64]
-  model = models.build(config.model, (64,), 10)
-  params = {}
-  for grad in ("autodiff", "manual"):
-    config.grad = grad
-    variant = sparsity.make_variant(grad, config, model, 10, 64, lam_act=0.03)
-    assert (variant.value_and_grad is None) == (grad == "autodiff")
-    (params[grad],) = variants.fit(variant, config, x, y, [0])
-  for a, m in zip(jax.tree.leaves(params["autodiff"]), jax.tree.leaves(params["manual"])):
-    np.testing.assert_allclose(m, a, rtol=1e-4, atol=1e-5)
 
 
 # -------------------------------------------------------------------------- 5. multi-task
@@ -235,9 +202,6 @@ def test_weight_sharing_runner_counts_parameters_and_writes_its_table(tmp_path):
     (exp_weight_sharing, lambda c: c.model.update(name="mlp"), "compares the two kinds"),
     (exp_weight_sharing, lambda c: c.experiment.update(repeats=0),
      "config.experiment.repeats=0 must be an integer >= 1"),
-    (exp_sparse_representations, lambda c: c.experiment.update(activation_l1=(0.01, -1.0)),
-     "activation_l1=(0.01, -1.0) must be positive"),
-    (exp_sparse_representations, lambda c: c.model.update(dropout=0.5), "dropout=0"),
     (exp_multitask, lambda c: c.experiment.update(labels_per_class=()),
      "labels_per_class=() must be a non-empty"),
     (exp_multitask, lambda c: c.experiment.update(baseline="aux_parity",
