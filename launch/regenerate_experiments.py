@@ -26,6 +26,7 @@ DOC = os.path.join(REPO, "docs", "experiments.md")
 SECTIONS = {
     "regularization": "exp_regularization.py",
     "dropout_ensemble": "exp_dropout_ensemble.py",
+    "sparsity": "exp_sparse_representations.py",
     "tangent_prop": "exp_tangent_prop.py",
     "adversarial": "exp_adversarial.py",
     "multitask": "exp_multitask.py",
