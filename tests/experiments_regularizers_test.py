@@ -1,6 +1,5 @@
-"""Tiny versions of issue 14's experiments: weight sharing, multi-task and semi-supervised
-learning (tangent propagation and sparse representations: tests/tangent_prop_test.py and
-tests/sparsity_test.py)."""
+"""Tiny versions of issue 14's experiments: multi-task and semi-supervised learning (weight
+sharing, sparse representations and tangent propagation have their own test files)."""
 import json
 import os
 
@@ -12,7 +11,6 @@ import pytest
 
 from configs import exp_multitask
 from configs import exp_semi_supervised
-from configs import exp_weight_sharing
 from research import augment
 from research import config_lib
 from research import data as data_lib
@@ -176,32 +174,10 @@ def test_semi_supervised_runner_writes_its_table(tmp_path):
   assert "of those, right" in table
 
 
-# ------------------------------------------------------------------------ 1. weight sharing
-
-
-@pytest.mark.slow
-def test_weight_sharing_runner_counts_parameters_and_writes_its_table(tmp_path):
-  config = _tiny(exp_weight_sharing.get_config(), 60, train_examples=(64,))
-  config.model.channels = (4, 8)
-  out = experiments.run(config, str(tmp_path / "ws"))["sizes"][64]
-  # 3x3x1 -> 4 at 8x8 positions, 3x3x4 -> 8 at 4x4; the same dense layer on 4x4x8.
-  dense = 4 * 4 * 8 * 10 + 10
-  assert out["conv"]["params"] == 40 + 296 + dense
-  assert out["local"]["params"] == 64 * 40 + 16 * 296 + dense
-  for r in out.values():
-    (run,) = r["runs"]
-    assert run["gap"] == pytest.approx(run["train_accuracy"] - run["test_accuracy"])
-  table = _outputs(str(tmp_path / "ws"), "weight_sharing.png")
-  assert "| 64 | local | 8,586 |" in table
-
-
 # ------------------------------------------------------------------------------- bad input
 
 
 @pytest.mark.parametrize("config_module,edit,fragment", [
-    (exp_weight_sharing, lambda c: c.model.update(name="mlp"), "compares the two kinds"),
-    (exp_weight_sharing, lambda c: c.experiment.update(repeats=0),
-     "config.experiment.repeats=0 must be an integer >= 1"),
     (exp_multitask, lambda c: c.experiment.update(labels_per_class=()),
      "labels_per_class=() must be a non-empty"),
     (exp_multitask, lambda c: c.experiment.update(baseline="aux_parity",
