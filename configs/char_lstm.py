@@ -14,14 +14,15 @@ Expected: validation loss 1.54 nats/char (test 1.39; unigram baseline 3.29) afte
 """
 from research import config_lib
 from research.data import text
+from research.models import lstm
 
 
 def get_config():
   config = config_lib.base(batch_size=64, num_steps=2000, log_every=250, eval_every=500,
                            eval_batch_size=512)
   config.data = text.config(seq_len=64)  # x, y: int32 (N, 64), y the next characters
-  config.model = dict(
-      name="char_lstm",
+  config.model = lstm.config(
+      "char_lstm",
       embed_dim=32,            # E: width of each character's embedding vector
       hidden_size=128,         # H: size of h_t and of the cell c_t
       num_layers=1,            # stacked LSTM layers

@@ -14,14 +14,15 @@ Expected: validation loss 1.50 nats/char (test 1.34; unigram baseline 3.29) afte
 """
 from research import config_lib
 from research.data import text
+from research.models import attention
 
 
 def get_config():
   config = config_lib.base(batch_size=64, num_steps=2000, log_every=250, eval_every=500,
                            eval_batch_size=512)
   config.data = text.config(seq_len=64)  # x, y: int32 (N, 64), y the next characters
-  config.model = dict(
-      name="char_transformer",
+  config.model = attention.config(
+      "char_transformer",
       d_model=64,              # D: width of the residual stream and of the embeddings
       num_heads=4,             # heads of d_k = D / num_heads each
       num_layers=2,            # pre-LN blocks, each with causal self-attention

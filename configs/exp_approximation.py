@@ -11,6 +11,7 @@ median RMS error on the grid from H = 1 to 128: 0.646 -> 0.019 (1-D), 0.563 -> 0
 H = 256 no better within 2000 steps.
 """
 from research import config_lib
+from research.models import mlp
 
 
 def get_config():
@@ -18,8 +19,7 @@ def get_config():
   config = config_lib.base(trainer="approximation", num_steps=2000, log_every=2000,
                            eval_every=2000)
   config.data = config_lib.sklearn_data("digits")  # unused: the targets are functions
-  config.model = dict(
-      name="mlp",
+  config.model = mlp.config(
       hidden_sizes=(1,),       # one hidden layer; its width is set from experiment.widths
       activation="sigmoid",    # sigmoid | tanh | relu
       dropout=0.0,

@@ -13,6 +13,7 @@ docs/experiments.md section 1 holds the measured tables and what they show.
 """
 from research import augment
 from research import config_lib
+from research.models import mlp
 
 
 def get_config():
@@ -21,8 +22,7 @@ def get_config():
   # A bigger test split than the default (20%) so one test example is 0.1 points, not 0.3.
   config.data = config_lib.sklearn_data("digits", image_size=8, valid_fraction=0.1,
                                         test_fraction=0.5)
-  config.model = dict(
-      name="mlp",
+  config.model = mlp.config(
       hidden_sizes=(512,),     # wide: 33k weights for 200 examples
       activation="relu",       # sigmoid | tanh | relu
       dropout=0.0,             # off in the base; the "dropout" method sets it

@@ -15,6 +15,7 @@ docs/experiments.md section 14 holds the measured table and what it shows.
 """
 from research import augment
 from research import config_lib
+from research.models import mlp
 
 
 def get_config():
@@ -23,8 +24,7 @@ def get_config():
                            checkpoint_every=0)
   config.data = config_lib.sklearn_data("digits", image_size=8, valid_fraction=0.1,
                                         test_fraction=0.5)
-  config.model = dict(
-      name="mlp",
+  config.model = mlp.config(
       hidden_sizes=(256,),
       activation="relu",       # sigmoid | tanh | relu
       dropout=0.0,             # off: the methods differ only in what they do with x_u

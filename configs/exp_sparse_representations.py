@@ -12,6 +12,7 @@ experiment harness: every strength paired with no penalty over the seeds.
 docs/experiments.md section 10 holds the measured tables and what they show.
 """
 from research import config_lib
+from research.models import mlp
 
 
 def get_config():
@@ -19,8 +20,7 @@ def get_config():
                            eval_every=500, eval_batch_size=1024, checkpoint_every=0,
                            grad="manual")  # manual: research/backprop/mlp.py; or autodiff
   config.data = config_lib.sklearn_data("digits", valid_fraction=0.1, test_fraction=0.5)
-  config.model = dict(
-      name="mlp",
+  config.model = mlp.config(
       hidden_sizes=(256,),     # the representation whose sparsity is measured
       activation="relu",       # relu: a unit is exactly 0 below threshold | sigmoid | tanh
       dropout=0.0,             # must stay 0 (the manual pass has no dropout)

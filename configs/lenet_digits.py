@@ -20,6 +20,7 @@ there; 132 s with lax.conv on a busy one). mnist_subset: 97.5% (seed 0) in 24 s.
 from research import augment
 from research import config_lib
 from research.data import mnist
+from research.models import lenet
 
 
 def get_config(arg: str = "digits"):
@@ -31,8 +32,7 @@ def get_config(arg: str = "digits"):
     config.data = mnist.config("mnist_subset", image_size=32)  # 3,500 train / 1,000 test
   else:
     raise ValueError(f"configs/lenet_digits.py:{arg}: choose digits or mnist_subset")
-  config.model = dict(
-      name="lenet5",
+  config.model = lenet.config(
       variant="faithful",      # faithful | classic | modern (see research/models/lenet.py)
       conv_impl="auto",     # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
   )

@@ -14,13 +14,14 @@ accuracy after 2,000 steps at learning_rate=1e-3, and ran several times slower.
 """
 from research import config_lib
 from research.data import mnist1d_data
+from research.models import attention
 
 
 def get_config():
   config = config_lib.base(batch_size=100, num_steps=3000, log_every=500, eval_every=500)
   config.data = mnist1d_data.config(shape="sequence")  # x_Nx40x1: T = 40 steps of F = 1
-  config.model = dict(
-      name="transformer_classifier",
+  config.model = attention.config(
+      "transformer_classifier",
       patch_size=4,            # consecutive steps per token: 40 steps -> 10 tokens of 4 values
       d_model=64,              # D: width of the residual stream
       num_heads=4,             # heads of d_k = D / num_heads each

@@ -22,15 +22,26 @@ from research import cli  # noqa: E402  No JAX import: the cells are subprocesse
 from research import errors  # noqa: E402
 from research import workdir as workdir_lib  # noqa: E402
 
-# config[:variant] -> the seeds the README reports.
-ZOO = {
-    "default": (0, 1, 2, 3), "breast_cancer": (0, 1, 2, 3), "lecture_algorithm": (0,),
-    "lenet_digits": (0, 1, 2), "lenet_digits:mnist_subset": (0,),
-    "alexnet_small": (0,), "inception_digits": (0,),
-    "mlp_mnist1d": (0, 1, 2), "cnn_mnist1d": (0, 1, 2),
-    "lstm_digits_rows": (0, 1, 2), "lstm_mnist1d": (0, 1, 2),
-    "transformer_mnist1d": (0, 1), "char_lstm": (0,), "char_transformer": (0,),
-}
+# Every config that trains one model is a cell row: configs/*.py but the experiment runners
+# (exp_*), found on disk, so a new config joins without an edit here. The seeds the README
+# reports where they are not DEFAULT_SEEDS, and the variants that are rows of their own:
+DEFAULT_SEEDS = (0, 1, 2)
+SEEDS = {"default": (0, 1, 2, 3), "breast_cancer": (0, 1, 2, 3), "lecture_algorithm": (0,),
+         "lenet_digits:mnist_subset": (0,), "alexnet_small": (0,), "inception_digits": (0,),
+         "transformer_mnist1d": (0, 1), "char_lstm": (0,), "char_transformer": (0,)}
+VARIANTS = ("lenet_digits:mnist_subset",)
+
+
+def zoo() -> dict[str, tuple[int, ...]]:
+  """config[:variant] -> its seeds, a config's variants right after it."""
+  names = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(REPO, "configs"))
+                 if f.endswith(".py") and not f.startswith(("exp_", "_")))
+  cells = [c for name in names
+           for c in (name, *(v for v in VARIANTS if v.partition(":")[0] == name))]
+  return {c: SEEDS.get(c, DEFAULT_SEEDS) for c in cells}
+
+
+ZOO = zoo()
 
 
 def run_cell(config: str, seed: int, workdir: str) -> dict:

@@ -31,8 +31,19 @@ SECTIONS = {
     "sparsity": "exp_sparse_representations.py",
     "tangent_prop": "exp_tangent_prop.py",
     "adversarial": "exp_adversarial.py",
+    "batch_size": "exp_batch_size.py",
+    "curvature": "exp_curvature.py",
     "multitask": "exp_multitask.py",
+    "pretraining": "exp_pretraining.py",
+    "pretraining_adam": "exp_pretraining.py:digits_adam",
+    "pretraining_mnist": "exp_pretraining.py:mnist_subset",
     "semi_supervised": "exp_semi_supervised.py",
+    "skipgram": "exp_skipgram.py",
+    "surrogate": "exp_surrogate.py:macro_f1",
+    "surrogate_binary_f1": "exp_surrogate.py:binary_f1",
+    "surrogate_binary_f1_cancer": "exp_surrogate.py:binary_f1_cancer",
+    "surrogate_mae": "exp_surrogate.py:mae",
+    "surrogate_bleu": "exp_surrogate.py:bleu",
 }
 
 

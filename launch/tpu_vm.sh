@@ -18,6 +18,8 @@
 #   --workdir=DIR        run directory on the VM, relative to ~/research or gs://...
 #                                                          [default runs/<config>-<time>]
 #   --create             create the VM first (--spot for a cheaper, preemptible one)
+#   --streaming          also install the streaming pipeline (.[streaming]) and gcsfs, for
+#                        config.data.pipeline=streaming with the records in a gs:// bucket
 #   --fetch=LOCAL_DIR    afterwards, copy worker 0's workdir into LOCAL_DIR
 #   --delete             afterwards, delete the VM (also when the run failed)
 #   --dry-run            print the commands instead of running them
@@ -33,6 +35,7 @@ config="configs/default.py"
 workdir=""
 create=0
 spot=0
+streaming=0
 fetch=""
 delete=0
 dry_run=0
@@ -51,6 +54,7 @@ while (($#)); do
     --workdir=*) workdir="${1#*=}" ;;
     --create) create=1 ;;
     --spot) spot=1 ;;
+    --streaming) streaming=1 ;;
     --fetch=*) fetch="${1#*=}" ;;
     --delete) delete=1 ;;
     --dry-run|--dry_run) dry_run=1 ;;
@@ -127,7 +131,12 @@ main_cmd=(python -m research.main "--config=$config" "--workdir=$workdir"
 remote="set -e; rm -rf ~/research; mkdir -p ~/research; tar xzf ~/research.tar.gz -C ~/research"
 remote+='; cd ~/research; command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh'
 remote+='; export PATH="$HOME/.local/bin:$PATH"; uv venv -q --allow-existing --python 3.12 ~/venv'
-remote+='; . ~/venv/bin/activate; uv pip install -q -e . "jax[tpu]"; '"$(quote "${main_cmd[@]}")"
+if ((streaming)); then
+  remote+='; . ~/venv/bin/activate; uv pip install -q -e ".[streaming]" "jax[tpu]" gcsfs; '
+else
+  remote+='; . ~/venv/bin/activate; uv pip install -q -e . "jax[tpu]"; '
+fi
+remote+="$(quote "${main_cmd[@]}")"
 
 status=0
 run gcloud compute tpus tpu-vm ssh "$name" --worker=all "${gcloud_flags[@]}" \

@@ -230,7 +230,8 @@ def device_memory_stats() -> dict | None:
 
 
 def model_config(name: str, w: Workload | None = None) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict((w or WORKLOADS[name]).model)
+  """The workload's model group; fields it does not name take the family's defaults."""
+  return models.resolve(ml_collections.ConfigDict((w or WORKLOADS[name]).model))
 
 
 def scaled(name: str, batch: int | None = None, **model_overrides) -> Workload:

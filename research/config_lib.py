@@ -141,16 +141,34 @@ RANGES: dict[str, Range] = {
     "loss.l2": _NONNEG, "loss.l1": _NONNEG,
     "data.split_seed": _INT_NONNEG, "data.valid_fraction": _FRACTION,
     "data.test_fraction": _FRACTION, "data.seq_len": _INT_POS, "data.stride": _INT_NONNEG,
+    # Records sets (research/data/records.py; data.pipeline is one of records.PIPELINES).
+    "data.resize": _INT_NONNEG, "data.pca_jitter": _NONNEG, "data.num_workers": _INT_NONNEG,
+    "data.prefetch": _INT_POS,
     "augment.crop_pad": _INT_NONNEG, "augment.flip_prob": _PROBABILITY,
     "augment.max_shift": _INT_NONNEG, "augment.noise_std": _NONNEG,
-    "model.dropout": _FRACTION, "model.width": _POS,
 }
+# A model or data family's fields are declared beside its default config (e.g. the RANGES of
+# research/models/<family>.py) and contributed with add_family_ranges.
+_FAMILY_RANGES: dict[tuple[str, str], dict[str, Range]] = {}
+
+
+def add_family_ranges(group: str, name: str, ranges: dict[str, Range]) -> None:
+  """Declares the ranges of config.<group>'s fields ({field: Range}) for the family whose
+  config.<group>.name is `name`; check_ranges(config) checks them when that family is chosen."""
+  _FAMILY_RANGES[(group, name)] = dict(ranges)
 
 
 def check_ranges(config, ranges: dict[str, Range] | None = None, prefix: str = "config") -> None:
-  """Raises ConfigError naming the first field of `ranges` (default RANGES) that the config
-  has and whose value is outside its range (NaN, inf and wrong types included)."""
-  for path, allowed in (RANGES if ranges is None else ranges).items():
+  """Raises ConfigError naming the first field of `ranges` (default: RANGES and the ranges
+  the config's chosen families contributed) that the config has and whose value is outside its
+  range (NaN, inf and wrong types included)."""
+  if ranges is None:
+    ranges = dict(RANGES)
+    for (group, name), fields in _FAMILY_RANGES.items():
+      node = config.get(group) if hasattr(config, "get") else None
+      if hasattr(node, "get") and node.get("name") == name:
+        ranges.update({f"{group}.{field}": r for field, r in fields.items()})
+  for path, allowed in ranges.items():
     node = config
     for key in path.split("."):
       node = node.get(key, _MISSING) if hasattr(node, "get") else _MISSING
@@ -181,52 +199,14 @@ def missing_field(e: Exception, group) -> str | None:
 
 def family_switch_error(group_name: str, group, field: str,
                         builder: str | None = None) -> errors.ConfigError:
-  """The one line for a family switched by override (e.g. --config.model.name=lenet5 on an MLP
-  config): the new family reads a field the group was not written with. `builder` is the
-  module (e.g. "research.data.mnist") whose config() builds a group for the family, if any."""
+  """The one line for a family switched by override (e.g. --config.data.name=mnist1d on a
+  digits config) whose group lacks a field the new family reads. `builder` is the module (e.g.
+  "research.data.mnist") whose config() builds a group for the family, if any."""
   name = group.get("name")
-  module = builder.rsplit(".", 1)[-1] if builder else None
-  using = configs_using(name, module)
-  if using:
-    hint = f"e.g. --config={using[0]}"
-  elif builder:
-    hint = f"or build config.{group_name} with {builder}.config()"
-  else:
-    hint = "one that sets all of its fields"
+  hint = (f"build config.{group_name} with {builder}.config()" if builder
+          else "one that sets all of its fields")
   return errors.ConfigError(
       f"config.{group_name}.name={name!r} needs config.{group_name}.{field}, which this config "
       f"does not have (its {group_name} group was written for another "
       f"{'data set' if group_name == 'data' else group_name}: fields "
-      f"{', '.join(sorted(group.keys()))}); start from a config written for {name!r}, {hint}")
-
-
-def configs_using(name, module: str | None = None) -> list[str]:
-  """configs/*.py files (as configs/<file>[:<variant>]) that name `name` as a quoted string,
-  or call `module`.config(), the module that builds the family's group (a text search; no
-  file is run). A match
-  inside an `if arg == "v":` branch of get_config is reported as that variant; configs that
-  train one model come before the experiment runners (exp_*)."""
-  import glob  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  import re  # pylint: disable=g-import-not-at-top
-  folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-  pattern = rf"""["']{re.escape(str(name))}["']"""
-  if module:
-    pattern += rf"|\b{re.escape(module)}\.config\("
-  pattern = re.compile(pattern)
-  branch = re.compile(r"""^\s*(?:el)?if \w+ == ["'](\w+)["']:""")
-  found = []
-  paths = sorted(glob.glob(os.path.join(folder, "*.py")),
-                 key=lambda p: (os.path.basename(p).startswith("exp_"), p))
-  for path in paths:
-    variant = None
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        if (m := branch.match(line)) is not None:
-          variant = m.group(1)
-        elif re.match(r"^\s*else:|^def ", line):
-          variant = None
-        if pattern.search(line):
-          found.append(f"configs/{os.path.basename(path)}" + (f":{variant}" if variant else ""))
-          break
-  return found
+      f"{', '.join(sorted(group.keys()))}); start from a config written for {name!r}, or {hint}")

@@ -69,8 +69,10 @@ def _leaf_name(path) -> str:
 def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None = None,
                      value_and_grad: Callable | None = None,
                      max_traces: int | None = None, norms: bool = False,
-                     with_step: bool = False) -> Callable:
-  """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps.
+                     with_step: bool = False, batches_given: bool = False) -> Callable:
+  """Returns jitted chunk(state, x_all, y_all, idx_SxB) -> (state, sums) running S steps;
+  with batches_given (the streaming pipeline, research.data.streaming), chunk(state, x_SxB...,
+  y_SxB) -> (state, sums) takes the S batches themselves instead of gathering them.
 
   sums holds E ("loss_sum") and every scalar of the loss's aux (e.g. "data_loss_sum",
   "accuracy_sum") summed over the chunk's steps (train records report E as "loss" and the data
@@ -94,14 +96,13 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
   # with_step: the cost reads the step too (a weight ramped over training), as a 5th argument.
   extra = (lambda step: (step,)) if with_step else (lambda step: ())
 
-  def train_step(state, idx_B, x_all, y_all, with_norms=False):
+  def train_step(state, x, y, with_norms=False):
     step = state["step"]
     # Per-step randomness is a function of (seed, step) alone, so resuming is exact.
     rng, aug_rng = jax.random.split(jax.random.fold_in(state["rng"], step))
-    x = x_all[idx_B]
     if augment_fn is not None:
       x = augment_fn(aug_rng, x)
-    (E, aux), grads = value_and_grad(state["params"], x, y_all[idx_B], rng, *extra(step))
+    (E, aux), grads = value_and_grad(state["params"], x, y, rng, *extra(step))
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(jnp.add, state["params"], updates)
     new_state = dict(state, params=params, opt_state=opt_state, step=step + 1)
@@ -109,17 +110,18 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
                    "param": weight_norms(params)} if with_norms else None
     return new_state, ({"loss": E, **aux}, step), layer_norms
 
-  def chunk(state, x_all, y_all, idx_SxB):
+  def run(state, xs_S, batch):
+    """S steps over xs_S (a pytree with leading axis S); batch(xs) -> (x_B..., y_B)."""
     # The last step is written out after the scan, with the per-layer norms: computed inside
     # the scan they would cost every step a pass over the gradients and updates (~10-30% of
     # a small MLP's step, also behind a lax.cond); here they cost one step's worth.
-    head = idx_SxB[:-1] if norms else idx_SxB
+    head = jax.tree.map(lambda a: a[:-1], xs_S) if norms else xs_S
     state, (values_S, step_S) = jax.lax.scan(
-        lambda s, idx: train_step(s, idx, x_all, y_all)[:2], state, head)
+        lambda s, xs: train_step(s, *batch(xs))[:2], state, head)
     out = {}
     if norms:
       state, (values_last, step_last), out["norms"] = train_step(
-          state, idx_SxB[-1], x_all, y_all, with_norms=True)
+          state, *batch(jax.tree.map(lambda a: a[-1], xs_S)), with_norms=True)
       values_S = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), values_S,
                               values_last)
       step_S = jnp.concatenate([step_S, step_last[None]])
@@ -128,6 +130,13 @@ def make_train_chunk(loss_fn: Callable, optimizer, augment_fn: Callable | None =
     sums = {f"{key}_sum": v.sum() for key, v in values_S.items()}
     out.update(sums, first_bad_step=jnp.where(bad == jnp.iinfo(jnp.int32).max, -1, bad))
     return state, out
+
+  if batches_given:
+    def chunk(state, x_SxB, y_SxB):
+      return run(state, (x_SxB, y_SxB), lambda xy: xy)
+  else:
+    def chunk(state, x_all, y_all, idx_SxB):
+      return run(state, idx_SxB, lambda idx_B: (x_all[idx_B], y_all[idx_B]))
 
   if max_traces is not None:
     chunk = _count_traces(chunk, max_traces)

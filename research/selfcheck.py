@@ -3,8 +3,9 @@
   python -m research.selfcheck [--out=selfcheck.md] [--quick]
 
 It writes (and prints) a markdown report of this machine as the project sees it: the backend,
-devices and versions; the gradient check of three models (hand-written vs jax.grad vs finite
-differences, at full matmul precision; float64 rows skipped where the backend has none); 200
+devices and versions; the gradient check of every registered model (hand-written vs jax.grad vs
+finite differences, at full matmul precision; float64 rows skipped where the backend has none;
+--quick: the MLP's alone); 200
 training steps of two configs, with their throughput and loss; and the benchmark of two
 workloads (steps/s, autodiff and manual). Exit code 0 when every gradient agrees and both runs
 trained, 1 otherwise. On a GPU, put its figures in docs/performance.md's GPU section.
@@ -22,7 +23,7 @@ from absl import flags
 from research import cli
 from research import workdir as workdir_lib
 
-GRADCHECK_MODELS = ("mlp", "lenet5_modern", "lstm_classifier")
+QUICK_GRADCHECK = ("mlp",)  # --quick; otherwise every registered check (gradcheck.names())
 TRAIN_CONFIGS = ("default", "lenet_digits")
 BENCHMARK_WORKLOADS = ("mlp", "lenet5")
 
@@ -39,11 +40,13 @@ def environment() -> dict:
           "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
-def check_gradients(models=GRADCHECK_MODELS, batch: int = 8) -> tuple[list[str], bool]:
-  """The gradcheck tables of `models` (markdown lines) and whether every array agreed."""
+def check_gradients(models=None, batch: int = 8) -> tuple[list[str], bool]:
+  """The gradcheck tables of `models` (default: every registered check) as markdown lines, and
+  whether every array agreed."""
   from research import gradcheck  # pylint: disable=g-import-not-at-top
   lines = []
-  code = gradcheck.run(list(models), batch=batch, timing=False, echo=lines.append)
+  code = gradcheck.run(gradcheck.names() if models is None else list(models), batch=batch,
+                       timing=False, echo=lines.append)
   return lines, code == 0
 
 
@@ -88,7 +91,7 @@ def report(quick: bool = False, log: Callable[[str], None] = print) -> tuple[str
   """The markdown report and whether the machine passed."""
   env = environment()
   log(f"backend {env['backend']} ({env['device_kind']} x {env['devices']}), jax {env['jax']}")
-  grad_lines, grads_ok = check_gradients(GRADCHECK_MODELS[:1] if quick else GRADCHECK_MODELS)
+  grad_lines, grads_ok = check_gradients(QUICK_GRADCHECK if quick else None)
   log(f"gradient check: {'all arrays agree' if grads_ok else 'FAILED'}")
   runs = train_briefly(TRAIN_CONFIGS[:1] if quick else TRAIN_CONFIGS, 100 if quick else 200)
   trained = all(r["last_loss"] < r["first_loss"] for r in runs)

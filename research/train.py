@@ -48,6 +48,7 @@ from research import optim
 from research import parallel
 from research import run_config
 from research import workdir as workdir_lib
+from research.data import streaming
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -110,7 +111,8 @@ def _functions(config_key: str, n: int, k: int, input_shape: tuple, x_dtype: str
   loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
   value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n, input_shape)
   train_chunk = kernel.make_train_chunk(loss_fn, optimizer, augment.make_augment(config.augment),
-                                        value_and_grad, max_traces=len(lengths), norms=True)
+                                        value_and_grad, max_traces=len(lengths), norms=True,
+                                        batches_given=streaming.enabled(config.data))
   add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
   return _Functions(model, train_chunk, kernel.make_eval_fn(model, config.loss.output, k), add,
                     value_and_grad, {})
@@ -215,13 +217,16 @@ def _window_template(fns: _Functions, params, x_all, y_all, batch_size: int) -> 
 def restore_state(config: ml_collections.ConfigDict, workdir) -> tuple[dict, int]:
   """(train state, step) of the newest good checkpoint of a run of `config` in workdir, with
   early stopping's best params in place when the config uses it. For notebooks and tests."""
-  dataset = data_lib.load(config.data)
+  stream = streaming.enabled(config.data)
+  dataset = streaming.dataset(config.data) if stream else data_lib.load(config.data)
   fns = _prepare(config, dataset)
   mesh = parallel.make_mesh()
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   tracked = init_tracked(config, fns.model, optimizer, mesh)
   tracked["window"] = parallel.replicate(_window_template(
       fns, tracked["state"]["params"], dataset.train.x, dataset.train.y, config.batch_size), mesh)
+  if stream:
+    tracked["data"] = streaming.iterator_state(0, 0, mesh)
   tracked, step = checkpoint.restore(workdir, tracked)
   return _final_state(tracked), step
 
@@ -298,14 +303,21 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
   resume_step = _inspect_workdir(config, workdir)
   # Every process reads the workdir before process 0 writes to it.
   multihost_utils.sync_global_devices("workdir inspected")
+  # Streaming: batches come from the records files (research.data.streaming), the splits
+  # decode on indexing; memory: every split is on the device and batches are gathered there.
+  stream = streaming.enabled(config.data)
+  if stream and dataset is not None:
+    raise errors.ConfigError("config.data.pipeline='streaming' reads config.data's records; "
+                             "pass no dataset, or use pipeline 'memory'")
   if dataset is None:
-    dataset = data_lib.load(config.data)
+    dataset = streaming.dataset(config.data) if stream else data_lib.load(config.data)
   n = len(dataset.train)
   errors.check_batch_size(config.batch_size, n, f"training examples of {dataset.name}")
   fns = _prepare(config, dataset)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   mesh = parallel.make_mesh()
-  x_all, y_all = parallel.replicate((dataset.train.x, dataset.train.y), mesh)
+  x_all, y_all = (dataset.train.x, dataset.train.y) if stream else parallel.replicate(
+      (dataset.train.x, dataset.train.y), mesh)
 
   def indices(start, stop):
     idx_SxB = data_lib.batch_indices(config.seed, n, config.batch_size, start, stop - start)
@@ -315,9 +327,14 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
   tracked = init_tracked(config, fns.model, optimizer, mesh)
   tracked["window"] = parallel.replicate(_window_template(
       fns, tracked["state"]["params"], x_all, y_all, config.batch_size), mesh)
+  if stream:  # The iterator's state: position and the records' identity.
+    identity = streaming.identity(config.data)
+    tracked["data"] = streaming.iterator_state(0, identity, mesh)
   step = 0
   if resume_step is not None:
     tracked, step = checkpoint.restore(workdir, tracked)
+    if stream:
+      streaming.check_restored(tracked["data"], step, identity, config.data.data_dir)
     if run_config.saved_config(workdir) is None:
       run_config.write_config(config, workdir)  # Deleted since: the checkpoints' copy matched.
     # Read once: the finished-run check and truncate share it (and its torn-line warning).
@@ -339,6 +356,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
       metrics_lib.truncate(workdir, -1)
     run_config.write_config(config, workdir)
   writer = metrics_lib.MetricWriter(workdir)
+  feeder = None
   try:
     state, window = tracked["state"], tracked["window"]
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
@@ -355,12 +373,15 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     ran = {"steps": 0, "log_steps": 0, "log_seconds": 0.0}  # Steps run by this process.
     pending_bad, valid = [], {}
     profile = profile_plan(config, step)
-    for start, stop in ([] if stopped_early else chunk_bounds(config, step)):
-      idx_SxB = indices(start, stop)
+    bounds = [] if stopped_early else chunk_bounds(config, step)
+    if stream:
+      feeder = streaming.Feeder(config.data, config.seed, config.batch_size, bounds, mesh)
+    for start, stop in bounds:
+      batches = feeder.next(start, stop) if stream else (x_all, y_all, indices(start, stop))
       executable = fns.executables.get(stop - start)
       if executable is None:  # Compiled outside the training clock.
         clock.stop(state)
-        executable = fns.train_chunk.lower(state, x_all, y_all, idx_SxB).compile()
+        executable = fns.train_chunk.lower(state, *batches).compile()
         fns.executables[stop - start] = executable
       if t_train_start is None:
         t_train_start = time.time()
@@ -368,7 +389,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
         clock.stop(state)
         jax.profiler.start_trace(str(workdir / PROFILE_DIR), create_perfetto_trace=True)
       clock.start()
-      state, sums = executable(state, x_all, y_all, idx_SxB)
+      state, sums = executable(state, *batches)
       if profile and stop == profile[1]:
         clock.stop(state)
         jax.profiler.stop_trace()
@@ -420,6 +441,8 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
                           "best_valid_loss": float(best["loss"])})
             stopped_early = True
       tracked["state"], tracked["window"] = state, window
+      if stream:
+        tracked["data"] = streaming.iterator_state(step, identity, mesh)
       if at_ckpt or stopped_early:
         writer.sync()  # The records up to this step, durable before the checkpoint is.
         checkpoint.save(workdir, tracked, step, keep=config.keep_checkpoints, config=config_json)
@@ -435,6 +458,8 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     return {"state": final, "valid": valid, "test": test, "wall_time": wall}
   finally:
     writer.close()  # Also when the run stops on an error: no writer left to atexit.
+    if feeder is not None:
+      feeder.close()
 
 
 def _describe(test: dict) -> str:

@@ -150,19 +150,21 @@ def test_local_response_norm(k, n, alpha, beta):
 @pytest.mark.parametrize("rate, train", [(0.3, True), (0.0, True), (0.5, False)])
 def test_dropout_uses_the_forwards_mask(rate, train):
   rng = jax.random.key(4)
+  keep = lambda x: backprop_layers.dropout_forward(rng if train else None, x, rate)[1]
   got, _ = _check(lambda x: layers.dropout(rng, x, rate, train),
-                  lambda primals, g: (backprop_layers.dropout_backward(rng, g, rate, train),),
+                  lambda primals, g: (backprop_layers.dropout_backward(keep(primals[0]), g,
+                                                                       rate),),
                   _normals(3, X_SHAPE))
   dropped = np.asarray(got[0]) == 0
   assert dropped.any() == (train and rate > 0)
 
 
-def test_dropout_backward_checks_its_arguments_like_the_forward():
-  g = jnp.ones((2, 3))
-  with pytest.raises(ValueError, match="rate"):
-    backprop_layers.dropout_backward(jax.random.key(0), g, 1.0, True)
-  with pytest.raises(ValueError, match="rng"):
-    backprop_layers.dropout_backward(None, g, 0.5, True)
+def test_dropout_forward_draws_the_models_mask():
+  x = _normals(3, X_SHAPE)
+  y, keep = backprop_layers.dropout_forward(jax.random.key(0), x, 0.5)
+  np.testing.assert_array_equal(y, layers.dropout(jax.random.key(0), x, 0.5, True))
+  assert not np.asarray(keep).all() and np.asarray(keep).any()
+  assert backprop_layers.dropout_forward(None, x, 0.5) == (x, None)  # no key: no dropout
 
 
 @pytest.mark.parametrize("output", ["softmax", "sigmoid"])

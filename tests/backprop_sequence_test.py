@@ -1,4 +1,5 @@
-"""Hand-written backprop through sequence models agrees with autodiff (backprop/sequence.py).
+"""Hand-written backprop through sequence models agrees with autodiff (backprop/lstm.py,
+backprop/attention.py, and the layer norm and embedding of backprop/layers.py).
 
 The references are independent of the code under test: jax.vjp of each block's forward pass in
 research/models (lstm.lstm, lstm.bilstm, attention.multi_head_attention, layers.layer_norm,
@@ -19,7 +20,9 @@ from research import errors
 from research import kernel
 from research import losses
 from research import models
-from research.backprop import sequence
+from research.backprop import attention as backprop_attention
+from research.backprop import layers as backprop_layers
+from research.backprop import lstm as backprop_lstm
 from research.models import attention
 from research.models import layers
 from research.models import lstm
@@ -82,10 +85,15 @@ def _assert_close(got, want, dtype):
 # ------------------------------------------------------------------------------------ blocks
 
 
+def _vjp_order(dx_and_grads):
+  """A backward primitive's (dE/dx, grads) in jax.vjp's order, (grads, dE/dx)."""
+  return dx_and_grads[1], dx_and_grads[0]
+
+
 @functools.partial(jax.jit, static_argnums=3)
 def _lstm_grads(params, x, dh, reverse):
-  h, cache = sequence.lstm_forward(params, x, reverse)
-  manual = sequence.lstm_backward(params, cache, dh, reverse)
+  h, cache = backprop_lstm.lstm_forward(params, x, reverse)
+  manual = _vjp_order(backprop_lstm.lstm_backward(params, cache, dh, reverse))
   h_ref, vjp = jax.vjp(lambda p, x: lstm.lstm(p, x, reverse), params, x)
   return h, h_ref, manual, vjp(dh)
 
@@ -116,8 +124,9 @@ def test_lstm_backward_carries_the_gradient_back_through_time():
 def test_bilstm_two_passes_match_vjp():
   @jax.jit
   def grads(params, x, dh):
-    _, cache = sequence.bilstm_forward(params, x)
-    return sequence.bilstm_backward(params, cache, dh), jax.vjp(lstm.bilstm, params, x)[1](dh)
+    _, cache = backprop_lstm.bilstm_forward(params, x)
+    return (_vjp_order(backprop_lstm.bilstm_backward(params, cache, dh)),
+            jax.vjp(lstm.bilstm, params, x)[1](dh))
 
   with jax.enable_x64(True):
     params = _random_params(4, lambda k: lstm.init_bilstm(k, I, H))
@@ -128,8 +137,8 @@ def test_bilstm_two_passes_match_vjp():
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _attention_grads(params, x, dy, num_heads, causal, mask=None):
-  y, cache = sequence.attention_forward(params, x, num_heads, causal, mask)
-  manual = sequence.attention_backward(params, cache, dy)
+  y, cache = backprop_attention.attention_forward(params, x, num_heads, causal, mask)
+  manual = _vjp_order(backprop_attention.attention_backward(params, cache, dy))
   y_ref, vjp = jax.vjp(lambda p, x: attention.multi_head_attention(p, x, num_heads, causal, mask),
                        params, x)
   return y, y_ref, manual, vjp(dy)
@@ -160,8 +169,8 @@ def test_key_bias_gradient_is_zero():
 def test_layer_norm_backward_matches_vjp():
   @jax.jit
   def grads(params, x, dy):
-    _, cache = sequence.layer_norm_forward(params, x)
-    return (sequence.layer_norm_backward(params, cache, dy),
+    _, cache = backprop_layers.layer_norm_forward(params, x)
+    return (_vjp_order(backprop_layers.layer_norm_backward(params, cache, dy)),
             jax.vjp(layers.layer_norm, params, x)[1](dy))
 
   with jax.enable_x64(True):
@@ -176,7 +185,7 @@ def test_embedding_backward_is_a_scatter_add():
   with jax.enable_x64(True):
     params = _random_params(12, lambda k: layers.init_embedding(k, 6, D))
     dvec, = _normals(13, (ids.shape + (D,),))
-    manual = jax.jit(sequence.embed_backward)(params, ids, dvec)
+    manual = jax.jit(backprop_layers.embed_backward)(params, ids, dvec)
     reference = jax.vjp(lambda p: layers.embed(p, ids), params)[1](dvec)[0]
   _assert_close(manual, reference, "float64")
   table = np.asarray(manual["table"])
@@ -191,10 +200,10 @@ def test_transformer_block_backward_matches_vjp(activation, causal, dropout):
 
   @jax.jit
   def grads(params, x, dy):
-    y, cache = sequence.transformer_block_forward(
+    y, cache = backprop_attention.transformer_block_forward(
         params, x, num_heads=2, causal=causal, activation=activation, dropout=dropout, rng=rng)
-    manual = sequence.transformer_block_backward(params, cache, dy, activation=activation,
-                                                 dropout=dropout)
+    manual = _vjp_order(backprop_attention.transformer_block_backward(
+        params, cache, dy, activation=activation, dropout=dropout))
     block = functools.partial(attention.transformer_block, num_heads=2, causal=causal,
                               activation=activation, dropout=dropout, train=True, rng=rng)
     y_ref, vjp = jax.vjp(block, params, x)
@@ -304,7 +313,7 @@ def test_trainer_chunk_runs_the_manual_gradient_like_autodiff():
   cfg, output, *_ = MODELS["lstm_last"]
   model, input_shape, k, params, x, labels = _inputs("lstm_last", cfg, "float32")
   loss_fn = losses.make_loss_fn(model, output, LAM, M, k)
-  manual = sequence.make_lstm_classifier_value_and_grad(ml_collections.ConfigDict(cfg),
+  manual = backprop_lstm.make_lstm_classifier_value_and_grad(ml_collections.ConfigDict(cfg),
                                                         input_shape, k, output, LAM, M)
   optimizer = optax.sgd(0.5)
   idx = np.tile(np.arange(B), (4, 1))
@@ -321,10 +330,10 @@ def test_trainer_chunk_runs_the_manual_gradient_like_autodiff():
 
 
 @pytest.mark.parametrize("problem_fn", [
-    sequence.problem_transformer_block,
-    pytest.param(sequence.problem_lstm, marks=pytest.mark.slow),
-    pytest.param(sequence.problem_transformer_classifier, marks=pytest.mark.slow),
-    pytest.param(sequence.problem_char_transformer, marks=pytest.mark.slow)])
+    backprop_attention.problem_transformer_block,
+    pytest.param(backprop_lstm.problem_lstm, marks=pytest.mark.slow),
+    pytest.param(backprop_attention.problem_transformer_classifier, marks=pytest.mark.slow),
+    pytest.param(backprop_attention.problem_char_transformer, marks=pytest.mark.slow)])
 def test_gradcheck_problems_agree_with_autodiff(problem_fn):
   from research import gradcheck
   with jax.enable_x64(True):
@@ -339,16 +348,17 @@ def test_gradcheck_problems_agree_with_autodiff(problem_fn):
 def test_bad_configs_raise_config_errors():
   cfg = ml_collections.ConfigDict(LSTM)
   with pytest.raises(errors.ConfigError, match="lstm_classifier"):
-    sequence.make_transformer_classifier_value_and_grad(cfg, SEQ_SHAPE, K)
+    backprop_attention.make_transformer_classifier_value_and_grad(cfg, SEQ_SHAPE, K)
   with pytest.raises(errors.ConfigError, match="loss.output"):
-    sequence.make_lstm_classifier_value_and_grad(cfg, SEQ_SHAPE, K, output="hinge")
+    backprop_lstm.make_lstm_classifier_value_and_grad(cfg, SEQ_SHAPE, K, output="hinge")
   with pytest.raises(errors.ConfigError, match="readout"):
-    sequence.make_lstm_classifier_value_and_grad(
+    backprop_lstm.make_lstm_classifier_value_and_grad(
         ml_collections.ConfigDict(dict(LSTM, readout="max")), SEQ_SHAPE, K)
   with pytest.raises(errors.ConfigError, match="m=0"):
-    sequence.make_lstm_classifier_value_and_grad(cfg, SEQ_SHAPE, K, m=0)
+    backprop_lstm.make_lstm_classifier_value_and_grad(cfg, SEQ_SHAPE, K, m=0)
   with pytest.raises(errors.ConfigError, match="num_heads"):
-    sequence.attention_forward(_random_params(0, lambda k: attention.init_multi_head_attention(
-        k, D), "float32"), np.zeros((B, T, D), np.float32), 3)
+    backprop_attention.attention_forward(_random_params(
+        0, lambda k: attention.init_multi_head_attention(k, D), "float32"),
+        np.zeros((B, T, D), np.float32), 3)
   with pytest.raises(errors.ConfigError, match="activation"):
-    sequence.make_transformer_block_value_and_grad(2, K, activation="swish")
+    backprop_attention.make_transformer_block_value_and_grad(2, K, activation="swish")

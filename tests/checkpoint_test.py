@@ -101,6 +101,7 @@ def _flip_bit_in_largest(files):
   open(path, "wb").write(bytes(data))
 
 
+@pytest.mark.every_case  # Each damage is its own failure mode, and a second to check.
 @pytest.mark.parametrize("damage", ["truncate_all", "flip_one_bit", "remove_arrays",
                                     "remove_manifest", "empty_dir"])
 def test_damaged_latest_falls_back_to_previous(tmp_path, damage, monkeypatch):

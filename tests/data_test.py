@@ -497,8 +497,8 @@ def test_text_errors(tmp_path):
 
 
 @pytest.mark.parametrize("name, hint", [
-    ("mnist1d", "e.g. --config=configs/cnn_mnist1d.py"),
-    ("text", "e.g. --config=configs/char_lstm.py"),
+    ("mnist1d", "or build config.data with research.data.mnist1d_data.config()"),
+    ("text", "or build config.data with research.data.text.config()"),
     ("cifar10", "or build config.data with research.data.cifar10.config()"),
 ])
 def test_a_data_set_switched_by_override_names_where_its_fields_are(name, hint):
@@ -507,10 +507,3 @@ def test_a_data_set_switched_by_override_names_where_its_fields_are(name, hint):
   with pytest.raises(errors.ConfigError, match="written for another data set") as e:
     data.load(group)
   assert hint in str(e.value)
-
-
-def test_the_hint_points_into_the_variant_that_builds_the_family():
-  # MNIST's IDX sets are built by mnist.config() only in lenet_digits.py's mnist_subset branch.
-  from research import config_lib  # pylint: disable=g-import-not-at-top
-  assert config_lib.configs_using("mnist", "mnist")[0] == "configs/lenet_digits.py:mnist_subset"
-  assert config_lib.configs_using("digits")[0] == "configs/alexnet_small.py"

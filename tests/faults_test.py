@@ -8,13 +8,14 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import jax
+import processes
 import numpy as np
 import pytest
 
@@ -99,22 +100,22 @@ def _one_error_line(stderr: str) -> str:
   return lines[0]
 
 
-def _start(workdir):
-  return subprocess.Popen(_command(workdir), cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+def _start(workdir, log=None):
+  # stderr into a file: a pipe nobody reads fills up and blocks the run.
+  return subprocess.Popen(_command(workdir), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=open(log or os.devnull, "w"))
 
 
-def _kill_when(proc, condition, timeout=300.0):
-  """SIGKILLs proc as soon as condition() holds (polled every millisecond)."""
-  deadline = time.time() + timeout
-  while time.time() < deadline and proc.poll() is None:
-    if condition():
-      proc.send_signal(signal.SIGKILL)
-      proc.wait()
-      return
-    time.sleep(0.001)
-  raise AssertionError("the run ended before the kill point; stderr: "
-                       + (proc.communicate()[1] or "")[-2000:])
+def _start_until(workdir, kill_point, log):
+  return processes.start_until([f"--workdir={workdir}", *FLAGS], kill_point, log, REPO, _env())
+
+
+def _kill_at(workdir, tmp_path, kill_point):
+  """Runs until kill_point, then SIGKILLs the run there."""
+  proc = _start_until(workdir, kill_point, str(tmp_path / "killed.log"))
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
 
 
 def _n_records(workdir):
@@ -139,27 +140,38 @@ def reference(tmp_path_factory):
 # ------------------------------------------------------------------------- kills and resume
 
 
+def _random_kill_point(reference):
+  """Any record but the last, or any checkpoint before or after its commit."""
+  records = len(_records(reference))
+  commits = len(range(150, 901, 150))
+  points = ([("record", n) for n in range(1, records)]
+            + [(p, n) for p in ("before_commit", "after_commit") for n in range(1, commits + 1)])
+  return random.choice(points)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_point", ["before_first_checkpoint", "mid_checkpoint_write",
                                         "mid_window", "random"])
 def test_sigkill_anywhere_then_rerun_reproduces_the_uninterrupted_run(reference, tmp_path,
                                                                       kill_point):
   workdir = str(tmp_path / "run")
-  proc = _start(workdir)
   if kill_point == "before_first_checkpoint":
     # Some records are on disk, no checkpoint is: the rerun must start over, not refuse.
-    _kill_when(proc, lambda: _n_records(workdir) >= 2 and not _checkpoints(workdir))
+    _kill_at(workdir, tmp_path, ("record", 2))
+    assert _n_records(workdir) == 2 and not _checkpoints(workdir)
   elif kill_point == "mid_checkpoint_write":
     # orbax writes a step into a temporary directory and renames it when complete.
-    _kill_when(proc, lambda: len(_checkpoints(workdir)) >= 1 and _checkpoints(workdir, tmp=True))
+    _kill_at(workdir, tmp_path, ("before_commit", 2))
+    assert _checkpoints(workdir) == ["150"] and _checkpoints(workdir, tmp=True)
   elif kill_point == "mid_window":
     # After the checkpoint at 300 (inside the window 280-320), before the log at 320.
-    _kill_when(proc, lambda: "300" in _checkpoints(workdir))
+    _kill_at(workdir, tmp_path, ("after_commit", 2))
+    assert sorted(_checkpoints(workdir)) == ["150", "300"]
+    assert max(r["step"] for r in _records(workdir)) == 300
   else:
-    delay = random.Random(os.getpid()).uniform(0.0, 4.0)
-    start = time.time()
-    _kill_when(proc, lambda: time.time() - start > delay and _n_records(workdir) > 0)
-  assert proc.returncode == -signal.SIGKILL
+    point = _random_kill_point(reference)
+    print(f"kill point: {point}")  # Shown with a failure, to reproduce it.
+    _kill_at(workdir, tmp_path, point)
   _run(workdir)
   _assert_same_run(workdir, reference)
 
@@ -167,8 +179,7 @@ def test_sigkill_anywhere_then_rerun_reproduces_the_uninterrupted_run(reference,
 @pytest.mark.slow
 def test_torn_last_metrics_line_is_dropped_and_rewritten(reference, tmp_path):
   workdir = str(tmp_path / "run")
-  proc = _start(workdir)
-  _kill_when(proc, lambda: len(_checkpoints(workdir)) >= 2)
+  _kill_at(workdir, tmp_path, ("after_commit", 2))
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"step": 999, "split": "tra')  # A kill or a full disk mid-write.
   _run(workdir)
@@ -178,12 +189,16 @@ def test_torn_last_metrics_line_is_dropped_and_rewritten(reference, tmp_path):
 @pytest.mark.slow
 def test_two_concurrent_starts_leave_one_run_and_one_clear_refusal(reference, tmp_path):
   workdir = str(tmp_path / "run")
-  procs = [_start(workdir), _start(workdir)]
-  outs = [p.communicate(timeout=600) for p in procs]
-  codes = sorted(p.returncode for p in procs)
-  assert codes == [0, 2], [o[1][-2000:] for o in outs]
-  refused = next(err for p, (_, err) in zip(procs, outs) if p.returncode == 2)
-  assert "is in use by another run (pid" in _one_error_line(refused)
+  # The first run holds the workdir (waiting after its first record) while the second starts:
+  # the two overlap for certain, however fast or slow this machine is.
+  first_log, second_log = str(tmp_path / "first.log"), str(tmp_path / "second.log")
+  first = _start_until(workdir, ("record", 1), first_log)
+  second = _start(workdir, second_log)
+  second.wait(timeout=600)
+  first.communicate("go on\n", timeout=600)
+  first_err, second_err = open(first_log).read(), open(second_log).read()
+  assert (first.returncode, second.returncode) == (0, 2), (first_err[-2000:], second_err[-2000:])
+  assert "is in use by another run (pid" in _one_error_line(second_err)
   _assert_same_run(workdir, reference)
 
 
@@ -282,6 +297,23 @@ def test_a_checkpoint_save_that_fails_is_a_storage_error_and_keeps_the_earlier_o
   assert _records(workdir) == _records(reference)
 
 
+def test_a_file_write_cut_short_leaves_the_old_file_whole(tmp_path, monkeypatch):
+  """config.json, results.* and plots: the new text goes to a temporary name renamed over the
+  old file, so a write that dies midway (disk full) leaves the old file as it was."""
+  path = tmp_path / "config.json"
+  workdir_lib.write_text(path, '{"old": 1}')
+  real_write = type(workdir_lib.as_path(path)).write_text
+
+  def dies_midway(self, text, *args, **kwargs):
+    real_write(self, text[:5], *args, **kwargs)
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(type(workdir_lib.as_path(path)), "write_text", dies_midway)
+  with pytest.raises(errors.StorageError, match="No space left on device"):
+    workdir_lib.write_text(path, '{"new": 2, "much": "longer"}')
+  assert path.read_text() == '{"old": 1}'
+
+
 def test_unreadable_checkpoints_directory_is_a_workdir_error(tmp_path, monkeypatch):
   workdir = tmp_path / "run"
   (workdir / "checkpoints").mkdir(parents=True)
@@ -301,9 +333,9 @@ def test_unreadable_checkpoints_directory_is_a_workdir_error(tmp_path, monkeypat
 def test_a_held_workdir_is_refused_naming_the_holder(tmp_path):
   workdir = str(tmp_path / "run")
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from research import workdir as w\n"
-       "with w.claim(sys.argv[1]):\n  print('held', flush=True); time.sleep(60)", workdir],
-      cwd=REPO, env=_env(), stdout=subprocess.PIPE, text=True)
+      [sys.executable, "-c", "import sys; from research import workdir as w\n"
+       "with w.claim(sys.argv[1]):\n  print('held', flush=True); sys.stdin.read()", workdir],
+      cwd=REPO, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(errors.WorkdirError, match=rf"in use by another run \(pid {holder.pid}"):
@@ -378,21 +410,41 @@ def test_a_variant_of_a_config_without_variants_exits_2_in_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
-@pytest.mark.parametrize("flag, fragment", [
+_OUT_OF_RANGE = [
     ("--config.data.split_seed=-1", "config.data.split_seed=-1 must be an integer >= 0"),
     ("--config.optimizer.b1=1.5", "config.optimizer.b1=1.5 must be a finite number in [0, 1)"),
     ("--config.optimizer.eps=-1e-8", "config.optimizer.eps=-1e-08 must be a finite number >= 0"),
     ("--config.loss.l2=nan", "config.loss.l2=nan must be a finite number >= 0"),
     ("--config.optimizer.learning_rate=inf", "config.optimizer.learning_rate=inf"),
     ("--config.model.dropout=1.0", "config.model.dropout=1.0 must be a finite number in [0, 1)"),
-    ("--config.data.name=mnist1d", "config.data.name='mnist1d' needs config.data.shape"),
-    ("--config.model.name=lenet5", "config.model.name='lenet5' needs config.model.variant"),
     ("--config.augment.flip_prob=2", "config.augment.flip_prob=2.0 must be a finite number in"),
+]
+
+
+@pytest.mark.parametrize("flag, fragment", _OUT_OF_RANGE + [
+    ("--config.data.name=mnist1d", "config.data.name='mnist1d' needs config.data.shape"),
+    # A model family switched by override gets its defaults; the digits vectors do not fit it.
+    ("--config.model.name=lenet5", "model lenet5 needs 32x32xC images"),
 ])
 def test_out_of_range_values_and_family_switches_exit_2_in_one_line(tmp_path, flag, fragment):
   result = _main(flag, f"--workdir={tmp_path / 'run'}")
   assert result.returncode == 2, result.stderr[-2000:]
   assert fragment in _one_error_line(result.stderr)
+  assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
+
+
+@pytest.mark.every_case  # In process, so cheap: the fast tier checks every range.
+@pytest.mark.parametrize("flag, fragment", _OUT_OF_RANGE)
+def test_out_of_range_values_are_config_errors_before_any_work(tmp_path, flag, fragment):
+  key, value = flag[len("--config."):].split("=")
+  config = default.get_config()
+  *groups, field = key.split(".")
+  node = config
+  for group in groups:
+    node = node[group]
+  node[field] = type(node[field])(float(value) if isinstance(node[field], float) else value)
+  with pytest.raises(errors.ConfigError, match=re.escape(fragment)):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
 
 

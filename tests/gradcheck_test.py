@@ -1,4 +1,4 @@
-"""research/gradcheck.py: passes the real manual gradients and catches wrong ones."""
+"""research/gradcheck: passes the real manual gradients and catches wrong ones."""
 import jax.numpy as jnp
 import pytest
 from absl import flags
@@ -6,8 +6,12 @@ from absl import flags
 from research import backprop
 from research import errors
 from research import gradcheck
+from research.gradcheck import command
 
 BATCH = 8  # Every check here uses one (seed, batch), so the compiled functions are shared.
+# The README's promise ("relative error 1e-10 in float64, 1e-4 in float32"), not the module's
+# own table: a loosened TOLERANCES must fail here.
+DOCUMENTED_REL = {"float64": 1e-10, "float32": 1e-4}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -15,10 +19,10 @@ def test_mlp_manual_gradient_passes(dtype):
   rows = gradcheck.check_model("mlp", dtype, batch=BATCH)
   assert [r.path for r in rows] == [f"[{l}]['{n}']" for l in range(3) for n in ("b", "w")]
   assert rows[1].shape == (20, 32)
-  tol = gradcheck.TOLERANCES[dtype]
+  assert gradcheck.TOLERANCES[dtype]["rel"] <= DOCUMENTED_REL[dtype]
   for r in rows:
     assert r.ok, r
-    assert r.rel_err <= tol["rel"] and r.fd_rel_err <= tol["fd"]
+    assert r.rel_err <= DOCUMENTED_REL[dtype], r
 
 
 def test_a_wrong_gradient_fails_both_checks_in_the_arrays_it_touches():
@@ -69,12 +73,11 @@ def test_unknown_model_and_bad_batch_are_config_errors():
 
 
 def _main(argv, capsys):
-  gradcheck.define_flags()
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["gradcheck", *argv])
   try:
     with pytest.raises(SystemExit) as exit_info:
-      gradcheck.main(["gradcheck"])
+      command.main(["gradcheck"])
   finally:
     flags.FLAGS.unparse_flags()
   return exit_info.value.code, capsys.readouterr()
@@ -102,3 +105,20 @@ def test_cli_unknown_model_exits_two(capsys):
 def test_time_model_reports_positive_medians():
   t = gradcheck.time_model("mlp", batch=BATCH, repeats=3)
   assert set(t) == {"manual_ms", "autodiff_ms"} and min(t.values()) > 0
+
+
+def test_no_model_flag_means_every_registered_check_and_list_prints_them(capsys):
+  assert command.model_names("all") == command.model_names("") == gradcheck.names()
+  assert command.model_names("mlp, conv_layers") == ["mlp", "conv_layers"]
+  code, out = _main(["--list"], capsys)
+  assert code == 0
+  assert [line.split()[0] for line in out.out.splitlines()] == gradcheck.names()
+
+
+def test_a_zero_gradient_leaf_is_judged_at_its_dtypes_rounding():
+  """transformer_classifier's key bias b_k has a true gradient of exactly 0; at B=4 its
+  float32 autodiff gradient is rounding noise ~1e-8 of the whole norm, above a fixed 1e-8."""
+  for dtype in ("float32", "float64"):
+    rows = gradcheck.check_model("transformer_classifier", dtype, batch=4)
+    bk = [r for r in rows if r.path.endswith("['bk']")]
+    assert len(bk) == 2 and all(r.ok for r in rows), [r for r in rows if not r.ok]

@@ -133,6 +133,23 @@ def test_each_arm_is_chosen_on_validation_and_the_test_split_is_measured_once(tm
   assert "not a finding" in harness.protocol_note(results)
 
 
+def test_a_diverged_setting_is_never_chosen_and_a_table_field_keeps_its_digits(tmp_path):
+  exp, _ = _fake()
+  measure = exp.measure
+
+  def diverging(arm, setting, size, seed, params, split):
+    out = measure(arm, setting, size, seed, params, split)
+    if setting["lr"] == 0.1 and arm == "a":  # The best setting, diverged.
+      out["accuracy"] = float("nan")
+    return out
+
+  results = harness.run(harness.Experiment(**{**exp.__dict__, "measure": diverging}), tmp_path)
+  assert results["sizes"][0]["arms"]["a"]["chosen"] != {"lr": 0.1}
+  assert results["sizes"][0]["arms"]["b"]["chosen"] == {"lr": 0.1}
+  text = harness.table(results, [("loss", "loss", 1.0, 3)])
+  assert "| 0.010 ± " in text or "| 1.010 ± " in text
+
+
 def test_an_interrupted_run_resumes_to_identical_results_without_redoing_cells(tmp_path):
   calls = {"fit": [], "test": []}
   exp, _ = _fake(calls=calls, fail_after=4)

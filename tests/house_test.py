@@ -1,16 +1,19 @@
 """The shape of the house: imports run one way, every family is registered once, the
 commands start fast and answer --help, and the train chunk compiles once per chunk length."""
 import ast
+import json
 import os
 import pathlib
 import subprocess
 import sys
 
 import jax
+import ml_collections
 import pytest
 
 from research import backprop
 from research import data as data_lib
+from research import errors
 from research import kernel
 from research import losses
 from research import models
@@ -83,6 +86,29 @@ def test_every_hand_written_backward_pass_is_a_registered_model_with_a_gradient_
     assert name in models.names()
     stem = name.split("_")[0]
     assert stem in problems, f"{name} has a manual pass but no gradient check"
+
+
+def _module_of(fn) -> str:
+  return getattr(fn, "func", fn).__module__.rsplit(".", 1)[-1]
+
+
+def test_every_family_module_registers_without_a_list():
+  """research.models and research.backprop import their modules by discovery: each file is a
+  registered model or gradient check, and each backprop file mirrors a models file."""
+  shared = {"core", "layers"}
+  builders = {_module_of(fn) for fn in models.core._BUILDERS.values()}
+  problems = {_module_of(fn) for fn in backprop.core._PROBLEMS.values()}
+  manuals = {_module_of(fn) for fn in backprop.core._MANUAL.values()}
+  assert set(models.FAMILIES) - shared <= builders | problems
+  assert set(backprop.FAMILIES) - {"core"} <= problems
+  assert set(backprop.FAMILIES) <= set(models.FAMILIES) | {"core"}
+  assert manuals <= problems  # a hand-written pass comes with its gradient check
+  for name in models.names():
+    assert models.default_config(name).name == name  # each family's config(), beside it
+  for name in backprop.manual_names():
+    assert _module_of(backprop.core._MANUAL[name]) in problems
+  with pytest.raises(errors.ConfigError, match=r"@core.register\(name\) in research/models"):
+    models.build(ml_collections.ConfigDict({"name": "mlpp"}), (4,), 2)
 
 
 def _python(*args, **kwargs):
@@ -168,3 +194,32 @@ def test_a_deprecation_warning_fails_the_suite():
   import warnings  # pylint: disable=g-import-not-at-top
   with pytest.raises(DeprecationWarning):
     warnings.warn("a deprecated call", DeprecationWarning, stacklevel=1)
+
+
+_COLLECT = """
+import json, sys, pytest
+class Ids:
+  def __init__(self):
+    self.ids = []
+  def pytest_collection_finish(self, session):
+    self.ids = [item.nodeid for item in session.items]
+out = {}
+for name, args in (("all", []), ("slow", ["-m", "slow"]), ("fast", ["-m", "not slow"])):
+  ids = Ids()
+  assert pytest.main(["-q", "--collect-only", "-p", "no:xdist", "-o", "addopts=",
+                      "-p", "no:cacheprovider", *args, "tests"], plugins=[ids]) == 0, name
+  out[name] = ids.ids
+print("IDS " + json.dumps(out))
+"""
+
+
+def test_the_fast_and_slow_tiers_partition_the_suite():
+  """Every test is in exactly one of `-m slow` and `-m "not slow"`: conftest marks the later
+  parametrized cases slow whatever -m says."""
+  result = _python("-c", _COLLECT)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  ids = json.loads(result.stdout.split("IDS ", 1)[1])
+  everything, slow, fast = (set(ids[k]) for k in ("all", "slow", "fast"))
+  assert len(everything) == len(ids["all"]) > 600
+  assert not slow & fast, sorted(slow & fast)[:5]
+  assert slow | fast == everything, sorted(everything - slow - fast)[:5]

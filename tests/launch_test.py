@@ -140,9 +140,10 @@ def test_optimizer_sweep_3x2_on_digits(tmp_path):
 
 # ---- Shell launchers. ----
 
-def _sh(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def _sh(script: str, *args: str, env: dict | None = None,
+        timeout: int = 120) -> subprocess.CompletedProcess:
   return subprocess.run(["bash", os.path.join(_REPO, "launch", script), *args],
-                        capture_output=True, text=True, timeout=60,
+                        capture_output=True, text=True, timeout=timeout,
                         env=dict(os.environ, **(env or {})))
 
 
@@ -165,14 +166,18 @@ def test_multihost_bad_options():
 
 
 def test_multihost_first_failure_stops_the_others(tmp_path):
-  """A fake python: process 1 fails after a moment, the others would sleep for a minute."""
+  """A fake python: process 1 fails once process 2 has started (its log says so), the others
+  would wait forever; the launcher must stop them (else the timeout fails the test)."""
   fake = tmp_path / "python"
   fake.write_text('#!/bin/sh\necho "args: $*"\n'
-                  'case "$*" in *--process_id=1*) sleep 0.5; echo boom >&2; exit 3;; esac\n'
-                  "exec sleep 60\n")
+                  'case "$*" in *--process_id=1*)\n'
+                  f'  until grep -q process_id=2 {tmp_path}/process_2.log 2>/dev/null; do\n'
+                  '    sleep 0.05\n  done\n'
+                  '  echo boom >&2; exit 3;;\nesac\n'
+                  "exec sleep infinity\n")
   fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
   out = _sh("multihost_local.sh", "-n", "3", "--port=1", f"--log_dir={tmp_path}", "--",
-            "--config.seed=4", env={"PYTHON": str(fake)})
+            "--config.seed=4", env={"PYTHON": str(fake)}, timeout=300)
   assert out.returncode == 1
   assert "process 1 failed" in out.stderr
   assert "boom" in (tmp_path / "process_1.log").read_text()

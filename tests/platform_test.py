@@ -83,6 +83,16 @@ def test_bfloat16_compute_keeps_params_and_loss_float32_and_trains_like_float32(
   assert bf16["test"]["accuracy"] > 0.9
 
 
+def test_compute_dtype_reaches_the_run(tmp_path):
+  runs = [train.train_and_evaluate(_tiny(num_steps=20, log_every=20, eval_every=20,
+                                         compute_dtype=dtype), str(tmp_path / dtype))
+          for dtype in ("float32", "bfloat16")]
+  params = [jax.tree.leaves(run["state"]["params"]) for run in runs]
+  assert all(p.dtype == jnp.float32 for p in params[1])
+  # The second run computed in bfloat16: its params are not float32's bit for bit.
+  assert not all(jnp.array_equal(a, b) for a, b in zip(*params))
+
+
 def test_manual_gradients_refuse_bfloat16_compute_in_one_line(tmp_path):
   with pytest.raises(errors.ConfigError, match="config.grad='manual' computes in the params"):
     train.train_and_evaluate(_tiny(grad="manual", compute_dtype="bfloat16"), str(tmp_path))

@@ -1,5 +1,6 @@
 """Layer-wise pre-training: the autoencoder's hand-written gradient, its cost falling, the
-gain over a from-scratch init at one label per class, and one-line config errors."""
+fine-tuning from given inits (vmap and loop agree), the runner under the experiment harness
+(resuming without redoing cells or pre-training), and one-line config errors."""
 import json
 import os
 import subprocess
@@ -14,7 +15,11 @@ from configs import exp_pretraining
 from research import data as data_lib
 from research import errors
 from research import gradcheck
+from research import losses
+from research import models
+from research import optim
 from research.backprop import autoencoder as backprop_ae
+from research.experiments import harness
 from research.experiments import pretraining
 from research.models import autoencoder
 
@@ -65,7 +70,8 @@ def _tiny(**fields):
   config.model.hidden_sizes = (32, 32)
   config.num_steps, config.eval_every = 1000, 500
   config.experiment.update(dict(labels_per_class=(1,), pretrain_layers=2, pretrain_steps=1000,
-                                num_filters=4, inits=("pretrained", "glorot", "random")))
+                                num_filters=4, inits=("pretrained", "glorot", "random"),
+                                learning_rates=(0.5,), seeds=2))
   config.update(fields)
   return config
 
@@ -75,16 +81,11 @@ def digits01():
   return pretraining.unit_interval(data_lib.load(_tiny().data))
 
 
-def test_unit_interval_and_nested_labelled_sets(digits01):
+def test_unit_interval_scales_by_the_training_inputs(digits01):
   assert digits01.train.x.min() == 0 and digits01.train.x.max() == 1
-  assert digits01.train.x.shape[1] == 64 and 0 <= digits01.test.x.min() <= digits01.test.x.max() <= 1
-  one = pretraining.labelled_indices(digits01.train.y, 1, 10, seed=3)
-  five = pretraining.labelled_indices(digits01.train.y, 5, 10, seed=3)
-  assert sorted(digits01.train.y[one]) == list(range(10))
-  assert np.bincount(digits01.train.y[five]).tolist() == [5] * 10
-  assert set(one) <= set(five)
-  with pytest.raises(errors.ConfigError, match="labels_per_class asks for 500 labels of class 0"):
-    pretraining.labelled_indices(digits01.train.y, 500, 10, seed=0)
+  assert digits01.train.x.shape[1] == 64
+  for split in (digits01.valid, digits01.test):
+    assert 0 <= split.x.min() <= split.x.max() <= 1
 
 
 def _pretrain_tiny(digits01, grad):
@@ -107,41 +108,71 @@ def test_manual_pretraining_matches_autodiff(digits01):
       manual["reconstruction"][0]["after"], rel=1e-3)
 
 
-@pytest.mark.slow
-def test_pretraining_beats_from_scratch_inits_with_one_label_per_class(digits01):
-  """The robust direction on a small fixed setting: 64 -> 32 -> 32 sigmoid -> 10, both hidden
-  layers pre-trained, 1 label of each class, the lecture's momentum fine-tuning, 3 seeds
-  (measured: pre-trained 61%, Glorot 54%, small random 10%)."""
+def _finetune_tiny(digits01, mode, learning_rate=0.5):
+  """Two seeds of a 64 -> 16 -> 10 net fine-tuned from Glorot's init for 20 full-batch steps
+  on 2 labels per class; returns (initial params, final params) per seed."""
   config = _tiny()
-  seeds = [0, 1, 2]
-  pre = pretraining.pretrain(config, digits01.train.x, seeds)
-  out = pretraining.finetune(config, digits01, 1, seeds, pre)
-  acc = {name: np.mean([r["test_accuracy"] for r in out["runs"] if r["init"] == name])
-         for name in config.experiment.inits}
-  for name in ("pretrained", "glorot"):  # both fit their 10 labels
-    assert all(r["train_accuracy"] == 1.0 for r in out["runs"] if r["init"] == name)
-  assert acc["pretrained"] > acc["glorot"] + 0.03, acc
-  assert acc["pretrained"] > acc["random"] + 0.3, acc
+  config.model.hidden_sizes, config.optimizer.learning_rate = (16,), learning_rate
+  model = models.build(config.model, digits01.input_shape, 10)
+  loss_fn = losses.make_loss_fn(model, "sigmoid", 0.0, 20, 10)
+  optimizer = optim.make_optimizer(config.optimizer, 20)
+  seeds = [3, 4]
+  subsets = [harness.stratified_subset(digits01.train, 2, s, 10) for s in seeds]
+  init = lambda: [pretraining.initial_params(config, "glorot", s, (64, 16, 10), None, i)
+                  for i, s in enumerate(seeds)]
+  return init(), pretraining.finetune(loss_fn, optimizer, 20, 20, init(), subsets, seeds,
+                                      mode=mode, chunk_steps=10)
+
+
+def test_finetune_vmap_and_loop_agree_and_start_from_the_given_init(digits01):
+  (init, vmapped), (_, looped) = (_finetune_tiny(digits01, mode) for mode in ("vmap", "loop"))
+  for a, b, p0 in zip(vmapped, looped, init):
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-5), a, b)
+    assert float(jnp.abs(a[0]["w"] - p0[0]["w"]).max()) > 0.01  # it trained
+  _, still = _finetune_tiny(digits01, "vmap", learning_rate=1e-7)
+  for a, p0 in zip(still, init):
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-4), a, p0)
 
 
 @pytest.mark.slow
-def test_runner_writes_tables_and_figures(tmp_path):
+def test_runner_resumes_without_redoing_cells_or_pretraining(tmp_path, monkeypatch):
   config = _tiny()
   config.num_steps, config.experiment.pretrain_steps = 200, 200
   config.experiment.labels_per_class = (1, 3)
-  config.experiment.inits = ("pretrained", "glorot", "random")
-  config.experiment.repeats = 2
+  config.experiment.learning_rates = (0.1, 0.5)
   out = pretraining.run(config, str(tmp_path))
+  (one, three) = out["sizes"]
+  assert (one["size"], three["size"]) == (1, 3) and out["baseline"] == "glorot"
+  for name in ("pretrained", "glorot", "random"):
+    arm = one["arms"][name]
+    assert [c["setting"]["learning_rate"] for c in arm["grid"]] == [0.1, 0.5]
+    assert len(arm["test"]) == 2 and "train_accuracy" in arm["test"][0]
+  for name in ("pretrained", "glorot"):  # both fit their labelled sets
+    assert one["arms"][name]["stats"]["train_accuracy"]["mean"] == 1.0
+  assert "vs_baseline" in one["arms"]["pretrained"]["stats"]["accuracy"]
+  assert out["reconstruction"][0]["after"] < out["reconstruction"][0]["before"]
   for name in ("results.md", "results.json", "metrics.jsonl", "filters.png",
-               "accuracy_vs_labels.png"):
+               "accuracy_vs_labels.png", "pretrained.pkl"):
     assert os.path.getsize(tmp_path / name) > 0, name
-  assert [row["labels_per_class"] for row in out["table"]] == [1, 3]
-  assert len(out["runs"]) == 2 * 3 * 2
   text = (tmp_path / "results.md").read_text()
-  assert "| 1 | 10 |" in text and "Glorot uniform" in text
-  with open(tmp_path / "results.json") as f:
-    assert json.load(f)["reconstruction"][0]["after"] < out["reconstruction"][0]["before"]
+  assert "| 1 | pretrained | learning_rate=" in text and "valid acc % at eta=0.5" in text
+  assert "train acc % (labelled set)" in text and "| layer |" in text
   assert pretraining.run(config, str(tmp_path))["finished"]  # a rerun does nothing
+  with open(tmp_path / "results.json") as f:
+    before = json.load(f)
+
+  # Interrupted after its last cell: the rerun trains nothing but the filter figure's first
+  # seeds (one per init), pre-trains nothing, and ends with the same results.
+  os.remove(tmp_path / "finished.json")
+  calls = []
+  real = pretraining.finetune
+  monkeypatch.setattr(pretraining, "finetune",
+                      lambda *a, **k: calls.append(len(a[6])) or real(*a, **k))
+  monkeypatch.setattr(pretraining, "pretrain", lambda *a, **k: pytest.fail("pre-trained again"))
+  again = pretraining.run(config, str(tmp_path))
+  assert calls == [1, 1, 1]
+  for old, new in zip(before["sizes"], again["sizes"]):
+    assert json.dumps(old["arms"], sort_keys=True) == json.dumps(new["arms"], sort_keys=True)
 
 
 @pytest.mark.parametrize("field, value, fragment", [
@@ -150,6 +181,11 @@ def test_runner_writes_tables_and_figures(tmp_path):
     ("experiment.inits", ("pretrained", "xavier"), "experiment.inits[1]='xavier'"),
     ("experiment.labels_per_class", (5, 1), "must be increasing"),
     ("experiment.cost", "l1", "experiment.cost='l1' is not supported"),
+    ("experiment.baseline", "lecun", "experiment.baseline='lecun' is not supported"),
+    ("experiment.learning_rates", (), "learning_rates is empty"),
+    ("experiment.learning_rates", (0.1, -1.0), "learning_rates[]=-1.0 must be a positive"),
+    ("experiment.seeds", 1, "config.experiment.seeds=1 must be"),
+    ("experiment.seed_mode", "pmap", "experiment.seed_mode='pmap' is not supported"),
     ("data.standardize", "global", "set config.data.standardize='none'"),
     ("model.activation", "relu", "set config.model.name='mlp' and config.model.activation="),
 ])

@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import chex
 import jax
+import processes
 import numpy as np
 import pytest
 
@@ -74,19 +74,14 @@ def reference(tmp_path_factory):
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical(reference, tmp_path):
   workdir = tmp_path / "killed"
-  proc = subprocess.Popen(_main(workdir, *RUN_FLAGS), cwd=REPO, env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  ckpts = workdir / "checkpoints"
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if ckpts.exists() and len([d for d in os.listdir(ckpts) if d.isdigit()]) >= 3:
-      break
-    time.sleep(0.02)
-  assert proc.poll() is None, "the run finished before it could be killed"
+  # Killed right after its third checkpoint's commit, where the run waits for the test.
+  proc = processes.start_until([f"--workdir={workdir}", *RUN_FLAGS], ("after_commit", 3),
+                               str(tmp_path / "killed.log"), REPO, _env())
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  ckpts = workdir / "checkpoints"
   killed_at = max(int(d) for d in os.listdir(ckpts) if d.isdigit())
-  assert killed_at < 1500
+  assert killed_at == 300
 
   # Damage the newest checkpoint: the resume must warn and fall back to the one before.
   newest = ckpts / str(killed_at)
@@ -124,13 +119,12 @@ def test_four_devices_match_one_device(reference, tmp_path):
 @pytest.mark.slow
 def test_two_processes_match_one_process(reference, tmp_path):
   workdir = tmp_path / "two"
-  start = time.time()
-  result = subprocess.run(
-      ["bash", os.path.join(REPO, "launch", "multihost_local.sh"), "-n", "2", "--",
-       f"--workdir={workdir}", *RUN_FLAGS],
-      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+  with processes.reserved_port() as port:
+    result = subprocess.run(
+        ["bash", os.path.join(REPO, "launch", "multihost_local.sh"), "-n", "2", f"--port={port}",
+         "--", f"--workdir={workdir}", *RUN_FLAGS],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-  print(f"2-process run: {time.time() - start:.1f} s wall")
   want, _ = _params(reference, RUN_FLAGS)
   got, _ = _params(workdir, RUN_FLAGS)
   for a, b in zip(want, got):

@@ -4,20 +4,24 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from configs import exp_skipgram
 from research import errors
 from research import gradcheck
+from research import kernel
 from research import models
 from research.backprop import skipgram as backprop_sg
 from research.data import words
 from research.experiments import embeddings
+from research.models import bag_of_embeddings as bag_of_embeddings_lib
 from research.models import skipgram
 
 
@@ -113,8 +117,9 @@ def test_noise_sampling_follows_the_distribution():
 def _small(**fields):
   config = exp_skipgram.get_config()
   config.model.embed_dim = 16
-  config.experiment.update(dict(epochs=3, repeats=1, labels_per_topic=(5,),
-                                tables=("random", "skipgram_frozen")))
+  config.experiment.update(dict(epochs=3, seeds=2, labels_per_topic=(5,),
+                                methods=("bow_lr", "skipgram_frozen"),
+                                learning_rates=(0.03,), l2s=(0.0,)))
   config.num_steps, config.eval_every = 100, 100
   config.update(fields)
   return config
@@ -127,6 +132,13 @@ def corpus():
 
 def test_corpus_holds_out_test_sentences_from_the_skipgram(corpus):
   assert len(corpus.classes) == 8 and all(len(c) == 40 for c in corpus.test)
+  assert all(len(c) == 20 for c in corpus.valid)
+  # Test, validation and the labelled pool split each topic's eligible sentences (the text
+  # repeats a few sentences, so the check counts them rather than comparing their words).
+  docs = dict(words.documents())
+  for name, pool, valid, test in zip(corpus.classes, corpus.pool, corpus.valid, corpus.test):
+    eligible = [s for s in words.split_sentences(docs[name]) if len(words.tokenize(s)) >= 5]
+    assert len(pool) + len(valid) + len(test) == len(eligible)
   assert 38_000 < len(corpus.stream) < 46_000 and 1000 < len(corpus.vocab) < 1300
   # The held-out text is not in the training stream: its words' counts come from the rest.
   assert len(corpus.heldout_stream) > 3000
@@ -183,21 +195,88 @@ def test_bag_of_embeddings_means_the_real_words_and_can_freeze_the_table():
   assert float(jnp.abs(jax.grad(loss(frozen))(params)["embed"]["table"]).sum()) == 0
 
 
+# ------------------------------------------------------------------------------- downstream
+
+
+def test_bag_of_words_and_mean_vectors_read_only_the_real_words():
+  ids = np.array([[1, 3, 1, -1], [-1, -1, -1, -1]], np.int32)
+  tf = embeddings.bag_of_words(ids, 4)
+  np.testing.assert_allclose(tf, [[0, 2 / 3, 0, 1 / 3], [0, 0, 0, 0]])
+  table = np.arange(8, dtype=np.float32).reshape(4, 2)
+  np.testing.assert_allclose(embeddings.mean_vectors(table, ids),
+                             bag_of_embeddings_lib.mean_embedding(
+                                 jnp.asarray(table), jnp.asarray(ids)), atol=1e-6)
+
+
+def test_cooccurrence_weights_windows_and_stays_in_documents():
+  corpus = types.SimpleNamespace(vocab=[0] * 4, stream=np.array([0, 1, 2, 3, 0], np.int32),
+                                 segment=np.array([0, 0, 0, 1, 1], np.int32))
+  counts = embeddings.cooccurrence(corpus, 2)
+  expected = np.zeros((4, 4))
+  for a, b, w in ((0, 1, 1.0), (1, 2, 1.0), (0, 2, 0.5), (3, 0, 1.0)):
+    expected[a, b] += w
+    expected[b, a] += w
+  np.testing.assert_allclose(counts, expected)
+
+
+def test_ppmi_svd_is_the_truncated_svd_of_the_smoothed_ppmi():
+  counts = np.array([[0, 4, 1], [4, 0, 2], [1, 2, 6]], np.float64)
+  table = embeddings.ppmi_svd(counts, 2, 0.75)
+  total = counts.sum()
+  p_c = counts.sum(0) ** 0.75 / (counts.sum(0) ** 0.75).sum()
+  ppmi = np.zeros_like(counts)
+  for w in range(3):
+    for c in range(3):
+      if counts[w, c]:
+        ppmi[w, c] = max(0.0, np.log(counts[w, c] / total / (counts[w].sum() / total * p_c[c])))
+  u, s, _ = np.linalg.svd(ppmi)
+  np.testing.assert_allclose(table, u[:, :2] * np.sqrt(s[:2]), atol=1e-6)
+  assert table.shape == (3, 2) and table.dtype == np.float32
+
+
+def test_with_tables_starts_each_seed_from_its_table():
+  cfg = ml_collections.ConfigDict(dict(name="bag_of_embeddings", vocab_size=5, embed_dim=3,
+                                       freeze_embeddings=False))
+  bag = models.build(cfg, (4,), 2)
+  tables = {s: np.full((5, 3), float(s), np.float32) for s in (3, 4)}
+  model = embeddings.with_tables(bag, tables)
+  optimizer = optax.sgd(0.1)
+  for s in (3, 4):
+    state = kernel.init_state(model, optimizer, jax.random.key(s))
+    np.testing.assert_array_equal(state["params"]["embed"]["table"], tables[s])
+  with pytest.raises(ValueError, match="not derived from one of the seeds"):
+    kernel.init_state(model, optimizer, jax.random.key(5))
+
+
 @pytest.mark.slow
-def test_runner_reuse_beats_a_random_table_and_writes_its_documents(tmp_path):
+def test_runner_under_the_harness_writes_its_documents_and_resumes(tmp_path):
   config = _small()
   config.model.embed_dim = 50
-  config.experiment.update(dict(repeats=2, epochs=10))
+  config.experiment.update(dict(epochs=10, methods=("bow_lr", "skipgram_frozen", "ppmi_svd"),
+                                learning_rates=(0.01, 0.03)))
   out = embeddings.run(config, str(tmp_path))
-  for name in ("results.md", "results.json", "metrics.jsonl", "embeddings_pca.png"):
+  for name in ("results.md", "results.json", "metrics.jsonl", "embeddings_pca.png",
+               "embeddings_downstream.png"):
     assert os.path.getsize(tmp_path / name) > 0, name
-  row = out["downstream"][0]
-  assert row["skipgram_frozen"]["mean"] > row["random"]["mean"] + 0.05, row
+  arms = out["downstream"]["sizes"][0]["arms"]
+  assert set(arms) == {"bow_lr", "skipgram_frozen", "ppmi_svd"}
+  assert all(len(arm["grid"]) == 2 and len(arm["test"]) == 2 for arm in arms.values())
+  # Measured at 5 labels per topic: PPMI-SVD 55%, bag of words 32% (the test's 2 seeds).
+  ppmi, bow = (arms[m]["stats"]["accuracy"]["mean"] for m in ("ppmi_svd", "bow_lr"))
+  assert ppmi > bow + 0.05, (ppmi, bow)
   text = (tmp_path / "results.md").read_text()
-  assert "| breakpoint |" in text and "skip-gram (frozen)" in text
+  assert "| breakpoint |" in text and "Δ vs bow_lr" in text and "PPMI-SVD" in text
   with open(tmp_path / "results.json") as f:
     saved = json.load(f)
-  assert saved["pairs"]["trained"]["mean_percentile"]["mean"] < 0.15
+  assert saved["embeddings"]["pairs"]["ppmi_svd"]["mean_percentile"] < 0.15
+  assert saved["embeddings"]["pairs"]["trained"]["mean_percentile"]["n"] == 2
+  # A finished run does nothing on rerun; an interrupted one reuses the skip-grams and cells.
+  assert embeddings.run(config, str(tmp_path))["finished"]
+  os.remove(tmp_path / "finished.json")
+  cells = (tmp_path / "harness" / "cells.jsonl").read_text()
+  again = embeddings.run(config, str(tmp_path))
+  assert (tmp_path / "harness" / "cells.jsonl").read_text() == cells
+  assert again["downstream"]["sizes"] == out["downstream"]["sizes"]
 
 
 # ------------------------------------------------------------------------------- bad input
@@ -232,8 +311,16 @@ def test_bad_fields_are_config_errors():
   with pytest.raises(errors.ConfigError, match="config.experiment.window=0 must be an integer"):
     embeddings.validate(config)
   config = _small()
-  config.experiment.tables = ("random", "glove")
-  with pytest.raises(errors.ConfigError, match=r"experiment.tables\[1\]='glove'"):
+  config.experiment.methods = ("random", "glove")
+  with pytest.raises(errors.ConfigError, match=r"experiment.methods\[1\]='glove'"):
+    embeddings.validate(config)
+  config = _small()
+  config.experiment.baseline = "random"  # not among the methods
+  with pytest.raises(errors.ConfigError, match="experiment.baseline"):
+    embeddings.validate(config)
+  config = _small()
+  config.experiment.l2s = (0.0, -1.0)
+  with pytest.raises(errors.ConfigError, match=r"config.experiment.l2s holds -1.0"):
     embeddings.validate(config)
 
 

@@ -51,7 +51,7 @@ def test_same_seed_gives_identical_metrics_and_params(tmp_path):
 
 def test_writes_metrics_jsonl_and_config_json(tmp_path):
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(tiny_config(), workdir)
+  params = train.train_and_evaluate(tiny_config(), workdir)["state"]["params"]
   records = _records(workdir)
   train_steps = [r["step"] for r in records if r["split"] == "train"]
   valid_steps = [r["step"] for r in records if r["split"] == "valid"]
@@ -60,7 +60,13 @@ def test_writes_metrics_jsonl_and_config_json(tmp_path):
     if r["split"] == "train":
       assert {"loss", "accuracy", "examples_per_sec"} <= set(r)
   (test,) = [r for r in records if r["split"] == "test"]
-  assert 0 <= test["accuracy"] <= 1 and test["wall_time"] > 0
+  # The test record is the final params' accuracy on the test split, recomputed here.
+  config = tiny_config()
+  dataset = data_lib.load(config.data)
+  model = models.build(config.model, dataset.input_shape, 10)
+  predicted = np.asarray(model.apply(params, dataset.test.x)).argmax(-1)
+  assert test["accuracy"] == pytest.approx(np.mean(predicted == np.asarray(dataset.test.y)))
+  assert test["wall_time"] > 0
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)
   assert saved["optimizer"]["name"] == "momentum" and saved["num_steps"] == 60
@@ -179,3 +185,64 @@ def test_breast_cancer_single_sigmoid_output_reaches_95_percent(tmp_path):
   result = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert result["state"]["params"][-1]["w"].shape[-1] == 1  # One sigmoid output unit.
   assert result["test"]["accuracy"] >= 0.95
+
+
+def test_train_records_hold_the_norms_of_dE_dw_w_and_the_update(tmp_path):
+  """The last step's per-layer norms against an independent computation: plain SGD's update is
+  the difference of the params after and before the step (checkpoints 39 and 40), and
+  -learning_rate * dE/dw."""
+  config = tiny_config(num_steps=40, log_every=20, eval_every=40, checkpoint_every=39,
+                       keep_checkpoints=5)
+  config.optimizer.name = "sgd"
+  workdir = str(tmp_path / "run")
+  after = train.train_and_evaluate(config, workdir)["state"]["params"]
+  norms = next(r["norms"] for r in _records(workdir) if r["split"] == "train" and r["step"] == 40)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "40"))
+  before, step = train.restore_state(config, workdir)
+  assert step == 39
+  assert set(norms["grad"]) == set(norms["param"]) == set(norms["update"]) == {"0/w", "1/w"}
+  for layer, (w0, w1) in enumerate(zip(before["params"], after)):
+    w0, w1 = (np.asarray(p["w"], np.float64) for p in (w0, w1))
+    update = np.linalg.norm(w1 - w0)
+    assert norms["param"][f"{layer}/w"] == pytest.approx(np.linalg.norm(w1), rel=1e-6)
+    assert norms["update"][f"{layer}/w"] == pytest.approx(update, rel=1e-3)
+    assert norms["grad"][f"{layer}/w"] == pytest.approx(
+        update / config.optimizer.learning_rate, rel=1e-3)
+
+
+def test_grad_manual_trains_with_the_hand_written_pass(tmp_path, monkeypatch):
+  """config.grad=manual runs research/backprop's pass inside the train step (a spy sees it
+  traced there), whose dE/dw agrees with jax.grad's to float32 rounding without being the same
+  computation (their last bits differ)."""
+  from research import backprop  # pylint: disable=g-import-not-at-top
+  from research import gradients  # pylint: disable=g-import-not-at-top
+  real, traced = backprop.make_manual_value_and_grad, []
+
+  def spy(*args, **kwargs):
+    manual = real(*args, **kwargs)
+
+    def value_and_grad(*a):
+      traced.append(True)
+      return manual(*a)
+    return value_and_grad
+
+  monkeypatch.setattr(backprop, "make_manual_value_and_grad", spy)
+  train._functions.cache_clear()  # pylint: disable=protected-access  A run built before ours.
+  train.train_and_evaluate(tiny_config(grad="manual", num_steps=20), str(tmp_path / "run"))
+  assert traced, "config.grad=manual trained without the hand-written backward pass"
+
+  config = default.get_config()
+  dataset = data_lib.load(config.data)
+  n, k = len(dataset.train), 10
+  model = models.build(config.model, dataset.input_shape, k)
+  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k)
+  params = model.init(jax.random.key(0))
+  grads = {}
+  for grad in ("autodiff", "manual"):
+    config.grad = grad
+    value_and_grad = gradients.make_value_and_grad(config, loss_fn, k, n, dataset.input_shape)
+    grads[grad] = jax.jit(value_and_grad)(params, dataset.train.x[:32], dataset.train.y[:32],
+                                           jax.random.key(1))[1]
+  chex.assert_trees_all_close(grads["manual"], grads["autodiff"], rtol=1e-5, atol=1e-7)
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(grads["manual"]),
+                                                       jax.tree.leaves(grads["autodiff"])))

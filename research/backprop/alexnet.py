@@ -45,8 +45,7 @@ def forward(params: dict, x_NHWC: jax.Array, rng, cfg) -> tuple[jax.Array, dict]
   norm = layers.local_response_norm if cfg.lrn else (lambda h: h)
   window, pool_stride = alexnet_model.pool_shape(cfg)
   conv_impl = models.conv_impl(cfg)
-  s = {"conv_in": [], "conv_out": [], "norm": [], "fc_in": [], "fc_out": [],
-       "rngs": _dropout_keys(rng, len(fc) - 1, cfg.dropout)}
+  s = {"conv_in": [], "conv_out": [], "norm": [], "fc_in": [], "fc_out": [], "keeps": []}
   h = x_NHWC
   for l, c in enumerate(conv):
     s["conv_in"].append(h)
@@ -59,10 +58,11 @@ def forward(params: dict, x_NHWC: jax.Array, rng, cfg) -> tuple[jax.Array, dict]
       h = layers.max_pool(h, window, pool_stride)
   s["pool5"] = h
   h = layers.flatten(h)
-  for layer, r in zip(fc[:-1], s["rngs"]):
+  for layer, r in zip(fc[:-1], _dropout_keys(rng, len(fc) - 1, cfg.dropout)):
     s["fc_in"].append(h)
     s["fc_out"].append(a := jax.nn.relu(layers.dense(layer, h)))
-    h = layers.dropout(r, a, cfg.dropout, True)
+    h, keep = backprop_layers.dropout_forward(r, a, cfg.dropout)
+    s["keeps"].append(keep)
   s["fc_in"].append(h)
   return layers.dense(fc[-1], h), s
 
@@ -75,7 +75,7 @@ def backward(params: dict, s: dict, delta_out: jax.Array, cfg) -> dict:
   g_conv, g_fc = [None] * len(conv), [None] * len(fc)
   dE_dh, g_fc[-1] = backprop_layers.dense_backward(fc[-1], s["fc_in"][-1], delta_out)
   for l in reversed(range(len(fc) - 1)):
-    dE_da = backprop_layers.dropout_backward(s["rngs"][l], dE_dh, cfg.dropout, True)
+    dE_da = backprop_layers.dropout_backward(s["keeps"][l], dE_dh, cfg.dropout)
     delta = backprop_layers.activation_backward("relu", s["fc_out"][l], dE_da)
     dE_dh, g_fc[l] = backprop_layers.dense_backward(fc[l], s["fc_in"][l], delta)
   dE_dh = dE_dh.reshape(s["pool5"].shape)
@@ -103,6 +103,7 @@ def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, la
   grads) from one forward and one hand-written backward pass; rng is the dropout key (may be
   None when model_cfg.dropout == 0).
   """
+  model_cfg = models.resolve(model_cfg)  # a partial group gets the family's defaults, as in build
   models.build(model_cfg, input_shape, num_outputs)  # The model's own config errors.
   backprop_layers.check_loss(output, lam, m, lam1)
   if model_cfg.dropout > 0:
@@ -138,7 +139,7 @@ def alexnet_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, r
 SMALL = {"name": "alexnet", "conv_channels": (64, 192, 384, 256, 256),
          "kernel_sizes": (5, 5, 3, 3, 3), "groups": (1, 2, 1, 2, 2), "conv1_stride": 1,
          "conv1_padding": "SAME", "width": 0.0625, "fc_sizes": (16, 16), "lrn": True,
-         "dropout": 0.3}
+         "dropout": 0.3, "conv_impl": "xla"}
 SMALL_INPUT = (16, 16, 1)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from research import errors
 from research import losses
@@ -75,13 +76,16 @@ def manual_builder(name: str) -> Callable:
   if name not in _MANUAL:
     raise errors.ConfigError(
         f"config.grad='manual' has a hand-written backward pass only for models "
-        f"{manual_names()}, not {name!r}; use config.grad='autodiff'")
+        f"{manual_names()}, not {name!r}; use config.grad='autodiff' (a family registers its "
+        "pass with @core.register_manual(name) in research/backprop/<family>.py)")
   return _MANUAL[name]
 
 
 def make_manual_value_and_grad(model_cfg, input_shape: tuple[int, ...], num_outputs: int, *,
                                output: str, lam: float, m: int, lam1: float = 0.0) -> Callable:
-  """value_and_grad(params, x, labels, rng) by hand for model_cfg.name (see register_manual)."""
+  """value_and_grad(params, x, labels, rng) by hand for model_cfg.name (see register_manual);
+  a family switched by override gets its defaults, as in models.build."""
+  model_cfg = models.resolve(model_cfg)
   return manual_builder(model_cfg.name)(model_cfg, tuple(input_shape), num_outputs=num_outputs,
                                         output=output, lam=lam, m=m, lam1=lam1)
 
@@ -90,7 +94,9 @@ def problem_builder(name: str) -> Callable:
   """The registered fn(key, batch, dtype) -> Problem; ConfigError naming the choices if none."""
   if name not in _PROBLEMS:
     raise errors.ConfigError(
-        f"--model={name!r} has no gradient check; choose one of: " + ", ".join(problem_names()))
+        f"--model={name!r} has no gradient check; choose one of: " + ", ".join(problem_names())
+        + " (a family registers one with @core.register_problem(name) in "
+        "research/backprop/<family>.py)")
   return _PROBLEMS[name]
 
 
@@ -147,3 +153,28 @@ def classifier_problem(key: jax.Array, batch: int, dtype, model_cfg, input_shape
       grad_fn=lambda p, x, labels: value_and_grad(p, x, labels, key_drop)[1],
       fd_eps=fd_eps,
       description=f"{description}, {input_shape} -> {k}, softmax, B={batch}, lambda={lam}, m={m}")
+
+
+def sequence_problem(key: jax.Array, batch: int, dtype, model_cfg: dict, input_shape: tuple,
+                     num_outputs: int, label_shape: tuple[int, ...], x_fn: Callable,
+                     description: str) -> Problem:
+  """classifier_problem for a registered sequence model (model_cfg a dict), one fd step and
+  no dropout: its mask depends on whether x64 is on, and the finite differences run in x64."""
+  model_cfg = ml_collections.ConfigDict(model_cfg)
+  return classifier_problem(
+      key, batch, dtype, model_cfg, input_shape, manual_builder(model_cfg.name), description,
+      (FD_EPS,), num_outputs=num_outputs, label_shape=label_shape, x_fn=x_fn, dropout_key=False)
+
+
+def char_ids(vocab: int) -> Callable:
+  """Ids from the normals: each row of the table is used by several positions (scatter-add)."""
+  return lambda z: (jnp.abs(z) * 1e3).astype(jnp.int32) % vocab
+
+
+def check_model(model_cfg, name: str, input_shape, num_outputs: int) -> None:
+  """Raises ConfigError for a config the model builder or this backward pass cannot use."""
+  if model_cfg.name != name:
+    raise errors.ConfigError(
+        f"config.model.name={model_cfg.name!r}: this is the hand-written backward pass of "
+        f"{name!r}; use the make_*_value_and_grad of your model")
+  models.build(model_cfg, input_shape, num_outputs)  # the builder's own config checks

@@ -15,6 +15,8 @@ The cost is losses.make_loss_fn's: the data term averaged over the B examples, p
 (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] over the "w" leaves.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -76,16 +78,16 @@ def forward(params: dict, x_NHWC: jax.Array, rng, rate: float,
     h, saved = block_forward(block, layers.max_pool(h, 3, 2, "SAME"), conv_impl)
     s["blocks"].append(saved)
   s["last"] = h
-  s["gap"] = layers.dropout(rng, layers.global_avg_pool(h), rate, True)
+  s["gap"], s["keep"] = backprop_layers.dropout_forward(rng, layers.global_avg_pool(h), rate)
   return layers.dense(params["out"], s["gap"]), s
 
 
-def backward(params: dict, s: dict, delta_out: jax.Array, rng, rate: float,
+def backward(params: dict, s: dict, delta_out: jax.Array, rate: float,
              conv_impl: str = "xla") -> dict:
   """dE/dparams (data term only) from delta^out = dE/dsum^out_NxK, the same pytree as params."""
   grads = {"blocks": [None] * len(params["blocks"])}
   dE_dg, grads["out"] = backprop_layers.dense_backward(params["out"], s["gap"], delta_out)
-  dE_dg = backprop_layers.dropout_backward(rng, dE_dg, rate, True)
+  dE_dg = backprop_layers.dropout_backward(s["keep"], dE_dg, rate)
   n, h, w, c = s["last"].shape
   dE_dh = jnp.broadcast_to(dE_dg[:, None, None, :] / (h * w), (n, h, w, c))
   for l in reversed(range(len(params["blocks"]))):
@@ -108,6 +110,7 @@ def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, la
   grads) from one forward and one hand-written backward pass; rng is the dropout key (may be
   None when model_cfg.dropout == 0).
   """
+  model_cfg = models.resolve(model_cfg)  # a partial group gets the family's defaults, as in build
   models.build(model_cfg, input_shape, num_outputs)  # The model's own config errors.
   backprop_layers.check_loss(output, lam, m, lam1)
   rate = model_cfg.dropout
@@ -117,14 +120,11 @@ def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], output: str, la
     if rate > 0 and rng is None:
       raise errors.ConfigError(
           "inception manual gradients with config.model.dropout > 0 need the step's rng key")
-    logits, saved = forward(params, x_NHWC, rng, rate, conv_impl)
-    return logits, (saved, rng)
+    return forward(params, x_NHWC, rng, rate, conv_impl)
 
-  def bwd(params, cache, delta_out):
-    saved, rng = cache
-    return backward(params, saved, delta_out, rng, rate, conv_impl)
-
-  return backprop_layers.value_and_grad_from(fwd, bwd, num_outputs, output, lam, m, lam1)
+  return backprop_layers.value_and_grad_from(
+      fwd, functools.partial(backward, rate=rate, conv_impl=conv_impl), num_outputs, output,
+      lam, m, lam1)
 
 
 def inception_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, rng, *,
@@ -142,7 +142,7 @@ def inception_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array,
 # Two blocks of a few channels each on 8 x 8 x 1 inputs (8 -> 4 -> 2 before the blocks): both
 # 3x3/2 pools, every branch, the global average pool and dropout.
 SMALL = {"name": "inception", "stem_channels": 4,
-         "blocks": ((2, 2, 3, 1, 2, 2), (3, 2, 4, 2, 2, 3)), "dropout": 0.3}
+         "blocks": ((2, 2, 3, 1, 2, 2), (3, 2, 4, 2, 2, 3)), "dropout": 0.3, "conv_impl": "xla"}
 SMALL_INPUT = (8, 8, 1)
 
 

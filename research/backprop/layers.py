@@ -1,25 +1,21 @@
-"""Hand-written backward passes for the layers of research/models/layers.py.
+"""The backward primitives every family's hand-written pass is built from: one per layer of
+research/models/layers.py, plus the output delta, the penalties and E from the logits.
 
-Each `<layer>_backward` takes what the forward pass saved (its input, sometimes its output)
-and the upstream gradient dE/dy of the layer's output y, and returns dE/dx for its input x;
-layers with weights return (dE/dx, grads) where grads has the keys of the layer's params
-dict. Nothing here calls jax.grad or jax.vjp: the convolutions and windowed sums below are the
-transposes of the forward's, written out with lax primitives, as one derives them on paper.
-
-With delta = dE/dsum, the gradient with respect to a layer's pre-activation sum:
+One contract: `<layer>_backward(params, x, delta) -> (dE/dx, grads)` for a layer with weights
+(grads has the keys of the layer's params dict), `-> dE/dx` for one without; x is what the
+forward saved (its input, sometimes its output), delta = dE/dsum (or dE/dy) at its output.
+Nothing here calls jax.grad or jax.vjp: the convolutions and windowed sums are the transposes
+of the forward's, written out with lax primitives.
 
   dense   sum_j = sum_i x_i w_ij + b_j
           dE/dx_i = sum_j delta_j w_ij     dE/dw_ij = sum_b x_i delta_j     dE/db_j = sum_b delta_j
-  conv    sum_{hwo} = sum_{ijc} x_{s h + i, s w + j, c} w_{ijco} + b_o      (x zero-padded)
-          dE/dw_{ijco} = sum_{bhw} x_{s h + i, s w + j, c} delta_{hwo}: a correlation of x with
-                         delta dilated by the stride s;
-          dE/dx_{pqc}  = sum_{hwo} delta_{hwo} w_{p - s h, q - s w, c, o}: a "full" convolution
-                         of the s-dilated delta with the spatially flipped, I<->O swapped kernel.
-  pools   each output is a function of its own window: the windowed sum's transpose adds every
-          output's gradient back onto its window; max routes it to the window's argmax only.
-
-All functions are vectorised over the batch and jittable; the only Python loops run over the
-kh x kw offsets of a pooling window.
+  conv    dE/dw: a correlation of x with delta dilated by the stride; dE/dx: a "full"
+          convolution of the dilated delta with the flipped, I<->O swapped kernel
+  pools   the windowed sum's transpose adds each output's gradient back onto its window; max
+          routes it to the window's argmax only
+  output  delta^L = dE/dsum^L = (sigma^L - y) / B for the sigmoid or softmax cross-entropy
+  E       the data term averaged over the examples (and steps) + (lambda/2m) sum w^2
+          [+ (lambda_1/m) sum |w|]; its gradient adds (lambda/m) w [+ (lambda_1/m) sign w]
 """
 import math
 
@@ -31,7 +27,6 @@ from jax import lax
 from research import errors
 from research import losses
 from research.backprop import core
-from research.backprop import mlp as backprop_mlp
 from research.models import layers
 
 _CONV_DIMS = ("NHWC", "HWIO", "NHWC")
@@ -39,14 +34,34 @@ _CONV_DIMS = ("NHWC", "HWIO", "NHWC")
 # and delta is the kernel; the output comes out directly as HWIO.
 _CONV_DW_DIMS = ("CHWN", "IHWO", "HWNC")
 
-# f'(sum) through sigma = f(sum), as on the slides. The LeNet squashing f = A tanh(S a) has
-# f' = A S (1 - tanh^2) = (S/A)(A - sigma)(A + sigma).
+# f'(sum) written through sigma = f(sum), as the slides do for the sigmoid. For tanh,
+# (1-sigma)(1+sigma) rather than 1-sigma^2: 1-sigma is exact near saturation, sigma^2 is not.
+# The LeNet squashing f = A tanh(S a) has f' = A S (1 - tanh^2) = (S/A)(A - sigma)(A + sigma).
 _A, _S = 1.7159, 2.0 / 3.0
-DERIVATIVES = dict(
-    backprop_mlp.DERIVATIVES,
-    scaled_tanh=lambda sigma: (_S / _A) * (_A - sigma) * (_A + sigma),
-    identity=jnp.ones_like,
-)
+DERIVATIVES = {
+    "sigmoid": lambda sigma: sigma * (1 - sigma),
+    "tanh": lambda sigma: (1 - sigma) * (1 + sigma),
+    "relu": lambda sigma: (sigma > 0).astype(sigma.dtype),  # f'(0) = 0, as jax.nn.relu.
+    "scaled_tanh": lambda sigma: (_S / _A) * (_A - sigma) * (_A + sigma),
+    "identity": jnp.ones_like,
+}
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+
+
+def _gelu_prime(s):
+  """d/ds of jax.nn.gelu's tanh form s/2 (1 + tanh(u)), u = sqrt(2/pi) (s + 0.044715 s^3)."""
+  tanh_u = jnp.tanh(_SQRT_2_OVER_PI * (s + 0.044715 * s ** 3))
+  return (0.5 * (1 + tanh_u)
+          + 0.5 * s * (1 - tanh_u) * (1 + tanh_u) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * s ** 2))
+
+
+# f'(sum) written through sum itself, for units whose sigma does not give it (gelu).
+PRIMES_OF_SUM = {
+    "gelu": _gelu_prime,
+    "relu": lambda s: (s > 0).astype(s.dtype),  # f'(0) = 0, as jax.nn.relu.
+}
+OUTPUTS = ("sigmoid", "softmax")
+OUTPUT_DELTAS = ("simplified", "literal")
 
 
 # ------------------------------------------------------------------------- dense, activations
@@ -74,14 +89,45 @@ def dense_backward(params: dict, x_xI: jax.Array, delta_xO: jax.Array) -> tuple[
   return delta_xO @ w_IxO.T, {"w": x_BxI.T @ delta_BxO, "b": delta_BxO.sum(axis=0)}
 
 
+# ------------------------------------------------------------------------------- output delta
+
+
+def output_layer_delta(sum_BxK: jax.Array, y_BxK: jax.Array, output: str = "sigmoid",
+                       output_delta: str = "simplified") -> jax.Array:
+  """delta^L = dE_b/dsum^L for each example's own cost E_b (no 1/B), shape (..., K).
+
+  "literal" is the slide: dE/dsigma^L times the output non-linearity's derivative.
+  "simplified" is the same quantity after cancelling the divisions by hand: sigma^L - y.
+  """
+  errors.check_choice("loss.output", output, OUTPUTS)
+  errors.check_choice("output_delta", output_delta, OUTPUT_DELTAS)
+  y = y_BxK.astype(sum_BxK.dtype)
+  if output == "sigmoid":
+    if output_delta == "simplified":
+      # sigma^L - y = (1-y) sigma(sum^L) - y sigma(-sum^L): the same number, but the target
+      # units keep their small gradient -sigma(-sum^L) instead of rounding 1 - 1 to 0.
+      return (1 - y) * jax.nn.sigmoid(sum_BxK) - y * jax.nn.sigmoid(-sum_BxK)
+    sigma = jax.nn.sigmoid(sum_BxK)
+    dE_dsigma = -y / sigma + (1 - y) / (1 - sigma)
+    return dE_dsigma * sigma * (1 - sigma)
+  sigma = jax.nn.softmax(sum_BxK, axis=-1)
+  if output_delta == "simplified":
+    # = sigma - y for one-hot y; the factor sum_k y_k keeps it exact for any targets.
+    return sigma * y.sum(axis=-1, keepdims=True) - y
+  dE_dsigma = -y / sigma
+  # The softmax Jacobian dsigma_j/dsum_k = sigma_j (1[j=k] - sigma_k), applied without
+  # building the KxK matrix.
+  return sigma * (dE_dsigma - (dE_dsigma * sigma).sum(axis=-1, keepdims=True))
+
+
 def softmax_cross_entropy_backward(logits_BxK: jax.Array, y_BxK: jax.Array) -> jax.Array:
   """dE/dsum^L for E = mean_b losses.softmax_cross_entropy: (softmax(sum^L) - y) / B."""
-  return backprop_mlp.output_layer_delta(logits_BxK, y_BxK, "softmax") / logits_BxK.shape[0]
+  return output_layer_delta(logits_BxK, y_BxK, "softmax") / logits_BxK.shape[0]
 
 
 def sigmoid_cross_entropy_backward(logits_BxK: jax.Array, y_BxK: jax.Array) -> jax.Array:
   """dE/dsum^L for E = mean_b losses.sigmoid_cross_entropy: (sigmoid(sum^L) - y) / B."""
-  return backprop_mlp.output_layer_delta(logits_BxK, y_BxK, "sigmoid") / logits_BxK.shape[0]
+  return output_layer_delta(logits_BxK, y_BxK, "sigmoid") / logits_BxK.shape[0]
 
 
 OUTPUT_BACKWARDS = {"softmax": softmax_cross_entropy_backward,
@@ -323,66 +369,115 @@ def local_response_norm_backward(x_NHWC: jax.Array, dE_dy: jax.Array, k: float =
 # ------------------------------------------------------------------------------------ dropout
 
 
-def dropout_backward(rng: jax.Array | None, dE_dy: jax.Array, rate: float,
-                     train: bool) -> jax.Array:
-  """Backward of layers.dropout with the forward's key, hence its mask: dE/dx = dE/dy / (1-rate)
-  where a unit was kept, 0 where it was dropped (identity when not `train` or rate == 0).
+def dropout_forward(rng: jax.Array | None, x: jax.Array,
+                    rate: float) -> tuple[jax.Array, jax.Array | None]:
+  """layers.dropout(rng, x, rate, train=True), also returning its keep mask (None: no dropout).
 
-  The mask is redrawn by the forward itself (on ones), so it is the same mask however
-  layers.dropout draws it. (It draws with a Python-float p, so the mask changes with
-  jax_enable_x64: use the same setting in the forward and backward pass.)
+  The mask is drawn exactly as layers.dropout draws it, so the same key gives the same mask.
   """
-  kept_scale = layers.dropout(rng, jnp.ones_like(dE_dy), rate, train)  # 1/(1-rate) or 0
-  if not train or rate == 0.0:
+  if rng is None or rate == 0:
+    return x, None
+  keep = layers.dropout_keep_mask(rng, rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x)), keep
+
+
+def dropout_backward(keep: jax.Array | None, dE_dy: jax.Array, rate: float) -> jax.Array:
+  """dE/dx = dE/dy / (1 - rate) where the unit was kept, 0 where it was dropped (keep from
+  dropout_forward; None: the identity)."""
+  if keep is None:
     return dE_dy
-  return jnp.where(kept_scale != 0, dE_dy / (1.0 - rate), jnp.zeros_like(dE_dy))
+  return jnp.where(keep, dE_dy / (1.0 - rate), jnp.zeros_like(dE_dy))
+
+
+# ----------------------------------------------------------------------- layer norm, embedding
+
+
+def layer_norm_forward(params: dict, x_xD: jax.Array, eps: float = 1e-5) -> tuple:
+  """layers.layer_norm: y, and the cache {x_hat, rstd} with rstd = 1/sqrt(var + eps)."""
+  mean = x_xD.mean(axis=-1, keepdims=True)
+  var = jnp.square(x_xD - mean).mean(axis=-1, keepdims=True)
+  rstd = lax.rsqrt(var + eps)
+  x_hat = (x_xD - mean) * rstd
+  return x_hat * params["scale"] + params["bias"], {"x_hat": x_hat, "rstd": rstd}
+
+
+def layer_norm_backward(params: dict, cache: dict, dy_xD: jax.Array) -> tuple[jax.Array, dict]:
+  """(dE/dx, {"scale": sum dy x_hat, "bias": sum dy}) summed over every leading axis.
+
+  x_hat's mean and variance depend on every x_j, which is where the two subtracted means come
+  from: dx = rstd (dx_hat - mean(dx_hat) - x_hat mean(dx_hat x_hat)).
+  """
+  x_hat, rstd = cache["x_hat"], cache["rstd"]
+  lead = tuple(range(dy_xD.ndim - 1))
+  dx_hat = dy_xD * params["scale"]
+  dx = rstd * (dx_hat - dx_hat.mean(axis=-1, keepdims=True)
+               - x_hat * (dx_hat * x_hat).mean(axis=-1, keepdims=True))
+  return dx, {"scale": (dy_xD * x_hat).sum(axis=lead), "bias": dy_xD.sum(axis=lead)}
+
+
+def embed_backward(params: dict, ids: jax.Array, dvectors_xD: jax.Array) -> dict:
+  """layers.embed backward: {"table": dE/dtable_VxD}, each position's dE/dvector added into
+  its id's row (a scatter-add: a row used n times receives n contributions). Ids are
+  integers: there is no dE/dx."""
+  table = params["table"]
+  return {"table": jnp.zeros_like(table).at[ids].add(dvectors_xD.astype(table.dtype))}
 
 
 # ------------------------------------------------------------------- the training cost
 
 
-def check_loss(output: str, lam, m, lam1) -> None:
+def check_loss(output: str, lam, m, lam1=0.0, lam_act=0.0) -> None:
   """Python numbers only: traced values are the caller's to check."""
-  errors.check_choice("loss.output", output, backprop_mlp.OUTPUTS)
+  errors.check_choice("loss.output", output, OUTPUTS)
   if isinstance(m, (int, float)) and not m > 0:
     raise errors.ConfigError(f"m={m!r} (the number of training examples in lambda/2m) must be "
                              "positive")
-  for field, value in (("lam", lam), ("lam1", lam1)):
+  for field, value in (("lam", lam), ("lam1", lam1), ("lam_act", lam_act)):
     if isinstance(value, (int, float)) and value < 0:
       raise errors.ConfigError(f"{field}={value!r} must be >= 0")
 
 
+def penalty_grad(w, lam, m, lam1):
+  """d/dw of (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|]: (lambda/m) w [+ (lambda_1/m) sign w]."""
+  grad = (lam / m) * w
+  if lam1:  # sign(0) = 0, as jax.grad of |w|.
+    grad = grad + (lam1 / m) * jnp.sign(w)
+  return grad
+
+
 def with_penalty(grads, params, lam, m, lam1):
-  """Adds d/dw of (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|] to the leaves that
-  losses.l2_penalty decays (losses.is_weight: w, w_ih, w_hh, wq, ...)."""
-  def add(path, g, w):
-    if not losses.is_weight(path):
-      return g
-    g = g + (lam / m) * w
-    if lam1:  # sign(0) = 0, as jax.grad of |w|.
-      g = g + (lam1 / m) * jnp.sign(w)
-    return g
-  return jax.tree_util.tree_map_with_path(add, grads, params)
+  """Adds penalty_grad to the leaves that losses.l2_penalty decays (losses.is_weight: w, w_ih,
+  w_hh, wq, ...)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, g, w: g + penalty_grad(w, lam, m, lam1) if losses.is_weight(path) else g,
+      grads, params)
+
+
+def cost(params, logits: jax.Array, labels: jax.Array, num_outputs: int, output: str, lam, m,
+         lam1) -> tuple[jax.Array, dict, jax.Array]:
+  """(E, {"data_loss", "accuracy"}, y) of losses.make_loss_fn from the logits (..., K): the
+  data term averaged over every example (and step), plus the penalties; y the targets."""
+  y = losses.one_hot_targets(labels, num_outputs, logits.dtype)
+  data_term = losses.DATA_LOSSES[output](logits, y).mean()
+  E = data_term + losses.l2_penalty(params, lam, m)
+  if lam1:
+    E = E + losses.l1_penalty(params, lam1, m)
+  accuracy = (losses.predictions(logits.reshape(-1, logits.shape[-1]))
+              == labels.reshape(-1)).mean()
+  return E, {"data_loss": data_term, "accuracy": accuracy}, y
 
 
 def value_and_grad_from(forward, backward, num_outputs, output, lam, m, lam1):
   """E, its pieces and dE/dparams from forward(params, x, rng) -> (logits, cache) and
   backward(params, cache, delta^L) -> data-term grads."""
-  data_loss = losses.DATA_LOSSES[output]
 
   def value_and_grad(params, x, labels, rng):
     logits, cache = forward(params, x, rng)
-    y = losses.one_hot_targets(labels, num_outputs, logits.dtype)
-    data_term = data_loss(logits, y).mean()
-    E = data_term + losses.l2_penalty(params, lam, m)
-    if lam1:
-      E = E + losses.l1_penalty(params, lam1, m)
-    accuracy = (losses.predictions(logits.reshape(-1, logits.shape[-1]))
-                == labels.reshape(-1)).mean()
+    E, aux, y = cost(params, logits, labels, num_outputs, output, lam, m, lam1)
     # E averages the data term over every example (and time step): delta^L carries 1/(B T).
-    delta_L = backprop_mlp.output_layer_delta(logits, y, output) / math.prod(logits.shape[:-1])
+    delta_L = output_layer_delta(logits, y, output) / math.prod(logits.shape[:-1])
     grads = with_penalty(backward(params, cache, delta_L), params, lam, m, lam1)
-    return (E, {"data_loss": data_term, "accuracy": accuracy}), grads
+    return (E, aux), grads
 
   return value_and_grad
 
@@ -403,14 +498,15 @@ def _stack_forward(params: dict, x_NHWC: jax.Array, rng: jax.Array) -> tuple[dic
   s["p1"] = layers.max_pool(s["n1"], 3, 2, "SAME")                            # N x 3 x 3 x 8
   s["a2"] = jax.nn.relu(layers.conv2d(params["conv2"], s["p1"], 1, ((1, 0), (0, 1))))
   s["p2"] = layers.avg_pool(s["a2"], 2, 1, "SAME")                            # N x 3 x 3 x 6
-  s["d2"] = layers.flatten(layers.dropout(rng, s["p2"], _STACK["rate"], True))
+  d2, s["keep"] = dropout_forward(rng, s["p2"], _STACK["rate"])
+  s["d2"] = layers.flatten(d2)
   return s, layers.dense(params["dense"], s["d2"])
 
 
-def _stack_backward(params: dict, s: dict, rng: jax.Array, delta_NxK: jax.Array) -> dict:
+def _stack_backward(params: dict, s: dict, delta_NxK: jax.Array) -> dict:
   grads = {}
   dE_dd, grads["dense"] = dense_backward(params["dense"], s["d2"], delta_NxK)
-  dE_dp = dropout_backward(rng, dE_dd.reshape(s["p2"].shape), _STACK["rate"], True)
+  dE_dp = dropout_backward(s["keep"], dE_dd.reshape(s["p2"].shape), _STACK["rate"])
   dE_da = avg_pool_backward(s["a2"], dE_dp, 2, 1, "SAME")
   delta = activation_backward("relu", s["a2"], dE_da)
   dE_dp, grads["conv2"] = conv2d_backward(params["conv2"], s["p1"], delta, 1, ((1, 0), (0, 1)))
@@ -456,9 +552,9 @@ def problem_conv_layers(key: jax.Array, batch: int, dtype):
 
   def grad_fn(params, x_NHWC, labels_N):
     saved, logits = _stack_forward(params, x_NHWC, key_drop)
-    grads = _stack_backward(params, saved, key_drop, softmax_cross_entropy_backward(
+    grads = _stack_backward(params, saved, softmax_cross_entropy_backward(
         logits, losses.one_hot_targets(labels_N, k, logits.dtype)))
-    return {name: dict(g, w=g["w"] + (lam / m) * params[name]["w"]) for name, g in grads.items()}
+    return with_penalty(grads, params, lam, m, 0.0)
 
   return core.Problem(
       params=params, args=(x, labels), loss_fn=loss_fn, grad_fn=grad_fn,

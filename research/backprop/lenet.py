@@ -31,7 +31,6 @@ from research import losses
 from research import models
 from research.backprop import core
 from research.backprop import layers as backprop_layers
-from research.backprop import mlp as backprop_mlp
 from research.models import layers
 from research.models import lenet
 
@@ -41,8 +40,7 @@ _ACTIVATION = {"faithful": "scaled_tanh", "classic": "tanh", "modern": "relu"}
 
 def _check(variant: str, output: str, lam, m, lam1) -> None:
   errors.check_choice("model.variant", variant, VARIANTS)
-  errors.check_choice("loss.output", output, sorted(backprop_layers.OUTPUT_BACKWARDS))
-  backprop_mlp._check_penalty(lam, m, lam1)
+  backprop_layers.check_loss(output, lam, m, lam1)
 
 
 def forward(params: dict, x_NHWC: jax.Array, variant: str,
@@ -120,13 +118,7 @@ def _grads(params, saved, logits_NxK, y_NxK, variant, output, lam, m, lam1,
   on the "w" leaves (those losses.l2_penalty / l1_penalty read)."""
   delta_out = backprop_layers.OUTPUT_BACKWARDS[output](logits_NxK, y_NxK)
   grads = backward(params, saved, delta_out, variant, conv_impl)
-
-  def add_penalty(path, g, w):
-    if path[-1] != jax.tree_util.DictKey("w"):
-      return g
-    return g + backprop_mlp._penalty_grad(w, lam, m, lam1)
-
-  return jax.tree_util.tree_map_with_path(add_penalty, grads, params)
+  return backprop_layers.with_penalty(grads, params, lam, m, lam1)
 
 
 def lenet_manual_grads(params: dict, x_NHWC: jax.Array, labels_N: jax.Array, *,
@@ -161,22 +153,15 @@ def make_value_and_grad(variant: str, output: str, lam: float, m: int, num_outpu
   grads) from one forward and one hand-written backward pass.
   """
   _check(variant, output, lam, m, lam1)
-  data_loss = losses.DATA_LOSSES[output]
 
-  def value_and_grad(params, x_NHWC, labels_N, rng):
+  def fwd(params, x_NHWC, rng):
     del rng  # LeNet-5 has no dropout.
     saved, logits_NxK = forward(params, x_NHWC, variant, conv_impl)
-    y_NxK = losses.one_hot_targets(labels_N, num_outputs, logits_NxK.dtype)
-    data_term = data_loss(logits_NxK, y_NxK).mean()
-    E = data_term + losses.l2_penalty(params, lam, m)
-    if lam1:
-      E = E + losses.l1_penalty(params, lam1, m)
-    accuracy = (losses.predictions(logits_NxK) == labels_N).mean()
-    grads = _grads(params, saved, logits_NxK, y_NxK, variant, output, lam, m, lam1,
-                   conv_impl)
-    return (E, {"data_loss": data_term, "accuracy": accuracy}), grads
+    return logits_NxK, saved
 
-  return value_and_grad
+  return backprop_layers.value_and_grad_from(
+      fwd, functools.partial(backward, variant=variant, conv_impl=conv_impl), num_outputs,
+      output, lam, m, lam1)
 
 
 @core.register_manual("lenet5")
@@ -184,6 +169,7 @@ def _manual(model_cfg, input_shape, *, num_outputs: int, output: str, lam: float
             lam1: float = 0.0):
   """config.grad=manual: make_value_and_grad for config.model's variant and conv_impl."""
   del input_shape  # LeNet-5's geometry is fixed by the variant.
+  model_cfg = models.resolve(model_cfg)  # a partial group gets the family's defaults
   return make_value_and_grad(model_cfg.variant, output, lam, m, num_outputs, lam1=lam1,
                              conv_impl=models.conv_impl(model_cfg))
 
@@ -198,8 +184,8 @@ def problem_lenet5(key: jax.Array, batch: int, dtype, variant: str = "faithful")
   """
 
   k, lam, m = 10, 1.0, 4 * batch
-  model = models.build(ml_collections.ConfigDict({"name": "lenet5", "variant": variant}),
-                       (32, 32, 1), k)
+  model = models.build(ml_collections.ConfigDict(
+      {"name": "lenet5", "variant": variant, "conv_impl": "xla"}), (32, 32, 1), k)
 
   def draw(path, z):
     """w ~ N(0, 1/fan_in) as lenet.init; non-zero biases, so that a bias read wrongly shows."""

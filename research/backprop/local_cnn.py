@@ -57,6 +57,7 @@ def backward(params: dict, s: dict, delta_out: jax.Array, cfg) -> dict:
 def make_value_and_grad(model_cfg, input_shape: tuple[int, ...], *, num_outputs: int,
                         output: str, lam: float, m: int, lam1: float = 0.0):
   """A drop-in for jax.value_and_grad(losses.make_loss_fn(local_cnn, ...), has_aux=True)."""
+  model_cfg = models.resolve(model_cfg)  # a partial group gets the family's defaults, as in build
   models.build(model_cfg, input_shape, num_outputs)  # The model's own config errors.
   backprop_layers.check_loss(output, lam, m, lam1)
   return backprop_layers.value_and_grad_from(

@@ -6,7 +6,7 @@ The network (research/models/mlp.py), layers l = 1..L, sigma^0 = x:
   sigma^l_j = f(sum^l_j)            hidden layers, f = sigmoid | tanh | relu
   sigma^L   = sigmoid(sum^L)        K independent output units (the lecture), or softmax(sum^L)
 
-The cost (research/train.py make_loss_fn) on a batch of B examples:
+The cost (research/losses.py make_loss_fn) on a batch of B examples:
 
   E = (1/B) sum_b sum_k [-y_k log sigma^L_k - (1-y_k) log(1-sigma^L_k)]
       + (lambda/2m) sum_l sum_ij (w^l_ij)^2
@@ -57,17 +57,13 @@ from research import errors
 from research import losses
 from research import models
 from research.backprop import core
+from research.backprop import layers as backprop_layers
 from research.models import mlp
 
-# f'(sum) written through sigma = f(sum), as the slides do for the sigmoid. For tanh,
-# (1-sigma)(1+sigma) rather than 1-sigma^2: 1-sigma is exact near saturation, sigma^2 is not.
-DERIVATIVES = {
-    "sigmoid": lambda sigma: sigma * (1 - sigma),
-    "tanh": lambda sigma: (1 - sigma) * (1 + sigma),
-    "relu": lambda sigma: (sigma > 0).astype(sigma.dtype),  # f'(0) = 0, as jax.nn.relu.
-}
-OUTPUTS = ("sigmoid", "softmax")
-OUTPUT_DELTAS = ("simplified", "literal")
+# The output delta, f' through sigma and the penalties are backprop/layers.py's primitives.
+DERIVATIVES = {name: backprop_layers.DERIVATIVES[name] for name in mlp.ACTIVATIONS}
+OUTPUTS, OUTPUT_DELTAS = backprop_layers.OUTPUTS, backprop_layers.OUTPUT_DELTAS
+output_layer_delta = backprop_layers.output_layer_delta
 
 
 def _check(activation: str, output: str, output_delta: str) -> None:
@@ -103,33 +99,6 @@ def hidden_forward(params: list[dict], x_BxD: jax.Array,
   that losses.make_activation_l1_loss_fn penalises."""
   sigmas, sum_BxK = forward(params, x_BxD, activation)
   return sigmas[1:], sum_BxK
-
-
-def output_layer_delta(sum_BxK: jax.Array, y_BxK: jax.Array, output: str = "sigmoid",
-                       output_delta: str = "simplified") -> jax.Array:
-  """delta^L = dE_b/dsum^L for each example's own cost E_b (no 1/B), shape (B, K).
-
-  "literal" is the slide: dE/dsigma^L times the output non-linearity's derivative.
-  "simplified" is the same quantity after cancelling the divisions by hand: sigma^L - y.
-  """
-  _check("sigmoid", output, output_delta)
-  y = y_BxK.astype(sum_BxK.dtype)
-  if output == "sigmoid":
-    if output_delta == "simplified":
-      # sigma^L - y = (1-y) sigma(sum^L) - y sigma(-sum^L): the same number, but the target
-      # units keep their small gradient -sigma(-sum^L) instead of rounding 1 - 1 to 0.
-      return (1 - y) * jax.nn.sigmoid(sum_BxK) - y * jax.nn.sigmoid(-sum_BxK)
-    sigma = jax.nn.sigmoid(sum_BxK)
-    dE_dsigma = -y / sigma + (1 - y) / (1 - sigma)
-    return dE_dsigma * sigma * (1 - sigma)
-  sigma = jax.nn.softmax(sum_BxK, axis=-1)
-  if output_delta == "simplified":
-    # = sigma - y for one-hot y; the factor sum_k y_k keeps it exact for any targets.
-    return sigma * y.sum(axis=-1, keepdims=True) - y
-  dE_dsigma = -y / sigma
-  # The softmax Jacobian dsigma_j/dsum_k = sigma_j (1[j=k] - sigma_k), applied without
-  # building the KxK matrix.
-  return sigma * (dE_dsigma - (dE_dsigma * sigma).sum(axis=-1, keepdims=True))
 
 
 def backward(params: list[dict], sigmas: Sequence[jax.Array], delta_L: jax.Array,
@@ -171,24 +140,6 @@ def _check_targets(y_BxK: jax.Array, sum_BxK: jax.Array) -> None:
         "losses.one_hot_targets(labels, K)")
 
 
-def _check_penalty(lam, m, lam1, lam_act=0.0) -> None:
-  """Python numbers only: traced values are the caller's to check."""
-  if isinstance(m, (int, float)) and not m > 0:
-    raise errors.ConfigError(f"m={m!r} (the number of training examples in lambda/2m) must be "
-                             "positive")
-  for name, value in (("lam", lam), ("lam1", lam1), ("lam_act", lam_act)):
-    if isinstance(value, (int, float)) and value < 0:
-      raise errors.ConfigError(f"{name}={value!r} must be >= 0")
-
-
-def _penalty_grad(w_IxO, lam, m, lam1):
-  """d/dw of (lambda/2m) sum w^2 [+ (lambda_1/m) sum |w|]: (lambda/m) w [+ (lambda_1/m) sign w]."""
-  grad = (lam / m) * w_IxO
-  if lam1:  # sign(0) = 0, as jax.grad of |w|.
-    grad = grad + (lam1 / m) * jnp.sign(w_IxO)
-  return grad
-
-
 def _batch_deltas(params, sigmas, sum_BxK, y_BxK, activation, output, output_delta,
                   lam_act=0.0):
   batch = sum_BxK.shape[0]
@@ -200,7 +151,7 @@ def _batch_deltas(params, sigmas, sum_BxK, y_BxK, activation, output, output_del
 
 def _weight_grads(params, sigmas, deltas, lam, m, lam1):
   # dE/dw^l_ij = sum_b sigma^{l-1}_i delta^l_j + (lambda/m) w^l_ij; dE/db^l_j = sum_b delta^l_j.
-  return [{"w": sigma_prev.T @ delta + _penalty_grad(layer["w"], lam, m, lam1),
+  return [{"w": sigma_prev.T @ delta + backprop_layers.penalty_grad(layer["w"], lam, m, lam1),
            "b": delta.sum(axis=0)}
           for layer, sigma_prev, delta in zip(params, sigmas, deltas)]
 
@@ -254,7 +205,7 @@ def _forward_backward(params, x_BxD, y_BxK, lam, m, activation, output, output_d
                       lam_act) -> tuple[list[jax.Array], list[jax.Array]]:
   """The checks, the forward pass and the recursion: ([sigma^0..sigma^{L-1}], [delta^1..L])."""
   _check(activation, output, output_delta)
-  _check_penalty(lam, m, lam1, lam_act)
+  backprop_layers.check_loss(output, lam, m, lam1, lam_act)
   sigmas, sum_BxK = forward(params, x_BxD, activation)
   _check_targets(y_BxK, sum_BxK)
   return sigmas, _batch_deltas(params, sigmas, sum_BxK, y_BxK, activation, output,
@@ -272,13 +223,13 @@ def manual_per_example_grads(params: list[dict], x_BxD: jax.Array, y_BxK: jax.Ar
   (delta^L without the 1/B). With lam_act, E_b includes lambda_h sum_l sum_j |sigma^l_bj|.
   """
   _check(activation, output, output_delta)
-  _check_penalty(lam, m, lam1, lam_act)
+  backprop_layers.check_loss(output, lam, m, lam1, lam_act)
   sigmas, sum_BxK = forward(params, x_BxD, activation)
   _check_targets(y_BxK, sum_BxK)
   deltas = backward(params, sigmas, output_layer_delta(sum_BxK, y_BxK, output, output_delta),
                     activation, lam_act)
   return [{"w": (jnp.einsum("bi,bo->bio", sigma_prev, delta)
-                 + _penalty_grad(layer["w"], lam, m, lam1)),
+                 + backprop_layers.penalty_grad(layer["w"], lam, m, lam1)),
            "b": delta}
           for layer, sigma_prev, delta in zip(params, sigmas, deltas)]
 
@@ -295,23 +246,18 @@ def make_value_and_grad(activation: str, output: str, lam: float, m: int, num_ou
   |sigma^l_bj| on the hidden units (losses.make_activation_l1_loss_fn's E).
   """
   _check(activation, output, output_delta)
-  _check_penalty(lam, m, lam1, lam_act)
-  data_loss = losses.DATA_LOSSES[output]
+  backprop_layers.check_loss(output, lam, m, lam1, lam_act)
 
   def value_and_grad(params, x, labels, rng):
     del rng  # The lecture's network is deterministic.
     sigmas, sum_BxK = forward(params, x, activation)
-    y_BxK = losses.one_hot_targets(labels, num_outputs, sum_BxK.dtype)
-    data_term = data_loss(sum_BxK, y_BxK).mean()
-    E = data_term + losses.l2_penalty(params, lam, m)
-    if lam1:
-      E = E + losses.l1_penalty(params, lam1, m)
+    E, aux, y_BxK = backprop_layers.cost(params, sum_BxK, labels, num_outputs, output, lam, m,
+                                         lam1)
     if lam_act:
       E = E + losses.activation_l1_penalty(sigmas[1:], lam_act)
-    accuracy = (losses.predictions(sum_BxK) == labels).mean()
     grads = _batch_grads(params, sigmas, sum_BxK, y_BxK, lam, m, lam1, activation, output,
                          output_delta, lam_act)
-    return (E, {"data_loss": data_term, "accuracy": accuracy}), grads
+    return (E, aux), grads
 
   return value_and_grad
 

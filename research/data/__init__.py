@@ -11,5 +11,6 @@ from research.data.core import (  # noqa: F401
 from research.data import cifar10  # noqa: E402,F401
 from research.data import mnist  # noqa: E402,F401
 from research.data import mnist1d_data  # noqa: E402,F401
+from research.data import records  # noqa: E402,F401
 from research.data import sklearn_data  # noqa: E402,F401
 from research.data import text  # noqa: E402,F401

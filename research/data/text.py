@@ -13,8 +13,9 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from research.data import core
+from research import config_lib
 from research import errors
+from research.data import core
 
 
 def config(**overrides) -> ml_collections.ConfigDict:
@@ -104,12 +105,8 @@ def windows(ids: np.ndarray, seq_len: int, stride: int) -> core.Split:
 
 
 def _stride(cfg) -> int:
-  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
-  if not is_int(cfg.seq_len) or cfg.seq_len < 1:
-    raise errors.ConfigError(f"config.data.seq_len={cfg.seq_len!r} must be a positive integer")
-  if not is_int(cfg.stride) or cfg.stride < 0:
-    raise errors.ConfigError(
-        f"config.data.stride={cfg.stride!r} must be an integer >= 0 (0 = seq_len, no overlap)")
+  """The stride between windows (0 = seq_len, no overlap), after the group's declared ranges."""
+  config_lib.check_group(cfg, "data")
   return cfg.stride or cfg.seq_len
 
 

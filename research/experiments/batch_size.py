@@ -12,13 +12,19 @@ carry nearly the same gradient), so a small batch already points roughly the rig
 fraction of the cost: per example processed, small batches make more progress; per step (and,
 on parallel hardware, per second), big batches do.
 
-The runner (1) trains the same model from the same init with plain config.optimizer (SGD by
-default) at every batch size of experiment.batch_sizes (0 = the full training set), eta scaled
-by experiment.lr_rule, until the training-set E falls to experiment.target_loss, and reports
-the examples processed, steps and wall time that took (compilation excluded); (2) computes
-the per-example gradients g_i with jax.vmap(jax.grad(...)) at the initial w and at the final
-w of the largest batch size's run, and compares the measured variance of g_B over
-experiment.variance_batches random batches with sigma^2 / B (m - B) / (m - 1).
+The harness (research/experiments/harness.py) runs the protocol. Its arms are the batch sizes
+of experiment.batch_sizes (0 = the full training set; the first is the baseline), each with
+one setting: eta from experiment.lr_rule (nothing is tuned, so every arm has the same budget);
+its sizes are the targets experiment.target_losses. Every seed trains the same model with
+plain config.optimizer (SGD by default) on the whole training split from its own init and
+batch order; the training-set E is computed after every step (inside the compiled scan), so
+the examples to reach E <= target are exact to one step (B examples), and runs stop once every
+seed is at or below the smallest target. Measured: examples, steps and epochs to each target,
+paired against the baseline batch size over the same seeds. Wall time is not measured (the
+steps column is what a parallel machine would pay for). Then, for the first seed, the
+per-example gradients g_i (jax.vmap(jax.grad(...))) at its init and at the end of its
+largest-batch run, and the measured variance of g_B over experiment.variance_batches random
+batches against sigma^2 / B (m - B) / (m - 1).
 
 Learning-rate rules (experiment.lr_rule; eta_1 = experiment.base_lr is the rate at B = 1):
   sqrt      eta_B = min(eta_1 sqrt(B), max_lr): keeps the variance of the step eta g_B, which
@@ -30,7 +36,6 @@ The cap max_lr is the largest rate full-batch descent tolerates (above it E osci
 diverges, whatever the batch size).
 """
 import math
-import time
 from typing import Any, Callable
 
 import jax
@@ -49,9 +54,14 @@ from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
+from research import workdir as workdir_lib
+from research.experiments import harness
 from research.experiments import report
 
 LR_RULES = ("sqrt", "linear", "constant")
+RANGES = {"seeds": config_lib.Range(True, 2), "variance_batches": config_lib.Range(True, 1)}
+SIZE_LABEL = "target training E"
+EXAMPLES_PER_CALL = 4096  # examples per compiled call (S = this // B steps): a host sync each
 
 
 def scaled_lr(rule: str, base_lr: float, batch_size: int, max_lr: float) -> float:
@@ -95,173 +105,236 @@ def minibatch_variance(g_NxP: jax.Array, batch_size: int | jax.Array, key: jax.A
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  exp = report.check_experiment(config, "configs/exp_batch_size.py")
-  if not exp.batch_sizes or any(not isinstance(b, int) or b < 0 for b in exp.batch_sizes):
+  exp = report.check_experiment(config, "configs/exp_batch_size.py", RANGES)
+  if not exp.batch_sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 0
+                                for b in exp.batch_sizes):
     raise errors.ConfigError(f"config.experiment.batch_sizes={exp.batch_sizes!r} must be "
                              "integers >= 1, or 0 for the full training set")
+  if len(set(exp.batch_sizes)) != len(exp.batch_sizes):
+    raise errors.ConfigError(f"config.experiment.batch_sizes={exp.batch_sizes!r} repeats a "
+                             "batch size; name each once")
   errors.check_choice("experiment.lr_rule", exp.lr_rule, LR_RULES)
-  for field in ("base_lr", "max_lr", "target_loss", "max_epochs", "eval_examples"):
+  for field in ("base_lr", "max_lr", "max_epochs"):
     errors.check_positive(f"experiment.{field}", exp[field])
-  if not isinstance(exp.variance_batches, int) or exp.variance_batches <= 0:
-    raise errors.ConfigError(f"config.experiment.variance_batches={exp.variance_batches!r} "
-                             "must be a positive integer")
+  targets = tuple(exp.target_losses)
+  if not targets or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0
+                        or not math.isfinite(t) for t in targets):
+    raise errors.ConfigError(f"config.experiment.target_losses={targets!r} must be a non-empty "
+                             "tuple of positive training-set E values, e.g. (0.3, 0.1)")
 
 
-def _train_to_target(config, batch_size: int, model, loss_fn, full_E, x_all, y_all,
-                     n: int) -> dict:
-  """Trains from config.seed's init at this batch size until E <= target or the budget;
-  full_E(params) is the training-set E."""
-  exp = config.experiment
-  eta = scaled_lr(exp.lr_rule, exp.base_lr, batch_size, exp.max_lr)
-  opt_cfg = config_lib.optimizer(**dict(config.optimizer.to_dict(), learning_rate=eta))
-  steps_per_eval = max(1, round(exp.eval_examples / batch_size))
-  # A whole number of chunks, so every chunk has one shape (one compilation).
-  max_steps = steps_per_eval * math.ceil(exp.max_epochs * n / (batch_size * steps_per_eval))
-  optimizer = optim.make_optimizer(opt_cfg, max_steps)
+def arm_name(batch_size: int) -> str:
+  """"B=8"; 0 (the full training set) is "B=full"."""
+  return f"B={batch_size or 'full'}"
+
+
+def first_step_at_or_below(E_T: np.ndarray, target: float) -> int | None:
+  """The first t with E_T[t] <= target (E_T[0] is the init's E), or None."""
+  hit = np.flatnonzero(E_T <= target)
+  return int(hit[0]) if len(hit) else None
+
+
+def make_steps_with_E(loss_fn: Callable, optimizer) -> Callable:
+  """Jitted run(states_R, x_all, y_all, idx_RxSxB) -> (states_R, E_RxS): S steps of the kernel's
+  chunk for each of R stacked seeds, with the training-set E after every step (so the first
+  step at or below a target is exact, not rounded up to a check interval)."""
   chunk = kernel.make_train_chunk(loss_fn, optimizer)
-  initial = kernel.init_state(model, optimizer, jax.random.key(config.seed))
 
-  def fresh_state():
-    return jax.tree.map(jnp.copy, initial)
+  def steps(state, x_all, y_all, idx_SxB):
+    def one(state, idx_B):
+      state, _ = chunk(state, x_all, y_all, idx_B[None])
+      return state, loss_fn(state["params"], x_all, y_all, None)[0]
+    return jax.lax.scan(one, state, idx_SxB)
 
-  # Compile outside the timed loop, on a copy (the chunk donates its input state).
-  idx = data_lib.batch_indices(config.seed, n, batch_size, 0, steps_per_eval)
-  jax.block_until_ready(chunk(jax.tree.map(jnp.copy, fresh_state()), x_all, y_all, idx))
-  state = fresh_state()
-  curve = [{"examples": 0, "steps": 0, "wall": 0.0, "loss": float(full_E(initial["params"]))}]
-  step, wall, reached = 0, 0.0, None
-  while step < max_steps and reached is None:
-    idx = data_lib.batch_indices(config.seed, n, batch_size, step, steps_per_eval)
-    t0 = time.perf_counter()
-    state, _ = chunk(state, x_all, y_all, idx)
-    jax.block_until_ready(state)
-    wall += time.perf_counter() - t0
-    step += steps_per_eval
-    E = float(full_E(state["params"]))
-    if not math.isfinite(E):
-      raise errors.NonFiniteLossError(
-          f"E became NaN/inf at batch size {batch_size} (eta {eta:.3g}) by step {step}; lower "
-          "config.experiment.max_lr or base_lr")
-    curve.append({"examples": step * batch_size, "steps": step, "wall": wall, "loss": E})
-    if E <= exp.target_loss:
-      reached = curve[-1]
-  return {"batch_size": batch_size, "eta": eta, "reached": reached is not None,
-          "examples": reached["examples"] if reached else None,
-          "epochs": reached["examples"] / n if reached else None,
-          "steps": reached["steps"] if reached else None,
-          "wall_s": reached["wall"] if reached else None,
-          "final_loss": curve[-1]["loss"], "curve": curve, "params": state["params"]}
+  return jax.jit(jax.vmap(steps, in_axes=(0, None, None, 0)))
+
+
+def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
+  """The harness's view (module doc): sizes are target E values, arms the batch sizes (one
+  setting each: eta from the rule), every seed training on the whole training split."""
+  exp = config.experiment
+  dataset = data_lib.load(config.data)
+  n = len(dataset.train)
+  k = losses.num_outputs(config, dataset)
+  model = models.build(config.model, dataset.input_shape, k)
+  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
+  x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
+  full_E = jax.jit(lambda p: loss_fn(p, x_all, y_all, None)[0])
+  sizes = {arm_name(b): b or n for b in exp.batch_sizes}
+  largest = max(sizes.values())
+  grads_fn = jax.jit(lambda p: per_example_grads(loss_fn, p, x_all, y_all))
+  variance_fn = jax.jit(minibatch_variance, static_argnums=3)
+  runs = {}
+
+  def train(b: int, seeds) -> list[dict]:
+    """Trains every seed at batch size b until each is at or below the smallest target (or
+    max_epochs); per seed {"params": the final params, "E": E after every step, E[0] at init}."""
+    eta = scaled_lr(exp.lr_rule, exp.base_lr, b, exp.max_lr)
+    max_steps = math.ceil(exp.max_epochs * n / b)
+    optimizer = optim.make_optimizer(config_lib.optimizer(
+        **dict(config.optimizer.to_dict(), learning_rate=eta)), max_steps)
+    run = make_steps_with_E(loss_fn, optimizer)
+    states = [kernel.init_state(model, optimizer, jax.random.key(s)) for s in seeds]
+    curves = [[float(full_E(st["params"]))] for st in states]
+    state = jax.tree.map(lambda *a: jnp.stack(a), *states)
+    per_call = max(1, EXAMPLES_PER_CALL // b)
+    step, goal = 0, min(exp.target_losses)
+    while step < max_steps and not all(min(c) <= goal for c in curves):
+      num = min(per_call, max_steps - step)
+      idx = np.stack([data_lib.batch_indices(s, n, b, step, num) for s in seeds])
+      state, E_RxS = run(state, x_all, y_all, idx)
+      E_RxS = np.asarray(E_RxS, np.float64)
+      if not np.isfinite(E_RxS).all():
+        raise errors.NonFiniteLossError(
+            f"E became NaN/inf at batch size {b} (eta {eta:.3g}) by step {step + num}; lower "
+            "config.experiment.max_lr or base_lr")
+      for c, E_S in zip(curves, E_RxS):
+        c.extend(E_S.tolist())
+      step += num
+    logging.info("B = %d (eta %.3g): %d steps", b, eta, step)
+    return [{"params": jax.tree.map(lambda a, i=i: a[i], state["params"]),
+             "E": np.asarray(c, np.float32), "eta": eta} for i, c in enumerate(curves)]
+
+  def fit(arm, setting, target, seeds, subsets):
+    del setting, target, subsets  # One setting (the rule's eta); every seed uses all data.
+    key = (arm, tuple(seeds))
+    if key not in runs:
+      runs[key] = train(sizes[arm], seeds)
+    return runs[key]
+
+  def measure(arm, setting, target, seed, rec, split):
+    del setting
+    b = sizes[arm]
+    t = first_step_at_or_below(rec["E"], target)
+    steps = len(rec["E"]) - 1 if t is None else t
+    record = {"examples": float(steps * b), "steps": float(steps), "epochs": steps * b / n,
+              "reached": float(t is not None), "eta": rec["eta"]}
+    if split == "valid":
+      # The curve, thinned to about 200 points, for the plot.
+      every = max(1, len(rec["E"]) // 200)
+      record["curve"] = {"examples": [i * b for i in range(0, len(rec["E"]), every)],
+                         "E": rec["E"][::every].tolist()}
+      if b == largest and seed == seeds[0] and target == targets[0]:
+        record["variance"] = variance_rows(rec["params"])
+    return record
+
+  def variance_rows(trained) -> list[dict]:
+    """The measured mini-batch gradient variance vs the law, at seed seeds[0]'s init and at
+    trained (the end of its largest-batch run)."""
+    init = model.init(jax.random.split(jax.random.key(seeds[0]))[0])
+    rows = []
+    for where, params in (("init", init), ("trained", trained)):
+      g_NxP = grads_fn(params)
+      sigma2 = float(jnp.mean(jnp.sum(jnp.square(g_NxP - g_NxP.mean(axis=0)), axis=1)))
+      for i, b in enumerate(sizes.values()):
+        measured, predicted = variance_fn(g_NxP, b, jax.random.key(seeds[0] + 100 + i),
+                                          exp.variance_batches)
+        rows.append({"w": where, "batch_size": b, "sigma2": sigma2,
+                     "measured": float(measured), "predicted": float(predicted),
+                     "sigma2_over_B": sigma2 / b,
+                     "ratio": float(measured / predicted) if predicted > 0 else None})
+    return rows
+
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  targets = tuple(float(t) for t in exp.target_losses)
+  return harness.Experiment(
+      "batch_size", [harness.Arm(a) for a in sizes], arm_name(exp.batch_sizes[0]), targets,
+      SIZE_LABEL, seeds, fit, measure, select="examples", higher_is_better=False,
+      select_label="examples to the target (one setting per batch size: eta from the rule; "
+      "nothing is tuned)",
+      data_note="each trains on the whole training split from its seed's init and batch order")
+
+
+FIELDS = [("examples", "examples to target", 1.0)]
+FIELDS_STEPS = [("steps", "steps to target", 1.0), ("epochs", "epochs to target", 1.0)]
 
 
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Trains at every batch size and measures the gradient variance; writes results.{md,json}
-  and batch_size.png. Returns {"runs": [...], "variance": [...], "sigma2": ..., ...}."""
-  t_start = time.time()
+  """Every batch size to every target E, under the harness's protocol, and the gradient
+  variance check; writes results.{md,json} and batch_size.png. Returns the harness's results."""
   validate(config)
-  exp = config.experiment
   dataset = data_lib.load(config.data)
   n = len(dataset.train)
-  sizes = [b or n for b in exp.batch_sizes]
-  if max(sizes) > n:
-    raise errors.ConfigError(f"config.experiment.batch_sizes={exp.batch_sizes!r} has a batch "
-                             f"larger than the {n} training examples; use at most {n} (or 0)")
-  k = losses.num_outputs(config, dataset)
-  model = models.build(config.model, dataset.input_shape, k)
-  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
+  if max(config.experiment.batch_sizes) > n:
+    raise errors.ConfigError(
+        f"config.experiment.batch_sizes={config.experiment.batch_sizes!r} has a batch larger "
+        f"than the {n} training examples; use at most {n} (or 0)")
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
-  full_E = jax.jit(lambda p: loss_fn(p, x_all, y_all, None)[0])
-
-  runs = []
-  for b in sizes:
-    out = _train_to_target(config, b, model, loss_fn, full_E, x_all, y_all, n)
-    for point in out["curve"]:
-      writer.write({"step": point["steps"], "split": "train", "batch_size": b, **point})
-    runs.append(out)
-    logging.info("B = %4d | eta %.3g | E <= %.3g: %s after %s examples (%s epochs), %s steps, "
-                 "%s s", b, out["eta"], exp.target_loss, out["reached"], out["examples"],
-                 None if out["epochs"] is None else round(out["epochs"], 2), out["steps"],
-                 None if out["wall_s"] is None else round(out["wall_s"], 3))
-
-  # Per-example gradient variance at the init and at the final w of the largest batch's run.
-  grads_fn = jax.jit(lambda p: per_example_grads(loss_fn, p, x_all, y_all))
-  variance_fn = jax.jit(minibatch_variance, static_argnums=3)
-  init_params = model.init(jax.random.split(jax.random.key(config.seed))[0])
-  variance = []
-  trained = max(runs, key=lambda r: r["batch_size"])["params"]
-  for where, params in (("init", init_params), ("trained", trained)):
-    g_NxP = grads_fn(params)
-    sigma2 = float(jnp.mean(jnp.sum(jnp.square(g_NxP - g_NxP.mean(axis=0)), axis=1)))
-    for i, b in enumerate(sizes):
-      measured, predicted = variance_fn(g_NxP, b, jax.random.key(config.seed + 100 + i),
-                                        exp.variance_batches)
-      row = {"w": where, "batch_size": b, "sigma2": sigma2, "measured": float(measured),
-             "predicted": float(predicted), "sigma2_over_B": sigma2 / b,
-             "ratio": float(measured / predicted) if predicted > 0 else None}
-      variance.append(row)
-      writer.write({"step": 0, "split": "variance", **row})
-      logging.info("variance at %s w | B = %4d | measured %.4g | sigma^2/B (m-B)/(m-1) %.4g",
-                   where, b, row["measured"], row["predicted"])
+  result = harness.run(experiment(config, writer), workdir, writer)
   writer.close()
-  result = {"m": n, "target_loss": exp.target_loss, "lr_rule": exp.lr_rule,
-            "runs": [{k: v for k, v in r.items() if k != "params"} for r in runs],
-            "variance": variance, "wall_time": time.time() - t_start}
-  _write_report(workdir, config, result)
-  logging.info("done in %.1f s; results in %s", result["wall_time"],
-               workdir / "results.md")
+  result["m"] = n
+  if jax.process_index() == 0:
+    _write_report(workdir, config, result)
   return result
 
 
-def _write_report(workdir: str, config, result: dict) -> None:
+def variance_of(result) -> list[dict]:
+  for arm in result["sizes"][0]["arms"].values():
+    for v in arm["grid"][0]["valid"]:
+      if "variance" in v:
+        return v["variance"]
+  return []
+
+
+def _write_report(workdir, config, result: dict) -> None:
   exp = config.experiment
   m = result["m"]
-  fmt = lambda v, spec: "not reached" if v is None else format(v, spec)
-  rows = [{"B": r["batch_size"], "eta": r["eta"], "examples_to_target": fmt(r["examples"], "d"),
-           "epochs": fmt(r["epochs"], ".2f"), "steps": fmt(r["steps"], "d"),
-           "wall_s": fmt(r["wall_s"], ".3f"), "final_E": r["final_loss"]} for r in result["runs"]]
-  var_lines = [report.markdown_table(
-      ["w", "batch_size", "measured", "predicted", "sigma2_over_B", "ratio"],
-      [{**v, "ratio": "exact 0" if v["ratio"] is None else v["ratio"]}
-       for v in result["variance"]])]
+  etas = {name: arm["test"][0]["eta"] for name, arm in result["sizes"][0]["arms"].items()}
+  reached = [f"{name} at E <= {e['size']:g}: {int(sum(r['reached'] for r in arm['test']))} of "
+             f"{len(arm['test'])}" for e in result["sizes"] for name, arm in e["arms"].items()
+             if not all(r["reached"] for r in arm["test"])]
   notes = [
       f"{config.model.name} {tuple(config.model.hidden_sizes)} {config.model.activation} on "
       f"{config.data.name} (m = {m} training examples), {config.optimizer.name}, eta by the "
-      f"{exp.lr_rule!r} rule from base_lr {exp.base_lr} capped at {exp.max_lr}; target: "
-      f"training-set E <= {exp.target_loss}, checked every ~{exp.eval_examples} examples; "
-      f"wall_s = time in the training chunks only (compilation and checks excluded).",
-      "",
-      f"Mini-batch gradient variance E||g_B - g_bar||^2 over {exp.variance_batches} random "
-      "batches (without replacement) vs sigma^2/B (m-B)/(m-1), from per-example gradients "
-      "(jax.vmap(jax.grad)); sigma2_over_B is the with-replacement value sigma^2/B.",
-      "", *var_lines, "", "Training to the target:",
-  ]
-  report.write_results(workdir, "Mini-batch size: stochasticity vs redundancy",
-                          ["B", "eta", "examples_to_target", "epochs", "steps", "wall_s",
-                           "final_E"], rows, notes, result)
-  _plot(workdir / "batch_size.png", result)
+      f"{exp.lr_rule!r} rule from base_lr {exp.base_lr:g} capped at {exp.max_lr:g} ("
+      + ", ".join(f"{name}: {eta:.3g}" for name, eta in etas.items()) + "). The training-set "
+      "E is computed after every step, so examples to the target are exact to one step (B "
+      "examples): a tie between two batch sizes is a tie, not the check interval. Budget "
+      f"{exp.max_epochs:g} epochs" + ("; not reached: " + "; ".join(reached) if reached
+                                       else "; every run reached every target") + "."]
+  variance = variance_of(result)
+  extra = [harness.table(result, FIELDS_STEPS, digits=1)]
+  if variance:
+    extra += [
+        f"Mini-batch gradient variance E||g_B - g_bar||^2 over {exp.variance_batches} random "
+        f"batches (without replacement) vs sigma^2/B (m-B)/(m-1), from per-example gradients "
+        f"(jax.vmap(jax.grad)), at seed {result['seeds'][0]}'s init and at the end of its "
+        "largest-batch run (one seed: a check of the law, not a comparison); sigma2_over_B is "
+        "the with-replacement value sigma^2/B.",
+        report.markdown_table(
+            ["w", "batch_size", "measured", "predicted", "sigma2_over_B", "ratio"],
+            [{**v, "ratio": "exact 0" if v["ratio"] is None else v["ratio"]}
+             for v in variance])]
+  report.write_json(workdir / "results.json", result)
+  workdir_lib.write_text(workdir / "results.md", "\n\n".join([
+      "# Mini-batch size: stochasticity vs redundancy", *notes,
+      harness.protocol_note(result), harness.table(result, FIELDS, digits=0), *extra]) + "\n")
+  _plot(workdir / "batch_size.png", result, variance)
 
 
-def _plot(path: str, result: dict) -> None:
-  fig = figure.Figure(figsize=(15, 4.2), layout="constrained")
-  ax_ex, ax_wall, ax_var = fig.subplots(1, 3)
-  for r in result["runs"]:
-    c = r["curve"]
-    label = f"B = {r['batch_size']} (eta {r['eta']:.2g})"
-    ax_ex.plot([p["examples"] / result["m"] for p in c[1:]], [p["loss"] for p in c[1:]],
-               label=label)
-    ax_wall.plot([p["wall"] for p in c[1:]], [p["loss"] for p in c[1:]], label=label)
-  for ax, xlabel in ((ax_ex, "epochs (examples processed / m)"), (ax_wall, "wall time [s]")):
-    ax.axhline(result["target_loss"], color="k", ls=":", lw=1, label="target")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("training-set E")
-    ax.legend(fontsize=7)
-  ax_ex.set_title("progress per example processed")
-  ax_wall.set_title("progress per second")
+def _plot(path, result: dict, variance: list[dict]) -> None:
+  fig = figure.Figure(figsize=(11, 4.2), layout="constrained")
+  ax_ex, ax_var = fig.subplots(1, 2)
+  entry = result["sizes"][0]
+  for j, (name, arm) in enumerate(entry["arms"].items()):
+    for i, v in enumerate(arm["grid"][0]["valid"]):
+      c = v["curve"]
+      # From the first step on: the init (0 examples) has no place on a log axis.
+      ax_ex.plot(np.asarray(c["examples"][1:]) / result["m"], c["E"][1:], color=f"C{j}",
+                 lw=0.8, label=f"{name} (eta {v['eta']:.2g})" if i == 0 else None)
+  for t in (e["size"] for e in result["sizes"]):
+    ax_ex.axhline(t, color="k", ls=":", lw=1)
+  ax_ex.set_xscale("log")
+  ax_ex.set_yscale("log")
+  ax_ex.set_xlabel("epochs (examples processed / m)")
+  ax_ex.set_ylabel("training-set E (nats)")
+  ax_ex.set_title("progress per example processed (one line per seed; dotted: targets)")
+  ax_ex.legend(fontsize=7)
   for where, marker, color in (("init", "o", "tab:blue"), ("trained", "s", "tab:red")):
-    rows = [v for v in result["variance"] if v["w"] == where and v["measured"] > 0]
+    rows = [v for v in variance if v["w"] == where and v["measured"] > 0]
+    if not rows:
+      continue
     bs = np.array([v["batch_size"] for v in rows])
     ax_var.plot(bs, [v["measured"] for v in rows], marker, color=color,
                 label=f"measured, {where} w")
@@ -270,7 +343,7 @@ def _plot(path: str, result: dict) -> None:
                 label=f"sigma^2/B (m-B)/(m-1), {where} w")
   ax_var.set_xscale("log")
   ax_var.set_yscale("log")
-  ax_var.set_xlabel("batch size B")
+  ax_var.set_xlabel("batch size B (examples)")
   ax_var.set_ylabel("E ||g_B - g_bar||^2")
   ax_var.set_title("mini-batch gradient variance (dashed: sigma^2/B)")
   ax_var.legend(fontsize=7)

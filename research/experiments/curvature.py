@@ -9,21 +9,34 @@ met with momentum, adaptive gradients and clipping. Three problems:
   rosenbrock  f(x, y) = (1 - x)^2 + 100 (y - x^2)^2: a curved valley whose curvature changes
               along it, with large gradients on its walls; minimum f = 0 at (1, 1).
   deep_mlp    a deep sigmoid MLP on digits (research.models "mlp"): sigma' <= 1/4 at every
-              layer, so dE/dw^l shrinks towards the input layers (vanishing gradients); the
-              gradient norm of each layer is logged during training.
+              layer, so dE/dw^l shrinks towards the input layers (vanishing gradients).
 
 Every method is the library's chain: research.optim.make_optimizer(config_lib.optimizer(
-name=..., clip_global_norm=...)), run once without clipping and once with the global norm of
-the gradient clipped to experiment.clip_global_norm.
+name=..., clip_global_norm=...)).
 
-On the 2-D problems each method runs for each eta of experiment.learning_rates and the table
-shows it at its best eta (fewest steps to f <= tolerance, else lowest final f). The chain
+The 2-D problems are illustrations: deterministic (one fixed start, no data), each method run
+once without clipping and once with the global norm of the gradient clipped to
+experiment.clip_global_norm, for each eta of experiment.learning_rates; the table shows it at
+its best eta (fewest steps to f <= tolerance, else lowest final f). The chain
 ends with scale_by_learning_rate on a constant schedule, so the update for eta is eta times
 the update for eta = 1: building the chain with eta = 1 and scaling its update by eta is the
 same optimizer, and lets one jitted jax.vmap run the whole grid of etas. The table also
 counts the etas that diverged, which is where clipping shows: it bounds every SGD step to
 eta * clip_global_norm.
+
+The deep MLP is the comparison, under the harness (research/experiments/harness.py): its sizes
+are depths (experiment.depths hidden layers of experiment.deep_width units), its arms the
+optimizers (experiment.optimizers, baseline experiment.baseline), each with its own grid of
+step sizes (experiment.deep_learning_rates[method], the same number of candidates for every
+method) chosen by validation accuracy, over experiment.seeds seeds (the init and the batch
+order; every seed trains on the whole training split). A step size that diverges for any seed
+is disqualified (its validation accuracy counts as 0). Measured on the test split: accuracy
+and cross-entropy; and on the training split: E and log10 ||dE/dw^1|| / ||dE/dw^L|| (the first
+hidden layer's gradient over the output layer's) at the init and at the end. No clipping here:
+the largest full-batch gradient norm seen in the one-seed version was 0.37, below the
+threshold of 1, so clipping was a no-op.
 """
+import math
 import time
 from typing import Any, Callable
 
@@ -42,9 +55,13 @@ from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
+from research import workdir as workdir_lib
+from research.experiments import harness
 from research.experiments import report
 
 PROBLEMS_2D = ("quadratic", "rosenbrock")
+RANGES = {"seeds": config_lib.Range(True, 2), "deep_width": config_lib.Range(True, 1)}
+SIZE_LABEL = "depth (hidden layers)"
 
 
 def quadratic(kappa: float, rotation_deg: float) -> Callable:
@@ -105,10 +122,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not exp.learning_rates or any(not eta > 0 for eta in exp.learning_rates):
     raise errors.ConfigError(f"config.experiment.learning_rates={exp.learning_rates!r} must be "
                              "a non-empty tuple of positive numbers")
+  if "deep_mlp" not in exp.problems:
+    return
+  config_lib.check_ranges(exp, RANGES, prefix="config.experiment")
+  errors.check_ints("experiment.depths", exp.depths, " (hidden layers), e.g. (2, 8)")
+  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.optimizers))
+  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   missing = [n for n in exp.optimizers if n not in exp.deep_learning_rates]
-  if "deep_mlp" in exp.problems and missing:
-    raise errors.ConfigError(f"config.experiment.deep_learning_rates has no eta for {missing}; "
-                             "add one per optimizer")
+  if missing:
+    raise errors.ConfigError(f"config.experiment.deep_learning_rates has no grid for {missing}; "
+                             "add a tuple of step sizes per optimizer")
+  for name in exp.optimizers:
+    etas = exp.deep_learning_rates[name]
+    if (not isinstance(etas, (tuple, list)) or not etas
+        or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not e > 0
+               or not math.isfinite(e) for e in etas)):
+      raise errors.ConfigError(f"config.experiment.deep_learning_rates.{name}={etas!r} must be "
+                               "a non-empty tuple of positive step sizes, e.g. (0.01, 0.1)")
+  sizes = {len(exp.deep_learning_rates[n]) for n in exp.optimizers}
+  if len(sizes) > 1:
+    raise errors.ConfigError("config.experiment.deep_learning_rates: the optimizers' grids "
+                             "differ in length; give every optimizer the same number of step "
+                             "sizes (the same tuning budget)")
 
 
 def steps_to_tolerance(f_S: np.ndarray, tol: float) -> int | None:
@@ -154,120 +189,138 @@ def _compare_2d(config, problem: str, writer) -> list[dict]:
   return rows
 
 
-def _compare_deep(config, writer) -> list[dict]:
-  """Trains the deep sigmoid MLP with every method (with and without clipping), logging the
-  full-training-set gradient norm of every layer every config.log_every steps."""
+def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
+  """The deep MLP under the harness (module doc): sizes are depths, arms the optimizers, each
+  with its own grid of step sizes (the same number of candidates)."""
   exp = config.experiment
   dataset = data_lib.load(config.data)
-  n = len(dataset.train)
-  k = losses.num_outputs(config, dataset)
-  model = models.build(config.model, dataset.input_shape, k)
-  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
-  grad_fn = jax.jit(jax.grad(lambda p, x, y: loss_fn(p, x, y, None)[0]))
-  full_E = jax.jit(lambda p, x, y: loss_fn(p, x, y, None)[0])
-  x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
-  eval_fn = kernel.make_eval_fn(model, config.loss.output, k)
-  rows = []
-  for name in exp.optimizers:
-    for clip in (0.0, exp.clip_global_norm):
-      opt_cfg = config_lib.optimizer(name=name, learning_rate=exp.deep_learning_rates[name],
-                                     clip_global_norm=clip)
-      optimizer = optim.make_optimizer(opt_cfg, config.num_steps)
-      chunk = kernel.make_train_chunk(loss_fn, optimizer)
-      # The same init and batches for every method (made afresh: the chunk donates the state).
-      state = kernel.init_state(model, optimizer, jax.random.key(config.seed))
-      curve = []
+  n, k = len(dataset.train), losses.num_outputs(config, dataset)
+  width = exp.deep_width
+  by_depth = {d: models.build(ml_collections.ConfigDict(
+      {**config.model.to_dict(), "hidden_sizes": (width,) * d}), dataset.input_shape, k)
+              for d in exp.depths}
+  loss_fns = {d: losses.make_loss_fn(m, config.loss.output, config.loss.l2, n, k,
+                                     config.loss.l1) for d, m in by_depth.items()}
+  eval_fns = {d: kernel.make_eval_fn(m, config.loss.output, k) for d, m in by_depth.items()}
+  grad_fns = {d: jax.jit(jax.grad(lambda p, x, y, f=f: f(p, x, y, None)[0]))
+              for d, f in loss_fns.items()}
+  splits = {"train": dataset.train, "valid": dataset.valid, "test": dataset.test}
 
-      def log(step, state):
-        norms = layer_grad_norms(grad_fn(state["params"], x_all, y_all))
-        E = float(full_E(state["params"], x_all, y_all))
-        record = {"step": step, "split": "train", "problem": "deep_mlp", "optimizer": name,
-                  "clip": clip, "loss": E, "grad_norm_per_layer": norms}
-        writer.write(record)
-        curve.append(record)
+  def fit(method, setting, depth, seeds, subsets):
+    del subsets  # Every seed trains on the whole training split.
+    optimizer = optim.make_optimizer(config_lib.optimizer(
+        name=method, learning_rate=setting["learning_rate"]), config.num_steps)
+    try:
+      return harness.train_seeds(
+          by_depth[depth], loss_fns[depth], optimizer, config.num_steps, config.batch_size,
+          [dataset.train] * len(seeds), seeds, mode=exp.seed_mode,
+          chunk_steps=config.log_every, what=f"curvature {method} at depth {depth}",
+          writer=writer, tag={"depth": depth, "arm": method, **setting})
+    except errors.NonFiniteLossError as e:
+      # A step size that diverges for any seed is a candidate that lost, not a failed run.
+      logging.info("%s; that setting is disqualified", e)
+      init = by_depth[depth].init(jax.random.key(0))
+      return [jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), init) for _ in seeds]
 
-      log(0, state)
-      step = 0
-      while step < config.num_steps:
-        stop = min(step + config.log_every, config.num_steps)
-        idx = data_lib.batch_indices(config.seed, n, config.batch_size, step, stop - step)
-        state, sums = chunk(state, x_all, y_all, idx)
-        step = stop
-        if int(sums["first_bad_step"]) >= 0:
-          logging.info("deep_mlp | %s clip %g diverged at step %d", name, clip,
-                       int(sums["first_bad_step"]))
-          break
-        log(step, state)
-      test = kernel.evaluate(eval_fn, state["params"], dataset.test, config.eval_batch_size)
-      g0, g1 = curve[0]["grad_norm_per_layer"], curve[-1]["grad_norm_per_layer"]
-      rows.append({"problem": "deep_mlp", "optimizer": name, "clip": clip,
-                   "best_eta": opt_cfg.learning_rate, "final_f": curve[-1]["loss"],
-                   "test_accuracy": test.get("accuracy", float("nan")),
-                   "grad_ratio_first_last_init": g0[0] / g0[-1],
-                   "grad_ratio_first_last_end": g1[0] / g1[-1],
-                   # Full-batch ||g|| at the log points: clipping acts only above the threshold.
-                   "max_grad_norm": max(float(np.linalg.norm(c["grad_norm_per_layer"]))
-                                        for c in curve),
-                   "curve": curve})
-      logging.info("deep_mlp | %-8s clip %-4g | eta %.3g | train E %.4f | test acc %.4f | "
-                   "|g^1|/|g^L| %.2g -> %.2g", name, clip, opt_cfg.learning_rate,
-                   rows[-1]["final_f"], rows[-1]["test_accuracy"],
-                   rows[-1]["grad_ratio_first_last_init"], rows[-1]["grad_ratio_first_last_end"])
-  return rows
+  def measure(method, setting, depth, seed, params, split):
+    if not all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(params)):
+      return {"accuracy": 0.0, "diverged": 1.0}
+    bs = config.eval_batch_size
+    out = kernel.evaluate(eval_fns[depth], params, splits[split], bs)
+    record = {"accuracy": out["accuracy"], "loss": out["loss"], "diverged": 0.0}
+    if split == "test":
+      train = kernel.evaluate(eval_fns[depth], params, dataset.train, bs)
+      # The init of this seed (kernel.init_state's split of its key).
+      init = by_depth[depth].init(jax.random.split(jax.random.key(seed))[0])
+      ratio = lambda p: (lambda g: g[0] / g[-1])(layer_grad_norms(
+          grad_fns[depth](p, dataset.train.x, dataset.train.y)))
+      record.update(train_loss=train["loss"], log10_grad_ratio_init=float(np.log10(ratio(init))),
+                    log10_grad_ratio_end=float(np.log10(ratio(params))))
+    return record
+
+  arms = [harness.Arm(m, {"learning_rate": tuple(exp.deep_learning_rates[m])})
+          for m in exp.optimizers]
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  return harness.Experiment(
+      "curvature", arms, exp.baseline, tuple(exp.depths), SIZE_LABEL, seeds, fit, measure,
+      select="accuracy", data_note="each trains on the whole training split: no subset to draw")
+
+
+FIELDS = [("accuracy", "test acc %", 100.0)]
+FIELDS_E = [("train_loss", "train E (nats)", 1.0),
+            ("log10_grad_ratio_end", "log10 ||dE/dw^1|| / ||dE/dw^L|| at the end", 1.0)]
 
 
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Runs config.experiment.problems; writes results.{md,json}, trajectories.png, curves.png.
-
-  Returns {"rows": one dict per (problem, optimizer, clip), "wall_time": s}.
-  """
+  """The 2-D illustrations (one deterministic run per method and eta) and the deep MLP under
+  the harness's protocol; writes results.{md,json}, trajectories.png, curves.png and
+  deep_mlp.png. Returns {"deep": the harness's results or None, "rows_2d": [...]}."""
   t_start = time.time()
   validate(config)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   rows = []
   for problem in config.experiment.problems:
-    if problem == "deep_mlp":
-      rows += _compare_deep(config, writer)
-    else:
+    if problem in PROBLEMS_2D:
       rows += _compare_2d(config, problem, writer)
+  deep = None
+  if "deep_mlp" in config.experiment.problems:
+    deep = harness.run(experiment(config, writer), workdir, writer)
   writer.close()
-  result = {"rows": rows, "wall_time": time.time() - t_start}
-  _write_report(workdir, config, result)
-  logging.info("done in %.1f s; results in %s", result["wall_time"],
-               workdir / "results.md")
+  result = {"deep": deep, "rows_2d": rows, "wall_time": time.time() - t_start}
+  if jax.process_index() == 0:
+    _write_report(workdir, config, result)
+  logging.info("done in %.1f s; results in %s", result["wall_time"], workdir / "results.md")
   return result
 
 
-def _write_report(workdir: str, config, result: dict) -> None:
-  exp = config.experiment
-  rows = result["rows"]
+def _table_2d(config, rows: list[dict]) -> str:
   columns = ["problem", "optimizer", "clip", "best_eta", "final_f", "steps_to_tol",
-             "diverged_etas", "test_accuracy", "grad_ratio_first_last_init",
-             "grad_ratio_first_last_end", "max_grad_norm"]
-  columns = [c for c in columns if any(c in r for r in rows)]
-  table_rows = [{**r, "steps_to_tol": "never" if r.get("steps_to_tol", 0) is None
-                 else r.get("steps_to_tol", "")} for r in rows]
-  notes = [
-      f"2-D problems: {exp.num_steps_2d} steps from quadratic_start={tuple(exp.quadratic_start)}"
-      f" (kappa={exp.kappa}, rotated {exp.rotation} deg) and rosenbrock_start="
-      f"{tuple(exp.rosenbrock_start)}; each method at its best eta of {tuple(exp.learning_rates)}"
-      f" (fewest steps to f <= tolerance, else lowest final f); steps_to_tol = first step "
-      f"from which f stays <= {exp.tolerance}; diverged_etas = etas whose final f is NaN/inf "
-      "or above the start's.",
-      f"deep_mlp: hidden {tuple(config.model.hidden_sizes)} {config.model.activation} on "
-      f"{config.data.name}, {config.num_steps} steps of batch {config.batch_size}, eta per method"
-      f" from experiment.deep_learning_rates; final_f = train E on all training examples; "
-      "grad_ratio = ||dE/dw^1|| / ||dE/dw^L|| (first over last layer) at init and at the end; "
-      "max_grad_norm = the largest full-batch ||dE/dw|| (weights) seen at the log points.",
-      "clip = the global-norm threshold of optax.clip_by_global_norm (0 = off).",
-  ]
-  slim = lambda r: {k: v for k, v in r.items() if k not in ("trajectory",)}
-  report.write_results(workdir, "Optimizers on hard curvature", columns, table_rows, notes,
-                          {"rows": [slim(r) for r in rows], "wall_time": result["wall_time"]})
-  _plot_trajectories(workdir / "trajectories.png", config,
-                     [r for r in rows if r["problem"] in PROBLEMS_2D])
-  _plot_curves(workdir / "curves.png", rows)
+             "diverged_etas"]
+  return report.markdown_table(columns, [
+      {**r, "steps_to_tol": "never" if r["steps_to_tol"] is None else r["steps_to_tol"]}
+      for r in rows])
+
+
+def _write_report(workdir, config, result: dict) -> None:
+  exp = config.experiment
+  rows, deep = result["rows_2d"], result["deep"]
+  parts = []
+  if deep is not None:
+    parts += [
+        f"Deep sigmoid MLP on {config.data.name} (the comparison): depth = hidden layers of "
+        f"{exp.deep_width} {config.model.activation} units, softmax output; {config.num_steps} "
+        f"steps of batch {config.batch_size}; every method's step size chosen from its own grid "
+        f"of {len(next(iter(exp.deep_learning_rates.values())))} candidates ("
+        + "; ".join(f"{m} {tuple(exp.deep_learning_rates[m])}" for m in exp.optimizers)
+        + ") by mean validation accuracy. train E = the cross-entropy on the whole training "
+        "split at the end (ln 10 = 2.303 is the plateau of a net that outputs the class "
+        "frequencies); the gradient ratio is the first hidden layer's ||dE/dw|| over the output "
+        "layer's, on the training split, at the end (at init it is in results.json). A step "
+        "size that diverged for any seed is disqualified.",
+        harness.protocol_note(deep), harness.table(deep, FIELDS),
+        harness.table(deep, FIELDS_E, digits=3)]
+  if rows:
+    parts += [
+        f"Illustrations, not findings: the 2-D problems are deterministic (one fixed start, "
+        f"no data, no seed), each method shown at its best eta of {tuple(exp.learning_rates)} "
+        f"after {exp.num_steps_2d} steps from quadratic_start={tuple(exp.quadratic_start)} "
+        f"(kappa={exp.kappa:g}, rotated {exp.rotation:g} deg) and rosenbrock_start="
+        f"{tuple(exp.rosenbrock_start)}: fewest steps to f <= {exp.tolerance:g} (the first "
+        "step from which f stays there), else the lowest final f; diverged_etas = etas whose "
+        "final f is NaN/inf or above the start's; clip = the global-norm threshold (0 = off).",
+        _table_2d(config, rows)]
+  slim = {"deep": deep, "rows_2d": [{k: v for k, v in r.items() if k != "trajectory"}
+                                    for r in rows], "wall_time": result["wall_time"]}
+  report.write_json(workdir / "results.json", slim)
+  workdir_lib.write_text(workdir / "results.md", "\n\n".join(
+      ["# Optimizers on hard curvature", *parts]) + "\n")
+  if rows:
+    _plot_trajectories(workdir / "trajectories.png", config, rows)
+    _plot_curves(workdir / "curves.png", rows)
+  if deep is not None:
+    harness.plot(workdir / "deep_mlp.png", deep, "accuracy", "test accuracy (%)",
+                 "Deep sigmoid MLP: each optimizer at its chosen step size")
 
 
 _COLORS = {"sgd": "tab:gray", "momentum": "tab:blue", "nesterov": "tab:cyan",
@@ -312,46 +365,23 @@ def _plot_trajectories(path: str, config, rows: list[dict]) -> None:
 
 
 def _plot_curves(path: str, rows: list[dict]) -> None:
+  """f(w_t) per step of each 2-D run at its best eta."""
   problems = list(dict.fromkeys(r["problem"] for r in rows))
-  deep = [r for r in rows if r["problem"] == "deep_mlp"]
-  panels = len(problems) + (1 if deep else 0)
-  nrows = (panels + 1) // 2
-  fig = figure.Figure(figsize=(11, 4.2 * nrows), layout="constrained")
-  axes = fig.subplots(nrows, 2, squeeze=False).ravel()
-  for ax in axes[panels:]:
+  fig = figure.Figure(figsize=(11, 4.2), layout="constrained")
+  axes = fig.subplots(1, max(2, len(problems)), squeeze=False).ravel()
+  for ax in axes[len(problems):]:
     ax.set_visible(False)
   for ax, problem in zip(axes, problems):
     for r in rows:
       if r["problem"] != problem:
         continue
       style = "--" if r["clip"] > 0 else "-"
-      label = f"{r['optimizer']}{' + clip' if r['clip'] > 0 else ''}"
-      if problem == "deep_mlp":
-        steps = [c["step"] for c in r["curve"]]
-        ax.plot(steps, [c["loss"] for c in r["curve"]], style, color=_COLORS.get(r["optimizer"]),
-                label=label)
-      else:
-        ax.plot(np.maximum(r["f_curve"], 1e-12), style, color=_COLORS.get(r["optimizer"]),
-                label=label, lw=1)
+      label = f"{r['optimizer']}{' + clip' if r['clip'] > 0 else ''} (eta {r['best_eta']:.2g})"
+      ax.plot(np.maximum(r["f_curve"], 1e-12), style, color=_COLORS.get(r["optimizer"]),
+              label=label, lw=1)
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("train E" if problem == "deep_mlp" else "f(w_t) (best eta)")
-    ax.set_title(problem)
-    ax.legend(fontsize=7)
-  if deep:
-    ax = axes[len(problems)]
-    for r in deep:
-      if r["clip"] > 0:
-        continue
-      g0, g1 = r["curve"][0]["grad_norm_per_layer"], r["curve"][-1]["grad_norm_per_layer"]
-      layers_l = np.arange(1, len(g0) + 1)
-      if r is deep[0]:
-        ax.plot(layers_l, g0, "k-o", ms=3, label="at init (all methods)")
-      ax.plot(layers_l, g1, "-o", ms=3, color=_COLORS.get(r["optimizer"]),
-              label=f"{r['optimizer']}, end")
-    ax.set_yscale("log")
-    ax.set_xlabel("layer l (1 = input side)")
-    ax.set_ylabel("||dE/dw^l|| on the training set")
-    ax.set_title("deep_mlp: gradient norm per layer")
+    ax.set_ylabel("f(w_t) (best eta)")
+    ax.set_title(f"{problem} (one deterministic run per method)")
     ax.legend(fontsize=7)
   report.save_figure(fig, path)

@@ -24,16 +24,29 @@ The lecture's Lego block "Embeddings (Unsupervised learning)". The runner:
                     topic, their home): how often a topic word's 10 nearest topic words share
                     its home topic, against the rate for random pairs of topic words
      and the held-out skip-gram loss on the pairs of the held-out sentences.
-  4. Reuse: a bag-of-embeddings classifier (research/models/bag_of_embeddings.py) of which
-     topic a sentence comes from, trained on experiment.labels_per_topic sentences of each
-     topic, its table initialised from the skip-gram's v (fine-tuned, or frozen) or at random
-     with the same per-entry std, for experiment.repeats seeds (labelled set, classifier
-     init, random table), all of them one jax.vmap of the library's train chunk.
-  5. Writes results.md / results.json, neighbours in the log and the document, and a PCA
-     projection of frequent words (embeddings_pca.png).
+  4. Reuse, under the experiment harness (research/experiments/harness.py): which topic a
+     sentence comes from, from experiment.labels_per_topic labelled sentences per topic
+     (stratified, redrawn per seed), for experiment.seeds seeds. The methods:
+       bow_lr           logistic regression on the sentence's bag of words (term frequencies
+                        over the vocabulary): the strong cheap baseline
+       skipgram_frozen  logistic regression on the mean of the sentence's skip-gram vectors
+       skipgram         the same bag-of-embeddings classifier with the table fine-tuned
+       random           its table a random one (the skip-gram's per-entry std), trained from
+                        scratch on the labels
+       ppmi_svd         logistic regression on mean vectors from PPMI-SVD (Levy & Goldberg
+                        2014), skip-gram's count-based counterpart: the PPMI matrix of the same
+                        windows, truncated SVD to the same D
+     Every method's Adam step and L2 are chosen on held-out validation sentences from the same
+     grid (experiment.learning_rates x experiment.l2s). Each seed trains its own skip-gram
+     (a function of the seed, shared by every method and size of that seed); PPMI-SVD has no
+     randomness and is computed once.
+  5. Writes results.md / results.json, neighbours in the log and the document, the downstream
+     accuracies against the labels per topic (embeddings_downstream.png) and a PCA projection
+     of frequent words (embeddings_pca.png).
 """
 import dataclasses
 import math
+import pickle
 import time
 from typing import Any
 
@@ -44,19 +57,24 @@ import numpy as np
 from absl import logging
 
 from research import config_lib
+from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
+from research import optim
 from research import workdir as workdir_lib
 from research.data import words
+from research.experiments import harness
 from research.experiments import report
-from research.experiments import variants as variants_lib
+from research.models import layers
 from research.models import skipgram
 
-TABLES = ("random", "skipgram", "skipgram_frozen")
-TABLE_LABELS = {"random": "random table (trained)", "skipgram": "skip-gram (fine-tuned)",
-                "skipgram_frozen": "skip-gram (frozen)"}
+METHODS = ("bow_lr", "skipgram_frozen", "skipgram", "random", "ppmi_svd")
+# The methods whose classifier reads a fixed table's mean vectors (logistic regression), and
+# those that train the table (ids in, bag_of_embeddings).
+FROZEN, TRAINED = ("skipgram_frozen", "ppmi_svd"), ("skipgram", "random")
 # Topic words: at least this many occurrences, at least this share in their home topic.
 TOPIC_MIN_COUNT, TOPIC_MIN_SHARE, TOPIC_K = 10, 0.5, 10
 
@@ -68,7 +86,8 @@ _RANGES = {
     "min_count": config_lib.Range(True, 1), "neighbours": config_lib.Range(True, 1),
     "num_topics": config_lib.Range(True, 2), "test_per_topic": config_lib.Range(True, 1),
     "min_words": config_lib.Range(True, 1), "max_words": config_lib.Range(True, 1),
-    "repeats": config_lib.Range(True, 1), "plot_words": config_lib.Range(True, 2),
+    "valid_per_topic": config_lib.Range(True, 1), "seeds": config_lib.Range(True, 2),
+    "plot_words": config_lib.Range(True, 2),
 }
 
 
@@ -77,16 +96,24 @@ _RANGES = {
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the model and config.experiment fields; one line naming the fix."""
-  exp = report.check_experiment(config, "configs/exp_skipgram.py", _RANGES)
+  exp = report.check_experiment(config, "configs/exp_skipgram.py", _RANGES, METHODS)
   errors.check_choice("model.name", config.model.name, ("bag_of_embeddings",))
   if not isinstance(config.model.embed_dim, int) or config.model.embed_dim < 1:
     raise errors.ConfigError(f"config.model.embed_dim={config.model.embed_dim!r} must be a "
                              "positive integer (D of the skip-gram and of the classifier)")
   errors.check_choice("loss.output", config.loss.output, ("softmax",))
-  for i, name in enumerate(exp.tables):
-    errors.check_choice(f"experiment.tables[{i}]", name, TABLES)
+  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
+  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   if tuple(exp.labels_per_topic):  # () is allowed: embeddings only.
     errors.check_ints("experiment.labels_per_topic", exp.labels_per_topic, ", e.g. (1, 5, 20)")
+  if not exp.learning_rates or not exp.l2s:
+    raise errors.ConfigError("config.experiment.learning_rates and l2s must each name at least "
+                             "one value (every method's grid is their product)")
+  for lr in exp.learning_rates:
+    errors.check_positive("experiment.learning_rates[]", lr)
+  for l2 in exp.l2s:
+    if not isinstance(l2, (int, float)) or isinstance(l2, bool) or not l2 >= 0:
+      raise errors.ConfigError(f"config.experiment.l2s holds {l2!r}; each must be a number >= 0")
   for i, pair in enumerate(exp.related_pairs):
     if len(pair) != 2 or not all(isinstance(w, str) for w in pair):
       raise errors.ConfigError(f"config.experiment.related_pairs[{i}]={pair!r} must be two "
@@ -106,6 +133,7 @@ class Corpus:
   heldout_segment: np.ndarray
   classes: tuple[str, ...]         # the downstream task's topics, label = index
   pool: list[list[np.ndarray]]     # per class: encoded training-pool sentences
+  valid: list[list[np.ndarray]]    # per class: encoded validation sentences (held out too)
   test: list[list[np.ndarray]]     # per class: encoded held-out sentences
   topic_counts: np.ndarray         # V x documents: how often each word occurs in each
 
@@ -119,18 +147,23 @@ def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
   order = sorted(range(len(docs)), key=lambda d: (-len(eligible[d]), docs[d][0]))
   # No labels_per_topic: embeddings only, no downstream task and no held-out sentences.
   classes = order[:exp.num_topics] if exp.labels_per_topic else []
-  need = exp.test_per_topic + max(exp.labels_per_topic, default=0)
+  need = exp.test_per_topic + exp.valid_per_topic + max(exp.labels_per_topic, default=0)
   short = [d for d in classes if len(eligible[d]) < need]
   if exp.labels_per_topic and (len(classes) < exp.num_topics or short):
     have = min((len(eligible[d]) for d in classes), default=0)
     raise errors.ConfigError(
         f"config.experiment.num_topics={exp.num_topics}: the corpus has {len(docs)} documents "
         f"and the {exp.num_topics}th largest has {have} sentences of >= {exp.min_words} words, "
-        f"fewer than test_per_topic + max(labels_per_topic) = {need}; lower those fields")
-  held = {}  # document -> held-out sentence indices (seeded by config.data.split_seed)
+        f"fewer than test_per_topic + valid_per_topic + max(labels_per_topic) = {need}; lower "
+        "those fields")
+  # document -> held-out sentence indices (seeded by config.data.split_seed): the first
+  # test_per_topic of the permutation are the test set, the next valid_per_topic validation.
+  held, held_test = {}, {}
   for d in classes:
     rng = np.random.default_rng([config.data.split_seed, d])
-    held[d] = set(rng.permutation(eligible[d])[:exp.test_per_topic].tolist())
+    order_d = rng.permutation(eligible[d]).tolist()
+    held[d] = set(order_d[:exp.test_per_topic + exp.valid_per_topic])
+    held_test[d] = set(order_d[:exp.test_per_topic])
   train_tokens = [[s for i, s in enumerate(doc) if i not in held.get(d, ())]
                   for d, doc in enumerate(sentences)]
   vocab = words.build_vocabulary((s for doc in train_tokens for s in doc), exp.min_count)
@@ -154,7 +187,9 @@ def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
       [[s for i, s in enumerate(doc) if i in held.get(d, ())] for d, doc in enumerate(sentences)])
   pool = [[vocab.encode(sentences[d][i]) for i in eligible[d] if i not in held[d]]
           for d in classes]
-  test = [[vocab.encode(sentences[d][i]) for i in sorted(held[d])] for d in classes]
+  test = [[vocab.encode(sentences[d][i]) for i in sorted(held_test[d])] for d in classes]
+  valid = [[vocab.encode(sentences[d][i]) for i in sorted(held[d] - held_test[d])]
+           for d in classes]
   topic_counts = np.zeros((len(vocab), len(docs)), np.int64)
   index = vocab.index
   for d, doc in enumerate(sentences):
@@ -163,7 +198,8 @@ def load_corpus(config: ml_collections.ConfigDict) -> Corpus:
         if t in index:
           topic_counts[index[t], d] += 1
   return Corpus(tuple(name for name, _ in docs), vocab, stream, segment, heldout_stream,
-                heldout_segment, tuple(docs[d][0] for d in classes), pool, test, topic_counts)
+                heldout_segment, tuple(docs[d][0] for d in classes), pool, valid, test,
+                topic_counts)
 
 
 # ------------------------------------------------------------------------------ skip-gram
@@ -326,6 +362,39 @@ def topic_agreement(table_VxD, corpus: Corpus) -> dict[str, float]:
           "chance": chance}
 
 
+# --------------------------------------------------------------------------------- PPMI-SVD
+
+
+def cooccurrence(corpus: Corpus, window: int) -> np.ndarray:
+  """counts_VxV: word2vec's dynamic windows in expectation, both directions, never across
+  documents. A context d words away lies in a window b ~ U{1..window} with probability
+  (window - d + 1) / window, and is counted with that weight."""
+  v = len(corpus.vocab)
+  counts = np.zeros((v, v), np.float64)
+  for d in range(1, window + 1):
+    same = corpus.segment[d:] == corpus.segment[:-d]
+    a, b = corpus.stream[:-d][same], corpus.stream[d:][same]
+    weight = (window - d + 1) / window
+    np.add.at(counts, (a, b), weight)
+    np.add.at(counts, (b, a), weight)
+  return counts
+
+
+def ppmi_svd(counts_VxV: np.ndarray, dim: int, power: float) -> np.ndarray:
+  """table_VxD (Levy, Goldberg & Dagan 2015): PPMI(w, c) = max(0, log P(w, c) / (P(w)
+  P_power(c))) with the context distribution smoothed as skip-gram's noise (count^power),
+  then the truncated SVD U_D sqrt(S_D) (the symmetric weighting of word and context)."""
+  total = counts_VxV.sum()
+  p_w = counts_VxV.sum(axis=1, keepdims=True) / total
+  c_pow = counts_VxV.sum(axis=0) ** power
+  p_c = (c_pow / c_pow.sum())[None, :]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    pmi = np.log(counts_VxV / total / (p_w * p_c))
+  ppmi = np.where(counts_VxV > 0, np.maximum(pmi, 0.0), 0.0)
+  u, s, _ = np.linalg.svd(ppmi)
+  return (u[:, :dim] * np.sqrt(s[:dim])).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------- downstream
 
 
@@ -338,68 +407,179 @@ def pad(sentences: list[np.ndarray], length: int) -> np.ndarray:
   return out
 
 
-def downstream(config, corpus: Corpus, tables: dict[int, np.ndarray], per_topic: int,
-               seeds: list[int]) -> list[dict]:
-  """Test accuracy of the topic classifier for every (table, seed) at one label count;
-  tables[seed] is the skip-gram v of that seed, and the random table of that seed has its
-  per-entry std."""
+def labelled(sentences: list[list[np.ndarray]], length: int) -> data_lib.Split:
+  """Per-class sentence lists as one Split: x = ids_NxT (padded with -1), y = class."""
+  return data_lib.Split(pad([s for c in sentences for s in c], length),
+                        np.concatenate([np.full(len(c), i, np.int32)
+                                        for i, c in enumerate(sentences)]))
+
+
+def bag_of_words(ids_NxT: np.ndarray, vocab_size: int) -> np.ndarray:
+  """x_NxV: each sentence's term frequencies (counts over its real words, summing to 1)."""
+  out = np.zeros((len(ids_NxT), vocab_size), np.float32)
+  rows, cols = np.nonzero(ids_NxT >= 0)
+  np.add.at(out, (rows, ids_NxT[rows, cols]), 1.0)
+  return out / np.maximum(out.sum(axis=1, keepdims=True), 1.0)
+
+
+def mean_vectors(table_VxD: np.ndarray, ids_NxT: np.ndarray) -> np.ndarray:
+  """x_NxD: the mean of each sentence's word vectors (0 for a sentence of no known word)."""
+  return bag_of_words(ids_NxT, len(table_VxD)) @ np.asarray(table_VxD, np.float32)
+
+
+def linear_model(d_in: int, k: int) -> models.Model:
+  """Logistic regression (softmax) on fixed features x_NxD."""
+  return models.Model(lambda key: {"head": layers.init_dense(key, d_in, k)},
+                      lambda params, x, *, train=False, rng=None: layers.dense(params["head"], x))
+
+
+def with_tables(model: models.Model, tables: dict[int, np.ndarray]) -> models.Model:
+  """The bag-of-embeddings model whose init puts seed s's table in params["embed"]["table"].
+
+  harness.train_seeds builds each seed's state with kernel.init_state(model, optimizer,
+  jax.random.key(s)), which hands init the first half of jax.random.split(key(s)): init finds
+  the seed from that key (it has no other way to know it)."""
+  by_key = {np.asarray(jax.random.key_data(jax.random.split(jax.random.key(s))[0])).tobytes(): s
+            for s in tables}
+
+  def init(key):
+    seed = by_key.get(np.asarray(jax.random.key_data(key)).tobytes())
+    if seed is None:
+      raise ValueError("with_tables: init got a key not derived from one of the seeds "
+                       f"{sorted(tables)} as kernel.init_state derives it")
+    params = model.init(key)
+    params["embed"]["table"] = jnp.asarray(tables[seed], jnp.float32)
+    return params
+
+  return models.Model(init, model.apply)
+
+
+def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np.ndarray],
+               ppmi_VxD: np.ndarray, writer=None) -> harness.Experiment:
+  """The harness's view of the downstream task: the methods (each tuned on the same learning
+  rate x L2 grid), the labels per topic, fit and measure."""
   exp = config.experiment
-  k = len(corpus.classes)
-  n = per_topic * k
-  length = exp.max_words
-  test_x = pad([s for c in corpus.test for s in c], length)
-  test_y = np.concatenate([np.full(len(c), i, np.int32) for i, c in enumerate(corpus.test)])
-  results = []
-  for frozen in (False, True):
-    names = [t for t in exp.tables if (t == "skipgram_frozen") == frozen]
-    if not names:
-      continue
-    cfg = config.model.copy_and_resolve_references()
-    cfg.vocab_size, cfg.freeze_embeddings = len(corpus.vocab), frozen
-    model = models.build(cfg, (length,), k)
-    combos = [(name, s) for name in names for s in seeds]
-    xs, ys, params = [], [], []
-    for name, s in combos:
-      rng = np.random.default_rng([s, per_topic])
-      picked = [rng.choice(len(c), per_topic, replace=False) for c in corpus.pool]
-      xs.append(pad([corpus.pool[i][j] for i, js in enumerate(picked) for j in js], length))
-      ys.append(np.repeat(np.arange(k, dtype=np.int32), per_topic))
-      p = model.init(jax.random.key(s))
-      v = np.asarray(tables[s])
-      table = (v if name.startswith("skipgram")
-               else v.std() * np.random.default_rng([s, 7]).standard_normal(v.shape))
-      p["embed"]["table"] = jnp.asarray(table, jnp.float32)
-      params.append(p)
-    params_R = jax.tree.map(lambda *a: jnp.stack(a), *params)
-    loss_fn = losses.make_loss_fn(model, "softmax", config.loss.l2, n, k)
-    batch = min(config.batch_size, n)
-    x_R, y_R = jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
-    # Each step a fresh permutation's first `batch` sentences (a function of (seed, step)).
-    params_R = variants_lib.fit_replicas(
-        config, loss_fn, params_R, x_R, y_R,
-        lambda start, stop: np.stack([np.stack([
-            np.random.default_rng([s, step]).permutation(n)[:batch]
-            for step in range(start, stop)]) for _, s in combos]),
-        "the topic classifier")
-    measure = variants_lib.replica_measure_fn(model, "softmax", k)
-    acc, _ = measure(params_R, jnp.asarray(test_x), jnp.asarray(test_y), shared_data=True)
-    train_acc, _ = measure(params_R, x_R, y_R)
-    results += [{"table": name, "seed": s, "labels_per_topic": per_topic,
-                 "test_accuracy": float(acc[i]), "train_accuracy": float(train_acc[i])}
-                for i, (name, s) in enumerate(combos)]
-  return results
+  k, v, length = len(corpus.classes), len(corpus.vocab), exp.max_words
+  pool = labelled(corpus.pool, length)
+  splits = {"valid": labelled(corpus.valid, length), "test": labelled(corpus.test, length)}
+  # Per seed: the fixed tables read by the frozen methods and the starting tables of the
+  # trained ones, all with the per-entry std of that seed's skip-gram table.
+  scale = lambda table, s: np.asarray(table) * (sg_tables[s].std() / np.asarray(table).std())
+  tables = {"skipgram_frozen": dict(sg_tables), "skipgram": dict(sg_tables),
+            "ppmi_svd": {s: scale(ppmi_VxD, s) for s in seeds},
+            "random": {s: scale(np.random.default_rng([s, 7]).standard_normal(
+                sg_tables[s].shape), s) for s in seeds}}
+  cfg = config.model.copy_and_resolve_references()
+  cfg.vocab_size, cfg.freeze_embeddings = v, False
+  bag = models.build(cfg, (length,), k)
+  by_method = {"bow_lr": linear_model(v, k),
+               **{m: linear_model(config.model.embed_dim, k) for m in FROZEN},
+               **{m: with_tables(bag, tables[m]) for m in TRAINED}}
+  eval_fns = {m: kernel.make_eval_fn(model, "softmax", k) for m, model in by_method.items()}
+
+  def inputs(method, seed, x_NxT):
+    """What the method's classifier reads: term frequencies, mean vectors or the ids."""
+    if method == "bow_lr":
+      return bag_of_words(x_NxT, v)
+    if method in FROZEN:
+      return mean_vectors(tables[method][seed], x_NxT)
+    return x_NxT
+
+  def fit(method, setting, per_topic, seeds_, subsets):
+    n = k * per_topic
+    b = min(config.batch_size, n)
+    data = [data_lib.Split(inputs(method, s, sub.x), sub.y) for s, sub in zip(seeds_, subsets)]
+    optimizer = optim.make_optimizer(
+        config_lib.optimizer(**{**config.optimizer.to_dict(),
+                                "learning_rate": setting["learning_rate"]}), config.num_steps)
+    loss_fn = losses.make_loss_fn(by_method[method], "softmax", setting["l2"], n, k)
+    return harness.train_seeds(
+        by_method[method], loss_fn, optimizer, config.num_steps, b, data, seeds_,
+        mode=exp.seed_mode, chunk_steps=config.eval_every,
+        what=f"the topic classifier ({method}) at {per_topic} labels per topic",
+        writer=writer, tag={"labels_per_topic": per_topic, "arm": method, **setting})
+
+  cache = {}
+
+  def measure(method, setting, per_topic, seed, params, split):
+    key = (method, seed if method != "bow_lr" else None, split)
+    if key not in cache:
+      cache[key] = data_lib.Split(inputs(method, seed, splits[split].x), splits[split].y)
+    out = kernel.evaluate(eval_fns[method], params, cache[key], config.eval_batch_size)
+    return {"accuracy": out["accuracy"], "loss": out["loss"]}
+
+  grid = {"learning_rate": tuple(exp.learning_rates), "l2": tuple(exp.l2s)}
+  return harness.Experiment(
+      "embeddings", [harness.Arm(m, grid) for m in exp.methods], exp.baseline,
+      tuple(exp.labels_per_topic), "labelled sentences per topic", seeds, fit, measure,
+      select="accuracy", draw=harness.labelled_draw(pool, k),
+      select_label="validation accuracy",
+      data_note="labelled sentences redrawn per seed, stratified; each seed also trains its "
+                "own skip-gram")
 
 
 # ------------------------------------------------------------------------------------ runner
 
 
+def skipgram_of_seed(config, corpus: Corpus, seed: int, workdir, writer) -> dict[str, Any]:
+  """train_skipgram's result for `seed`, kept in WORKDIR/skipgram/seed_<s>.pkl so that an
+  interrupted run resumes without training it again."""
+  path = workdir / "skipgram" / f"seed_{seed}.pkl"
+  if path.exists():
+    try:
+      sg = pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError):
+      sg = None  # A torn file: train it again.
+    if sg is not None:
+      # The restart truncated the records: write this seed's curve again, as training would.
+      steps = sg["pairs"] // config.experiment.batch_pairs // config.experiment.epochs
+      for record in sg["curve"][1:] if writer is not None else ():
+        writer.write({"step": steps * record["epoch"], "split": "skipgram", "seed": seed,
+                      **record})
+      return sg
+  sg = jax.device_get(train_skipgram(config, corpus, seed, writer))
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir_lib.write_bytes(path, pickle.dumps(sg))
+  return sg
+
+
+def embedding_measures(config, corpus: Corpus, sgs: dict, ppmi_VxD) -> dict[str, Any]:
+  """Per seed and summarised (mean, sample std): the related-pair ranks and topic agreement of
+  the trained and the untrained tables, the losses, and the same measures of PPMI-SVD."""
+  exp = config.experiment
+  pairs = [tuple(p) for p in exp.related_pairs]
+  seeds = list(sgs)
+  per_seed = {}
+  for s, sg in sgs.items():
+    trained, init = np.asarray(sg["params"]["v_in"]), np.asarray(sg["init"]["v_in"])
+    per_seed[s] = {"pairs": {"trained": pair_ranks(trained, corpus.vocab, pairs),
+                             "init": pair_ranks(init, corpus.vocab, pairs)},
+                   "topics": {"trained": topic_agreement(trained, corpus),
+                              "init": topic_agreement(init, corpus)}}
+  out = {group: {which: {key: harness.summary([per_seed[s][group][which][key] for s in seeds])
+                         for key in per_seed[seeds[0]][group][which] if key != "ranks"}
+                 for which in ("trained", "init")} for group in ("pairs", "topics")}
+  out["pairs"]["ppmi_svd"] = {key: value for key, value in pair_ranks(
+      ppmi_VxD, corpus.vocab, pairs).items() if key != "ranks"}
+  out["topics"]["ppmi_svd"] = topic_agreement(ppmi_VxD, corpus)
+  curves = {s: sg["curve"] for s, sg in sgs.items()}
+  for key, first in (("train_loss", 1), ("heldout_loss", 0)):
+    if curves[seeds[0]][-1][key] is not None:
+      out[key] = {when: harness.summary([curves[s][i][key] for s in seeds])
+                  for when, i in (("first", first), ("last", -1))}
+  out["per_seed"] = per_seed
+  return out
+
+
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Trains and measures the skip-gram, reuses it downstream; see the module docstring.
+  """Trains and measures the skip-gram of every seed, then the downstream task under the
+  harness; see the module docstring.
 
-  Returns {"corpus", "skipgram" (curve, pairs, seconds), "neighbours", "pairs": {"trained",
-  "init"}, "topics": {"trained", "init"}, "downstream": [per label count {table: mean, std}],
-  "runs", "wall_time"}.
+  Returns {"corpus", "skipgram" (per seed: curve, pairs, seconds), "neighbours",
+  "embeddings" (embedding_measures), "downstream" (the harness's results or None),
+  "wall_time"}.
   """
   t_start = time.time()
   validate(config)
@@ -407,126 +587,140 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   corpus = load_corpus(config)
   # Bad query or pair words fail before any training.
   corpus.vocab.ids(list(exp.query_words), "experiment.query_words")
-  pairs = [tuple(p) for p in exp.related_pairs]
-  corpus.vocab.ids([w for p in pairs for w in p], "experiment.related_pairs")
+  corpus.vocab.ids([w for p in exp.related_pairs for w in p], "experiment.related_pairs")
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   logging.info("corpus: %d documents, %d training words in a vocabulary of %d (count >= %d); "
-               "downstream: %d topics, %d held-out sentences", len(corpus.topics),
+               "downstream: %d topics, %d validation and %d test sentences", len(corpus.topics),
                len(corpus.stream), len(corpus.vocab), exp.min_count, len(corpus.classes),
-               sum(len(c) for c in corpus.test))
+               sum(len(c) for c in corpus.valid), sum(len(c) for c in corpus.test))
 
-  seeds = [config.seed + i for i in range(exp.repeats)]
-  sgs = {s: train_skipgram(config, corpus, s, writer) for s in seeds}
-  trained = {s: np.asarray(sg["params"]["v_in"]) for s, sg in sgs.items()}
-  first = seeds[0]
-  near = neighbours(trained[first], corpus.vocab, list(exp.query_words), exp.neighbours)
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  sgs = {s: skipgram_of_seed(config, corpus, s, workdir, writer) for s in seeds}
+  sg_tables = {s: np.asarray(sg["params"]["v_in"]) for s, sg in sgs.items()}
+  t0 = time.time()
+  ppmi_VxD = ppmi_svd(cooccurrence(corpus, exp.window), config.model.embed_dim,
+                      exp.noise_power)
+  ppmi_seconds = time.time() - t0
+  near = neighbours(sg_tables[seeds[0]], corpus.vocab, list(exp.query_words), exp.neighbours)
   for w, row in near.items():
     logging.info("%-12s %s", w, ", ".join(f"{v} {c:.2f}" for v, c in row))
-  per_seed = {s: {"pairs": {"trained": pair_ranks(trained[s], corpus.vocab, pairs),
-                            "init": pair_ranks(np.asarray(sgs[s]["init"]["v_in"]),
-                                               corpus.vocab, pairs)},
-                  "topics": {"trained": topic_agreement(trained[s], corpus),
-                             "init": topic_agreement(np.asarray(sgs[s]["init"]["v_in"]),
-                                                     corpus)},
-                  "curve": sgs[s]["curve"]} for s in seeds}
-  measures = {group: {which: {key: report.mean_std([per_seed[s][group][which][key] for s in seeds])
-                              for key in per_seed[first][group][which] if key != "ranks"}
-                      for which in ("trained", "init")} for group in ("pairs", "topics")}
-  for key in ("train_loss", "heldout_loss"):
-    if per_seed[first]["curve"][-1][key] is None:  # no held-out sentences
-      continue
-    measures[key] = {when: report.mean_std([per_seed[s]["curve"][i][key] for s in seeds])
-                     for when, i in (("first", 1 if key == "train_loss" else 0),
-                                     ("last", -1))}
-  logging.info("related pairs: mean percentile %.1f%% (init %.1f%%), in the top 10: %.0f%% "
-               "(init %.0f%%); topic agreement of the 10 nearest topic words %.1f%% (init "
-               "%.1f%%, chance %.1f%%)",
+  measures = embedding_measures(config, corpus, sgs, ppmi_VxD)
+  logging.info("related pairs: mean percentile %.1f%% (init %.1f%%, PPMI-SVD %.1f%%); topic "
+               "agreement of the 10 nearest topic words %.1f%% (init %.1f%%, PPMI-SVD %.1f%%, "
+               "chance %.1f%%)",
                100 * measures["pairs"]["trained"]["mean_percentile"]["mean"],
                100 * measures["pairs"]["init"]["mean_percentile"]["mean"],
-               100 * measures["pairs"]["trained"]["top10"]["mean"],
-               100 * measures["pairs"]["init"]["top10"]["mean"],
+               100 * measures["pairs"]["ppmi_svd"]["mean_percentile"],
                100 * measures["topics"]["trained"]["agreement"]["mean"],
                100 * measures["topics"]["init"]["agreement"]["mean"],
+               100 * measures["topics"]["ppmi_svd"]["agreement"],
                100 * measures["topics"]["trained"]["chance"]["mean"])
 
-  table, runs = [], []
-  for per_topic in exp.labels_per_topic:
-    out = downstream(config, corpus, trained, per_topic, seeds)
-    row = {"labels_per_topic": per_topic}
-    for name in exp.tables:
-      row[name] = report.mean_std([r["test_accuracy"] for r in out if r["table"] == name])
-      row[name + "_train"] = report.mean_std([r["train_accuracy"] for r in out if r["table"] == name])
-    for r in out:
-      writer.write({"step": config.num_steps, "split": "downstream", **r})
-    runs += out
-    table.append(row)
-    logging.info("%3d labelled sentences per topic: %s", per_topic, ", ".join(
-        f"{name} {100 * row[name]['mean']:.1f} ± {100 * row[name]['std']:.1f}%"
-        for name in exp.tables))
-
-  wall = time.time() - t_start
+  downstream = None
+  if tuple(exp.labels_per_topic):
+    downstream = harness.run(experiment(config, corpus, seeds, sg_tables, ppmi_VxD, writer),
+                             workdir, writer)
   result = {"corpus": {"documents": len(corpus.topics), "training_words": len(corpus.stream),
                        "vocabulary": len(corpus.vocab), "classes": list(corpus.classes),
+                       "valid_sentences": sum(len(c) for c in corpus.valid),
                        "test_sentences": sum(len(c) for c in corpus.test),
                        "pool_sentences": [len(c) for c in corpus.pool]},
-            "skipgram": {s: {k: sg[k] for k in ("curve", "pairs", "seconds")}
+            "skipgram": {s: {key: sg[key] for key in ("curve", "pairs", "seconds")}
                          for s, sg in sgs.items()},
-            "neighbours": near, **measures, "per_seed": per_seed, "downstream": table,
-            "runs": runs, "wall_time": wall}
+            "ppmi_seconds": ppmi_seconds, "neighbours": near, "embeddings": measures,
+            "downstream": downstream, "wall_time": time.time() - t_start}
   if jax.process_index() == 0:
-    _write_results(workdir, config, corpus, result)
-    _plot_pca(workdir / "embeddings_pca.png", trained[first], corpus, exp.plot_words)
-  logging.info("done in %.1f s; results in %s", wall, workdir / "results.md")
+    write(workdir, config, corpus, result)
+    _plot_pca(workdir / "embeddings_pca.png", sg_tables[seeds[0]], corpus, exp.plot_words)
+  logging.info("done in %.1f s; results in %s", result["wall_time"], workdir / "results.md")
   return result
 
 
-def _write_results(workdir, config, corpus: Corpus, result: dict) -> None:
+FIELDS = [("accuracy", "test acc %", 100.0)]
+TITLE = "Embeddings learnt without labels: skip-gram with negative sampling"
+
+
+def embedding_notes(config, corpus: Corpus, result: dict) -> list[str]:
+  """The markdown blocks on what the embeddings learnt (before the downstream table); no
+  timings (results.json keeps them), so that a rerun renders the same text."""
   exp = config.experiment
-  report.write_json(workdir / "results.json", result)
-  p, t = result["pairs"], result["topics"]
+  m = result["embeddings"]
+  p, t = m["pairs"], m["topics"]
   sg = list(result["skipgram"].values())
-  pct = lambda v: f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}%"
-  num = lambda v, d=3: f"{v['mean']:.{d}f} ± {v['std']:.{d}f}"
+  n = len(sg)
+  pct = lambda v: harness.fmt_summary(v) + "%"
+  num = lambda v, d=3: harness.fmt_summary(v, 1.0, d)
+  heldout = (f"; on the pairs of the held-out sentences {num(m['heldout_loss']['first'])} "
+             f"(init) -> {num(m['heldout_loss']['last'])}." if "heldout_loss" in m else ".")
   lines = [
       f"Skip-gram with negative sampling on {len(corpus.topics)} documents "
       f"({result['corpus']['training_words']} training words, vocabulary "
       f"{len(corpus.vocab)}, count >= {exp.min_count}): D={config.model.embed_dim}, window "
       f"{exp.window}, {exp.negatives} noise words from count^{exp.noise_power:g}, subsampling "
-      f"t={exp.subsample:g}, {exp.epochs} epochs ({sg[0]['pairs']:,} pairs, "
-      f"{np.mean([x['seconds'] for x in sg]):.1f} s per seed), alpha={exp.alpha:g} per pair, "
-      f"grad={config.grad}; mean ± std over {exp.repeats} seeds.", "",
-      f"Loss per pair: train {num(result['train_loss']['first'])} (epoch 1) -> "
-      f"{num(result['train_loss']['last'])}" + (
-          f"; on the pairs of the held-out sentences {num(result['heldout_loss']['first'])} "
-          f"(init) -> {num(result['heldout_loss']['last'])}." if "heldout_loss" in result
-          else "."), "",
-      "| measure | trained | untrained tables | chance |", "|---|---|---|---|",
-      f"| related pairs ({len(exp.related_pairs)}, both directions): mean rank percentile | "
-      f"{pct(p['trained']['mean_percentile'])} | {pct(p['init']['mean_percentile'])} | 50% |",
-      f"| related pairs: median rank among {len(corpus.vocab) - 1} words | "
-      f"{num(p['trained']['median_rank'], 1)} | {num(p['init']['median_rank'], 0)} | "
-      f"{len(corpus.vocab) / 2:.0f} |",
-      f"| related pairs: partner in the 10 nearest | {pct(p['trained']['top10'])} | "
-      f"{pct(p['init']['top10'])} | {100 * p['trained']['chance_top10']['mean']:.1f}% |",
-      f"| topic words ({t['trained']['words']['mean']:.0f} in "
-      f"{t['trained']['topics']['mean']:.0f} topics): 10 nearest share the home topic | "
-      f"{pct(t['trained']['agreement'])} | {pct(t['init']['agreement'])} | "
-      f"{100 * t['trained']['chance']['mean']:.1f}% |", "",
-      f"Nearest neighbours (cosine) of the query words, seed {config.seed}:", "",
-      "| word | neighbours |", "|---|---|"]
-  for w, row in result["neighbours"].items():
-    lines.append(f"| {w} | " + ", ".join(f"{v} ({c:.2f})" for v, c in row) + " |")
-  lines += ["", f"Downstream: which of {len(corpus.classes)} topics ({', '.join(corpus.classes)})"
-            f" a sentence comes from; bag-of-embeddings + softmax, {config.num_steps} steps of "
-            f"{config.optimizer.name} (eta={config.optimizer.learning_rate:g}); test accuracy "
-            f"on {result['corpus']['test_sentences']} held-out sentences, mean ± std over "
-            f"{exp.repeats} seeds (chance {100 / len(corpus.classes):.1f}%).", "",
-            "| labelled sentences / topic | " + " | ".join(TABLE_LABELS[n] for n in exp.tables)
-            + " |", "|---|" + "---|" * len(exp.tables)]
-  for row in result["downstream"]:
-    lines.append(f"| {row['labels_per_topic']} | " + " | ".join(
-        f"{100 * row[n]['mean']:.1f} ± {100 * row[n]['std']:.1f}" for n in exp.tables) + " |")
-  workdir_lib.write_text(workdir / "results.md", "\n".join(lines) + "\n")
+      f"t={exp.subsample:g}, {exp.epochs} epochs ({sg[0]['pairs']:,} pairs), "
+      f"alpha={exp.alpha:g} per pair, "
+      f"grad={config.grad}; one skip-gram per seed, mean ± sample std over n = {n} seeds. "
+      f"PPMI-SVD: the co-occurrence counts of the same windows (word2vec's dynamic windows in "
+      f"expectation, no subsampling), context distribution smoothed by "
+      f"count^{exp.noise_power:g}, truncated SVD U_D sqrt(S_D) to D={config.model.embed_dim} "
+      "(no randomness: one table).",
+      f"Loss per pair: train {num(m['train_loss']['first'])} (epoch 1) -> "
+      f"{num(m['train_loss']['last'])}" + heldout,
+      report.markdown_table(
+          ["measure", f"skip-gram (n={n})", f"untrained tables (n={n})", "PPMI-SVD", "chance"],
+          [{"measure": f"related pairs ({len(exp.related_pairs)}, both directions): mean rank "
+                       "percentile",
+            f"skip-gram (n={n})": pct(p["trained"]["mean_percentile"]),
+            f"untrained tables (n={n})": pct(p["init"]["mean_percentile"]),
+            "PPMI-SVD": f"{100 * p['ppmi_svd']['mean_percentile']:.1f}%", "chance": "50%"},
+           {"measure": f"related pairs: median rank among {len(corpus.vocab) - 1} words",
+            f"skip-gram (n={n})": num(p["trained"]["median_rank"], 1),
+            f"untrained tables (n={n})": num(p["init"]["median_rank"], 0),
+            "PPMI-SVD": f"{p['ppmi_svd']['median_rank']:.1f}",
+            "chance": f"{len(corpus.vocab) / 2:.0f}"},
+           {"measure": "related pairs: partner in the 10 nearest",
+            f"skip-gram (n={n})": pct(p["trained"]["top10"]),
+            f"untrained tables (n={n})": pct(p["init"]["top10"]),
+            "PPMI-SVD": f"{100 * p['ppmi_svd']['top10']:.1f}%",
+            "chance": f"{100 * p['ppmi_svd']['chance_top10']:.1f}%"},
+           {"measure": f"topic words ({t['ppmi_svd']['words']} in {t['ppmi_svd']['topics']} "
+                       "topics): 10 nearest share the home topic",
+            f"skip-gram (n={n})": pct(t["trained"]["agreement"]),
+            f"untrained tables (n={n})": pct(t["init"]["agreement"]),
+            "PPMI-SVD": f"{100 * t['ppmi_svd']['agreement']:.1f}%",
+            "chance": f"{100 * t['ppmi_svd']['chance']:.1f}%"}]),
+      f"Nearest neighbours (cosine) of the query words, skip-gram of seed {config.seed}:",
+      report.markdown_table(["word", "neighbours"], [
+          {"word": w, "neighbours": ", ".join(f"{v} ({c:.2f})" for v, c in row)}
+          for w, row in result["neighbours"].items()])]
+  if result["downstream"] is not None:
+    lines.append(
+        f"Downstream: which of {len(corpus.classes)} topics ({', '.join(corpus.classes)}) a "
+        f"sentence comes from, test accuracy on {result['corpus']['test_sentences']} held-out "
+        f"sentences (chance {100 / len(corpus.classes):.1f}%). Methods: bow_lr = logistic "
+        f"regression on term frequencies over the {len(corpus.vocab)} words; skipgram_frozen / "
+        f"ppmi_svd = logistic regression on the mean of the sentence's vectors; skipgram = the "
+        f"same with the table fine-tuned; random = a random table (same per-entry std) trained "
+        f"from scratch. Each: {config.num_steps} full-batch steps of {config.optimizer.name}, "
+        f"learning rate x L2 chosen from {tuple(exp.learning_rates)} x {tuple(exp.l2s)} on "
+        f"{result['corpus']['valid_sentences']} validation sentences (held out from the "
+        f"skip-gram too).")
+  return lines
+
+
+def write(workdir, config, corpus: Corpus, result: dict) -> None:
+  """results.{md,json} (and embeddings_downstream.png) from the result."""
+  notes = embedding_notes(config, corpus, result)
+  downstream = result["downstream"]
+  if downstream is None:  # embeddings only
+    report.write_json(workdir / "results.json", result)
+    workdir_lib.write_text(workdir / "results.md", "\n\n".join([f"# {TITLE}", *notes]) + "\n")
+    return
+  # results.json: the harness's results (what its table and plot read) plus the embeddings'.
+  harness.write(workdir, {**downstream, **{k: v for k, v in result.items() if k != "downstream"}},
+                TITLE, FIELDS, notes)
+  harness.plot(workdir / "embeddings_downstream.png", downstream, "accuracy",
+               "test accuracy (%)", "Topic of a sentence from few labels: which features?")
 
 
 def _plot_pca(path, table_VxD, corpus: Corpus, count: int) -> None:
@@ -540,7 +734,7 @@ def _plot_pca(path, table_VxD, corpus: Corpus, count: int) -> None:
   x = x - x.mean(axis=0)
   _, s, vt = np.linalg.svd(x, full_matrices=False)
   xy = x @ vt[:2].T
-  explained = (s[:2] ** 2).sum() / (s ** 2).sum()
+  explained = s[:2] ** 2 / (s ** 2).sum()  # each component's share of the variance
   topic_ids, homes = topic_words(corpus)
   home_of = dict(zip(topic_ids.tolist(), homes.tolist()))
   common = [h for h, _ in sorted(
@@ -558,6 +752,8 @@ def _plot_pca(path, table_VxD, corpus: Corpus, count: int) -> None:
   for h, col in colours.items():
     ax.scatter([], [], c=col, label=corpus.topics[h])
   ax.legend(title="home topic", fontsize=8, loc="best")
+  for j, set_label in enumerate((ax.set_xlabel, ax.set_ylabel)):
+    set_label(f"principal component {j + 1} ({100 * explained[j]:.1f}% of the variance)")
   ax.set_title(f"Skip-gram vectors of {len(ids)} frequent words (ranks 21-{20 + len(ids)}), "
-               f"PCA of the unit vectors ({100 * explained:.0f}% of the variance)", fontsize=10)
+               "PCA of the unit vectors", fontsize=10)
   report.save_figure(fig, path)

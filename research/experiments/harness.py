@@ -254,16 +254,18 @@ def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
 
 
 def _choose(grid: list[dict], experiment: Experiment) -> dict:
-  """The setting with the best mean validation `select` over seeds (the first on a tie)."""
+  """The setting with the best mean validation `select` over seeds (the first on a tie); a
+  setting whose score is not finite (a diverged run) is never chosen."""
   sign = 1.0 if experiment.higher_is_better else -1.0
   scores = [sign * float(np.mean([v[experiment.select] for v in cell["valid"]]))
             for cell in grid]
-  if not all(math.isfinite(s) for s in scores):
-    bad = [cell["setting"] for cell, s in zip(grid, scores) if not math.isfinite(s)]
+  finite = [s if math.isfinite(s) else -math.inf for s in scores]
+  if all(s == -math.inf for s in finite):
     raise errors.NonFiniteLossError(
-        f"{experiment.name}: validation {experiment.select} is not finite for {bad}; narrow "
-        "the grid (e.g. smaller learning rates)")
-  return grid[int(np.argmax(scores))]["setting"]
+        f"{experiment.name}: validation {experiment.select} is not finite for any setting "
+        f"of {[cell['setting'] for cell in grid]}; narrow the grid (e.g. smaller learning "
+        "rates)")
+  return grid[int(np.argmax(finite))]["setting"]
 
 
 def _add_stats(arms: dict, baseline: str) -> None:
@@ -429,10 +431,10 @@ def fmt_paired(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str
           f"{scale * hi:+.{digits}f}]" + (" *" if entry["effect"] else ""))
 
 
-def table(results: dict, fields: Sequence[tuple[str, str, float]], digits: int = 1) -> str:
+def table(results: dict, fields: Sequence[tuple], digits: int = 1) -> str:
   """A markdown table of results.json: one row per size and arm, with the chosen setting and,
-  per (field, heading, scale), mean ± sample std and the paired difference to the baseline
-  with its 95% CI ('*': the CI excludes zero, an effect)."""
+  per (field, heading, scale[, digits]), mean ± sample std and the paired difference to the
+  baseline with its 95% CI ('*': the CI excludes zero, an effect)."""
   from research.experiments import report  # pylint: disable=g-import-not-at-top
   baseline = results["baseline"]
   rows = []
@@ -440,13 +442,14 @@ def table(results: dict, fields: Sequence[tuple[str, str, float]], digits: int =
     for name, arm in entry["arms"].items():
       row = {results["size_label"]: entry["size"], "method": name,
              "chosen on valid": _fmt_setting(arm["chosen"])}
-      for field, heading, scale in fields:
+      for field, heading, scale, *places in fields:
+        places = places[0] if places else digits
         st = arm["stats"].get(field)
         row[f"{heading} (n={len(results['seeds'])})"] = (
-            "-" if st is None else fmt_summary(st, scale, digits))
+            "-" if st is None else fmt_summary(st, scale, places))
         row[f"{heading}: Δ vs {baseline} [95% CI]"] = (
             "(baseline)" if name == baseline else
-            fmt_paired(None if st is None else st.get("vs_baseline"), scale, digits))
+            fmt_paired(None if st is None else st.get("vs_baseline"), scale, places))
       rows.append(row)
   return report.markdown_table(list(rows[0]), rows)
 
@@ -502,7 +505,7 @@ def plot(path, results: dict, field: str, ylabel: str, title: str, scale: float 
   report.save_figure(fig, path)
 
 
-def write(workdir, results: dict, title: str, fields: Sequence[tuple[str, str, float]],
+def write(workdir, results: dict, title: str, fields: Sequence[tuple],
           notes: Sequence[str] = (), extra: Sequence[str] = ()) -> None:
   """workdir/results.json and results.md (notes, the protocol note, the table, then any
   `extra` markdown blocks), process 0."""

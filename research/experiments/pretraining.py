@@ -1,4 +1,5 @@
-"""Unsupervised pre-training of the first layers, then fine-tuning with few labels.
+"""Unsupervised pre-training of the first layers, then fine-tuning with few labels, under the
+experiment harness (research/experiments/harness.py).
 
 The lecture: "Pre-training: unsupervised learning of parameters in the first few layers of
 the NN". For each seed:
@@ -7,27 +8,29 @@ the NN". For each seed:
      l = 1..k of config.model is the encoder of an autoencoder (research/models/autoencoder.py:
      sigmoid units, experiment.cost, tied weights w' = w^T when experiment.tied, masking
      noise experiment.noise) trained to reconstruct sigma^{l-1}, the output of the layers
-     already pre-trained (x for l = 1). Its (w, b) become layer l.
-  2. For each count in experiment.labels_per_class, a labelled set of that many examples of
-     each class (nested: the 5 of a class include its 1), and the whole network (the
-     pre-trained layers, the rest initialised like "glorot") fine-tuned on them with the
-     lecture's cost E (config.loss) for config.num_steps steps of config.optimizer.
-  3. The same fine-tuning from each other init of experiment.inits, with the same labelled
-     set, batch order and steps:
-       random   w ~ N(0, experiment.random_init_std^2), the classic small random weights
-       glorot   w ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)
-       lecun    w ~ N(0, 1/fan_in), the library's default (research/models/mlp.py)
-     (biases 0).
+     already pre-trained (x for l = 1). Its (w, b) become layer l. It is a function of the
+     seed alone, done once per seed and shared by every size and step size of that arm.
+  2. For each count in experiment.labels_per_class, the harness draws that many labelled
+     examples of each class (stratified, redrawn per seed), and the whole network is
+     fine-tuned on them with the lecture's cost E (config.loss) for config.num_steps steps of
+     config.optimizer, from each init of experiment.inits (the arms):
+       pretrained  the pre-trained layers, the rest initialised like "glorot"
+       random      w ~ N(0, experiment.random_init_std^2), the classic small random weights
+       glorot      w ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)
+       lecun       w ~ N(0, 1/fan_in), the library's default (research/models/mlp.py)
+     (biases 0). Every arm chooses its step size from experiment.learning_rates on the
+     validation split (the same budget); experiment.baseline (glorot) is what the others are
+     paired with.
 
 Inputs are scaled to [0, 1] (min and max of the training inputs; the cross-entropy of the
-reconstruction needs targets in [0, 1]), so config.data.standardize must be "none". Test
-accuracy is measured on the data's test split, which pre-training never sees. Every (init,
-seed) run of one label count is one jax.vmap of the library's train chunk; config.grad selects
-the gradients of both stages: manual = the hand-written autoencoder and MLP backward passes
-(research/backprop/), autodiff = jax.value_and_grad.
+reconstruction needs targets in [0, 1]), so config.data.standardize must be "none". The seeds
+of one (arm, step size, size) cell fine-tune as one jax.vmap of the kernel's train chunk
+(experiment.seed_mode="vmap") or as a loop over one compiled chunk ("loop"); config.grad
+selects the gradients of both stages: manual = the hand-written autoencoder and MLP backward
+passes (research/backprop/), autodiff = jax.value_and_grad.
 """
 import math
-import time
+import pickle
 from typing import Any, Callable
 
 import jax
@@ -46,8 +49,8 @@ from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import workdir as workdir_lib
+from research.experiments import harness
 from research.experiments import report
-from research.experiments import variants as variants_lib
 from research.models import autoencoder
 from research.models import mlp
 
@@ -61,7 +64,7 @@ def label(name: str, exp) -> str:
   return LABELS[name].format(s=exp.random_init_std)
 
 _RANGES = {
-    "repeats": config_lib.Range(True, 1), "pretrain_layers": config_lib.Range(True, 1),
+    "seeds": config_lib.Range(True, 2), "pretrain_layers": config_lib.Range(True, 1),
     "pretrain_steps": config_lib.Range(True, 1), "pretrain_batch_size": config_lib.Range(True, 1),
     "pretrain_l2": config_lib.Range(False, 0.0), "noise": config_lib.Range(False, 0.0, 1.0,
                                                                            high_open=True),
@@ -98,11 +101,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
                              + ", ".join(INITS))
   for i, name in enumerate(exp.inits):
     errors.check_choice(f"experiment.inits[{i}]", name, INITS)
+  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.inits))
+  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   counts = errors.check_ints("experiment.labels_per_class", exp.labels_per_class,
-                             ", e.g. (1, 5, 10, 50)")
+                             ", e.g. (1, 10, 100)")
   if list(counts) != sorted(set(counts)):
     raise errors.ConfigError(f"config.experiment.labels_per_class={counts!r} must be "
                              "increasing, without repeats")
+  if not exp.learning_rates:
+    raise errors.ConfigError("config.experiment.learning_rates is empty; give the fine-tuning "
+                             "step sizes every init chooses from on validation, e.g. (0.1, 0.5)")
+  for v in exp.learning_rates:
+    errors.check_positive("experiment.learning_rates[]", v)
   if config.data.get("standardize") != "none":
     raise errors.ConfigError(
         f"config.data.standardize={config.data.get('standardize')!r}: the autoencoder "
@@ -128,22 +138,6 @@ def unit_interval(dataset: data_lib.Dataset) -> data_lib.Dataset:
   return data_lib.Dataset(dataset.name, scale(dataset.train), scale(dataset.valid),
                           scale(dataset.test), dataset.num_classes)
 
-
-def labelled_indices(labels_N: np.ndarray, per_class: int, num_classes: int,
-                     seed: int) -> np.ndarray:
-  """per_class indices of each class, sorted, from one seeded order per class: the sets of
-  one seed are nested (the first 5 of a class include its first 1)."""
-  picked = []
-  for c in range(num_classes):
-    of_class = np.flatnonzero(labels_N == c)
-    if len(of_class) < per_class:
-      raise errors.ConfigError(
-          f"config.experiment.labels_per_class asks for {per_class} labels of class {c}, but "
-          f"the training split has only {len(of_class)}; lower it or shrink "
-          "config.data.test_fraction / valid_fraction")
-    order = np.random.default_rng([seed, c]).permutation(of_class)
-    picked.append(order[:per_class])
-  return np.sort(np.concatenate(picked)).astype(np.int32)
 
 
 # ------------------------------------------------------------------------------------- inits
@@ -267,155 +261,232 @@ def initial_params(config: ml_collections.ConfigDict, scheme: str, seed: int, si
   return params
 
 
-def finetune(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, per_class: int,
-             seeds: list[int], pretrained: dict | None) -> dict[str, Any]:
-  """Fine-tunes every (init, seed) on per_class labels of each class, as one vmapped chunk.
+def finetune(loss_fn: Callable, optimizer, num_steps: int, batch_size: int,
+             params: list, subsets: list[data_lib.Split], seeds: list[int], *,
+             mode: str = "vmap", value_and_grad: Callable | None = None,
+             chunk_steps: int | None = None, what: str = "", writer=None,
+             tag: dict | None = None) -> list:
+  """Trains one network per seed from the given initial params (one per seed) on that seed's
+  subset with the kernel's chunk; returns the final params per seed. Like harness.train_seeds,
+  whose runs start from kernel.init_state: "vmap" runs the seeds as one program, "loop" as a
+  loop over one compiled chunk; batches are the library's order for (seed, step)."""
+  n = len(subsets[0])
+  chunk_steps = min(chunk_steps or num_steps, num_steps)
+  bounds = [(s, min(s + chunk_steps, num_steps)) for s in range(0, num_steps, chunk_steps)]
+  chunk = kernel.make_train_chunk(loss_fn, optimizer, None, value_and_grad)
+  states = [kernel.train_state(p, optimizer, jax.random.fold_in(jax.random.key(s), 8))
+            for p, s in zip(params, seeds)]
+  batches = lambda seed, start, stop: data_lib.batch_indices(seed, n, batch_size, start,
+                                                             stop - start)
 
-  Returns {"runs": [{"init", "seed", "train_accuracy", "test_accuracy", "test_loss"}],
-  "params": {init: params stacked over seeds}, "initial_w1": {init: seed 0's w^1 at init}}.
+  def check(sums_R, chunk_seeds, start, stop):
+    bad = np.atleast_1d(np.asarray(sums_R["first_bad_step"]))
+    if (bad >= 0).any():
+      i = int(np.argmax(bad >= 0))
+      raise errors.NonFiniteLossError(
+          f"{what}, seed {chunk_seeds[i]}: the loss became NaN/inf at step {int(bad[i])}; "
+          "lower the largest of config.experiment.learning_rates")
+    if writer is not None:
+      host = jax.device_get({k: np.atleast_1d(v) for k, v in sums_R.items()
+                             if k.endswith("_sum")})
+      for i, seed in enumerate(chunk_seeds):
+        writer.write({"step": stop, "split": "train", **(tag or {}), "seed": seed,
+                      **{k[:-len("_sum")]: float(v[i]) / (stop - start)
+                         for k, v in host.items()}})
+
+  if mode == "vmap":
+    run_chunk = jax.jit(jax.vmap(chunk), donate_argnums=0)
+    state = jax.tree.map(lambda *a: jnp.stack(a), *states)
+    x_R = jnp.asarray(np.stack([s.x for s in subsets]))
+    y_R = jnp.asarray(np.stack([s.y for s in subsets]))
+    for start, stop in bounds:
+      idx = np.stack([batches(s, start, stop) for s in seeds])
+      state, sums = run_chunk(state, x_R, y_R, idx)
+      check(sums, seeds, start, stop)
+    return [jax.tree.map(lambda a, i=i: a[i], state["params"]) for i in range(len(seeds))]
+  out = []
+  for seed, state, subset in zip(seeds, states, subsets):
+    x, y = jnp.asarray(subset.x), jnp.asarray(subset.y)
+    for start, stop in bounds:
+      state, sums = chunk(state, x, y, batches(seed, start, stop))
+      check(sums, [seed], start, stop)
+    out.append(state["params"])
+  return out
+
+
+# ------------------------------------------------------------------------ the harness's view
+
+
+def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, workdir=None,
+               writer: metrics_lib.MetricWriter | None = None) -> tuple[harness.Experiment,
+                                                                       Callable, dict]:
+  """The harness's view of the runner (module doc), on `dataset` (unit_interval's).
+
+  Returns (experiment, pretrained, memo): pretrained() -> pretrain's output for the seeds
+  (computed once, kept in workdir/pretrained.pkl so a resumed run does not redo it); memo
+  {(init, learning rate, size): (initial w^1, fine-tuned w^1)} of the first seed, for the
+  filter figure, filled by every fit of the largest size.
   """
   exp = config.experiment
-  inits = list(exp.inits)
   k = losses.num_outputs(config, dataset)
   model = models.build(config.model, dataset.input_shape, k)
   sizes = (math.prod(dataset.input_shape), *tuple(config.model.hidden_sizes), k)
-  n = per_class * dataset.num_classes
-  batch = min(config.batch_size, n)
-  idx_seeds = [labelled_indices(dataset.train.y, per_class, dataset.num_classes, s)
-               for s in seeds]
-  # Replica order: init-major, seed-minor.
-  combos = [(name, j, s) for name in inits for j, s in enumerate(seeds)]
-  x_R = jnp.asarray(np.stack([dataset.train.x[idx_seeds[j]] for _, j, _ in combos]))
-  y_R = jnp.asarray(np.stack([dataset.train.y[idx_seeds[j]] for _, j, _ in combos]))
-  params_list = [initial_params(config, name, s, sizes, pretrained, j) for name, j, s in combos]
-  params_R = jax.tree.map(lambda *a: jnp.stack(a), *params_list)
-  # The filter figure's "at init" row; params_list is not donated (the chunk gets params_R).
-  initial_w1 = {name: params_list[i * len(seeds)][0]["w"] for i, name in enumerate(inits)}
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  eval_fn = kernel.make_eval_fn(model, config.loss.output, k)
+  eval_batch = kernel.eval_batch_size(config, dataset)
+  splits = {"valid": dataset.valid, "test": dataset.test}
+  draw = harness.labelled_draw(dataset.train, dataset.num_classes)
+  cache = workdir_lib.as_path(workdir) / "pretrained.pkl" if workdir is not None else None
+  held = {}
+  memo = {}
 
-  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k)
-  params_R = variants_lib.fit_replicas(
-      config, loss_fn, params_R, x_R, y_R,
-      lambda start, stop: np.stack([data_lib.batch_indices(s, n, batch, start, stop - start)
-                                    for _, _, s in combos]),
-      f"fine-tuning with {per_class} labels per class",
-      gradients.make_value_and_grad(config, loss_fn, k, n, dataset.input_shape))
-  measure = variants_lib.replica_measure_fn(model, config.loss.output, k)
-  train_acc, _ = measure(params_R, x_R, y_R)
-  test_acc, test_loss = measure(params_R, jnp.asarray(dataset.test.x), jnp.asarray(dataset.test.y),
-                                shared_data=True)
-  runs = [{"init": name, "seed": s, "train_accuracy": float(train_acc[i]),
-           "test_accuracy": float(test_acc[i]), "test_loss": float(test_loss[i])}
-          for i, (name, _, s) in enumerate(combos)]
-  r = len(seeds)
-  final = {name: jax.tree.map(lambda a, i=i: a[i * r:(i + 1) * r], params_R)
-           for i, name in enumerate(inits)}
-  return {"runs": runs, "params": final, "initial_w1": initial_w1}
+  def pretrained() -> dict:
+    if "out" not in held:
+      if cache is not None and cache.exists():
+        held["out"] = pickle.loads(cache.read_bytes())
+      else:
+        held["out"] = jax.device_get(pretrain(config, dataset.train.x, seeds, writer))
+        if cache is not None and jax.process_index() == 0:
+          workdir_lib.write_bytes(cache, pickle.dumps(held["out"]))
+    return held["out"]
+
+  def fit(init, setting, per_class, fit_seeds, subsets):
+    n = per_class * dataset.num_classes
+    lr = setting["learning_rate"]
+    optimizer = optim.make_optimizer(config_lib.optimizer(
+        **{**config.optimizer.to_dict(), "learning_rate": lr}), config.num_steps)
+    loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k)
+    pre = pretrained() if init == "pretrained" else None
+    params = [initial_params(config, init, s, sizes, pre, seeds.index(s)) for s in fit_seeds]
+    w1_at_init = np.asarray(params[0][0]["w"])  # params are donated below
+    out = finetune(loss_fn, optimizer, config.num_steps, min(config.batch_size, n), params,
+                   subsets, fit_seeds, mode=exp.seed_mode,
+                   value_and_grad=gradients.make_value_and_grad(config, loss_fn, k, n,
+                                                                dataset.input_shape),
+                   chunk_steps=config.eval_every,
+                   what=f"fine-tuning {init} at {per_class} labels per class, eta={lr:g}",
+                   writer=writer, tag={"labels_per_class": per_class, "arm": init, **setting})
+    if per_class == max(exp.labels_per_class):
+      memo[(init, lr, per_class)] = (w1_at_init, np.asarray(out[0][0]["w"]))
+    return out
+
+  def measure(init, setting, per_class, seed, params, split):
+    out = kernel.evaluate(eval_fn, params, splits[split], eval_batch)
+    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    if split == "test":  # Did the init let it fit its labelled set?
+      record["train_accuracy"] = kernel.evaluate(eval_fn, params, draw(per_class, seed),
+                                                 eval_batch)["accuracy"]
+    return record
+
+  arms = [harness.Arm(name, {"learning_rate": tuple(exp.learning_rates)}) for name in exp.inits]
+  note = ("labelled subsets redrawn per seed, stratified; the autoencoders pre-trained once per "
+          "seed on the unlabelled training inputs")
+  return harness.Experiment(
+      "pretraining", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
+      seeds, fit, measure, select="accuracy", select_label="validation accuracy", draw=draw,
+      data_note=note), pretrained, memo
 
 
 # ------------------------------------------------------------------------------------ runner
 
 
-def _summary(values) -> dict[str, float]:
-  return {**report.mean_std(values), "min": float(np.min(values)), "max": float(np.max(values))}
+FIELDS = [("accuracy", "test acc %", 100.0)]
 
 
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Pre-trains, fine-tunes every init at every label count; writes results.{md,json},
-  filters.png and accuracy_vs_labels.png.
-
-  Returns {"reconstruction": per layer {"before", "after"}, "table": [{"labels_per_class",
-  init: {"mean", "std", "min", "max"} of test accuracy, ...}], "runs": every run,
-  "wall_time": s}.
-  """
-  t_start = time.time()
+  """Pre-trains, fine-tunes every init at every label count under the harness's protocol;
+  writes results.{md,json}, accuracy_vs_labels.png and filters.png. Returns the harness's
+  results with "reconstruction" (per pre-trained layer {"layer", "before", "after"}, mean
+  over seeds) added."""
   validate(config)
   exp = config.experiment
   dataset = unit_interval(data_lib.load(config.data))
-  if not len(dataset.test):
-    raise errors.ConfigError("the test split is empty; set config.data.test_fraction > 0")
+  for name, split in (("test", dataset.test), ("validation", dataset.valid)):
+    if not len(split):
+      raise errors.ConfigError(f"the {name} split is empty; set config.data."
+                               f"{'test' if name == 'test' else 'valid'}_fraction > 0")
   # Too many labels asked for fails now, not after pre-training.
-  labelled_indices(dataset.train.y, max(exp.labels_per_class), dataset.num_classes, 0)
-  seeds = [config.seed + i for i in range(exp.repeats)]
+  harness.stratified_indices(dataset.train.y, max(exp.labels_per_class), 0,
+                             dataset.num_classes)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  logging.info("%s: %d unlabelled training inputs (%d features in [0, 1]), %d test examples; "
-               "network %s; seeds %s", dataset.name, len(dataset.train),
-               math.prod(dataset.input_shape), len(dataset.test),
+  logging.info("%s: %d unlabelled training inputs (%d features in [0, 1]), %d validation and "
+               "%d test examples; network %s", dataset.name, len(dataset.train),
+               math.prod(dataset.input_shape), len(dataset.valid), len(dataset.test),
                (math.prod(dataset.input_shape), *config.model.hidden_sizes,
-                dataset.num_classes), seeds)
-
-  t_pre = time.time()
-  pretrained = (pretrain(config, dataset.train.x, seeds, writer)
-                if "pretrained" in exp.inits else None)
-  pretrain_time = time.time() - t_pre
-
-  table, runs, fine = [], [], {}
-  for per_class in exp.labels_per_class:
-    t_fine = time.time()
-    out = finetune(config, dataset, per_class, seeds, pretrained)
-    row = {"labels_per_class": per_class, "labelled": per_class * dataset.num_classes}
-    for name in exp.inits:
-      mine = [r for r in out["runs"] if r["init"] == name]
-      row[name] = _summary([r["test_accuracy"] for r in mine])
-      row[name + "_loss"] = _summary([r["test_loss"] for r in mine])
-      row[name + "_train"] = _summary([r["train_accuracy"] for r in mine])
-    for r in out["runs"]:
-      r["labels_per_class"] = per_class
-      writer.write({"step": config.num_steps, "split": "result", **r})
-    runs += out["runs"]
-    table.append(row)
-    fine[per_class] = out
-    logging.info("%3d labels per class: %s (%.1f s)", per_class, ", ".join(
-        f"{name} {100 * row[name]['mean']:.1f} ± {100 * row[name]['std']:.1f}%"
-        for name in exp.inits), time.time() - t_fine)
-
-  wall = time.time() - t_start
-  result = {"reconstruction": pretrained["reconstruction"] if pretrained else [],
-            "table": table, "runs": runs, "pretrain_time": pretrain_time, "wall_time": wall}
+                dataset.num_classes))
+  spec, pretrained, memo = experiment(config, dataset, workdir, writer)
+  result = harness.run(spec, workdir, writer)
+  result["reconstruction"] = (pretrained()["reconstruction"] if "pretrained" in exp.inits
+                              else [])
   if jax.process_index() == 0:
-    _write_results(workdir, config, dataset, result)
-    _plot_filters(workdir / "filters.png", config, dataset, fine)
-    _plot_curve(workdir / "accuracy_vs_labels.png", config, dataset, table)
-  logging.info("done in %.1f s; results in %s", wall, workdir / "results.md")
+    write(workdir, config, dataset, result)
+    _plot_filters(workdir / "filters.png", config, dataset, result, spec, memo)
   return result
 
 
-def _write_results(workdir, config, dataset, result: dict) -> None:
+def notes(config, dataset) -> list[str]:
   exp = config.experiment
-  report.write_json(workdir / "results.json", result)
-  fmt = lambda s: f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
   sizes = (math.prod(dataset.input_shape), *config.model.hidden_sizes, dataset.num_classes)
-  lines = [
+  return [
       f"Pre-training: {dataset.name}, network {' -> '.join(map(str, sizes))} (sigmoid units, "
-      f"{config.loss.output} outputs, lambda={config.loss.l2:g}), the first "
+      f"{config.loss.output} outputs, lambda={config.loss.l2:g}); the first "
       f"{exp.pretrain_layers} hidden layer(s) pre-trained as {'tied' if exp.tied else 'untied'}"
-      f" {exp.cost} autoencoders (masking noise {exp.noise:g}) on all {len(dataset.train)} "
-      f"training inputs; fine-tuned for {config.num_steps} steps of {config.optimizer.name} "
-      f"(eta={config.optimizer.learning_rate:g}); test accuracy % on {len(dataset.test)} test "
-      f"examples, mean ± std over {exp.repeats} seeds (seed = labelled set, inits, "
-      "pre-training).", ""]
+      f" {exp.cost} autoencoders (masking noise {exp.noise:g}, {exp.pretrain_steps} steps of "
+      f"{exp.pretrain_optimizer.name} per layer) on all {len(dataset.train)} training inputs, "
+      f"labels unused; fine-tuned for {config.num_steps} steps of {config.optimizer.name}, "
+      f"batch min({config.batch_size}, labelled set), each init's eta chosen from "
+      f"{tuple(exp.learning_rates)} on {len(dataset.valid)} validation examples; "
+      f"{len(dataset.test)} test examples. Inits: "
+      + "; ".join(f"{n}: {label(n, exp)}" for n in exp.inits) + "."]
+
+
+def reconstruction_table(result) -> str:
+  """The autoencoders' clean reconstruction cost per example, mean over seeds."""
+  rows = [{"layer": r["layer"], "reconstruction cost at init": f"{r['before']:.3f}",
+           "after pre-training": f"{r['after']:.3f}"} for r in result["reconstruction"]]
+  return report.markdown_table(list(rows[0]), rows)
+
+
+def fit_table(result) -> str:
+  """For the record: the labelled set's train accuracy (did the init fit it?) and the test
+  loss (data term), mean ± sample std, at each init's chosen eta."""
+  rows = []
+  for entry in result["sizes"]:
+    for name, arm in entry["arms"].items():
+      st = arm["stats"]
+      rows.append({result["size_label"]: entry["size"], "init": name,
+                   "train acc % (labelled set)": harness.fmt_summary(st["train_accuracy"]),
+                   "test loss": harness.fmt_summary(st["loss"], 1.0, 3),
+                   "test loss: Δ vs " + result["baseline"] + " [95% CI]":
+                       "(baseline)" if name == result["baseline"] else
+                       harness.fmt_paired(st["loss"].get("vs_baseline"), 1.0, 3)})
+  return report.markdown_table(list(rows[0]), rows)
+
+
+def grid_table(result) -> str:
+  """Mean validation accuracy % of every (init, eta) cell: what each choice was made from."""
+  rows = []
+  for entry in result["sizes"]:
+    for name, arm in entry["arms"].items():
+      row = {result["size_label"]: entry["size"], "init": name}
+      for cell in arm["grid"]:
+        acc = 100 * float(np.mean([v["accuracy"] for v in cell["valid"]]))
+        mark = " (chosen)" if cell["setting"] == arm["chosen"] else ""
+        row[f"valid acc % at eta={cell['setting']['learning_rate']:g}"] = f"{acc:.1f}{mark}"
+      rows.append(row)
+  return report.markdown_table(list(rows[0]), rows)
+
+
+def write(workdir, config, dataset, result) -> None:
+  """results.{md,json} and accuracy_vs_labels.png from the harness's results."""
+  extra = [grid_table(result), fit_table(result)]
   if result["reconstruction"]:
-    lines += ["| layer | reconstruction cost at init | after pre-training |", "|---|---|---|"]
-    lines += [f"| {r['layer']} | {r['before']:.3f} | {r['after']:.3f} |"
-              for r in result["reconstruction"]]
-    lines.append("")
-  inits = list(exp.inits)
-  lines += ["| labels / class | labelled | " + " | ".join(label(n, exp) for n in inits) + " |",
-            "|---|---|" + "---|" * len(inits)]
-  for row in result["table"]:
-    lines.append(f"| {row['labels_per_class']} | {row['labelled']} | "
-                 + " | ".join(fmt(row[n]) for n in inits) + " |")
-  lines += ["", "Train accuracy % on the labelled set (did the init let it fit?):", "",
-            "| labels / class | " + " | ".join(inits) + " |", "|---|" + "---|" * len(inits)]
-  for row in result["table"]:
-    lines.append(f"| {row['labels_per_class']} | "
-                 + " | ".join(fmt(row[n + "_train"]) for n in inits) + " |")
-  lines += ["", "Test loss (data term, mean ± std):", "",
-            "| labels / class | " + " | ".join(inits) + " |", "|---|" + "---|" * len(inits)]
-  for row in result["table"]:
-    lines.append(f"| {row['labels_per_class']} | " + " | ".join(
-        f"{row[n + '_loss']['mean']:.3f} ± {row[n + '_loss']['std']:.3f}" for n in inits) + " |")
-  workdir_lib.write_text(workdir / "results.md", "\n".join(lines) + "\n")
+    extra.append(reconstruction_table(result))
+  harness.write(workdir, result, "Unsupervised pre-training, then fine-tuning with few labels",
+                FIELDS, notes(config, dataset), extra=extra)
+  harness.plot(workdir / "accuracy_vs_labels.png", result, "accuracy", "test accuracy (%)",
+               f"{dataset.name}: fine-tuning from each init")
 
 
 def _filter_image(w_I: np.ndarray) -> np.ndarray:
@@ -423,19 +494,27 @@ def _filter_image(w_I: np.ndarray) -> np.ndarray:
   return w_I.reshape(side, side) if side * side == len(w_I) else w_I.reshape(1, -1)
 
 
-def _plot_filters(path, config, dataset, fine: dict) -> None:
-  """The first layer's filters (columns of w^1, seed 0): each init at init and after
-  fine-tuning with the most labels; each filter scaled to its own max |w|."""
+def _plot_filters(path, config, dataset, result: dict, spec: harness.Experiment,
+                  memo: dict) -> None:
+  """The first layer's filters (columns of w^1, first seed): each init at init and after
+  fine-tuning with the most labels at its chosen eta; each filter scaled to its own max |w|.
+  A cell trained before a resume is trained again for its first seed (fit is a function of
+  its arguments)."""
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
   exp = config.experiment
-  most = max(fine)
+  entry = result["sizes"][-1]
+  most, seed = entry["size"], result["seeds"][0]
   rows = []
   for name in exp.inits:
+    chosen = entry["arms"][name]["chosen"]
+    key = (name, chosen["learning_rate"], most)
+    if key not in memo:
+      spec.fit(name, chosen, most, [seed], [spec.draw(most, seed)])
+    at_init, tuned = memo[key]
     what = "autoencoder" if name == "pretrained" else "init"
-    rows.append((f"{name}: {what}", np.asarray(fine[most]["initial_w1"][name])))
-    rows.append((f"{name}: fine-tuned ({most}/class)",
-                 np.asarray(fine[most]["params"][name][0]["w"][0])))
+    rows.append((f"{name}: {what}", at_init))
+    rows.append((f"{name}: fine-tuned ({most}/class, eta={chosen['learning_rate']:g})", tuned))
   count = min(exp.num_filters, rows[0][1].shape[1])
   fig = Figure(figsize=(0.9 * count + 2.2, 1.0 * len(rows) + 0.6), layout="constrained")
   axes = fig.subplots(len(rows), count, squeeze=False)
@@ -449,16 +528,6 @@ def _plot_filters(path, config, dataset, fine: dict) -> None:
       ax.set_xticks([])
       ax.set_yticks([])
     axes[i, 0].set_ylabel(row_label, rotation=0, ha="right", va="center", fontsize=8)
-  fig.suptitle(f"First-layer filters w^1 (seed {config.seed}, {dataset.name}; red > 0 > blue, "
+  fig.suptitle(f"First-layer filters w^1 (seed {seed}, {dataset.name}; red > 0 > blue, "
                "each scaled to its own max |w|)", fontsize=9)
   report.save_figure(fig, path)
-
-
-def _plot_curve(path, config, dataset, table: list[dict]) -> None:
-  exp = config.experiment
-  sizes = {row["labels_per_class"]: {name: {"test_accuracy": row[name]} for name in exp.inits}
-           for row in table}
-  variants_lib.size_plot(
-      path, sizes, [("test_accuracy", "test accuracy (%)")], "labels per class",
-      f"{dataset.name}: fine-tuning after pre-training vs from scratch (mean ± std over "
-      f"{exp.repeats} seeds)", labels={name: label(name, exp) for name in exp.inits})

@@ -5,9 +5,19 @@ classification and language, squared error for regression. What we report is ano
 function: F1 and BLEU are piecewise constant in the weights (their gradient is zero almost
 everywhere), and MAE weighs residuals by |r| where the surrogate weighs them by r^2. This
 runner trains on the surrogate and, at every eval, logs the surrogate and the real metric on
-the validation split side by side; then it reports whether the eval with the best surrogate is
-also the eval with the best metric, how often the two moved in opposite directions between
-consecutive evals, and the test metric of each of the two checkpoints.
+the validation split side by side.
+
+The harness (research/experiments/harness.py) runs the protocol. The methods it compares are
+checkpoint rules (experiment.methods) over the same training runs, one per seed:
+  best_loss    the eval with the lowest valid surrogate (the usual early stopping): the baseline
+  best_metric  the eval with the best valid metric (the first on a tie)
+  last         the final step
+Each rule is one setting (the rule itself is what reads the validation split: the same
+budget). Each seed redraws the train/valid/test split (data.split_seed + seed; the text of the
+bleu task has one fixed split), the init and the batch order, so the paired interval of a
+difference on test covers which examples the test split holds. Measured on test: the metric,
+the surrogate, the chosen step, and per seed whether the two rules chose the same eval and how
+often the surrogate and the metric moved in opposite directions between consecutive evals.
 
 Tasks (config.experiment.task; each is a variant of configs/exp_surrogate.py):
   macro_f1   a K-class set (digits), softmax cross-entropy -> macro F1 over the K classes
@@ -19,7 +29,7 @@ Tasks (config.experiment.task; each is a variant of configs/exp_surrogate.py):
              BLEU (sacrebleu) of its greedy continuations of validation prompts vs the truth
 
 """
-import time
+import json
 from typing import Any, Callable, Sequence
 
 import jax
@@ -30,6 +40,7 @@ from absl import logging
 from matplotlib import figure
 from sklearn import datasets as skdatasets
 
+from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import kernel
@@ -37,12 +48,16 @@ from research import losses
 from research import metrics as metrics_lib
 from research import models
 from research import optim
+from research import workdir as workdir_lib
 from research.data import text as text_data
+from research.experiments import harness
 from research.experiments import report
 
 # task -> (name of the real metric, whether higher is better)
 TASKS = {"macro_f1": ("macro_f1", True), "binary_f1": ("f1", True), "mae": ("mae", False),
          "bleu": ("bleu", True)}
+RULES = ("best_loss", "best_metric", "last")  # the arms: which checkpoint of a run is kept
+RANGES = {"seeds": config_lib.Range(True, 2)}
 BLEU_TOKENIZERS = ("13a", "char")
 
 
@@ -189,8 +204,9 @@ def _normalise(s: str) -> str:
 # The runner.
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  exp = report.check_experiment(config, "configs/exp_surrogate.py")
+  exp = report.check_experiment(config, "configs/exp_surrogate.py", RANGES, RULES)
   errors.check_choice("experiment.task", exp.task, sorted(TASKS))
+  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
   if exp.task == "bleu":
     errors.check_choice("experiment.bleu_tokenize", exp.bleu_tokenize, BLEU_TOKENIZERS)
     _sacrebleu()  # Fail before training, not at the first eval.
@@ -277,128 +293,212 @@ def _task_setup(config) -> dict[str, Any]:
           "summary": summary}
 
 
-@report.runner
-def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Trains on the surrogate, tracking surrogate and real metric per eval; see the module doc.
+def _seed_config(config, seed: int):
+  """config with the data split of `seed`: split_seed + seed (text has one fixed split)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if "split_seed" in config.data:
+    config.data.split_seed = config.data.split_seed + seed
+  return config
 
-  Returns {"evals": [one record per eval], "best_loss" / "best_metric": the eval record with
-  the best valid loss / metric, "test": {"loss": test metrics of the best-loss checkpoint,
-  "metric": of the best-metric checkpoint}, "disagreements": int, "wall_time": s, ...}.
-  """
-  t_start = time.time()
-  validate(config)
+
+def train_and_track(config, setup, seed: int, writer=None) -> dict:
+  """Trains one seed on the surrogate from kernel.init_state(key(seed)), measuring the valid
+  split every eval_every steps; returns {"evals": [records], rule: (eval index, host params)
+  for each of RULES, "disagreements": consecutive evals where the surrogate and the metric
+  moved in opposite directions, "eval_pairs"}."""
   task = config.experiment.task
   metric, higher_is_better = TASKS[task]
-  setup = _task_setup(config)
-  dataset, model, measure = setup["dataset"], setup["model"], setup["measure"]
-  if not len(dataset.valid):
-    raise errors.ConfigError("config.data.valid_fraction=0 leaves no validation split to "
-                             "compare the surrogate and the metric on; set it > 0")
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+  dataset, measure = setup["dataset"], setup["measure"]
   n = len(dataset.train)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   chunk = kernel.make_train_chunk(setup["loss_fn"], optimizer)
-  state = kernel.init_state(model, optimizer, jax.random.key(config.seed))
+  state = kernel.init_state(setup["model"], optimizer, jax.random.key(seed))
   x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
-  logging.info("surrogate/%s: %s, %d train / %d valid / %d test", task, dataset.name, n,
-               len(dataset.valid), len(dataset.test))
-
-  evals = []
   better = lambda a, b: a > b if higher_is_better else a < b
-  best = {"loss": None, "metric": None}  # Each: (record, host copy of the params).
-  step = 0
+  evals, out, step = [], {}, 0
   while step < config.num_steps:
     stop = min(step + config.eval_every, config.num_steps)
-    idx = data_lib.batch_indices(config.seed, n, config.batch_size, step, stop - step)
+    idx = data_lib.batch_indices(seed, n, config.batch_size, step, stop - step)
     state, sums = chunk(state, x_all, y_all, idx)
     if int(sums["first_bad_step"]) >= 0:
       raise errors.NonFiniteLossError(
-          f"loss became NaN/inf at step {int(sums['first_bad_step'])}; lower "
-          "config.optimizer.learning_rate")
-    record = {"step": stop, "split": "valid", "train_loss": float(sums["loss_sum"]) / (stop - step),
+          f"surrogate {task}, seed {seed}: the loss became NaN/inf at step "
+          f"{int(sums['first_bad_step'])}; lower config.optimizer.learning_rate")
+    record = {"step": stop, "split": "valid", "seed": seed,
+              "train_loss": float(sums["loss_sum"]) / (stop - step),
               **measure(state["params"], dataset.valid)}
     step = stop
     evals.append(record)
-    writer.write(record)
-    logging.info("step %6d | train E %.4f | valid loss %.4f | valid %s %.4f", step,
-                 record["train_loss"], record["loss"], metric, record[metric])
-    if best["loss"] is None or record["loss"] < best["loss"][0]["loss"]:
-      best["loss"] = (record, jax.device_get(state["params"]))
-    if best["metric"] is None or better(record[metric], best["metric"][0][metric]):
-      best["metric"] = (record, jax.device_get(state["params"]))
+    if writer is not None:
+      writer.write(record)
+    # The first eval wins a tie (the earliest checkpoint with that value).
+    if "best_loss" not in out or record["loss"] < evals[out["best_loss"][0]]["loss"]:
+      out["best_loss"] = (len(evals) - 1, jax.device_get(state["params"]))
+    if "best_metric" not in out or better(record[metric], evals[out["best_metric"][0]][metric]):
+      out["best_metric"] = (len(evals) - 1, jax.device_get(state["params"]))
+  out["last"] = (len(evals) - 1, jax.device_get(state["params"]))
+  out["disagreements"] = sum(
+      (b["loss"] < a["loss"]) != better(b[metric], a[metric]) and b[metric] != a[metric]
+      for a, b in zip(evals, evals[1:]))
+  return {**out, "evals": evals, "eval_pairs": len(evals) - 1}
 
-  # Consecutive evals where the surrogate improved and the metric got worse, or the reverse.
-  disagreements = [
-      (a["step"], b["step"]) for a, b in zip(evals, evals[1:])
-      if (b["loss"] < a["loss"]) != better(b[metric], a[metric]) and b[metric] != a[metric]]
-  test = {which: measure(p, dataset.test) for which, (_, p) in best.items()}
-  for which, out in test.items():
-    writer.write({"step": best[which][0]["step"], "split": "test", "checkpoint": f"best_{which}",
-                  **out})
-  result = {
-      "task": task, "dataset": dataset.name, "metric": metric,
-      "higher_is_better": higher_is_better, **setup["summary"],
-      "best_loss": {k: v for k, v in best["loss"][0].items() if k != "sample"},
-      "best_metric": {k: v for k, v in best["metric"][0].items() if k != "sample"},
-      "same_checkpoint": best["loss"][0]["step"] == best["metric"][0]["step"],
-      "disagreements": len(disagreements), "eval_pairs": len(evals) - 1,
-      "disagreeing_steps": disagreements, "test": test, "evals": evals,
-      "wall_time": time.time() - t_start}
+
+def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
+  """The harness's view (module doc): one size, the task; the arms are the checkpoint rules,
+  all reading the same training runs (one per seed)."""
+  exp = config.experiment
+  task = exp.task
+  metric, _ = TASKS[task]
+  setups, runs = {}, {}
+
+  def setup(seed):
+    if seed not in setups:
+      setups[seed] = _task_setup(_seed_config(config, seed))
+      if not len(setups[seed]["dataset"].valid):
+        raise errors.ConfigError("config.data.valid_fraction=0 leaves no validation split to "
+                                 "choose a checkpoint on; set it > 0")
+    return setups[seed]
+
+  def fit(rule, setting, size, seeds, subsets):
+    del setting, size, subsets  # One setting per rule; each seed splits its own data.
+    out = []
+    for seed in seeds:
+      if seed not in runs:
+        runs[seed] = train_and_track(config, setup(seed), seed, writer)
+        logging.info("surrogate %s seed %d: best valid loss at step %d, best %s at step %d",
+                     task, seed, runs[seed]["evals"][runs[seed]["best_loss"][0]]["step"],
+                     metric, runs[seed]["evals"][runs[seed]["best_metric"][0]]["step"])
+      run = runs[seed]
+      i, params = run[rule]
+      out.append({"params": params, "step": run["evals"][i]["step"],
+                  "same_checkpoint": float(run["best_loss"][0] == run["best_metric"][0]),
+                  "disagreements": float(run["disagreements"]),
+                  "eval_pairs": float(run["eval_pairs"])})
+    return out
+
+  def measure(rule, setting, size, seed, chosen, split):
+    del rule, setting, size
+    ds = setup(seed)["dataset"]
+    record = {k: v for k, v in setup(seed)["measure"](
+        chosen["params"], getattr(ds, split)).items() if k != "sample"}
+    record["chosen_step"] = float(chosen["step"])
+    if split == "test":
+      record.update({k: chosen[k] for k in ("same_checkpoint", "disagreements", "eval_pairs")},
+                    test_examples=float(len(ds.test)))
+      if task == "binary_f1":
+        record["test_positives"] = float(ds.test.y.sum())
+    return record
+
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  split_note = ("the train/valid/test split redrawn per seed (data.split_seed + seed)"
+                if "split_seed" in config.data else "one fixed contiguous split for every seed")
+  return harness.Experiment(
+      "surrogate", [harness.Arm(r) for r in exp.methods], exp.baseline, (task,), "task", seeds,
+      fit, measure, select=metric, higher_is_better=TASKS[task][1],
+      select_label=f"{metric} (one setting per rule: the rule itself reads the validation "
+      "split)", data_note=f"{split_note}; the init and batch order also differ by seed")
+
+
+def fields(task: str) -> list[tuple[str, str, float]]:
+  metric = TASKS[task][0]
+  scale = 100.0 if task in ("macro_f1", "binary_f1") else 1.0
+  unit = " (x100)" if scale == 100.0 else ""
+  return [(metric, f"test {metric}{unit}", scale)]
+
+
+FIELDS_LOSS = [("loss", "test surrogate loss", 1.0)]
+FIELDS_STEP = [("chosen_step", "chosen step", 1.0)]
+
+
+@report.runner
+def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
+  """Every checkpoint rule on the task, under the harness's protocol (module doc); writes
+  results.{md,json} and surrogate.png. Returns the harness's results."""
+  validate(config)
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+  result = harness.run(experiment(config, writer), workdir, writer)
   writer.close()
-  _write_report(workdir, result)
-  logging.info("best valid loss at step %d (%s %.4f); best %s at step %d (%.4f); %d/%d "
-               "disagreements; wall %.1f s", result["best_loss"]["step"], metric,
-               result["best_loss"][metric], metric, result["best_metric"]["step"],
-               result["best_metric"][metric], len(disagreements), len(evals) - 1,
-               result["wall_time"])
+  if jax.process_index() == 0:
+    _write_report(workdir, config, result)
   return result
 
 
-def _write_report(workdir: str, result: dict) -> None:
-  metric, evals = result["metric"], result["evals"]
-  extra = [c for c in ("accuracy", "bleu_13a", "bleu_char", "rmse") if c in evals[0]
-           and c != metric]
-  columns = ["step", "train_loss", "loss", metric, *extra, "best"]
-  rows = []
-  for r in evals:
-    marks = [name for name in ("loss", "metric") if result[f"best_{name}"]["step"] == r["step"]]
-    rows.append({**r, "best": " + ".join(f"best {m}" for m in marks)})
-  sense = "higher" if result["higher_is_better"] else "lower"
-  bl, bm = result["best_loss"], result["best_metric"]
+def notes(config, result) -> list[str]:
+  exp = config.experiment
+  metric, higher = TASKS[exp.task]
+  base = result["sizes"][0]["arms"][result["baseline"]]["test"]
+  m = sorted({int(r["test_examples"]) for r in base})
+  pos = sorted({int(r["test_positives"]) for r in base if "test_positives" in r})
+  model = config.model
+  net = (f"{model.name} {tuple(model.hidden_sizes)} {model.activation}"
+         if model.name == "mlp" else f"{model.name} (E={model.embed_dim}, H={model.hidden_size})")
   lines = [
-      f"Task {result['task']} on {result['dataset']}: surrogate = valid loss (lower is better), "
-      f"real metric = valid {metric} ({sense} is better).",
-      f"- best valid loss at step {bl['step']}: loss {bl['loss']:.4f}, {metric} {bl[metric]:.4f}",
-      f"- best valid {metric} at step {bm['step']}: loss {bm['loss']:.4f}, "
-      f"{metric} {bm[metric]:.4f}",
-      f"- same checkpoint: {result['same_checkpoint']}; consecutive evals where the two moved in "
-      f"opposite directions: {result['disagreements']} of {result['eval_pairs']}",
-      f"- test {metric}: best-loss checkpoint {result['test']['loss'][metric]:.4f}, best-"
-      f"{metric} checkpoint {result['test']['metric'][metric]:.4f}",
-  ]
-  if "bleu_tokenize" in result:
-    lines.append(f"- bleu = sacrebleu corpus BLEU with tokenize={result['bleu_tokenize']!r} "
-                 "(both tokenisations are in the table); greedy continuations of "
-                 f"{result['num_prompts']} valid prompts")
-  if "sample" in evals[-1]:
-    s = evals[-1]["sample"]
-    lines.append(f"- last eval, prompt {s['prompt']!r} -> {s['generated']!r} (truth "
-                 f"{s['truth']!r})")
-  report.write_results(workdir, f"Surrogate loss vs {metric}", columns, rows, lines, result)
+      f"Task {exp.task} on {config.data.name}: {net}, {config.num_steps} steps of "
+      f"{config.optimizer.name} at {config.optimizer.learning_rate:g}, batch "
+      f"{config.batch_size}, no early stop; the valid split measured every "
+      f"{config.eval_every} steps. The methods are checkpoint rules on the same runs: "
+      f"best_loss = the eval with the lowest valid surrogate (the usual early stopping), "
+      f"best_metric = the eval with the best valid {metric} ({'higher' if higher else 'lower'}"
+      f" is better; the first on a tie), last = the final step. Each test split holds "
+      f"{'/'.join(map(str, m))} examples" + (f" ({'/'.join(map(str, pos))} positives)"
+                                              if pos else "") + "."]
+  if exp.task == "bleu":
+    lines.append(f"bleu = sacrebleu corpus BLEU with tokenize={exp.bleu_tokenize!r} of greedy "
+                 f"continuations of {exp.num_prompts} prompts of each split.")
+  return lines
 
-  fig = figure.Figure(figsize=(7, 4), layout="constrained")
-  ax = fig.add_subplot()
-  steps = [r["step"] for r in evals]
-  ax.plot(steps, [r["loss"] for r in evals], "o-", color="tab:blue", label="valid loss")
-  ax.plot(steps, [r["train_loss"] for r in evals], ":", color="tab:blue", label="train E")
-  ax.set_xlabel("step")
-  ax.set_ylabel("surrogate (cross-entropy / squared error)", color="tab:blue")
-  ax2 = ax.twinx()
-  ax2.plot(steps, [r[metric] for r in evals], "s-", color="tab:red", label=f"valid {metric}")
-  ax2.set_ylabel(f"real metric: {metric}", color="tab:red")
-  ax.axvline(bl["step"], color="tab:blue", ls="--", lw=1, label="best loss")
-  ax2.axvline(bm["step"], color="tab:red", ls="--", lw=1, label=f"best {metric}")
-  handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-  ax.legend(handles=handles, loc="center right", fontsize=8)
-  ax.set_title(f"{result['dataset']}: surrogate vs {metric}")
-  report.save_figure(fig, workdir / "surrogate.png")
+
+def agreement_table(result) -> str:
+  """Per seed: whether the two rules chose the same eval, and how often the surrogate and the
+  metric moved in opposite directions between consecutive evals."""
+  entry = result["sizes"][0]
+  rows = []
+  for seed, loss_r, metric_r in zip(result["seeds"], entry["arms"]["best_loss"]["test"],
+                                    entry["arms"]["best_metric"]["test"]):
+    rows.append({"seed": seed, "best-loss step": int(loss_r["chosen_step"]),
+                 "best-metric step": int(metric_r["chosen_step"]),
+                 "same eval": "yes" if loss_r["same_checkpoint"] else "no",
+                 "opposite moves": f"{int(loss_r['disagreements'])} of "
+                                   f"{int(loss_r['eval_pairs'])}"})
+  return report.markdown_table(list(rows[0]), rows)
+
+
+def _write_report(workdir, config, result: dict) -> None:
+  """results.{md,json} (harness.write's layout, one table per measure with its own digits)
+  and surrogate.png."""
+  task = config.experiment.task
+  tables = [harness.table(result, fields(task), digits=2 if task in ("mae", "bleu") else 1),
+            harness.table(result, FIELDS_LOSS, digits=3), harness.table(result, FIELDS_STEP, 0)]
+  if {"best_loss", "best_metric"} <= set(result["sizes"][0]["arms"]):
+    tables += ["Per seed, the evals the two rules chose:", agreement_table(result)]
+  report.write_json(workdir / "results.json", result)
+  workdir_lib.write_text(workdir / "results.md", "\n\n".join([
+      f"# Surrogate loss vs {TASKS[task][0]}: which checkpoint to keep",
+      *notes(config, result), harness.protocol_note(result), *tables]) + "\n")
+  _plot(workdir / "surrogate.png", workdir, result)
+
+
+def _plot(path, workdir, result: dict) -> None:
+  """Valid surrogate and valid metric per eval, one thin line per seed."""
+  metric = TASKS[result["sizes"][0]["size"]][0]
+  records = [json.loads(line) for line in (workdir / metrics_lib.FILENAME).read_text()
+             .splitlines() if line.strip()]
+  evals = [r for r in records if r.get("split") == "valid"]
+  fig = figure.Figure(figsize=(11, 4), layout="constrained")
+  ax_loss, ax_metric = fig.subplots(1, 2)
+  for i, seed in enumerate(result["seeds"]):
+    mine = [r for r in evals if r["seed"] == seed]
+    color = f"C{i % 10}"
+    ax_loss.plot([r["step"] for r in mine], [r["loss"] for r in mine], color=color, lw=1,
+                 label=f"seed {seed}")
+    ax_metric.plot([r["step"] for r in mine], [r[metric] for r in mine], color=color, lw=1,
+                   label=f"seed {seed}")
+  ax_loss.set_ylabel("valid surrogate loss (cross-entropy / squared error)")
+  ax_metric.set_ylabel(f"valid {metric}")
+  for ax in (ax_loss, ax_metric):
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  ax_loss.set_title("the surrogate on the valid split")
+  ax_metric.set_title("the real metric on the valid split")
+  report.save_figure(fig, path)

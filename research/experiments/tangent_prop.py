@@ -68,7 +68,7 @@ def blur(x_NHWC: jax.Array, sigma: float) -> jax.Array:
   """A separable Gaussian blur of std `sigma` pixels (radius ceil(2 sigma)), edges repeated."""
   radius = max(1, math.ceil(2 * sigma))
   g = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-  g = (g / g.sum()).astype(np.float32)
+  g = (g / g.sum()).astype(x_NHWC.dtype)  # float64 weights when x is float64 (x64 on)
   h, w = x_NHWC.shape[1:3]
   pad = jnp.pad(x_NHWC, ((0, 0), (radius, radius), (0, 0), (0, 0)), mode="edge")
   x_NHWC = sum(gi * pad[:, i:i + h] for i, gi in enumerate(g))

@@ -4,18 +4,18 @@
   apply(params, x_BxI..., *, train=False, rng=None) -> logits_BxK
 
 `build(model_config, input_shape, num_outputs)` returns that pair as a `Model`. The registry
-lives in research/models/core.py; every family module registers its builders there when this
-package imports it below.
+lives in research/models/core.py; importing this package imports every module in it (no list
+to keep), so a family registers by being a file here with `@core.register(name)`.
 """
-from research.models.core import Model, build, conv_impl, names, register  # noqa: F401
+import importlib
+import pkgutil
 
-# Model families register themselves on import.
-from research.models import alexnet  # noqa: E402,F401
-from research.models import attention  # noqa: E402,F401
-from research.models import bag_of_embeddings  # noqa: E402,F401
-from research.models import cnn1d  # noqa: E402,F401
-from research.models import inception  # noqa: E402,F401
-from research.models import lenet  # noqa: E402,F401
-from research.models import local_cnn  # noqa: E402,F401
-from research.models import lstm  # noqa: E402,F401
-from research.models import mlp  # noqa: E402,F401
+from research.models.core import Model, build, conv_impl, names, register  # noqa: F401
+from research.models.core import default_config, family_ranges, resolve  # noqa: F401
+from research import config_lib
+
+FAMILIES = tuple(m.name for m in pkgutil.iter_modules(__path__) if m.name != "core")
+for _name in FAMILIES:
+  importlib.import_module(f"{__name__}.{_name}")
+for _name in names():  # check_ranges(config) checks the chosen family's fields too
+  config_lib.add_family_ranges("model", _name, family_ranges(_name))

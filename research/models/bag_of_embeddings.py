@@ -11,6 +11,7 @@ research/experiments/embeddings.py initialises the table from a skip-gram.
 """
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from research import errors
 from research.models import core
@@ -23,6 +24,17 @@ def mean_embedding(table_VxD: jax.Array, ids_BxT: jax.Array) -> jax.Array:
   vectors_BxTxD = jnp.take(table_VxD, jnp.maximum(ids_BxT, 0), axis=0)
   total_BxD = (vectors_BxTxD * real_BxT[..., None]).sum(axis=1)
   return total_BxD / jnp.maximum(real_BxT.sum(axis=1, keepdims=True), 1)
+
+
+def config(name: str = "bag_of_embeddings", **overrides) -> ml_collections.ConfigDict:
+  """The default config.model group (configs override it)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.name = name
+  cfg.vocab_size = 0           # set by the runner from the corpus's vocabulary
+  cfg.embed_dim = 50           # D of the word vectors
+  cfg.freeze_embeddings = False  # True: train only the dense layer on a given table
+  cfg.update(overrides)
+  return cfg
 
 
 @core.register("bag_of_embeddings")

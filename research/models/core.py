@@ -1,13 +1,16 @@
 """The model registry: a name -> builder(model_config, input_shape, num_outputs) -> Model.
 
-Family modules (research/models/<family>.py) register their builders here; research.models
-re-exports this module's API and imports every family, so `models.build(config.model, ...)`
-finds them all.
+A family module (research/models/<family>.py) registers its builders with @register(name)
+and exports, beside them, `config(name, **overrides)`: the default config.model group of each
+of its names, and `RANGES`: its numeric fields' ranges ({field: config_lib.Range}), which
+build checks. research.models imports every module of the package, so nothing else lists them.
 """
+import sys
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from research import config_lib
 from research import errors
@@ -34,28 +37,62 @@ def names() -> list[str]:
   return sorted(_BUILDERS)
 
 
+def _family(name: str):
+  """The module that registered model `name`."""
+  return sys.modules[_BUILDERS[name].__module__]
+
+
+def check_name(name) -> None:
+  """ConfigError for an unregistered name, naming the choices and how a family registers."""
+  if name not in _BUILDERS:
+    raise errors.ConfigError(
+        f"config.model.name={name!r} is not a registered model; choose one of: "
+        + ", ".join(repr(n) for n in names())
+        + " (a new family registers with @core.register(name) in research/models/<family>.py)")
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+  """The default config.model group of model `name`: its family's config(name)."""
+  check_name(name)
+  return _family(name).config(name)
+
+
+def family_ranges(name: str) -> dict:
+  """{field: config_lib.Range} of model `name`'s numeric fields (its family's RANGES)."""
+  check_name(name)
+  return dict(getattr(_family(name), "RANGES", {}))
+
+
+def resolve(model_config) -> ml_collections.ConfigDict:
+  """The group as given when it has every field of its family's defaults; otherwise (a
+  family switched by override, e.g. --config.model.name=lenet5 on an MLP config) the new
+  family's defaults, keeping the group's values of the fields both have."""
+  defaults = default_config(model_config.name)
+  if all(field in model_config for field in defaults):
+    return model_config
+  merged = defaults.to_dict()
+  merged.update({k: v for k, v in model_config.items() if k in merged})
+  return ml_collections.ConfigDict(merged)
+
+
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def build(model_config, input_shape: tuple[int, ...], num_outputs: int, *,
           compute_dtype: str = "float32") -> Model:
-  """The registered builder of model_config.name applied to the config; a field the builder
-  reads but the config lacks (a family switched by override) is a one-line ConfigError.
+  """The registered builder of model_config.name applied to the config (resolve()d: a family
+  switched by override gets its defaults), its fields checked against the family's RANGES.
 
   compute_dtype="bfloat16" is mixed precision: params stay float32 (so do the optimizer state
   and the loss); apply casts them and the input to bfloat16, so every matmul and convolution
   runs in bfloat16 (XLA accumulates its products in float32 and rounds the result), and
   returns float32 logits. The gradient flows back through the casts as float32.
   """
-  errors.check_choice("model.name", model_config.name, names())
+  check_name(model_config.name)
   errors.check_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
-  try:
-    model = _BUILDERS[model_config.name](model_config, tuple(input_shape), num_outputs)
-  except (AttributeError, KeyError) as e:
-    field = config_lib.missing_field(e, model_config)
-    if field is None:
-      raise
-    raise config_lib.family_switch_error("model", model_config, field) from None
+  model_config = resolve(model_config)
+  config_lib.check_ranges(model_config, family_ranges(model_config.name), prefix="config.model")
+  model = _BUILDERS[model_config.name](model_config, tuple(input_shape), num_outputs)
   if compute_dtype == "float32":
     return model
   return Model(model.init, _mixed_precision(model.apply, jnp.dtype(compute_dtype)))

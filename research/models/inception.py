@@ -16,7 +16,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from research import config_lib
 from research import errors
 from research.models import core
 from research.models import layers
@@ -52,6 +54,22 @@ def apply(params: dict, x_NHWC: jax.Array, *, dropout: float = 0.0, train: bool 
   return layers.dense(params["out"], h)
 
 
+def config(name: str = "inception", **overrides) -> ml_collections.ConfigDict:
+  """The default config.model group (configs override it)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.name = name
+  cfg.stem_channels = 32       # 3x3 ReLU conv before the first block
+  # One (c1, c3r, c3, c5r, c5, pool_proj) per block, each after a 3x3/2 max pool.
+  cfg.blocks = ((16, 16, 24, 4, 8, 8), (32, 32, 48, 8, 16, 16))
+  cfg.dropout = 0.0            # before the output layer, while training
+  cfg.conv_impl = "auto"       # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
+  cfg.update(overrides)
+  return cfg
+
+
+RANGES = {"dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+
+
 @core.register("inception")
 def _build(cfg, input_shape, num_outputs) -> core.Model:
   if len(input_shape) != 3:
@@ -67,8 +85,6 @@ def _build(cfg, input_shape, num_outputs) -> core.Model:
     raise errors.ConfigError(
         f"config.model.blocks={blocks!r} must be one or more tuples of {len(BLOCK_FIELDS)} "
         f"positive integers {BLOCK_FIELDS}, e.g. ((16, 16, 24, 4, 8, 8),)")
-  if not 0.0 <= cfg.dropout < 1.0:
-    raise errors.ConfigError(f"config.model.dropout={cfg.dropout!r} must be in [0, 1)")
   return core.Model(
       functools.partial(init, in_ch=input_shape[2], num_outputs=num_outputs,
                         stem_channels=cfg.stem_channels, blocks=blocks),

@@ -22,6 +22,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from research import errors
@@ -120,6 +121,16 @@ def apply(params: dict, x_NHWC: jax.Array, variant: str = "faithful",
   h = f(conv(params["c5"], h))                                          # N x 1 x 1 x 120
   h = f(layers.dense(params["f6"], layers.flatten(h)))                  # N x 84
   return layers.dense(params["out"], h)                                 # N x K
+
+
+def config(name: str = "lenet5", **overrides) -> ml_collections.ConfigDict:
+  """The default config.model group (configs override it)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.name = name
+  cfg.variant = "faithful"     # faithful | classic | modern (see the module doc)
+  cfg.conv_impl = "auto"       # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
+  cfg.update(overrides)
+  return cfg
 
 
 @core.register("lenet5")

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from research import errors
 from research.models import core
@@ -106,6 +107,20 @@ def check(cfg, input_shape) -> dict:
         f"config.model.padding='VALID' shrinks the {input_shape[0]}x{input_shape[1]} input to "
         f"{shapes}; use padding='SAME', smaller kernel_sizes or fewer layers")
   return geometry
+
+
+def config(name: str = "local_cnn", **overrides) -> ml_collections.ConfigDict:
+  """The default config.model group (configs override it)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.name = name
+  cfg.shared = True            # True: convolution (weights shared) | False: locally connected
+  cfg.channels = (16, 32)      # maps of each layer
+  cfg.kernel_sizes = (3, 3)    # k x k receptive fields
+  cfg.strides = (1, 2)         # 8x8 -> 8x8 -> 4x4 positions
+  cfg.padding = "SAME"         # SAME | VALID
+  cfg.conv_impl = "auto"       # shared layers: patches on a CPU, XLA's convolution elsewhere
+  cfg.update(overrides)
+  return cfg
 
 
 @core.register("local_cnn")

@@ -24,7 +24,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from research import config_lib
 from research import errors
 from research.models import core
 from research.models import layers
@@ -136,12 +138,6 @@ def check_positive_int(field: str, value) -> None:
     raise errors.ConfigError(f"config.{field}={value!r} must be a positive integer")
 
 
-def check_rate(field: str, value) -> None:
-  """Raises ConfigError unless config.<field> is a dropout rate in [0, 1)."""
-  if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-    raise errors.ConfigError(f"config.{field}={value!r} must be a dropout rate in [0, 1)")
-
-
 def dropout_keys(rng: jax.Array | None, n: int, rate: float, train: bool) -> list:
   """n independent keys for n dropout sites, or n Nones when dropout is off."""
   if not train or rate == 0:
@@ -149,6 +145,27 @@ def dropout_keys(rng: jax.Array | None, n: int, rate: float, train: bool) -> lis
   if rng is None:
     raise ValueError("apply(..., train=True) with dropout > 0 needs rng=a PRNG key")
   return list(jax.random.split(rng, n))
+
+
+def config(name: str = "lstm_classifier", **overrides) -> ml_collections.ConfigDict:
+  """The default config.model group of "lstm_classifier" or "char_lstm" (configs override
+  it)."""
+  errors.check_choice("model.name", name, ("lstm_classifier", "char_lstm"))
+  cfg = ml_collections.ConfigDict()
+  cfg.name = name
+  if name == "char_lstm":
+    cfg.embed_dim = 32         # E: width of each character's embedding vector
+  cfg.hidden_size = 64 if name == "lstm_classifier" else 128  # H: size of h_t and of c_t
+  cfg.num_layers = 1           # stacked LSTM layers
+  if name == "lstm_classifier":
+    cfg.bidirectional = False  # True: also read the sequence backwards, concatenating h
+    cfg.readout = "last"       # last: h_T | mean: mean_t h_t | all: every h_t concatenated
+  cfg.dropout = 0.0            # between layers and before the head (never on h_{t-1} -> h_t)
+  cfg.update(overrides)
+  return cfg
+
+
+RANGES = {"dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
 
 
 def _init_stack(key: jax.Array, input_size: int, hidden_size: int, num_layers: int,
@@ -191,7 +208,6 @@ def _build_classifier(cfg, input_shape, num_outputs) -> core.Model:
   num_steps, num_features = sequence_shape(cfg.name, input_shape)
   check_positive_int("model.hidden_size", cfg.hidden_size)
   check_positive_int("model.num_layers", cfg.num_layers)
-  check_rate("model.dropout", cfg.dropout)
   errors.check_choice("model.readout", cfg.readout, READOUTS)
   hidden, bidirectional = cfg.hidden_size, bool(cfg.bidirectional)
   out_size = hidden * (2 if bidirectional else 1)
@@ -231,7 +247,6 @@ def _build_char_lstm(cfg, input_shape, num_outputs) -> core.Model:
   check_positive_int("model.embed_dim", cfg.embed_dim)
   check_positive_int("model.hidden_size", cfg.hidden_size)
   check_positive_int("model.num_layers", cfg.num_layers)
-  check_rate("model.dropout", cfg.dropout)
 
   def init(key):
     k_embed, k_stack, k_head = jax.random.split(key, 3)

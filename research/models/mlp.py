@@ -11,7 +11,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from research import config_lib
 from research import errors
 from research.models import core
 from research.models import layers
@@ -52,6 +54,20 @@ def apply(params: list[dict], x_BxD: jax.Array, activation: str = "sigmoid", *,
   return h @ params[-1]["w"] + params[-1]["b"]
 
 
+def config(name: str = "mlp", **overrides) -> ml_collections.ConfigDict:
+  """The default config.model group (configs override it): the lecture's network."""
+  cfg = ml_collections.ConfigDict()
+  cfg.name = name
+  cfg.hidden_sizes = (64,)     # widths of the hidden layers
+  cfg.activation = "sigmoid"   # sigmoid | tanh | relu
+  cfg.dropout = 0.0            # probability of zeroing each hidden unit in training
+  cfg.update(overrides)
+  return cfg
+
+
+RANGES = {"dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+
+
 @core.register("mlp")
 def _build_mlp(cfg, input_shape, num_outputs) -> core.Model:
   errors.check_choice("model.activation", cfg.activation, sorted(ACTIVATIONS))
@@ -59,9 +75,7 @@ def _build_mlp(cfg, input_shape, num_outputs) -> core.Model:
   if any(not isinstance(h, int) or h <= 0 for h in hidden):
     raise errors.ConfigError(
         f"config.model.hidden_sizes={hidden!r} must be positive integers, e.g. (64,) or (128, 64)")
-  rate = cfg.get("dropout", 0.0)
-  if not 0 <= rate < 1:
-    raise errors.ConfigError(f"config.model.dropout={rate!r} must be in [0, 1)")
+  rate = cfg.get("dropout", 0.0)  # checked against RANGES by core.build
   sizes = (math.prod(input_shape), *hidden, num_outputs)
 
   def apply_fn(params, x, *, train=False, rng=None):
