@@ -230,7 +230,7 @@ def _plot(path, config, result: dict) -> None:
     ax.set_xlabel(label)
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("test accuracy (%)")
-  axes[0].legend(loc="lower left", title=f"mean, 95% CI (n={len(result['seeds'])})")
+  axes[0].legend(loc="center", title=f"mean, 95% CI (n={len(result['seeds'])})")
   fig.suptitle(f"Sparse representations vs sparse weights ({config.data.name}; "
                "labels: lambda)")
   report.save_figure(fig, path)
