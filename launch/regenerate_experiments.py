@@ -24,6 +24,12 @@ DOC = os.path.join(REPO, "docs", "experiments.md")
 
 # section -> config; the sections whose runners run under research.experiments.harness.
 SECTIONS = {
+    "regularization": "exp_regularization.py",
+    "dropout_ensemble": "exp_dropout_ensemble.py",
+    "weight_sharing": "exp_weight_sharing.py",
+    "weight_sharing_mnist": "exp_weight_sharing.py:mnist_subset",
+    "sparsity": "exp_sparse_representations.py",
+    "tangent_prop": "exp_tangent_prop.py",
     "adversarial": "exp_adversarial.py",
     "batch_size": "exp_batch_size.py",
     "curvature": "exp_curvature.py",

@@ -46,7 +46,7 @@ def runner(name: str) -> Callable[..., dict[str, Any]]:
 # Fields only train.train_and_evaluate's loop reads, and the trainers that run through it;
 # any other trainer refuses a value (other than config_lib.base's) it would silently ignore.
 RUN_LOOP_FIELDS = ("compute_dtype", "profile_steps")
-RUN_LOOP_TRAINERS = ("standard", "dropout_ensemble")
+RUN_LOOP_TRAINERS = ("standard",)
 
 
 def run(config, workdir: str) -> dict[str, Any]:

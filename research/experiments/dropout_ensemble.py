@@ -9,52 +9,59 @@ Two ways to predict with it, on the same trained params:
                   keep probability. The library's dropout is inverted (survivors are scaled by
                   1/(1-p) in training), so this is the standard `apply(train=False)`.
   Monte Carlo     (1/N) sum_{n=1..N} Pr(y|x,d_n) over N sampled masks: `apply(train=True)`
-                  vmapped over N keys, averaged in probability space (research.experiments.
-                  losses.mixture_nll).
+                  vmapped over N keys, averaged in probability space (losses.mixture_nll).
 
-The runner trains config's model with research.train.train_and_evaluate, draws
-experiment.max_masks masks for the whole test set once, and for N = 1, 2, 4, ..., max_masks
-cuts them into max_masks/N disjoint ensembles of N masks, reporting the mean (and std) over
-those ensembles of test accuracy, mean test log-likelihood (1/n) sum log Pr(y|x) and
-agreement with weight scaling's predictions. By Jensen's inequality (log is concave) the mean
-log-likelihood of ensembles of 2N masks is never below that of their halves, so the
-log-likelihood column can only grow with N.
+The harness (research/experiments/harness.py) runs the protocol. Its sizes are the training
+dropout rate p (experiment.dropout_rates); at each, every seed trains one network on the whole
+training split (there is no subset to draw; the seeds differ in the init, the batch order and
+the masks), and the arms are the inference rules on those same networks: weight_scaling (the
+baseline) and mc_N for N in experiment.mask_counts (the first N of the seed's masks, so the
+ensembles are nested). Nothing is tuned (one setting per arm: the same budget). Measured on
+the test split: accuracy, mean log-likelihood (1/n) sum log Pr(y|x) and agreement with weight
+scaling's predictions; the ± and the paired intervals are over the independently trained
+networks.
 """
-import functools
-import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
+from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import losses
 from research import metrics as metrics_lib
 from research import models
-from research import train
+from research import optim
 from research import workdir as workdir_lib
+from research.experiments import harness
 from research.experiments import report
+
+RANGES = {"seeds": config_lib.Range(True, 2), "masks_per_call": config_lib.Range(True, 1),
+          "mask_seed": config_lib.Range(True, 0)}
+BASELINE = "weight_scaling"
+SIZE_LABEL = "dropout p (training)"
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the config.experiment fields; fails with the field and the fix."""
-  exp = report.check_experiment(config, "configs/exp_dropout_ensemble.py")
-  if not config.model.get("dropout", 0.0) > 0:
+  exp = report.check_experiment(config, "configs/exp_dropout_ensemble.py", RANGES)
+  rates = tuple(exp.dropout_rates)
+  if not rates or any(isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1
+                      for p in rates):
     raise errors.ConfigError(
-        f"config.model.dropout={config.model.get('dropout', 0.0)!r}: with no dropout every mask "
-        "is the same network; set it in (0, 1), e.g. 0.5")
-  m = exp.max_masks
-  if not isinstance(m, int) or isinstance(m, bool) or m <= 0 or m & (m - 1):
-    raise errors.ConfigError(f"config.experiment.max_masks={m!r} must be a power of 2 "
-                             "(N = 1, 2, 4, ... up to it), e.g. 256")
-  chunk = exp.masks_per_call
-  if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk <= 0:
-    raise errors.ConfigError(f"config.experiment.masks_per_call={chunk!r} must be a positive "
-                             "integer")
+        f"config.experiment.dropout_rates={rates!r}: with no dropout every mask is the same "
+        "network; give dropout probabilities in (0, 1), e.g. (0.2, 0.5)")
+  if config.model.get("dropout", 0.0):
+    raise errors.ConfigError(f"config.model.dropout={config.model.dropout!r}: the sizes set "
+                             "it (config.experiment.dropout_rates); set config.model.dropout=0")
+  errors.check_ints("experiment.mask_counts", exp.mask_counts, ", e.g. (1, 4, 16, 64, 256)")
+  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
+  if config.loss.l2 or config.loss.l1:
+    raise errors.ConfigError("config.loss.l2 and config.loss.l1 must be 0: the experiment "
+                             "measures dropout alone")
 
 
 def make_mask_logits_fn(model: models.Model, masks_per_call: int) -> Callable:
@@ -77,132 +84,120 @@ def split_logits(fn: Callable, params, x_N: np.ndarray, batch_size: int, *args) 
   return np.concatenate(parts, axis=-2)
 
 
-def mc_curve(logits_MxNxK: np.ndarray, labels_N: np.ndarray, output: str,
-             reference_pred_N: np.ndarray) -> list[dict[str, float]]:
-  """For N = 1, 2, 4, ..., M: metrics of the M/N disjoint N-mask ensembles, mean and std.
-
-  Each row: masks N, ensembles M/N, accuracy(_std), log_likelihood(_std) (mean over examples
-  of log Pr(y|x)) and agreement(_std) with reference_pred_N (weight scaling's predictions).
-  """
-  m = logits_MxNxK.shape[0]
-  sizes = [2 ** i for i in range(m.bit_length()) if 2 ** i <= m]
-  stats = _ensemble_stats(jnp.asarray(logits_MxNxK), jnp.asarray(labels_N),
-                          jnp.asarray(reference_pred_N), output, tuple(sizes))
-  rows = []
-  for size, per_group in zip(sizes, jax.device_get(stats)):
-    row = {"masks": size, "ensembles": m // size}
-    for key, values_G in per_group.items():
-      row[key], row[key + "_std"] = float(values_G.mean()), float(values_G.std())
-    rows.append(row)
-  return rows
+def ensemble_metrics(logits_MxNxK: np.ndarray, labels_N: np.ndarray, output: str,
+                     reference_pred_N: np.ndarray) -> dict[str, float]:
+  """The M-member mixture's accuracy, mean log-likelihood (1/n) sum log Pr(y|x) and agreement
+  with reference_pred_N (weight scaling's predictions)."""
+  nll_N, pred_N = losses.mixture_nll(jnp.asarray(logits_MxNxK), jnp.asarray(labels_N), output)
+  pred_N = np.asarray(pred_N)
+  return {"accuracy": float((pred_N == labels_N).mean()),
+          "log_likelihood": float(-np.asarray(nll_N).mean()),
+          "agreement": float((pred_N == reference_pred_N).mean())}
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _ensemble_stats(logits_MxNxK, labels_N, reference_pred_N, output, sizes):
-  """Per size S: accuracy, log-likelihood and agreement of each of the M/S disjoint
-  S-member ensembles (one compiled program for every size)."""
-  out = []
-  for size in sizes:
-    groups_GxSxNxK = logits_MxNxK.reshape(-1, size, *logits_MxNxK.shape[1:])
-    nll_GxN, pred_GxN = jax.vmap(
-        lambda g: losses.mixture_nll(g, labels_N, output))(groups_GxSxNxK)
-    out.append({"accuracy": (pred_GxN == labels_N).mean(axis=1),
-                "log_likelihood": -nll_GxN.mean(axis=1),
-                "agreement": (pred_GxN == reference_pred_N).mean(axis=1)})
-  return out
+def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
+  """The harness's view of the runner (module doc): sizes are the training dropout rate."""
+  exp = config.experiment
+  dataset = data_lib.load(config.data)
+  if not len(dataset.test) or not len(dataset.valid):
+    raise errors.ConfigError("the valid or test split is empty; set config.data.valid_fraction "
+                             "and config.data.test_fraction > 0")
+  k = losses.num_outputs(config, dataset)
+  output, bs = config.loss.output, config.eval_batch_size
+  build = lambda p: models.build(ml_collections.ConfigDict(dict(config.model.to_dict(),
+                                                                 dropout=p)),
+                                 dataset.input_shape, k)
+  by_rate = {float(p): build(float(p)) for p in exp.dropout_rates}
+  mask_fns = {p: make_mask_logits_fn(m, exp.masks_per_call) for p, m in by_rate.items()}
+  ws_fn = jax.jit(lambda params, x: by_rate[float(exp.dropout_rates[0])].apply(
+      params, x, train=False))  # Eval mode is the same network at every p.
+  splits = {"valid": dataset.valid, "test": dataset.test}
+  max_masks = max(exp.mask_counts)
+  trained, logits = {}, {}  # One network per (p, seeds); its mask logits per (p, seed, split).
+
+  def fit(arm, setting, p, seeds, subsets):
+    del setting, subsets  # Nothing to tune; every seed trains on the whole training split.
+    memo = (p, tuple(seeds))
+    if memo not in trained:
+      model = by_rate[p]
+      optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
+      loss_fn = losses.make_loss_fn(model, output, 0.0, len(dataset.train), k)
+      trained[memo] = harness.train_seeds(
+          model, loss_fn, optimizer, config.num_steps, config.batch_size,
+          [dataset.train] * len(seeds), seeds, mode=exp.seed_mode,
+          chunk_steps=config.eval_every, what=f"dropout p={p:g}", writer=writer,
+          tag={"dropout": p, "arm": arm})
+    return trained[memo]
+
+  def measure(arm, setting, p, seed, params, split):
+    del setting
+    data = splits[split]
+    ws_logits = split_logits(ws_fn, params, data.x, bs)
+    ws = ensemble_metrics(ws_logits[None], data.y, output, np.argmax(ws_logits, axis=-1))
+    if arm == BASELINE:
+      return ws
+    memo = (p, seed, split)
+    if memo not in logits:
+      # The seed's masks, a function of (mask_seed, seed, split) alone: a resumed run repeats
+      # them; mc_N reads the first N, so smaller ensembles are nested in larger ones.
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(exp.mask_seed), seed),
+                               ("valid", "test").index(split))
+      logits[memo] = split_logits(mask_fns[p], params, data.x, bs,
+                                  jax.random.split(key, max_masks))
+    n = int(arm.split("_")[1])
+    return ensemble_metrics(logits[memo][:n], data.y, output, np.argmax(ws_logits, axis=-1))
+
+  arms = [harness.Arm(BASELINE)] + [harness.Arm(f"mc_{n}") for n in exp.mask_counts]
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  return harness.Experiment(
+      "dropout_ensemble", arms, BASELINE, tuple(float(p) for p in exp.dropout_rates),
+      SIZE_LABEL, seeds, fit, measure, select="accuracy",
+      data_note="one network per seed, trained on the whole training split; every inference "
+                "rule reads the same networks")
+
+
+FIELDS = [("accuracy", "test acc %", 100.0), ("agreement", "agrees with weight scaling %",
+                                               100.0)]
+LL_FIELDS = [("log_likelihood", "mean test log-likelihood", 1.0)]
 
 
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Trains with dropout, then compares weight scaling with N-mask Monte Carlo averages.
-
-  Returns {"weight_scaling": {"accuracy", "log_likelihood"}, "monte_carlo": [rows of
-  mc_curve], "train": train_and_evaluate's result, "wall_time": s}; writes results.{md,json}
-  and dropout_ensemble.png into workdir (train_and_evaluate's run is in workdir/train).
-  """
-  t_start = time.time()
+  """Every inference rule at every training dropout rate, under the harness's protocol;
+  writes results.{md,json} and dropout_ensemble.png. Returns the harness's results."""
   validate(config)
-  exp = config.experiment
-  # Its own run in workdir/train: resumable from its checkpoints whatever happens here.
-  trained = train.train_and_evaluate(config, workdir / "train")
-  params = trained["state"]["params"]
-  dataset = data_lib.load(config.data)
-  k = losses.num_outputs(config, dataset)
-  model = models.build(config.model, dataset.input_shape, k)
-  test = dataset.test
-  if not len(test):
-    raise errors.ConfigError("the test split is empty; set config.data.test_fraction > 0")
-
-  t_mc = time.time()
-  ws_fn = jax.jit(lambda p, x: model.apply(p, x, train=False))
-  ws_logits_NxK = split_logits(ws_fn, params, test.x, config.eval_batch_size)
-  ws_nll_N, ws_pred_N = losses.mixture_nll(jnp.asarray(ws_logits_NxK)[None],
-                                                   jnp.asarray(test.y), config.loss.output)
-  ws_pred_N = np.asarray(ws_pred_N)
-  weight_scaling = {"accuracy": float((ws_pred_N == test.y).mean()),
-                    "log_likelihood": float(-ws_nll_N.mean())}
-  keys_M = jax.random.split(jax.random.key(exp.mask_seed), exp.max_masks)
-  logits_MxNxK = split_logits(make_mask_logits_fn(model, exp.masks_per_call), params, test.x,
-                              config.eval_batch_size, keys_M)
-  rows = mc_curve(logits_MxNxK, test.y, config.loss.output, ws_pred_N)
-  logging.info("weight scaling: test accuracy %.4f, log-likelihood %.4f",
-               weight_scaling["accuracy"], weight_scaling["log_likelihood"])
-  step = int(trained["state"]["step"])
-  with metrics_lib.MetricWriter(workdir, tensorboard=False) as writer:
-    writer.write({"step": step, "split": "weight_scaling", **weight_scaling})
-    for row in rows:
-      writer.write({"step": step, "split": "mc_dropout", **row})
-      logging.info("MC dropout N=%4d: test accuracy %.4f ± %.4f, log-likelihood %.4f ± %.4f, "
-                   "agreement %.4f", row["masks"], row["accuracy"], row["accuracy_std"],
-                   row["log_likelihood"], row["log_likelihood_std"], row["agreement"])
-  out = {"weight_scaling": weight_scaling, "monte_carlo": rows,
-         "mc_seconds": time.time() - t_mc, "wall_time": time.time() - t_start}
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+  result = harness.run(experiment(config, writer), workdir, writer)
   if jax.process_index() == 0:
-    _write_results(workdir, config, dataset, out)
-  return dict(out, train=trained)
+    write(workdir, config, result)
+  return result
 
 
-def _write_results(workdir: str, config, dataset, out: dict) -> None:
-  """results.json, results.md and dropout_ensemble.png."""
-  report.write_json(workdir / "results.json", out)
-  ws = out["weight_scaling"]
-  lines = [
-      f"Dropout as an ensemble: {dataset.name}, {len(dataset.test)} test examples, "
-      f"dropout p={config.model.dropout:g}; N-mask rows are mean ± std over the "
-      f"{config.experiment.max_masks}/N disjoint ensembles of N masks.",
-      "",
-      "| inference | masks N | test acc % | mean test log-likelihood | agreement with weight "
-      "scaling % |",
-      "|---|---|---|---|---|",
-      f"| weight scaling | - | {100 * ws['accuracy']:.2f} | {ws['log_likelihood']:.4f} | 100 |"]
-  for r in out["monte_carlo"]:
-    lines.append(
-        f"| Monte Carlo | {r['masks']} | {100 * r['accuracy']:.2f} ± "
-        f"{100 * r['accuracy_std']:.2f} | {r['log_likelihood']:.4f} ± "
-        f"{r['log_likelihood_std']:.4f} | {100 * r['agreement']:.1f} |")
-  workdir_lib.write_text(workdir / "results.md", "\n".join(lines) + "\n")
-  _plot(workdir / "dropout_ensemble.png", out, dataset.name)
+def notes(config) -> list[str]:
+  exp = config.experiment
+  return [
+      f"{config.data.name}: every seed trains one {config.model.name} "
+      f"{tuple(config.model.get('hidden_sizes', ()))} {config.model.get('activation', '')} "
+      f"network with dropout p on its hidden units, on the whole training split, "
+      f"{config.num_steps} steps of {config.optimizer.name} (learning rate "
+      f"{config.optimizer.learning_rate:g}), batch {config.batch_size}. On those networks: "
+      f"weight scaling (one pass, every unit on) and mc_N, the average of Pr(y|x,d) over the "
+      f"first N of the seed's {max(exp.mask_counts)} masks. The arms share the networks, so "
+      f"nothing is tuned per arm (the 'chosen' column is empty) and the paired differences "
+      f"isolate the inference rule; ± is over independently trained networks."]
 
 
-def _plot(path: str, out: dict, name: str) -> None:
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
-  rows, ws = out["monte_carlo"], out["weight_scaling"]
-  n = np.array([r["masks"] for r in rows])
-  fig = Figure(figsize=(10, 4), layout="constrained")
-  axes = fig.subplots(1, 2)
-  for ax, key, scale, label in ((axes[0], "accuracy", 100.0, "test accuracy (%)"),
-                                (axes[1], "log_likelihood", 1.0, "mean test log Pr(y|x)")):
-    mean = scale * np.array([r[key] for r in rows])
-    std = scale * np.array([r[key + "_std"] for r in rows])
-    ax.plot(n, mean, "o-", color="C0", label="Monte Carlo over N masks")
-    ax.fill_between(n, mean - std, mean + std, color="C0", alpha=0.2,
-                    label="± std over the disjoint N-mask ensembles")
-    ax.axhline(scale * ws[key], color="C3", linestyle="--", label="weight scaling")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("dropout masks N")
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-  fig.suptitle(f"Dropout as an ensemble on {name}: Pr(y|x) = sum_d Pr(d) Pr(y|x,d)")
-  report.save_figure(fig, path)
+def write(workdir, config, result) -> None:
+  """results.{md,json} and dropout_ensemble.png from the harness's results (harness.write's
+  layout, with accuracies to 0.01 points: the rules differ by tenths)."""
+  if jax.process_index() != 0:
+    return
+  report.write_json(workdir / "results.json", result)
+  workdir_lib.write_text(workdir / "results.md", "\n\n".join([
+      "# Dropout as an ensemble: weight scaling vs Monte Carlo", *notes(config),
+      harness.protocol_note(result), harness.table(result, FIELDS, digits=2),
+      "Mean test log-likelihood (1/n) sum log Pr(y|x):",
+      harness.table(result, LL_FIELDS, digits=4)]) + "\n")
+  harness.plot(workdir / "dropout_ensemble.png", result, "log_likelihood",
+               "mean test log-likelihood (nats)",
+               "Dropout as an ensemble: weight scaling vs N-mask Monte Carlo", scale=1.0)

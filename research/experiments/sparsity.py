@@ -8,11 +8,16 @@ Two penalties that both say "sparse", on different things:
   weights      E + (lambda_1/m) sum_l sum_ij |w^l_ij|            (losses.l1_penalty)
                pushes parameters to 0: a sparse *model*.
 
-The lecture's MLP (config.model, ReLU hidden units, no dropout) trains on a seeded slice of
-experiment.train_examples examples once per strength of each penalty (experiment.activation_l1,
-experiment.weight_l1, plus no penalty) and per seed. With config.grad="manual" it trains with
-the hand-written backward pass (research/backprop/mlp.py), where the activation penalty adds
-(lambda_h/B) sign(sigma^l_j) to dE/dsigma^l_j. On the test set it measures:
+The harness (research/experiments/harness.py) runs the protocol. The lecture's MLP
+(config.model, ReLU hidden units, no dropout) trains on the whole training split for every
+seed (there is no subset to draw; the seeds differ in the init and the batch order); the arms
+are the strengths of each penalty, "activations <lambda_h>" for experiment.activation_l1 and
+"weights <lambda_1>" for experiment.weight_l1, beside "none" (the baseline). The section is a
+sweep of the trade-off between sparsity and accuracy, so no arm tunes anything (one setting
+each, the same budget) and every strength is reported, paired with none over the seeds. With
+config.grad="manual" it trains with the hand-written backward pass (research/backprop/mlp.py),
+where the activation penalty adds (lambda_h/B) sign(sigma^l_j) to dE/dsigma^l_j. On the test
+set it measures:
 
   test accuracy, test loss
   hidden near zero   the fraction of hidden units with |sigma^l_j| <= experiment.near_zero,
@@ -27,29 +32,28 @@ the hand-written backward pass (research/backprop/mlp.py), where the activation 
   weights near zero  the fraction of weights w^l_ij (all layers) with |w| <= experiment.near_zero
 """
 import functools
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import logging
+import numpy as np
 
 from research import config_lib
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
+from research import optim
 from research.backprop import mlp as backprop_mlp
 from research.experiments import harness
 from research.experiments import report
 from research.experiments import variants as variants_lib
 
-FIELDS = ("test_accuracy", "test_loss", "hidden_near_zero", "hidden_exact_zero", "dead_units",
-          "weights_near_zero")
-RANGES = {"train_examples": config_lib.Range(True, 0), "subset_seed": config_lib.Range(True, 0),
-          "repeats": config_lib.Range(True, 1),
+SPARSITY = ("hidden_near_zero", "hidden_exact_zero", "dead_units", "weights_near_zero")
+RANGES = {"seeds": config_lib.Range(True, 2),
           "near_zero": config_lib.Range(False, 0.0, low_open=True)}
 
 
@@ -62,9 +66,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "config.model.name='mlp' and config.model.dropout=0")
   for field in ("activation_l1", "weight_l1"):
     values = tuple(config.experiment[field])
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in values):
-      raise errors.ConfigError(f"config.experiment.{field}={values!r} must be positive numbers "
-                               "(no penalty is always trained as 'none')")
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+                         for v in values):
+      raise errors.ConfigError(f"config.experiment.{field}={values!r} must be positive numbers, "
+                               "at least one (no penalty is always trained as 'none')")
+  errors.check_choice("experiment.seed_mode", config.experiment.seed_mode, harness.SEED_MODES)
   if config.loss.l1:
     raise errors.ConfigError(f"config.loss.l1={config.loss.l1!r} must be 0: the experiment sets "
                              "lambda_1 from config.experiment.weight_l1")
@@ -103,97 +109,128 @@ def make_sparsity_fn(activation: str, near_zero: float):
   return sparsity
 
 
-@report.runner
-def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Trains every penalty strength; writes results.{md,json} and sparsity.png.
+def arm_names(exp) -> list[tuple[str, str, float]]:
+  """[(arm, penalty, strength)]: none, then each strength of each penalty."""
+  return ([("none", "none", 0.0)]
+          + [(f"activations {v:g}", "activations", float(v)) for v in exp.activation_l1]
+          + [(f"weights {v:g}", "weights", float(v)) for v in exp.weight_l1])
 
-  Returns {"variants": {name: {"penalty", "strength", field: {"mean", "std"}, "runs"}},
-  "wall_time": s}.
-  """
-  t_start = time.time()
-  validate(config)
+
+def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
+  """The harness's view of the runner (module doc): one size, the whole training split."""
   exp = config.experiment
   dataset = data_lib.load(config.data)
-  train_split = harness.seeded_slice(dataset.train, exp.train_examples, exp.subset_seed)
-  m, k = len(train_split), losses.num_outputs(config, dataset)
+  m, k = len(dataset.train), losses.num_outputs(config, dataset)
   model = models.build(config.model, dataset.input_shape, k)
-  settings = ([("none", 0.0)] + [("activations", v) for v in exp.activation_l1]
-              + [("weights", v) for v in exp.weight_l1])
-  variants = []
-  for penalty, strength in settings:
-    name = "none" if penalty == "none" else f"{penalty} {strength:g}"
-    kwargs = {"activations": {"lam_act": strength}, "weights": {"lam1": strength}}.get(penalty, {})
-    variants.append(make_variant(name, config, model, k, m, **kwargs))
-  evaluate = variants_lib.accuracy_fn(model, config.loss.output, k, config.eval_batch_size)
+  eval_fn = kernel.make_eval_fn(model, config.loss.output, k)
   sparsity = make_sparsity_fn(config.model.activation, exp.near_zero)
+  splits = {"valid": dataset.valid, "test": dataset.test}
   x_test = jax.device_put(dataset.test.x)
+  penalties = {arm: (penalty, strength) for arm, penalty, strength in arm_names(exp)}
 
-  def measure(variant, params):
-    te = evaluate(params, dataset.test)
-    return {"test_accuracy": te["accuracy"], "test_loss": te["loss"],
-            **{k: float(v) for k, v in sparsity(params, x_test).items()}}
+  def fit(arm, setting, size, seeds, subsets):
+    del setting, subsets  # Nothing to tune; every seed trains on the whole training split.
+    penalty, strength = penalties[arm]
+    kwargs = {"activations": {"lam_act": strength}, "weights": {"lam1": strength}}.get(penalty,
+                                                                                       {})
+    variant = make_variant(arm, config, model, k, m, **kwargs)
+    optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
+    return harness.train_seeds(
+        model, variant.loss_fn, optimizer, config.num_steps, config.batch_size,
+        [dataset.train] * len(seeds), seeds, mode=exp.seed_mode,
+        value_and_grad=variant.value_and_grad, chunk_steps=config.eval_every,
+        what=f"sparsity {arm}", writer=writer, tag={"arm": arm})
 
-  seeds = [config.seed + r for r in range(exp.repeats)]
+  def measure(arm, setting, size, seed, params, split):
+    out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size)
+    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    if split == "test":
+      record.update({f: float(v) for f, v in sparsity(params, x_test).items()})
+    return record
+
+  arms = [harness.Arm(arm) for arm in penalties]
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  return harness.Experiment(
+      "sparsity", arms, "none", (m,), "training examples", seeds, fit, measure,
+      select="accuracy", data_note="each trains on the whole training split: no subset to draw")
+
+
+FIELDS = [("accuracy", "test acc %", 100.0)]
+
+
+@report.runner
+def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
+  """Every strength of both penalties, under the harness's protocol; writes results.{md,json}
+  and sparsity.png. Returns the harness's results."""
+  validate(config)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  logging.info("%s: %d training examples, %d test; %d settings x %d seeds, grad=%s",
-               dataset.name, m, len(dataset.test), len(variants), len(seeds), config.grad)
-  results = variants_lib.run_variants(variants, config, train_split.x, train_split.y, seeds,
-                                      measure, writer, FIELDS)
-  for (penalty, strength), variant in zip(settings, variants):
-    results[variant.name].update(penalty=penalty, strength=strength)
-  out = {"variants": results, "wall_time": time.time() - t_start}
+  result = harness.run(experiment(config, writer), workdir, writer)
   if jax.process_index() == 0:
-    _write(workdir, config, dataset, m, out)
-  return out
+    write(workdir, config, result)
+  return result
 
 
-def _write(workdir, config, dataset, m: int, out: dict) -> None:
-  cell = variants_lib.cell
-  rows = [{"penalty on": r["penalty"],
-           "strength": "-" if r["penalty"] == "none" else (
-               f"lambda_h={r['strength']:g}" if r["penalty"] == "activations"
-               else f"lambda_1={r['strength']:g}"),
-           "test acc %": cell(r["test_accuracy"]), "test loss": cell(r["test_loss"], 1.0, 3),
-           "hidden near 0 %": cell(r["hidden_near_zero"]),
-           "hidden = 0 %": cell(r["hidden_exact_zero"]),
-           "dead units %": cell(r["dead_units"]),
-           "weights near 0 %": cell(r["weights_near_zero"])}
-          for r in out["variants"].values()]
+def notes(config, result) -> list[str]:
   exp = config.experiment
-  notes = [f"{dataset.name}: {m} training examples, {len(dataset.test)} test; MLP "
-           f"{dataset.input_shape} -> {tuple(config.model.hidden_sizes)} "
-           f"{config.model.activation} -> {config.loss.output}, {config.num_steps} steps of "
-           f"{config.optimizer.name}, grad={config.grad}; near 0 means |.| <= {exp.near_zero:g}; "
-           f"mean ± std over {exp.repeats} seeds."]
-  report.write_results(workdir, "Sparse representations: L1 on the hidden units vs on the "
-                       "weights", list(rows[0]), rows, notes, out)
-  _plot(workdir / "sparsity.png", out["variants"], dataset.name, m)
+  return [f"{config.data.name}: every seed trains on the whole training split "
+          f"({result['sizes'][0]['size']} examples); MLP {tuple(config.model.hidden_sizes)} "
+          f"{config.model.activation} -> {config.loss.output}, {config.num_steps} steps of "
+          f"{config.optimizer.name}, grad={config.grad}. The methods are the strengths of L1 on "
+          f"the hidden units (activations, lambda_h) and on the weights (weights, lambda_1): a "
+          f"sweep, nothing chosen ('chosen' is empty). Near 0 means |.| <= {exp.near_zero:g}."]
 
 
-def _plot(path, results: dict, name: str, m: int) -> None:
+def sparsity_table(result) -> str:
+  """Test loss and the sparsity each arm buys, mean ± sample std over seeds."""
+  rows = []
+  for entry in result["sizes"]:
+    for name, arm in entry["arms"].items():
+      st = arm["stats"]
+      rows.append({"method": name, "test loss": harness.fmt_summary(st["loss"], 1.0, 3),
+                   "hidden near 0 %": harness.fmt_summary(st["hidden_near_zero"]),
+                   "hidden = 0 %": harness.fmt_summary(st["hidden_exact_zero"]),
+                   "dead units %": harness.fmt_summary(st["dead_units"]),
+                   "weights near 0 %": harness.fmt_summary(st["weights_near_zero"])})
+  return report.markdown_table(list(rows[0]), rows)
+
+
+def write(workdir, config, result) -> None:
+  """results.{md,json} and sparsity.png from the harness's results."""
+  harness.write(workdir, result, "Sparse representations: L1 on the hidden units vs on the "
+                "weights", FIELDS, notes(config, result),
+                extra=["Test loss and sparsity on the test set (mean ± sample std):",
+                       sparsity_table(result)])
+  _plot(workdir / "sparsity.png", config, result)
+
+
+def _plot(path, config, result: dict) -> None:
   """Test accuracy against the sparsity each penalty buys: of the hidden values (left) and of
-  the weights (right); one line per penalty, points labelled with their strength."""
+  the weights (right); one line per penalty, points labelled with their strength; error bars
+  the 95% t-interval of the mean."""
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
 
+  arms = result["sizes"][0]["arms"]
+  names = arm_names(config.experiment)
   fig = Figure(figsize=(10, 4.2), layout="constrained")
   axes = fig.subplots(1, 2, sharey=True)
-  none = results["none"]
-  for ax, field, label in ((axes[0], "hidden_near_zero", "hidden units near 0 per example (%)"),
+  for ax, field, label in ((axes[0], "hidden_exact_zero", "hidden units exactly 0 per example (%)"),
                            (axes[1], "weights_near_zero", "weights near 0 (%)")):
     for penalty, color, marker in (("activations", "#3182bd", "o"), ("weights", "#e6550d", "s")):
-      rows = [none] + [r for r in results.values() if r.get("penalty") == penalty]
-      xs = [100 * r[field]["mean"] for r in rows]
-      ys = [100 * r["test_accuracy"]["mean"] for r in rows]
-      errs = [100 * r["test_accuracy"]["std"] for r in rows]
-      ax.errorbar(xs, ys, yerr=errs, color=color, marker=marker, capsize=3,
-                  label=f"L1 on the {penalty}")
-      for r, x, y in zip(rows[1:], xs[1:], ys[1:]):
-        ax.annotate(f"{r['strength']:g}", (x, y), textcoords="offset points", xytext=(4, 4),
+      rows = [(a, s) for a, p, s in names if p in ("none", penalty)]
+      xs = [100 * arms[a]["stats"][field]["mean"] for a, _ in rows]
+      accs = [[100 * r["accuracy"] for r in arms[a]["test"]] for a, _ in rows]
+      ys = [float(np.mean(v)) for v in accs]
+      cis = [harness.t_interval(v) for v in accs]
+      ax.errorbar(xs, ys, yerr=[[y - lo for y, (lo, _) in zip(ys, cis)],
+                                [hi - y for y, (_, hi) in zip(ys, cis)]],
+                  color=color, marker=marker, capsize=3, label=f"L1 on the {penalty}")
+      for (_, strength), x, y in zip(rows[1:], xs[1:], ys[1:]):
+        ax.annotate(f"{strength:g}", (x, y), textcoords="offset points", xytext=(4, 4),
                     fontsize=7, color=color)
     ax.set_xlabel(label)
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("test accuracy (%)")
-  axes[0].legend(loc="lower left")
-  fig.suptitle(f"Sparse representations vs sparse weights ({name}, {m} training examples; "
+  axes[0].legend(loc="center", title=f"mean, 95% CI (n={len(result['seeds'])})")
+  fig.suptitle(f"Sparse representations vs sparse weights ({config.data.name}; "
                "labels: lambda)")
   report.save_figure(fig, path)

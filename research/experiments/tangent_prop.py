@@ -22,39 +22,41 @@ reverse mode (`jax.vjp`, what jax.grad uses) would need one backward pass per ou
 build J first. Training needs dE_tangent/dw, so jax.grad differentiates through the jvp:
 reverse-over-forward.
 
-The comparison, on a seeded slice of experiment.train_examples examples, per seed:
-  none          the data term alone
+The harness (research/experiments/harness.py) runs the protocol. Its sizes are labels per
+class (experiment.labels_per_class: stratified subsets, redrawn per seed); the methods are
+  none          the data term alone: the baseline
   augment       the same transformations applied instead: each step, every image is shifted
-                by a uniform (dx, dy) in [-max_shift, max_shift] pixels and rotated by a
-                uniform angle in [-max_degrees, max_degrees] (bilinear resampling)
-  tangent_prop  E + E_tangent with gamma = experiment.tangent_weight
+                by a uniform (dx, dy) in [-m max_shift, m max_shift] pixels and rotated by a
+                uniform angle in [-m max_degrees, m max_degrees] (bilinear resampling)
+  tangent_prop  E + E_tangent
+Tuning, with the same budget: none chooses its learning rate from experiment.learning_rates,
+augment its magnitude m from experiment.augment_magnitudes, tangent_prop its gamma from
+experiment.tangent_weights, each by mean validation accuracy over the seeds. Measured on the
+test split: accuracy, data loss and sum_t ||J t||^2 (how flat the output is along the
+tangents, before gamma), and accuracy on the seed's own training subset.
 """
 import functools
 import math
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
 from research import config_lib
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
 from research import models
+from research import optim
 from research.experiments import harness
 from research.experiments import report
-from research.experiments import variants as variants_lib
 
 METHODS = ("none", "augment", "tangent_prop")
-FIELDS = ("train_accuracy", "valid_accuracy", "test_accuracy", "test_loss", "tangent_norm")
-RANGES = {"train_examples": config_lib.Range(True, 0), "subset_seed": config_lib.Range(True, 0),
-          "repeats": config_lib.Range(True, 1),
-          "tangent_weight": config_lib.Range(False, 0.0, low_open=True),
+RANGES = {"seeds": config_lib.Range(True, 2),
           "blur_sigma": config_lib.Range(False, 0.0, low_open=True),
           "max_shift": config_lib.Range(False, 0.0), "max_degrees": config_lib.Range(False, 0.0)}
 
@@ -166,8 +168,20 @@ def random_affine(key: jax.Array, x_NHWC: jax.Array, max_shift: float,
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  report.check_experiment(config, "configs/exp_tangent_prop.py", RANGES, METHODS)
-  errors.check_choice("experiment.tangent_output", config.experiment.tangent_output, OUTPUTS)
+  exp = report.check_experiment(config, "configs/exp_tangent_prop.py", RANGES, METHODS)
+  errors.check_choice("experiment.tangent_output", exp.tangent_output, OUTPUTS)
+  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
+  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
+  sizes = errors.check_ints("experiment.labels_per_class", exp.labels_per_class,
+                            " (labelled training examples per class)")
+  errors.check_batch_size(config.batch_size, 10 * min(sizes),
+                          "training examples of the smallest size")
+  for field in ("learning_rates", "augment_magnitudes", "tangent_weights"):
+    if not tuple(exp[field]):
+      raise errors.ConfigError(f"config.experiment.{field} is empty; give its arm at least one "
+                               "setting to choose from")
+    for value in exp[field]:
+      errors.check_positive(f"experiment.{field}[]", value)
   if config.loss.output != "softmax":
     raise errors.ConfigError(f"config.loss.output={config.loss.output!r}: tangent propagation "
                              "penalises the softmax output here; set config.loss.output='softmax'")
@@ -176,75 +190,102 @@ def validate(config: ml_collections.ConfigDict) -> None:
                              "each method of the tangent experiment adds its own regularizer")
 
 
-@report.runner
-def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Trains every method of config.experiment.methods; writes results.{md,json} and
-  tangent_prop.png. Returns {"methods": {name: {field: {"mean", "std"}, "runs"}}, "wall_time"}."""
-  t_start = time.time()
-  validate(config)
+def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
+  """The harness's view of the runner (module doc): sizes are labels per class."""
   exp = config.experiment
   dataset = data_lib.load(config.data)
   if dataset.train.x.ndim != 4:
     raise errors.ConfigError(
         f"tangent propagation needs images x_NxHxWxC but {dataset.name} gives shape "
         f"{dataset.input_shape}; set config.data.image_size (28 for mnist_subset, 8 for digits)")
-  train_split = harness.seeded_slice(dataset.train, exp.train_examples, exp.subset_seed)
   k = dataset.num_classes
+  # Refuse a size no class can hold now, before any training.
+  harness.stratified_indices(dataset.train.y, max(exp.labels_per_class), config.seed, k)
   model = models.build(config.model, dataset.input_shape, k)
-  data_loss = losses.make_loss_fn(model, "softmax", 0.0, len(train_split), k)
-  make = {
-      "none": lambda: variants_lib.Variant("none", model, data_loss),
-      "augment": lambda: variants_lib.Variant("augment", model, data_loss, functools.partial(
-          random_affine, max_shift=exp.max_shift, max_degrees=exp.max_degrees)),
-      "tangent_prop": lambda: variants_lib.Variant("tangent_prop", model, make_tangent_loss_fn(
-          model, k, exp.tangent_weight, exp.blur_sigma, exp.tangent_output)),
-  }
-  variants = [make[m]() for m in exp.methods]
-  evaluate = variants_lib.accuracy_fn(model, "softmax", k, config.eval_batch_size)
+  draw = harness.labelled_draw(dataset.train, k)
+  eval_fn = kernel.make_eval_fn(model, "softmax", k)
+  bs = config.eval_batch_size
   tangent_norm = jax.jit(lambda p, x: jnp.square(output_tangents(
       model.apply, p, x, image_tangents(x, exp.blur_sigma), exp.tangent_output)[1]
   ).sum(axis=(0, 2)).mean())
   x_test = jax.device_put(dataset.test.x)
+  splits = {"valid": dataset.valid, "test": dataset.test}
 
-  def measure(variant, params):
-    tr = evaluate(params, train_split)
-    va, te = evaluate(params, dataset.valid), evaluate(params, dataset.test)
-    return {"train_accuracy": tr["accuracy"], "valid_accuracy": va.get("accuracy", np.nan),
-            "test_accuracy": te["accuracy"], "test_loss": te["loss"],
-            "tangent_norm": float(tangent_norm(params, x_test))}
+  def fit(method, setting, per_class, seeds, subsets):
+    lr = setting.get("learning_rate", config.optimizer.learning_rate)
+    optimizer = optim.make_optimizer(config_lib.optimizer(
+        **{**config.optimizer.to_dict(), "learning_rate": lr}), config.num_steps)
+    augment_fn = None
+    if method == "tangent_prop":
+      loss_fn = make_tangent_loss_fn(model, k, setting["gamma"], exp.blur_sigma,
+                                     exp.tangent_output)
+    else:
+      loss_fn = losses.make_loss_fn(model, "softmax", 0.0, k * per_class, k)
+    if method == "augment":
+      m = setting["magnitude"]
+      augment_fn = functools.partial(random_affine, max_shift=m * exp.max_shift,
+                                     max_degrees=m * exp.max_degrees)
+    return harness.train_seeds(
+        model, loss_fn, optimizer, config.num_steps, config.batch_size, subsets, seeds,
+        mode=exp.seed_mode, augment_fn=augment_fn, chunk_steps=config.eval_every,
+        what=f"tangent_prop {method} at {per_class} labels per class", writer=writer,
+        tag={"labels_per_class": per_class, "arm": method, **setting})
 
-  seeds = [config.seed + r for r in range(exp.repeats)]
+  def measure(method, setting, per_class, seed, params, split):
+    out = kernel.evaluate(eval_fn, params, splits[split], bs)
+    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    if split == "test":
+      record["train_accuracy"] = kernel.evaluate(eval_fn, params, draw(per_class, seed),
+                                                 bs)["accuracy"]
+      record["tangent_norm"] = float(tangent_norm(params, x_test))
+    return record
+
+  grids = {"none": {"learning_rate": tuple(exp.learning_rates)},
+           "augment": {"magnitude": tuple(exp.augment_magnitudes)},
+           "tangent_prop": {"gamma": tuple(exp.tangent_weights)}}
+  arms = [harness.Arm(m, grids[m]) for m in exp.methods]
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  return harness.Experiment(
+      "tangent_prop", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
+      seeds, fit, measure, select="accuracy", draw=draw)
+
+
+FIELDS = [("accuracy", "test acc %", 100.0)]
+DETAIL_FIELDS = [("loss", "test loss", 1.0), ("tangent_norm", "test sum_t ‖J t‖²", 1.0)]
+
+
+@report.runner
+def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
+  """Every method at every number of labels per class, under the harness's protocol; writes
+  results.{md,json} and tangent_prop.png. Returns the harness's results."""
+  validate(config)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  logging.info("%s: %d training examples, %d valid, %d test; methods %s", dataset.name,
-               len(train_split), len(dataset.valid), len(dataset.test), ", ".join(exp.methods))
-  results = variants_lib.run_variants(variants, config, train_split.x, train_split.y, seeds,
-                                      measure, writer, FIELDS)
-  out = {"methods": results, "wall_time": time.time() - t_start}
+  result = harness.run(experiment(config, writer), workdir, writer)
   if jax.process_index() == 0:
-    _write(workdir, config, dataset, len(train_split), out)
-  return out
+    write(workdir, config, result)
+  return result
 
 
-def _write(workdir, config, dataset, n: int, out: dict) -> None:
-  exp, cell = config.experiment, variants_lib.cell
-  setting = {"none": "-",
-             "augment": f"shift ±{exp.max_shift:g} px, rotate ±{exp.max_degrees:g}°",
-             "tangent_prop": f"gamma={exp.tangent_weight:g}"}
-  rows = [{"method": name, "setting": setting[name],
-           "train acc %": cell(r["train_accuracy"]), "valid acc %": cell(r["valid_accuracy"]),
-           "test acc %": cell(r["test_accuracy"]), "test loss": cell(r["test_loss"], 1.0, 3),
-           "test sum_t ‖J t‖²": cell(r["tangent_norm"], 1.0, 4)}
-          for name, r in out["methods"].items()]
-  notes = [f"{dataset.name} {dataset.input_shape}: a slice of {n} training examples, "
-           f"{len(dataset.valid)} valid, {len(dataset.test)} test; "
-           f"{config.model.name} {tuple(config.model.get('hidden_sizes', ()))}, "
-           f"{config.num_steps} steps of {config.optimizer.name}; tangents: shift x, shift y, "
-           f"rotation, blur sigma {exp.blur_sigma:g} px; mean ± std over {exp.repeats} seeds. "
-           "The last column is the penalty's sum over the three tangents on the test set "
-           "(before gamma): how flat each network's output is along them."]
-  report.write_results(workdir, "Tangent propagation vs augmentation", list(rows[0]), rows,
-                       notes, out)
-  variants_lib.bar_plot(workdir / "tangent_prop.png", out["methods"],
-                        [("test_accuracy", "test accuracy (%)", 100.0),
-                         ("tangent_norm", "test sum_t ‖J t‖²", 1.0)],
-                        f"Tangent propagation on {n} {dataset.name} training examples")
+def notes(config) -> list[str]:
+  exp = config.experiment
+  return [
+      f"{config.data.name}: labels per class drawn from the training split; "
+      f"{config.model.name} {tuple(config.model.get('hidden_sizes', ()))} "
+      f"{config.model.get('activation', '')}, {config.num_steps} steps of "
+      f"{config.optimizer.name}, batch {config.batch_size}. Tangents: shift x, shift y, "
+      f"rotation, blur sigma {exp.blur_sigma:g} px; J of the {exp.tangent_output}. Chosen by "
+      f"validation accuracy with the same budget: none's learning rate from "
+      f"{tuple(exp.learning_rates)}; augment's magnitude m from {tuple(exp.augment_magnitudes)} "
+      f"(shifts up to m x {exp.max_shift:g} px, rotations up to m x {exp.max_degrees:g} "
+      f"degrees); tangent_prop's gamma from {tuple(exp.tangent_weights)} (learning rate "
+      f"{config.optimizer.learning_rate:g} for both)."]
+
+
+def write(workdir, config, result) -> None:
+  """results.{md,json} and tangent_prop.png from the harness's results."""
+  detail = harness.table(result, DETAIL_FIELDS, digits=3)
+  harness.write(workdir, result, "Tangent propagation vs augmentation", FIELDS, notes(config),
+                extra=["Test loss and sum_t ‖J t‖² on the test images (before gamma: how "
+                       "flat the output is along the tangents):", detail])
+  harness.plot(workdir / "tangent_prop.png", result, "accuracy", "test accuracy (%)",
+               "Tangent propagation vs augmentation by the same transformations")

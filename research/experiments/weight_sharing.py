@@ -8,113 +8,134 @@ model can represent every function the conv can, so any difference comes from th
 sharing says one feature detector is worth applying everywhere, the prior a small training set
 cannot teach.
 
-For each size n of experiment.train_examples, a seeded slice of n training examples
-(harness.seeded_slice) trains both variants for experiment.repeats seeds
-(variants.fit, the library's train chunk; config.grad=manual trains them with
-research/backprop/local_cnn.py). The table gives the parameter count, train accuracy (on the
-slice, eval mode), test accuracy, the gap and the test loss, mean ± std over the seeds.
+The harness (research/experiments/harness.py) runs the protocol: its sizes are labels per
+class (experiment.labels_per_class: stratified subsets, redrawn per seed); the arms are conv
+(the baseline) and local, each choosing its learning rate from experiment.learning_rates on
+the validation split (the same budget); config.grad=manual trains them with
+research/backprop/local_cnn.py. Measured on the test split: accuracy, the gap (train accuracy
+on the seed's own subset, eval mode, minus test accuracy), the test loss and the parameter
+count.
 """
-import time
 from typing import Any
 
 import jax
 import ml_collections
-from absl import logging
 
 from research import config_lib
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import metrics as metrics_lib
+from research import optim
 from research.experiments import harness
 from research.experiments import report
 from research.experiments import variants as variants_lib
 from research.models import layers
 
 VARIANTS = {"conv": True, "local": False}  # name -> config.model.shared
-FIELDS = ("train_accuracy", "test_accuracy", "gap", "test_loss")
-RANGES = {"subset_seed": config_lib.Range(True, 0), "repeats": config_lib.Range(True, 1)}
+RANGES = {"seeds": config_lib.Range(True, 2)}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  report.check_experiment(config, "configs/exp_weight_sharing.py", RANGES)
+  exp = report.check_experiment(config, "configs/exp_weight_sharing.py", RANGES)
   if config.model.name != "local_cnn":
     raise errors.ConfigError(f"config.model.name={config.model.name!r}: the weight sharing "
                              "experiment compares the two kinds of 'local_cnn'; set it to that")
-  errors.check_ints("experiment.train_examples", config.experiment.train_examples,
-                    " (0 = the whole train split)", minimum=0)
+  sizes = errors.check_ints("experiment.labels_per_class", exp.labels_per_class,
+                            " (labelled training examples per class)")
+  errors.check_batch_size(config.batch_size, 10 * min(sizes),
+                          "training examples of the smallest size")
+  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
+  if not tuple(exp.learning_rates):
+    raise errors.ConfigError("config.experiment.learning_rates is empty; give each kind of "
+                             "layer at least one step size to choose from")
+  for lr in exp.learning_rates:
+    errors.check_positive("experiment.learning_rates[]", lr)
+
+
+def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
+  """The harness's view of the runner (module doc): sizes are labels per class."""
+  exp = config.experiment
+  dataset = data_lib.load(config.data)
+  k = losses.num_outputs(config, dataset)
+  # Refuse a size no class can hold now, before any training.
+  harness.stratified_indices(dataset.train.y, max(exp.labels_per_class), config.seed, k)
+  draw = harness.labelled_draw(dataset.train, k)
+  configs = {}
+  for name, shared in VARIANTS.items():
+    configs[name] = config.copy_and_resolve_references()
+    configs[name].model.shared = shared
+  models = {name: variants_lib.standard_variant(name, cfg, dataset.input_shape, k, 1).model
+            for name, cfg in configs.items()}
+  eval_fns = {name: kernel.make_eval_fn(m, config.loss.output, k) for name, m in models.items()}
+  params = {name: layers.param_count(jax.eval_shape(m.init, jax.random.key(0)))
+            for name, m in models.items()}
+  splits = {"valid": dataset.valid, "test": dataset.test}
+  bs = config.eval_batch_size
+
+  def fit(name, setting, per_class, seeds, subsets):
+    variant = variants_lib.standard_variant(name, configs[name], dataset.input_shape, k,
+                                            k * per_class)
+    optimizer = optim.make_optimizer(config_lib.optimizer(
+        **{**config.optimizer.to_dict(), "learning_rate": setting["learning_rate"]}),
+        config.num_steps)
+    return harness.train_seeds(
+        variant.model, variant.loss_fn, optimizer, config.num_steps, config.batch_size,
+        subsets, seeds, mode=exp.seed_mode, augment_fn=variant.augment_fn,
+        value_and_grad=variant.value_and_grad, chunk_steps=config.eval_every,
+        what=f"weight_sharing {name} at {per_class} labels per class", writer=writer,
+        tag={"labels_per_class": per_class, "arm": name, **setting})
+
+  def measure(name, setting, per_class, seed, p, split):
+    out = kernel.evaluate(eval_fns[name], p, splits[split], bs)
+    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    if split == "test":
+      train = kernel.evaluate(eval_fns[name], p, draw(per_class, seed), bs)["accuracy"]
+      record.update(train_accuracy=train, gap=train - out["accuracy"], params=params[name])
+    return record
+
+  arms = [harness.Arm(name, {"learning_rate": tuple(exp.learning_rates)}) for name in VARIANTS]
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  return harness.Experiment(
+      "weight_sharing", arms, "conv", tuple(exp.labels_per_class), "labels per class", seeds,
+      fit, measure, select="accuracy", draw=draw)
+
+
+FIELDS = [("accuracy", "test acc %", 100.0), ("gap", "train-test gap (points)", 100.0)]
+LOSS_FIELDS = [("loss", "test loss", 1.0)]
 
 
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Trains conv and local on every slice size; writes results.{md,json} and weight_sharing.png.
-
-  Returns {"sizes": {n: {"conv"|"local": {field: {"mean", "std"}, "params", "runs"}}},
-  "wall_time": s}.
-  """
-  t_start = time.time()
+  """conv and local at every number of labels per class, under the harness's protocol; writes
+  results.{md,json} and weight_sharing.png. Returns the harness's results."""
   validate(config)
-  exp = config.experiment
-  dataset = data_lib.load(config.data)
-  k = losses.num_outputs(config, dataset)
-  seeds = [config.seed + r for r in range(exp.repeats)]
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  out, evaluators = {}, {}  # An evaluator per variant, compiled once for every size.
-  for n in exp.train_examples:
-    train_split = harness.seeded_slice(dataset.train, n, exp.subset_seed)
-    n = len(train_split)
-    errors.check_batch_size(config.batch_size, n, "examples of a slice")
-    variants = []
-    for name, shared in VARIANTS.items():
-      cfg = config.copy_and_resolve_references()
-      cfg.model.shared = shared
-      variants.append(variants_lib.standard_variant(name, cfg, dataset.input_shape, k, n))
-      if name not in evaluators:
-        evaluators[name] = variants_lib.accuracy_fn(variants[-1].model, cfg.loss.output, k,
-                                                    cfg.eval_batch_size)
-
-    def measure(variant, params):
-      tr = evaluators[variant.name](params, train_split)
-      te = evaluators[variant.name](params, dataset.test)
-      return {"train_accuracy": tr["accuracy"], "test_accuracy": te["accuracy"],
-              "gap": tr["accuracy"] - te["accuracy"], "test_loss": te["loss"]}
-
-    logging.info("%d training examples: %s", n, ", ".join(VARIANTS))
-    out[n] = variants_lib.run_variants(variants, config, train_split.x, train_split.y, seeds,
-                                       measure, writer, FIELDS, {"train_examples": n})
-    for variant in variants:
-      out[n][variant.name]["params"] = layers.param_count(
-          jax.eval_shape(variant.model.init, jax.random.key(0)))
-  result = {"sizes": out, "wall_time": time.time() - t_start}
+  result = harness.run(experiment(config, writer), workdir, writer)
   if jax.process_index() == 0:
-    _write(workdir, config, dataset, result)
+    write(workdir, config, result)
   return result
 
 
-def _write(workdir, config, dataset, result) -> None:
-  rows = []
-  for n, by_variant in result["sizes"].items():
-    for name, r in by_variant.items():
-      rows.append({"train examples": n, "layers": name, "params": f"{r['params']:,}",
-                   "train acc %": variants_lib.cell(r["train_accuracy"]),
-                   "test acc %": variants_lib.cell(r["test_accuracy"]),
-                   "gap (points)": variants_lib.cell(r["gap"]),
-                   "test loss": variants_lib.cell(r["test_loss"], 1.0, 3)})
-  m = config.model
-  notes = [f"{dataset.name} {dataset.input_shape}, {len(dataset.test)} test examples; "
-           f"layers {tuple(m.kernel_sizes)} kernels, strides {tuple(m.strides)}, channels "
-           f"{tuple(m.channels)}, {m.padding} padding, ReLU, then dense; "
-           f"{config.num_steps} steps of {config.optimizer.name}; mean ± std over "
-           f"{config.experiment.repeats} seeds. conv = shared weights, local = one kernel per "
-           "output position."]
-  report.write_results(workdir, "Parameter tying and sharing: conv vs locally connected",
-                       list(rows[0]), rows, notes, result)
-  sizes = result["sizes"]
-  first = sizes[min(sizes)]
-  variants_lib.size_plot(
-      workdir / "weight_sharing.png", sizes,
-      [("test_accuracy", "test accuracy (%)"), ("gap", "train - test accuracy (points)")],
-      "training examples", f"Shared (conv) vs unshared (locally connected) weights on "
-      f"{dataset.name}", labels={v: f"{v} ({first[v]['params']:,} params)" for v in first},
-      colors=("#3182bd", "#e6550d"))
+def notes(config, result) -> list[str]:
+  m, exp = config.model, config.experiment
+  arms = result["sizes"][0]["arms"]
+  counts = ", ".join(f"{name} {int(arm['test'][0]['params']):,}" for name, arm in arms.items())
+  return [f"{config.data.name}: labels per class drawn from the training split; layers "
+          f"{tuple(m.kernel_sizes)} kernels, strides {tuple(m.strides)}, channels "
+          f"{tuple(m.channels)}, {m.padding} padding, ReLU, then dense ({counts} parameters); "
+          f"{config.num_steps} steps of {config.optimizer.name}, batch {config.batch_size}, "
+          f"grad={config.grad}; each kind's learning rate chosen from "
+          f"{tuple(exp.learning_rates)} on validation accuracy. conv = shared weights, local = "
+          "one kernel per output position; the gap is train accuracy (on the seed's own subset) "
+          "minus test accuracy."]
 
+
+def write(workdir, config, result) -> None:
+  """results.{md,json} and weight_sharing.png from the harness's results."""
+  harness.write(workdir, result, "Parameter tying and sharing: conv vs locally connected",
+                FIELDS, notes(config, result),
+                extra=["Test data loss:", harness.table(result, LOSS_FIELDS, digits=3)])
+  harness.plot(workdir / "weight_sharing.png", result, "accuracy", "test accuracy (%)",
+               f"Shared (conv) vs unshared (locally connected) weights on {config.data.name}")
