@@ -33,7 +33,7 @@ def get_config():
       inits=("lecun", "spread"),  # the arms: lecun (mlp.init) | spread (transitions at random
                                   # points of the domain)
       baseline="lecun",        # the arm every other is compared with, paired over seeds
-      learning_rates=(3e-3, 1e-2, 3e-2),  # every init's grid (the same budget), peak of the
+      learning_rates=(1e-2, 3e-2, 1e-1),  # every init's grid (the same budget), peak of the
                                           # schedule; config.optimizer.learning_rate is unused
       init_scale=10.0,         # spread: std of w^1 (steepness of the transitions on [-1, 1])
       seeds=5,                 # config.seed, +1, ...: training points, validation points, init

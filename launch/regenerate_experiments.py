@@ -25,6 +25,7 @@ DOC = os.path.join(REPO, "docs", "experiments.md")
 # section -> config; the sections whose runners run under research.experiments.harness.
 SECTIONS = {
     "adversarial": "exp_adversarial.py",
+    "approximation": "exp_approximation.py",
     "batch_size": "exp_batch_size.py",
     "curvature": "exp_curvature.py",
     "multitask": "exp_multitask.py",
