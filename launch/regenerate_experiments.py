@@ -31,6 +31,7 @@ SECTIONS = {
     "sparsity": "exp_sparse_representations.py",
     "tangent_prop": "exp_tangent_prop.py",
     "adversarial": "exp_adversarial.py",
+    "approximation": "exp_approximation.py",
     "batch_size": "exp_batch_size.py",
     "curvature": "exp_curvature.py",
     "multitask": "exp_multitask.py",

@@ -3,43 +3,48 @@
 One hidden layer of H sigmoid units, y(x) = sum_j w^2_j sigma(sum_i w^1_ij x_i + b^1_j) + b^2,
 can approximate any continuous function on a compact set as closely as we like, given enough
 units (Cybenko, 1989; Hornik, 1991). The theorem says nothing about how many units, or
-whether gradient descent finds the weights; this runner measures both together: for each width
-H of experiment.widths it fits a smooth target on [-1, 1]^D by full-batch descent on the mean
-squared error at experiment.train_points random points, and reports the error on a dense
-grid (RMS and max |y - f|) against H.
+whether gradient descent finds the weights; this runner measures both together: it fits a
+smooth target on [-1, 1]^D by full-batch descent on the mean squared error at
+experiment.train_points random points, and measures the error on a dense grid (RMS and
+max |y - f|) against H.
 
-Initialisation (experiment.init). "lecun" is the library's mlp.init: w ~ N(0, 1/D), b = 0,
-so every hidden unit starts as sigma(w x) with its transition at x = 0 and descent has to
-move them apart. "spread" (the default) puts each unit's transition at a random point of the
-domain, as the constructive proof's steps do: w^1_j ~ N(0, init_scale^2 I) and
-b^1_j = -w^1_j . c_j with c_j ~ U[-1, 1]^D, so sigma = 1/2 on the hyperplane through c_j; the
-output layer keeps the library's init. With lecun the error stops falling beyond a few dozen
-units within the step budget (an optimisation limit, not an approximation one).
-
-Each width trains experiment.num_seeds networks at once: one jitted jax.vmap over the init
-keys (the shapes differ between widths, so widths are a Python loop). The table gives the
-median over seeds and the best seed (the theorem is about the best weights that exist).
+The harness (research/experiments/harness.py) runs the protocol, once per target (its cells
+under WORKDIR/<target>/harness). Its sizes are the widths H (experiment.widths); its arms the
+inits (experiment.inits, baseline experiment.baseline):
+  lecun   the library's mlp.init: w ~ N(0, 1/D), b = 0, so every hidden unit starts as
+          sigma(w x) with its transition at x = 0 and descent has to move them apart.
+  spread  each unit's transition at a random point of the domain, as the constructive proof's
+          steps do: w^1_j ~ N(0, init_scale^2 I) and b^1_j = -w^1_j . c_j with
+          c_j ~ U[-1, 1]^D, so sigma = 1/2 on the hyperplane through c_j; the output layer
+          keeps the library's init.
+Each seed draws its own training points and its own validation points (uniform on the
+domain, the same for every width and init of that seed) and its init. Each arm chooses its
+learning rate from experiment.learning_rates (the same budget) by the mean RMS error at the
+validation points (lower is better); the test measure is the error on the dense grid, and the
+training MSE at the end. The seeds of a cell train as one program (harness.train_seeds with
+the kernel's chunk: every step's "batch" is the whole training set).
 
 Targets (experiment.targets):
   sines_1d   f(x) = sin(2 pi x) + 0.3 cos(5 pi x)                      on [-1, 1]
   bumps_2d   f(x, y) = sin(pi x) cos(pi y) + exp(-8 ((x - 0.4)^2 + (y + 0.3)^2))  on [-1, 1]^2
 """
-import time
+import math
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from absl import logging
 from matplotlib import figure
 
 from research import config_lib
+from research import data as data_lib
 from research import errors
 from research import metrics as metrics_lib
 from research import models
 from research import optim
+from research import workdir as workdir_lib
+from research.experiments import harness
 from research.experiments import report
 
 
@@ -56,10 +61,13 @@ def _bumps_2d(x_NxD: jax.Array) -> jax.Array:
 
 # name -> (input dimension D, f: x_NxD -> f_N)
 TARGETS: dict[str, tuple[int, Callable]] = {"sines_1d": (1, _sines_1d), "bumps_2d": (2, _bumps_2d)}
-INITS = ("spread", "lecun")
-RANGES = {"init_scale": config_lib.Range(False, 0.0, low_open=True),
-          "num_seeds": config_lib.Range(True, 1), "train_points": config_lib.Range(True, 1),
-          "grid_points_1d": config_lib.Range(True, 1), "grid_points_2d": config_lib.Range(True, 1)}
+TITLES = {"sines_1d": "sin(2πx) + 0.3 cos(5πx)", "bumps_2d": "sin(πx) cos(πy) + bump"}
+INITS = ("lecun", "spread")
+RANGES = {"seeds": config_lib.Range(True, 2), "train_points": config_lib.Range(True, 1),
+          "valid_points": config_lib.Range(True, 1),
+          "grid_points_1d": config_lib.Range(True, 2), "grid_points_2d": config_lib.Range(True, 2),
+          "init_scale": config_lib.Range(False, 0.0, low_open=True)}
+SIZE_LABEL = "H (hidden units)"
 
 
 def spread_init(model: models.Model, dim: int, width: int, scale: float) -> Callable:
@@ -82,140 +90,212 @@ def dense_grid(dim: int, points_per_axis: int) -> np.ndarray:
   return np.stack([m.ravel() for m in mesh], axis=-1)
 
 
-def make_fit(model: models.Model, optimizer: optax.GradientTransformation, f: Callable,
-             num_steps: int) -> Callable:
-  """Returns jitted fit(keys_S, x_NxD, x_GxD) -> dict of per-seed results, vmapped over keys.
+def random_points(target: str, num_points: int, seed: int, stream: int) -> data_lib.Split:
+  """num_points uniform points of [-1, 1]^D and f there, a function of (target, seed, stream)
+  alone (stream 0: training, 1: validation): x (N, D) float32, y = f(x) (N,) float32."""
+  dim, f = TARGETS[target]
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), stream),
+                           sorted(TARGETS).index(target))
+  x_NxD = jax.random.uniform(key, (num_points, dim), minval=-1.0, maxval=1.0)
+  return data_lib.Split(np.asarray(x_NxD, np.float32), np.asarray(f(x_NxD), np.float32))
 
-  Each seed: init from its key, num_steps full-batch steps on E = mean_n (y(x_n) - f(x_n))^2,
-  then the errors on the grid: "rms", "max" (S,), "train_mse" (S,), "pred" (S, G).
-  """
-  def fit_one(key, x_NxD, x_GxD):
-    t_N = f(x_NxD)
-    mse = lambda params: jnp.mean(jnp.square(model.apply(params, x_NxD)[:, 0] - t_N))
 
-    def step(carry, _):
-      params, opt_state = carry
-      E, grads = jax.value_and_grad(mse)(params)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), E
+def mse_loss_fn(model: models.Model) -> Callable:
+  """loss_fn(params, x_NxD, t_N, rng) -> (E, {}) with E = mean_n (y(x_n) - t_n)^2: the
+  kernel's cost contract with a regression target in place of labels."""
+  def loss_fn(params, x_NxD, t_N, rng):
+    del rng
+    return jnp.mean(jnp.square(model.apply(params, x_NxD)[:, 0] - t_N)), {}
+  return loss_fn
 
-    params = model.init(key)
-    (params, _), E_S = jax.lax.scan(step, (params, optimizer.init(params)), None,
-                                    length=num_steps)
-    pred_G = model.apply(params, x_GxD)[:, 0]
-    err_G = pred_G - f(x_GxD)
-    return {"rms": jnp.sqrt(jnp.mean(jnp.square(err_G))), "max": jnp.max(jnp.abs(err_G)),
-            "train_mse": mse(params), "final_E": E_S[-1], "pred": pred_G}
 
-  return jax.jit(jax.vmap(fit_one, in_axes=(0, None, None)))
+def make_errors_fn(model: models.Model) -> Callable:
+  """Jitted errors(params, x_NxD, t_N) -> {"rms", "max", "mse"} of y - t over the points."""
+  @jax.jit
+  def errors_fn(params, x_NxD, t_N):
+    err_N = model.apply(params, x_NxD)[:, 0] - t_N
+    mse = jnp.mean(jnp.square(err_N))
+    return {"rms": jnp.sqrt(mse), "max": jnp.max(jnp.abs(err_N)), "mse": mse}
+  return errors_fn
+
+
+def full_batches(seed: int, n: int, start: int, num: int) -> np.ndarray:
+  """idx_SxN: every step's batch is the whole training set (full-batch descent)."""
+  del seed, start
+  return np.broadcast_to(np.arange(n, dtype=np.int32), (num, n))
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   exp = report.check_experiment(config, "configs/exp_approximation.py", RANGES)
+  if not exp.targets:
+    raise errors.ConfigError("config.experiment.targets is empty; name at least one of "
+                             + ", ".join(sorted(TARGETS)))
   for i, name in enumerate(exp.targets):
     errors.check_choice(f"experiment.targets[{i}]", name, sorted(TARGETS))
-  errors.check_ints("experiment.widths", exp.widths, ", e.g. (1, 2, 4, 8)")
-  errors.check_choice("experiment.init", exp.init, INITS)
+  errors.check_ints("experiment.widths", exp.widths, ", e.g. (4, 16, 64, 256)")
+  if not exp.inits:
+    raise errors.ConfigError("config.experiment.inits is empty; name at least one of "
+                             + ", ".join(INITS))
+  for i, name in enumerate(exp.inits):
+    errors.check_choice(f"experiment.inits[{i}]", name, INITS)
+  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.inits))
+  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
+  etas = tuple(exp.learning_rates)
+  if not etas or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not e > 0
+                     or not math.isfinite(e) for e in etas):
+    raise errors.ConfigError(f"config.experiment.learning_rates={etas!r} must be a non-empty "
+                             "tuple of positive step sizes, e.g. (3e-3, 1e-2, 3e-2)")
   if config.model.name != "mlp" or len(config.model.hidden_sizes) != 1:
     raise errors.ConfigError("config.model must be an mlp with one hidden layer (its width is "
                              "set from experiment.widths); got "
                              f"{config.model.name!r} with {config.model.hidden_sizes!r}")
 
 
+def experiment(config: ml_collections.ConfigDict, target: str,
+               writer=None) -> harness.Experiment:
+  """The harness's view of one target (module doc): sizes are widths, arms the inits."""
+  exp = config.experiment
+  dim, f = TARGETS[target]
+  x_GxD = dense_grid(dim, exp.grid_points_1d if dim == 1 else exp.grid_points_2d)
+  grid = (jnp.asarray(x_GxD), f(jnp.asarray(x_GxD)))
+  plain, spread, errors_fns = {}, {}, {}
+  for width in exp.widths:
+    model_cfg = ml_collections.ConfigDict({**config.model.to_dict(), "hidden_sizes": (width,)})
+    plain[width] = models.build(model_cfg, (dim,), 1)
+    spread[width] = models.Model(spread_init(plain[width], dim, width, exp.init_scale),
+                                 plain[width].apply)
+    errors_fns[width] = make_errors_fn(plain[width])
+  by_init = {"lecun": plain, "spread": spread}
+  draw = lambda width, seed: random_points(target, exp.train_points, seed, 0)
+  valid = {}  # seed -> its validation points (the same for every width and init)
+
+  def fit(init, setting, width, seeds, subsets):
+    optimizer = optim.make_optimizer(config_lib.optimizer(
+        **{**config.optimizer.to_dict(), "learning_rate": setting["learning_rate"]}),
+        config.num_steps)
+    model = by_init[init][width]
+    return harness.train_seeds(
+        model, mse_loss_fn(model), optimizer, config.num_steps, exp.train_points, subsets,
+        seeds, mode=exp.seed_mode, batches=full_batches,
+        what=f"approximation {target} H={width} {init}", writer=writer,
+        tag={"target": target, "width": width, "arm": init, **setting})
+
+  def measure(init, setting, width, seed, params, split):
+    del init, setting
+    if split == "valid":
+      if seed not in valid:
+        valid[seed] = random_points(target, exp.valid_points, seed, 1)
+      out = jax.device_get(errors_fns[width](params, valid[seed].x, valid[seed].y))
+      return {"rms": float(out["rms"]), "max": float(out["max"])}
+    train = draw(width, seed)
+    out = jax.device_get(errors_fns[width](params, *grid))
+    return {"rms": float(out["rms"]), "max": float(out["max"]),
+            "train_mse": float(errors_fns[width](params, train.x, train.y)["mse"])}
+
+  arms = [harness.Arm(name, {"learning_rate": tuple(exp.learning_rates)}) for name in exp.inits]
+  seeds = [config.seed + i for i in range(exp.seeds)]
+  return harness.Experiment(
+      f"approximation {target}", arms, exp.baseline, tuple(exp.widths), SIZE_LABEL, seeds, fit,
+      measure, select="rms", higher_is_better=False, draw=draw,
+      select_label="RMS error at the seed's validation points",
+      data_note=f"each seed draws its own {exp.train_points} training points, uniform on "
+      "[-1, 1]^D, its own validation points and its own init")
+
+
+FIELDS = [("rms", "grid RMS", 1.0), ("max", "grid max |y - f|", 1.0)]
+
+
 @report.runner
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
-  """Fits every target at every width; writes results.{md,json} and approximation.png.
-
-  Returns {"rows": one dict per (target, width), "wall_time": s}.
-  """
-  t_start = time.time()
+  """Every init at every width for every target, under the harness's protocol; writes
+  results.{md,json} and approximation.png. Returns {target: the harness's results}."""
   validate(config)
-  exp = config.experiment
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  keys_S = jax.random.split(jax.random.key(config.seed), exp.num_seeds)
-  rows, fits = [], {}
-  for t_index, name in enumerate(exp.targets):
-    dim, f = TARGETS[name]
-    x_NxD = np.asarray(jax.random.uniform(
-        jax.random.fold_in(jax.random.key(config.seed + 1), t_index), (exp.train_points, dim),
-        minval=-1.0, maxval=1.0))
-    x_GxD = dense_grid(dim, exp.grid_points_1d if dim == 1 else exp.grid_points_2d)
-    for width in exp.widths:
-      model_cfg = ml_collections.ConfigDict(config.model.to_dict())
-      model_cfg.hidden_sizes = (width,)
-      model = models.build(model_cfg, (dim,), 1)
-      if exp.init == "spread":
-        model = models.Model(spread_init(model, dim, width, exp.init_scale), model.apply)
-      out = jax.device_get(make_fit(model, optimizer, f, config.num_steps)(keys_S, x_NxD, x_GxD))
-      best = int(np.argmin(out["rms"]))
-      row = {"target": name, "width": width,
-             "params": (dim + 2) * width + 1,  # w^1 (D x H), b^1 (H), w^2 (H), b^2
-             "rms_median": float(np.median(out["rms"])), "max_median": float(np.median(out["max"])),
-             "rms_best": float(out["rms"][best]), "max_best": float(out["max"][best]),
-             "train_mse_median": float(np.median(out["train_mse"]))}
-      rows.append(row)
-      fits[(name, width)] = (x_GxD, out["pred"][best])
-      writer.write({"step": config.num_steps, "split": "grid", **row,
-                    "rms_per_seed": out["rms"].tolist(), "max_per_seed": out["max"].tolist()})
-      logging.info("%s | H = %4d | RMS %.4f (best %.4f) | max %.4f (best %.4f)", name, width,
-                   row["rms_median"], row["rms_best"], row["max_median"], row["max_best"])
+  result = {target: harness.run(experiment(config, target, writer), workdir / target, writer)
+            for target in config.experiment.targets}
   writer.close()
-  result = {"rows": rows, "wall_time": time.time() - t_start}
-  notes = [
-      f"One hidden layer of H {config.model.activation} units, init {exp.init!r}"
-      + (f" (scale {exp.init_scale})" if exp.init == "spread" else "")
-      + f"; {config.num_steps} full-batch "
-      f"{config.optimizer.name} steps (eta {config.optimizer.learning_rate}, "
-      f"{config.optimizer.schedule}) on the MSE at {exp.train_points} uniform random points; "
-      f"errors on a dense grid ({exp.grid_points_1d} points in 1-D, {exp.grid_points_2d}^2 in "
-      f"2-D); median and best over {exp.num_seeds} seeds (one vmap).",
-  ]
-  columns = ["target", "width", "params", "rms_median", "max_median", "rms_best", "max_best",
-             "train_mse_median"]
-  report.write_results(workdir, "Universal approximation: error vs width", columns, rows,
-                          notes, result)
-  _plot(workdir / "approximation.png", exp, rows, fits)
-  logging.info("done in %.1f s; results in %s", result["wall_time"],
-               workdir / "results.md")
+  if jax.process_index() == 0:
+    write(workdir, config, result)
   return result
 
 
-def _plot(path: str, exp, rows: list[dict], fits: dict) -> None:
-  panels = ["error", *exp.targets]
-  fig = figure.Figure(figsize=(5 * len(panels), 4.2), layout="constrained")
-  axes = fig.subplots(1, len(panels), squeeze=False)[0]
-  ax = axes[0]
-  for name, color in zip(exp.targets, ("tab:blue", "tab:red", "tab:green")):
-    widths = [r["width"] for r in rows if r["target"] == name]
-    for stat, style in (("rms", "o-"), ("max", "s--")):
-      ax.plot(widths, [r[f"{stat}_median"] for r in rows if r["target"] == name], style,
-              color=color, ms=4, label=f"{name}: {stat} (median)")
-  ax.set_xscale("log", base=2)
-  ax.set_yscale("log")
-  ax.set_xlabel("hidden units H")
-  ax.set_ylabel("error on the dense grid")
-  ax.set_title("approximation error vs width")
-  ax.legend(fontsize=7)
-  shown = [h for h in exp.widths if h in (1, 4, 16, max(exp.widths))] or list(exp.widths)
-  for ax, name in zip(axes[1:], panels[1:]):
-    dim, f = TARGETS[name]
-    if dim == 1:
-      x_G = fits[(name, exp.widths[0])][0]
-      ax.plot(x_G[:, 0], np.asarray(f(jnp.asarray(x_G))), "k-", lw=2, label="target f")
-      for h in shown:
-        ax.plot(x_G[:, 0], fits[(name, h)][1], lw=1, label=f"H = {h} (best seed)")
-      ax.set_xlabel("x")
-      ax.set_title(f"{name}: fits")
-      ax.legend(fontsize=7)
-    else:
-      h = max(exp.widths)
-      x_G, pred_G = fits[(name, h)]
-      n = exp.grid_points_2d
-      err = np.abs(pred_G - np.asarray(f(jnp.asarray(x_G)))).reshape(n, n)
-      im = ax.imshow(err.T, origin="lower", extent=(-1, 1, -1, 1), cmap="magma")
-      fig.colorbar(im, ax=ax, label="|y - f|")
-      ax.set_title(f"{name}: |error| at H = {h} (best seed)")
-      ax.set_xlabel("x")
-      ax.set_ylabel("y")
+def fold(result: dict, arm: str) -> dict[str, float]:
+  """How many times the test RMS falls from the smallest width to the largest for `arm`,
+  per seed (the same training points): the geometric mean over seeds and its 95% CI (the
+  t-interval of log10 of the ratio)."""
+  first, last = result["sizes"][0], result["sizes"][-1]
+  ratios = [a["rms"] / b["rms"] for a, b in zip(first["arms"][arm]["test"],
+                                               last["arms"][arm]["test"])]
+  logs = np.log10(ratios)
+  lo, hi = harness.t_interval(logs)
+  return {"from": first["size"], "to": last["size"], "mean": float(10 ** logs.mean()),
+          "ci": [float(10 ** lo), float(10 ** hi)]}
+
+
+def fold_table(results: dict) -> str:
+  rows = []
+  for target, result in results.items():
+    for arm in result["sizes"][0]["arms"]:
+      fd = fold(result, arm)
+      rows.append({"target": target, "init": arm,
+                   f"grid RMS at H={fd['from']} / at H={fd['to']} (geometric mean) [95% CI]":
+                   f"{fd['mean']:.1f}× [{fd['ci'][0]:.1f}, {fd['ci'][1]:.1f}]"})
+  return report.markdown_table(list(rows[0]), rows)
+
+
+def notes(config) -> list[str]:
+  exp = config.experiment
+  return [
+      f"One hidden layer of H {config.model.activation} units, fitted by {config.num_steps} "
+      f"full-batch {config.optimizer.name} steps ({config.optimizer.schedule} schedule) to the "
+      f"MSE at {exp.train_points} uniform random points of [-1, 1]^D. Inits: lecun (the "
+      f"library's: b = 0, every transition at x = 0) and spread (w¹ ~ N(0, "
+      f"{exp.init_scale:g}²), each unit's σ = 1/2 hyperplane through a random point of the "
+      f"domain). Each init's learning rate is chosen from {tuple(exp.learning_rates)} by the "
+      f"mean RMS error at {exp.valid_points} fresh random validation points per seed (lower is "
+      f"better). Test: RMS and max |y - f| on a dense grid ({exp.grid_points_1d} points in "
+      f"1-D, {exp.grid_points_2d}² in 2-D); Δ < 0 means spread's error is lower."]
+
+
+def write(workdir, config, results: dict) -> None:
+  """results.{md,json} (one table per target, then the fold from the smallest width to the
+  largest) and approximation.png."""
+  if jax.process_index() != 0:
+    return
+  parts = [*notes(config), harness.protocol_note(next(iter(results.values())))]
+  for target, result in results.items():
+    parts += [f"Target {target}: f = {TITLES[target]}.", harness.table(result, FIELDS, digits=4)]
+  parts += ["How many times the grid RMS falls from the smallest width to the largest, paired "
+            "over seeds (each init at its chosen learning rates):", fold_table(results)]
+  report.write_json(workdir / "results.json", results)
+  workdir_lib.write_text(workdir / "results.md", "\n\n".join(
+      ["# Universal approximation: error vs width", *parts]) + "\n")
+  _plot(workdir / "approximation.png", results)
+
+
+def _plot(path, results: dict) -> None:
+  """Grid RMS against H per target, each init's mean with its 95% t-interval, log-log."""
+  fig = figure.Figure(figsize=(5.2 * len(results), 4.2), layout="constrained")
+  axes = fig.subplots(1, len(results), squeeze=False)[0]
+  for ax, (target, result) in zip(axes, results.items()):
+    sizes = [e["size"] for e in result["sizes"]]
+    for name in result["sizes"][0]["arms"]:
+      means, lo, hi = [], [], []
+      for e in result["sizes"]:
+        values = [r["rms"] for r in e["arms"][name]["test"]]
+        m = float(np.mean(values))
+        a, b = harness.t_interval(values)
+        means.append(m)
+        lo.append(m - a)
+        hi.append(b - m)
+      ax.errorbar(sizes, means, yerr=[lo, hi], marker="o", capsize=3, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel(SIZE_LABEL)
+    ax.set_ylabel("RMS error on the dense grid (units of f)")
+    ax.set_title(f"{target}: {TITLES[target]}")
+    ax.grid(alpha=0.3)
+    ax.legend(title=f"init: mean, 95% CI (n={len(result['seeds'])})")
   report.save_figure(fig, path)
