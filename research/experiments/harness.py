@@ -212,7 +212,8 @@ def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
     for arm in experiment.arms:
       grid = []
       for setting in arm.cells():
-        key = {"size": size, "arm": arm.name, "setting": setting, "seeds": seeds}
+        key = {"experiment": experiment.name, "size": size, "arm": arm.name,
+               "setting": setting, "seeds": seeds}
         done = store.get("valid", key)
         if done is None:
           t0 = time.time()
@@ -227,7 +228,8 @@ def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
           valid = done["valid"]
         grid.append({"setting": setting, "valid": valid})
       chosen = _choose(grid, experiment)
-      key = {"size": size, "arm": arm.name, "setting": chosen, "seeds": seeds}
+      key = {"experiment": experiment.name, "size": size, "arm": arm.name,
+             "setting": chosen, "seeds": seeds}
       done = store.get("test", key)
       if done is None:
         params = store.params(dict(key))
