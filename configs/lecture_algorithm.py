@@ -1,4 +1,4 @@
-"""The lecture's training procedure (research/lecture_algorithm.py) on scikit-learn's digits.
+"""The lecture's training procedure (research/experiments/lecture.py) on scikit-learn's digits.
 
 64 standardised pixels -> 64 sigmoid units -> 10 sigmoid outputs, cost = cross-entropy +
 (lambda/2m) sum w^2. Each step: forward pass on every training x, a gradient step on

@@ -91,7 +91,7 @@ def _fixed(standardize="global", seed=0, n=40):
   x_train = rng.normal(3.0, 2.0, (n, 4, 4, 1))
   x_test = rng.normal(-1.0, 5.0, (10, 4, 4, 1))  # Different statistics: must not leak in.
   y_train, y_test = np.arange(n) % 10, np.arange(10)
-  ds = sklearn_data.fixed_test_split(x_train, y_train, x_test, y_test, name="t",
+  ds = data.fixed_test_split(x_train, y_train, x_test, y_test, name="t",
                                      num_classes=10, valid_fraction=0.25, seed=seed,
                                      standardize=standardize)
   return ds, x_test

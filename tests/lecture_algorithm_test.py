@@ -14,7 +14,7 @@ from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import kernel
-from research import lecture_algorithm
+from research.experiments import lecture as lecture_algorithm
 from research import losses
 from research import models
 from research import optim

@@ -5,7 +5,7 @@ sequences are (T, F), flat features are (D,); labels are int32 class indices.
 """
 from research.data.core import (  # noqa: F401
     STANDARDIZE, Dataset, Split, batch_indices, epoch_permutation, load, names, register,
-    split_and_standardize)
+    split_and_standardize, fixed_test_split)
 
 # Loaders register themselves on import.
 from research.data import cifar10  # noqa: E402,F401

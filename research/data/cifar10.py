@@ -17,7 +17,6 @@ import numpy as np
 from research.data import core
 from research import errors
 from research.data import download
-from research.data import sklearn_data
 
 DIRNAME = "cifar-10-batches-bin"
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -107,7 +106,7 @@ def cifar10(cfg) -> core.Dataset:
   d = batch_dir(cfg.data_dir, cfg.download)
   train = [read_batch(d / f) for f in TRAIN_FILES]
   x_test, y_test = read_batch(d / TEST_FILE)
-  return sklearn_data.fixed_test_split(
+  return core.fixed_test_split(
       np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), x_test,
       y_test, name="cifar10", num_classes=10, valid_fraction=cfg.valid_fraction,
       seed=cfg.split_seed, standardize=cfg.standardize)

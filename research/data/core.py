@@ -144,6 +144,29 @@ def split_and_standardize(x: np.ndarray, y: np.ndarray, *, name: str, num_classe
   return Dataset(name, mk(train_idx), mk(valid_idx), mk(test_idx), num_classes)
 
 
+def fixed_test_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                     y_test: np.ndarray, *, name: str, num_classes: int, valid_fraction: float,
+                     seed: int, standardize: str) -> Dataset:
+  """A source's own train/test sets, with a seeded valid_fraction of train held out.
+
+  standardize is one of STANDARDIZE ("feature", "global", "none"); its statistics
+  are fitted on the remaining training examples only and applied to all three splits.
+  """
+  errors.check_choice("data.standardize", standardize, STANDARDIZE)
+  ds = split_and_standardize(
+      x_train, y_train, name=name, num_classes=num_classes, valid_fraction=valid_fraction,
+      test_fraction=0.0, seed=seed, standardize="none")
+  test = Split(x_test.astype(np.float32), y_test.astype(np.int32))
+  if standardize == "none":
+    return Dataset(name, ds.train, ds.valid, test, num_classes)
+  axis = 0 if standardize == "feature" else None
+  mean = ds.train.x.mean(axis=axis)
+  std = ds.train.x.std(axis=axis)
+  std = np.where(std > 1e-8, std, 1).astype(np.float32)  # A constant feature stays as is.
+  scale = lambda s: Split((s.x - mean) / std, s.y)
+  return Dataset(name, scale(ds.train), scale(ds.valid), scale(test), num_classes)
+
+
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
   """The order of the n training examples in `epoch`: a function of (seed, epoch) alone."""
   return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)

@@ -21,7 +21,6 @@ import numpy as np
 from research.data import core
 from research import errors
 from research.data import download
-from research.data import sklearn_data
 
 IMAGE_SIZES = (28, 32)
 FILES = {  # role -> (file name, IDX dimensions after the count)
@@ -188,7 +187,7 @@ def mnist_subset(cfg) -> core.Dataset:
 def _idx_dataset(name: str, cfg) -> core.Dataset:
   errors.check_choice("data.image_size", cfg.image_size, IMAGE_SIZES)
   x_train, y_train, x_test, y_test = load_idx_arrays(name, cfg.data_dir, cfg.download)
-  return sklearn_data.fixed_test_split(
+  return core.fixed_test_split(
       to_nhwc(x_train, cfg.image_size), y_train, to_nhwc(x_test, cfg.image_size), y_test,
       name=name, num_classes=10, valid_fraction=cfg.valid_fraction, seed=cfg.split_seed,
       standardize=cfg.standardize)

@@ -21,7 +21,6 @@ from absl import logging
 from research.data import core
 from research import errors
 from research.data import download
-from research.data import sklearn_data
 
 SHAPES = ("flat", "sequence")
 NUM_TRAIN, NUM_TEST, LENGTH = 4000, 1000, 40
@@ -124,7 +123,7 @@ def mnist1d(cfg) -> core.Dataset:
   """MNIST-1D: 10 classes of 40-long signals, the paper's 4,000/1,000 train/test split."""
   errors.check_choice("data.shape", cfg.shape, SHAPES)
   a = load_arrays(cfg.cache, cfg.cache_dir)
-  ds = sklearn_data.fixed_test_split(
+  ds = core.fixed_test_split(
       a["x"], a["y"], a["x_test"], a["y_test"], name="mnist1d", num_classes=10,
       valid_fraction=cfg.valid_fraction, seed=cfg.split_seed, standardize=cfg.standardize)
   if cfg.shape == "flat":

@@ -114,26 +114,3 @@ def breast_cancer(cfg) -> core.Dataset:
   return core.split_and_standardize(
       x, y, name="breast_cancer", num_classes=2, valid_fraction=cfg.valid_fraction,
       test_fraction=cfg.test_fraction, seed=cfg.split_seed, standardize=cfg.standardize)
-
-
-def fixed_test_split(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                     y_test: np.ndarray, *, name: str, num_classes: int, valid_fraction: float,
-                     seed: int, standardize: str) -> core.Dataset:
-  """A source's own train/test sets, with a seeded valid_fraction of train held out.
-
-  standardize is one of core.STANDARDIZE ("feature", "global", "none"); its statistics
-  are fitted on the remaining training examples only and applied to all three splits.
-  """
-  errors.check_choice("data.standardize", standardize, core.STANDARDIZE)
-  ds = core.split_and_standardize(
-      x_train, y_train, name=name, num_classes=num_classes, valid_fraction=valid_fraction,
-      test_fraction=0.0, seed=seed, standardize="none")
-  test = core.Split(x_test.astype(np.float32), y_test.astype(np.int32))
-  if standardize == "none":
-    return core.Dataset(name, ds.train, ds.valid, test, num_classes)
-  axis = 0 if standardize == "feature" else None
-  mean = ds.train.x.mean(axis=axis)
-  std = ds.train.x.std(axis=axis)
-  std = np.where(std > 1e-8, std, 1).astype(np.float32)  # A constant feature stays as is.
-  scale = lambda s: core.Split((s.x - mean) / std, s.y)
-  return core.Dataset(name, scale(ds.train), scale(ds.valid), scale(test), num_classes)

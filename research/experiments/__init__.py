@@ -1,7 +1,7 @@
 """Everything `python -m research.main` can run, chosen by config.trainer.
 
   standard   research.train.train_and_evaluate: mini-batch training with the optax chain
-  lecture    research.lecture_algorithm.train_lecture: the slide's misclassified-examples
+  lecture    research.experiments.lecture.train_lecture: the slide's misclassified-examples
              procedure with random-perturbation restarts
   regularization, dropout_ensemble, ...   the lecture's experiments (docs/experiments.md)
 
@@ -18,7 +18,7 @@ from research import errors
 # config.trainer -> "module:function".
 RUNNERS: dict[str, str] = {
     "standard": "research.train:train_and_evaluate",
-    "lecture": "research.lecture_algorithm:train_lecture",
+    "lecture": "research.experiments.lecture:train_lecture",
     "adversarial": "research.experiments.adversarial:run",
     "approximation": "research.experiments.approximation:run",
     "batch_size": "research.experiments.batch_size:run",
