@@ -5,9 +5,9 @@ Runner: research/experiments/semi_supervised.py.
 An MLP 64 -> 256 ReLU -> 10 softmax on digits (8x8 images, flattened) with 2, 5 and 10 labels
 per class, stratified and redrawn for each of 5 seeds, plus all 719 training inputs without
 their labels (test: half of the 1,797 digits). Augmentation: shifts of up to 1 pixel, then
-Gaussian noise of std 0.3 (configs/exp_regularization.py's best). The baseline is
-labels_augment; lambda_u (or, for the two label-only methods, the step size) is chosen per
-method on the validation split from three candidates.
+Gaussian noise of std 0.3 (the ops of configs/exp_regularization.py's augment method; its
+validation chose std 0.6). The baseline is labels_augment; lambda_u (or, for the two label-only
+methods, the step size) is chosen per method on the validation split from three candidates.
 
   python -m research.main --config=configs/exp_semi_supervised.py --workdir=/tmp/semi
 
