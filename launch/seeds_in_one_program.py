@@ -22,6 +22,7 @@ few-label runner's MLP of configs/exp_semi_supervised.py (64-256-10 ReLU, Adam, 
 64 unlabelled rows per step, 5 labels per class redrawn per seed; its plain labelled step,
 "labels_only"); mlp, lenet5 and lstm are research.benchmark's peer workloads (synthetic data,
 SGD-momentum), with PyTorch models as in the peer harness (../shared/bench/run_peers.py).
+PyTorch gets TORCH_THREADS threads per workload (--torch_threads=N sets one count for all).
 
 Per workload, every (n, form) is one runner, and benchmark.alternate runs one window of each,
 round after round, the order rotated (the forms of one n stay adjacent), so the ratios of one
@@ -68,6 +69,10 @@ PROJECT_FORMS, TORCH_FORMS = FORMS[:2], FORMS[2:]
 STEPS_PER_CALL = {"digits_mlp": 100, "semi_mlp": 100, "mlp": 5, "lenet5": 2, "lstm": 2}
 SEMI_LABELS_PER_CLASS = 5
 TORCH_BATCHES = 4  # Pre-made batches per seed that PyTorch cycles through (as the peers do).
+# torch.set_num_threads per workload: the peer harness's 2 cores for its workloads; 1 for the
+# digits MLPs, whose 16-32 row matmuls have nothing to split and whose second thread only
+# waits (with 2, PyTorch eager was seen 20x slower when other processes loaded the cores).
+TORCH_THREADS = {"digits_mlp": 1, "semi_mlp": 1, "mlp": 2, "lenet5": 2, "lstm": 2}
 
 
 @dataclasses.dataclass
@@ -400,13 +405,17 @@ def format_cell(workload: str, cell: dict) -> str:
   return out + f" | foreign load {cell['foreign_load_median']:.0%}"
 
 
+def _us(v: float) -> str:
+  return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
 def markdown(results: list[dict]) -> str:
-  """One row per workload and n: ms per seed-step of each form (median [min-max]), vmap/loop
-  and the faster project form over the faster PyTorch form (speed ratios, >1: the first is
-  faster)."""
-  ms = lambda q: f"{1e3 / q['median']:.3g} [{1e3 / q['max']:.3g}-{1e3 / q['min']:.3g}]"
+  """One row per workload and n: microseconds per seed-step of each form (median [min-max]),
+  vmap/loop and the faster project form over the faster PyTorch form (speed ratios, >1: the
+  first is faster)."""
+  us = lambda q: f"{_us(1e6 / q['median'])} [{_us(1e6 / q['max'])}-{_us(1e6 / q['min'])}]"
   ratio = lambda q: f"{q['median']:.2f}x [{q['min']:.2f}-{q['max']:.2f}]" if q else "-"
-  lines = ["| workload | n | " + " | ".join(f"{f} ms/seed-step" for f in FORMS)
+  lines = ["| workload | n | " + " | ".join(f"{f} µs/seed-step" for f in FORMS)
            + " | vmap/loop | project best / torch best | load |",
            "|---|---|" + "---|" * (len(FORMS) + 3)]
   for r in results:
@@ -415,7 +424,7 @@ def markdown(results: list[dict]) -> str:
       best = (f"{ratio(c.get('project_over_torch'))} ({c['project_best']} / {c['torch_best']})"
               if c.get("project_over_torch") else "-")
       lines.append(f"| {r['workload']} | {c['n']} | "
-                   + " | ".join(ms(q[f]) if f in q else "-" for f in FORMS)
+                   + " | ".join(us(q[f]) if f in q else "-" for f in FORMS)
                    + f" | {ratio(c.get('vmap_over_loop'))} | {best} | "
                    f"{c['foreign_load_median']:.0%} |")
   return "\n".join(lines) + "\n"
@@ -439,8 +448,8 @@ def main(argv=None) -> int:
   parser.add_argument("--forms", default=",".join(FORMS))
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--window_seconds", type=float, default=1.0)
-  parser.add_argument("--torch_threads", type=int, default=2,
-                      help="torch.set_num_threads (the peer harness uses the 2 cores)")
+  parser.add_argument("--torch_threads", type=int, default=0,
+                      help="torch.set_num_threads for every workload (0: TORCH_THREADS's)")
   parser.add_argument("--json", default="")
   parser.add_argument("--markdown", default="")
   args = parser.parse_args(argv)
@@ -454,27 +463,30 @@ def main(argv=None) -> int:
   for form in forms or [""]:
     if form not in FORMS:
       raise errors.ConfigError(f"--forms: {form!r} is not a form; choose from {','.join(FORMS)}")
-  if args.rounds <= 0 or args.window_seconds <= 0 or args.torch_threads <= 0:
-    raise errors.ConfigError(f"--rounds={args.rounds}, --window_seconds={args.window_seconds} "
-                             f"and --torch_threads={args.torch_threads} must be positive")
+  if args.rounds <= 0 or args.window_seconds <= 0:
+    raise errors.ConfigError(f"--rounds={args.rounds} and --window_seconds="
+                             f"{args.window_seconds} must be positive")
+  if args.torch_threads < 0:
+    raise errors.ConfigError(f"--torch_threads={args.torch_threads}: give a thread count, or 0 "
+                             "for each workload's own (TORCH_THREADS)")
   for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
     if path:
       workdir.check_output_file(path, flag)
   torch = import_torch() if set(forms) & set(TORCH_FORMS) else None
-  if torch is not None:
-    # With 2 threads PyTorch eager collapses (20x seen) when other processes load the cores.
-    torch.set_num_threads(args.torch_threads)
   cli.quiet_library_logs()
   meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "loadavg_start": os.getloadavg(),
           "jax": jax.__version__, "torch": torch.__version__ if torch else None,
           "ncpu": os.cpu_count(), "seeds": ns, "forms": forms, "rounds": args.rounds,
-          "window_seconds": args.window_seconds, "torch_threads": args.torch_threads,
-          "steps_per_call": STEPS_PER_CALL}
+          "window_seconds": args.window_seconds, "steps_per_call": STEPS_PER_CALL}
   print(f"started {meta['started']}, load average {meta['loadavg_start'][0]:.2f}", flush=True)
   results = []
   for name in names:
+    threads = args.torch_threads or TORCH_THREADS[name]
+    if torch is not None:
+      torch.set_num_threads(threads)
     results.append(measure(name, ns, forms, args.rounds, args.window_seconds, torch,
                            log=lambda line: print(line, flush=True)))
+    results[-1]["torch_threads"] = threads if torch is not None else None
     meta.update(ended=time.strftime("%Y-%m-%d %H:%M:%S %Z"), loadavg_end=os.getloadavg())
     if args.json:  # After every workload: a kill keeps what was measured.
       workdir.write_text(args.json, json.dumps({"meta": meta, "results": results}, indent=1))

@@ -35,8 +35,8 @@ def _run(tmp_path, *args):
     (["--seeds="], "--seeds=: give distinct positive integers"),
     (["--workloads=digits_mlp,nope"], "--workloads: 'nope' is not a workload"),
     (["--forms=vmap,jit"], "--forms: 'jit' is not a form"),
-    (["--rounds=0", "--forms=vmap"],
-     "--rounds=0, --window_seconds=1.0 and --torch_threads=2 must be positive"),
+    (["--rounds=0", "--forms=vmap"], "--rounds=0 and --window_seconds=1.0 must be positive"),
+    (["--torch_threads=-1", "--forms=vmap"], "--torch_threads=-1: give a thread count"),
     (["--forms=vmap", "--json=W/missing/s.json"], "--json=W/missing/s.json cannot be written"),
 ])
 def test_refuses_bad_arguments_in_one_line_before_any_work(tmp_path, args, message):
