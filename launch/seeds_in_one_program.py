@@ -362,7 +362,7 @@ def measure(workload: str, ns, forms, rounds: int, window_seconds: float, torch=
   steps, first_s = benchmark.window_steps(runners, window_seconds, k)
   rates, loads = benchmark.alternate(runners, steps, rounds)
   record = {"workload": workload, "steps_per_call": k, "skipped": skipped, "cells": [],
-            "build_and_calibrate_s": time.time() - t0, "loadavg": os.getloadavg()}
+            "wall_s": time.time() - t0, "loadavg": os.getloadavg()}
   for n in ns:
     seed_rates = {f: [r * n for r in rates[(n, f)]] for f in forms if (n, f) in rates}
     cell = {"n": n, "seed_steps_per_sec": {f: benchmark.summary(v) for f, v in seed_rates.items()},
