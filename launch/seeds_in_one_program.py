@@ -416,7 +416,7 @@ def markdown(results: list[dict]) -> str:
   us = lambda q: f"{_us(1e6 / q['median'])} [{_us(1e6 / q['max'])}-{_us(1e6 / q['min'])}]"
   ratio = lambda q: f"{q['median']:.2f}x [{q['min']:.2f}-{q['max']:.2f}]" if q else "-"
   lines = ["| workload | n | " + " | ".join(f"{f} µs/seed-step" for f in FORMS)
-           + " | vmap/loop | project best / torch best | load |",
+           + " | vmap/loop | project best / torch best | others' CPU share |",
            "|---|---|" + "---|" * (len(FORMS) + 3)]
   for r in results:
     for c in r["cells"]:
