@@ -207,7 +207,7 @@ def test_alexnet_config_errors(override, match):
   cfg = alexnet_small.get_config().model
   cfg.update(override)
   with pytest.raises(errors.ConfigError, match=match):
-    alexnet._build(cfg, (32, 32, 3), 10)
+    models.build(cfg, (32, 32, 3), 10)  # The declared ranges are checked here.
 
 
 # ---------------------------------------------------------------------------------- inception

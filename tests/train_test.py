@@ -105,7 +105,7 @@ def test_bad_run_fields(tmp_path, overrides, fragment):
 
 @pytest.mark.parametrize("group, field, value, fragment", [
     ("data", "name", "mnist9", "config.data.name='mnist9' is not supported; choose one of"),
-    ("model", "name", "resnet", "config.model.name='resnet' is not supported"),
+    ("model", "name", "resnet", "config.model.name='resnet' is not a registered model"),
     ("model", "activation", "swish", "choose one of: 'relu', 'sigmoid', 'tanh'"),
     ("loss", "output", "hinge", "config.loss.output='hinge'"),
     ("loss", "l2", -1.0, "config.loss.l2=-1.0 must be a finite number >= 0"),
