@@ -120,8 +120,10 @@ def _finetune_tiny(digits01, mode, learning_rate=0.5):
   subsets = [harness.stratified_subset(digits01.train, 2, s, 10) for s in seeds]
   init = lambda: [pretraining.initial_params(config, "glorot", s, (64, 16, 10), None, i)
                   for i, s in enumerate(seeds)]
-  return init(), pretraining.finetune(loss_fn, optimizer, 20, 20, init(), subsets, seeds,
-                                      mode=mode, chunk_steps=10)
+  params = init()
+  return init(), harness.train_seeds(model, loss_fn, optimizer, 20, 20, subsets, seeds,
+                                     mode=mode, chunk_steps=10,
+                                     init_params=lambda s: params[seeds.index(s)])
 
 
 def test_finetune_vmap_and_loop_agree_and_start_from_the_given_init(digits01):
@@ -165,8 +167,8 @@ def test_runner_resumes_without_redoing_cells_or_pretraining(tmp_path, monkeypat
   # seeds (one per init), pre-trains nothing, and ends with the same results.
   os.remove(tmp_path / "finished.json")
   calls = []
-  real = pretraining.finetune
-  monkeypatch.setattr(pretraining, "finetune",
+  real = harness.train_seeds
+  monkeypatch.setattr(harness, "train_seeds",
                       lambda *a, **k: calls.append(len(a[6])) or real(*a, **k))
   monkeypatch.setattr(pretraining, "pretrain", lambda *a, **k: pytest.fail("pre-trained again"))
   again = pretraining.run(config, str(tmp_path))

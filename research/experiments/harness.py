@@ -20,9 +20,9 @@ and `run(experiment, workdir)` owns everything else:
     a run killed mid-way resumes without redoing finished cells and ends with the same
     results.json (fit must be a function of its arguments: the same seeds, the same params).
 
-`train_seeds` trains the seeds of one cell with the kernel's chunk, as one jax.vmap-ped program
-or as a loop over one compiled program (`mode`; docs/performance.md measures which is faster
-per workload). `table` and `plot` render results.json; `regenerate` splices a section's tables
+`train_seeds` trains the seeds of one cell with the kernel's chunk, as a loop over one compiled
+program (`mode="loop"`, the default: faster on XLA:CPU for every workload docs/performance.md
+measures) or as one jax.vmap-ped program ("vmap"). `table` and `plot` render results.json; `regenerate` splices a section's tables
 into docs/experiments.md, so the doc cannot drift from the results.
 """
 import dataclasses
@@ -353,7 +353,7 @@ def _json_default(v):
 
 def train_seeds(model, loss_fn: Callable, optimizer, num_steps: int, batch_size: int,
                 subsets: Sequence[data_lib.Split], seeds: Sequence[int], *,
-                mode: str = "vmap", augment_fn: Callable | None = None,
+                mode: str = "loop", augment_fn: Callable | None = None,
                 value_and_grad: Callable | None = None, batches: Callable | None = None,
                 chunk_steps: int | None = None, what: str = "", writer=None,
                 tag: dict | None = None, with_step: bool = False,

@@ -24,8 +24,8 @@ the NN". For each seed:
 
 Inputs are scaled to [0, 1] (min and max of the training inputs; the cross-entropy of the
 reconstruction needs targets in [0, 1]), so config.data.standardize must be "none". The seeds
-of one (arm, step size, size) cell fine-tune as one jax.vmap of the kernel's train chunk
-(experiment.seed_mode="vmap") or as a loop over one compiled chunk ("loop"); config.grad
+of one (arm, step size, size) cell fine-tune as a loop over one compiled train chunk
+(experiment.seed_mode="loop") or as one jax.vmap of it ("vmap"); config.grad
 selects the gradients of both stages: manual = the hand-written autoencoder and MLP backward
 passes (research/backprop/), autodiff = jax.value_and_grad.
 """
@@ -263,59 +263,6 @@ def initial_params(config: ml_collections.ConfigDict, scheme: str, seed: int, si
   return params
 
 
-def finetune(loss_fn: Callable, optimizer, num_steps: int, batch_size: int,
-             params: list, subsets: list[data_lib.Split], seeds: list[int], *,
-             mode: str = "vmap", value_and_grad: Callable | None = None,
-             chunk_steps: int | None = None, what: str = "", writer=None,
-             tag: dict | None = None) -> list:
-  """Trains one network per seed from the given initial params (one per seed) on that seed's
-  subset with the kernel's chunk; returns the final params per seed. Like harness.train_seeds,
-  whose runs start from kernel.init_state: "vmap" runs the seeds as one program, "loop" as a
-  loop over one compiled chunk; batches are the library's order for (seed, step)."""
-  n = len(subsets[0])
-  chunk_steps = min(chunk_steps or num_steps, num_steps)
-  bounds = [(s, min(s + chunk_steps, num_steps)) for s in range(0, num_steps, chunk_steps)]
-  chunk = kernel.make_train_chunk(loss_fn, optimizer, None, value_and_grad)
-  states = [kernel.train_state(p, optimizer, jax.random.fold_in(jax.random.key(s), 8))
-            for p, s in zip(params, seeds)]
-  batches = lambda seed, start, stop: data_lib.batch_indices(seed, n, batch_size, start,
-                                                             stop - start)
-
-  def check(sums_R, chunk_seeds, start, stop):
-    bad = np.atleast_1d(np.asarray(sums_R["first_bad_step"]))
-    if (bad >= 0).any():
-      i = int(np.argmax(bad >= 0))
-      raise errors.NonFiniteLossError(
-          f"{what}, seed {chunk_seeds[i]}: the loss became NaN/inf at step {int(bad[i])}; "
-          "lower the largest of config.experiment.learning_rates")
-    if writer is not None:
-      host = jax.device_get({k: np.atleast_1d(v) for k, v in sums_R.items()
-                             if k.endswith("_sum")})
-      for i, seed in enumerate(chunk_seeds):
-        writer.write({"step": stop, "split": "train", **(tag or {}), "seed": seed,
-                      **{k[:-len("_sum")]: float(v[i]) / (stop - start)
-                         for k, v in host.items()}})
-
-  if mode == "vmap":
-    run_chunk = jax.jit(jax.vmap(chunk), donate_argnums=0)
-    state = jax.tree.map(lambda *a: jnp.stack(a), *states)
-    x_R = jnp.asarray(np.stack([s.x for s in subsets]))
-    y_R = jnp.asarray(np.stack([s.y for s in subsets]))
-    for start, stop in bounds:
-      idx = np.stack([batches(s, start, stop) for s in seeds])
-      state, sums = run_chunk(state, x_R, y_R, idx)
-      check(sums, seeds, start, stop)
-    return [jax.tree.map(lambda a, i=i: a[i], state["params"]) for i in range(len(seeds))]
-  out = []
-  for seed, state, subset in zip(seeds, states, subsets):
-    x, y = jnp.asarray(subset.x), jnp.asarray(subset.y)
-    for start, stop in bounds:
-      state, sums = chunk(state, x, y, batches(seed, start, stop))
-      check(sums, [seed], start, stop)
-    out.append(state["params"])
-  return out
-
-
 # ------------------------------------------------------------------------ the harness's view
 
 
@@ -361,13 +308,13 @@ def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, wor
     pre = pretrained() if init == "pretrained" else None
     params = [initial_params(config, init, s, sizes, pre, seeds.index(s)) for s in fit_seeds]
     w1_at_init = np.asarray(params[0][0]["w"])  # params are donated below
-    out = finetune(loss_fn, optimizer, config.num_steps, min(config.batch_size, n), params,
-                   subsets, fit_seeds, mode=exp.seed_mode,
-                   value_and_grad=gradients.make_value_and_grad(config, loss_fn, k, n,
-                                                                dataset.input_shape),
-                   chunk_steps=config.eval_every,
-                   what=f"fine-tuning {init} at {per_class} labels per class, eta={lr:g}",
-                   writer=writer, tag={"labels_per_class": per_class, "arm": init, **setting})
+    out = harness.train_seeds(
+        model, loss_fn, optimizer, config.num_steps, min(config.batch_size, n), subsets,
+        fit_seeds, mode=exp.seed_mode, init_params=lambda s: params[fit_seeds.index(s)],
+        value_and_grad=gradients.make_value_and_grad(config, loss_fn, k, n, dataset.input_shape),
+        chunk_steps=config.eval_every,
+        what=f"fine-tuning {init} at {per_class} labels per class, eta={lr:g}",
+        writer=writer, tag={"labels_per_class": per_class, "arm": init, **setting})
     if per_class == max(exp.labels_per_class):
       memo[(init, lr, per_class)] = (w1_at_init, np.asarray(out[0][0]["w"]))
     return out

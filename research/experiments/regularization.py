@@ -14,7 +14,7 @@ knob, experiment.*'s candidates for it):
   augment         experiment.augment_ops (images: the MLP flattens them) with the noise's std
                   from noise_stds
   bagging         k members (bagging_members) on k bootstrap resamples of the subset, all
-                  members of all seeds trained as one jax.vmap; predicts with the average of
+                  members of all seeds trained by train_seeds; predicts with the average of
                   the members' probabilities
 
 The harness (research/experiments/harness.py) runs the protocol: sizes are labels per class
