@@ -8,6 +8,7 @@ notebook can call directly. Heavy modules (jax, the runners) are imported only o
 arguments are known to be good, so --help and bad flags answer at once.
 """
 import ast
+import copy
 import glob
 import importlib.util
 import inspect
@@ -20,6 +21,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from research import cli
+from research import errors
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_CONFIG = os.path.join(_REPO, "configs", "default.py")
@@ -199,7 +201,14 @@ def main(argv: list[str] | None = None) -> None:
              "pass --help for the configs and flags)")
   config = fv.config
   if fv.print_config:
-    print(config)
+    from research import models  # pylint: disable=g-import-not-at-top  After the flags.
+    shown = copy.deepcopy(config)
+    if "model" in shown and "name" in shown.model:  # A switched family, with its defaults.
+      try:
+        shown.model = models.resolve(shown.model)
+      except errors.ConfigError as e:
+        cli.fail(str(e))
+    print(shown)
     return
   _run(config, fv, argv)
 

@@ -30,6 +30,7 @@ def captured_runs(monkeypatch):
     (["--config.batch_size=abc"], "--config.batch_size=abc"),
     (["--nope=1"], "Unknown command line flag 'nope'"),
     (["stray"], "unexpected arguments: stray"),
+    (["--config.model.name=foo", "--print_config"], "config.model.name='foo' is not a registered"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(capsys, args, fragment):
   with pytest.raises(SystemExit) as e:
@@ -46,6 +47,15 @@ def test_print_config_applies_overrides_and_runs_nothing(capsys, captured_runs):
   out = capsys.readouterr().out
   assert "seed: 7" in out and "name: breast_cancer" in out and "- 8\n  - 4" in out
   assert not captured_runs
+
+
+def test_print_config_shows_a_switched_model_family_with_the_defaults_the_run_uses(
+    capsys, captured_runs):
+  _main("--config.model.name=lenet5", "--print_config")
+  lines = capsys.readouterr().out.split("\nmodel:\n", 1)[1].splitlines()
+  group = lines[:next(i for i, line in enumerate(lines) if not line.startswith(" "))]
+  shown = {line.split(":")[0].strip() for line in group if not line.startswith("  -")}
+  assert "variant" in shown and "hidden_sizes" not in shown and not captured_runs
 
 
 def test_the_config_file_runs_once_and_main_runs_twice_in_a_process(tmp_path, captured_runs):
