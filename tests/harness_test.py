@@ -150,6 +150,33 @@ def test_a_diverged_setting_is_never_chosen_and_a_table_field_keeps_its_digits(t
   assert "| 0.010 ± " in text or "| 1.010 ± " in text
 
 
+def test_equal_validation_counts_are_a_tie_that_the_first_setting_wins(tmp_path):
+  # The adversarial section's case: 756 of 900 validation examples right for two settings
+  # (153 147 152 152 152 and 150 149 152 152 153 of 180), as the float32 accuracies the
+  # evaluation returned, whose means differ in the last bits.
+  exp, _ = _fake(seeds=range(5))
+  valid = {0.01: [0.5] * 5,
+           0.1: [0.8500000238418579, 0.8166666626930237, 0.8444444537162781,
+                 0.8444444537162781, 0.8444444537162781],
+           1.0: [0.8333333730697632, 0.8277778029441833, 0.8444444537162781,
+                 0.8444444537162781, 0.8500000238418579]}
+  assert np.mean(valid[0.1]) < np.mean(valid[1.0])  # Only a tie rule keeps the first.
+  measure = exp.measure
+
+  def tied(arm, setting, size, seed, params, split):
+    out = measure(arm, setting, size, seed, params, split)
+    if split == "valid":
+      out["accuracy"] = valid[setting["lr"]][seed]
+    return out
+
+  exp = harness.Experiment(**{**exp.__dict__, "measure": tied})
+  for arm in harness.run(exp, tmp_path / "tie")["sizes"][0]["arms"].values():
+    assert arm["chosen"] == {"lr": 0.1}
+  valid[1.0][0] = float(np.float32(151 / 180))  # One more right is better, not a tie.
+  for arm in harness.run(exp, tmp_path / "better")["sizes"][0]["arms"].values():
+    assert arm["chosen"] == {"lr": 1.0}
+
+
 def test_an_interrupted_run_resumes_to_identical_results_without_redoing_cells(tmp_path):
   calls = {"fit": [], "test": []}
   exp, _ = _fake(calls=calls, fail_after=4)

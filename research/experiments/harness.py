@@ -22,8 +22,10 @@ and `run(experiment, workdir)` owns everything else:
 
 `train_seeds` trains the seeds of one cell with the kernel's chunk, as a loop over one compiled
 program (`mode="loop"`, the default: faster on XLA:CPU for every workload docs/performance.md
-measures) or as one jax.vmap-ped program ("vmap"). `table` and `plot` render results.json; `regenerate` splices a section's tables
-into docs/experiments.md, so the doc cannot drift from the results.
+measures) or as one jax.vmap-ped program ("vmap"). `table`, `plot` and `write` render
+results.json; `run_from_config` is the whole body of a runner whose experiment is one `run`.
+launch/regenerate_experiments.py splices each section's results.md into docs/experiments.md,
+so the doc cannot drift from the results.
 """
 import dataclasses
 import itertools
@@ -42,9 +44,11 @@ from scipy import stats
 from research import data as data_lib
 from research import errors
 from research import kernel
+from research import metrics as metrics_lib
 from research import workdir as workdir_lib
 
 CONFIDENCE = 0.95
+TIE = 1e-6  # relative: below it two validation scores are one (float32 sums differ ~1e-7)
 MIN_SEEDS = 5  # Fewer seeds can run (tests, quick looks); their tables say it is no finding.
 SEED_MODES = ("vmap", "loop")
 
@@ -191,6 +195,20 @@ def check(experiment: Experiment) -> None:
 # ------------------------------------------------------------------------------------ the run
 
 
+def run_from_config(config, workdir, validate: Callable, experiment: Callable,
+                    write: Callable) -> dict[str, Any]:
+  """A runner's body: validate(config); run(experiment(config, writer)) in workdir, with
+  the cells' training records in workdir/metrics.jsonl; then, on process 0,
+  write(workdir, config, results) (results.md, results.json, figures). Returns the results."""
+  validate(config)
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+  result = run(experiment(config, writer), workdir, writer)
+  writer.close()
+  if jax.process_index() == 0:
+    write(workdir, config, result)
+  return result
+
+
 def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
   """Runs the protocol (module doc) in workdir; returns the results dict (results.json's):
 
@@ -257,17 +275,21 @@ def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
 
 def _choose(grid: list[dict], experiment: Experiment) -> dict:
   """The setting with the best mean validation `select` over seeds (the first on a tie); a
-  setting whose score is not finite (a diverged run) is never chosen."""
+  setting whose score is not finite (a diverged run) is never chosen. Scores within TIE of the
+  best, relatively, are a tie: equal accuracies (equal counts of correct examples) summed
+  from float32 values in another order differ in the last bits, which must not choose."""
   sign = 1.0 if experiment.higher_is_better else -1.0
   scores = [sign * float(np.mean([v[experiment.select] for v in cell["valid"]]))
             for cell in grid]
   finite = [s if math.isfinite(s) else -math.inf for s in scores]
-  if all(s == -math.inf for s in finite):
+  best = max(finite)
+  if best == -math.inf:
     raise errors.NonFiniteLossError(
         f"{experiment.name}: validation {experiment.select} is not finite for any setting "
         f"of {[cell['setting'] for cell in grid]}; narrow the grid (e.g. smaller learning "
         "rates)")
-  return grid[int(np.argmax(finite))]["setting"]
+  tied = best - TIE * max(abs(best), 1e-30)
+  return grid[next(i for i, s in enumerate(finite) if s >= tied)]["setting"]
 
 
 def _add_stats(arms: dict, baseline: str) -> None:
