@@ -19,6 +19,7 @@ from research import errors
 from research import metrics
 from research import train
 from research import workdir as workdir_lib
+from research.experiments import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -276,6 +277,24 @@ def test_fsync_of_records_before_each_checkpoint_and_at_the_end(tmp_path, monkey
   paths = [p for p, _ in synced]
   assert any(os.path.basename(p).startswith(".config.json.tmp-") for p in paths)
   assert str(workdir) in paths  # The directory, for the renames and the new files' names.
+
+
+def test_an_experiment_runner_fsyncs_its_records_before_it_says_finished(tmp_path, monkeypatch):
+  """A runner that never closes its writer still leaves durable records under finished.json."""
+  if not os.path.isdir("/proc/self/fd"):
+    pytest.skip("needs /proc to name a file descriptor")
+  synced = _spy_fsync(monkeypatch)
+
+  @report.runner
+  def runner(config, workdir):
+    metrics.MetricWriter(workdir, tensorboard=False).write({"step": 1, "split": "train"})
+    return {}
+
+  runner(_tiny(), str(tmp_path / "run"))
+  names = [os.path.basename(p) for p, _ in synced]
+  finished = next(i for i, n in enumerate(names) if n.startswith(".finished.json.tmp-"))
+  records = [text for p, text in synced[:finished] if text is not None]
+  assert records and records[-1] == _read(tmp_path / "run" / metrics.FILENAME)
 
 
 def test_write_text_fsyncs_the_file_before_the_rename_and_the_directory_after(tmp_path,

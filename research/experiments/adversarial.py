@@ -41,7 +41,6 @@ from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import losses
-from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import workdir as workdir_lib
@@ -272,12 +271,7 @@ FIELDS = [("accuracy", "clean test acc %", 100.0),
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Every method at every threat eps, under the harness's protocol; writes
   results.{md,json} and adversarial.png. Returns the harness's results."""
-  validate(config)
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  result = harness.run(experiment(config, writer), workdir, writer)
-  if jax.process_index() == 0:
-    write(workdir, config, result)
-  return result
+  return harness.run_from_config(config, workdir, validate, experiment, write)
 
 
 def notes(config) -> list[str]:

@@ -32,7 +32,6 @@ from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import losses
-from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research import workdir as workdir_lib
@@ -165,12 +164,7 @@ LL_FIELDS = [("log_likelihood", "mean test log-likelihood", 1.0)]
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Every inference rule at every training dropout rate, under the harness's protocol;
   writes results.{md,json} and dropout_ensemble.png. Returns the harness's results."""
-  validate(config)
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  result = harness.run(experiment(config, writer), workdir, writer)
-  if jax.process_index() == 0:
-    write(workdir, config, result)
-  return result
+  return harness.run_from_config(config, workdir, validate, experiment, write)
 
 
 def notes(config) -> list[str]:

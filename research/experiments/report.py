@@ -62,6 +62,8 @@ def runner(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
       run_config.write_config(config, path)
       result = fn(config, path)
       if jax.process_index() == 0:
+        if records.exists():  # finished.json durable means its records are too
+          workdir_lib.sync(records)
         workdir_lib.write_text(path / FINISHED, json.dumps(
             {"config": json.loads(config.to_json_best_effort()),
              "wall_time": time.time() - t_start}, indent=2) + "\n")

@@ -44,7 +44,6 @@ from research import data as data_lib
 from research import errors
 from research import kernel
 from research import losses
-from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research.backprop import mlp as backprop_mlp
@@ -162,12 +161,7 @@ FIELDS = [("accuracy", "test acc %", 100.0)]
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Every strength of both penalties, under the harness's protocol; writes results.{md,json}
   and sparsity.png. Returns the harness's results."""
-  validate(config)
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  result = harness.run(experiment(config, writer), workdir, writer)
-  if jax.process_index() == 0:
-    write(workdir, config, result)
-  return result
+  return harness.run_from_config(config, workdir, validate, experiment, write)
 
 
 def notes(config, result) -> list[str]:

@@ -49,7 +49,6 @@ from research import data as data_lib
 from research import errors
 from research import kernel
 from research import losses
-from research import metrics as metrics_lib
 from research import models
 from research import optim
 from research.experiments import harness
@@ -258,12 +257,7 @@ DETAIL_FIELDS = [("loss", "test loss", 1.0), ("tangent_norm", "test sum_t ‖J t
 def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Every method at every number of labels per class, under the harness's protocol; writes
   results.{md,json} and tangent_prop.png. Returns the harness's results."""
-  validate(config)
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  result = harness.run(experiment(config, writer), workdir, writer)
-  if jax.process_index() == 0:
-    write(workdir, config, result)
-  return result
+  return harness.run_from_config(config, workdir, validate, experiment, write)
 
 
 def notes(config) -> list[str]:
