@@ -37,7 +37,7 @@ def get_config():
                                           # schedule; config.optimizer.learning_rate is unused
       init_scale=10.0,         # spread: std of w^1 (steepness of the transitions on [-1, 1])
       seeds=5,                 # config.seed, +1, ...: training points, validation points, init
-      seed_mode="loop",        # one compiled chunk run per seed (faster on CPU), or "vmap"
+      seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       train_points=1024,       # uniform random points in [-1, 1]^D the MSE is taken over
       valid_points=1024,       # fresh uniform random points per seed the learning rate is
                                # chosen on

@@ -29,7 +29,7 @@ def get_config():
       labels_per_class=(2, 5, 20),  # labelled main-task (digits) examples per class
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
       learning_rates=(3e-4, 1e-3, 3e-3),  # every method's grid, chosen on validation
-      seed_mode="loop",        # one compiled chunk run per seed (faster on CPU), or "vmap"
+      seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       hidden_sizes=(256,),     # the shared trunk's ReLU layers
       aux_weight=1.0,          # beta in E = CE_main + beta CE_aux
       aux_batch_size=32,       # aux_mnist / pooled: MNIST images per step

@@ -3,7 +3,7 @@
 A wide ReLU MLP (one hidden layer of 512) on 20 labels per class of digits (8x8 images,
 flattened by the MLP; stratified, redrawn for each of 5 seeds) fits its subset perfectly; each
 method adds one regularizer to that base: L2, L1, dropout, early stopping, augmentation
-(translate + noise) or bagging (bootstrap members trained as one jax.vmap). Each method's
+(translate + noise) or bagging (bootstrap members, each trained like a seed). Each method's
 knob (none's: the learning rate) is chosen from three candidates on the validation split.
 Test set: half of the 1,797 digits.
 
@@ -37,7 +37,7 @@ def get_config():
       baseline="none",         # the arm every other is compared with, paired over seeds
       labels_per_class=(5, 20),  # the sizes: labelled training examples per class
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
-      seed_mode="loop",        # one compiled chunk run per seed (faster on CPU), or "vmap"
+      seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       # Each method's one knob, chosen on validation accuracy (the same budget: 3 each).
       learning_rates=(3e-4, 1e-3, 3e-3),  # none (the others keep optimizer.learning_rate)
       l2_strengths=(0.03, 0.1, 0.3),      # l2: lambda of (lambda/2m) sum w^2

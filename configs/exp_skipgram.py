@@ -80,6 +80,6 @@ def get_config():
       # validation sentences.
       learning_rates=(0.003, 0.01, 0.03, 0.1, 0.3),
       l2s=(0.0, 0.3),
-      seed_mode="loop",        # one compiled chunk run per seed (faster on CPU), or "vmap"
+      seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
   ))
   return config

@@ -32,6 +32,6 @@ def get_config():
       weight_l1=(0.1, 0.3, 1.0, 3.0),   # lambda_1 of (lambda_1/m) sum |w|, m = 719
       near_zero=0.01,          # |sigma| or |w| at most this counts as zero
       seeds=5,                 # config.seed, +1, ...: init and batch order (the whole split)
-      seed_mode="loop",        # one compiled chunk run per seed (faster on CPU), or "vmap"
+      seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
   )
   return config

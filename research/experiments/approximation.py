@@ -21,8 +21,8 @@ Each seed draws its own training points and its own validation points (uniform o
 domain, the same for every width and init of that seed) and its init. Each arm chooses its
 learning rate from experiment.learning_rates (the same budget) by the mean RMS error at the
 validation points (lower is better); the test measure is the error on the dense grid, and the
-training MSE at the end. The seeds of a cell train as one program (harness.train_seeds with
-the kernel's chunk: every step's "batch" is the whole training set).
+training MSE at the end. The seeds of a cell train through harness.train_seeds (the
+kernel's chunk; every step's "batch" is the whole training set).
 
 Targets (experiment.targets):
   sines_1d   f(x) = sin(2 pi x) + 0.3 cos(5 pi x)                      on [-1, 1]
