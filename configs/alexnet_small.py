@@ -16,13 +16,13 @@ with lax.conv inside the scanned step a step took about 4 CPU-seconds).
 in 27 s.
 """
 from research import config_lib
-from research.models import alexnet
+from research import model_configs
 
 
 def get_config():
   config = config_lib.base(batch_size=32, num_steps=400, log_every=100, eval_every=200)
   config.data = config_lib.sklearn_data("digits", image_size=32)  # NHWC (32, 32, 1)
-  config.model = alexnet.config(
+  config.model = model_configs.alexnet(
       conv_channels=(64, 192, 384, 256, 256),  # conv1..conv5 maps, before the width multiplier
       kernel_sizes=(5, 5, 3, 3, 3),            # square kernel side of conv1..conv5
       groups=(1, 1, 1, 1, 1),                  # (1, 2, 1, 2, 2) = the paper's two-GPU split

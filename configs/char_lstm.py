@@ -13,15 +13,15 @@ Expected: validation loss 1.54 nats/char (test 1.39; unigram baseline 3.29) afte
 99,015 params, 4-8 minutes on a 2-core CPU (the slower figure with the CPU shared).
 """
 from research import config_lib
+from research import model_configs
 from research.data import text
-from research.models import lstm
 
 
 def get_config():
   config = config_lib.base(batch_size=64, num_steps=2000, log_every=250, eval_every=500,
                            eval_batch_size=512)
   config.data = text.config(seq_len=64)  # x, y: int32 (N, 64), y the next characters
-  config.model = lstm.config(
+  config.model = model_configs.lstm(
       "char_lstm",
       embed_dim=32,            # E: width of each character's embedding vector
       hidden_size=128,         # H: size of h_t and of the cell c_t

@@ -13,15 +13,15 @@ Expected: validation loss 1.50 nats/char (test 1.34; unigram baseline 3.29) afte
 117,479 params, about 10 minutes on a shared 2-core CPU (2 cores busy with other jobs).
 """
 from research import config_lib
+from research import model_configs
 from research.data import text
-from research.models import attention
 
 
 def get_config():
   config = config_lib.base(batch_size=64, num_steps=2000, log_every=250, eval_every=500,
                            eval_batch_size=512)
   config.data = text.config(seq_len=64)  # x, y: int32 (N, 64), y the next characters
-  config.model = attention.config(
+  config.model = model_configs.attention(
       "char_transformer",
       d_model=64,              # D: width of the residual stream and of the embeddings
       num_heads=4,             # heads of d_k = D / num_heads each

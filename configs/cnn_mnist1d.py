@@ -17,14 +17,14 @@ runs: with 32 channels 93.9% (94.5 / 94.0 / 93.3%); with 25: 93.6% (94.1 / 92.7 
 the paper's strides); eta = 3e-3 for 3,000 steps 84.5%.
 """
 from research import config_lib
+from research import model_configs
 from research.data import mnist1d_data
-from research.models import cnn1d
 
 
 def get_config():
   config = config_lib.base(batch_size=100, num_steps=6000, log_every=500, eval_every=1000)
   config.data = mnist1d_data.config(shape="sequence")  # x_Nx40x1: T = 40 steps, C = 1 channel
-  config.model = cnn1d.config(
+  config.model = model_configs.cnn1d(
       channels=(64, 64, 64),   # C_l: output channels of each conv layer (the paper: 25)
       kernel_sizes=(5, 3, 3),  # k_l: kernel length of each conv layer
       strides=(1, 2, 2),       # s_l: 40 -> 40 -> 20 -> 10 steps (the paper's (2, 2, 2): 88.5%)

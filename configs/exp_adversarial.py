@@ -14,14 +14,14 @@ hand-written backward pass, checked to agree.
 docs/experiments.md section 12 holds the measured tables and what they show.
 """
 from research import config_lib
-from research.models import mlp
+from research import model_configs
 
 
 def get_config():
   config = config_lib.base(trainer="adversarial", batch_size=32, num_steps=2000, log_every=500,
                            eval_every=500, eval_batch_size=1024, checkpoint_every=0)
   config.data = config_lib.sklearn_data("digits", valid_fraction=0.1, test_fraction=0.5)
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(256,),
       activation="relu",       # relu | sigmoid | tanh (the manual dE/dx supports all three)
       dropout=0.0,             # must stay 0

@@ -12,7 +12,7 @@ results.md and approximation.png.
 docs/experiments.md section 5 holds the measured tables and what they show.
 """
 from research import config_lib
-from research.models import mlp
+from research import model_configs
 
 
 def get_config():
@@ -20,7 +20,7 @@ def get_config():
   config = config_lib.base(trainer="approximation", num_steps=2000, log_every=2000,
                            eval_every=2000)
   config.data = config_lib.sklearn_data("digits")  # unused: the targets are functions
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(1,),       # one hidden layer; its width is set from experiment.widths
       activation="sigmoid",    # sigmoid | tanh | relu
       dropout=0.0,

@@ -12,7 +12,7 @@ from per-example gradients (jax.vmap(jax.grad)), for the first seed.
 docs/experiments.md section 6 holds the measured tables and what they show.
 """
 from research import config_lib
-from research.models import mlp
+from research import model_configs
 
 
 def get_config():
@@ -21,7 +21,7 @@ def get_config():
   config = config_lib.base(trainer="batch_size", batch_size=1, num_steps=1, log_every=1,
                            eval_every=1)
   config.data = config_lib.sklearn_data("digits")
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(64,),      # the lecture's network: 64 -> 64 -> 10 sigmoid units
       activation="sigmoid",
       dropout=0.0,

@@ -12,7 +12,7 @@ method with and without global-norm clipping on a rotated ill-conditioned quadra
 docs/experiments.md section 4 holds the measured tables and what they show.
 """
 from research import config_lib
-from research.models import mlp
+from research import model_configs
 
 
 def get_config():
@@ -20,7 +20,7 @@ def get_config():
   config = config_lib.base(trainer="curvature", batch_size=64, num_steps=1500, log_every=500,
                            eval_every=1500, eval_batch_size=1024, checkpoint_every=0)
   config.data = config_lib.sklearn_data("digits")
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(32,) * 8,  # unused: experiment.depths x experiment.deep_width set it
       activation="sigmoid",    # sigmoid | tanh | relu
       dropout=0.0,

@@ -10,7 +10,7 @@ hidden units, one network per seed (5 seeds); then, on the test set, weight-scal
 docs/experiments.md section 2 holds the measured tables and what they show.
 """
 from research import config_lib
-from research.models import mlp
+from research import model_configs
 
 
 def get_config():
@@ -18,7 +18,7 @@ def get_config():
                            log_every=500, eval_every=500, eval_batch_size=512,
                            checkpoint_every=0)
   config.data = config_lib.sklearn_data("digits")
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(512,),     # widths of the hidden layers
       activation="relu",       # sigmoid | tanh | relu
       dropout=0.0,             # stays 0: experiment.dropout_rates sets p per size

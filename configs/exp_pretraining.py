@@ -19,8 +19,8 @@ docs/experiments.md section 7 holds the measured table and what it shows.
 import ml_collections
 
 from research import config_lib
+from research import model_configs
 from research.data import mnist
-from research.models import mlp
 
 
 def get_config(arg: str = "digits"):
@@ -42,7 +42,7 @@ def get_config(arg: str = "digits"):
   else:
     raise ValueError(f"configs/exp_pretraining.py:{arg}: choose digits, mnist_subset, "
                      "digits_adam or mnist_subset_adam")
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(64, 64),   # the lecture's sigmoid units; both hidden layers pre-trained
       activation="sigmoid",    # pre-training stacks sigmoid autoencoders
       dropout=0.0,

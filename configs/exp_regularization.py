@@ -11,9 +11,8 @@ Test set: half of the 1,797 digits.
 
 docs/experiments.md section 1 holds the measured tables and what they show.
 """
-from research import augment
 from research import config_lib
-from research.models import mlp
+from research import model_configs
 
 
 def get_config():
@@ -22,7 +21,7 @@ def get_config():
   # A bigger test split than the default (20%) so one test example is 0.1 points, not 0.3.
   config.data = config_lib.sklearn_data("digits", image_size=8, valid_fraction=0.1,
                                         test_fraction=0.5)
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(512,),     # wide: 33k weights for 200 examples
       activation="relu",       # sigmoid | tanh | relu
       dropout=0.0,             # off in the base; the "dropout" method sets it
@@ -31,7 +30,7 @@ def get_config():
   config.loss = config_lib.loss("softmax")
   config.optimizer = config_lib.optimizer(name="adam", learning_rate=1e-3)
   # Parameters of the augment method's ops (ops stays () in the base: "none" means none).
-  config.augment = augment.config(max_shift=1, noise_std=0.3)
+  config.augment = config_lib.augment(max_shift=1, noise_std=0.3)
   config.experiment = dict(
       methods=("none", "l2", "l1", "dropout", "early_stopping", "augment", "bagging"),
       baseline="none",         # the arm every other is compared with, paired over seeds

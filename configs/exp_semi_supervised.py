@@ -13,9 +13,8 @@ methods, the step size) is chosen per method on the validation split from three 
 
 docs/experiments.md section 14 holds the measured table and what it shows.
 """
-from research import augment
 from research import config_lib
-from research.models import mlp
+from research import model_configs
 
 
 def get_config():
@@ -24,7 +23,7 @@ def get_config():
                            checkpoint_every=0)
   config.data = config_lib.sklearn_data("digits", image_size=8, valid_fraction=0.1,
                                         test_fraction=0.5)
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(256,),
       activation="relu",       # sigmoid | tanh | relu
       dropout=0.0,             # off: the methods differ only in what they do with x_u
@@ -32,7 +31,7 @@ def get_config():
   config.loss = config_lib.loss("softmax")  # no penalties
   config.optimizer = config_lib.optimizer(name="adam", learning_rate=1e-3)
   # The augmenting methods' ops (applied inside their cost, to labelled and unlabelled rows).
-  config.augment = augment.config(ops=("translate", "noise"), max_shift=1, noise_std=0.3)
+  config.augment = config_lib.augment(ops=("translate", "noise"), max_shift=1, noise_std=0.3)
   config.experiment = dict(
       methods=("labels_only", "labels_augment", "pseudo_label", "fixmatch_style",
                "consistency"),

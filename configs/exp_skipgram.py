@@ -15,7 +15,7 @@ at 50 per topic the bag of words closes most of the gap (68.0% against 71.6%).
 import ml_collections
 
 from research import config_lib
-from research.models import bag_of_embeddings
+from research import model_configs
 
 
 def get_config():
@@ -30,7 +30,7 @@ def get_config():
       split_seed=0,            # which sentences of each topic are held out for the test
   ))
   # The downstream classifier: the mean of the word vectors -> dense.
-  config.model = bag_of_embeddings.config(
+  config.model = model_configs.bag_of_embeddings(
       vocab_size=0,            # set by the runner from the corpus's vocabulary
       embed_dim=50,            # D of the skip-gram's vectors and the classifier's table
       freeze_embeddings=False,  # set by the runner per table (skipgram_frozen: True)

@@ -12,7 +12,7 @@ experiment harness: every strength paired with no penalty over the seeds.
 docs/experiments.md section 10 holds the measured tables and what they show.
 """
 from research import config_lib
-from research.models import mlp
+from research import model_configs
 
 
 def get_config():
@@ -20,7 +20,7 @@ def get_config():
                            eval_every=500, eval_batch_size=1024, checkpoint_every=0,
                            grad="manual")  # manual: research/backprop/mlp.py; or autodiff
   config.data = config_lib.sklearn_data("digits", valid_fraction=0.1, test_fraction=0.5)
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(256,),     # the representation whose sparsity is measured
       activation="relu",       # relu: a unit is exactly 0 below threshold | sigmoid | tanh
       dropout=0.0,             # must stay 0 (the manual pass has no dropout)

@@ -23,8 +23,8 @@ docs/experiments.md section 3 holds the measured tables (every variant, under th
 and what they show.
 """
 from research import config_lib
+from research import model_configs
 from research.data import text as text_data
-from research.models import mlp
 
 VARIANTS = ("macro_f1", "binary_f1", "binary_f1_cancer", "mae", "bleu")
 
@@ -53,7 +53,7 @@ def get_config(arg: str = "macro_f1"):
   )
   # A wide MLP without a penalty, trained long: the valid loss turns up (over-confident
   # mistakes) while the counting metrics keep or improve their value.
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(256,),     # widths of the hidden layers
       activation="sigmoid",    # sigmoid | tanh | relu
       dropout=0.0,             # probability of zeroing each hidden unit in training

@@ -12,8 +12,8 @@ gamma, each from three candidates on the validation split.
 docs/experiments.md section 11 holds the measured tables and what they show.
 """
 from research import config_lib
+from research import model_configs
 from research.data import mnist
-from research.models import mlp
 
 
 def get_config():
@@ -21,7 +21,7 @@ def get_config():
                            log_every=500, eval_every=500, eval_batch_size=1000,
                            checkpoint_every=0)
   config.data = mnist.config("mnist_subset", valid_fraction=0.1, test_fraction=0.2)
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(256,),     # no built-in invariance: what it knows of shifts it must learn
       activation="relu",       # sigmoid | tanh | relu
       dropout=0.0,             # off: each method adds one regularizer

@@ -15,8 +15,8 @@ and 100 labels per class of its 3,500 training images, 1,000 test images.
 docs/experiments.md section 9 holds the measured tables and what they show.
 """
 from research import config_lib
+from research import model_configs
 from research.data import mnist
-from research.models import local_cnn
 
 
 def get_config(arg=None):
@@ -26,7 +26,7 @@ def get_config(arg=None):
   # The split of configs/exp_regularization.py: a 50% test split (one example = 0.1 points).
   config.data = config_lib.sklearn_data("digits", image_size=8, valid_fraction=0.1,
                                         test_fraction=0.5)
-  config.model = local_cnn.config(
+  config.model = model_configs.local_cnn(
       shared=True,             # the runner trains both True (conv) and False (local)
       channels=(16, 32),       # maps of each layer
       kernel_sizes=(3, 3),     # k x k receptive fields

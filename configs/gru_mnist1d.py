@@ -10,14 +10,14 @@ Expected: 96.1 / 95.3 / 96.1% test accuracy for seeds 0-2 (13,322 params), above
 per run, not a speed figure).
 """
 from research import config_lib
+from research import model_configs
 from research.data import mnist1d_data
-from research.models import gru
 
 
 def get_config():
   config = config_lib.base(batch_size=100, num_steps=3000, log_every=500, eval_every=500)
   config.data = mnist1d_data.config(shape="sequence")  # x_Nx40x1: T = 40 steps of F = 1
-  config.model = gru.config(
+  config.model = model_configs.gru(
       hidden_size=64,          # H: size of h_t
       readout="mean",          # last: h_T | mean: mean_t h_t | all: every h_t concatenated
   )

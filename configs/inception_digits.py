@@ -11,13 +11,13 @@ quiet 2-core CPU with conv_impl="auto", "patches" there (97.8% and 851 s on a he
 CPU with lax.conv, which XLA:CPU runs 4-5x slower inside the scanned train step).
 """
 from research import config_lib
-from research.models import inception
+from research import model_configs
 
 
 def get_config():
   config = config_lib.base(batch_size=32, num_steps=1000, log_every=250, eval_every=500)
   config.data = config_lib.sklearn_data("digits", image_size=32)  # NHWC (32, 32, 1)
-  config.model = inception.config(
+  config.model = model_configs.inception(
       stem_channels=32,        # 3x3 ReLU conv before the first block
       # One (c1, c3r, c3, c5r, c5, pool_proj) per block, each after a 3x3/2 max pool.
       blocks=((16, 16, 24, 4, 8, 8), (32, 32, 48, 8, 16, 16)),

@@ -17,10 +17,9 @@ Expected: about 99% test accuracy (98.9 / 99.4 / 99.2% for seeds 0 / 1 / 2 on th
 digits); 18-23 s each, the whole process, on a quiet 2-core CPU (conv_impl="auto", "patches"
 there; 132 s with lax.conv on a busy one). mnist_subset: 97.5% (seed 0) in 24 s.
 """
-from research import augment
 from research import config_lib
+from research import model_configs
 from research.data import mnist
-from research.models import lenet
 
 
 def get_config(arg: str = "digits"):
@@ -32,13 +31,13 @@ def get_config(arg: str = "digits"):
     config.data = mnist.config("mnist_subset", image_size=32)  # 3,500 train / 1,000 test
   else:
     raise ValueError(f"configs/lenet_digits.py:{arg}: choose digits or mnist_subset")
-  config.model = lenet.config(
+  config.model = model_configs.lenet(
       variant="faithful",      # faithful | classic | modern (see research/models/lenet.py)
       conv_impl="auto",     # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
   )
   config.loss = config_lib.loss("softmax", l2=0.0)  # softmax cross-entropy; lambda = l2
   # Random shifts of up to 2 pixels (half an original 8x8 pixel): without them the net
   # reaches 100% training accuracy by step 750 and stops at about 97.8% test accuracy.
-  config.augment = augment.config(ops=("translate",), max_shift=2)
+  config.augment = config_lib.augment(ops=("translate",), max_shift=2)
   config.optimizer = config_lib.optimizer(name="adam", learning_rate=1e-3, schedule="cosine")
   return config

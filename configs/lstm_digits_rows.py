@@ -8,13 +8,13 @@ dense softmax layer. Trained with Adam on the softmax cross-entropy.
 Expected: 98.1-98.6% test accuracy over seeds 0-2 (19,338 params), 6-8 s on a 2-core CPU.
 """
 from research import config_lib
-from research.models import lstm
+from research import model_configs
 
 
 def get_config():
   config = config_lib.base(batch_size=32, num_steps=3000, log_every=250, eval_every=500)
   config.data = config_lib.sklearn_data("digits", image_size=8)  # NHWC (8, 8, 1): 8 rows of 8
-  config.model = lstm.config(
+  config.model = model_configs.lstm(
       "lstm_classifier",
       hidden_size=64,          # H: size of h_t and of the cell c_t
       num_layers=1,            # stacked LSTM layers

@@ -11,14 +11,14 @@ paper's 91% GRU, in 37-42 s each on a quiet 2-core CPU (2026-12-01). For compari
 readout="last" 87.4% after 1,000 steps; bidirectional=True with "last" 93.6% in twice the time.
 """
 from research import config_lib
+from research import model_configs
 from research.data import mnist1d_data
-from research.models import lstm
 
 
 def get_config():
   config = config_lib.base(batch_size=100, num_steps=3000, log_every=500, eval_every=500)
   config.data = mnist1d_data.config(shape="sequence")  # x_Nx40x1: T = 40 steps of F = 1
-  config.model = lstm.config(
+  config.model = model_configs.lstm(
       "lstm_classifier",
       hidden_size=64,          # H: size of h_t and of the cell c_t
       num_layers=1,            # stacked LSTM layers

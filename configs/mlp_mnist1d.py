@@ -11,14 +11,14 @@ quiet 2-core CPU. Without dropout, as in the paper, the same training gives 67.3
 65.7%): the paper's 68% within seed noise; a constant eta gives 66.9%, eta = 3e-3 62.1%.
 """
 from research import config_lib
+from research import model_configs
 from research.data import mnist1d_data
-from research.models import mlp
 
 
 def get_config():
   config = config_lib.base(batch_size=100, num_steps=6000, log_every=500, eval_every=1000)
   config.data = mnist1d_data.config(shape="flat")  # x_Nx40: one feature per position
-  config.model = mlp.config(
+  config.model = model_configs.mlp(
       hidden_sizes=(100, 100),  # the paper's two hidden layers of 100 units
       activation="relu",        # sigmoid | tanh | relu
       dropout=0.2,              # zero each hidden unit w.p. 0.2 in training (the paper: none)

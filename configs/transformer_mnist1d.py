@@ -13,14 +13,14 @@ training signals. With patch_size=1 (40 one-value tokens) it reached only ~60% v
 accuracy after 2,000 steps at learning_rate=1e-3, and ran several times slower.
 """
 from research import config_lib
+from research import model_configs
 from research.data import mnist1d_data
-from research.models import attention
 
 
 def get_config():
   config = config_lib.base(batch_size=100, num_steps=3000, log_every=500, eval_every=500)
   config.data = mnist1d_data.config(shape="sequence")  # x_Nx40x1: T = 40 steps of F = 1
-  config.model = attention.config(
+  config.model = model_configs.attention(
       "transformer_classifier",
       patch_size=4,            # consecutive steps per token: 40 steps -> 10 tokens of 4 values
       d_model=64,              # D: width of the residual stream

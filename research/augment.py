@@ -14,25 +14,14 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-
+from research import config_lib
 from research import errors
 
 OPS = ("crop", "flip", "translate", "noise")
 PAD_MODES = ("constant", "edge", "reflect")
 
 
-def config(**overrides) -> ml_collections.ConfigDict:
-  """config.augment: which ops run, in order, and their parameters."""
-  cfg = ml_collections.ConfigDict()
-  cfg.ops = ()                 # applied in order, from: crop, flip, translate, noise; () = none
-  cfg.crop_pad = 4             # crop: pad each side by this, then take a random HxW window
-  cfg.crop_mode = "constant"   # crop: padding constant (zeros) | edge | reflect
-  cfg.flip_prob = 0.5          # flip: probability of mirroring an image left-right
-  cfg.max_shift = 2            # translate: integer shifts in [-max_shift, max_shift] per axis
-  cfg.noise_std = 0.1          # noise: standard deviation of additive Gaussian noise
-  cfg.update(overrides)
-  return cfg
+config = config_lib.augment  # config.augment's defaults, JAX-free for config files
 
 
 def _check_nhwc(x) -> None:

@@ -9,7 +9,6 @@ from typing import NamedTuple
 
 import ml_collections
 
-from research import augment
 from research import errors
 
 
@@ -50,6 +49,19 @@ def sklearn_data(name: str, **overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
+def augment(**overrides) -> ml_collections.ConfigDict:
+  """config.augment: which ops run, in order, and their parameters (research/augment.py)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.ops = ()                 # applied in order, from: crop, flip, translate, noise; () = none
+  cfg.crop_pad = 4             # crop: pad each side by this, then take a random HxW window
+  cfg.crop_mode = "constant"   # crop: padding constant (zeros) | edge | reflect
+  cfg.flip_prob = 0.5          # flip: probability of mirroring an image left-right
+  cfg.max_shift = 2            # translate: integer shifts in [-max_shift, max_shift] per axis
+  cfg.noise_std = 0.1          # noise: standard deviation of additive Gaussian noise
+  cfg.update(overrides)
+  return cfg
+
+
 def loss(output: str, **overrides) -> ml_collections.ConfigDict:
   """config.loss: the data term and the norm penalties of E (see research/losses.py)."""
   cfg = ml_collections.ConfigDict()
@@ -73,7 +85,7 @@ def base(**overrides) -> ml_collections.ConfigDict:
   cfg.grad = "autodiff"        # autodiff: jax.value_and_grad; manual: research/backprop (MLP)
   cfg.checkpoint_every = 1000  # steps between checkpoints (and one at the end); 0 = end only
   cfg.keep_checkpoints = 3     # how many of the newest checkpoints to keep
-  cfg.augment = augment.config()  # training-time augmentation; ops=() is none
+  cfg.augment = augment()  # training-time augmentation; ops=() is none
   cfg.early_stopping_patience = 0  # > 0: stop after this many evals without a new best
                                # validation loss, and keep the best params (0 = off)
   # Platforms (README, "Where it runs"):

@@ -5,10 +5,11 @@ locked, so a misspelt field is an error. --print_config prints the resolved conf
 --help lists the configs. This is the only module that defines flags; the work is done by
 research.experiments.run (research.train.train_and_evaluate for standard training), which a
 notebook can call directly. Heavy modules (jax, the runners) are imported only once the
-arguments are known to be good, so --help and bad flags answer at once.
+arguments are known to be good: config files and their defaults (research.config_lib,
+research.model_configs) are JAX-free, so --help, bad flags, misspelt or out-of-range fields and
+an unknown model answer at once.
 """
 import ast
-import copy
 import glob
 import importlib.util
 import inspect
@@ -21,7 +22,9 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from research import cli
+from research import config_lib
 from research import errors
+from research import model_configs
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_CONFIG = os.path.join(_REPO, "configs", "default.py")
@@ -38,7 +41,7 @@ FLAGS_SPEC = {
     "num_processes": ("integer", None, "Multi-host: number of processes."),
     "process_id": ("integer", None, "Multi-host: this process's index."),
 }
-HELP_FLAGS = ("--help", "-h", "--helpshort", "-?")
+HELP_FLAGS = ("--help", "-h", "--helpshort", "--helpfull", "-?")  # all print help_text()
 
 
 def describe_configs() -> list[tuple[str, str]]:
@@ -72,8 +75,7 @@ def help_text() -> str:
   lines += ["  --config: a config file, optionally file.py:variant; "
             "--config.<field>=<value> overrides one field",
             "", "Exit codes: 0 done, 2 bad input (one line names the field or path and the fix), "
-            "3 NaN/inf loss, 4 a read or write failed mid-run (rerun to resume).",
-            "--helpfull lists absl's own flags too."]
+            "3 NaN/inf loss, 4 a read or write failed mid-run (rerun to resume)."]
   return "\n".join(lines)
 
 
@@ -123,8 +125,9 @@ def _load_config_module(argv: list[str]):
   return config
 
 
-def _unknown_field(argv: list[str], config) -> str | None:
-  """The first --config.a.b=... override whose path the config lacks, and what exists there."""
+def _unknown_field(argv: list[str], config, switched: str | None = None) -> str | None:
+  """The first --config.a.b=... override whose path the config lacks, and what exists there.
+  switched: the config file's model name, when --config.model.name replaced its group."""
   for arg in argv:
     if not arg.startswith("--config."):
       continue
@@ -134,12 +137,39 @@ def _unknown_field(argv: list[str], config) -> str | None:
       if not hasattr(node, "keys") or key not in node:
         where = ".".join(["config", *path[:i]])
         valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(none)"
-        return f"{arg.split('=', 1)[0]}: {where} has no field {key!r}; its fields are: {valid}"
+        line = f"{arg.split('=', 1)[0]}: {where} has no field {key!r}; its fields are: {valid}"
+        if switched is not None and path[0] == "model" and i == 1:
+          line += (f" (--config.model.name={config.model.name} replaced the config's "
+                   f"{switched} group with {config.model.name}'s defaults; drop this "
+                   f"override: {key} belongs to {switched})")
+        return line
       node = node[key]
   return None
 
 
-def _flag_values(config, argv: list[str]) -> flags.FlagValues:
+def _switch_model_family(config, argv: list[str]) -> str | None:
+  """--config.model.name=X naming another model than the config file's: config.model becomes
+  X's default group (research.model_configs) before the overrides apply, so that the run, its
+  config.json and --print_config all have X's fields, an override of one of them applies, and
+  an override of a field of the file's family is refused like a misspelt one. Returns the
+  file's model name when it switched, else None."""
+  name = None
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config.model.name="):
+      name = arg.split("=", 1)[1]
+    elif arg == "--config.model.name" and i + 1 < len(argv):
+      name = argv[i + 1]
+  model = config.get("model")
+  if name is None or not hasattr(model, "get") or model.get("name") in (None, name):
+    return None
+  try:
+    config.model = model_configs.default(name)
+  except errors.ConfigError as e:
+    cli.fail(str(e))
+  return model.name
+
+
+def _flag_values(config, argv: list[str], switched: str | None = None) -> flags.FlagValues:
   """This call's flags: FLAGS_SPEC and the --config.<field> overrides in argv of the loaded
   config (locked, so a misspelt field is an error). A fresh FlagValues, so main() can run more
   than once in a process (tests, notebooks)."""
@@ -152,7 +182,7 @@ def _flag_values(config, argv: list[str]) -> flags.FlagValues:
         "config", config, "Experiment config file (configs/*.py); fields overridable as "
         "--config.a.b=value.", flag_values=fv, lock_config=True, sys_argv=argv)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    cli.fail(_unknown_field(argv, config) or
+    cli.fail(_unknown_field(argv, config, switched) or
              f"could not apply the config overrides {argv[1:]}: {e!r}")
   return fv
 
@@ -170,7 +200,8 @@ def _without_config_file(argv: list[str]) -> list[str]:
   return out
 
 
-def _parse(fv: flags.FlagValues, argv: list[str], config) -> list[str]:
+def _parse(fv: flags.FlagValues, argv: list[str], config,
+           switched: str | None = None) -> list[str]:
   """Parses argv into fv: a mistyped flag or an override that does not apply is one line."""
   try:
     return fv(_without_config_file(argv))
@@ -178,10 +209,10 @@ def _parse(fv: flags.FlagValues, argv: list[str], config) -> list[str]:
     lines = [line for line in str(e).splitlines() if line.strip()]
     if any(line.startswith("Traceback") for line in lines):
       lines = [lines[0], lines[-1]]  # A flag's parser raised: its own message is the last line.
-    cli.fail(_unknown_field(argv, config) or
+    cli.fail(_unknown_field(argv, config, switched) or
              " ".join(lines) + " (pass --help for the configs and flags)")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
-    cli.fail(_unknown_field(argv, config) or
+    cli.fail(_unknown_field(argv, config, switched) or
              f"could not apply the config overrides {argv[1:]}: {e!r}")
 
 
@@ -194,22 +225,23 @@ def main(argv: list[str] | None = None) -> None:
     print(help_text())
     return
   config = _load_config_module(argv)
-  fv = _flag_values(config, _without_config_file(argv))
-  rest = _parse(fv, argv, config)
+  switched = _switch_model_family(config, argv)
+  fv = _flag_values(config, _without_config_file(argv), switched)
+  rest = _parse(fv, argv, config, switched)
   if len(rest) > 1:
     cli.fail(f"unexpected arguments: {' '.join(rest[1:])} (flags are written --name=value; "
              "pass --help for the configs and flags)")
   config = fv.config
+  if "name" in config.get("model", {}) and config.model.name in model_configs.DEFAULTS:
+    config.model = model_configs.resolve(config.model)  # A partial group gets its defaults.
   if fv.print_config:
-    from research import models  # pylint: disable=g-import-not-at-top  After the flags.
-    shown = copy.deepcopy(config)
-    if "model" in shown and "name" in shown.model:  # A switched family, with its defaults.
-      try:
-        shown.model = models.resolve(shown.model)
-      except errors.ConfigError as e:
-        cli.fail(str(e))
-    print(shown)
+    print(config)
     return
+  if config.get("trainer") == "standard":  # train.validate's first check, before JAX starts.
+    try:
+      config_lib.check_ranges(config)
+    except errors.ConfigError as e:
+      cli.fail(str(e))
   _run(config, fv, argv)
 
 

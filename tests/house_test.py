@@ -16,6 +16,7 @@ from research import data as data_lib
 from research import errors
 from research import kernel
 from research import losses
+from research import model_configs
 from research import models
 from research import optim
 from configs import default
@@ -223,3 +224,12 @@ def test_the_fast_and_slow_tiers_partition_the_suite():
   assert len(everything) == len(ids["all"]) > 600
   assert not slow & fast, sorted(slow & fast)[:5]
   assert slow | fast == everything, sorted(everything - slow - fast)[:5]
+
+
+def test_every_registered_model_has_its_jax_free_defaults():
+  """research.model_configs (what config files and research.main read before JAX starts)
+  covers exactly the registry, and each family module's `config` is that function."""
+  assert set(model_configs.DEFAULTS) == set(models.names())
+  for name in models.names():
+    assert models.default_config(name).to_dict() == model_configs.default(name).to_dict()
+    assert models.family_ranges(name) == model_configs.ranges(name)

@@ -1,6 +1,9 @@
 """research.main.main(argv) in-process: one config load, one-line errors as SystemExit, the
 flags a call parses, and what it hands to the run (no real process needed)."""
+import glob
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -85,3 +88,53 @@ def test_without_a_workdir_the_run_gets_a_new_one_named_for_the_config(captured_
   _main(f"--config={REPO}/configs/breast_cancer.py")
   (_, workdir, _), = captured_runs
   assert workdir.startswith(os.path.join("runs", "breast_cancer-"))
+
+
+def test_a_switched_family_refuses_the_old_family_s_fields(capsys, captured_runs):
+  with pytest.raises(SystemExit) as e:
+    _main("--config.model.name=lenet5", "--config.model.hidden_sizes=(10,)")
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and len(err.splitlines()) == 1, err
+  assert "no field 'hidden_sizes'" in err and "hidden_sizes belongs to mlp" in err
+  assert not captured_runs
+
+
+def test_a_switched_family_runs_and_prints_its_own_defaults_and_overrides(capsys, captured_runs):
+  args = ("--config.model.name=lenet5", "--config.model.conv_impl=xla")
+  _main(*args, "--print_config")
+  printed = capsys.readouterr().out.split("\nmodel:\n", 1)[1]
+  _main(*args, "--workdir=/unused")  # captured_runs: the config the run (and config.json) gets
+  (config, _, _), = captured_runs
+  assert config.model.to_dict() == {"name": "lenet5", "variant": "faithful", "conv_impl": "xla"}
+  assert printed.startswith("  conv_impl: xla\n  name: lenet5\n  variant: faithful\n")
+
+
+_NO_JAX = """
+import runpy, sys
+codes = []
+for args in ARGS:
+  sys.argv = ["research.main", *args]
+  try:
+    runpy.run_module("research.main", run_name="__main__")
+    codes.append(0)
+  except SystemExit as e:
+    codes.append(e.code or 0)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "optax", "orbax"))
+print(codes, heavy)
+"""
+
+
+def test_config_mistakes_and_every_config_file_answer_before_jax_is_imported():
+  """A user's mistake is reported without waiting for JAX (seconds on a loaded machine):
+  bad flags and fields, out-of-range values, an unknown or switched model, --help and every
+  config file's --print_config run in a process that never imports jax, optax or orbax."""
+  mistakes = [["--config.optimizer.lrr=1"], ["--config.optimizer.learning_rate=-1"],
+              ["--config.model.name=foo"], ["--nope=1"], ["--config=configs/missing.py"],
+              ["--config.model.name=lenet5", "--config.model.hidden_sizes=(10,)"]]
+  shown = [["--help"], ["--helpfull"]] + [
+      [f"--config={path}", "--print_config"] for path in sorted(
+          os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "*.py")))]
+  code = _NO_JAX.replace("ARGS", repr(mistakes + shown))
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       check=True).stdout.strip().splitlines()[-1]
+  assert out == repr([2] * len(mistakes) + [0] * len(shown)) + " []", out

@@ -25,10 +25,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from research import config_lib
 from research import errors
+from research import model_configs
 from research.models import core
 from research.models import layers
 
@@ -127,30 +126,9 @@ def _validate(cfg, input_shape) -> None:
         "config.data.image_size or config.model.conv1_stride=1, conv1_padding='SAME'")
 
 
-def config(name: str = "alexnet", **overrides) -> ml_collections.ConfigDict:
-  """The default config.model group (configs override it): configs/alexnet_small.py's net."""
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  cfg.conv_channels = (64, 192, 384, 256, 256)  # conv1..conv5 maps, before the width multiplier
-  cfg.kernel_sizes = (5, 5, 3, 3, 3)  # square kernel side of conv1..conv5
-  cfg.groups = (1, 1, 1, 1, 1)  # (1, 2, 1, 2, 2) = the paper's two-GPU split
-  cfg.conv1_stride = 1         # 4 in the paper (for 227x227 inputs)
-  cfg.conv1_padding = "SAME"   # SAME | VALID (the paper: VALID on 227x227)
-  cfg.width = 1.0              # multiplies conv_channels (e.g. 0.5 = half)
-  cfg.fc_sizes = (1024, 1024)  # hidden fc layers (the paper: 4096, 4096)
-  cfg.lrn = True               # local response norm after conv1 and conv2
-  cfg.dropout = 0.5            # on the hidden fc outputs while training
-  cfg.pool_window = 3          # max pools 3x3/2 (the paper's, overlapping);
-  cfg.pool_stride = 2          #   2 and 2 for the common 2x2/2
-  cfg.conv_impl = "auto"       # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
-  cfg.update(overrides)
-  return cfg
-
-
-RANGES = {"conv1_stride": config_lib.Range(True, 1), "pool_window": config_lib.Range(True, 1),
-          "pool_stride": config_lib.Range(True, 1),
-          "width": config_lib.Range(False, 0.0, low_open=True),
-          "dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+# The default config.model group and its numeric fields' ranges, JAX-free for config files.
+config = model_configs.alexnet
+RANGES = model_configs.RANGES["alexnet"]
 
 
 @core.register("alexnet")

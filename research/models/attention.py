@@ -25,10 +25,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from research import config_lib
 from research import errors
+from research import model_configs
 from research.models import core
 from research.models import layers
 from research.models import lstm
@@ -126,30 +125,9 @@ def transformer_block(params: dict, x_BxTxD: jax.Array, *, num_heads: int, causa
 # ----------------------------------------------------------------------------------- models
 
 
-def config(name: str = "transformer_classifier", **overrides) -> ml_collections.ConfigDict:
-  """The default config.model group of "transformer_classifier" or "char_transformer"
-  (configs override it)."""
-  errors.check_choice("model.name", name, ("transformer_classifier", "char_transformer"))
-  classifier = name == "transformer_classifier"
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  if classifier:
-    cfg.patch_size = 4         # consecutive steps per token
-  cfg.d_model = 64             # D: width of the residual stream (and of the embeddings)
-  cfg.num_heads = 4            # heads of d_k = D / num_heads each
-  cfg.num_layers = 2           # pre-LN blocks (causal self-attention in char_transformer)
-  cfg.mlp_dim = 128 if classifier else 256  # hidden width of each block's MLP
-  cfg.activation = "gelu"      # gelu | relu, inside the MLP
-  cfg.pos_embedding = "learned"  # learned: a trained T x D table | sinusoidal: fixed sin/cos
-  cfg.dropout = 0.1 if classifier else 0.0  # on the embeddings and each residual branch
-  cfg.update(overrides)
-  return cfg
-
-
-RANGES = {"patch_size": config_lib.Range(True, 1), "d_model": config_lib.Range(True, 1),
-          "num_heads": config_lib.Range(True, 1), "num_layers": config_lib.Range(True, 1),
-          "mlp_dim": config_lib.Range(True, 1),
-          "dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+# The default config.model group and its numeric fields' ranges, JAX-free for config files.
+config = model_configs.attention
+RANGES = model_configs.RANGES["attention"]
 
 
 def _check_encoder_config(cfg) -> None:

@@ -11,10 +11,9 @@ research/experiments/embeddings.py initialises the table from a skip-gram.
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from research import config_lib
 from research import errors
+from research import model_configs
 from research.models import core
 from research.models import layers
 
@@ -27,19 +26,9 @@ def mean_embedding(table_VxD: jax.Array, ids_BxT: jax.Array) -> jax.Array:
   return total_BxD / jnp.maximum(real_BxT.sum(axis=1, keepdims=True), 1)
 
 
-def config(name: str = "bag_of_embeddings", **overrides) -> ml_collections.ConfigDict:
-  """The default config.model group (configs override it)."""
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  cfg.vocab_size = 0           # set by the runner from the corpus's vocabulary
-  cfg.embed_dim = 50           # D of the word vectors
-  cfg.freeze_embeddings = False  # True: train only the dense layer on a given table
-  cfg.update(overrides)
-  return cfg
-
-
-RANGES = {"vocab_size": config_lib.Range(True, 0),  # 0: not yet set (see config())
-          "embed_dim": config_lib.Range(True, 1)}
+# The default config.model group and its numeric fields' ranges, JAX-free for config files.
+config = model_configs.bag_of_embeddings
+RANGES = model_configs.RANGES["bag_of_embeddings"]
 
 
 @core.register("bag_of_embeddings")

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from research import errors
+from research import model_configs
 from research.models import core
 from research.models import layers
 
@@ -62,17 +62,9 @@ def apply(params: dict, x: jax.Array, strides: Sequence[int], padding: str = "SA
   return layers.dense(params["out"], layers.flatten(h))  # flatten: t-major, then channel
 
 
-def config(name: str = "cnn1d", **overrides) -> ml_collections.ConfigDict:
-  """The default config.model group (configs override it): configs/cnn_mnist1d.py's net."""
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  cfg.channels = (64, 64, 64)  # C_l: output channels of each conv layer
-  cfg.kernel_sizes = (5, 3, 3)  # k_l: kernel length of each conv layer
-  cfg.strides = (1, 2, 2)      # s_l: 40 -> 40 -> 20 -> 10 steps
-  cfg.padding = "SAME"         # SAME: T_l = ceil(T_{l-1} / s_l) | VALID: no zero padding
-  cfg.conv_impl = "auto"       # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
-  cfg.update(overrides)
-  return cfg
+# The default config.model group and its numeric fields' ranges, JAX-free for config files.
+config = model_configs.cnn1d
+RANGES = model_configs.RANGES["cnn1d"]
 
 
 @core.register("cnn1d")

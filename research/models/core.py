@@ -14,6 +14,7 @@ import ml_collections
 
 from research import config_lib
 from research import errors
+from research import model_configs
 from research.models import layers
 
 
@@ -63,16 +64,7 @@ def family_ranges(name: str) -> dict:
   return dict(getattr(_family(name), "RANGES", {}))
 
 
-def resolve(model_config) -> ml_collections.ConfigDict:
-  """The group as given when it has every field of its family's defaults; otherwise (a
-  family switched by override, e.g. --config.model.name=lenet5 on an MLP config) the new
-  family's defaults, keeping the group's values of the fields both have."""
-  defaults = default_config(model_config.name)
-  if all(field in model_config for field in defaults):
-    return model_config
-  merged = defaults.to_dict()
-  merged.update({k: v for k, v in model_config.items() if k in merged})
-  return ml_collections.ConfigDict(merged)
+resolve = model_configs.resolve  # JAX-free, for research.main
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")

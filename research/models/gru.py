@@ -16,10 +16,9 @@ write z for 1 - z: the same family of functions). h_0 = 0.
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from research import config_lib
 from research import errors
+from research import model_configs
 from research.models import core
 from research.models import layers
 from research.models import lstm
@@ -60,20 +59,9 @@ def gru(params: dict, x_BxTxI: jax.Array) -> jax.Array:
   return jnp.swapaxes(h_TxBxH, 0, 1)
 
 
-def config(name: str = "gru_classifier", **overrides) -> ml_collections.ConfigDict:
-  """The default config.model group (configs override it)."""
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  cfg.hidden_size = 64         # H: size of h_t
-  cfg.num_layers = 1           # stacked GRU layers
-  cfg.readout = "mean"         # last: h_T | mean: mean_t h_t | all: every h_t concatenated
-  cfg.dropout = 0.0            # between layers and before the head (never on h_{t-1} -> h_t)
-  cfg.update(overrides)
-  return cfg
-
-
-RANGES = {"hidden_size": config_lib.Range(True, 1), "num_layers": config_lib.Range(True, 1),
-          "dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+# The default config.model group and its numeric fields' ranges, JAX-free for config files.
+config = model_configs.gru
+RANGES = model_configs.RANGES["gru"]
 
 
 def readout(h_BxTxH: jax.Array, kind: str) -> jax.Array:

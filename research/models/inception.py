@@ -16,10 +16,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from research import config_lib
 from research import errors
+from research import model_configs
 from research.models import core
 from research.models import layers
 
@@ -54,21 +53,9 @@ def apply(params: dict, x_NHWC: jax.Array, *, dropout: float = 0.0, train: bool 
   return layers.dense(params["out"], h)
 
 
-def config(name: str = "inception", **overrides) -> ml_collections.ConfigDict:
-  """The default config.model group (configs override it)."""
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  cfg.stem_channels = 32       # 3x3 ReLU conv before the first block
-  # One (c1, c3r, c3, c5r, c5, pool_proj) per block, each after a 3x3/2 max pool.
-  cfg.blocks = ((16, 16, 24, 4, 8, 8), (32, 32, 48, 8, 16, 16))
-  cfg.dropout = 0.0            # before the output layer, while training
-  cfg.conv_impl = "auto"       # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
-  cfg.update(overrides)
-  return cfg
-
-
-RANGES = {"stem_channels": config_lib.Range(True, 1),
-          "dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+# The default config.model group and its numeric fields' ranges, JAX-free for config files.
+config = model_configs.inception
+RANGES = model_configs.RANGES["inception"]
 
 
 @core.register("inception")

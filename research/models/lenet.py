@@ -22,10 +22,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from research import errors
+from research import model_configs
 from research.models import core
 from research.models import layers
 
@@ -123,14 +123,9 @@ def apply(params: dict, x_NHWC: jax.Array, variant: str = "faithful",
   return layers.dense(params["out"], h)                                 # N x K
 
 
-def config(name: str = "lenet5", **overrides) -> ml_collections.ConfigDict:
-  """The default config.model group (configs override it)."""
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  cfg.variant = "faithful"     # faithful | classic | modern (see the module doc)
-  cfg.conv_impl = "auto"       # auto: patches (im2col) on CPU, xla elsewhere | patches | xla
-  cfg.update(overrides)
-  return cfg
+# The default config.model group and its numeric fields' ranges, JAX-free for config files.
+config = model_configs.lenet
+RANGES = model_configs.RANGES["lenet"]
 
 
 @core.register("lenet5")

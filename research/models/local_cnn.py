@@ -19,9 +19,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from research import errors
+from research import model_configs
 from research.models import core
 from research.models import layers
 
@@ -109,18 +109,9 @@ def check(cfg, input_shape) -> dict:
   return geometry
 
 
-def config(name: str = "local_cnn", **overrides) -> ml_collections.ConfigDict:
-  """The default config.model group (configs override it)."""
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  cfg.shared = True            # True: convolution (weights shared) | False: locally connected
-  cfg.channels = (16, 32)      # maps of each layer
-  cfg.kernel_sizes = (3, 3)    # k x k receptive fields
-  cfg.strides = (1, 2)         # 8x8 -> 8x8 -> 4x4 positions
-  cfg.padding = "SAME"         # SAME | VALID
-  cfg.conv_impl = "auto"       # shared layers: patches on a CPU, XLA's convolution elsewhere
-  cfg.update(overrides)
-  return cfg
+# The default config.model group and its numeric fields' ranges, JAX-free for config files.
+config = model_configs.local_cnn
+RANGES = model_configs.RANGES["local_cnn"]
 
 
 @core.register("local_cnn")

@@ -24,10 +24,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from research import config_lib
 from research import errors
+from research import model_configs
 from research.models import core
 from research.models import layers
 
@@ -141,27 +140,9 @@ def dropout_keys(rng: jax.Array | None, n: int, rate: float, train: bool) -> lis
   return list(jax.random.split(rng, n))
 
 
-def config(name: str = "lstm_classifier", **overrides) -> ml_collections.ConfigDict:
-  """The default config.model group of "lstm_classifier" or "char_lstm" (configs override
-  it)."""
-  errors.check_choice("model.name", name, ("lstm_classifier", "char_lstm"))
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  if name == "char_lstm":
-    cfg.embed_dim = 32         # E: width of each character's embedding vector
-  cfg.hidden_size = 64 if name == "lstm_classifier" else 128  # H: size of h_t and of c_t
-  cfg.num_layers = 1           # stacked LSTM layers
-  if name == "lstm_classifier":
-    cfg.bidirectional = False  # True: also read the sequence backwards, concatenating h
-    cfg.readout = "last"       # last: h_T | mean: mean_t h_t | all: every h_t concatenated
-  cfg.dropout = 0.0            # between layers and before the head (never on h_{t-1} -> h_t)
-  cfg.update(overrides)
-  return cfg
-
-
-RANGES = {"embed_dim": config_lib.Range(True, 1), "hidden_size": config_lib.Range(True, 1),
-          "num_layers": config_lib.Range(True, 1),
-          "dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+# The default config.model group and its numeric fields' ranges, JAX-free for config files.
+config = model_configs.lstm
+RANGES = model_configs.RANGES["lstm"]
 
 
 def _init_stack(key: jax.Array, input_size: int, hidden_size: int, num_layers: int,

@@ -11,10 +11,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from research import config_lib
 from research import errors
+from research import model_configs
 from research.models import core
 from research.models import layers
 
@@ -54,18 +53,9 @@ def apply(params: list[dict], x_BxD: jax.Array, activation: str = "sigmoid", *,
   return h @ params[-1]["w"] + params[-1]["b"]
 
 
-def config(name: str = "mlp", **overrides) -> ml_collections.ConfigDict:
-  """The default config.model group (configs override it): the lecture's network."""
-  cfg = ml_collections.ConfigDict()
-  cfg.name = name
-  cfg.hidden_sizes = (64,)     # widths of the hidden layers
-  cfg.activation = "sigmoid"   # sigmoid | tanh | relu
-  cfg.dropout = 0.0            # probability of zeroing each hidden unit in training
-  cfg.update(overrides)
-  return cfg
-
-
-RANGES = {"dropout": config_lib.Range(False, 0.0, 1.0, high_open=True)}
+# The default config.model group and its numeric fields' ranges, JAX-free for config files.
+config = model_configs.mlp
+RANGES = model_configs.RANGES["mlp"]
 
 
 @core.register("mlp")
