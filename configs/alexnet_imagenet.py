@@ -9,11 +9,12 @@ the PCA colour jitter (alpha ~ N(0, 0.1)); SGD, batch 128, momentum 0.9, weight 
 
 The data streams from records files (config.data.pipeline="streaming"); convert ImageNet
 once with launch/make_records.py (README, "Data beyond memory"). On a TPU VM slice, with the
-records in a bucket mounted on every host (see README):
+records in a bucket (--streaming installs the streaming extra and gcsfs on every host; the
+config and workdir are tpu_vm.sh's own flags, the overrides follow --):
 
-  launch/tpu_vm.sh --name=my-v4-32 --zone=us-central2-b -- \\
+  launch/tpu_vm.sh --name=my-v4-32 --zone=us-central2-b --streaming \\
       --config=configs/alexnet_imagenet.py --workdir=gs://BUCKET/runs/alexnet \\
-      --config.data.data_dir=/mnt/BUCKET/imagenet_records --config.compute_dtype=bfloat16
+      -- --config.data.data_dir=gs://BUCKET/imagenet_records --config.compute_dtype=bfloat16
 
 Expected (the paper): about 40.7% top-1 error on the validation set after 90 epochs (its
 single-model, single-crop figure); not reproduced here: this CPU runs it only as

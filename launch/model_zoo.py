@@ -6,14 +6,20 @@ Every cell is a fresh `python -m research.main --config=configs/<name>.py --conf
 process, so its wall time is what a user waits for: start-up, data, compilation, training,
 evaluation. Next to it: the run's own wall time (from data loading to the test record), test
 accuracy (or the test loss of the language models), and the load average. A workdir that
-already holds a finished run is reused. Results go to WORKDIR/zoo.json and a markdown table.
+already holds a finished run is reused. Results go to WORKDIR/zoo.json and a markdown table,
+which names the JAX version that produced it.
+
+Configs whose data the user provides (an empty config.data.data_dir, e.g. alexnet_imagenet's
+records) are left out, each named in one line: they cannot run on a fresh clone.
 """
+import importlib.util
 import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from importlib import metadata
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -32,15 +38,31 @@ SEEDS = {"default": (0, 1, 2, 3), "breast_cancer": (0, 1, 2, 3), "lecture_algori
 VARIANTS = ("lenet_digits:mnist_subset",)
 
 
+def needs_data(name: str) -> bool:
+  """Whether configs/<name>.py reads data the user provides: a config.data.data_dir that is
+  empty (loading a config file imports no JAX, so this is cheap)."""
+  spec = importlib.util.spec_from_file_location("_zoo_config", os.path.join(
+      REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  data = module.get_config().get("data", {})
+  return "data_dir" in data and not data.data_dir
+
+
 def zoo() -> dict[str, tuple[int, ...]]:
-  """config[:variant] -> its seeds, a config's variants right after it."""
+  """config[:variant] -> its seeds, a config's variants right after it (configs that need the
+  user's data are in NEEDS_DATA instead)."""
   names = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(REPO, "configs"))
-                 if f.endswith(".py") and not f.startswith(("exp_", "_")))
+                 if f.endswith(".py") and not f.startswith(("exp_", "_"))
+                 and f[:-3] not in NEEDS_DATA)
   cells = [c for name in names
            for c in (name, *(v for v in VARIANTS if v.partition(":")[0] == name))]
   return {c: SEEDS.get(c, DEFAULT_SEEDS) for c in cells}
 
 
+NEEDS_DATA = tuple(sorted(
+    os.path.splitext(f)[0] for f in os.listdir(os.path.join(REPO, "configs"))
+    if f.endswith(".py") and not f.startswith(("exp_", "_")) and needs_data(f[:-3])))
 ZOO = zoo()
 
 
@@ -54,6 +76,7 @@ def run_cell(config: str, seed: int, workdir: str) -> dict:
   result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
   process_s = time.time() - start
   row = {"config": config, "seed": seed, "process_s": process_s, "rc": result.returncode,
+         "jax": metadata.version("jax"),
          "loadavg": os.getloadavg()[0]}
   if result.returncode != 0:
     row["error"] = result.stderr.strip().splitlines()[-1:] or ["?"]
@@ -75,6 +98,11 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   configs = [c.strip() for c in args.configs.split(",") if c.strip()]
   unknown = [c for c in configs if c not in ZOO]
+  if unknown and unknown[0] in NEEDS_DATA:
+    raise errors.ConfigError(
+        f"--configs: {unknown[0]} reads data you provide (config.data.data_dir), which the "
+        f"zoo cannot pass; run it with python -m research.main --config=configs/"
+        f"{unknown[0]}.py --config.data.data_dir=DIR")
   if unknown:
     raise errors.ConfigError(f"--configs: unknown config {unknown[0]!r}; choose from "
                              f"{', '.join(ZOO)}")
@@ -86,6 +114,9 @@ def main(argv=None) -> int:
     raise errors.WorkdirError(f"--workdir={args.workdir} is a file; pass a directory")
   os.makedirs(args.workdir, exist_ok=True)
   zoo_json = workdir_lib.check_output_file(os.path.join(args.workdir, "zoo.json"), "--workdir")
+  if args.configs == parser.get_default("configs"):
+    for name in NEEDS_DATA:
+      print(f"skipped {name}: it reads data you provide (config.data.data_dir)", flush=True)
   rows = []
   for config in configs:
     for seed in seeds or ZOO[config]:
@@ -95,6 +126,7 @@ def main(argv=None) -> int:
       print(json.dumps(row), flush=True)
   with open(zoo_json, "w") as f:
     json.dump(rows, f, indent=1)
+  print(f"\njax {metadata.version('jax')}, Python {sys.version.split()[0]}")
   print("\n| config | seed | test accuracy | test loss | run s | process s | load |")
   print("|---|---:|---:|---:|---:|---:|---:|")
   for r in rows:

@@ -221,3 +221,20 @@ def test_tpu_vm_defaults_from_environment():
   assert lines[2][5] == "envtpu" and "--zone=us-east1-d" in lines[2]
   assert "--workdir=runs/default-" in lines[2][-1]
   assert "unknown option" in _sh("tpu_vm.sh", "--zone", "x").stderr
+
+
+def test_the_model_zoo_leaves_out_configs_that_need_the_user_s_data(tmp_path, capsys):
+  """`python launch/model_zoo.py --workdir=DIR` (the README's command) runs on a fresh clone:
+  alexnet_imagenet, which needs a records directory, is left out with a line, every other
+  single-model config is a row, and asking for it by name says how to run it."""
+  spec = importlib.util.spec_from_file_location(
+      "model_zoo", os.path.join(_REPO, "launch", "model_zoo.py"))
+  zoo = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(zoo)
+  assert zoo.NEEDS_DATA == ("alexnet_imagenet",)
+  singles = {f[:-3] for f in os.listdir(os.path.join(_REPO, "configs"))
+             if f.endswith(".py") and not f.startswith("exp_")}
+  assert {c.partition(":")[0] for c in zoo.ZOO} == singles - {"alexnet_imagenet"}
+  with pytest.raises(errors.ConfigError, match="alexnet_imagenet reads data you provide"):
+    zoo.main([f"--workdir={tmp_path / 'zoo'}", "--configs=alexnet_imagenet"])
+  assert not os.path.exists(tmp_path / "zoo")
