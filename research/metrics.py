@@ -218,17 +218,19 @@ def _summary_writer(workdir: epath.Path):
     raise workdir_lib.storage_error(workdir, e) from None
 
 
-def _add_scalars(writer, record: dict, prefix: str | None = None) -> None:
-  """Numbers as "<split>/<key>"; nested dicts of numbers as "<split>/<key>/<subkey>"."""
-  prefix = prefix or record["split"]
-  for key, value in record.items():
-    if prefix == record.get("split") and key in ("step", "split"):
-      continue
+def _add_scalars(writer, record: dict) -> None:
+  """Numbers as "<split>/<key>"; nested dicts of numbers as "<split>/<key>/<subkey>", all at
+  the record's step (which is no scalar of its own)."""
+  _add_group(writer, {k: v for k, v in record.items() if k not in ("step", "split")},
+             record["split"], record["step"])
+
+
+def _add_group(writer, values: dict, prefix: str, step: int) -> None:
+  for key, value in values.items():
     if isinstance(value, dict):
-      _add_scalars(writer, dict(value, split=record.get("split"), step=record["step"]),
-                   f"{prefix}/{key}")
+      _add_group(writer, value, f"{prefix}/{key}", step)
     elif _is_number(value):
-      writer.add_scalar(f"{prefix}/{key}", value, record["step"])
+      writer.add_scalar(f"{prefix}/{key}", value, step)
 
 
 class _EpathEvents:

@@ -16,7 +16,11 @@ What a run promises (README, "What a run promises"):
   - one run per workdir (research.workdir.claim), and the config is kept with the checkpoints:
     a different config in the same workdir is refused, also when config.json was deleted.
   - progress lines time training steps only (compilation, evaluation and checkpoints are
-    excluded) and give an ETA.
+    excluded) and give an ETA (_Eta: the wall-clock rate since the first log line, compiles
+    excluded, so it does not jump with a compile, an eval or a short first window).
+  - the final wall time, and every record's "elapsed", are the whole run's: a resumed run adds
+    the time its earlier processes spent up to the checkpoint it resumed from (the "elapsed" of
+    the last record kept there) to its own.
 """
 import dataclasses
 import functools
@@ -268,6 +272,30 @@ class _Clock:
       self._since = None
 
 
+class _Eta:
+  """The ETA of a run: the steps left over the wall-clock rate (evals and checkpoints included,
+  as they will be in the time left; compiles excluded, as they happen once) measured from the
+  first log line on, so a compile, the first window's warm-up or one slow window moves it
+  little. Before the first log line, the rate since training started."""
+
+  def __init__(self, now: float, compile_seconds: float):
+    # (time, steps run, compile seconds) the rate is measured from.
+    self._origin = (now, 0, compile_seconds)
+    self._logged = False
+
+  def update(self, now: float, steps_run: int, compile_seconds: float,
+             steps_left: int) -> float:
+    """Seconds left, at a log line: `steps_run` steps and `compile_seconds` of compiling so far
+    in this process; resets the origin to this line the first time."""
+    t0, steps0, compile0 = self._origin
+    seconds = now - t0 - (compile_seconds - compile0)
+    steps = steps_run - steps0
+    eta = steps_left * seconds / steps if steps > 0 and seconds > 0 else float("nan")
+    if not self._logged:
+      self._origin, self._logged = (now, steps_run, compile_seconds), True
+    return eta
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        *, dataset: data_lib.Dataset | None = None) -> dict[str, Any]:
   """Trains config's model on config's data, logging to workdir; returns final state/metrics.
@@ -347,7 +375,9 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
                    _describe(test))
       return {"state": _final_state(tracked), "valid": {}, "wall_time": finished["wall_time"],
               "test": test}
-    metrics_lib.truncate(workdir, step, records)
+    kept = metrics_lib.truncate(workdir, step, records)
+    # The earlier processes' time up to the checkpoint: the whole run's wall time adds it.
+    t_start -= max((r["elapsed"] for r in kept if _is_seconds(r.get("elapsed"))), default=0.0)
     logging.info("resuming %s from step %d", workdir, step)
   else:
     if (workdir / metrics_lib.FILENAME).exists():
@@ -367,7 +397,7 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     config_json = run_config.config_dict(config)
     patience = config.early_stopping_patience
     stopped_early = patience > 0 and int(tracked["best"]["evals_since"]) >= patience
-    clock, t_train_start = _Clock(), None
+    clock, eta, compile_seconds = _Clock(), None, 0.0
     # The window holds the steps since the last log step (a resumed run restored its sums).
     last_log_step = step // config.log_every * config.log_every
     ran = {"steps": 0, "log_steps": 0, "log_seconds": 0.0}  # Steps run by this process.
@@ -381,10 +411,12 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
       executable = fns.executables.get(stop - start)
       if executable is None:  # Compiled outside the training clock.
         clock.stop(state)
+        t_compile = time.time()
         executable = fns.train_chunk.lower(state, *batches).compile()
         fns.executables[stop - start] = executable
-      if t_train_start is None:
-        t_train_start = time.time()
+        compile_seconds += time.time() - t_compile
+      if eta is None:
+        eta = _Eta(time.time(), compile_seconds)
       if profile and start == profile[0]:
         clock.stop(state)
         jax.profiler.start_trace(str(workdir / PROFILE_DIR), create_perfetto_trace=True)
@@ -412,12 +444,12 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
         steps = step - last_log_step
         seconds = clock.train_seconds - ran["log_seconds"]
         rate = (ran["steps"] - ran["log_steps"]) / seconds if seconds > 0 else float("nan")
-        wall_rate = ran["steps"] / max(time.time() - t_train_start, 1e-9)
         ran.update(log_steps=ran["steps"], log_seconds=clock.train_seconds)
         record = {"step": step, "split": "train",
                   **{key[:-len("_sum")]: float(v) / steps for key, v in window_host.items()},
                   "steps_per_sec": rate, "examples_per_sec": rate * config.batch_size,
-                  "eta_sec": (config.num_steps - step) / wall_rate,
+                  "eta_sec": eta.update(time.time(), ran["steps"], compile_seconds,
+                                        config.num_steps - step),
                   "elapsed": time.time() - t_start,
                   "norms": {kind: {name: float(v) for name, v in values.items()}
                             for kind, values in jax.device_get(sums["norms"]).items()}}
@@ -460,6 +492,11 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     writer.close()  # Also when the run stops on an error: no writer left to atexit.
     if feeder is not None:
       feeder.close()
+
+
+def _is_seconds(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+      value) and value >= 0
 
 
 def _describe(test: dict) -> str:

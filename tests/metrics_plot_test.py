@@ -53,6 +53,13 @@ def test_tensorboard_scalars_named_split_slash_key(tmp_path):
   assert not {"train/note", "valid/ok", "train/step", "train/split"} & set(scalars)
 
 
+def test_nested_groups_add_no_tags_that_repeat_the_step(tmp_path):
+  _write_run(tmp_path, [{"step": 10, "split": "train", "loss": 1.0,
+                         "norms": {"grad": {"0/w": 0.5}, "w": {"0/w": 2.0}}}])
+  assert set(_tb_scalars(str(tmp_path))) == {
+      "train/loss", "train/norms/grad/0/w", "train/norms/w/0/w"}
+
+
 def test_record_needs_step_and_split(tmp_path):
   with metrics.MetricWriter(str(tmp_path), tensorboard=False) as writer:
     with pytest.raises(ValueError, match="'step'"):
