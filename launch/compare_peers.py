@@ -1,7 +1,7 @@
 """Merges the project's benchmark JSON with a peers JSON from the same sitting into one table.
 
   python -m research.benchmark --json=/tmp/project.json
-  <peers venv>/bin/python ../shared/bench/run_peers.py --json /tmp/peers.json
+  <peers venv>/bin/python PEERS/run_peers.py --json /tmp/peers.json   # not in this repository
   python launch/compare_peers.py /tmp/project.json /tmp/peers.json [--markdown out.md]
 
 Project JSON: {"meta": ..., "results": [{"workload", "steps_per_sec", ...}]} as written by

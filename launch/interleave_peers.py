@@ -1,16 +1,16 @@
 """The project's step against the peer harness's steps, interleaved in one process.
 
-  <peers venv>/bin/python launch/interleave_peers.py --peers=../shared/bench/run_peers.py \\
+  <peers venv>/bin/python launch/interleave_peers.py --peers=PEERS/run_peers.py \\
       --workloads=mlp,lenet5,lstm,attention,alexnet --frameworks=torch,torch_compile,jax \\
       --rounds=5 --window_seconds=2 --json=/tmp/interleaved_peers.json
 
-The peer harness (PyTorch eager and compiled, Flax, Equinox, plain JAX) is imported from the
-path given, not copied; its build_<framework>(workload) returns the step and sync functions
+The peer harness (PyTorch eager and compiled, Flax, Equinox, plain JAX; not part of this
+repository, see launch/README.md) is imported from the path given, not copied; its build_<framework>(workload) returns the step and sync functions
 it times itself. Here, round after round, one window of each (the project's autodiff and
 manual steps, the plain-JAX reference of research.benchmark, and every peer) runs in a rotated
 order, so each round gives one ratio of the project to each peer, immune to the machine's
 drift between rounds. Needs a venv with this project, torch and the peers' packages
-(bash ../shared/bench/setup.sh, then pip install -e . into it).
+(the harness's own setup, then pip install -e . into it).
 """
 import argparse
 import importlib.util
@@ -43,7 +43,7 @@ def load_peers(path: str):
     spec.loader.exec_module(module)
   except ImportError as e:
     raise errors.ConfigError(f"--peers={path} cannot be imported ({e}); run this script with "
-                             "the peers' venv (bash ../shared/bench/setup.sh)") from None
+                             "the peers' venv (the harness's own setup)") from None
   return module
 
 
