@@ -44,6 +44,13 @@ def test_bad_arguments_are_one_line_and_exit_2(capsys, args, fragment):
   assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], err
 
 
+@pytest.mark.parametrize("flag", ["--help", "--helpfull"])
+def test_help_and_helpfull_list_the_configs_and_flags(capsys, flag):
+  _main(flag)  # --helpfull, absl's name for the long help, prints the same list.
+  out = capsys.readouterr().out
+  assert "configs/lenet_digits.py" in out and "--print_config" in out
+
+
 def test_print_config_applies_overrides_and_runs_nothing(capsys, captured_runs):
   _main(f"--config={REPO}/configs/breast_cancer.py", "--config.seed=7",
         "--config.model.hidden_sizes=(8, 4)", "--print_config")
