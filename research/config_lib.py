@@ -101,6 +101,31 @@ def base(**overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
+# Every top-level choice the standard run reads, by its path in the config: one table, which
+# the modules that act on them read (optim, losses, gradients, kernel, models.core) and
+# research.main checks before JAX starts.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer.name": ("sgd", "momentum", "nesterov", "adagrad", "adam", "rmsprop"),
+    "optimizer.schedule": ("constant", "step", "cosine"),
+    "loss.output": ("sigmoid", "softmax"),
+    "grad": ("autodiff", "manual"),
+    "matmul_precision": ("default", "high", "highest"),
+    "compute_dtype": ("float32", "bfloat16"),
+}
+
+
+def check_choices(config) -> None:
+  """Raises ConfigError naming the first CHOICES field the config has with another value."""
+  for path, allowed in CHOICES.items():
+    node = config
+    for key in path.split("."):
+      node = node.get(key, _MISSING) if hasattr(node, "get") else _MISSING
+      if node is _MISSING:
+        break
+    if node is not _MISSING:
+      errors.check_choice(path, node, allowed)
+
+
 class Range(NamedTuple):
   """The values a numeric field may take: an int or a finite real number in [low, high], with
   an open end where low_open / high_open (None = unbounded)."""

@@ -9,9 +9,10 @@ from typing import Callable
 
 import jax
 
+from research import config_lib
 from research import errors
 
-GRADS = ("autodiff", "manual")
+GRADS = config_lib.CHOICES["grad"]
 
 
 def make_value_and_grad(config, loss_fn: Callable, num_outputs: int, m: int,

@@ -20,12 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research import config_lib
 from research import data as data_lib
 from research import losses
 from research import models
 from research import parallel
 
-MATMUL_PRECISIONS = ("default", "high", "highest")
+MATMUL_PRECISIONS = config_lib.CHOICES["matmul_precision"]
 
 
 def init_state(model: models.Model, optimizer, key: jax.Array) -> dict:

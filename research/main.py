@@ -237,9 +237,10 @@ def main(argv: list[str] | None = None) -> None:
   if fv.print_config:
     print(config)
     return
-  if config.get("trainer") == "standard":  # train.validate's first check, before JAX starts.
+  if config.get("trainer") == "standard":  # train.validate's checks, before JAX starts.
     try:
       config_lib.check_ranges(config)
+      config_lib.check_choices(config)
     except errors.ConfigError as e:
       cli.fail(str(e))
   _run(config, fv, argv)

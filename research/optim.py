@@ -17,8 +17,8 @@ import optax
 from research import config_lib
 from research import errors
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "adam", "rmsprop")
-SCHEDULES = ("constant", "step", "cosine")
+OPTIMIZERS = config_lib.CHOICES["optimizer.name"]
+SCHEDULES = config_lib.CHOICES["optimizer.schedule"]
 
 
 def make_schedule(cfg, total_steps: int) -> optax.Schedule:

@@ -12,6 +12,7 @@ import ml_collections
 import pytest
 
 from research import backprop
+from research import config_lib
 from research import data as data_lib
 from research import errors
 from research import kernel
@@ -233,3 +234,9 @@ def test_every_registered_model_has_its_jax_free_defaults():
   for name in models.names():
     assert models.default_config(name).to_dict() == model_configs.default(name).to_dict()
     assert models.family_ranges(name) == model_configs.ranges(name)
+
+
+def test_the_choices_research_main_checks_are_the_ones_the_library_acts_on():
+  assert sorted(losses.DATA_LOSSES) == sorted(config_lib.CHOICES["loss.output"])
+  assert optim.OPTIMIZERS == config_lib.CHOICES["optimizer.name"]
+  assert kernel.MATMUL_PRECISIONS == config_lib.CHOICES["matmul_precision"]

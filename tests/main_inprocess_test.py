@@ -136,6 +136,7 @@ def test_config_mistakes_and_every_config_file_answer_before_jax_is_imported():
   bad flags and fields, out-of-range values, an unknown or switched model, --help and every
   config file's --print_config run in a process that never imports jax, optax or orbax."""
   mistakes = [["--config.optimizer.lrr=1"], ["--config.optimizer.learning_rate=-1"],
+              ["--config.optimizer.name=adamw"], ["--config.loss.output=mse"],
               ["--config.model.name=foo"], ["--nope=1"], ["--config=configs/missing.py"],
               ["--config.model.name=lenet5", "--config.model.hidden_sizes=(10,)"]]
   shown = [["--help"], ["--helpfull"]] + [

@@ -67,7 +67,7 @@ def family_ranges(name: str) -> dict:
 resolve = model_configs.resolve  # JAX-free, for research.main
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = config_lib.CHOICES["compute_dtype"]
 
 
 def build(model_config, input_shape: tuple[int, ...], num_outputs: int, *,
