@@ -9,8 +9,9 @@ repository, see launch/README.md) is imported from the path given, not copied; i
 build_<framework>(workload) returns the step and sync functions it times itself. Here, round
 after round, one window of each (the project's autodiff and manual steps, the plain-JAX
 reference of research.benchmark, and every peer) runs in a rotated order, so each round gives
-one ratio of the project to each peer, immune to the machine's drift between rounds. Needs a venv with this project, torch and the peers' packages
-(the harness's own setup, then pip install -e . into it).
+one ratio of the project to each peer, immune to the machine's drift between rounds. Needs a
+venv with this project, torch and the peers' packages (the harness's own setup, then pip
+install -e . into it).
 """
 import argparse
 import importlib.util
