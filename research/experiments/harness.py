@@ -55,6 +55,7 @@ from research import workdir as workdir_lib
 from research.experiments import stats as stats_lib
 
 CONFIDENCE = 0.95
+PER_EXAMPLE = stats_lib.PER_EXAMPLE  # the key of a test record's per-example values
 TIE = 1e-6  # relative: below it two validation scores are one (float32 sums differ ~1e-7)
 MIN_SEEDS = 5  # Fewer seeds can run (tests, quick looks); their tables say it is no finding.
 SEED_MODES = ("vmap", "loop")
@@ -122,6 +123,15 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     return (float("nan"), float("nan"))
   half = stats.t.ppf(0.5 + confidence / 2, s["n"] - 1) * s["std"] / math.sqrt(s["n"])
   return (s["mean"] - half, s["mean"] + half)
+
+
+def evaluation(out: Mapping[str, Any]) -> dict[str, Any]:
+  """A measure's record from kernel.evaluate's output: accuracy and loss, and the per-example
+  correctness when it was asked for (evaluate(..., per_example=True), on the test split)."""
+  record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+  if stats_lib.PER_EXAMPLE in out:
+    record[stats_lib.PER_EXAMPLE] = dict(out[stats_lib.PER_EXAMPLE])
+  return record
 
 
 def paired(values: Sequence[float], baseline: Sequence[float],

@@ -320,8 +320,9 @@ def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, wor
     return out
 
   def measure(init, setting, per_class, seed, params, split):
-    out = kernel.evaluate(eval_fn, params, splits[split], eval_batch)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fn, params, splits[split], eval_batch,
+                          per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":  # Did the init let it fit its labelled set?
       record["train_accuracy"] = kernel.evaluate(eval_fn, params, draw(per_class, seed),
                                                  eval_batch)["accuracy"]

@@ -170,8 +170,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
         tag={"labels_per_class": per_class, "arm": method, **setting})
 
   def measure(method, setting, per_class, seed, params, split):
-    out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size,
+                          per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":
       p_u = np.asarray(predict(params, unlabelled.x))
       confident = p_u.max(axis=1) >= exp.threshold

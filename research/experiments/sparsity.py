@@ -141,8 +141,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
         what=f"sparsity {arm}", writer=writer, tag={"arm": arm})
 
   def measure(arm, setting, size, seed, params, split):
-    out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size,
+                          per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":
       record.update({f: float(v) for f, v in sparsity(params, x_test).items()})
     return record

@@ -231,8 +231,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
         tag={"labels_per_class": per_class, "arm": method, **setting})
 
   def measure(method, setting, per_class, seed, params, split):
-    out = kernel.evaluate(eval_fn, params, splits[split], bs)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fn, params, splits[split], bs, per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":
       record["train_accuracy"] = kernel.evaluate(eval_fn, params, draw(per_class, seed),
                                                  bs)["accuracy"]

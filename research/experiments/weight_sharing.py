@@ -87,8 +87,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
         tag={"labels_per_class": per_class, "arm": name, **setting})
 
   def measure(name, setting, per_class, seed, p, split):
-    out = kernel.evaluate(eval_fns[name], p, splits[split], bs)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fns[name], p, splits[split], bs, per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":
       train = kernel.evaluate(eval_fns[name], p, draw(per_class, seed), bs)["accuracy"]
       record.update(train_accuracy=train, gap=train - out["accuracy"], params=params[name])
