@@ -19,6 +19,7 @@ from scipy import stats
 
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import models
 from research import optim
@@ -237,6 +238,39 @@ def test_seeds_as_one_vmapped_program_equal_the_loop(tiny):
   for g, l in zip(given, looped):
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(l)):
       np.testing.assert_array_equal(a, b)
+
+
+def test_per_example_correctness_is_the_accuracy_and_the_table_shows_both_intervals(tiny,
+                                                                                     tmp_path):
+  model, loss_fn, optimizer, subsets = tiny
+  data = data_lib.load(sklearn_data.config("digits"))
+  eval_fn = kernel.make_eval_fn(model, "softmax", 10)
+  params = harness.train_seeds(model, loss_fn, optimizer, 12, 5, subsets, [0, 1, 2])
+  # 7 does not divide the split: the padded last batch must not add examples.
+  out = kernel.evaluate(eval_fn, params[0], data.test, 7, per_example=True)
+  hit_N = out["per_example"]["accuracy"]
+  assert hit_N.shape == (len(data.test),) and set(np.unique(hit_N)) <= {0.0, 1.0}
+  assert hit_N.mean() == pytest.approx(out["accuracy"])
+  assert "per_example" not in kernel.evaluate(eval_fn, params[0], data.test, 7)
+
+  def measure(arm, setting, size, seed, p, split):
+    scale = 1.0 if arm == "a" else 0.5  # arm "b": a worse network
+    shrunk = jax.tree.map(lambda a: a * scale, p)
+    return harness.evaluation(kernel.evaluate(eval_fn, shrunk, data.test, 64,
+                                              per_example=split == "test"))
+
+  exp = harness.Experiment("pe", [harness.Arm("a"), harness.Arm("b")], "a", (2,), "labels",
+                           [0, 1, 2], lambda arm, s, size, seeds, sub: params, measure)
+  results = harness.run(exp, tmp_path)
+  record = results["sizes"][0]["arms"]["b"]["test"][0]
+  assert isinstance(record["per_example"]["accuracy"], str)  # packed: one 0/1 per example
+  assert len(record["per_example"]["accuracy"]) == len(data.test)
+  saved = json.loads(json.dumps(results))  # what results.json gives back renders the same
+  text = harness.table(saved, [("accuracy", "acc %", 100.0)])
+  row = next(line for line in text.splitlines() if line.startswith("| 2 | b |"))
+  assert "n/a" not in row and row.count("[") == 2
+  note = harness.protocol_note(saved)  # loss has no per-example values; accuracy has
+  assert "No per-example test values for loss (" in note and "nothing is chosen" in note
 
 
 # ------------------------------------------------------------------------------ the house
