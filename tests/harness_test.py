@@ -371,3 +371,42 @@ def test_regenerate_refuses_an_unknown_section_and_check_finds_a_stale_block(tmp
   (tmp_path / "multitask").mkdir()
   (tmp_path / "multitask" / "results.md").write_text("# t\n\nnot what the doc says\n")
   assert regen.main(["--workdir", str(tmp_path), "--sections=multitask", "--check"]) == 1
+
+
+def _block_doc(section, text):
+  return f"intro\n<!-- results:{section} -->\n{text}<!-- /results:{section} -->\n"
+
+
+def test_check_passes_numbers_within_the_tolerance_and_fails_a_changed_choice(tmp_path, capsys,
+                                                                             monkeypatch):
+  regen = _regenerate()
+  table = ("| size | method | chosen on valid | acc (n=5) | acc: p (Holm) |\n|---|---|---|---|---|\n"
+           "| 1 | a | lr=0.1 | 90.1 ± 0.3 |  |\n| 1 | b | lr=0.1 | 92.0 ± 0.2 | 0.004 * |\n")
+  doc = tmp_path / "experiments.md"
+  doc.write_text(_block_doc("multitask", table))
+  monkeypatch.setattr(regen, "DOC", str(doc))
+  (tmp_path / "w" / "multitask").mkdir(parents=True)
+  results = tmp_path / "w" / "multitask" / "results.md"
+  check = lambda: regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask",
+                              "--check"])
+  results.write_text("# t\n\n" + table.replace("92.0 ± 0.2", "92.2 ± 0.2"))  # another machine
+  assert check() == 0 and "within the tolerance in: multitask" in capsys.readouterr().out
+  results.write_text("# t\n\n" + table.replace("| b | lr=0.1", "| b | lr=1"))
+  assert check() == 1 and "the choice differs" in capsys.readouterr().out
+  results.write_text("# t\n\n" + table.replace("0.004 *", "0.060"))
+  assert check() == 1 and "a conclusion flipped" in capsys.readouterr().out
+  assert doc.read_text() == _block_doc("multitask", table)  # --check changes nothing
+
+
+def test_the_doc_count_sums_every_block_of_the_results_files(tmp_path):
+  regen = _regenerate()
+  exp, _ = _fake(seeds=range(5))
+  harness.run(exp, tmp_path / "one")
+  block = json.loads(json.dumps(harness.run(exp, tmp_path / "one")))
+  for name, obj in (("flat", block), ("nested", {"x": block, "y": block, "note": 1})):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps(obj))
+  # Per block: b vs a in accuracy (+0.02 every seed: an effect) and loss (0: none), 2 sizes.
+  line = regen.comparisons_line([str(tmp_path / "flat"), str(tmp_path / "nested")])
+  assert line.startswith("This document makes 12 comparisons") and "; 6 survive Holm" in line
+  assert regen.COUNT.search((REPO / "docs" / "experiments.md").read_text())

@@ -257,6 +257,18 @@ def count(blocks: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
   return n, m
 
 
+def blocks_in(obj: Any) -> list[dict]:
+  """The results blocks (harness.run's dicts) in a results.json: the object itself, or those
+  nested in it (e.g. one per target), in order."""
+  if isinstance(obj, dict):
+    if {"sizes", "baseline", "seeds"} <= set(obj):
+      return [obj]
+    return [b for v in obj.values() for b in blocks_in(v)]
+  if isinstance(obj, list):
+    return [b for v in obj for b in blocks_in(v)]
+  return []
+
+
 def tolerance(value: float, places: int) -> float:
   """How far a number printed with `places` decimals may move between machines (module
   constants)."""
