@@ -130,6 +130,10 @@ def test_runner_writes_its_table_and_adversarial_training_resists_pgd(tmp_path):
     assert st[m]["pgd_accuracy"]["vs_baseline"]["mean"] > 0.05
     assert st[m]["pgd_accuracy"]["vs_baseline"]["n"] == 2
   tests = [r for arm in entry["arms"].values() for r in arm["test"]]
+  for r in tests:  # each example's correctness behind every accuracy (packed 0/1)
+    for f in ("accuracy", "pgd_accuracy", "pgd eps=0.2"):
+      hits = r["per_example"][f]
+      assert hits.count("1") / len(hits) == pytest.approx(r[f], abs=1e-6)
   assert max(r["grad_rel_err"] for r in tests) < 1e-5
   assert max(r["sign_flip_rel"] for r in tests) < 1e-5
   assert entry["arms"]["standard"]["chosen"] == {"learning_rate": 1e-3}

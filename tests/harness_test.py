@@ -410,3 +410,23 @@ def test_the_doc_count_sums_every_block_of_the_results_files(tmp_path):
   line = regen.comparisons_line([str(tmp_path / "flat"), str(tmp_path / "nested")])
   assert line.startswith("This document makes 12 comparisons") and "; 6 survive Holm" in line
   assert regen.COUNT.search((REPO / "docs" / "experiments.md").read_text())
+
+
+def test_regroup_chooses_a_sweeps_strength_on_validation_not_on_test(tmp_path):
+  # "x 2" is best on validation, "x 1" on test: the regrouped arm must report "x 2".
+  score = {"none": (0.5, 0.5), "x 1": (0.6, 0.9), "x 2": (0.7, 0.6)}
+
+  def measure(arm, setting, size, seed, params, split):
+    return {"accuracy": score[arm][split == "test"] + 0.01 * seed}
+
+  exp = harness.Experiment("sweep", [harness.Arm(a) for a in score], "none", (1,), "size",
+                           [0, 1], lambda *a: [None, None], measure)
+  results = harness.run(exp, tmp_path)
+  assert not harness.chooses(results)
+  chosen = harness.regroup(results, {"none": [({}, "none")],
+                                     "x": [({"lambda": 1}, "x 1"), ({"lambda": 2}, "x 2")]})
+  arm = chosen["sizes"][0]["arms"]["x"]
+  assert arm["chosen"] == {"lambda": 2} and arm["test"][0]["accuracy"] == pytest.approx(0.6)
+  assert arm["stats"]["accuracy"]["vs_baseline"]["mean"] == pytest.approx(0.1)
+  assert harness.chooses(chosen) and "chosen on the validation split" in harness.protocol_note(
+      chosen)

@@ -29,6 +29,11 @@ _ARG = {"argmin", "argmax", "nanargmin", "nanargmax", "argsort"}  # a choice wit
 _CHOOSERS = {"_choose", "choose"}
 
 
+def _variables(node: ast.AST) -> set[str]:
+  """The variables an expression reads (what a tainted name can flow through)."""
+  return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
 def _names(node: ast.AST, skip_compares: bool = True) -> set[str]:
   """Identifiers, attribute names and string constants an expression reads; the string of a
   comparison (`split == "test"`, a branch on the split's name) is not data and is skipped."""
@@ -103,8 +108,7 @@ def scan(source: str, filename: str = "<runner>") -> list[tuple[str, str, str, i
     while changed:
       changed = False
       for targets, value in _assignments(scope):
-        reads = _names(value)
-        if any(_TEST.search(r) for r in reads) or reads & tainted:
+        if any(_TEST.search(r) for r in _names(value)) or _variables(value) & tainted:
           new = _target_names(targets) - tainted
           if new:
             tainted |= new
@@ -112,8 +116,9 @@ def scan(source: str, filename: str = "<runner>") -> list[tuple[str, str, str, i
     for call in (n for n in ast.walk(scope) if isinstance(n, ast.Call)):
       if not _is_selection(call):
         continue
-      reads = set().union(*(_names(a) for a in [*call.args, *(k.value for k in call.keywords)]))
-      if any(_TEST.search(r) for r in reads) or reads & tainted:
+      args = [*call.args, *(k.value for k in call.keywords)]
+      reads = set().union(*(_names(a) for a in args))
+      if any(_TEST.search(r) for r in reads) or set().union(*map(_variables, args)) & tainted:
         found.append((filename, scope.name, "test feeds a choice", call.lineno))
     for targets, value in _assignments(scope):
       if not any(_CHOICE.search(t) for t in _target_names(targets)):

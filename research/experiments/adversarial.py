@@ -268,7 +268,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       "adversarial", arms, exp.baseline, tuple(float(e) for e in exp.threat_epsilons),
       SIZE_LABEL, seeds, fit, measure, select="pgd_accuracy",
       select_label=f"accuracy under PGD-{exp.attack_steps} at eps",
-      data_note="each trains on the whole training split: no subset to draw")
+      data_note="each trains on the whole training split: no subset to draw",
+      family=harness.fields_of(FIELDS))
 
 
 FIELDS = [("accuracy", "clean test acc %", 100.0),

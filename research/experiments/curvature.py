@@ -248,7 +248,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "curvature", arms, exp.baseline, tuple(exp.depths), SIZE_LABEL, seeds, fit, measure,
-      select="accuracy", data_note="each trains on the whole training split: no subset to draw")
+      select="accuracy", data_note="each trains on the whole training split: no subset to draw",
+      family=harness.fields_of(FIELDS, FIELDS_E))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0)]

@@ -158,7 +158,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       "dropout_ensemble", arms, BASELINE, tuple(float(p) for p in exp.dropout_rates),
       SIZE_LABEL, seeds, fit, measure, select="accuracy",
       data_note="one network per seed, trained on the whole training split; every inference "
-                "rule reads the same networks")
+                "rule reads the same networks", family=harness.fields_of(FIELDS, LL_FIELDS))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0), ("agreement", "agrees with weight scaling %",

@@ -513,7 +513,7 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
       select="accuracy", draw=harness.labelled_draw(pool, k),
       select_label="validation accuracy",
       data_note="labelled sentences redrawn per seed, stratified; each seed also trains its "
-                "own skip-gram")
+                "own skip-gram", family=harness.fields_of(FIELDS))
 
 
 # ------------------------------------------------------------------------------------ runner

@@ -189,6 +189,12 @@ class Experiment:
   test_shared: bool = True  # every seed measures the same test examples (else: its own draw)
 
 
+def fields_of(*tables: Sequence[tuple]) -> tuple[str, ...]:
+  """The fields of `table` field lists ((field, heading, scale[, digits]), ...), in order and
+  once each: a runner's family of comparisons is the fields its tables compare."""
+  return tuple(dict.fromkeys(f for table in tables for f, *_ in table))
+
+
 def labelled_draw(split: data_lib.Split, num_classes: int) -> Callable[[int, int], Any]:
   """draw(per_class, seed) -> a stratified subset of split, redrawn per seed."""
   return lambda per_class, seed: stratified_subset(split, per_class, seed, num_classes)
@@ -321,6 +327,30 @@ def _choose(grid: list[dict], experiment: Experiment) -> dict:
         "rates)")
   tied = best - TIE * max(abs(best), 1e-30)
   return grid[next(i for i, s in enumerate(finite) if s >= tied)]["setting"]
+
+
+def regroup(results: dict, groups: Mapping[str, Sequence[tuple[dict, str]]],
+            higher_is_better: bool = True) -> dict:
+  """A sweep's one-setting arms regrouped into tuned arms: results (harness.run's) with, at
+  each size, arm `name` of groups = {name: [(setting, sweep arm), ...]} choosing among its
+  sweep arms on their validation records (_choose: mean `select`, the first on a tie) and
+  reporting the chosen one's test records; a group of one arm (the baseline) has nothing to
+  choose. Returns a results block of its own (family and statistics recomputed)."""
+  exp = Experiment(results["experiment"], [Arm(n) for n in groups], results["baseline"], (),
+                   results["size_label"], results["seeds"], fit=None, measure=None,
+                   select=results["select"], higher_is_better=higher_is_better)
+  sizes = []
+  for entry in results["sizes"]:
+    arms = {}
+    for name, members in groups.items():
+      grid = [{"setting": setting, "valid": entry["arms"][arm]["grid"][0]["valid"]}
+              for setting, arm in members]
+      chosen = _choose(grid, exp)
+      arm = members[[setting for setting, _ in members].index(chosen)][1]
+      arms[name] = {"grid": grid, "chosen": chosen, "test": entry["arms"][arm]["test"]}
+    _add_stats(arms, results["baseline"])
+    sizes.append({"size": entry["size"], "arms": arms})
+  return {**results, "sizes": sizes}
 
 
 def _add_stats(arms: dict, baseline: str) -> None:

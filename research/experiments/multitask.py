@@ -210,7 +210,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "multitask", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class", seeds,
-      fit, measure, select="accuracy", draw=harness.labelled_draw(dataset.train, 10))
+      fit, measure, select="accuracy", draw=harness.labelled_draw(dataset.train, 10),
+      family=harness.fields_of(FIELDS))
 
 
 @report.runner

@@ -334,7 +334,7 @@ def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, wor
   return harness.Experiment(
       "pretraining", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
       seeds, fit, measure, select="accuracy", select_label="validation accuracy", draw=draw,
-      data_note=note), pretrained, memo
+      data_note=note, family=harness.fields_of(FIELDS)), pretrained, memo
 
 
 # ------------------------------------------------------------------------------------ runner

@@ -187,7 +187,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "semi_supervised", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
-      seeds, fit, measure, select="accuracy", draw=harness.labelled_draw(dataset.train, k))
+      seeds, fit, measure, select="accuracy", draw=harness.labelled_draw(dataset.train, k),
+      family=harness.fields_of(FIELDS))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0)]

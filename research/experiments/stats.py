@@ -258,12 +258,12 @@ def count(blocks: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
 
 
 def blocks_in(obj: Any) -> list[dict]:
-  """The results blocks (harness.run's dicts) in a results.json: the object itself, or those
-  nested in it (e.g. one per target), in order."""
+  """The results blocks (harness.run's dicts) in a results.json: the object itself and those
+  nested in it (e.g. one per target, or a regrouped block beside the sweep), in order."""
   if isinstance(obj, dict):
-    if {"sizes", "baseline", "seeds"} <= set(obj):
-      return [obj]
-    return [b for v in obj.values() for b in blocks_in(v)]
+    own = [obj] if {"sizes", "baseline", "seeds"} <= set(obj) else []
+    return own + [b for k, v in obj.items() if not (own and k == "sizes")
+                  for b in blocks_in(v)]
   if isinstance(obj, list):
     return [b for v in obj for b in blocks_in(v)]
   return []

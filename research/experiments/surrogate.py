@@ -404,7 +404,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       fit, measure, select=metric, higher_is_better=TASKS[task][1],
       select_label=f"{metric} (one setting per rule: the rule itself reads the validation "
       "split)", data_note=f"{split_note}; the init and batch order also differ by seed",
-      test_shared="split_seed" not in config.data)
+      test_shared="split_seed" not in config.data,
+      family=harness.fields_of(fields(task), FIELDS_LOSS, FIELDS_STEP))
 
 
 def fields(task: str) -> list[tuple[str, str, float]]:

@@ -98,7 +98,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "weight_sharing", arms, "conv", tuple(exp.labels_per_class), "labels per class", seeds,
-      fit, measure, select="accuracy", draw=draw)
+      fit, measure, select="accuracy", draw=draw, family=harness.fields_of(FIELDS, LOSS_FIELDS))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0), ("gap", "train-test gap (points)", 100.0)]
