@@ -603,17 +603,16 @@ def protocol_note(results: dict) -> str:
   else:
     note += "nothing is chosen (one setting per method); "
   note += (f"test measured once; ± is the sample std; Δ is the paired difference to "
-           f"{results['baseline']} with a {conf}% t-interval over seeds and a {conf}% interval "
-           "that also counts the sampling of the test examples (seeds and examples crossed, "
-           "research/experiments/stats.py); p is the paired test of the wider of the two, "
-           f"Holm-adjusted within this block's {family['count']} comparisons (every method "
-           f"against {results['baseline']} at every {results['size_label']} in "
-           f"{', '.join(family['family']) or 'no field'}); * marks an effect (adjusted p < "
-           f"{stats_lib.ALPHA:g} and the wider interval excludes zero): {family['survive']} of "
-           f"{family['count']}; † marks a conclusion that could change within the reproduction "
-           f"tolerance ({stats_lib.TOLERANCE_UNITS} units of the last digit, of the "
-           f"{stats_lib.SIGNIFICANT}rd significant one for longer numbers); (p): outside the "
-           "family, unadjusted.")
+           f"{results['baseline']}: its {conf}% t-interval over seeds, and a {conf}% interval "
+           "that also counts the sampling of the test examples (seeds x examples, "
+           "research/experiments/stats.py); p is that of the wider, Holm-adjusted within the "
+           f"block's {family['count']} comparisons (each method against {results['baseline']} "
+           f"in {', '.join(family['family']) or 'no field'}, at every value of "
+           f"{results['size_label']}); * an effect (adjusted p < {stats_lib.ALPHA:g} and the "
+           f"wider interval excludes zero): {family['survive']} of {family['count']}; † could "
+           f"change within the reproduction tolerance ({stats_lib.TOLERANCE_UNITS} units of "
+           f"the last digit; of the {stats_lib.SIGNIFICANT}rd significant digit for longer "
+           "numbers); (p): outside the family, unadjusted, never an effect.")
   if family["missing_test"]:
     note += (f" No per-example test values for {', '.join(family['missing_test'])} (measured "
              "before they were recorded, or not a per-example mean): the test-sampling "
