@@ -104,6 +104,18 @@ def test_contractive_jacobian_and_manifold_tangents_match_autodiff():
     autoencoder.manifold_tangents(params, x, 8)
 
 
+def test_modern_inits_have_their_stated_statistics():
+  """He: std sqrt(2/fan_in); orthogonal: every singular value 1 (fan_in > and < fan_out)."""
+  sizes = (400, 300, 500)
+  he = pretraining.init_mlp(jax.random.key(0), sizes, "he")
+  for layer, fan_in in zip(he, sizes[:-1]):
+    np.testing.assert_allclose(float(layer["w"].std()), np.sqrt(2 / fan_in), rtol=0.02)
+  for layer in pretraining.init_mlp(jax.random.key(0), sizes, "orthogonal"):
+    np.testing.assert_allclose(np.linalg.svd(np.asarray(layer["w"]), compute_uv=False), 1.0,
+                               rtol=1e-4)
+    assert not np.asarray(layer["b"]).any()
+
+
 def test_denoising_mask_zeroes_about_the_noise_fraction_and_is_the_same_in_x64():
   x = jnp.ones((200, 50))
   y = autoencoder.corrupt(jax.random.key(0), x, 0.3)
