@@ -9,10 +9,14 @@ Each section runs under the experiment harness as a user runs it: a fresh
 finished workdir is reused, an interrupted one resumes its finished cells). Its results.md
 (the protocol note and the tables, rendered from results.json) then replaces the block between
 `<!-- results:<section> -->` and `<!-- /results:<section> -->` in docs/experiments.md. Prints
-each section's wall time and the total. --check changes nothing and exits 1 when a block
-differs from its results.md.
+each section's wall time and the total, and the count of comparisons and survivors (the
+doc's `<!-- comparisons -->` line, rewritten when every section runs). --check changes nothing
+and exits 1 when a block differs from its results.md beyond reproduction: choices must match
+exactly, numbers within research/experiments/stats.py's tolerance, and a conclusion may flip
+only where the doc or the results mark it borderline (†).
 """
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -20,6 +24,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # `python launch/regenerate_experiments.py` puts only launch/ on it
 DOC = os.path.join(REPO, "docs", "experiments.md")
 
 # section -> config; the sections whose runners run under research.experiments.harness.
@@ -48,6 +53,10 @@ SECTIONS = {
 }
 
 
+# The doc's line counting every comparison (rewritten when every section runs).
+COUNT = re.compile(r"(<!-- comparisons -->\n)(.*?)(<!-- /comparisons -->)", re.DOTALL)
+
+
 def block(section: str) -> re.Pattern:
   return re.compile(rf"(<!-- results:{section} -->\n)(.*?)(<!-- /results:{section} -->)",
                     re.DOTALL)
@@ -60,6 +69,33 @@ def results_block(workdir: str) -> str:
   if lines and lines[0].startswith("# "):
     lines = lines[1:]
   return "\n".join(lines).strip() + "\n"
+
+
+def results_blocks(workdir: str) -> list[dict]:
+  """The harness results blocks in workdir/results.json (a block, or blocks nested in it)."""
+  from research.experiments import stats  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+    return stats.blocks_in(json.load(f))
+
+
+def comparisons_line(workdirs) -> str:
+  """'This document makes N comparisons; M survive Holm correction ...' over the sections'
+  results.json files."""
+  from research.experiments import stats  # pylint: disable=g-import-not-at-top
+  n, m = stats.count(b for w in workdirs for b in results_blocks(w))
+  return (f"This document makes {n} comparisons (each method against its section's baseline, "
+          f"field by field); {m} survive Holm correction within their results block and the "
+          "wider of the two intervals.\n")
+
+
+def differences(doc: str, section: str, text: str) -> list[str]:
+  """--check: how the doc's block differs from text beyond reproduction (stats.compare_blocks);
+  [] when it matches."""
+  from research.experiments import stats  # pylint: disable=g-import-not-at-top
+  m = block(section).search(doc)
+  if not m:
+    raise ValueError(f"docs/experiments.md has no <!-- results:{section} --> block")
+  return stats.compare_blocks(m.group(2), text)
 
 
 def splice(doc: str, section: str, text: str) -> str:
@@ -97,7 +133,7 @@ def main(argv=None) -> int:
     return 2
   with open(DOC, encoding="utf-8") as f:
     doc = f.read()
-  total, stale = 0.0, []
+  total, stale, problems = 0.0, [], {}
   for section in sections:
     workdir = os.path.join(args.workdir, section)
     if args.check:
@@ -111,6 +147,8 @@ def main(argv=None) -> int:
       print(f"{section}: {seconds:.0f} s", flush=True)
     try:
       new = splice(doc, section, results_block(workdir))
+      if args.check:
+        problems[section] = differences(doc, section, results_block(workdir))
     except ValueError as e:
       print(f"error: {e}; add the markers around the section's tables", file=sys.stderr)
       return 2
@@ -118,11 +156,21 @@ def main(argv=None) -> int:
       stale.append(section)
     doc = new
   if args.check:
-    if stale:
-      print(f"docs/experiments.md differs from the results of: {', '.join(stale)}")
+    bad = [s for s in sections if problems[s]]
+    for section in bad:
+      for line in problems[section]:
+        print(f"{section}: {line}")
+    if bad:
+      print(f"docs/experiments.md differs from the results of: {', '.join(bad)}")
       return 1
-    print("docs/experiments.md matches the results")
+    moved = [s for s in stale if s not in bad]
+    print("docs/experiments.md matches the results" + (
+        f" (within the tolerance in: {', '.join(moved)})" if moved else ""))
     return 0
+  line = comparisons_line([os.path.join(args.workdir, s) for s in sections])
+  print(line.strip())
+  if set(sections) == set(SECTIONS) and COUNT.search(doc):
+    doc = COUNT.sub(lambda m: m.group(1) + line + m.group(3), doc, count=1)
   with open(DOC, "w", encoding="utf-8") as f:
     f.write(doc)
   print(f"total: {total:.0f} s for {len(sections)} section(s); updated: "

@@ -162,8 +162,9 @@ def _count_traces(fn: Callable, max_traces: int) -> Callable:
 
 def make_eval_fn(model: models.Model, output: str, k: int) -> Callable:
   """Returns jitted eval(params, x_B..., labels_B..., mask_B) -> loss and accuracy summed over
-  the unmasked examples. Labels may carry trailing axes (e.g. one per time step): those are
-  averaged within each example."""
+  the unmasked examples, and each example's hit_B (1 right, 0 wrong or masked) for
+  evaluate(per_example=True). Labels may carry trailing axes (e.g. one per time step): those
+  are averaged within each example."""
   data_loss = losses.DATA_LOSSES[output]
 
   def eval_batch(params, x, labels, mask):
@@ -171,8 +172,9 @@ def make_eval_fn(model: models.Model, output: str, k: int) -> Callable:
     per_label = data_loss(logits_BxK, losses.one_hot_targets(labels, k, logits_BxK.dtype))
     hit = (losses.predictions(logits_BxK) == labels).astype(per_label.dtype)
     per_example = lambda v: v.reshape(v.shape[0], -1).mean(axis=1)
+    hit_B = jnp.where(mask, per_example(hit), 0)
     return {"loss_sum": jnp.where(mask, per_example(per_label), 0).sum(),
-            "correct": jnp.where(mask, per_example(hit), 0).sum()}
+            "correct": hit_B.sum(), "hit_B": hit_B}
 
   return jax.jit(eval_batch)
 
@@ -183,15 +185,18 @@ def eval_batch_size(config, dataset: data_lib.Dataset) -> int:
 
 
 def evaluate(eval_fn: Callable, params, split: data_lib.Split, batch_size: int,
-             mesh=None) -> dict:
+             mesh=None, per_example: bool = False) -> dict:
   """Mean data loss and accuracy over a split; the last batch is padded and masked so every
   call has one shape: pass one batch_size for every split to compile once (see
   eval_batch_size). With a mesh, every batch is placed replicated (each host passes the same
-  data)."""
+  data). per_example (an eval_fn returning hit_B, as make_eval_fn's does): also
+  "per_example": {"accuracy": hit_N}, each example's correctness in the split's order (the
+  harness's test-sampling interval reads it)."""
   n = len(split)
   if n == 0:
     return {}
   totals = {"loss_sum": 0.0, "correct": 0}
+  hits = []
   for start in range(0, n, batch_size):
     x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
     pad = batch_size - len(y)
@@ -202,4 +207,9 @@ def evaluate(eval_fn: Callable, params, split: data_lib.Split, batch_size: int,
     batch = (x, y, mask) if mesh is None else parallel.replicate((x, y, mask), mesh)
     out = eval_fn(params, *batch)
     totals = {key: totals[key] + out[key] for key in totals}
-  return {"loss": float(totals["loss_sum"]) / n, "accuracy": float(totals["correct"]) / n}
+    if per_example:
+      hits.append(np.asarray(out["hit_B"])[:len(y) - pad])
+  result = {"loss": float(totals["loss_sum"]) / n, "accuracy": float(totals["correct"]) / n}
+  if per_example:
+    result["per_example"] = {"accuracy": np.concatenate(hits)}
+  return result

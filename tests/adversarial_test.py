@@ -180,6 +180,10 @@ def test_runner_writes_its_table_and_adversarial_training_resists_pgd(tmp_path):
     assert st[m]["pgd_accuracy"]["vs_baseline"]["mean"] > 0.05, m
     assert st[m]["pgd_accuracy"]["vs_baseline"]["n"] == 2
   tests = [r for arm in entry["arms"].values() for r in arm["test"]]
+  for r in tests:  # each example's correctness behind every accuracy (packed 0/1)
+    for f in ("accuracy", "pgd_accuracy", "pgd eps=0.2"):
+      hits = r["per_example"][f]
+      assert hits.count("1") / len(hits) == pytest.approx(r[f], abs=1e-6)
   assert max(r["grad_rel_err"] for r in tests) < 1e-5
   assert max(r["sign_flip_rel"] for r in tests) < 1e-5
   assert entry["arms"]["standard"]["chosen"] == {"learning_rate": 1e-3}
@@ -190,7 +194,9 @@ def test_runner_writes_its_table_and_adversarial_training_resists_pgd(tmp_path):
   with open(os.path.join(workdir, "results.md")) as f:
     text = f.read()
   assert "| 0.1 | pgd_training | clean_weight=0.5 |" in text
-  assert "no subset to draw" in text and "under PGD-10 at eps" in text
+  # One setting per method here: the note says nothing is chosen (and names no selection).
+  assert "no subset to draw" in text and "nothing is chosen" in text
+  assert result["select_label"] == "accuracy under PGD-10 at eps"
   assert "eps=0.2 FGSM / PGD" in text and "dE/dx by the manual backward pass" in text
   assert "PGD at eps %: pgd_training - fgsm_training [95% CI]" in text
   # A finished run does nothing on rerun.

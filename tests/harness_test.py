@@ -19,6 +19,7 @@ from scipy import stats
 
 from research import data as data_lib
 from research import errors
+from research import kernel
 from research import losses
 from research import models
 from research import optim
@@ -129,8 +130,12 @@ def test_each_arm_is_chosen_on_validation_and_the_test_split_is_measured_once(tm
   assert b["vs_baseline"]["mean"] == pytest.approx(0.02)
   assert b["n"] == 3 and not results["finding"]  # 3 seeds: a look, not a finding.
   text = harness.table(results, [("accuracy", "test acc %", 100.0)])
-  assert "+2.0 [+2.0, +2.0] *" in text and "lr=0.1" in text
-  assert "not a finding" in harness.protocol_note(results)
+  # The same +0.02 on every seed: p 0 after Holm over the block's 2 sizes x 2 fields; no
+  # per-example values, so the test-sampling interval is missing and the note says so.
+  assert "| +2.0 [+2.0, +2.0] | n/a | <0.001 * |" in text and "lr=0.1" in text
+  note = harness.protocol_note(results)
+  assert "not a finding" in note and "chosen on the validation split" in note
+  assert "4 comparisons" in note and "interval is missing" in note
 
 
 def test_a_diverged_setting_is_never_chosen_and_a_table_field_keeps_its_digits(tmp_path):
@@ -235,6 +240,39 @@ def test_seeds_as_one_vmapped_program_equal_the_loop(tiny):
       np.testing.assert_array_equal(a, b)
 
 
+def test_per_example_correctness_is_the_accuracy_and_the_table_shows_both_intervals(tiny,
+                                                                                     tmp_path):
+  model, loss_fn, optimizer, subsets = tiny
+  data = data_lib.load(sklearn_data.config("digits"))
+  eval_fn = kernel.make_eval_fn(model, "softmax", 10)
+  params = harness.train_seeds(model, loss_fn, optimizer, 12, 5, subsets, [0, 1, 2])
+  # 7 does not divide the split: the padded last batch must not add examples.
+  out = kernel.evaluate(eval_fn, params[0], data.test, 7, per_example=True)
+  hit_N = out["per_example"]["accuracy"]
+  assert hit_N.shape == (len(data.test),) and set(np.unique(hit_N)) <= {0.0, 1.0}
+  assert hit_N.mean() == pytest.approx(out["accuracy"])
+  assert "per_example" not in kernel.evaluate(eval_fn, params[0], data.test, 7)
+
+  def measure(arm, setting, size, seed, p, split):
+    scale = 1.0 if arm == "a" else 0.5  # arm "b": a worse network
+    shrunk = jax.tree.map(lambda a: a * scale, p)
+    return harness.evaluation(kernel.evaluate(eval_fn, shrunk, data.test, 64,
+                                              per_example=split == "test"))
+
+  exp = harness.Experiment("pe", [harness.Arm("a"), harness.Arm("b")], "a", (2,), "labels",
+                           [0, 1, 2], lambda arm, s, size, seeds, sub: params, measure)
+  results = harness.run(exp, tmp_path)
+  record = results["sizes"][0]["arms"]["b"]["test"][0]
+  assert isinstance(record["per_example"]["accuracy"], str)  # packed: one 0/1 per example
+  assert len(record["per_example"]["accuracy"]) == len(data.test)
+  saved = json.loads(json.dumps(results))  # what results.json gives back renders the same
+  text = harness.table(saved, [("accuracy", "acc %", 100.0)])
+  row = next(line for line in text.splitlines() if line.startswith("| 2 | b |"))
+  assert "n/a" not in row and row.count("[") == 2
+  note = harness.protocol_note(saved)  # loss has no per-example values; accuracy has
+  assert "No per-example test values for loss (" in note and "nothing is chosen" in note
+
+
 # ------------------------------------------------------------------------------ the house
 
 
@@ -333,3 +371,62 @@ def test_regenerate_refuses_an_unknown_section_and_check_finds_a_stale_block(tmp
   (tmp_path / "multitask").mkdir()
   (tmp_path / "multitask" / "results.md").write_text("# t\n\nnot what the doc says\n")
   assert regen.main(["--workdir", str(tmp_path), "--sections=multitask", "--check"]) == 1
+
+
+def _block_doc(section, text):
+  return f"intro\n<!-- results:{section} -->\n{text}<!-- /results:{section} -->\n"
+
+
+def test_check_passes_numbers_within_the_tolerance_and_fails_a_changed_choice(tmp_path, capsys,
+                                                                             monkeypatch):
+  regen = _regenerate()
+  table = ("| size | method | chosen on valid | acc (n=5) | acc: p (Holm) |\n|---|---|---|---|---|\n"
+           "| 1 | a | lr=0.1 | 90.1 ± 0.3 |  |\n| 1 | b | lr=0.1 | 92.0 ± 0.2 | 0.004 * |\n")
+  doc = tmp_path / "experiments.md"
+  doc.write_text(_block_doc("multitask", table))
+  monkeypatch.setattr(regen, "DOC", str(doc))
+  (tmp_path / "w" / "multitask").mkdir(parents=True)
+  results = tmp_path / "w" / "multitask" / "results.md"
+  check = lambda: regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask",
+                              "--check"])
+  results.write_text("# t\n\n" + table.replace("92.0 ± 0.2", "92.2 ± 0.2"))  # another machine
+  assert check() == 0 and "within the tolerance in: multitask" in capsys.readouterr().out
+  results.write_text("# t\n\n" + table.replace("| b | lr=0.1", "| b | lr=1"))
+  assert check() == 1 and "the choice differs" in capsys.readouterr().out
+  results.write_text("# t\n\n" + table.replace("0.004 *", "0.060"))
+  assert check() == 1 and "a conclusion flipped" in capsys.readouterr().out
+  assert doc.read_text() == _block_doc("multitask", table)  # --check changes nothing
+
+
+def test_the_doc_count_sums_every_block_of_the_results_files(tmp_path):
+  regen = _regenerate()
+  exp, _ = _fake(seeds=range(5))
+  harness.run(exp, tmp_path / "one")
+  block = json.loads(json.dumps(harness.run(exp, tmp_path / "one")))
+  for name, obj in (("flat", block), ("nested", {"x": block, "y": block, "note": 1})):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps(obj))
+  # Per block: b vs a in accuracy (+0.02 every seed: an effect) and loss (0: none), 2 sizes.
+  line = regen.comparisons_line([str(tmp_path / "flat"), str(tmp_path / "nested")])
+  assert line.startswith("This document makes 12 comparisons") and "; 6 survive Holm" in line
+  assert regen.COUNT.search((REPO / "docs" / "experiments.md").read_text())
+
+
+def test_regroup_chooses_a_sweeps_strength_on_validation_not_on_test(tmp_path):
+  # "x 2" is best on validation, "x 1" on test: the regrouped arm must report "x 2".
+  score = {"none": (0.5, 0.5), "x 1": (0.6, 0.9), "x 2": (0.7, 0.6)}
+
+  def measure(arm, setting, size, seed, params, split):
+    return {"accuracy": score[arm][split == "test"] + 0.01 * seed}
+
+  exp = harness.Experiment("sweep", [harness.Arm(a) for a in score], "none", (1,), "size",
+                           [0, 1], lambda *a: [None, None], measure)
+  results = harness.run(exp, tmp_path)
+  assert not harness.chooses(results)
+  chosen = harness.regroup(results, {"none": [({}, "none")],
+                                     "x": [({"lambda": 1}, "x 1"), ({"lambda": 2}, "x 2")]})
+  arm = chosen["sizes"][0]["arms"]["x"]
+  assert arm["chosen"] == {"lambda": 2} and arm["test"][0]["accuracy"] == pytest.approx(0.6)
+  assert arm["stats"]["accuracy"]["vs_baseline"]["mean"] == pytest.approx(0.1)
+  assert harness.chooses(chosen) and "chosen on the validation split" in harness.protocol_note(
+      chosen)

@@ -75,6 +75,16 @@ def test_l1_on_activations_sparsifies_the_units_and_l1_on_weights_the_weights(tm
     text = f.read()
   assert "| 719 | activations 0.03 | - |" in text and "| weights 3 |" in text
   assert "no subset to draw" in text
+  # Every accuracy difference has its test-inclusive interval (per-example correctness).
+  record = entry["arms"]["weights 3"]["test"][0]
+  assert len(record["per_example"]["accuracy"]) == 898
+  rows = [line for line in text.splitlines() if line.startswith("| 719 |")]
+  assert rows and not any("| n/a |" in line for line in rows)
+  # The section's choice is made on validation, as a block of its own.
+  with open(os.path.join(workdir, "results.json")) as f:
+    chosen = json.load(f)["chosen_on_valid"]
+  assert set(chosen["sizes"][0]["arms"]) == {"none", "activations", "weights"}
+  assert "Each penalty at the strength chosen on validation" in text
 
 
 @pytest.mark.parametrize("edit,fragment", [

@@ -194,8 +194,9 @@ def make_adversarial_loss_fn(model: models.Model, k: int, attack: str, eps, low,
 def make_attack_fn(model: models.Model, activation: str, k: int, low, high, num_steps: int,
                    step_factor: float, check_manual: bool = True, restarts: int = 1):
   """Jitted (params, x, labels, eps_E, key) -> {"clean": accuracy, "fgsm", "pgd": accuracy
-  under each attack at each eps_E[i] (in the data's units), shape (E,); PGD's the worst of
-  `restarts` random starts per example}; with check_manual
+  under each attack at each eps_E[i] (in the data's units), shape (E,), PGD's the worst of
+  `restarts` random starts per example; "clean_N", "fgsm_ExN", "pgd_ExN": each example's
+  correctness (1/0) behind them}; with check_manual
   also "fgsm_manual" (FGSM from the hand-written dE/dx), "grad_rel_err": max |manual -
   autodiff| / max |autodiff| of dE/dx, "sign_agreement": fraction of pixels where the two
   signs agree, "sign_flip_rel": the largest |dE/dx| where they do not, relative to
@@ -203,19 +204,21 @@ def make_attack_fn(model: models.Model, activation: str, k: int, low, high, num_
   autodiff = input_grad_autodiff(model, k)
   manual = input_grad_manual(activation, k)
   correct = lambda params, x, labels: losses.predictions(model.apply(params, x)) == labels
-  accuracy = lambda params, x, labels: correct(params, x, labels).mean()
+  hits = lambda params, x, labels: correct(params, x, labels).astype(jnp.float32)
+  accuracy = lambda params, x, labels: hits(params, x, labels).mean()
 
   @jax.jit
   def attack(params, x, labels, eps_E, key):
     g = autodiff(params, x, labels)
     keys = jax.random.split(key, eps_E.shape[0])
-    out = {"clean": accuracy(params, x, labels),
-           "fgsm": jnp.stack([accuracy(params, fgsm(x, g, e, low, high), labels)
-                              for e in eps_E]),
-           "pgd": jnp.stack([pgd_restarts(autodiff, params, x, labels, e,
-                                          step_factor * e / num_steps, num_steps, low, high,
-                                          keys[i], restarts, correct).mean()
-                             for i, e in enumerate(eps_E)])}
+    clean_N = hits(params, x, labels)
+    fgsm_ExN = jnp.stack([hits(params, fgsm(x, g, e, low, high), labels) for e in eps_E])
+    pgd_ExN = jnp.stack([pgd_restarts(autodiff, params, x, labels, e,
+                                      step_factor * e / num_steps, num_steps, low, high,
+                                      keys[i], restarts, correct).astype(jnp.float32)
+                         for i, e in enumerate(eps_E)])
+    out = {"clean": clean_N.mean(), "fgsm": fgsm_ExN.mean(axis=1), "pgd": pgd_ExN.mean(axis=1),
+           "clean_N": clean_N, "fgsm_ExN": fgsm_ExN, "pgd_ExN": pgd_ExN}
     if check_manual:
       g_manual = manual(params, x, labels)
       out["fgsm_manual"] = jnp.stack([accuracy(params, fgsm(x, g_manual, e, low, high), labels)
@@ -321,9 +324,14 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
                                 key))
     record = {"accuracy": float(out["clean"]), "fgsm_accuracy": float(out["fgsm"][0]),
               "pgd_accuracy": float(out["pgd"][0])}
+    per_example = {"accuracy": out["clean_N"], "fgsm_accuracy": out["fgsm_ExN"][0],
+                   "pgd_accuracy": out["pgd_ExN"][0]}
     for i, e in enumerate(eval_eps, start=1):
       record[f"fgsm eps={e:g}"] = float(out["fgsm"][i])
       record[f"pgd eps={e:g}"] = float(out["pgd"][i])
+      per_example[f"fgsm eps={e:g}"] = out["fgsm_ExN"][i]
+      per_example[f"pgd eps={e:g}"] = out["pgd_ExN"][i]
+    record[harness.PER_EXAMPLE] = per_example
     record.update({f: float(out[f]) for f in GRADIENT_CHECKS[:3]},
                   manual_fgsm_gap=float(np.abs(out["fgsm_manual"] - out["fgsm"]).max()))
     return record
@@ -337,7 +345,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       "adversarial", arms, exp.baseline, tuple(float(e) for e in exp.threat_epsilons),
       SIZE_LABEL, seeds, fit, measure, select="pgd_accuracy",
       select_label=f"accuracy under PGD-{exp.attack_steps} at eps",
-      data_note="each trains on the whole training split: no subset to draw")
+      data_note="each trains on the whole training split: no subset to draw",
+      family=harness.fields_of(FIELDS))
 
 
 FIELDS = [("accuracy", "clean test acc %", 100.0),

@@ -199,7 +199,7 @@ def experiment(config: ml_collections.ConfigDict, target: str,
       measure, select="rms", higher_is_better=False, draw=draw,
       select_label="RMS error at the seed's validation points",
       data_note=f"each seed draws its own {exp.train_points} training points, uniform on "
-      "[-1, 1]^D, its own validation points and its own init")
+      "[-1, 1]^D, its own validation points and its own init", family=harness.fields_of(FIELDS))
 
 
 FIELDS = [("rms", "grid RMS", 1.0), ("max", "grid max |y - f|", 1.0)]

@@ -243,7 +243,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       SIZE_LABEL, seeds, fit, measure, select="examples", higher_is_better=False,
       select_label="examples to the target (one setting per batch size: eta from the rule; "
       "nothing is tuned)",
-      data_note="each trains on the whole training split from its seed's init and batch order")
+      data_note="each trains on the whole training split from its seed's init and batch order",
+      family=harness.fields_of(FIELDS))  # steps and epochs restate examples per batch size
 
 
 FIELDS = [("examples", "examples to target", 1.0)]

@@ -226,10 +226,13 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
 
   def measure(method, setting, depth, seed, params, split):
     if not all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(params)):
-      return {"accuracy": 0.0, "diverged": 1.0}
+      # A diverged network gets every example wrong.
+      return {"accuracy": 0.0, "diverged": 1.0,
+              **({harness.PER_EXAMPLE: {"accuracy": np.zeros(len(splits[split]))}}
+                 if split == "test" else {})}
     bs = config.eval_batch_size
-    out = kernel.evaluate(eval_fns[depth], params, splits[split], bs)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"], "diverged": 0.0}
+    out = kernel.evaluate(eval_fns[depth], params, splits[split], bs, per_example=split == "test")
+    record = {**harness.evaluation(out), "diverged": 0.0}
     if split == "test":
       train = kernel.evaluate(eval_fns[depth], params, dataset.train, bs)
       # The init of this seed (kernel.init_state's split of its key).
@@ -245,7 +248,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "curvature", arms, exp.baseline, tuple(exp.depths), SIZE_LABEL, seeds, fit, measure,
-      select="accuracy", data_note="each trains on the whole training split: no subset to draw")
+      select="accuracy", data_note="each trains on the whole training split: no subset to draw",
+      family=harness.fields_of(FIELDS, FIELDS_E))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0)]

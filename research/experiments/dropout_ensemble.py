@@ -84,14 +84,18 @@ def split_logits(fn: Callable, params, x_N: np.ndarray, batch_size: int, *args) 
 
 
 def ensemble_metrics(logits_MxNxK: np.ndarray, labels_N: np.ndarray, output: str,
-                     reference_pred_N: np.ndarray) -> dict[str, float]:
+                     reference_pred_N: np.ndarray, per_example: bool = False) -> dict:
   """The M-member mixture's accuracy, mean log-likelihood (1/n) sum log Pr(y|x) and agreement
-  with reference_pred_N (weight scaling's predictions)."""
+  with reference_pred_N (weight scaling's predictions); per_example: also each example's
+  correctness and log-likelihood ("per_example": {field: values_N}, for the harness)."""
   nll_N, pred_N = losses.mixture_nll(jnp.asarray(logits_MxNxK), jnp.asarray(labels_N), output)
-  pred_N = np.asarray(pred_N)
-  return {"accuracy": float((pred_N == labels_N).mean()),
-          "log_likelihood": float(-np.asarray(nll_N).mean()),
-          "agreement": float((pred_N == reference_pred_N).mean())}
+  pred_N, nll_N = np.asarray(pred_N), np.asarray(nll_N)
+  out = {"accuracy": float((pred_N == labels_N).mean()), "log_likelihood": float(-nll_N.mean()),
+         "agreement": float((pred_N == reference_pred_N).mean())}
+  if per_example:
+    out[harness.PER_EXAMPLE] = {"accuracy": (pred_N == labels_N).astype(np.float64),
+                                "log_likelihood": -nll_N.astype(np.float64)}
+  return out
 
 
 def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
@@ -132,7 +136,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     del setting
     data = splits[split]
     ws_logits = split_logits(ws_fn, params, data.x, bs)
-    ws = ensemble_metrics(ws_logits[None], data.y, output, np.argmax(ws_logits, axis=-1))
+    ws = ensemble_metrics(ws_logits[None], data.y, output, np.argmax(ws_logits, axis=-1),
+                          split == "test")
     if arm == BASELINE:
       return ws
     memo = (p, seed, split)
@@ -144,7 +149,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       logits[memo] = split_logits(mask_fns[p], params, data.x, bs,
                                   jax.random.split(key, max_masks))
     n = int(arm.split("_")[1])
-    return ensemble_metrics(logits[memo][:n], data.y, output, np.argmax(ws_logits, axis=-1))
+    return ensemble_metrics(logits[memo][:n], data.y, output, np.argmax(ws_logits, axis=-1),
+                            split == "test")
 
   arms = [harness.Arm(BASELINE)] + [harness.Arm(f"mc_{n}") for n in exp.mask_counts]
   seeds = [config.seed + i for i in range(exp.seeds)]
@@ -152,7 +158,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       "dropout_ensemble", arms, BASELINE, tuple(float(p) for p in exp.dropout_rates),
       SIZE_LABEL, seeds, fit, measure, select="accuracy",
       data_note="one network per seed, trained on the whole training split; every inference "
-                "rule reads the same networks")
+                "rule reads the same networks", family=harness.fields_of(FIELDS, LL_FIELDS))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0), ("agreement", "agrees with weight scaling %",

@@ -552,8 +552,9 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
     key = (method, seed if method not in ("bow_lr", "tfidf_lr") else None, split)
     if key not in cache:
       cache[key] = data_lib.Split(inputs(method, seed, splits[split].x), splits[split].y)
-    out = kernel.evaluate(eval_fns[method], params, cache[key], config.eval_batch_size)
-    return {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fns[method], params, cache[key], config.eval_batch_size,
+                          per_example=split == "test")
+    return harness.evaluation(out)
 
   grid = {"learning_rate": tuple(exp.learning_rates), "l2": tuple(exp.l2s)}
   grids = {"tfidf_lr": {"C": tuple(exp.get("tfidf_Cs", ()))}}
@@ -563,7 +564,7 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
       select="accuracy", draw=harness.labelled_draw(pool, k),
       select_label="validation accuracy",
       data_note="labelled sentences redrawn per seed, stratified; each seed also trains its "
-                "own skip-gram")
+                "own skip-gram", family=harness.fields_of(FIELDS))
 
 
 # ------------------------------------------------------------------------------------ runner

@@ -5,6 +5,9 @@ baseline arm, its sizes (labels per class, widths, ...), its seeds, and two func
 
   fit(arm, setting, size, seeds, subsets) -> [params per seed]
   measure(arm, setting, size, seed, params, split) -> {field: float}   split: "valid" | "test"
+      (optionally, on test, also "per_example": {field: values_N}, e.g. each test example's
+      0/1 correctness for "accuracy": then the table adds an interval that counts the test
+      set's sampling, stats.crossed)
 
 and `run(experiment, workdir)` owns everything else:
 
@@ -13,9 +16,12 @@ and `run(experiment, workdir)` owns everything else:
   - every arm is tuned on the validation split with the same budget (the same number of grid
     cells; `select` names the validation field that picks the setting); the grid and the
     choice are recorded, and the test split is measured once, for the chosen setting only;
-  - statistics: mean and sample std over seeds, and the paired difference to the baseline arm
-    (the same seeds, hence the same subsets) with a 95% t-interval; a difference is an effect
-    only when its interval excludes zero (`paired`);
+  - statistics (research/experiments/stats.py): mean and sample std over seeds, and the paired
+    difference to the baseline arm (the same seeds, hence the same subsets) with a 95%
+    t-interval over seeds and, with per-example values, a 95% interval that also counts the
+    test examples' sampling; each block's family of comparisons (`Experiment.family`) is
+    Holm-adjusted, and a difference is an effect only when its adjusted p < 0.05 and the
+    wider interval excludes zero (`table`, `protocol_note`);
   - every cell is appended to WORKDIR/harness/cells.jsonl with its trained params beside it, so
     a run killed mid-way resumes without redoing finished cells and ends with the same
     results.json (fit must be a function of its arguments: the same seeds, the same params).
@@ -46,8 +52,10 @@ from research import errors
 from research import kernel
 from research import metrics as metrics_lib
 from research import workdir as workdir_lib
+from research.experiments import stats as stats_lib
 
 CONFIDENCE = 0.95
+PER_EXAMPLE = stats_lib.PER_EXAMPLE  # the key of a test record's per-example values
 TIE = 1e-6  # relative: below it two validation scores are one (float32 sums differ ~1e-7)
 MIN_SEEDS = 5  # Fewer seeds can run (tests, quick looks); their tables say it is no finding.
 SEED_MODES = ("vmap", "loop")
@@ -117,15 +125,26 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
   return (s["mean"] - half, s["mean"] + half)
 
 
+def evaluation(out: Mapping[str, Any]) -> dict[str, Any]:
+  """A measure's record from kernel.evaluate's output: accuracy and loss, and the per-example
+  correctness when it was asked for (evaluate(..., per_example=True), on the test split)."""
+  record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+  if stats_lib.PER_EXAMPLE in out:
+    record[stats_lib.PER_EXAMPLE] = dict(out[stats_lib.PER_EXAMPLE])
+  return record
+
+
 def paired(values: Sequence[float], baseline: Sequence[float],
            confidence: float = CONFIDENCE) -> dict[str, Any]:
   """The paired difference values - baseline over the same seeds: {"n", "mean", "std",
-  "ci": [lo, hi], "effect"}; effect is True only when the interval excludes zero."""
+  "ci": [lo, hi], "p", "effect"}; effect is True only when the interval excludes zero (one
+  comparison, uncorrected: a table's conclusions are stats.block's, Holm-adjusted)."""
   if len(values) != len(baseline):
     raise ValueError(f"paired difference of {len(values)} and {len(baseline)} values")
   diff = np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
   lo, hi = t_interval(diff, confidence)
-  return {**summary(diff), "ci": [lo, hi], "effect": bool(lo > 0 or hi < 0)}
+  p = stats_lib.paired_t(diff, confidence)["p"]
+  return {**summary(diff), "ci": [lo, hi], "p": p, "effect": bool(lo > 0 or hi < 0)}
 
 
 # ------------------------------------------------------------------------ arms and experiments
@@ -164,6 +183,16 @@ class Experiment:
   draw: Callable[[Any, int], Any] | None = None
   select_label: str | None = None  # the protocol note's name for `select` (default: its key)
   data_note: str | None = None     # what the seeds draw (default: from `draw`)
+  # The block's family of comparisons (the fields that are its question); None: every test
+  # field that varies over seeds (stats.default_family). Holm adjusts within it.
+  family: Sequence[str] | None = None
+  test_shared: bool = True  # every seed measures the same test examples (else: its own draw)
+
+
+def fields_of(*tables: Sequence[tuple]) -> tuple[str, ...]:
+  """The fields of `table` field lists ((field, heading, scale[, digits]), ...), in order and
+  once each: a runner's family of comparisons is the fields its tables compare."""
+  return tuple(dict.fromkeys(f for table in tables for f, *_ in table))
 
 
 def labelled_draw(split: data_lib.Split, num_classes: int) -> Callable[[int, int], Any]:
@@ -251,7 +280,7 @@ def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
       done = store.get("test", key)
       if done is None:
         params = store.params(dict(key))
-        test = [experiment.measure(arm.name, chosen, size, s, p, "test")
+        test = [stats_lib.pack(experiment.measure(arm.name, chosen, size, s, p, "test"))
                 for s, p in zip(seeds, params)]
         store.put("test", key, {"test": test})
       else:
@@ -260,7 +289,8 @@ def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
       if writer is not None:
         for s, record in zip(seeds, test):
           writer.write({"step": 0, "split": "result", "size": size, "arm": arm.name,
-                        "seed": s, **record})
+                        "seed": s, **{k: v for k, v in record.items()
+                                      if k != stats_lib.PER_EXAMPLE}})
     _add_stats(arms, experiment.baseline)
     out_sizes.append({"size": size, "arms": arms})
   data_note = experiment.data_note or (
@@ -270,14 +300,21 @@ def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
           "baseline": experiment.baseline, "select": experiment.select,
           "select_label": experiment.select_label or experiment.select, "data_note": data_note,
           "confidence": CONFIDENCE, "finding": len(seeds) >= MIN_SEEDS, "sizes": out_sizes,
-          "wall_time": time.time() - t_start}
+          "family": list(experiment.family) if experiment.family is not None else None,
+          "test_shared": experiment.test_shared, "wall_time": time.time() - t_start}
 
 
 def _choose(grid: list[dict], experiment: Experiment) -> dict:
   """The setting with the best mean validation `select` over seeds (the first on a tie); a
   setting whose score is not finite (a diverged run) is never chosen. Scores within TIE of the
   best, relatively, are a tie: equal accuracies (equal counts of correct examples) summed
-  from float32 values in another order differ in the last bits, which must not choose."""
+  from float32 values in another order differ in the last bits, which must not choose.
+  Only validation records reach it: a cell holding anything but its setting and its "valid"
+  records is refused (issue 32: no choice reads test)."""
+  for cell in grid:
+    if set(cell) != {"setting", "valid"}:
+      raise AssertionError(f"{experiment.name}: _choose received {sorted(cell)}; it chooses "
+                           "on the validation records alone")
   sign = 1.0 if experiment.higher_is_better else -1.0
   scores = [sign * float(np.mean([v[experiment.select] for v in cell["valid"]]))
             for cell in grid]
@@ -290,6 +327,30 @@ def _choose(grid: list[dict], experiment: Experiment) -> dict:
         "rates)")
   tied = best - TIE * max(abs(best), 1e-30)
   return grid[next(i for i, s in enumerate(finite) if s >= tied)]["setting"]
+
+
+def regroup(results: dict, groups: Mapping[str, Sequence[tuple[dict, str]]],
+            higher_is_better: bool = True) -> dict:
+  """A sweep's one-setting arms regrouped into tuned arms: results (harness.run's) with, at
+  each size, arm `name` of groups = {name: [(setting, sweep arm), ...]} choosing among its
+  sweep arms on their validation records (_choose: mean `select`, the first on a tie) and
+  reporting the chosen one's test records; a group of one arm (the baseline) has nothing to
+  choose. Returns a results block of its own (family and statistics recomputed)."""
+  exp = Experiment(results["experiment"], [Arm(n) for n in groups], results["baseline"], (),
+                   results["size_label"], results["seeds"], fit=None, measure=None,
+                   select=results["select"], higher_is_better=higher_is_better)
+  sizes = []
+  for entry in results["sizes"]:
+    arms = {}
+    for name, members in groups.items():
+      grid = [{"setting": setting, "valid": entry["arms"][arm]["grid"][0]["valid"]}
+              for setting, arm in members]
+      chosen = _choose(grid, exp)
+      arm = members[[setting for setting, _ in members].index(chosen)][1]
+      arms[name] = {"grid": grid, "chosen": chosen, "test": entry["arms"][arm]["test"]}
+    _add_stats(arms, results["baseline"])
+    sizes.append({"size": entry["size"], "arms": arms})
+  return {**results, "sizes": sizes}
 
 
 def _add_stats(arms: dict, baseline: str) -> None:
@@ -464,12 +525,16 @@ def fmt_paired(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str
 
 def table(results: dict, fields: Sequence[tuple], digits: int = 1) -> str:
   """A markdown table of results.json: one row per size and arm, with the chosen setting and,
-  per (field, heading, scale[, digits]), mean ± sample std and the paired difference to the
-  baseline with its 95% CI ('*': the CI excludes zero, an effect)."""
+  per (field, heading, scale[, digits]), mean ± sample std, the paired difference to the
+  baseline with its 95% t-interval over seeds, the 95% interval that also counts the test
+  examples' sampling ('n/a' without per-example values), and the p-value of the wider of the
+  two, Holm-adjusted within the block's family ('*': an effect; '†': borderline within the
+  reproduction tolerance; '(p)': a field outside the family, unadjusted, never an effect)."""
   from research.experiments import report  # pylint: disable=g-import-not-at-top
   baseline = results["baseline"]
+  family = stats_lib.block(results)
   rows = []
-  for entry in results["sizes"]:
+  for i, entry in enumerate(results["sizes"]):
     for name, arm in entry["arms"].items():
       row = {results["size_label"]: entry["size"], "method": name,
              "chosen on valid": _fmt_setting(arm["chosen"])}
@@ -478,11 +543,39 @@ def table(results: dict, fields: Sequence[tuple], digits: int = 1) -> str:
         st = arm["stats"].get(field)
         row[f"{heading} (n={len(results['seeds'])})"] = (
             "-" if st is None else fmt_summary(st, scale, places))
-        row[f"{heading}: Δ vs {baseline} [95% CI]"] = (
-            "(baseline)" if name == baseline else
-            fmt_paired(None if st is None else st.get("vs_baseline"), scale, places))
+        cells = fmt_comparison(family["comparisons"].get((i, name, field)), scale, places)
+        if name == baseline:
+          cells = ("(baseline)", "", "")
+        row[f"{heading}: Δ vs {baseline} [95% CI, seeds]"] = cells[0]
+        row[f"{heading}: [95% CI, seeds + test examples]"] = cells[1]
+        row[f"{heading}: p (Holm)"] = cells[2]
       rows.append(row)
   return report.markdown_table(list(rows[0]), rows)
+
+
+def fmt_comparison(c: dict | None, scale: float = 100.0, digits: int = 1
+                   ) -> tuple[str, str, str]:
+  """(Δ [t-interval], [test-inclusive interval] or 'n/a', adjusted p with its marks) of one
+  stats.block comparison, times scale."""
+  if c is None:
+    return ("-", "-", "-")
+  f = lambda v: f"{scale * v:+.{digits}f}"
+  lo, hi = c["t"]["ci"]
+  delta = f"{f(c['mean'])} [{f(lo)}, {f(hi)}]"
+  test = "n/a" if c["test"] is None else f"[{f(c['test']['ci'][0])}, {f(c['test']['ci'][1])}]"
+  if c["p_holm"] is None:
+    return delta, test, f"({_fmt_p(c['p'])})"
+  lo, hi = c["wide"]
+  near = min(abs(lo), abs(hi))
+  tol = stats_lib.tolerance(scale * near, digits) / scale if scale else 0.0
+  mark = (" *" if c["effect"] else "") + (" †" if stats_lib.borderline(c, tol) else "")
+  return delta, test, _fmt_p(c["p_holm"]) + mark
+
+
+def _fmt_p(p: float) -> str:
+  if not math.isfinite(p):
+    return "-"
+  return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _fmt_setting(setting: dict) -> str:
@@ -490,15 +583,40 @@ def _fmt_setting(setting: dict) -> str:
                    for k, v in setting.items()) or "-"
 
 
+def chooses(results: dict) -> bool:
+  """Whether anything in the block is chosen on validation (an arm's grid holds more than one
+  setting)."""
+  return any(len(arm["grid"]) > 1 for entry in results["sizes"]
+             for arm in entry["arms"].values())
+
+
 def protocol_note(results: dict) -> str:
-  """One sentence naming the protocol behind a table."""
+  """The sentences naming the protocol behind a block: how each setting was chosen (only where
+  something is chosen), the intervals, and the multiplicity correction with its counts."""
   n = len(results["seeds"])
-  note = (f"n = {n} seeds ({results.get('data_note', 'subsets redrawn per seed, stratified')});"
-          f" each method's setting chosen on the validation split by mean "
-          f"{results.get('select_label', results['select'])} with the same budget; test "
-          f"measured once; ± is the sample std; Δ is the paired difference to "
-          f"{results['baseline']} with a {round(100 * results['confidence'])}% t-interval, "
-          "* where it excludes zero.")
+  family = stats_lib.block(results)
+  conf = round(100 * results["confidence"])
+  note = f"n = {n} seeds ({results.get('data_note', 'subsets redrawn per seed, stratified')}); "
+  if chooses(results):
+    note += (f"each method's setting chosen on the validation split by mean "
+             f"{results.get('select_label', results['select'])} with the same budget; ")
+  else:
+    note += "nothing is chosen (one setting per method); "
+  note += (f"test measured once; ± is the sample std; Δ is the paired difference to "
+           f"{results['baseline']}: its {conf}% t-interval over seeds, and a {conf}% interval "
+           "that also counts the sampling of the test examples (seeds x examples, "
+           "research/experiments/stats.py); p is that of the wider, Holm-adjusted within the "
+           f"block's {family['count']} comparisons (each method against {results['baseline']} "
+           f"in {', '.join(family['family']) or 'no field'}, at every value of "
+           f"{results['size_label']}); * an effect (adjusted p < {stats_lib.ALPHA:g} and the "
+           f"wider interval excludes zero): {family['survive']} of {family['count']}; † could "
+           f"change within the reproduction tolerance ({stats_lib.TOLERANCE_UNITS} units of "
+           f"the last digit; of the {stats_lib.SIGNIFICANT}rd significant digit for longer "
+           "numbers); (p): outside the family, unadjusted, never an effect.")
+  if family["missing_test"]:
+    note += (f" No per-example test values for {', '.join(family['missing_test'])} (measured "
+             "before they were recorded, or not a per-example mean): the test-sampling "
+             "interval is missing (n/a) and its conclusions follow the t-interval alone.")
   if n < MIN_SEEDS:
     note += f" With fewer than {MIN_SEEDS} seeds this is a look, not a finding."
   return note

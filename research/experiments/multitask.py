@@ -196,8 +196,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
 
   def measure(method, setting, per_class, seed, params, split):
     bs = config.eval_batch_size
-    out = kernel.evaluate(eval_fns[method], params, splits[split], bs)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fns[method], params, splits[split], bs,
+                          per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test" and method == "aux_mnist":
       # The MNIST head shares digits' label space: how well do its features transfer?
       record["aux_test_accuracy"] = kernel.evaluate(aux_eval, params, aux.test, bs)["accuracy"]
@@ -209,7 +210,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "multitask", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class", seeds,
-      fit, measure, select="accuracy", draw=harness.labelled_draw(dataset.train, 10))
+      fit, measure, select="accuracy", draw=harness.labelled_draw(dataset.train, 10),
+      family=harness.fields_of(FIELDS))
 
 
 @report.runner

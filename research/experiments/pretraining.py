@@ -330,8 +330,9 @@ def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, wor
     return out
 
   def measure(init, setting, per_class, seed, params, split):
-    out = kernel.evaluate(eval_fn, params, splits[split], eval_batch)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fn, params, splits[split], eval_batch,
+                          per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":  # Did the init let it fit its labelled set?
       record["train_accuracy"] = kernel.evaluate(eval_fn, params, draw(per_class, seed),
                                                  eval_batch)["accuracy"]
@@ -343,7 +344,7 @@ def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, wor
   return harness.Experiment(
       "pretraining", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
       seeds, fit, measure, select="accuracy", select_label="validation accuracy", draw=draw,
-      data_note=note), pretrained, memo
+      data_note=note, family=harness.fields_of(FIELDS)), pretrained, memo
 
 
 # ------------------------------------------------------------------------------------ runner

@@ -127,8 +127,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     return out
 
   def measure(method, setting, budget, seed, params, split):
-    out = kernel.evaluate(eval_fn, params["net"], splits[split], eval_bs)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fn, params["net"], splits[split], eval_bs,
+                          per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":
       record.update(steps=float(params["steps"]), restarts=float(params["restarts"]))
     return record
@@ -139,7 +140,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       "lecture_procedure", arms, exp.baseline, tuple(exp.budgets), SIZE_LABEL, seeds, fit,
       measure, select="accuracy", select_label="validation accuracy",
       data_note="each trains on the whole training split from the seed's init: no subset to "
-                "draw")
+                "draw", family=harness.fields_of(FIELDS))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0), ("loss", "test cross-entropy", 1.0, 3)]

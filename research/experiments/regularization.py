@@ -101,8 +101,9 @@ def make_ensemble_eval_fn(model: models.Model, output: str) -> Callable:
   def eval_batch(params_M, x, labels_B, mask_B):
     logits_MxBxK = jax.vmap(lambda p: model.apply(p, x, train=False))(params_M)
     nll_B, pred_B = losses.mixture_nll(logits_MxBxK, labels_B, output)
-    return {"loss_sum": jnp.where(mask_B, nll_B, 0).sum(),
-            "correct": jnp.where(mask_B, pred_B == labels_B, 0).sum()}
+    hit_B = jnp.where(mask_B, pred_B == labels_B, 0)
+    return {"loss_sum": jnp.where(mask_B, nll_B, 0).sum(), "correct": hit_B.sum(),
+            "hit_B": hit_B}
 
   return jax.jit(eval_batch)
 
@@ -230,11 +231,12 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       steps = {"best_step": params["best_step"], "stop_step": params["stop_step"]}
       params = params["net"]
     if method == "bagging":
-      ev = lambda p, s: kernel.evaluate(ensemble_eval, p, s, bs)
+      ev = lambda p, s, per_example=False: kernel.evaluate(ensemble_eval, p, s, bs,
+                                                           per_example=per_example)
     else:
-      ev = lambda p, s: kernel.evaluate(eval_fn, p, s, bs)
-    out = ev(params, splits[split])
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+      ev = lambda p, s, per_example=False: kernel.evaluate(eval_fn, p, s, bs,
+                                                           per_example=per_example)
+    record = harness.evaluation(ev(params, splits[split], split == "test"))
     if split != "test":
       return record
     record["train_accuracy"] = ev(params, draw(per_class, seed))["accuracy"]
@@ -254,7 +256,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "regularization", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
-      seeds, fit, measure, select="accuracy", draw=draw)
+      seeds, fit, measure, select="accuracy", draw=draw,
+      family=harness.fields_of(FIELDS, LOSS_FIELDS, NORM_FIELDS))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0), ("gap", "train-test gap (points)", 100.0)]

@@ -217,8 +217,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
 
   def measure(method, setting, per_class, seed, params, split):
     params = measured_params(method, params)
-    out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size,
+                          per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":
       p_u = np.asarray(predict(params, unlabelled.x))
       confident = p_u.max(axis=1) >= exp.threshold
@@ -233,7 +234,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "semi_supervised", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
-      seeds, fit, measure, select="accuracy", draw=harness.labelled_draw(dataset.train, k))
+      seeds, fit, measure, select="accuracy", draw=harness.labelled_draw(dataset.train, k),
+      family=harness.fields_of(FIELDS))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0)]

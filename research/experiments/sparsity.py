@@ -141,8 +141,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
         what=f"sparsity {arm}", writer=writer, tag={"arm": arm})
 
   def measure(arm, setting, size, seed, params, split):
-    out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size,
+                          per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":
       record.update({f: float(v) for f, v in sparsity(params, x_test).items()})
     return record
@@ -151,7 +152,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "sparsity", arms, "none", (m,), "training examples", seeds, fit, measure,
-      select="accuracy", data_note="each trains on the whole training split: no subset to draw")
+      select="accuracy", data_note="each trains on the whole training split: no subset to draw",
+      family=harness.fields_of(FIELDS))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0)]
@@ -188,12 +190,28 @@ def sparsity_table(result) -> str:
   return report.markdown_table(list(rows[0]), rows)
 
 
+def chosen_on_validation(config, result) -> dict:
+  """The sweep as a choice (issue 32): per penalty, the strength with the best mean validation
+  accuracy over the seeds (harness.regroup), against no penalty; a results block of its own."""
+  groups = {"none": [({}, "none")]}
+  for arm, penalty, strength in arm_names(config.experiment):
+    if penalty != "none":
+      groups.setdefault(penalty, []).append(({"lambda": strength}, arm))
+  return harness.regroup(result, groups)
+
+
 def write(workdir, config, result) -> None:
-  """results.{md,json} and sparsity.png from the harness's results."""
+  """results.{md,json} and sparsity.png from the harness's results; results.json also holds
+  the block chosen on validation ("chosen_on_valid")."""
+  chosen = {k: v for k, v in chosen_on_validation(config, result).items() if k != "wall_time"}
+  result = {**result, "chosen_on_valid": chosen}
   harness.write(workdir, result, "Sparse representations: L1 on the hidden units vs on the "
                 "weights", FIELDS, notes(config, result),
                 extra=["Test loss and sparsity on the test set (mean ± sample std):",
-                       sparsity_table(result)])
+                       sparsity_table(result),
+                       "Each penalty at the strength chosen on validation (the sweep's own "
+                       "runs; the table above reads every strength on test):",
+                       harness.protocol_note(chosen), harness.table(chosen, FIELDS)])
   _plot(workdir / "sparsity.png", config, result)
 
 

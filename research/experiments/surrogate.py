@@ -244,11 +244,14 @@ def _task_setup(config) -> dict[str, Any]:
     loss_fn = make_squared_error_loss(model, config.loss.l2, n)
     predict = jax.jit(lambda params, x: model.apply(params, x))
 
-    def measure(params, split):
+    def measure(params, split, per_example=False):
       y_N = np.asarray(predict(params, split.x))[:, 0]
-      return {"loss": float(0.5 * np.mean(np.square(y_N - split.y))),
-              "mae": mean_absolute_error(y_N * t_std, split.y * t_std),
-              "rmse": float(np.sqrt(np.mean(np.square(y_N - split.y)))) * t_std}
+      out = {"loss": float(0.5 * np.mean(np.square(y_N - split.y))),
+             "mae": mean_absolute_error(y_N * t_std, split.y * t_std),
+             "rmse": float(np.sqrt(np.mean(np.square(y_N - split.y)))) * t_std}
+      if per_example:
+        out[harness.PER_EXAMPLE] = {"mae": np.abs(y_N.astype(np.float64) - split.y) * t_std}
+      return out
     summary = {"target_mean": t_mean, "target_std": t_std}
   elif task == "bleu":
     loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
@@ -257,8 +260,9 @@ def _task_setup(config) -> dict[str, Any]:
     _, _, decode = text_data.vocab(config.data)
     key = jax.random.key(config.seed + 1)  # The same prompts and key at every eval.
 
-    def measure(params, split):
-      out = kernel.evaluate(eval_fn, params, split, config.eval_batch_size)
+    def measure(params, split, per_example=False):
+      out = kernel.evaluate(eval_fn, params, split, config.eval_batch_size,
+                            per_example=per_example)
       ids_BxT = split.x[:exp.num_prompts]
       gen_BxT = np.asarray(generate(params, ids_BxT, key))
       hyps = [_normalise(decode(g[exp.prompt_len:])) for g in gen_BxT]
@@ -267,7 +271,8 @@ def _task_setup(config) -> dict[str, Any]:
       return {"loss": out["loss"], "accuracy": out["accuracy"],
               "bleu": scores[f"bleu_{exp.bleu_tokenize}"], **scores,
               "sample": {"prompt": decode(ids_BxT[0, :exp.prompt_len]), "generated": hyps[0],
-                         "truth": refs[0]}}
+                         "truth": refs[0]},
+              **({harness.PER_EXAMPLE: out[harness.PER_EXAMPLE]} if per_example else {})}
     summary = {"unigram_entropy": text_data.unigram_entropy(config.data),
                "bleu_tokenize": exp.bleu_tokenize, "num_prompts": exp.num_prompts}
   else:
@@ -280,12 +285,15 @@ def _task_setup(config) -> dict[str, Any]:
       loss_N = data_loss(logits_NxK, losses.one_hot_targets(labels_N, k, logits_NxK.dtype))
       return loss_N.mean(), losses.predictions(logits_NxK)
 
-    def measure(params, split):
+    def measure(params, split, per_example=False):
       loss, pred_N = jax.device_get(loss_and_predictions(params, split.x, split.y))
       f1 = (binary_f1(pred_N, split.y) if task == "binary_f1"
             else macro_f1(pred_N, split.y, dataset.num_classes))
-      return {"loss": float(loss), "accuracy": float(np.mean(pred_N == split.y)),
-              TASKS[task][0]: f1}
+      out = {"loss": float(loss), "accuracy": float(np.mean(pred_N == split.y)),
+             TASKS[task][0]: f1}
+      if per_example:
+        out[harness.PER_EXAMPLE] = {"accuracy": (pred_N == split.y).astype(np.float64)}
+      return out
     summary = {"positives": {s: int(getattr(dataset, s).y.sum())
                              for s in ("train", "valid", "test")}} if task == "binary_f1" else {}
   return {"dataset": dataset, "model": model, "loss_fn": loss_fn, "measure": measure,
@@ -379,7 +387,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     del rule, setting, size
     ds = setup(seed)["dataset"]
     record = {k: v for k, v in setup(seed)["measure"](
-        chosen["params"], getattr(ds, split)).items() if k != "sample"}
+        chosen["params"], getattr(ds, split), split == "test").items() if k != "sample"}
     record["chosen_step"] = float(chosen["step"])
     if split == "test":
       record.update({k: chosen[k] for k in ("same_checkpoint", "disagreements", "eval_pairs")},
@@ -395,7 +403,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       "surrogate", [harness.Arm(r) for r in exp.methods], exp.baseline, (task,), "task", seeds,
       fit, measure, select=metric, higher_is_better=TASKS[task][1],
       select_label=f"{metric} (one setting per rule: the rule itself reads the validation "
-      "split)", data_note=f"{split_note}; the init and batch order also differ by seed")
+      "split)", data_note=f"{split_note}; the init and batch order also differ by seed",
+      test_shared="split_seed" not in config.data,
+      family=harness.fields_of(fields(task), FIELDS_LOSS, FIELDS_STEP))
 
 
 def fields(task: str) -> list[tuple[str, str, float]]:

@@ -331,8 +331,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
         tag={"labels_per_class": per_class, "arm": method, **setting})
 
   def measure(method, setting, per_class, seed, params, split):
-    out = kernel.evaluate(eval_fn, params, splits[split], bs)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fn, params, splits[split], bs, per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":
       record["train_accuracy"] = kernel.evaluate(eval_fn, params, draw(per_class, seed),
                                                  bs)["accuracy"]
@@ -347,7 +347,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "tangent_prop", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
-      seeds, fit, measure, select="accuracy", draw=draw)
+      seeds, fit, measure, select="accuracy", draw=draw,
+      family=harness.fields_of(FIELDS, DETAIL_FIELDS))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0)]

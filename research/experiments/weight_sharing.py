@@ -87,8 +87,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
         tag={"labels_per_class": per_class, "arm": name, **setting})
 
   def measure(name, setting, per_class, seed, p, split):
-    out = kernel.evaluate(eval_fns[name], p, splits[split], bs)
-    record = {"accuracy": out["accuracy"], "loss": out["loss"]}
+    out = kernel.evaluate(eval_fns[name], p, splits[split], bs, per_example=split == "test")
+    record = harness.evaluation(out)
     if split == "test":
       train = kernel.evaluate(eval_fns[name], p, draw(per_class, seed), bs)["accuracy"]
       record.update(train_accuracy=train, gap=train - out["accuracy"], params=params[name])
@@ -98,7 +98,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "weight_sharing", arms, "conv", tuple(exp.labels_per_class), "labels per class", seeds,
-      fit, measure, select="accuracy", draw=draw)
+      fit, measure, select="accuracy", draw=draw, family=harness.fields_of(FIELDS, LOSS_FIELDS))
 
 
 FIELDS = [("accuracy", "test acc %", 100.0), ("gap", "train-test gap (points)", 100.0)]
