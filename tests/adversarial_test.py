@@ -103,13 +103,63 @@ def test_adversarial_cost_mixes_the_clean_and_the_attacked_terms(trained):
     adversarial.make_adversarial_loss_fn(model, 10, "pgd2", EPS, 0.0, 1.0, 0.5)
 
 
+def test_trades_cost_is_the_clean_term_plus_beta_kl_at_its_own_worst_point(trained):
+  """E = E(x) + beta KL(p(x) || p(x_adv)); x_adv stays in the ball and the pixel range, and
+  its KL exceeds that of the tiny random start it climbs from."""
+  model, params, x, y = trained["model"], trained["params"], trained["x"], trained["y"]
+  low, high = trained["low"], trained["high"]
+  fn = adversarial.make_trades_loss_fn(model, 10, EPS, low, high, 6.0, 5, 2.5)
+
+  @jax.jit
+  def run(p, key):
+    log_p = jax.nn.log_softmax(model.apply(p, x), axis=-1)
+    kl = lambda xa: adversarial.kl_divergence(
+        log_p, jax.nn.log_softmax(model.apply(p, xa), axis=-1)).mean()
+    x_adv = adversarial.trades_example(model, p, x, EPS, 2.5 * EPS / 5, 5, low, high, key)
+    x_start = adversarial.trades_example(model, p, x, EPS, 0.0, 0, low, high, key)
+    return fn(p, x, y, key), x_adv, kl(x_adv), kl(x_start)
+
+  (E, aux), x_adv, kl_adv, kl_start = run(params, jax.random.key(0))
+  assert float(E) == pytest.approx(float(aux["data_loss"]) + 6.0 * float(aux["adversarial_loss"]),
+                                   rel=1e-5)
+  assert float(aux["adversarial_loss"]) > 0 and float(kl_adv) > 100 * float(kl_start)
+  x_adv = np.asarray(x_adv)
+  assert np.abs(x_adv - np.asarray(x)).max() <= EPS * (1 + 1e-6)
+  assert x_adv.min() >= low and x_adv.max() <= high
+
+
+def test_pgd_with_restarts_keeps_only_the_examples_that_survive_every_start(trained):
+  """One restart is PGD from the key itself; with R restarts an example is robust only if
+  it survives each start, i.e. the AND of R single-start attacks."""
+  model, params, x, y = trained["model"], trained["params"], trained["x"], trained["y"]
+  low, high, grad = trained["low"], trained["high"], trained["grad"]
+  correct = lambda p, xa, labels: jnp.argmax(model.apply(p, xa), axis=-1) == labels
+  key, eps = jax.random.key(3), 0.5 * EPS
+
+  @jax.jit
+  def run(p):
+    single = lambda k: correct(p, adversarial.pgd(grad, p, x, y, eps, 2.5 * eps / 3, 3, low,
+                                                  high, k), y)
+    return (adversarial.pgd_restarts(grad, p, x, y, eps, 2.5 * eps / 3, 3, low, high, key, 1,
+                                     correct),
+            adversarial.pgd_restarts(grad, p, x, y, eps, 2.5 * eps / 3, 3, low, high, key, 3,
+                                     correct),
+            [single(key), single(jax.random.fold_in(key, 1)),
+             single(jax.random.fold_in(key, 2))])
+
+  one, three, singles = jax.device_get(run(params))
+  np.testing.assert_array_equal(one, singles[0])
+  np.testing.assert_array_equal(three, singles[0] & singles[1] & singles[2])
+  assert three.sum() < one.sum()  # the restarts find examples one start missed
+
+
 def _tiny_config(steps=300):
   config = exp_adversarial.get_config()
   config.num_steps, config.eval_every, config.log_every = steps, steps // 2, steps // 2
   config.model.hidden_sizes = (64,)
   config.experiment.update(seeds=2, threat_epsilons=(0.1,), eval_epsilons=(0.05, 0.1, 0.2),
                            learning_rates=(1e-3,), clean_weights=(0.5,), attack_steps=10,
-                           train_attack_steps=3)
+                           train_attack_steps=3, trades_betas=(6.0,), attack_restarts=2)
   return config
 
 
@@ -126,8 +176,8 @@ def test_runner_writes_its_table_and_adversarial_training_resists_pgd(tmp_path):
     assert st[m]["pgd_accuracy"]["mean"] <= st[m]["fgsm_accuracy"]["mean"]
     assert st[m]["pgd eps=0.2"]["mean"] < st[m]["pgd eps=0.05"]["mean"] < st[m]["accuracy"]["mean"]
     assert st[m]["pgd_accuracy"]["mean"] == pytest.approx(st[m]["pgd eps=0.1"]["mean"], abs=0.02)
-  for m in ("fgsm_training", "pgd_training"):
-    assert st[m]["pgd_accuracy"]["vs_baseline"]["mean"] > 0.05
+  for m in ("fgsm_training", "pgd_training", "trades"):
+    assert st[m]["pgd_accuracy"]["vs_baseline"]["mean"] > 0.05, m
     assert st[m]["pgd_accuracy"]["vs_baseline"]["n"] == 2
   tests = [r for arm in entry["arms"].values() for r in arm["test"]]
   for r in tests:  # each example's correctness behind every accuracy (packed 0/1)
@@ -164,6 +214,8 @@ def test_runner_writes_its_table_and_adversarial_training_resists_pgd(tmp_path):
     (lambda c: c.experiment.update(baseline="pgd_training", methods=("standard",)),
      "experiment.baseline='pgd_training' is not supported"),
     (lambda c: c.experiment.update(attack_steps=0), "attack_steps=0 must be"),
+    (lambda c: c.experiment.update(attack_restarts=0), "attack_restarts=0 must be"),
+    (lambda c: c.experiment.update(trades_betas=()), "trades_betas is empty"),
     (lambda c: c.model.update(dropout=0.5), "dropout=0"),
 ])
 def test_bad_config_is_one_clear_error_before_training(tmp_path, edit, fragment):

@@ -3,10 +3,12 @@ sharing, sparse representations and tangent propagation have their own test file
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from configs import exp_multitask
@@ -121,6 +123,8 @@ def semi_losses(digits_images):
                                             noise_std=0.3))
   fns = {m: semi_supervised.make_loss_fn(model, 10, m, 4, aug, 1.0, 0.95)
          for m in semi_supervised.METHODS}
+  mean_teacher = fns["mean_teacher"]
+  fns["mean_teacher"] = lambda p, *a: mean_teacher({"student": p, "teacher": p}, *a)
   fns["fixmatch_style tau=1"] = semi_supervised.make_loss_fn(
       model, 10, "fixmatch_style", 4, aug, 1.0, 1.0)
   fns["pseudo_label at its ramp's start"] = semi_supervised.make_loss_fn(
@@ -155,11 +159,38 @@ def test_targets_below_the_threshold_or_before_the_ramp_add_nothing(semi_losses)
   assert float(out["consistency"][1]["unlabelled_loss"]) > 0
 
 
+def test_mean_teacher_moves_the_teacher_by_its_moving_average_and_never_by_gradient():
+  """The student takes the inner optimizer's step; the teacher moves to
+  alpha teacher + (1 - alpha) student_new; the consistency term's gradient never reaches it."""
+  model = models.build(_mlp(), (8, 8, 1), 10)
+  aug = augment.make_augment(augment.config(ops=("translate",), max_shift=1))
+  loss_fn = semi_supervised.make_loss_fn(model, 10, "mean_teacher", 4, aug, 1.0, 0.95)
+  student = model.init(jax.random.key(0))
+  teacher = jax.tree.map(lambda a: a + 0.1, student)
+  params = {"student": student, "teacher": teacher}
+  x = jnp.zeros((12, 8, 8, 1)).at[:, 2:6, 3].set(1.0)
+  labels = jnp.full((12,), -1).at[:4].set(3)
+  grads = jax.grad(lambda p: loss_fn(p, x, labels, jax.random.key(1), 5)[0])(params)
+  assert all(not np.asarray(g).any() for g in jax.tree.leaves(grads["teacher"]))
+  assert any(np.asarray(g).any() for g in jax.tree.leaves(grads["student"]))
+  inner = optax.sgd(0.5)
+  opt = semi_supervised.mean_teacher_optimizer(inner, 0.9)
+  updates, _ = opt.update(grads, opt.init(params), params)
+  new = optax.apply_updates(params, updates)
+  want_student = optax.apply_updates(student, inner.update(grads["student"], inner.init(
+      student))[0])
+  chex.assert_trees_all_close(new["student"], want_student, rtol=1e-6)
+  chex.assert_trees_all_close(
+      new["teacher"], jax.tree.map(lambda t, s: 0.9 * t + 0.1 * s, teacher, want_student),
+      rtol=1e-5, atol=1e-7)
+
+
 def test_the_ramps_follow_lee_and_laine_and_aila():
   lee = [float(semi_supervised.ramp("pseudo_label", t, 100, 0.1, 0.4)) for t in (0, 10, 25, 40, 90)]
   np.testing.assert_allclose(lee, [0, 0, 0.5, 1, 1], atol=1e-6)
-  pi = [float(semi_supervised.ramp("consistency", t, 100, 0.1, 0.4)) for t in (0, 20, 40, 90)]
-  np.testing.assert_allclose(pi, [np.exp(-5), np.exp(-5 * 0.25), 1, 1], rtol=1e-6)
+  for method in ("consistency", "mean_teacher"):
+    pi = [float(semi_supervised.ramp(method, t, 100, 0.1, 0.4)) for t in (0, 20, 40, 90)]
+    np.testing.assert_allclose(pi, [np.exp(-5), np.exp(-5 * 0.25), 1, 1], rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -186,6 +217,8 @@ def test_semi_supervised_runner_writes_its_table(tmp_path):
     (exp_semi_supervised, lambda c: c.augment.update(ops=()), "config.augment.ops is empty"),
     (exp_semi_supervised, lambda c: c.experiment.update(threshold=1.5),
      "config.experiment.threshold=1.5 must be a finite number in [0, 1]"),
+    (exp_semi_supervised, lambda c: c.experiment.update(ema_decay=1.0),
+     "config.experiment.ema_decay=1.0 must be a finite number in [0, 1)"),
 ])
 def test_bad_config_is_one_clear_error_before_training(tmp_path, config_module, edit,
                                                        fragment):

@@ -26,7 +26,8 @@ from research.models import autoencoder
 BATCH = 8
 
 
-@pytest.mark.parametrize("name", ["autoencoder", "autoencoder_untied"])
+@pytest.mark.parametrize("name", ["autoencoder", "autoencoder_untied",
+                                  "autoencoder_contractive"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_manual_autoencoder_gradient_agrees_with_autodiff_and_finite_differences(name, dtype):
   rows = gradcheck.check_model(name, dtype, batch=BATCH)
@@ -53,6 +54,66 @@ def test_tied_gradient_needs_both_uses_of_w():
                                                key=jax.random.key(1), grad_fn=wrong)}
   assert not rows["['w']"].ok and rows["['w']"].rel_err > 0.1
   del problem
+
+
+def test_contractive_gradient_needs_both_paths_of_the_penalty():
+  """Dropping the penalty's direct path through s_j = sum_i w_ij^2 (keeping only the one
+  through h) fails the check on w; the biases, which see only the path through h, pass."""
+  problem = gradcheck.build("autoencoder_contractive", batch=BATCH, dtype="float32")
+  mask_key = jax.random.key(1)
+  full = backprop_ae.make_value_and_grad("cross_entropy", 0.0, 1.0, 4 * BATCH, beta=0.5)
+
+  def wrong(params, x):
+    grads = full(params, x, mask_key)[1]
+    h = autoencoder.encode(params, x)
+    direct = (2 * 0.5 / x.shape[0]) * jnp.square(h * (1 - h)).sum(axis=0) * params["w"]
+    return dict(grads, w=grads["w"] - direct)
+
+  rows = {r.path: r for r in gradcheck.compare(problem, model="autoencoder_contractive",
+                                               dtype="float32", key=jax.random.key(1),
+                                               grad_fn=wrong)}
+  assert not rows["['w']"].ok and rows["['w']"].rel_err > 1e-3
+  assert rows["['b']"].ok and rows["['b_dec']"].ok
+
+
+def test_contractive_jacobian_and_manifold_tangents_match_autodiff():
+  """The closed-form J = h (1 - h) w^T is jax.jacfwd's, ||J||_F^2 its sum of squares, and the
+  tangents are orthonormal right singular vectors: J t_k = s_k u_k, so ||J t_k|| = s_k, in
+  decreasing order, and no unit direction orthogonal to them moves h more than s_K."""
+  params = autoencoder.init(jax.random.key(0), 12, 7)
+  params["b"] = 0.3 * jax.random.normal(jax.random.key(2), (7,))
+  x = jax.nn.sigmoid(jax.random.normal(jax.random.key(1), (5, 12)))
+  J = autoencoder.encoder_jacobian(params, x)
+  J_ad = jax.vmap(jax.jacfwd(lambda xi: autoencoder.encode(params, xi[None])[0]))(x)
+  np.testing.assert_allclose(J, J_ad, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(autoencoder.contraction(params, x), jnp.square(J_ad).sum((1, 2)),
+                             rtol=1e-5)
+  t, s = autoencoder.manifold_tangents(params, x, 3)
+  assert t.shape == (5, 3, 12) and s.shape == (5, 3)
+  np.testing.assert_allclose(jnp.einsum("bki,bli->bkl", t, t),
+                             jnp.broadcast_to(jnp.eye(3), (5, 3, 3)), atol=1e-5)
+  np.testing.assert_allclose(jnp.linalg.norm(jnp.einsum("bhi,bki->bkh", J_ad, t), axis=-1), s,
+                             rtol=1e-4)
+  assert bool((jnp.diff(s, axis=-1) <= 0).all())
+  other = jax.random.normal(jax.random.key(3), (5, 12))
+  other -= jnp.einsum("bk,bki->bi", jnp.einsum("bi,bki->bk", other, t), t)
+  other /= jnp.linalg.norm(other, axis=-1, keepdims=True)
+  assert bool((jnp.linalg.norm(jnp.einsum("bhi,bi->bh", J_ad, other), axis=-1)
+               <= s[:, -1] * (1 + 1e-4)).all())
+  with pytest.raises(errors.ConfigError, match="manifold tangents"):
+    autoencoder.manifold_tangents(params, x, 8)
+
+
+def test_modern_inits_have_their_stated_statistics():
+  """He: std sqrt(2/fan_in); orthogonal: every singular value 1 (fan_in > and < fan_out)."""
+  sizes = (400, 300, 500)
+  he = pretraining.init_mlp(jax.random.key(0), sizes, "he")
+  for layer, fan_in in zip(he, sizes[:-1]):
+    np.testing.assert_allclose(float(layer["w"].std()), np.sqrt(2 / fan_in), rtol=0.02)
+  for layer in pretraining.init_mlp(jax.random.key(0), sizes, "orthogonal"):
+    np.testing.assert_allclose(np.linalg.svd(np.asarray(layer["w"]), compute_uv=False), 1.0,
+                               rtol=1e-4)
+    assert not np.asarray(layer["b"]).any()
 
 
 def test_denoising_mask_zeroes_about_the_noise_fraction_and_is_the_same_in_x64():

@@ -249,21 +249,52 @@ def test_with_tables_starts_each_seed_from_its_table():
 
 
 @pytest.mark.slow
+def test_tfidf_is_scikit_learns_and_the_fitted_classifier_predicts_as_it_does(corpus):
+  """The features are TfidfTransformer's (smooth idf, L2 rows) fitted on the pool, and the
+  linear model with fit_logistic_regression's params gives LogisticRegression's outputs."""
+  from sklearn.feature_extraction.text import TfidfTransformer
+  from sklearn.linear_model import LogisticRegression
+  v, k = len(corpus.vocab), len(corpus.classes)
+  pool = embeddings.labelled(corpus.pool, 48)
+  test = embeddings.labelled(corpus.test, 48)
+  counts = lambda ids: np.stack([np.bincount(r[r >= 0], minlength=v) for r in ids])
+  ref = TfidfTransformer().fit(counts(pool.x))
+  idf = embeddings.inverse_document_frequency(pool.x, v)
+  np.testing.assert_allclose(idf, ref.idf_, rtol=1e-5)
+  x_test = embeddings.tfidf(test.x, idf)
+  np.testing.assert_allclose(x_test, ref.transform(counts(test.x)).toarray(), rtol=1e-5,
+                             atol=1e-6)
+  x_pool = embeddings.tfidf(pool.x, idf)
+  params = embeddings.fit_logistic_regression(x_pool, pool.y, k, 10.0)
+  logits = embeddings.linear_model(v, k).apply(params, jnp.asarray(x_test))
+  clf = LogisticRegression(C=10.0, max_iter=10_000, tol=1e-6).fit(x_pool, pool.y)
+  np.testing.assert_allclose(jax.nn.softmax(logits), clf.predict_proba(x_test), atol=1e-4)
+  # Two classes: scikit-learn's one-row form becomes two logits with the same softmax.
+  two = pool.y < 2
+  params2 = embeddings.fit_logistic_regression(x_pool[two], pool.y[two], k, 10.0)
+  clf2 = LogisticRegression(C=10.0, max_iter=10_000, tol=1e-6).fit(x_pool[two], pool.y[two])
+  p2 = jax.nn.softmax(embeddings.linear_model(v, k).apply(params2, jnp.asarray(x_test)))
+  np.testing.assert_allclose(p2[:, :2], clf2.predict_proba(x_test), atol=1e-4)
+
+
 def test_runner_under_the_harness_writes_its_documents_and_resumes(tmp_path):
   config = _small()
   config.model.embed_dim = 50
-  config.experiment.update(dict(epochs=10, methods=("bow_lr", "skipgram_frozen", "ppmi_svd"),
-                                learning_rates=(0.01, 0.03)))
+  config.experiment.update(dict(epochs=10, methods=("bow_lr", "tfidf_lr", "skipgram_frozen",
+                                                   "ppmi_svd"),
+                                learning_rates=(0.01, 0.03), tfidf_Cs=(3.0, 30.0)))
   out = embeddings.run(config, str(tmp_path))
   for name in ("results.md", "results.json", "metrics.jsonl", "embeddings_pca.png",
                "embeddings_downstream.png"):
     assert os.path.getsize(tmp_path / name) > 0, name
   arms = out["downstream"]["sizes"][0]["arms"]
-  assert set(arms) == {"bow_lr", "skipgram_frozen", "ppmi_svd"}
+  assert set(arms) == {"bow_lr", "tfidf_lr", "skipgram_frozen", "ppmi_svd"}
   assert all(len(arm["grid"]) == 2 and len(arm["test"]) == 2 for arm in arms.values())
   # Measured at 5 labels per topic: PPMI-SVD 55%, bag of words 32% (the test's 2 seeds).
   ppmi, bow = (arms[m]["stats"]["accuracy"]["mean"] for m in ("ppmi_svd", "bow_lr"))
   assert ppmi > bow + 0.05, (ppmi, bow)
+  # The converged TF-IDF baseline is the stronger of the two bag-of-words classifiers.
+  assert arms["tfidf_lr"]["stats"]["accuracy"]["mean"] > bow, arms["tfidf_lr"]["stats"]
   text = (tmp_path / "results.md").read_text()
   assert "| breakpoint |" in text and "Δ vs bow_lr" in text and "PPMI-SVD" in text
   with open(tmp_path / "results.json") as f:
@@ -319,6 +350,15 @@ def test_bad_fields_are_config_errors():
   with pytest.raises(errors.ConfigError, match="experiment.baseline"):
     embeddings.validate(config)
   config = _small()
+  config.experiment.l2s = (0.0, -1.0)
+  with pytest.raises(errors.ConfigError, match=r"config.experiment.l2s holds -1.0"):
+    embeddings.validate(config)
+  config = exp_skipgram.get_config()
+  config.experiment.tfidf_Cs = (1.0, 10.0)
+  with pytest.raises(errors.ConfigError, match=r"tfidf_Cs has 2 values but the other methods "
+                                               r"choose from 5 x 2 = 10 settings"):
+    embeddings.validate(config)
+  config = exp_skipgram.get_config()
   config.experiment.l2s = (0.0, -1.0)
   with pytest.raises(errors.ConfigError, match=r"config.experiment.l2s holds -1.0"):
     embeddings.validate(config)

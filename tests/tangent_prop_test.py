@@ -87,7 +87,7 @@ def test_every_arm_tunes_one_knob_with_the_same_budget():
   config = exp_tangent_prop.get_config()
   exp = config.experiment
   budgets = {"none": exp.learning_rates, "augment": exp.augment_magnitudes,
-             "tangent_prop": exp.tangent_weights}
+             "tangent_prop": exp.tangent_weights, "mtc": exp.tangent_weights}
   assert len({len(b) for b in budgets.values()}) == 1 and len(exp.tangent_weights) >= 2
   assert exp.seeds >= 5 and exp.baseline == "none"
   assert tuple(exp.methods) == tangent_prop.METHODS
@@ -112,7 +112,45 @@ def test_runner_writes_its_tables_and_tangent_prop_flattens_the_output(tmp_path)
   assert "subsets redrawn per seed, stratified" in text
 
 
+def test_tangents_travel_with_their_images_through_the_channels(digits_images):
+  x = np.asarray(digits_images.train.x[:4])
+  t = np.stack([x + 1, x + 2])
+  packed = tangent_prop.with_tangents(x, t)
+  assert packed.shape == (*x.shape[:3], 3 * x.shape[3])
+  x_back, t_back = tangent_prop.split_tangents(jnp.asarray(packed), x.shape[-1])
+  np.testing.assert_array_equal(x_back, x)
+  np.testing.assert_array_equal(t_back, t)
+
+
+@pytest.mark.slow
+def test_manifold_tangent_classifier_learns_tangents_and_flattens_along_them(tmp_path):
+  """The MTC arm trains under the harness, and its tangents are what the method says: k per
+  image from a contractive encoder trained without labels, scaled to the hand-specified
+  tangents' mean length."""
+  config = _tiny_config(methods=("none", "mtc"), mtc_steps=300, mtc_hidden=16,
+                        mtc_tangents=2)
+  result = experiments.run(config, str(tmp_path / "mtc"))
+  (entry,) = result["sizes"]
+  assert entry["arms"]["mtc"]["chosen"] == {"gamma": 100.0}
+  acc = [r["accuracy"] for r in entry["arms"]["mtc"]["test"]]
+  assert min(acc) > 0.5, acc  # 10 classes: a working classifier, not chance
+
+  data = data_lib.load(config.data)
+  x = data.train.x[:32]
+  lo, hi = float(data.train.x.min()), float(data.train.x.max())
+  encoder = tangent_prop.train_contractive_encoder(
+      (data.train.x.reshape(len(data.train), -1) - lo) / (hi - lo), 0, hidden=16, beta=0.3,
+      steps=300, batch_size=64, learning_rate=1e-3)
+  t = tangent_prop.mtc_tangents(encoder, x, lo, hi, 2, 1.0)
+  assert t.shape == (2, *x.shape)
+  hand = tangent_prop.image_tangents(jnp.asarray(x), 1.0)
+  np.testing.assert_allclose(np.sqrt(np.square(t).sum(axis=(2, 3, 4))).mean(),
+                             np.sqrt(np.square(hand).sum(axis=(2, 3, 4))).mean(), rtol=1e-4)
+
+
 @pytest.mark.parametrize("edit,fragment", [
+    (lambda c: c.experiment.update(mtc_tangents=200),
+     "config.experiment.mtc_tangents=200 is more than the contractive encoder's 128"),
     (lambda c: c.experiment.update(methods=("none", "jitter")),
      "experiment.methods[1]='jitter' is not supported"),
     (lambda c: c.experiment.update(tangent_weights=(10.0, float("nan"))),

@@ -23,6 +23,14 @@ gradient is the sum of both uses (the multivariate chain rule, as for any shared
 
 and the penalty counts w once, because it is one matrix. In matrix form every line is one
 matmul over the batch, as in backprop/mlp.py.
+
+The contractive penalty C = (beta/B) sum_b sum_j a_j^2 s_j, with a_j = h_j (1 - h_j) and
+s_j = sum_i w_ij^2 (||J||_F^2, research/models/autoencoder.py), reaches the weights two ways:
+
+  through h    dC/dsum^h_j = (2 beta/B) s_j a_j da_j/dsum^h_j = (2 beta/B) s_j a_j^2 (1 - 2 h_j)
+               (da/dh = 1 - 2h, dh/dsum = h (1 - h) = a): it adds to delta^h_j, so it flows
+               into dE/dw_ij and dE/db_j like the reconstruction's error
+  through s    dC/dw_ij = (2 beta/B) sum_b a_j^2 w_ij      (directly, as s_j = sum_i w_ij^2)
 """
 import jax
 import jax.numpy as jnp
@@ -47,13 +55,22 @@ def forward(params: dict, x_BxI: jax.Array, rng, noise: float) -> tuple[dict, ja
   return {"x_tilde": x_tilde, "h": h_BxH}, sum_r
 
 
-def backward(params: dict, cache: dict, delta_r_BxI: jax.Array, lam: float, m: int) -> dict:
-  """dE/dparams from delta^r (already carrying the 1/B): the same pytree as params."""
+def backward(params: dict, cache: dict, delta_r_BxI: jax.Array, lam: float, m: int,
+             beta: float = 0.0) -> dict:
+  """dE/dparams from delta^r (already carrying the 1/B): the same pytree as params; beta > 0
+  adds the contractive penalty's two paths (module doc)."""
   h_BxH, x_tilde = cache["h"], cache["x_tilde"]
   w_dec = autoencoder.decoder_weights(params)
+  a_BxH = h_BxH * (1 - h_BxH)
   # dE/dh_j = sum_i delta^r_i w'_ji, then delta^h_j = dE/dh_j h_j (1 - h_j).
-  delta_h_BxH = (delta_r_BxI @ w_dec.T) * h_BxH * (1 - h_BxH)
-  grad_w_enc = x_tilde.T @ delta_h_BxH            # sum_b x~_i delta^h_j   (I x H)
+  delta_h_BxH = (delta_r_BxI @ w_dec.T) * a_BxH
+  grad_w_contract = 0.0
+  if beta:
+    batch = h_BxH.shape[0]
+    s_H = jnp.square(params["w"]).sum(axis=0)
+    delta_h_BxH = delta_h_BxH + (2 * beta / batch) * s_H * jnp.square(a_BxH) * (1 - 2 * h_BxH)
+    grad_w_contract = (2 * beta / batch) * jnp.square(a_BxH).sum(axis=0) * params["w"]
+  grad_w_enc = x_tilde.T @ delta_h_BxH + grad_w_contract  # sum_b x~_i delta^h_j (I x H)
   grad_w_dec = h_BxH.T @ delta_r_BxI              # sum_b h_j delta^r_i    (H x I)
   grads = {"b": delta_h_BxH.sum(axis=0), "b_dec": delta_r_BxI.sum(axis=0)}
   if "w_dec" in params:
@@ -64,18 +81,23 @@ def backward(params: dict, cache: dict, delta_r_BxI: jax.Array, lam: float, m: i
   return grads
 
 
-def make_value_and_grad(cost: str, noise: float = 0.0, lam: float = 0.0, m: int = 1):
-  """A drop-in for jax.value_and_grad(autoencoder.make_loss_fn(cost, noise, lam, m),
-  has_aux=True): value_and_grad(params, x_BxI, rng) -> ((E, {"reconstruction"}), grads)."""
-  autoencoder.check(cost, noise, lam, m)
+def make_value_and_grad(cost: str, noise: float = 0.0, lam: float = 0.0, m: int = 1,
+                        beta: float = 0.0):
+  """A drop-in for jax.value_and_grad(autoencoder.make_loss_fn(cost, noise, lam, m, beta),
+  has_aux=True): value_and_grad(params, x_BxI, rng) -> ((E, {"reconstruction",
+  "contraction"}), grads)."""
+  autoencoder.make_loss_fn(cost, noise, lam, m, beta)  # The same checks, the same messages.
   output_delta = OUTPUT_DELTAS[cost]
 
   def value_and_grad(params, x_BxI, rng):
     cache, sum_r = forward(params, x_BxI, rng, noise)
     data_term = autoencoder.reconstruction_cost(sum_r, x_BxI, cost).mean()
-    E = data_term + losses.l2_penalty(params, lam, m)
+    a_BxH = cache["h"] * (1 - cache["h"])
+    contract = (jnp.square(a_BxH) * jnp.square(params["w"]).sum(axis=0)).sum(axis=-1).mean()
+    E = data_term + beta * contract + losses.l2_penalty(params, lam, m)
     delta_r = output_delta(jax.nn.sigmoid(sum_r), x_BxI) / x_BxI.shape[0]
-    return (E, {"reconstruction": data_term}), backward(params, cache, delta_r, lam, m)
+    return ((E, {"reconstruction": data_term, "contraction": contract}),
+            backward(params, cache, delta_r, lam, m, beta))
 
   return value_and_grad
 
@@ -83,9 +105,10 @@ def make_value_and_grad(cost: str, noise: float = 0.0, lam: float = 0.0, m: int 
 # ------------------------------------------------------------------------------ gradient check
 
 
-def _problem(key, batch, dtype, *, tied: bool, cost: str, noise: float) -> core.Problem:
+def _problem(key, batch, dtype, *, tied: bool, cost: str, noise: float,
+             beta: float = 0.0) -> core.Problem:
   """I = 12 inputs in (0, 1), H = 7 hidden units (not square: w^T has another shape than w),
-  lambda = 1, m = 4B, non-zero biases, a fixed denoising mask."""
+  lambda = 1, m = 4B, non-zero biases, a fixed denoising mask, contraction beta."""
   d_in, d_hidden, lam, m = 12, 7, 1.0, 4 * batch
   mask_key = jax.random.key(int(jax.random.key_data(key)[-1]) + 1)
 
@@ -100,15 +123,15 @@ def _problem(key, batch, dtype, *, tied: bool, cost: str, noise: float) -> core.
     return params, jax.nn.sigmoid(2 * z["x"])  # inputs strictly inside (0, 1)
 
   params, x_BxI = make_arrays(key)
-  loss_fn = autoencoder.make_loss_fn(cost, noise, lam, m)
-  value_and_grad = make_value_and_grad(cost, noise, lam, m)
+  loss_fn = autoencoder.make_loss_fn(cost, noise, lam, m, beta)
+  value_and_grad = make_value_and_grad(cost, noise, lam, m, beta)
   return core.Problem(
       params=params, args=(x_BxI,),
       loss_fn=lambda p, x: loss_fn(p, x, mask_key)[0],
       grad_fn=lambda p, x: value_and_grad(p, x, mask_key)[1],
       description=(f"autoencoder {d_in} -> {d_hidden} sigmoid -> {d_in} sigmoid, "
                    f"{'tied w^T' if tied else 'untied'}, {cost}, masking noise {noise}, "
-                   f"B={batch}, lambda={lam}, m={m}"))
+                   f"B={batch}, lambda={lam}, m={m}" + (f", contraction beta={beta}" if beta else "")))
 
 
 @core.register_problem("autoencoder")
@@ -121,3 +144,10 @@ def problem_autoencoder(key, batch, dtype) -> core.Problem:
 def problem_autoencoder_untied(key, batch, dtype) -> core.Problem:
   """Untied weights and the squared-error cost, no noise."""
   return _problem(key, batch, dtype, tied=False, cost="squared_error", noise=0.0)
+
+
+@core.register_problem("autoencoder_contractive")
+def problem_autoencoder_contractive(key, batch, dtype) -> core.Problem:
+  """The manifold tangent classifier's encoder: tied, cross-entropy, contractive (beta = 0.5,
+  large enough that its gradient paths are a sizeable part of dE/dw)."""
+  return _problem(key, batch, dtype, tied=True, cost="cross_entropy", noise=0.0, beta=0.5)

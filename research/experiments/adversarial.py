@@ -18,13 +18,18 @@ model's eps (experiment.threat_epsilons): at each, the methods (experiment.metho
   standard       the data term alone: the baseline
   fgsm_training  E = w E(x) + (1 - w) E(x_adv), x_adv the FGSM example at eps
   pgd_training   the same with x_adv the PGD-k example (k = train_attack_steps)
+  trades         TRADES (Zhang et al., 2019): E = E(x) + beta KL(p(x) || p(x_adv)), x_adv the
+                 PGD-k example that maximises the KL term itself, from x + 0.001 N(0, 1); the
+                 trade-off between accuracy and robustness as one strength beta
 x_adv is built from the current weights at every step and treated as data (no gradient flows
 through its construction). Every network trains on the whole training split (there is no
 subset to draw; the seeds differ in the init, the batch order and the random starts).
 Tuning, with the same budget: standard chooses its learning rate from
-experiment.learning_rates, the adversarial methods their clean weight w from
-experiment.clean_weights, each by validation accuracy under PGD-k at the size's eps (k =
-attack_steps): robustness at that eps is what the section compares, and PGD, the stronger
+experiment.learning_rates, the FGSM and PGD trainings their clean weight w from
+experiment.clean_weights, TRADES its beta from experiment.trades_betas, each by validation
+accuracy under PGD-k at the size's eps (k = attack_steps, the worst of
+experiment.attack_restarts random starts: an example counts as robust only if every start
+fails): robustness at that eps is what the section compares, and PGD, the stronger
 attack, does not reward a network that only defeats one gradient step. Measured on the test
 split: clean accuracy, and accuracy under FGSM and under PGD-k at the size's eps
 ("fgsm_accuracy", "pgd_accuracy") and at every experiment.eval_epsilons ("fgsm eps=0.1",
@@ -48,9 +53,10 @@ from research.backprop import mlp as backprop_mlp
 from research.experiments import harness
 from research.experiments import report
 
-METHODS = ("standard", "fgsm_training", "pgd_training")
+METHODS = ("standard", "fgsm_training", "pgd_training", "trades")
 ATTACKS = {"fgsm_training": "fgsm", "pgd_training": "pgd"}
 RANGES = {"seeds": config_lib.Range(True, 2), "attack_steps": config_lib.Range(True, 1),
+          "attack_restarts": config_lib.Range(True, 1),
           "train_attack_steps": config_lib.Range(True, 1),
           "step_factor": config_lib.Range(False, 0.0, low_open=True)}
 SIZE_LABEL = "eps (fraction of pixel range)"  # The threat model: trained for, selected at.
@@ -79,6 +85,65 @@ def pgd(input_grad, params, x: jax.Array, labels: jax.Array, eps, step_size, num
     return jnp.clip(jnp.clip(x_adv, x - eps, x + eps), low, high)
 
   return jax.lax.fori_loop(0, num_steps, step, x_adv)
+
+
+def pgd_restarts(input_grad, params, x: jax.Array, labels: jax.Array, eps, step_size,
+                 num_steps: int, low, high, key: jax.Array, restarts: int, correct):
+  """Which examples survive PGD-k from every one of `restarts` random starts: bool, (B,).
+  correct(params, x_adv, labels) -> bool (B,). The first start uses `key` itself, so one
+  restart is exactly `pgd` from key."""
+  def one(r, ok):
+    start = jax.lax.select(r == 0, key, jax.random.fold_in(key, r)) if restarts > 1 else key
+    x_adv = pgd(input_grad, params, x, labels, eps, step_size, num_steps, low, high, start)
+    return ok & correct(params, x_adv, labels)
+
+  return jax.lax.fori_loop(0, restarts, one, jnp.ones(labels.shape, bool))
+
+
+def trades_example(model: models.Model, params, x: jax.Array, eps, step_size, num_steps: int,
+                   low, high, key: jax.Array) -> jax.Array:
+  """TRADES' inner maximisation: from x + 0.001 N(0, 1), num_steps steps of sign ascent on
+  KL(p(x) || p(x_adv)), each projected onto the eps-ball around x and clipped to [low, high]
+  (at x_adv = x the KL and its gradient are 0, hence the small random start)."""
+  log_p = jax.lax.stop_gradient(jax.nn.log_softmax(model.apply(params, x), axis=-1))
+
+  def kl_grad(x_adv):
+    return jax.grad(lambda xa: kl_divergence(log_p, jax.nn.log_softmax(
+        model.apply(params, xa), axis=-1)).sum())(x_adv)
+
+  def step(_, x_adv):
+    x_adv = x_adv + step_size * jnp.sign(kl_grad(x_adv))
+    return jnp.clip(jnp.clip(x_adv, x - eps, x + eps), low, high)
+
+  x0 = jnp.clip(x + 0.001 * jax.random.normal(key, x.shape, x.dtype), low, high)
+  return jax.lax.fori_loop(0, num_steps, step, x0)
+
+
+def kl_divergence(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
+  """KL(p || q) = sum_k p_k (log p_k - log q_k) per example, from log-probabilities (B, K)."""
+  return (jnp.exp(log_p) * (log_p - log_q)).sum(axis=-1)
+
+
+def make_trades_loss_fn(model: models.Model, k: int, eps, low, high, beta: float,
+                        num_steps: int, step_factor: float):
+  """TRADES: E = E(x) + beta (1/B) sum_b KL(p(x_b) || p(x_adv_b)), x_adv = trades_example
+  (stopped); the gradient flows through both p(x) and p(x_adv), as in the paper. aux:
+  "data_loss" (clean), "adversarial_loss" (the mean KL), "accuracy" (clean)."""
+
+  def loss_fn(params, x, labels, rng):
+    rng, start = jax.random.split(rng)
+    x_adv = jax.lax.stop_gradient(trades_example(
+        model, params, x, eps, step_factor * eps / num_steps, num_steps, low, high, start))
+    logits = model.apply(params, x, train=True, rng=rng)
+    clean = losses.softmax_cross_entropy(logits, losses.one_hot_targets(labels, k,
+                                                                         x.dtype)).mean()
+    kl = kl_divergence(jax.nn.log_softmax(logits, axis=-1), jax.nn.log_softmax(
+        model.apply(params, x_adv, train=True, rng=rng), axis=-1)).mean()
+    accuracy = (losses.predictions(logits) == labels).mean()
+    return clean + beta * kl, {"data_loss": clean, "adversarial_loss": kl,
+                               "accuracy": accuracy}
+
+  return loss_fn
 
 
 def input_grad_autodiff(model: models.Model, k: int):
@@ -127,18 +192,19 @@ def make_adversarial_loss_fn(model: models.Model, k: int, attack: str, eps, low,
 
 
 def make_attack_fn(model: models.Model, activation: str, k: int, low, high, num_steps: int,
-                   step_factor: float, check_manual: bool = True):
+                   step_factor: float, check_manual: bool = True, restarts: int = 1):
   """Jitted (params, x, labels, eps_E, key) -> {"clean": accuracy, "fgsm", "pgd": accuracy
-  under each attack at each eps_E[i] (in the data's units), shape (E,); "clean_N",
-  "fgsm_ExN", "pgd_ExN": each example's correctness (1/0) behind them}; with check_manual
+  under each attack at each eps_E[i] (in the data's units), shape (E,), PGD's the worst of
+  `restarts` random starts per example; "clean_N", "fgsm_ExN", "pgd_ExN": each example's
+  correctness (1/0) behind them}; with check_manual
   also "fgsm_manual" (FGSM from the hand-written dE/dx), "grad_rel_err": max |manual -
   autodiff| / max |autodiff| of dE/dx, "sign_agreement": fraction of pixels where the two
   signs agree, "sign_flip_rel": the largest |dE/dx| where they do not, relative to
   max |dE/dx|. Compiles once per length E."""
   autodiff = input_grad_autodiff(model, k)
   manual = input_grad_manual(activation, k)
-  hits = lambda params, x, labels: (losses.predictions(model.apply(params, x))
-                                    == labels).astype(jnp.float32)
+  correct = lambda params, x, labels: losses.predictions(model.apply(params, x)) == labels
+  hits = lambda params, x, labels: correct(params, x, labels).astype(jnp.float32)
   accuracy = lambda params, x, labels: hits(params, x, labels).mean()
 
   @jax.jit
@@ -147,9 +213,9 @@ def make_attack_fn(model: models.Model, activation: str, k: int, low, high, num_
     keys = jax.random.split(key, eps_E.shape[0])
     clean_N = hits(params, x, labels)
     fgsm_ExN = jnp.stack([hits(params, fgsm(x, g, e, low, high), labels) for e in eps_E])
-    pgd_ExN = jnp.stack([hits(params, pgd(autodiff, params, x, labels, e,
-                                          step_factor * e / num_steps, num_steps,
-                                          low, high, keys[i]), labels)
+    pgd_ExN = jnp.stack([pgd_restarts(autodiff, params, x, labels, e,
+                                      step_factor * e / num_steps, num_steps, low, high,
+                                      keys[i], restarts, correct).astype(jnp.float32)
                          for i, e in enumerate(eps_E)])
     out = {"clean": clean_N.mean(), "fgsm": fgsm_ExN.mean(axis=1), "pgd": pgd_ExN.mean(axis=1),
            "clean_N": clean_N, "fgsm_ExN": fgsm_ExN, "pgd_ExN": pgd_ExN}
@@ -188,6 +254,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   for lr in exp.learning_rates:
     errors.check_positive("experiment.learning_rates[]", lr)
+  if "trades" in exp.methods:
+    if not tuple(exp.trades_betas):
+      raise errors.ConfigError("config.experiment.trades_betas is empty; give TRADES at least "
+                               "one beta to choose from")
+    for beta in exp.trades_betas:
+      errors.check_positive("experiment.trades_betas[]", beta)
   weights = tuple(exp.clean_weights)
   if not weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1
                         for w in weights):
@@ -205,9 +277,10 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   units = lambda eps: float(eps) * (high - low)  # A fraction of the pixel range, in data units.
   b = config.batch_size
   attack = make_attack_fn(model, config.model.activation, k, low, high, exp.attack_steps,
-                          exp.step_factor)
+                          exp.step_factor, restarts=exp.attack_restarts)
   attack_valid = make_attack_fn(model, config.model.activation, k, low, high, exp.attack_steps,
-                                exp.step_factor, check_manual=False)
+                                exp.step_factor, check_manual=False,
+                                restarts=exp.attack_restarts)
   splits = {s: (jnp.asarray(getattr(dataset, s).x), jnp.asarray(getattr(dataset, s).y))
             for s in ("valid", "test")}
   eval_eps = tuple(float(e) for e in exp.eval_epsilons)
@@ -223,6 +296,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
         **{**config.optimizer.to_dict(), "learning_rate": lr}), config.num_steps)
     if method == "standard":
       loss_fn = losses.make_loss_fn(model, "softmax", 0.0, len(dataset.train), k)
+    elif method == "trades":
+      loss_fn = make_trades_loss_fn(model, k, units(eps), low, high, setting["beta"],
+                                    exp.train_attack_steps, exp.step_factor)
     else:
       steps = 1 if method == "fgsm_training" else exp.train_attack_steps
       loss_fn = make_adversarial_loss_fn(model, k, ATTACKS[method], units(eps), low, high,
@@ -260,7 +336,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
                   manual_fgsm_gap=float(np.abs(out["fgsm_manual"] - out["fgsm"]).max()))
     return record
 
-  grids = {"standard": {"learning_rate": tuple(exp.learning_rates)}}
+  grids = {"standard": {"learning_rate": tuple(exp.learning_rates)},
+           "trades": {"beta": tuple(exp.get("trades_betas", ()))}}
   arms = [harness.Arm(m, grids.get(m, {"clean_weight": tuple(exp.clean_weights)}))
           for m in exp.methods]
   seeds = [config.seed + i for i in range(exp.seeds)]
@@ -294,8 +371,11 @@ def notes(config) -> list[str]:
       f"{exp.train_attack_steps} from a random start), and every method's setting chosen by "
       f"validation accuracy under PGD-{exp.attack_steps} (step {exp.step_factor:g} eps / "
       f"{exp.attack_steps}, random start) at eps: standard's learning rate from "
-      f"{tuple(exp.learning_rates)}, the adversarial methods' clean weight w from "
-      f"{tuple(exp.clean_weights)}. Every network is attacked with its own gradient (white "
+      f"{tuple(exp.learning_rates)}, the FGSM and PGD trainings' clean weight w from "
+      f"{tuple(exp.clean_weights)}, TRADES' beta (E(x) + beta KL(p(x) || p(x_adv)), x_adv by "
+      f"PGD-{exp.train_attack_steps} on the KL) from {tuple(exp.get('trades_betas', ()))}. "
+      f"PGD at evaluation and selection: the worst of {exp.attack_restarts} random start(s) "
+      f"per example. Every network is attacked with its own gradient (white "
       f"box); 'FGSM at eps' and 'PGD at eps' are test accuracies under each attack."]
 
 

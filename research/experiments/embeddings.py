@@ -28,7 +28,12 @@ The lecture's Lego block "Embeddings (Unsupervised learning)". The runner:
      sentence comes from, from experiment.labels_per_topic labelled sentences per topic
      (stratified, redrawn per seed), for experiment.seeds seeds. The methods:
        bow_lr           logistic regression on the sentence's bag of words (term frequencies
-                        over the vocabulary): the strong cheap baseline
+                        over the vocabulary), trained like the others
+       tfidf_lr         the strongest cheap baseline: logistic regression on TF-IDF features
+                        (term counts times idf = log((1 + n) / (1 + df)) + 1 over the pool's n
+                        sentences, no labels read; rows L2-normalised), fitted to convergence
+                        by L-BFGS (scikit-learn) with its inverse strength C chosen on
+                        validation from experiment.tfidf_Cs
        skipgram_frozen  logistic regression on the mean of the sentence's skip-gram vectors
        skipgram         the same bag-of-embeddings classifier with the table fine-tuned
        random           its table a random one (the skip-gram's per-entry std), trained from
@@ -36,8 +41,9 @@ The lecture's Lego block "Embeddings (Unsupervised learning)". The runner:
        ppmi_svd         logistic regression on mean vectors from PPMI-SVD (Levy & Goldberg
                         2014), skip-gram's count-based counterpart: the PPMI matrix of the same
                         windows, truncated SVD to the same D
-     Every method's Adam step and L2 are chosen on held-out validation sentences from the same
-     grid (experiment.learning_rates x experiment.l2s). Each seed trains its own skip-gram
+     Every Adam-trained method's step and L2 are chosen on held-out validation sentences from
+     the same grid (experiment.learning_rates x experiment.l2s); tfidf_lr, which has no step,
+     chooses C from as many candidates. Each seed trains its own skip-gram
      (a function of the seed, shared by every method and size of that seed); PPMI-SVD has no
      randomness and is computed once.
   5. Writes results.md / results.json, neighbours in the log and the document, the downstream
@@ -71,7 +77,7 @@ from research.experiments import report
 from research.models import layers
 from research.models import skipgram
 
-METHODS = ("bow_lr", "skipgram_frozen", "skipgram", "random", "ppmi_svd")
+METHODS = ("bow_lr", "tfidf_lr", "skipgram_frozen", "skipgram", "random", "ppmi_svd")
 # The methods whose classifier reads a fixed table's mean vectors (logistic regression), and
 # those that train the table (ids in, bag_of_embeddings).
 FROZEN, TRAINED = ("skipgram_frozen", "ppmi_svd"), ("skipgram", "random")
@@ -111,6 +117,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for l2 in exp.l2s:
     if not isinstance(l2, (int, float)) or isinstance(l2, bool) or not l2 >= 0:
       raise errors.ConfigError(f"config.experiment.l2s holds {l2!r}; each must be a number >= 0")
+  if "tfidf_lr" in exp.methods:
+    for c in exp.tfidf_Cs:
+      errors.check_positive("experiment.tfidf_Cs[]", c)
+    if len(exp.tfidf_Cs) != len(exp.learning_rates) * len(exp.l2s):
+      raise errors.ConfigError(
+          f"config.experiment.tfidf_Cs has {len(exp.tfidf_Cs)} values but the other methods "
+          f"choose from {len(exp.learning_rates)} x {len(exp.l2s)} = "
+          f"{len(exp.learning_rates) * len(exp.l2s)} settings; give tfidf_lr as many")
   for i, pair in enumerate(exp.related_pairs):
     if len(pair) != 2 or not all(isinstance(w, str) for w in pair):
       raise errors.ConfigError(f"config.experiment.related_pairs[{i}]={pair!r} must be two "
@@ -419,6 +433,37 @@ def bag_of_words(ids_NxT: np.ndarray, vocab_size: int) -> np.ndarray:
   return out / np.maximum(out.sum(axis=1, keepdims=True), 1.0)
 
 
+def inverse_document_frequency(ids_NxT: np.ndarray, vocab_size: int) -> np.ndarray:
+  """idf_V = log((1 + n) / (1 + df)) + 1 over n sentences (df: how many hold the word): the
+  smoothed idf of scikit-learn's TfidfTransformer."""
+  df = np.zeros(vocab_size, np.float64)
+  for row in ids_NxT:
+    df[np.unique(row[row >= 0])] += 1
+  return (np.log((1 + len(ids_NxT)) / (1 + df)) + 1).astype(np.float32)
+
+
+def tfidf(ids_NxT: np.ndarray, idf_V: np.ndarray) -> np.ndarray:
+  """x_NxV: term frequency times idf, each row scaled to unit L2 norm (0 stays 0)."""
+  x = bag_of_words(ids_NxT, len(idf_V)) * idf_V
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def fit_logistic_regression(x_NxV: np.ndarray, y_N: np.ndarray, k: int, C: float) -> dict:
+  """Multinomial logistic regression fitted to convergence by L-BFGS (scikit-learn): C times
+  the summed cross-entropy plus (1/2) ||w||^2. Returns linear_model's params {"head": {"w":
+  w_VxK, "b": b_K}}; classes missing from y get w = 0 and b = -inf's stand-in, -1e9."""
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=g-import-not-at-top
+  clf = LogisticRegression(C=C, max_iter=10_000, tol=1e-6).fit(x_NxV, y_N)
+  w = np.zeros((x_NxV.shape[1], k), np.float32)
+  b = np.full((k,), -1e9, np.float32)
+  coef, intercept = clf.coef_, clf.intercept_
+  if len(clf.classes_) == 2:  # scikit-learn's binary form: one row for class 1
+    coef, intercept = np.stack([-coef[0], coef[0]]) / 2, np.stack([-intercept, intercept])[:, 0] / 2
+  w[:, clf.classes_] = coef.T
+  b[clf.classes_] = intercept
+  return {"head": {"w": jnp.asarray(w), "b": jnp.asarray(b)}}
+
+
 def mean_vectors(table_VxD: np.ndarray, ids_NxT: np.ndarray) -> np.ndarray:
   """x_NxD: the mean of each sentence's word vectors (0 for a sentence of no known word)."""
   return bag_of_words(ids_NxT, len(table_VxD)) @ np.asarray(table_VxD, np.float32)
@@ -469,7 +514,8 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
   cfg = config.model.copy_and_resolve_references()
   cfg.vocab_size, cfg.freeze_embeddings = v, False
   bag = models.build(cfg, (length,), k)
-  by_method = {"bow_lr": linear_model(v, k),
+  idf = inverse_document_frequency(pool.x, v)
+  by_method = {"bow_lr": linear_model(v, k), "tfidf_lr": linear_model(v, k),
                **{m: linear_model(config.model.embed_dim, k) for m in FROZEN},
                **{m: with_tables(bag, tables[m]) for m in TRAINED}}
   eval_fns = {m: kernel.make_eval_fn(model, "softmax", k) for m, model in by_method.items()}
@@ -478,6 +524,8 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
     """What the method's classifier reads: term frequencies, mean vectors or the ids."""
     if method == "bow_lr":
       return bag_of_words(x_NxT, v)
+    if method == "tfidf_lr":
+      return tfidf(x_NxT, idf)
     if method in FROZEN:
       return mean_vectors(tables[method][seed], x_NxT)
     return x_NxT
@@ -486,6 +534,8 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
     n = k * per_topic
     b = min(config.batch_size, n)
     data = [data_lib.Split(inputs(method, s, sub.x), sub.y) for s, sub in zip(seeds_, subsets)]
+    if method == "tfidf_lr":
+      return [fit_logistic_regression(d.x, d.y, k, setting["C"]) for d in data]
     optimizer = optim.make_optimizer(
         config_lib.optimizer(**{**config.optimizer.to_dict(),
                                 "learning_rate": setting["learning_rate"]}), config.num_steps)
@@ -499,7 +549,7 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
   cache = {}
 
   def measure(method, setting, per_topic, seed, params, split):
-    key = (method, seed if method != "bow_lr" else None, split)
+    key = (method, seed if method not in ("bow_lr", "tfidf_lr") else None, split)
     if key not in cache:
       cache[key] = data_lib.Split(inputs(method, seed, splits[split].x), splits[split].y)
     out = kernel.evaluate(eval_fns[method], params, cache[key], config.eval_batch_size,
@@ -507,8 +557,9 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
     return harness.evaluation(out)
 
   grid = {"learning_rate": tuple(exp.learning_rates), "l2": tuple(exp.l2s)}
+  grids = {"tfidf_lr": {"C": tuple(exp.get("tfidf_Cs", ()))}}
   return harness.Experiment(
-      "embeddings", [harness.Arm(m, grid) for m in exp.methods], exp.baseline,
+      "embeddings", [harness.Arm(m, grids.get(m, grid)) for m in exp.methods], exp.baseline,
       tuple(exp.labels_per_topic), "labelled sentences per topic", seeds, fit, measure,
       select="accuracy", draw=harness.labelled_draw(pool, k),
       select_label="validation accuracy",

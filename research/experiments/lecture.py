@@ -130,6 +130,63 @@ def make_chunk(model: models.Model, loss_fn: Callable, optimizer,
   return jax.jit(chunk, static_argnames="length", donate_argnums=0)
 
 
+def descend(lec, chunk: Callable, measure: Callable, perturb_fn: Callable, optimizer, state: dict,
+            restart_key: jax.Array, x_all, y_all, num_steps: int,
+            on_check: Callable | None = None, on_restart: Callable | None = None) -> dict:
+  """The slide's loop (module doc, steps 2-5) from `state` for at most num_steps gradient
+  steps: chunks of lec.rounds_per_check steps (chunk = make_chunk's), E(w) checked after each
+  (measure(params, step) -> {"loss", "accuracy", "misclassified", ...}); a stall perturbs w
+  (perturb_fn(params, key) -> (params, |dw|)) and resets the optimizer, at most
+  lec.max_restarts times. on_check(step, params, train_metrics, restarts) and
+  on_restart(step, restart, before, after, |dw|) report progress. Returns {"state", "step",
+  "restarts", "converged", "kept_earlier"}: the final state, or, when a descent that ended
+  before a restart reached a lower E(w) (and training did not converge), that one's params."""
+  step, restarts, converged = 0, 0, False
+  current = measure(state["params"], step)
+  E_ref = current["loss"]  # E at the last check (or just after the last perturbation).
+  if on_check:
+    on_check(step, state["params"], current, restarts)
+  best = None  # (E, params) of the best descent ended by a restart.
+  while step < num_steps:
+    length = min(lec.rounds_per_check, num_steps - step)
+    state = chunk(state, x_all, y_all, length=length)
+    new_step = int(state["step"])  # Host sync: only at checks.
+    converged = new_step < step + length
+    step = new_step
+    current = measure(state["params"], step)
+    if on_check:
+      on_check(step, state["params"], current, restarts)
+    if converged or current["misclassified"] == 0:
+      converged = True
+      logging.info("step %6d | converged: no training example is misclassified", step)
+      break
+    if current["loss"] <= E_ref * (1 - lec.min_relative_decrease):
+      E_ref = current["loss"]
+      continue
+    # Stall: E fell by less than min_relative_decrease since the last check.
+    if best is None or current["loss"] < best[0]:
+      # A host copy: the next chunk donates (and so invalidates) state's buffers.
+      best = (current["loss"], jax.device_get(state["params"]))
+    if restarts == lec.max_restarts:
+      logging.info("step %6d | E stalled at %.4f after %d restarts: stopping", step,
+                   current["loss"], restarts)
+      break
+    restarts += 1
+    new, delta = perturb_fn(state["params"], jax.random.fold_in(restart_key, restarts))
+    state = dict(state, params=new, opt_state=optimizer.init(new))
+    after = measure(new, step)
+    if on_restart:
+      on_restart(step, restarts, current, after, float(delta))
+    E_ref = after["loss"]
+  kept = not converged and best is not None and best[0] < current["loss"]
+  if kept:
+    logging.info("keeping the params of an earlier descent: E %.4f < final E %.4f", best[0],
+                 current["loss"])
+    state = dict(state, params=jax.device_put(best[1]))
+  return {"state": state, "step": step, "restarts": restarts, "converged": converged,
+          "kept_earlier": kept}
+
+
 @report.runner
 def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains config's model with the lecture's procedure, logging to workdir.
@@ -201,50 +258,23 @@ def train_lecture(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
                  train_metrics["misclassified"], valid["accuracy"])
     return valid
 
-  step, restarts, converged = 0, 0, False
-  current = measure(state["params"], step)
-  E_ref = current["loss"]  # E at the last check (or just after the last perturbation).
-  valid = log_check(step, state["params"], current, restarts)
-  best = None  # (E, params) of the best descent ended by a restart.
-  while step < config.num_steps:
-    length = min(lec.rounds_per_check, config.num_steps - step)
-    state = chunk(state, x_all, y_all, length=length)
-    new_step = int(state["step"])  # Host sync: only at checks.
-    converged = new_step < step + length
-    step = new_step
-    current = measure(state["params"], step)
-    valid = log_check(step, state["params"], current, restarts)
-    if converged or current["misclassified"] == 0:
-      converged = True
-      logging.info("step %6d | converged: no training example is misclassified", step)
-      break
-    if current["loss"] <= E_ref * (1 - lec.min_relative_decrease):
-      E_ref = current["loss"]
-      continue
-    # Stall: E fell by less than min_relative_decrease since the last check.
-    if best is None or current["loss"] < best[0]:
-      # A host copy: the next chunk donates (and so invalidates) state's buffers.
-      best = (current["loss"], jax.device_get(state["params"]))
-    if restarts == lec.max_restarts:
-      logging.info("step %6d | E stalled at %.4f after %d restarts: stopping", step,
-                   current["loss"], restarts)
-      break
-    restarts += 1
-    new, delta = perturb_fn(state["params"], jax.random.fold_in(restart_key, restarts))
-    state = dict(state, params=new, opt_state=optimizer.init(new))
-    after = measure(new, step)
-    writer.write({"step": step, "split": "restart", "restart": restarts,
-                  "E_before": current["loss"], "E_after": after["loss"],
-                  "accuracy_before": current["accuracy"], "accuracy_after": after["accuracy"],
-                  "perturbation_norm": float(delta)})
-    logging.info("step %6d | restart %d/%d: E %.4f -> %.4f after perturbing w (|dw| %.3f)",
-                 step, restarts, lec.max_restarts, current["loss"], after["loss"], float(delta))
-    E_ref = after["loss"]
+  def on_check(step, params, train_metrics, restarts):
+    nonlocal valid
+    valid = log_check(step, params, train_metrics, restarts)
 
-  if not converged and best is not None and best[0] < current["loss"]:
-    logging.info("keeping the params of an earlier descent: E %.4f < final E %.4f", best[0],
-                 current["loss"])
-    state = dict(state, params=jax.device_put(best[1]))
+  def on_restart(step, restart, before, after, delta):
+    writer.write({"step": step, "split": "restart", "restart": restart,
+                  "E_before": before["loss"], "E_after": after["loss"],
+                  "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
+                  "perturbation_norm": delta})
+    logging.info("step %6d | restart %d/%d: E %.4f -> %.4f after perturbing w (|dw| %.3f)",
+                 step, restart, lec.max_restarts, before["loss"], after["loss"], delta)
+
+  valid = None
+  out = descend(lec, chunk, measure, perturb_fn, optimizer, state, restart_key, x_all, y_all,
+                config.num_steps, on_check=on_check, on_restart=on_restart)
+  state, step, restarts, converged = out["state"], out["step"], out["restarts"], out["converged"]
+  if out["kept_earlier"]:
     valid = kernel.evaluate(eval_fn, state["params"], dataset.valid, eval_bs)
   test = kernel.evaluate(eval_fn, state["params"], dataset.test, eval_bs)
   wall = time.time() - t_start

@@ -18,6 +18,10 @@ the NN". For each seed:
        random      w ~ N(0, experiment.random_init_std^2), the classic small random weights
        glorot      w ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)
        lecun       w ~ N(0, 1/fan_in), the library's default (research/models/mlp.py)
+       he          w ~ N(0, 2/fan_in) (He et al. 2015): the modern default for ReLU networks
+       orthogonal  w = g Q, Q with orthonormal rows or columns (Saxe et al. 2014), g = 1: every
+                   singular value of every layer is 1, so signals and gradients keep their
+                   norm through the linear part of each layer
      (biases 0). Every arm chooses its step size from experiment.learning_rates on the
      validation split (the same budget); experiment.baseline (glorot) is what the others are
      paired with.
@@ -54,9 +58,10 @@ from research.experiments import report
 from research.models import autoencoder
 from research.models import mlp
 
-INITS = ("pretrained", "random", "glorot", "lecun")
+INITS = ("pretrained", "random", "glorot", "lecun", "he", "orthogonal")
 LABELS = {"pretrained": "pre-trained (autoencoders)", "random": "random N(0, {s:g}^2)",
-          "glorot": "Glorot uniform", "lecun": "LeCun normal (library default)"}
+          "glorot": "Glorot uniform", "lecun": "LeCun normal (library default)",
+          "he": "He normal", "orthogonal": "orthogonal"}
 
 
 def label(name: str, exp) -> str:
@@ -148,7 +153,8 @@ def unit_interval(dataset: data_lib.Dataset) -> data_lib.Dataset:
 def init_mlp(key: jax.Array, sizes: tuple[int, ...], scheme: str,
              random_std: float = 0.01) -> list[dict]:
   """params of research/models/mlp.py for widths `sizes`, biases 0, w by `scheme`: random
-  N(0, random_std^2), glorot U(+-sqrt(6/(fan_in + fan_out))), lecun N(0, 1/fan_in)."""
+  N(0, random_std^2), glorot U(+-sqrt(6/(fan_in + fan_out))), lecun N(0, 1/fan_in), he
+  N(0, 2/fan_in), orthogonal (every singular value 1)."""
   if scheme == "lecun":
     return mlp.init(key, sizes)
   params = []
@@ -158,8 +164,12 @@ def init_mlp(key: jax.Array, sizes: tuple[int, ...], scheme: str,
     elif scheme == "glorot":
       a = math.sqrt(6.0 / (fan_in + fan_out))
       w = jax.random.uniform(k, (fan_in, fan_out), minval=-a, maxval=a)
+    elif scheme == "he":
+      w = math.sqrt(2.0 / fan_in) * jax.random.normal(k, (fan_in, fan_out))
+    elif scheme == "orthogonal":
+      w = jax.nn.initializers.orthogonal()(k, (fan_in, fan_out), jnp.float32)
     else:
-      raise errors.ConfigError(f"init {scheme!r} is not one of random, glorot, lecun")
+      raise errors.ConfigError(f"init {scheme!r} is not one of {', '.join(INITS[1:])}")
     params.append({"w": w, "b": jnp.zeros((fan_out,))})
   return params
 

@@ -21,6 +21,12 @@ are shared; the methods:
                     p(aug_2(u))||^2, two augmentations of one input should get one prediction
                     (the gradient flows through both), with Laine & Aila's ramp-up
                     lambda_u exp(-5 (1 - t/T)^2) over the first T = ramp_end steps
+  mean_teacher      Tarvainen & Valpola (2017): labels_augment + lambda_u(t) mean_u
+                    ||p_student(aug_1(u)) - p_teacher(aug_2(u))||^2, the teacher's weights an
+                    exponential moving average of the student's, theta'_t = alpha theta'_{t-1}
+                    + (1 - alpha) theta_t (alpha = experiment.ema_decay; no gradient reaches the
+                    teacher), the same ramp-up as consistency; the teacher is the network
+                    measured, as in the paper
 
 lambda_u is chosen per method on the validation split from experiment.unlabelled_weights, and
 the two methods without unlabelled inputs choose their learning rate from as many candidates
@@ -34,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from research import augment
 from research import config_lib
@@ -47,9 +54,11 @@ from research.experiments import harness
 from research.experiments import report
 from research.experiments import variants as variants_lib
 
-METHODS = ("labels_only", "labels_augment", "pseudo_label", "fixmatch_style", "consistency")
-USES_UNLABELLED = ("pseudo_label", "fixmatch_style", "consistency")
+METHODS = ("labels_only", "labels_augment", "pseudo_label", "fixmatch_style", "consistency",
+           "mean_teacher")
+USES_UNLABELLED = ("pseudo_label", "fixmatch_style", "consistency", "mean_teacher")
 RANGES = {"seeds": config_lib.Range(True, 2),
+          "ema_decay": config_lib.Range(False, 0.0, 1.0, high_open=True),
           "unlabelled_batch_size": config_lib.Range(True, 1),
           "threshold": config_lib.Range(False, 0.0, 1.0),
           "ramp_start": config_lib.Range(False, 0.0, 1.0),
@@ -63,10 +72,33 @@ def ramp(method: str, step, num_steps: int, ramp_start: float, ramp_end: float):
   t1, t2 = ramp_start * num_steps, ramp_end * num_steps
   if method == "pseudo_label":
     return jnp.clip((t - t1) / max(t2 - t1, 1.0), 0.0, 1.0)
-  if method == "consistency":
+  if method in ("consistency", "mean_teacher"):
     phase = 1.0 - jnp.clip(t / max(t2, 1.0), 0.0, 1.0)
     return jnp.exp(-5.0 * phase * phase)
   return jnp.ones(())
+
+
+def mean_teacher_optimizer(inner: optax.GradientTransformation,
+                           ema_decay: float) -> optax.GradientTransformation:
+  """The optimizer of params {"student", "teacher"}: `inner` updates the student from its
+  gradient; the teacher moves to alpha teacher + (1 - alpha) student_new, alpha = ema_decay
+  (its own gradient, zero, is never read)."""
+
+  def init(params):
+    return inner.init(params["student"])
+
+  def update(grads, state, params):
+    u_student, state = inner.update(grads["student"], state, params["student"])
+    u_teacher = jax.tree.map(lambda s, u, t: (1 - ema_decay) * (s + u - t),
+                             params["student"], u_student, params["teacher"])
+    return {"student": u_student, "teacher": u_teacher}, state
+
+  return optax.GradientTransformation(init, update)
+
+
+def measured_params(method: str, params):
+  """The network a method is measured with: mean teacher's teacher, everyone's own params."""
+  return params["teacher"] if method == "mean_teacher" else params
 
 
 def make_loss_fn(model: models.Model, k: int, method: str, b_l: int, augment_fn,
@@ -75,10 +107,12 @@ def make_loss_fn(model: models.Model, k: int, method: str, b_l: int, augment_fn,
   labelled, rows [b_l:] unlabelled (their labels are -1 and are never read); the unlabelled
   term is weighted by weight * schedule(step). aux: "data_loss" (the labelled CE),
   "unlabelled_loss", "accuracy" (labelled rows), "confident" (the fraction of unlabelled rows
-  with max p >= threshold)."""
+  with max p >= threshold). mean_teacher's params are {"student", "teacher"}."""
   errors.check_choice("experiment.methods[]", method, METHODS)
 
   def loss_fn(params, x, labels, rng, step=0):
+    if method == "mean_teacher":
+      params, teacher = params["student"], jax.lax.stop_gradient(params["teacher"])
     key_l, key_1, key_2 = jax.random.split(rng, 3)
     x_l, x_u, y_l = x[:b_l], x[b_l:], labels[:b_l]
     if method != "labels_only":
@@ -103,6 +137,10 @@ def make_loss_fn(model: models.Model, k: int, method: str, b_l: int, augment_fn,
       p_1 = jax.nn.softmax(model.apply(params, augment_fn(key_1, x_u), train=True, rng=key_1))
       p_2 = jax.nn.softmax(model.apply(params, augment_fn(key_2, x_u), train=True, rng=key_2))
       unlabelled = jnp.square(p_1 - p_2).sum(axis=-1).mean()
+    elif method == "mean_teacher":
+      p_s = jax.nn.softmax(model.apply(params, augment_fn(key_1, x_u), train=True, rng=key_1))
+      p_t = jax.nn.softmax(model.apply(teacher, augment_fn(key_2, x_u), train=True, rng=key_2))
+      unlabelled = jnp.square(p_s - p_t).sum(axis=-1).mean()
     accuracy = (losses.predictions(logits_l) == y_l).mean()
     return data_term + weight * schedule(step) * unlabelled, {
         "data_loss": data_term, "accuracy": accuracy, "unlabelled_loss": unlabelled,
@@ -162,14 +200,23 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     schedule = lambda step: ramp(method, step, config.num_steps, exp.ramp_start, exp.ramp_end)
     loss_fn = make_loss_fn(model, k, method, b_l, augment_fn,
                            setting.get("unlabelled_weight", 0.0), exp.threshold, schedule)
+    init_params = None
+    if method == "mean_teacher":
+      optimizer = mean_teacher_optimizer(optimizer, exp.ema_decay)
+
+      def init_params(seed):  # kernel.init_state's init key: the teacher starts as the student
+        student = model.init(jax.random.split(jax.random.key(seed))[0])
+        # A copy: the train chunk donates its state, and one buffer cannot be donated twice.
+        return {"student": student, "teacher": jax.tree.map(jnp.copy, student)}
     return harness.train_seeds(
         model, loss_fn, optimizer, config.num_steps, b_l, data, seeds, mode=exp.seed_mode,
         batches=lambda seed, _, start, num: two(seed, start, num),
-        chunk_steps=config.eval_every, with_step=True,
+        chunk_steps=config.eval_every, with_step=True, init_params=init_params,
         what=f"semi-supervised {method} at {per_class} labels per class", writer=writer,
         tag={"labels_per_class": per_class, "arm": method, **setting})
 
   def measure(method, setting, per_class, seed, params, split):
+    params = measured_params(method, params)
     out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size,
                           per_example=split == "test")
     record = harness.evaluation(out)
@@ -210,7 +257,8 @@ def notes(config) -> list[str]:
           f"{'+'.join(config.augment.ops)}; lambda_u chosen from "
           f"{tuple(exp.unlabelled_weights)}, the label-only methods' learning rate from "
           f"{tuple(exp.learning_rates)}; tau = {exp.threshold:g}; ramps from "
-          f"{exp.ramp_start:g} to {exp.ramp_end:g} of the steps."]
+          f"{exp.ramp_start:g} to {exp.ramp_end:g} of the steps; mean teacher's EMA decay "
+          f"{exp.get('ema_decay', 0.99):g}, its teacher measured."]
 
 
 def confidence_table(result, threshold: float) -> str:

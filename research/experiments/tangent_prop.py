@@ -1,4 +1,4 @@
-"""Tangent propagation, the manifold tangent classifier's idea.
+"""Tangent propagation with hand-specified tangents, and the manifold tangent classifier.
 
 A small transformation of an image (a shift, a rotation) should not change its class. For a
 transformation T_a with T_0 = identity, the image moves along the tangent vector
@@ -28,10 +28,17 @@ class (experiment.labels_per_class: stratified subsets, redrawn per seed); the m
   augment       the same transformations applied instead: each step, every image is shifted
                 by a uniform (dx, dy) in [-m max_shift, m max_shift] pixels and rotated by a
                 uniform angle in [-m max_degrees, m max_degrees] (bilinear resampling)
-  tangent_prop  E + E_tangent
+  tangent_prop  E + E_tangent with the hand-specified tangents above (Simard et al.'s)
+  mtc           the manifold tangent classifier (Rifai et al., 2011): the same E + E_tangent,
+                with tangents learned without labels instead of specified by hand. A
+                contractive autoencoder (research/models/autoencoder.py) is trained on every
+                training image (no label), once per seed; the k leading right singular vectors
+                of its encoder's Jacobian at x span the estimated tangent plane of the data
+                manifold at x (manifold_tangents). Each unit tangent is scaled to the mean length
+                of the hand-specified tangents of the same images, so gamma weighs both alike.
 Tuning, with the same budget: none chooses its learning rate from experiment.learning_rates,
-augment its magnitude m from experiment.augment_magnitudes, tangent_prop its gamma from
-experiment.tangent_weights, each by mean validation accuracy over the seeds. Measured on the
+augment its magnitude m from experiment.augment_magnitudes, tangent_prop and mtc their gamma
+from experiment.tangent_weights, each by mean validation accuracy over the seeds. Measured on the
 test split: accuracy, data loss and sum_t ||J t||^2 (how flat the output is along the
 tangents, before gamma), and accuracy on the seed's own training subset.
 """
@@ -54,8 +61,12 @@ from research import optim
 from research.experiments import harness
 from research.experiments import report
 
-METHODS = ("none", "augment", "tangent_prop")
+METHODS = ("none", "augment", "tangent_prop", "mtc")
 RANGES = {"seeds": config_lib.Range(True, 2),
+          "mtc_hidden": config_lib.Range(True, 1), "mtc_tangents": config_lib.Range(True, 1),
+          "mtc_contraction": config_lib.Range(False, 0.0),
+          "mtc_steps": config_lib.Range(True, 1), "mtc_batch_size": config_lib.Range(True, 1),
+          "mtc_learning_rate": config_lib.Range(False, 0.0, low_open=True),
           "blur_sigma": config_lib.Range(False, 0.0, low_open=True),
           "max_shift": config_lib.Range(False, 0.0), "max_degrees": config_lib.Range(False, 0.0)}
 
@@ -109,13 +120,18 @@ def output_tangents(apply_fn, params, x: jax.Array, tangents_TxB: jax.Array,
 
 
 def make_tangent_loss_fn(model: models.Model, k: int, gamma: float, blur_sigma: float,
-                         output: str = "softmax"):
+                         output: str = "softmax", channels: int | None = None):
   """E(params, x, labels, rng) = softmax cross-entropy + gamma (1/B) sum_b sum_t ||J t||^2,
   J the Jacobian of the softmax output (or of the logits); aux adds "tangent" (the penalty's
-  mean sum_t ||J t||^2, before gamma)."""
+  mean sum_t ||J t||^2, before gamma). The tangents are image_tangents(x), or, with
+  `channels` = C, given with each image: x_NxHxWx(C(1+T)) is the image and its T tangents
+  stacked along the channels (with_tangents), so the data pipeline gathers them together."""
 
   def loss_fn(params, x, labels, rng):
-    tangents = jax.lax.stop_gradient(image_tangents(x, blur_sigma))
+    if channels is None:
+      tangents = jax.lax.stop_gradient(image_tangents(x, blur_sigma))
+    else:
+      x, tangents = split_tangents(x, channels)
     logits, d_out = output_tangents(
         lambda p, x: model.apply(p, x, train=True, rng=rng), params, x, tangents, output)
     data_term = losses.softmax_cross_entropy(logits, losses.one_hot_targets(labels, k)).mean()
@@ -125,6 +141,67 @@ def make_tangent_loss_fn(model: models.Model, k: int, gamma: float, blur_sigma: 
                                          "tangent": tangent}
 
   return loss_fn
+
+
+def with_tangents(x_NHWC: np.ndarray, t_TxNHWC: np.ndarray) -> np.ndarray:
+  """The images and their T tangents stacked along the channels: N x H x W x C(1+T)."""
+  return np.concatenate([x_NHWC, *t_TxNHWC], axis=-1)
+
+
+def split_tangents(x_aug: jax.Array, channels: int) -> tuple[jax.Array, jax.Array]:
+  """with_tangents' inverse: (x_NxHxWxC, t_TxNxHxWxC)."""
+  t = x_aug.shape[-1] // channels - 1
+  return x_aug[..., :channels], jnp.stack(
+      [x_aug[..., (i + 1) * channels:(i + 2) * channels] for i in range(t)])
+
+
+def train_contractive_encoder(x_NxI: np.ndarray, seed: int, *, hidden: int, beta: float,
+                              steps: int, batch_size: int, learning_rate: float,
+                              manual: bool = False) -> dict:
+  """A tied, contractive sigmoid autoencoder trained with Adam on x_NxI in [0, 1] (no labels):
+  its params {"w": w_IxH, "b", "b_dec"}. manual=True uses the hand-written backward pass."""
+  from research.models import autoencoder  # pylint: disable=g-import-not-at-top
+  n, d_in = x_NxI.shape
+  errors.check_batch_size(batch_size, n, "unlabelled training images",
+                          field="experiment.mtc_batch_size")
+  if manual:
+    from research.backprop import autoencoder as backprop_ae  # pylint: disable=g-import-not-at-top
+    vg = backprop_ae.make_value_and_grad("cross_entropy", 0.0, 0.0, n, beta)
+  else:
+    vg = jax.value_and_grad(autoencoder.make_loss_fn("cross_entropy", 0.0, 0.0, n, beta),
+                            has_aux=True)
+  optimizer = optim.make_optimizer(config_lib.optimizer(name="adam",
+                                                        learning_rate=learning_rate), steps)
+  key = jax.random.fold_in(jax.random.key(seed), 2011)
+  state = kernel.train_state(autoencoder.init(key, d_in, hidden), optimizer, key)
+  chunk = kernel.make_train_chunk(None, optimizer, value_and_grad=lambda p, x, y, rng: vg(
+      p, x, None))
+  x = jnp.asarray(x_NxI)
+  state, sums = chunk(state, x, jnp.zeros((n,), jnp.int32),
+                      data_lib.batch_indices(seed + 2011, n, batch_size, 0, steps))
+  if int(sums["first_bad_step"]) >= 0:
+    raise errors.NonFiniteLossError(
+        f"the manifold tangent classifier's contractive autoencoder (seed {seed}): the loss "
+        f"became NaN/inf at step {int(sums['first_bad_step'])}; lower "
+        "config.experiment.mtc_learning_rate")
+  return state["params"]
+
+
+def mtc_tangents(encoder: dict, x_NHWC: np.ndarray, lo: float, hi: float, k: int,
+                 blur_sigma: float, batch: int = 256) -> np.ndarray:
+  """t_KxNxHxWxC: the k leading manifold tangents of each image under the contractive encoder
+  (which reads (x - lo) / (hi - lo), in [0, 1]; a global affine map, so the directions are
+  the same in x's units), each scaled to the mean length of the images' hand-specified
+  tangents."""
+  from research.models import autoencoder  # pylint: disable=g-import-not-at-top
+  n, shape = len(x_NHWC), x_NHWC.shape[1:]
+  flat = (np.asarray(x_NHWC).reshape(n, -1) - lo) / (hi - lo)
+  tangents = jax.jit(lambda x: autoencoder.manifold_tangents(encoder, x, k)[0])
+  t_NxKxI = np.concatenate([np.asarray(tangents(flat[i:i + batch]))
+                            for i in range(0, n, batch)])
+  scale = float(jnp.sqrt(jnp.square(image_tangents(jnp.asarray(x_NHWC), blur_sigma))
+                         .sum(axis=(2, 3, 4))).mean())
+  return scale * np.moveaxis(t_NxKxI, 1, 0).reshape(k, n, *shape).astype(x_NHWC.dtype)
 
 
 # -------------------------------------------------------------------------------- augmentation
@@ -175,6 +252,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                             " (labelled training examples per class)")
   errors.check_batch_size(config.batch_size, 10 * min(sizes),
                           "training examples of the smallest size")
+  if "mtc" in exp.methods and exp.mtc_tangents > exp.mtc_hidden:
+    raise errors.ConfigError(
+        f"config.experiment.mtc_tangents={exp.mtc_tangents} is more than the contractive "
+        f"encoder's {exp.mtc_hidden} hidden units (config.experiment.mtc_hidden): its Jacobian "
+        f"has at most {exp.mtc_hidden} singular directions; choose at most that many")
   for field in ("learning_rates", "augment_magnitudes", "tangent_weights"):
     if not tuple(exp[field]):
       raise errors.ConfigError(f"config.experiment.{field} is empty; give its arm at least one "
@@ -209,6 +291,18 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   ).sum(axis=(0, 2)).mean())
   x_test = jax.device_put(dataset.test.x)
   splits = {"valid": dataset.valid, "test": dataset.test}
+  channels = dataset.train.x.shape[-1]
+  lo, hi = float(dataset.train.x.min()), float(dataset.train.x.max())
+  encoders = {}  # seed -> the contractive encoder, trained on first use
+
+  def encoder(seed):
+    if seed not in encoders:
+      encoders[seed] = train_contractive_encoder(
+          (dataset.train.x.reshape(len(dataset.train), -1) - lo) / (hi - lo), seed,
+          hidden=exp.mtc_hidden, beta=exp.mtc_contraction, steps=exp.mtc_steps,
+          batch_size=exp.mtc_batch_size, learning_rate=exp.mtc_learning_rate,
+          manual=config.grad == "manual")
+    return encoders[seed]
 
   def fit(method, setting, per_class, seeds, subsets):
     lr = setting.get("learning_rate", config.optimizer.learning_rate)
@@ -218,6 +312,12 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     if method == "tangent_prop":
       loss_fn = make_tangent_loss_fn(model, k, setting["gamma"], exp.blur_sigma,
                                      exp.tangent_output)
+    elif method == "mtc":
+      loss_fn = make_tangent_loss_fn(model, k, setting["gamma"], exp.blur_sigma,
+                                     exp.tangent_output, channels=channels)
+      subsets = [data_lib.Split(with_tangents(sub.x, mtc_tangents(
+          encoder(seed), sub.x, lo, hi, exp.mtc_tangents, exp.blur_sigma)), sub.y)
+                 for seed, sub in zip(seeds, subsets)]
     else:
       loss_fn = losses.make_loss_fn(model, "softmax", 0.0, k * per_class, k)
     if method == "augment":
@@ -241,7 +341,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
 
   grids = {"none": {"learning_rate": tuple(exp.learning_rates)},
            "augment": {"magnitude": tuple(exp.augment_magnitudes)},
-           "tangent_prop": {"gamma": tuple(exp.tangent_weights)}}
+           "tangent_prop": {"gamma": tuple(exp.tangent_weights)},
+           "mtc": {"gamma": tuple(exp.tangent_weights)}}
   arms = [harness.Arm(m, grids[m]) for m in exp.methods]
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
@@ -272,8 +373,13 @@ def notes(config) -> list[str]:
       f"validation accuracy with the same budget: none's learning rate from "
       f"{tuple(exp.learning_rates)}; augment's magnitude m from {tuple(exp.augment_magnitudes)} "
       f"(shifts up to m x {exp.max_shift:g} px, rotations up to m x {exp.max_degrees:g} "
-      f"degrees); tangent_prop's gamma from {tuple(exp.tangent_weights)} (learning rate "
-      f"{config.optimizer.learning_rate:g} for both)."]
+      f"degrees); tangent_prop's and mtc's gamma from {tuple(exp.tangent_weights)} (learning "
+      f"rate {config.optimizer.learning_rate:g} for all three). mtc: the manifold tangent "
+      f"classifier, {exp.mtc_tangents} tangents per image from a contractive autoencoder "
+      f"({exp.mtc_hidden} sigmoid units, beta {exp.mtc_contraction:g}, {exp.mtc_steps} Adam "
+      f"steps at {exp.mtc_learning_rate:g}, batch {exp.mtc_batch_size}) trained once per seed on "
+      "every training image without labels; test sum_t ‖J t‖² is along the hand-specified "
+      "tangents for every method."]
 
 
 def write(workdir, config, result) -> None:

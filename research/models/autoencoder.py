@@ -18,7 +18,16 @@ batch of B inputs, is
   cross_entropy   E = (1/B) sum_b sum_i -[x_i log r_i + (1 - x_i) log(1 - r_i)]
   squared_error   E = (1/B) sum_b (1/2) sum_i (r_i - x_i)^2
 
-plus (lambda/2m) sum w^2 over w (and w'), as research/losses.py: the target is always the
+plus (lambda/2m) sum w^2 over w (and w'), as research/losses.py, and, for a contractive
+autoencoder (Rifai et al., 2011), beta times the mean squared Frobenius norm of the encoder's
+Jacobian, whose sigma units make it closed-form:
+
+  J_ji = dh_j/dx_i = h_j (1 - h_j) w_ij        ||J||_F^2 = sum_j (h_j (1 - h_j))^2 sum_i w_ij^2
+
+It makes h insensitive to every input direction except those the data varies along; the
+leading right singular vectors of J(x) then span the tangent plane of the data manifold at x
+(manifold_tangents), the tangents of the manifold tangent classifier (Rifai et al., 2011b).
+The target is always the
 clean x, also when the encoder read the corrupted x~. Cross-entropy is the pre-training cost
 of the experiment: the inputs are intensities in [0, 1] (and so are the hidden sigma^l that
 the next layer's autoencoder reads), r_i is the probability that unit i is on, and the
@@ -97,15 +106,46 @@ def check(cost: str, noise, lam, m) -> None:
     raise errors.ConfigError(f"the autoencoder's m={m!r} (examples in lambda/2m) must be > 0")
 
 
-def make_loss_fn(cost: str, noise: float = 0.0, lam: float = 0.0, m: int = 1) -> Callable:
-  """E(params, x_BxI, rng) -> (E, {"reconstruction": the data term}): the cost above averaged
-  over the batch plus (lambda/2m) sum w^2; rng draws the denoising mask (None: none)."""
+def contraction(params: dict, x_BxI: jax.Array) -> jax.Array:
+  """||J(x)||_F^2 per example, shape (B,): sum_j (h_j (1 - h_j))^2 sum_i w_ij^2."""
+  h_BxH = encode(params, x_BxI)
+  return (jnp.square(h_BxH * (1 - h_BxH)) * jnp.square(params["w"]).sum(axis=0)).sum(axis=-1)
+
+
+def encoder_jacobian(params: dict, x_BxI: jax.Array) -> jax.Array:
+  """J_BxHxI = dh/dx = h (1 - h) w^T per example, in closed form."""
+  h_BxH = encode(params, x_BxI)
+  return (h_BxH * (1 - h_BxH))[:, :, None] * params["w"].T[None]
+
+
+def manifold_tangents(params: dict, x_BxI: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """(t_BxKxI, s_BxK): the k leading right singular vectors of J(x) (unit length, by
+  decreasing singular value s) per example: the directions of input space the contractive
+  encoder stays sensitive to, i.e. the estimated tangent plane of the data manifold at x.
+  A singular vector's sign is arbitrary; tangent propagation's ||J_f t||^2 does not see it."""
+  if not 1 <= k <= min(params["w"].shape):
+    raise errors.ConfigError(f"{k} manifold tangents: choose 1 to {min(params['w'].shape)} "
+                             "(at most the encoder's hidden units and inputs)")
+  _, s_BxR, vt_BxRxI = jnp.linalg.svd(encoder_jacobian(params, x_BxI), full_matrices=False)
+  return vt_BxRxI[:, :k], s_BxR[:, :k]
+
+
+def make_loss_fn(cost: str, noise: float = 0.0, lam: float = 0.0, m: int = 1,
+                 beta: float = 0.0) -> Callable:
+  """E(params, x_BxI, rng) -> (E, {"reconstruction", "contraction"}): the cost above averaged
+  over the batch, plus beta (1/B) sum_b ||J(x~_b)||_F^2 (beta = 0: no contraction), plus
+  (lambda/2m) sum w^2; rng draws the denoising mask (None: none)."""
   check(cost, noise, lam, m)
+  if not beta >= 0:
+    raise errors.ConfigError(f"the contractive penalty's beta={beta!r} must be >= 0")
 
   def loss_fn(params, x_BxI, rng):
-    logits = apply(params, x_BxI, noise=noise, train=True, rng=rng)
+    x_tilde = corrupt(rng, x_BxI, noise)
+    logits = apply(params, x_tilde)
     data_term = reconstruction_cost(logits, x_BxI, cost).mean()
-    return data_term + losses.l2_penalty(params, lam, m), {"reconstruction": data_term}
+    contract = contraction(params, x_tilde).mean()
+    E = data_term + beta * contract + losses.l2_penalty(params, lam, m)
+    return E, {"reconstruction": data_term, "contraction": contract}
 
   return loss_fn
 
