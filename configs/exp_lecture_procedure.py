@@ -1,6 +1,6 @@
 """The slide's training procedure vs plain mini-batch training, at equal examples seen.
 
-Runner: research/experiments/procedure.py, under the experiment harness.
+Runner: research/experiments/lecture.py (run_procedure), under the experiment harness.
 
 The lecture's network on scikit-learn's digits (64 standardised pixels -> 64 sigmoid units ->
 10 sigmoid outputs, cross-entropy + (lambda/2m) sum w^2, lambda = 1e-3), for 5 seeds, each

@@ -1,4 +1,4 @@
-"""The slide's procedure as an experiment (research/experiments/procedure.py): its lecture arm
+"""The slide's procedure as an experiment (research/experiments/lecture.py, run_procedure): its lecture arm
 is the trainer `trainer="lecture"` runs, its misclassified arm never restarts, and every arm
 sees the same budget of gradient steps."""
 import os
@@ -9,7 +9,6 @@ from configs import exp_lecture_procedure
 from research import errors
 from research import experiments
 from research.experiments import lecture
-from research.experiments import procedure
 
 
 def _tiny(**experiment):
@@ -25,7 +24,7 @@ def test_arms_share_the_budget_and_the_lecture_arm_is_the_lecture_trainer(tmp_pa
   config = _tiny()
   result = experiments.run(config, str(tmp_path / "proc"))
   (entry,) = result["sizes"]
-  assert tuple(entry["arms"]) == procedure.METHODS
+  assert tuple(entry["arms"]) == lecture.PROCEDURE_METHODS
   tests = {m: arm["test"] for m, arm in entry["arms"].items()}
   assert [r["steps"] for r in tests["minibatch"]] == [60, 60]
   assert all(r["steps"] <= 60 and r["restarts"] == 0 for r in tests["misclassified"])

@@ -25,7 +25,7 @@ RUNNERS: dict[str, str] = {
     "curvature": "research.experiments.curvature:run",
     "dropout_ensemble": "research.experiments.dropout_ensemble:run",
     "embeddings": "research.experiments.embeddings:run",
-    "lecture_procedure": "research.experiments.procedure:run",
+    "lecture_procedure": "research.experiments.lecture:run_procedure",
     "multitask": "research.experiments.multitask:run",
     "pretraining": "research.experiments.pretraining:run",
     "regularization": "research.experiments.regularization:run",
