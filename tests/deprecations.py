@@ -56,6 +56,8 @@ def _distributions() -> dict[str, list[str]]:
 def origin(filename: str) -> tuple[str, str] | None:
   """(dependency, path inside it) of the file a warning is attributed to; None for this
   repository's own files (research/, tests/, configs/, ...)."""
+  if filename.startswith("<"):  # <frozen importlib._bootstrap>, <string>: no file to place.
+    return "python", filename
   path = pathlib.Path(filename).resolve()
   if path.is_relative_to(REPO) and not any(
       part.startswith((".venv", "venv", "site-packages")) for part in path.relative_to(REPO).parts):
@@ -119,7 +121,7 @@ class Plugin:
       status = "known" if entry else ("UNKNOWN" if self.strict else "new")
       tr.line(f"{status}: {record.dependency} ({record.where}, {count}x): {record.message}")
       if entry:
-        tr.line(f"    waiting for: {entry.wait_for}")
+        tr.line(f"    the upstream fix to wait for: {entry.wait_for}")
     unknown = self.unknown()
     if self.strict and unknown:
       names = ", ".join(sorted({r.dependency for r in unknown}))
