@@ -191,11 +191,76 @@ def test_the_train_chunk_guard_fails_on_a_retrace():
 
 
 def test_a_deprecation_warning_fails_the_suite():
-  """pyproject's filterwarnings: a DeprecationWarning attributed to jax, jaxlib, optax, orbax,
-  chex, this package or a test (where a deprecated call's stacklevel points) is an error."""
+  """pyproject's filterwarnings: a DeprecationWarning attributed to this package or a test
+  (where a deprecated call's stacklevel points) is an error."""
   import warnings  # pylint: disable=g-import-not-at-top
   with pytest.raises(DeprecationWarning):
     warnings.warn("a deprecated call", DeprecationWarning, stacklevel=1)
+
+
+_FAKE_DEPENDENCY = """
+import warnings
+
+def uses_a_deprecated_api():
+  # As orbax does with a class jax has deprecated: the warning points into this package.
+  warnings.warn("fakedep.Thing is deprecated", DeprecationWarning, stacklevel=1)
+
+def deprecated_api():
+  # As jax does for its own deprecated functions: the warning points at the caller.
+  warnings.warn("fakedep.deprecated_api is deprecated", DeprecationWarning, stacklevel=2)
+"""
+
+_FAKE_TESTS = """
+import fakedep
+
+def test_a_dependency_uses_a_deprecated_api():
+  fakedep.uses_a_deprecated_api()
+
+def test_we_call_a_deprecated_api():
+  fakedep.deprecated_api()
+
+def test_orbax_imports():
+  import orbax.checkpoint  # jax 0.12.1: orbax-checkpoint 0.12.8 raises a known deprecation.
+"""
+
+
+def test_a_dependencys_own_deprecation_is_listed_and_fails_only_strict_mode(tmp_path):
+  """A real pytest run under this project's filterwarnings and tests/deprecations.py, on a
+  generated test module and a stand-in dependency `fakedep`: our call to a deprecated API
+  fails; a deprecation raised inside the dependency is listed and passes, unless
+  RESEARCH_STRICT_DEPRECATIONS=1, which fails on it (not on the known orbax one) naming it."""
+  import tomllib  # pylint: disable=g-import-not-at-top
+  ini = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+  (tmp_path / "pyproject.toml").write_text(
+      "[tool.pytest.ini_options]\nfilterwarnings = " + json.dumps(ini["filterwarnings"]) + "\n")
+  (tmp_path / "fakedep").mkdir()
+  (tmp_path / "fakedep" / "__init__.py").write_text(_FAKE_DEPENDENCY)
+  (tmp_path / "deps_test.py").write_text(_FAKE_TESTS)
+
+  def pytest_run(select, strict):
+    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"), JAX_PLATFORMS="cpu")
+    env.pop("RESEARCH_STRICT_DEPRECATIONS", None)
+    if strict:
+      env["RESEARCH_STRICT_DEPRECATIONS"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "deprecations", "-p", "no:cacheprovider",
+         "-p", "no:xdist", "-k", select, "deps_test.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout + result.stderr
+
+  rc, out = pytest_run("not orbax", strict=False)
+  assert rc == 1 and "1 failed, 1 passed" in out, out
+  assert "FAILED deps_test.py::test_we_call_a_deprecated_api" in out, out
+  assert "new: fakedep (fakedep/__init__.py:6, 1x): fakedep.Thing is deprecated" in out, out
+
+  rc, out = pytest_run("dependency or orbax", strict=True)
+  assert rc == 1 and "2 passed" in out, out
+  assert "UNKNOWN: fakedep" in out and "UNKNOWN: orbax" not in out, out
+  assert "deprecation(s) raised inside fakedep are not in tests/deprecations.py's KNOWN" in out, out
+
+  rc, out = pytest_run("orbax", strict=True)
+  assert rc == 0 and "1 passed" in out, out
+  assert "UNKNOWN" not in out, out
 
 
 _COLLECT = """

@@ -210,26 +210,52 @@ def test_train_records_hold_the_norms_of_dE_dw_w_and_the_update(tmp_path):
         update / config.optimizer.learning_rate, rel=1e-3)
 
 
+class _Differentiated(Exception):
+  pass
+
+
+@jax.custom_jvp
+def _sigmoid_not_to_differentiate(z):
+  return jax.nn.sigmoid(z)
+
+
+@_sigmoid_not_to_differentiate.defjvp
+def _raise_if_differentiated(primals, tangents):
+  del primals, tangents
+  raise _Differentiated("autodiff differentiated the network's sigmoid")
+
+
 def test_grad_manual_trains_with_the_hand_written_pass(tmp_path, monkeypatch):
-  """config.grad=manual runs research/backprop's pass inside the train step (a spy sees it
-  traced there), whose dE/dw agrees with jax.grad's to float32 rounding without being the same
-  computation (their last bits differ)."""
-  from research import backprop  # pylint: disable=g-import-not-at-top
+  """config.grad=manual: the train step traces the MLP family's hand-written recursion
+  (research/backprop/mlp.py's `backward`) and differentiates nothing. With a sigmoid whose
+  derivative rule raises in place of jax.nn.sigmoid (both the model and the hand-written
+  forward pass look it up in models.mlp.ACTIVATIONS), a manual run trains, and an autodiff
+  run (the tripwire's own check) cannot be traced. Its dE/dw agrees with jax.grad's to float32
+  rounding. (Whether the two round alike is no evidence either way: under jax 0.12.1 they are
+  bit-identical.)"""
+  from research.backprop import mlp as backprop_mlp  # pylint: disable=g-import-not-at-top
   from research import gradients  # pylint: disable=g-import-not-at-top
-  real, traced = backprop.make_manual_value_and_grad, []
+  from research.models import mlp  # pylint: disable=g-import-not-at-top
+  real_backward, calls = backprop_mlp.backward, []
 
-  def spy(*args, **kwargs):
-    manual = real(*args, **kwargs)
+  def backward(*args, **kwargs):
+    calls.append(True)
+    return real_backward(*args, **kwargs)
 
-    def value_and_grad(*a):
-      traced.append(True)
-      return manual(*a)
-    return value_and_grad
-
-  monkeypatch.setattr(backprop, "make_manual_value_and_grad", spy)
-  train._functions.cache_clear()  # pylint: disable=protected-access  A run built before ours.
-  train.train_and_evaluate(tiny_config(grad="manual", num_steps=20), str(tmp_path / "run"))
-  assert traced, "config.grad=manual trained without the hand-written backward pass"
+  monkeypatch.setattr(backprop_mlp, "backward", backward)
+  monkeypatch.setitem(mlp.ACTIVATIONS, "sigmoid", _sigmoid_not_to_differentiate)
+  train._functions.cache_clear()  # pylint: disable=protected-access  Traced before the patches.
+  try:
+    result = train.train_and_evaluate(tiny_config(grad="manual", num_steps=20),
+                                      str(tmp_path / "manual"))
+    assert calls, "config.grad=manual trained without the hand-written backward pass"
+    assert np.isfinite(result["test"]["loss"])
+    with pytest.raises(_Differentiated):
+      train.train_and_evaluate(tiny_config(grad="autodiff", num_steps=20),
+                               str(tmp_path / "autodiff"))
+  finally:
+    train._functions.cache_clear()  # pylint: disable=protected-access  Traced with the patches.
+  monkeypatch.undo()
 
   config = default.get_config()
   dataset = data_lib.load(config.data)
@@ -244,5 +270,3 @@ def test_grad_manual_trains_with_the_hand_written_pass(tmp_path, monkeypatch):
     grads[grad] = jax.jit(value_and_grad)(params, dataset.train.x[:32], dataset.train.y[:32],
                                            jax.random.key(1))[1]
   chex.assert_trees_all_close(grads["manual"], grads["autodiff"], rtol=1e-5, atol=1e-7)
-  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(grads["manual"]),
-                                                       jax.tree.leaves(grads["autodiff"])))
