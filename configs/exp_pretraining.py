@@ -1,5 +1,4 @@
-"""Unsupervised layer-wise pre-training vs Glorot, He, orthogonal and small random inits, with
-few labels.
+"""Layer-wise pre-training vs Glorot, He, orthogonal and small random inits, with few labels.
 
 Runner: research/experiments/pretraining.py (under the experiment harness).
 

@@ -1,5 +1,8 @@
-"""Tangent propagation (hand-specified tangents) and the manifold tangent classifier (tangents
-learned by a contractive autoencoder) vs augmentation by the same transformations vs nothing.
+"""Tangent propagation and the manifold tangent classifier vs augmentation vs nothing.
+
+Tangent propagation with hand-specified tangents, and the manifold tangent classifier with
+tangents learned by a contractive autoencoder, against augmentation by the same
+transformations and against nothing.
 
 Runner: research/experiments/tangent_prop.py, under the experiment harness.
 

@@ -310,7 +310,7 @@ def _choose(grid: list[dict], experiment: Experiment) -> dict:
   best, relatively, are a tie: equal accuracies (equal counts of correct examples) summed
   from float32 values in another order differ in the last bits, which must not choose.
   Only validation records reach it: a cell holding anything but its setting and its "valid"
-  records is refused (issue 32: no choice reads test)."""
+  records is refused: no choice reads test."""
   for cell in grid:
     if set(cell) != {"setting", "valid"}:
       raise AssertionError(f"{experiment.name}: _choose received {sorted(cell)}; it chooses "

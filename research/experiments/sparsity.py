@@ -191,7 +191,7 @@ def sparsity_table(result) -> str:
 
 
 def chosen_on_validation(config, result) -> dict:
-  """The sweep as a choice (issue 32): per penalty, the strength with the best mean validation
+  """The sweep as a choice: per penalty, the strength with the best mean validation
   accuracy over the seeds (harness.regroup), against no penalty; a results block of its own."""
   groups = {"none": [({}, "none")]}
   for arm, penalty, strength in arm_names(config.experiment):

@@ -1,4 +1,4 @@
-"""The statistics behind every results block (issue 32): pure NumPy/SciPy, no JAX.
+"""The statistics behind every results block: pure NumPy/SciPy, no JAX.
 
 A results block is one results.json (harness.run's dict). Its comparisons are every arm's
 paired difference to the baseline, for every field of its family, at every size. For each:
@@ -32,7 +32,7 @@ from scipy import stats as sp_stats
 CONFIDENCE = 0.95
 ALPHA = 0.05
 PER_EXAMPLE = "per_example"  # the optional key of a test record: {field: per-example values}
-# Reproduction tolerance (issue 32: reruns on another machine moved numbers by up to 2 units
+# Reproduction tolerance (reruns on another machine moved numbers by up to 2 units
 # of the last printed digit). A printed number may move by TOLERANCE_UNITS units of its last
 # digit, counting at most SIGNIFICANT digits (7,311 examples: 3 units of the tens); a
 # conclusion is borderline when its interval's end nearest zero lies within that of zero, or
