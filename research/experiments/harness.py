@@ -232,6 +232,8 @@ def run_from_config(config, workdir, validate: Callable, experiment: Callable,
   validate(config)
   name = (config.get("experiment") or {}).get("executor", "local")
   errors.check_choice("experiment.executor", name, executor_lib.EXECUTORS)
+  if name == "ray":
+    executor_lib.import_ray()  # Without the extra: one line, before any work.
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   cells = CellWriter(writer)
   result = run(experiment(config, cells), workdir, cells, executor=name,
