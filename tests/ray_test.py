@@ -12,6 +12,7 @@ lines in harness/cells.jsonl), never a sleep."""
 import json
 import os
 import pathlib
+import secrets
 import shutil
 import signal
 import socket
@@ -129,10 +130,19 @@ def _free_port() -> int:
 
 
 def _start_node(args, env) -> subprocess.Popen:
-  """`ray start ... --block` in a session of its own: its process group is this node."""
-  return subprocess.Popen([RAY_CLI, "start", "--block", "--disable-usage-stats", *args],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+  """`ray start ... --block` in a session of its own (its process group is this node);
+  returns once it prints that its runtime started (a client connecting earlier is refused)."""
+  proc = subprocess.Popen([RAY_CLI, "start", "--block", "--disable-usage-stats", *args],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True)
+  seen = []
+  for line in proc.stdout:
+    seen.append(line)
+    if "Ray runtime started" in line:
+      # Keep draining its output, so that a full pipe never blocks the node.
+      threading.Thread(target=proc.stdout.read, daemon=True).start()
+      return proc
+  raise AssertionError("ray start exited: " + "".join(seen)[-2000:])
 
 
 def _stop_node(proc: subprocess.Popen) -> None:
@@ -162,6 +172,27 @@ def _processes_of(marker: str) -> list[int]:
   return pids
 
 
+def _stat(pid: str) -> tuple[int, int, bytes] | None:
+  """(parent pid, process group, command line) of a process; None once it is gone."""
+  try:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+      fields = f.read().rsplit(b")", 1)[1].split()
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+      return int(fields[1]), int(fields[2]), f.read()
+  except OSError:
+    return None
+
+
+def _task_workers(pgid: int) -> list[int]:
+  """Pids of the Ray workers of the node whose process group is `pgid` (its raylet's
+  children, each in a group of its own) that are running a task: Ray titles them
+  ray::<task function> while they run one, ray::IDLE otherwise."""
+  stats = {pid: _stat(pid) for pid in os.listdir("/proc") if pid.isdigit()}
+  group = {int(pid) for pid, st in stats.items() if st and st[1] == pgid}
+  return [int(pid) for pid, st in stats.items()
+          if st and st[0] in group and st[2].startswith(b"ray::_call")]
+
+
 def _wait_for_nodes(address: str, count: int, env) -> None:
   """Returns once Ray reports `count` nodes alive at `address` (observed, not slept)."""
   probe = ("import time, ray\n"
@@ -176,13 +207,17 @@ def _wait_for_nodes(address: str, count: int, env) -> None:
 def test_two_nodes_with_the_worker_node_killed_mid_run_lose_nothing(
     tmp_path, local_outcome, ray_tmp):
   """A head (`ray start --head --port=P --num-cpus=1 --temp-dir=...`) and a worker node
-  (`ray start --address=127.0.0.1:P --num-cpus=1`), both subprocesses; research.main joins
-  with RAY_ADDRESS. Once the store shows a finished fit, the worker node's whole process
-  group is SIGKILLed: its running task is retried on the head, and the results, records and
-  params equal the local executor's."""
+  (`ray start --address=127.0.0.1:P --num-cpus=1`), both subprocesses with this test's auth
+  token; research.main joins with RAY_ADDRESS. Once the store shows a finished fit, the worker node's whole process
+  group is killed while one of its workers runs a task: that task is retried on the head, and
+  the results, records and params equal the local executor's."""
   port = _free_port()
   address = f"127.0.0.1:{port}"
-  env = _env()
+  # Token authentication with this cluster's own token: ~/.ray/auth_token is shared with
+  # whatever else runs Ray on this machine.
+  token = pathlib.Path(ray_tmp) / "token"
+  token.write_text(secrets.token_hex(32))
+  env = _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
   head = _start_node(["--head", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1",
                       f"--temp-dir={ray_tmp}", "--include-dashboard=false"], env)
   worker = None
@@ -200,17 +235,23 @@ def test_two_nodes_with_the_worker_node_killed_mid_run_lose_nothing(
     reader = threading.Thread(target=lambda: stderr.append(driver.stderr.read()))
     reader.start()
     deadline = time.time() + DEADLINE_S
-    while driver.poll() is None and not (cells.exists() and cells.read_text().count("\n")):
+    # The kill point: the store shows a finished fit and the worker node is running a task.
+    while driver.poll() is None and not (cells.exists() and cells.read_text().count("\n")
+                                         and _task_workers(worker.pid)):
       assert time.time() < deadline, "no cell finished"
       time.sleep(0.05)
     assert driver.poll() is None, "the run ended before the kill point"
     lines_at_kill = cells.read_text().count("\n")
-    _stop_node(worker)
+    busy = _task_workers(worker.pid)
+    for pid in busy:  # The worker mid-cell, then its node.
+      os.kill(pid, signal.SIGKILL)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=DEADLINE_S)
     driver.wait(timeout=DEADLINE_S)
     reader.join()
     assert driver.returncode == 0, stderr[0][-3000:]
     assert "joined " + address in stderr[0]
-    assert lines_at_kill < 3 + 6  # Killed with work left: 3 fits and 9 test measurements.
+    assert busy and lines_at_kill < 3 + 9  # Killed with work left: 3 fits, 9 tests.
     assert cells.read_text().count("\n") == 3 + 9
     assert _outcome(workdir) == local_outcome
   finally:
