@@ -136,6 +136,7 @@ class Ray:
       env = {"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
       if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+      t0 = time.time()
       try:
         with warnings.catch_warnings():
           # Ray forks and execs its daemons: JAX's fork warning is about fork without exec.
@@ -148,8 +149,8 @@ class Ray:
             f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); start it "
             "(ray start --head) or unset RAY_ADDRESS / --ray_address for a local one") from None
       self._started = True
-      logging.info("Ray: %s", "started a local cluster" if address == "local" else
-                   "joined " + address)
+      logging.info("Ray: %s in %.1f s", "started a local cluster" if address == "local" else
+                   "joined " + address, time.time() - t0)
     self._remote = ray.remote(_call).options(num_cpus=num_cpus, max_retries=max_retries)
     self._cap = max_in_flight
     self._queue: list = []
