@@ -76,7 +76,7 @@ def test_no_pickle_import_outside_the_tests():
 # ------------------------------------------------------------------- a fake experiment's store
 
 
-def _fake(calls, fail_after=None, writer=None, fit_key=None):
+def _fake(calls, fail_after=None, writer=None, fit_key=None, draw=True):
   """Two arms x three learning rates x two sizes; fit writes two "train" records per seed to
   `writer` (as train_seeds does) and raises KeyboardInterrupt (a kill) after `fail_after`
   fits."""
@@ -100,10 +100,11 @@ def _fake(calls, fail_after=None, writer=None, fit_key=None):
   grid = {"lr": (0.01, 0.1, 1.0)}
   return harness.Experiment(
       "fake", [harness.Arm("a", grid), harness.Arm("b", grid)], "a", (1, 2), "labels per class",
-      [0, 1, 2], fit, measure, draw=harness.labelled_draw(split, 3), fit_key=fit_key)
+      [0, 1, 2], fit, measure, draw=harness.labelled_draw(split, 3) if draw else None,
+      fit_key=fit_key)
 
 
-def _run(workdir, calls, fail_after=None, fit_key=None):
+def _run(workdir, calls, fail_after=None, fit_key=None, draw=True):
   """One process's worth of a runner: report.runner's truncation of an interrupted run's
   records, then the harness with a CellWriter over metrics.jsonl."""
   workdir = pathlib.Path(workdir)
@@ -112,7 +113,7 @@ def _run(workdir, calls, fail_after=None, fit_key=None):
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   cells = harness.CellWriter(writer)
   try:
-    return harness.run(_fake(calls, fail_after, cells, fit_key), workdir, cells,
+    return harness.run(_fake(calls, fail_after, cells, fit_key, draw), workdir, cells,
                        fingerprint="f")
   finally:
     writer.close()
@@ -289,6 +290,26 @@ def test_cells_with_one_fit_key_train_once_and_resume_with_their_records(tmp_pat
   assert len(calls) == 6
   assert _strip(resumed) == _strip(fresh)
   assert _records(tmp_path / "killed") == _records(tmp_path / "fresh")
+
+
+def test_a_fit_key_shared_across_sizes_trains_once_when_the_data_is_the_same(tmp_path):
+  # adversarial's standard training: one network per setting serves every threat eps.
+  shared = lambda arm, setting, size: {"lr": setting["lr"]} if arm == "a" else {
+      "size": size, "arm": arm, "setting": setting}
+  calls = []
+  fresh = _run(tmp_path / "fresh", calls, fit_key=shared, draw=False)
+  assert sorted(calls) == sorted([("a", 1, lr) for lr in (0.01, 0.1, 1.0)]
+                                 + [("b", size, lr) for size in (1, 2) for lr in (0.01, 0.1, 1.0)])
+  calls = []
+  with pytest.raises(KeyboardInterrupt):
+    _run(tmp_path / "killed", calls, fail_after=2, fit_key=shared, draw=False)
+  assert _strip(_run(tmp_path / "killed", calls, fit_key=shared, draw=False)) == _strip(fresh)
+  assert len(calls) == 9
+  assert _records(tmp_path / "killed") == _records(tmp_path / "fresh")
+  # With a draw per size, the draws differ, and so do the ids: nothing is shared.
+  calls = []
+  _run(tmp_path / "drawn", calls, fit_key=shared)
+  assert len(calls) == 12
 
 
 def test_the_cell_id_changes_with_what_changes_the_result():
