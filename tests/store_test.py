@@ -406,7 +406,7 @@ def test_five_real_kills_keep_every_record(tmp_path, dropout_fresh):
   cells = workdir / "harness" / "cells.jsonl"
   for _ in range(5):
     start = _lines(cells)
-    if start >= _LINES - 1:
+    if start >= _LINES - 2:  # Leave the last lines to the final run: a kill needs work left.
       break
     _kill_at(workdir, start + 1)
   done = _finish(workdir)
