@@ -208,9 +208,9 @@ def test_two_nodes_with_the_worker_node_killed_mid_run_lose_nothing(
     tmp_path, local_outcome, ray_tmp):
   """A head (`ray start --head --port=P --num-cpus=1 --temp-dir=...`) and a worker node
   (`ray start --address=127.0.0.1:P --num-cpus=1`), both subprocesses with this test's auth
-  token; research.main joins with RAY_ADDRESS. Once the store shows a finished fit, the worker node's whole process
-  group is killed while one of its workers runs a task: that task is retried on the head, and
-  the results, records and params equal the local executor's."""
+  token; research.main joins with --ray_address. Once the store shows a finished fit, the
+  worker node's busy worker and its whole process group are killed: that task is retried on
+  the head, and the results, records and params equal the local executor's."""
   port = _free_port()
   address = f"127.0.0.1:{port}"
   # Token authentication with this cluster's own token: ~/.ray/auth_token is shared with
@@ -228,8 +228,8 @@ def test_two_nodes_with_the_worker_node_killed_mid_run_lose_nothing(
     _wait_for_nodes(address, 2, env)
     workdir = tmp_path / "cluster"
     cells = workdir / "harness" / "cells.jsonl"
-    driver = subprocess.Popen(_dropout_cmd(workdir, "--config.experiment.executor=ray"),
-                              cwd=REPO, env=dict(env, RAY_ADDRESS=address),
+    driver = subprocess.Popen(_dropout_cmd(workdir, "--config.experiment.executor=ray",
+                                           f"--ray_address={address}"), cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr = []
     reader = threading.Thread(target=lambda: stderr.append(driver.stderr.read()))
