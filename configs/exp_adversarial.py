@@ -35,6 +35,7 @@ def get_config():
       eval_epsilons=(0.05, 0.1, 0.2, 0.3),  # test attacks at each (fractions of the range)
       seeds=5,                 # config.seed, +1, ...: init, batch order and random starts
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       learning_rates=(1e-3, 3e-4, 3e-3),  # standard's grid (a tie picks the first)
       clean_weights=(0.5, 0.25, 0.0),     # w in E = w E(x) + (1 - w) E(x_adv): the
                                           # adversarial methods' grid (the same budget)

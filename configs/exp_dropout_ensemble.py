@@ -31,6 +31,7 @@ def get_config():
       mask_counts=(1, 4, 16, 64, 256),  # mc_N arms: the first N of each seed's masks
       seeds=5,                 # config.seed, +1, ...: one network per seed
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       mask_seed=0,             # folded with the seed and the split into the masks' key
       masks_per_call=32,       # masks vmapped at once (memory ~ this x batch x width)
   )

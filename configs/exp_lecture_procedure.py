@@ -40,6 +40,7 @@ def get_config():
       budgets=(300, 3000),     # the sizes: gradient steps of lecture.batch_size examples
       seeds=5,                 # config.seed, +1, ...: init, batch order, draws, restarts
       seed_mode="loop",        # minibatch's seeds: a loop over one compiled chunk, or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       learning_rates=(0.1, 0.2, 0.5, 1.0, 2.0),  # eta candidates, the same for every arm
   )
   return config

@@ -30,6 +30,7 @@ def get_config():
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
       learning_rates=(3e-4, 1e-3, 3e-3),  # every method's grid, chosen on validation
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       hidden_sizes=(256,),     # the shared trunk's ReLU layers
       aux_weight=1.0,          # beta in E = CE_main + beta CE_aux
       aux_batch_size=32,       # aux_mnist / pooled: MNIST images per step

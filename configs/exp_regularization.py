@@ -37,6 +37,7 @@ def get_config():
       labels_per_class=(5, 20),  # the sizes: labelled training examples per class
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       # Each method's one knob, chosen on validation accuracy (the same budget: 3 each).
       learning_rates=(3e-4, 1e-3, 3e-3),  # none (the others keep optimizer.learning_rate)
       l2_strengths=(0.03, 0.1, 0.3),      # l2: lambda of (lambda/2m) sum w^2

@@ -39,6 +39,7 @@ def get_config():
       labels_per_class=(2, 5, 10),  # labelled examples per class (stratified, per seed)
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       unlabelled_batch_size=64,  # unlabelled rows per step (next to batch_size labelled)
       unlabelled_weights=(0.3, 1.0, 3.0),  # lambda_u candidates of the unlabelled methods
       learning_rates=(3e-4, 1e-3, 3e-3),   # the label-only methods' candidates (same budget)

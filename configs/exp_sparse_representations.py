@@ -33,5 +33,6 @@ def get_config():
       near_zero=0.01,          # |sigma| or |w| at most this counts as zero
       seeds=5,                 # config.seed, +1, ...: init and batch order (the whole split)
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
   )
   return config

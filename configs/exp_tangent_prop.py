@@ -39,6 +39,7 @@ def get_config():
       labels_per_class=(10, 30),  # the sizes: labelled training images per class
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       learning_rates=(3e-4, 1e-3, 3e-3),   # none's grid (the others keep 1e-3)
       augment_magnitudes=(0.5, 1.0, 1.5),  # augment's grid: m x (max_shift, max_degrees)
       tangent_weights=(1.0, 10.0, 100.0),  # tangent_prop's grid: gamma of

@@ -40,6 +40,7 @@ def get_config(arg=None):
       labels_per_class=(10, 30),  # the sizes: labelled training examples per class
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       learning_rates=(3e-4, 1e-3, 3e-3),  # both kinds' grid, chosen on validation
   )
   if arg == "mnist_subset":

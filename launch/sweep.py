@@ -2,8 +2,8 @@
 
   python launch/sweep.py --config=configs/default.py \
       --sweep=optimizer.name=sgd,momentum,adagrad --sweep=optimizer.learning_rate=0.01,0.1 \
-      --workdir=runs/opt-sweep --parallel=2 [--random=4 --seed=0] [--dry_run] \
-      [--config.num_steps=500 ...]
+      --workdir=runs/opt-sweep --parallel=2 [--executor=ray] [--random=4 --seed=0] \
+      [--dry_run] [--config.num_steps=500 ...]
 
 Each --sweep is `field=v1,v2,...` (commas inside (), [] or {} belong to the value, e.g.
 `model.hidden_sizes=(32,),(64,32)`); the runs are their product, or --random=N distinct
@@ -12,10 +12,12 @@ Run i goes to WORKDIR/<i>-<field>=<value>-..., logs to its log.txt, and a run wh
 already holds a test result is reused, so an interrupted sweep can be re-run. At the end:
 WORKDIR/results.csv and results.md (ranked by validation accuracy: values, final test/valid
 metrics, times, status, the error tail of failed runs) and comparison.png (learning curves).
-Exit status 1 if a run failed.
+Exit status 1 if a run failed. The runs go through research/executor.py: --executor=local
+(default) runs them as subprocesses of this process, --executor=ray as Ray tasks of one CPU
+each, on a local cluster or the one RAY_ADDRESS names (its machines must share --workdir);
+either way at most --parallel at once.
 """
 import argparse
-import concurrent.futures
 import csv
 import dataclasses
 import importlib.util
@@ -33,6 +35,7 @@ sys.path.insert(0, _REPO)  # `python launch/sweep.py` puts only launch/ on the p
 
 from research import cli  # noqa: E402
 from research import errors  # noqa: E402
+from research import executor  # noqa: E402
 from research import metrics  # noqa: E402
 from research import plot  # noqa: E402
 
@@ -155,26 +158,52 @@ def final_metrics(workdir: str) -> dict:
   return out
 
 
-def run_one(cmd: list[str], name: str, point: dict[str, str], workdir: str) -> Result:
+def run_one(cmd: list[str], name: str, point: dict[str, str], workdir: str,
+            ex=None) -> Result:
+  """The run's Result: "reused" when its workdir holds a test result already, else it runs
+  (on `ex`, an executor.Local or executor.Ray; default this thread) and is read back."""
   done = final_metrics(workdir)
   if "test_accuracy" in done:
     return Result(name, point, status="reused", metrics=done)
+  ex = ex or executor.Local()
+  _submit(ex, 0, cmd, workdir)
+  _, (rc, seconds) = ex.next()
+  return _result(name, point, workdir, rc, seconds)
+
+
+def _submit(ex, order: int, cmd: list[str], workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
-  log_path = os.path.join(workdir, "log.txt")
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       p for p in (_REPO, os.environ.get("PYTHONPATH")) if p))
-  start = time.time()
-  with open(log_path, "w") as log:
-    log.write(shlex.join(cmd) + "\n")
-    log.flush()
-    rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-  result = Result(name, point, process_s=time.time() - start, metrics=final_metrics(workdir))
+  ex.submit(order, executor.run_command, cmd, os.path.join(workdir, "log.txt"), env, tag=order)
+
+
+def _result(name: str, point: dict[str, str], workdir: str, rc: int, seconds: float) -> Result:
+  result = Result(name, point, process_s=seconds, metrics=final_metrics(workdir))
   if rc != 0 or "test_accuracy" not in result.metrics:
     result.status = f"failed (rc={rc})" if rc else "no test metrics"
-    with open(log_path) as log:
+    with open(os.path.join(workdir, "log.txt")) as log:
       result.error_tail = "".join(log.readlines()[-_ERROR_TAIL_LINES:])
   print(f"[{result.status}] {name} {_format_metrics(result.metrics)}", flush=True)
   return result
+
+
+def run_all(cmds, names, points, run_dirs, ex) -> list[Result]:
+  """Every run on `ex` (at most its max_in_flight at once); reused runs are not submitted."""
+  results: list = [None] * len(cmds)
+  for i, (name, point, d) in enumerate(zip(names, points, run_dirs)):
+    done = final_metrics(d)
+    if "test_accuracy" in done:
+      results[i] = Result(name, point, status="reused", metrics=done)
+    else:
+      _submit(ex, i, cmds[i], d)
+  try:
+    while ex.pending:
+      i, (rc, seconds) = ex.next()
+      results[i] = _result(names[i], points[i], run_dirs[i], rc, seconds)
+  finally:
+    ex.close()
+  return results
 
 
 def write_results(sweep_dir: str, results: Sequence[Result], fields: Sequence[str],
@@ -224,7 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--config", required=True, help="config file, as for research.main")
   parser.add_argument("--sweep", action="append", default=[], help="field=v1,v2,... (repeat)")
   parser.add_argument("--workdir", required=True, help="sweep directory, one subdir per run")
-  parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
+  parser.add_argument("--parallel", type=int, default=1, help="runs at a time, at most")
+  parser.add_argument("--executor", default="local",
+                      help="local: runs as subprocesses of this process; ray: each run a Ray "
+                           "task (one CPU) on a local cluster, or the one RAY_ADDRESS names")
   parser.add_argument("--random", type=int, default=0, help="run N random grid points")
   parser.add_argument("--seed", type=int, default=0, help="seed of the --random draw")
   parser.add_argument("--dry_run", action="store_true", help="print the commands only")
@@ -259,8 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   os.makedirs(args.workdir, exist_ok=True)
   print(f"{len(cmds)} runs, {args.parallel} at a time, in {args.workdir}", flush=True)
-  with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-    results = list(pool.map(run_one, cmds, names, points, run_dirs))
+  try:
+    ex = executor.make(args.executor, args.parallel, field="--executor")
+  except errors.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  results = run_all(cmds, names, points, run_dirs, ex)
   header = "    " + shlex.join(["python", "launch/sweep.py", *(argv or sys.argv[1:])])
   write_results(args.workdir, results, fields, header)
   good = [d for d, r in zip(run_dirs, results) if r.status in ("ok", "reused")]

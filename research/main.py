@@ -40,6 +40,9 @@ FLAGS_SPEC = {
                             "coordinator, or 'auto' on Cloud TPU / SLURM. Unset: one process."),
     "num_processes": ("integer", None, "Multi-host: number of processes."),
     "process_id": ("integer", None, "Multi-host: this process's index."),
+    "ray_address": ("string", None, "With config.experiment.executor='ray': host:port of a "
+                    "Ray cluster's head to run the cells on (as RAY_ADDRESS does). Unset: a "
+                    "local cluster on this machine's CPUs."),
 }
 HELP_FLAGS = ("--help", "-h", "--helpshort", "--helpfull", "-?")  # all print help_text()
 
@@ -261,6 +264,8 @@ def _run(config, fv: flags.FlagValues, argv: list[str]) -> None:
   from research import parallel  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed(fv.coordinator_address, fv.num_processes,
                                         fv.process_id)
+  if fv.ray_address:
+    os.environ["RAY_ADDRESS"] = fv.ray_address  # research/executor.py's ray.init joins it.
   workdir = fv.workdir
   if workdir is None:
     name = os.path.splitext(os.path.basename(_config_path(argv)))[0]

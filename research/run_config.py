@@ -52,6 +52,10 @@ def saved_config(workdir) -> dict | None:
                               "resume from the config kept with the checkpoints") from None
 
 
+# Fields a resumed run may change: where its work runs, not what it computes.
+RUN_ONLY_FIELDS = ("config.experiment.executor",)
+
+
 def check_same_config(config, saved: dict | None, workdir) -> None:
   """Resuming with a different config would silently mix two experiments: refuse."""
   if saved is None:
@@ -60,7 +64,8 @@ def check_same_config(config, saved: dict | None, workdir) -> None:
   # config that leaves an optional field out) counts as its base default, on both sides alike.
   base = config_dict(config_lib.base())
   saved = {**base, **{k: v for k, v in saved.items() if k != "resolved"}}
-  diffs = sorted(_diff(saved, {**base, **config_dict(config)}))
+  diffs = sorted(d for d in _diff(saved, {**base, **config_dict(config)})
+                 if d.split(":")[0] not in RUN_ONLY_FIELDS)
   if diffs:
     raise errors.ConfigError(
         f"--workdir={workdir} holds a run with a different config ({', '.join(diffs[:5])}); "

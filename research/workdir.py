@@ -342,7 +342,7 @@ def write_text(path: epath.Path, text: str) -> None:
 
 
 def write_bytes(path: epath.Path, data: bytes) -> None:
-  """write_text for bytes (a figure, pickled params): the whole file or nothing."""
+  """write_text for bytes (a figure, a params file): the whole file or nothing."""
   path = epath.Path(path)
   try:
     if is_remote(path):

@@ -190,7 +190,7 @@ def test_an_interrupted_run_resumes_to_identical_results_without_redoing_cells(t
   assert len(calls["fit"]) == 4
   # A torn last line (a kill mid-append) is ignored.
   with open(tmp_path / "harness" / "cells.jsonl", "a") as f:
-    f.write('{"id": "valid:{\\"arm\\": ')
+    f.write('{"format":2,"kind":"fit","id":"')
   done = list(calls["fit"])
   exp, _ = _fake(calls=calls)
   resumed = harness.run(exp, tmp_path)
@@ -329,7 +329,7 @@ def test_a_harness_runner_killed_mid_way_resumes_to_identical_results(tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   proc.stderr.close()
-  done = cells.read_text().count('{"id": "valid:')  # Trained cells (not test records).
+  done = cells.read_text().count('"kind":"fit"')  # Trained cells (not test entries).
   resumed = subprocess.run(_multitask_cmd(tmp_path / "killed"), cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-2000:]

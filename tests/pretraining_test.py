@@ -215,7 +215,7 @@ def test_runner_resumes_without_redoing_cells_or_pretraining(tmp_path, monkeypat
   assert "vs_baseline" in one["arms"]["pretrained"]["stats"]["accuracy"]
   assert out["reconstruction"][0]["after"] < out["reconstruction"][0]["before"]
   for name in ("results.md", "results.json", "metrics.jsonl", "filters.png",
-               "accuracy_vs_labels.png", "pretrained.pkl"):
+               "accuracy_vs_labels.png", "pretrained.npz"):
     assert os.path.getsize(tmp_path / name) > 0, name
   text = (tmp_path / "results.md").read_text()
   assert "| 1 | pretrained | learning_rate=" in text and "valid acc % at eta=0.5" in text

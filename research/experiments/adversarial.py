@@ -345,6 +345,10 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       "adversarial", arms, exp.baseline, tuple(float(e) for e in exp.threat_epsilons),
       SIZE_LABEL, seeds, fit, measure, select="pgd_accuracy",
       select_label=f"accuracy under PGD-{exp.attack_steps} at eps",
+      # Standard training ignores the threat eps: one fit per setting serves every eps.
+      fit_key=lambda method, setting, eps: (
+          {"standard": setting} if method == "standard"
+          else {"size": eps, "arm": method, "setting": setting}),
       data_note="each trains on the whole training split: no subset to draw",
       family=harness.fields_of(FIELDS))
 

@@ -157,6 +157,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   return harness.Experiment(
       "dropout_ensemble", arms, BASELINE, tuple(float(p) for p in exp.dropout_rates),
       SIZE_LABEL, seeds, fit, measure, select="accuracy",
+      fit_key=lambda arm, setting, p: {"dropout": p},  # Every rule reads the same networks.
       data_note="one network per seed, trained on the whole training split; every inference "
                 "rule reads the same networks", family=harness.fields_of(FIELDS, LL_FIELDS))
 

@@ -52,7 +52,6 @@ The lecture's Lego block "Embeddings (Unsupervised learning)". The runner:
 """
 import dataclasses
 import math
-import pickle
 import time
 from typing import Any
 
@@ -74,6 +73,7 @@ from research import workdir as workdir_lib
 from research.data import words
 from research.experiments import harness
 from research.experiments import report
+from research.experiments import store
 from research.models import layers
 from research.models import skipgram
 
@@ -571,25 +571,21 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
 
 
 def skipgram_of_seed(config, corpus: Corpus, seed: int, workdir, writer) -> dict[str, Any]:
-  """train_skipgram's result for `seed`, kept in WORKDIR/skipgram/seed_<s>.pkl so that an
-  interrupted run resumes without training it again."""
-  path = workdir / "skipgram" / f"seed_{seed}.pkl"
-  if path.exists():
-    try:
-      sg = pickle.loads(path.read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError):
-      sg = None  # A torn file: train it again.
-    if sg is not None:
-      # The restart truncated the records: write this seed's curve again, as training would.
-      steps = sg["pairs"] // config.experiment.batch_pairs // config.experiment.epochs
-      for record in sg["curve"][1:] if writer is not None else ():
-        writer.write({"step": steps * record["epoch"], "split": "skipgram", "seed": seed,
-                      **record})
-      return sg
+  """train_skipgram's result for `seed`, kept in WORKDIR/skipgram/seed_<s>.npz (never
+  pickled) so that an interrupted run resumes without training it again."""
+  path = workdir / "skipgram" / f"seed_{seed}.npz"
+  sg = store.load_tree(path)  # None when missing or torn: train it again.
+  if sg is not None:
+    # The restart truncated the records: write this seed's curve again, as training would.
+    steps = sg["pairs"] // config.experiment.batch_pairs // config.experiment.epochs
+    for record in sg["curve"][1:] if writer is not None else ():
+      writer.write({"step": steps * record["epoch"], "split": "skipgram", "seed": seed,
+                    **record})
+    return sg
   sg = jax.device_get(train_skipgram(config, corpus, seed, writer))
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
-    workdir_lib.write_bytes(path, pickle.dumps(sg))
+    store.save_tree(path, sg)
   return sg
 
 

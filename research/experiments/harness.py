@@ -22,9 +22,14 @@ and `run(experiment, workdir)` owns everything else:
     test examples' sampling; each block's family of comparisons (`Experiment.family`) is
     Holm-adjusted, and a difference is an effect only when its adjusted p < 0.05 and the
     wider interval excludes zero (`table`, `protocol_note`);
-  - every cell is appended to WORKDIR/harness/cells.jsonl with its trained params beside it, so
-    a run killed mid-way resumes without redoing finished cells and ends with the same
-    results.json (fit must be a function of its arguments: the same seeds, the same params).
+  - every cell is kept in WORKDIR/harness by its content (research/experiments/store.py: an
+    id hashed from the experiment, the config's fingerprint, size, arm, setting, seeds and
+    data draws; params as .npz, never pickled; a checksum on every line and params file), so
+    a run killed at any point resumes without redoing finished cells and ends with the same
+    results.json and metrics.jsonl (fit must be a function of its arguments: the same seeds,
+    the same params);
+  - the cells run in this process ("local") or as Ray tasks (config.experiment.executor =
+    "ray", research/executor.py); this process stays the only writer of the store.
 
 `train_seeds` trains the seeds of one cell with the kernel's chunk, as a loop over one compiled
 program (`mode="loop"`, the default: at 5 seeds as fast as or faster than vmap on XLA:CPU for
@@ -37,7 +42,6 @@ import dataclasses
 import itertools
 import json
 import math
-import pickle
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -49,16 +53,22 @@ from scipy import stats
 
 from research import data as data_lib
 from research import errors
+from research import executor as executor_lib
 from research import kernel
 from research import metrics as metrics_lib
 from research import workdir as workdir_lib
 from research.experiments import stats as stats_lib
+from research.experiments import store as store_lib
 
 CONFIDENCE = 0.95
 PER_EXAMPLE = stats_lib.PER_EXAMPLE  # the key of a test record's per-example values
 TIE = 1e-6  # relative: below it two validation scores are one (float32 sums differ ~1e-7)
 MIN_SEEDS = 5  # Fewer seeds can run (tests, quick looks); their tables say it is no finding.
 SEED_MODES = ("vmap", "loop")
+# Config fields that cannot change a cell's result, left out of config_fingerprint (and so of
+# every cell's id): where the cells run, and checkpoint and profiling bookkeeping.
+FINGERPRINT_EXCLUDED = ("experiment.executor", "checkpoint_every", "keep_checkpoints",
+                        "profile_steps")
 
 
 # ------------------------------------------------------------------------------------ subsets
@@ -193,6 +203,9 @@ def fields_of(*tables: Sequence[tuple]) -> tuple[str, ...]:
   """The fields of `table` field lists ((field, heading, scale[, digits]), ...), in order and
   once each: a runner's family of comparisons is the fields its tables compare."""
   return tuple(dict.fromkeys(f for table in tables for f, *_ in table))
+  # fit_key(arm, setting, size) -> JSON: cells with one key share one fit (trained once, on
+  # the first cell's arguments; e.g. inference rules on the same networks). Default: none.
+  fit_key: Callable[[str, dict, Any], Any] | None = None
 
 
 def labelled_draw(split: data_lib.Split, num_classes: int) -> Callable[[int, int], Any]:
@@ -224,21 +237,60 @@ def check(experiment: Experiment) -> None:
 # ------------------------------------------------------------------------------------ the run
 
 
+def config_fingerprint(config) -> str:
+  """sha256 of the resolved config without FINGERPRINT_EXCLUDED: part of every cell's id."""
+  tree = json.loads(config.to_json_best_effort())
+  for field in FINGERPRINT_EXCLUDED:
+    *parents, name = field.split(".")
+    node = tree
+    for part in parents:
+      node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+      node.pop(name, None)
+  return store_lib.entry_id(tree)
+
+
 def run_from_config(config, workdir, validate: Callable, experiment: Callable,
                     write: Callable) -> dict[str, Any]:
   """A runner's body: validate(config); run(experiment(config, writer)) in workdir, with
   the cells' training records in workdir/metrics.jsonl; then, on process 0,
-  write(workdir, config, results) (results.md, results.json, figures). Returns the results."""
+  write(workdir, config, results) (results.md, results.json, figures). Returns the results.
+
+  `experiment` must be a module-level function: with config.experiment.executor="ray" each
+  Ray worker calls experiment(config, writer) itself to run its cells."""
   validate(config)
+  name = (config.get("experiment") or {}).get("executor", "local")
+  errors.check_choice("experiment.executor", name, executor_lib.EXECUTORS)
+  if name == "ray":
+    executor_lib.import_ray()  # Without the extra: one line, before any work.
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  result = run(experiment(config, writer), workdir, writer)
+  cells = CellWriter(writer)
+  result = run(experiment(config, cells), workdir, cells, executor=name,
+               rebuild=(experiment, config), fingerprint=config_fingerprint(config))
   writer.close()
   if jax.process_index() == 0:
     write(workdir, config, result)
   return result
 
 
-def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
+class CellWriter:
+  """The writer a harness experiment's fit writes to (a MetricWriter's `write`): while the
+  harness runs a cell it collects that cell's records, which go into the store with the cell
+  and, in the cells' order, to `target` (workdir/metrics.jsonl); outside a cell, to `target`."""
+
+  def __init__(self, target=None):
+    self.target = target
+    self.records: list | None = None
+
+  def write(self, record: dict) -> None:
+    if self.records is not None:
+      self.records.append(json.loads(json.dumps(record, default=store_lib.json_default)))
+    elif self.target is not None:
+      self.target.write(record)
+
+
+def run(experiment: Experiment, workdir, writer=None, *, executor: str = "local",
+        rebuild: tuple[Callable, Any] | None = None, fingerprint: str = "") -> dict[str, Any]:
   """Runs the protocol (module doc) in workdir; returns the results dict (results.json's):
 
   {"experiment", "size_label", "seeds", "baseline", "select", "confidence",
@@ -246,51 +298,79 @@ def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
               "chosen": setting, "test": [per seed {field: value}],
               "stats": {field: {"n", "mean", "std", "vs_baseline": paired(...)}}}}}],
    "wall_time"}
+
+  Finished work is kept in WORKDIR/harness (research/experiments/store.py) by content: a
+  rerun skips it, and replays its records, so metrics.jsonl ends as an uninterrupted run's.
+  writer: a CellWriter (each cell's records are stored with it) or any writer (only the
+  "result" records). executor: "local" (this process, cell after cell) or "ray" (each fit
+  and each test measurement a Ray task; needs rebuild = (experiment_fn, config), which a
+  worker calls as experiment_fn(config, CellWriter()) to run its cells). fingerprint: the
+  config's (config_fingerprint), part of every cell's id.
   """
   check(experiment)
+  errors.check_choice("experiment.executor", executor, executor_lib.EXECUTORS)
+  if executor == "ray" and rebuild is None:
+    raise errors.ConfigError(
+        f"{experiment.name}: this runner does not run its cells through "
+        "harness.run_from_config, so its cells cannot be rebuilt on Ray workers; set "
+        "config.experiment.executor='local'")
   t_start = time.time()
-  store = _CellStore(workdir_lib.as_path(workdir) / "harness")
+  store = store_lib.CellStore(workdir_lib.as_path(workdir) / "harness")
   seeds = list(experiment.seeds)
-  out_sizes = []
-  for size in experiment.sizes:
-    subsets = ([experiment.draw(size, s) for s in seeds] if experiment.draw is not None
-               else None)
-    arms = {}
-    for arm in experiment.arms:
-      grid = []
-      for setting in arm.cells():
-        key = {"experiment": experiment.name, "size": size, "arm": arm.name,
-               "setting": setting, "seeds": seeds}
-        done = store.get("valid", key)
-        if done is None:
-          t0 = time.time()
-          params = experiment.fit(arm.name, setting, size, seeds, subsets)
-          valid = [experiment.measure(arm.name, setting, size, s, p, "valid")
-                   for s, p in zip(seeds, params)]
-          store.put("valid", key, {"valid": valid}, params)
+  plan = _Plan(experiment, seeds, fingerprint)
+  recorder = writer if isinstance(writer, CellWriter) else CellWriter()
+  if executor == "local":
+    ex = executor_lib.Local()
+    submit = lambda order, job, tag: ex.submit(order, _run_job, experiment, recorder, job,
+                                               seeds, tag=tag)
+  else:
+    ex = executor_lib.Ray()
+    submit = lambda order, job, tag: ex.submit(order, _remote_job, *rebuild, fingerprint, job,
+                                               seeds, tag=tag)
+  emit = _Emitter(plan, store, writer, experiment)
+  try:
+    for fid, group in plan.fits.items():
+      if not plan.fit_done(store, fid):
+        submit(group["order"], ("fit", group["cells"]), ("fit", fid))
+    tests_submitted = set()
+    while True:
+      for i, (size, arm) in enumerate(plan.arms):
+        if (i in tests_submitted or plan.test_id(store, i) is None
+            or any(not plan.fit_done(store, f) for f in plan.arm_fits[i])):
+          continue
+        tests_submitted.add(i)
+        if store.get(plan.test_id(store, i)) is None:
+          chosen, fid = plan.chosen(store, i)
+          job = ("test", size, arm, chosen, store.params(fid))
+          submit(plan.test_order[i], job, ("test", i))
+      emit.advance()
+      if not ex.pending:
+        break
+      (kind, ref), out = ex.next()
+      if kind == "fit":
+        group = plan.fits[ref]
+        store.put("fit", group["key"], {"cells": [
+            {"size": c[0], "arm": c[1], "setting": c[2], "valid": v}
+            for c, v in zip(group["cells"], out["valid"])], "records": out["records"]},
+            out["params"])
+        for (size, arm, setting), valid in zip(group["cells"], out["valid"]):
           logging.info("%s %s=%s %s %s: valid %s %.4f (%.1f s)", experiment.name,
-                       experiment.size_label, size, arm.name, setting, experiment.select,
-                       np.mean([v[experiment.select] for v in valid]), time.time() - t0)
-        else:
-          valid = done["valid"]
-        grid.append({"setting": setting, "valid": valid})
-      chosen = _choose(grid, experiment)
-      key = {"experiment": experiment.name, "size": size, "arm": arm.name,
-             "setting": chosen, "seeds": seeds}
-      done = store.get("test", key)
-      if done is None:
-        params = store.params(dict(key))
-        test = [stats_lib.pack(experiment.measure(arm.name, chosen, size, s, p, "test"))
-                for s, p in zip(seeds, params)]
-        store.put("test", key, {"test": test})
+                       experiment.size_label, size, arm, setting, experiment.select,
+                       np.mean([v[experiment.select] for v in valid]), out["seconds"])
       else:
-        test = done["test"]
-      arms[arm.name] = {"grid": grid, "chosen": chosen, "test": test}
-      if writer is not None:
-        for s, record in zip(seeds, test):
-          writer.write({"step": 0, "split": "result", "size": size, "arm": arm.name,
-                        "seed": s, **{k: v for k, v in record.items()
-                                      if k != stats_lib.PER_EXAMPLE}})
+        store.put("test", plan.test_key(store, ref), {"test": out["test"],
+                                                       "records": out["records"]})
+  finally:
+    ex.close()
+  emit.advance()
+  out_sizes = []
+  for si, size in enumerate(experiment.sizes):
+    arms = {}
+    for i in plan.arms_of_size[si]:
+      arm = plan.arms[i][1]
+      chosen, _ = plan.chosen(store, i)
+      arms[arm] = {"grid": plan.grid(store, i), "chosen": chosen,
+                   "test": store.get(plan.test_id(store, i))["test"]}
     _add_stats(arms, experiment.baseline)
     out_sizes.append({"size": size, "arms": arms})
   data_note = experiment.data_note or (
@@ -302,6 +382,162 @@ def run(experiment: Experiment, workdir, writer=None) -> dict[str, Any]:
           "confidence": CONFIDENCE, "finding": len(seeds) >= MIN_SEEDS, "sizes": out_sizes,
           "family": list(experiment.family) if experiment.family is not None else None,
           "test_shared": experiment.test_shared, "wall_time": time.time() - t_start}
+
+
+class _Plan:
+  """The cells of an experiment in their canonical order (size, arm, setting), their fits
+  (cells with one fit_key share one), and the ids of every entry (store.py's module doc)."""
+
+  def __init__(self, experiment: Experiment, seeds: list, fingerprint: str):
+    self.experiment = experiment
+    base = {"experiment": experiment.name, "config": fingerprint, "seeds": seeds}
+    self.base = base
+    self.fits: dict[str, dict] = {}      # fit id -> {"key", "cells", "order"}
+    self.arms: list[tuple] = []          # (size, arm name) in order
+    self.arms_of_size: list[list[int]] = []
+    self.arm_cells: list[list[tuple]] = []  # per arm: (setting, fit id)
+    self.arm_fits: list[set] = []
+    self.test_order: list[int] = []
+    self.events: list[tuple] = []        # ("fit", fit id, first?) | ("test", arm index)
+    for size in experiment.sizes:
+      draws = None
+      if experiment.draw is not None:
+        draws = [store_lib.digest(experiment.draw(size, s))
+                 for s in seeds]
+      self.arms_of_size.append([])
+      for arm in experiment.arms:
+        cells = []
+        for setting in arm.cells():
+          fit = (experiment.fit_key(arm.name, setting, size) if experiment.fit_key
+                 else {"size": size, "arm": arm.name, "setting": setting})
+          key = {**base, "draws": draws, "fit": fit}
+          fid = store_lib.entry_id(key)
+          first = fid not in self.fits
+          if first:
+            self.fits[fid] = {"key": key, "cells": [], "order": len(self.events)}
+          self.fits[fid]["cells"].append((size, arm.name, setting))
+          self.events.append(("fit", fid, first))
+          cells.append((setting, fid))
+        self.arms_of_size[-1].append(len(self.arms))
+        self.arms.append((size, arm.name))
+        self.arm_cells.append(cells)
+        self.arm_fits.append({fid for _, fid in cells})
+        self.test_order.append(len(self.events))
+        self.events.append(("test", len(self.arms) - 1))
+
+  def fit_done(self, store, fid: str) -> bool:
+    entry = store.get(fid)
+    if entry is None:
+      return False
+    have = {store_lib.canonical([c["size"], c["arm"], c["setting"]]) for c in entry["cells"]}
+    return all(store_lib.canonical(list(c)) in have for c in self.fits[fid]["cells"])
+
+  def _valid(self, store, fid: str, size, arm: str, setting) -> list:
+    want = store_lib.canonical([size, arm, setting])
+    return next(c["valid"] for c in store.get(fid)["cells"]
+                if store_lib.canonical([c["size"], c["arm"], c["setting"]]) == want)
+
+  def grid(self, store, i: int) -> list[dict]:
+    size, arm = self.arms[i]
+    return [{"setting": setting, "valid": self._valid(store, fid, size, arm, setting)}
+            for setting, fid in self.arm_cells[i]]
+
+  def chosen(self, store, i: int) -> tuple[dict, str]:
+    setting = _choose(self.grid(store, i), self.experiment)
+    fid = next(f for s, f in self.arm_cells[i] if s == setting)
+    return setting, fid
+
+  def test_key(self, store, i: int) -> dict:
+    size, arm = self.arms[i]
+    setting, fid = self.chosen(store, i)
+    return {**self.base, "fit": fid, "test": {"size": size, "arm": arm, "setting": setting}}
+
+  def test_id(self, store, i: int) -> str | None:
+    """The id of arm i's test entry; None while a fit of the arm is unfinished."""
+    if any(not self.fit_done(store, f) for f in self.arm_fits[i]):
+      return None
+    return store_lib.entry_id(self.test_key(store, i))
+
+
+class _Emitter:
+  """Writes the stored records to the writer in the plan's order, as far as work is done: a
+  fit's records at its first cell, an arm's "result" records after its test. The same order
+  whether the work was done now, before a kill, or by Ray workers in any order."""
+
+  def __init__(self, plan: _Plan, store, writer, experiment: Experiment):
+    self.plan, self.store, self.experiment = plan, store, experiment
+    self.target = writer.target if isinstance(writer, CellWriter) else writer
+    self.next = 0
+
+  def advance(self) -> None:
+    events, store = self.plan.events, self.store
+    while self.next < len(events):
+      event = events[self.next]
+      if event[0] == "fit":
+        _, fid, first = event
+        if not self.plan.fit_done(store, fid):
+          return
+        records = store.get(fid)["records"] if first else []
+      else:
+        i = event[1]
+        tid = self.plan.test_id(store, i)
+        if tid is None or store.get(tid) is None:
+          return
+        size, arm = self.plan.arms[i]
+        records = store.get(tid)["records"] + [
+            {"step": 0, "split": "result", "size": size, "arm": arm, "seed": s,
+             **{k: v for k, v in record.items() if k != stats_lib.PER_EXAMPLE}}
+            for s, record in zip(self.plan.base["seeds"], store.get(tid)["test"])]
+      if self.target is not None:
+        for record in records:
+          self.target.write(record)
+      self.next += 1
+
+
+def _run_job(experiment: Experiment, recorder: CellWriter, job: tuple, seeds: list) -> dict:
+  """One fit (("fit", cells): trains once, measures every cell on valid) or one test
+  measurement (("test", size, arm, setting, params)); returns what the store keeps, with the
+  records the experiment wrote meanwhile. Params come back as NumPy arrays."""
+  t0 = time.time()
+  recorder.records = []
+  try:
+    if job[0] == "fit":
+      cells = job[1]
+      size, arm, setting = cells[0]
+      subsets = ([experiment.draw(size, s) for s in seeds] if experiment.draw is not None
+                 else None)
+      params = jax.device_get(experiment.fit(arm, setting, size, seeds, subsets))
+      valid = [[experiment.measure(a, st, sz, s, p, "valid") for s, p in zip(seeds, params)]
+               for sz, a, st in cells]
+      return {"params": params, "valid": _plain(valid), "records": recorder.records,
+              "seconds": time.time() - t0}
+    _, size, arm, setting, params = job
+    # Per-example test values (if any) are packed: one "0110..." string per field.
+    test = [stats_lib.pack(experiment.measure(arm, setting, size, s, p, "test"))
+            for s, p in zip(seeds, params)]
+    return {"test": _plain(test), "records": recorder.records}
+  finally:
+    recorder.records = None
+
+
+def _plain(values):
+  return json.loads(json.dumps(values, default=store_lib.json_default))
+
+
+_WORKER_EXPERIMENTS: dict = {}  # In a Ray worker: (runner, fingerprint) -> (experiment, recorder)
+
+
+def _remote_job(experiment_fn: Callable, config, fingerprint: str, job: tuple,
+                seeds: list) -> dict:
+  """_run_job in a Ray worker: the experiment built from (config) once per worker process."""
+  key = (experiment_fn.__module__, experiment_fn.__qualname__, fingerprint)
+  if key not in _WORKER_EXPERIMENTS:
+    recorder = CellWriter()
+    with kernel.precision(config):
+      _WORKER_EXPERIMENTS[key] = (experiment_fn(config, recorder), recorder)
+  experiment, recorder = _WORKER_EXPERIMENTS[key]
+  with kernel.precision(config):
+    return _run_job(experiment, recorder, job, seeds)
 
 
 def _choose(grid: list[dict], experiment: Experiment) -> dict:
@@ -368,67 +604,6 @@ def _add_stats(arms: dict, baseline: str) -> None:
 
 def _is_number(v) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-class _CellStore:
-  """WORKDIR/harness/cells.jsonl (one line per finished cell or test) and the params of each
-  trained cell (params/<n>.pkl), so a rerun skips finished work. A torn last line (a kill
-  mid-append) is ignored; the cell is redone."""
-
-  def __init__(self, root):
-    self.root = root
-    self.path = root / "cells.jsonl"
-    self.records: dict[str, dict] = {}
-    if not self.path.exists():
-      return
-    text = self.path.read_text()
-    lines = text.splitlines()
-    for line in lines:
-      try:
-        record = json.loads(line)
-      except ValueError:
-        continue
-      self.records[record["id"]] = record
-    good = [json.dumps(r, default=_json_default) for r in self.records.values()]
-    if len(good) != len(lines) or (text and not text.endswith("\n")):
-      # Drop a torn line now: the next append would otherwise run on from it.
-      workdir_lib.write_text(self.path, "".join(line + "\n" for line in good))
-
-  @staticmethod
-  def _id(kind: str, key: dict) -> str:
-    return kind + ":" + json.dumps(key, sort_keys=True, default=str)
-
-  def get(self, kind: str, key: dict) -> dict | None:
-    record = self.records.get(self._id(kind, key))
-    if record is not None and kind == "valid" and not (self.root / record["params"]).exists():
-      return None  # Its params are gone: train it again.
-    return record
-
-  def put(self, kind: str, key: dict, values: dict, params=None) -> None:
-    record = {"id": self._id(kind, key), **values}
-    if params is not None:
-      name = f"params/{len(self.records):05d}.pkl"
-      (self.root / "params").mkdir(parents=True, exist_ok=True)
-      workdir_lib.write_bytes(self.root / name, pickle.dumps(jax.device_get(params)))
-      record["params"] = name
-    self.root.mkdir(parents=True, exist_ok=True)
-    workdir_lib.append_line(self.path, json.dumps(record, default=_json_default))
-    self.records[record["id"]] = record
-
-  def params(self, key: dict) -> list:
-    record = self.records[self._id("valid", key)]
-    path = self.root / record["params"]
-    try:
-      return pickle.loads(path.read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError) as e:
-      raise errors.WorkdirError(f"{path} cannot be read ({e}); delete it and rerun to train "
-                                "that cell again") from None
-
-
-def _json_default(v):
-  if isinstance(v, (np.generic, jax.Array)):
-    return np.asarray(v).tolist()
-  raise TypeError(f"not JSON serialisable: {type(v)}")
 
 
 # ------------------------------------------------------------------------- training the seeds

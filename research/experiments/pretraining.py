@@ -34,7 +34,6 @@ selects the gradients of both stages: manual = the hand-written autoencoder and 
 passes (research/backprop/), autodiff = jax.value_and_grad.
 """
 import math
-import pickle
 from typing import Any, Callable
 
 import jax
@@ -55,6 +54,7 @@ from research import optim
 from research import workdir as workdir_lib
 from research.experiments import harness
 from research.experiments import report
+from research.experiments import store
 from research.models import autoencoder
 from research.models import mlp
 
@@ -282,7 +282,7 @@ def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, wor
   """The harness's view of the runner (module doc), on `dataset` (unit_interval's).
 
   Returns (experiment, pretrained, memo): pretrained() -> pretrain's output for the seeds
-  (computed once, kept in workdir/pretrained.pkl so a resumed run does not redo it); memo
+  (computed once, kept in workdir/pretrained.npz, never pickled, so a resumed run does not redo it); memo
   {(init, learning rate, size): (initial w^1, fine-tuned w^1)} of the first seed, for the
   filter figure, filled by every fit of the largest size.
   """
@@ -295,18 +295,17 @@ def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, wor
   eval_batch = kernel.eval_batch_size(config, dataset)
   splits = {"valid": dataset.valid, "test": dataset.test}
   draw = harness.labelled_draw(dataset.train, dataset.num_classes)
-  cache = workdir_lib.as_path(workdir) / "pretrained.pkl" if workdir is not None else None
+  cache = workdir_lib.as_path(workdir) / "pretrained.npz" if workdir is not None else None
   held = {}
   memo = {}
 
   def pretrained() -> dict:
     if "out" not in held:
-      if cache is not None and cache.exists():
-        held["out"] = pickle.loads(cache.read_bytes())
-      else:
+      held["out"] = store.load_tree(cache) if cache is not None else None
+      if held["out"] is None:
         held["out"] = jax.device_get(pretrain(config, dataset.train.x, seeds, writer))
         if cache is not None and jax.process_index() == 0:
-          workdir_lib.write_bytes(cache, pickle.dumps(held["out"]))
+          store.save_tree(cache, held["out"])
     return held["out"]
 
   def fit(init, setting, per_class, fit_seeds, subsets):

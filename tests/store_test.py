@@ -1,0 +1,429 @@
+"""The harness's store (research/experiments/store.py): cells addressed by content, params never
+pickled, checksums on every line and params file, and a resumed run that ends with the records
+and results of an uninterrupted one whatever the kill point and whatever happened to the store.
+
+Kill points are taken from observed progress: the fake experiment raises after its k-th fit,
+the real runner is SIGKILLed once harness/cells.jsonl holds k lines. Never a clock."""
+import ast
+import io
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from research import data as data_lib
+from research import errors
+from research import metrics as metrics_lib
+from research.experiments import harness
+from research.experiments import store as store_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------ params files
+
+
+def test_params_round_trip_without_pickle_and_the_same_params_make_the_same_bytes():
+  tree = [{"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.float32)},
+          ({"h": np.ones((1,), ml_dtypes.bfloat16)}, None, 3, 0.5, "relu")]
+  data = store_lib.params_bytes(tree)
+  assert data == store_lib.params_bytes(tree)  # No timestamps: content addressed for real.
+  back = store_lib.params_from_bytes(data)
+  np.testing.assert_array_equal(back[0]["w"], tree[0]["w"])
+  assert back[0]["w"].dtype == np.float32 and back[1][0]["h"].dtype == ml_dtypes.bfloat16
+  assert back[1][1:] == (None, 3, 0.5, "relu") and isinstance(back[1], tuple)
+
+
+def test_a_params_file_holding_a_pickle_is_refused_and_runs_nothing(tmp_path):
+  marker = tmp_path / "pwned"
+
+  class Evil:
+    def __reduce__(self):
+      return (os.system, (f"touch {marker}",))
+
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, "w") as z:
+    with z.open("0.npy", "w") as f:
+      np.lib.format.write_array(f, np.array([Evil()], dtype=object), allow_pickle=True)
+    with z.open("__tree__.npy", "w") as f:
+      header = json.dumps({"tree": {"leaf": 0}, "dtypes": ["object"]}).encode()
+      np.lib.format.write_array(f, np.frombuffer(header, np.uint8))
+  with pytest.raises(ValueError):
+    store_lib.params_from_bytes(buffer.getvalue())
+  assert not marker.exists()
+
+
+def test_no_pickle_import_outside_the_tests():
+  found = []
+  for top in ("research", "launch", "configs", "colab"):
+    for path in (REPO / top).rglob("*.py"):
+      for node in ast.walk(ast.parse(path.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        found += [f"{path}: {n}" for n in names if n.split(".")[0] in ("pickle", "cloudpickle",
+                                                                        "dill")]
+  assert not found
+
+
+# ------------------------------------------------------------------- a fake experiment's store
+
+
+def _fake(calls, fail_after=None, writer=None, fit_key=None, draw=True):
+  """Two arms x three learning rates x two sizes; fit writes two "train" records per seed to
+  `writer` (as train_seeds does) and raises KeyboardInterrupt (a kill) after `fail_after`
+  fits."""
+  def fit(arm, setting, size, seeds, subsets):
+    if fail_after is not None and len(calls) >= fail_after:
+      raise KeyboardInterrupt("killed")
+    calls.append((arm, size, setting["lr"]))
+    for step in (1, 2):
+      for seed in seeds:
+        writer.write({"step": step, "split": "train", "arm": arm, "seed": seed,
+                      "loss": setting["lr"] * step + seed + size})
+    return [{"w": np.full(3, seed + setting["lr"], np.float32)} for seed in seeds]
+
+  def measure(arm, setting, size, seed, params, split):
+    score = 0.9 - abs(np.log10(setting["lr"]) + 1) * 0.1 + 0.01 * size
+    return {"accuracy": score + (0.02 if arm == "b" else 0.0) + 0.001 * seed,
+            "w0": float(params["w"][0])}
+
+  labels = np.repeat(np.arange(3), 10)
+  split = data_lib.Split(np.arange(60, dtype=np.float32).reshape(30, 2), labels.astype(np.int32))
+  grid = {"lr": (0.01, 0.1, 1.0)}
+  return harness.Experiment(
+      "fake", [harness.Arm("a", grid), harness.Arm("b", grid)], "a", (1, 2), "labels per class",
+      [0, 1, 2], fit, measure, draw=harness.labelled_draw(split, 3) if draw else None,
+      fit_key=fit_key)
+
+
+def _run(workdir, calls, fail_after=None, fit_key=None, draw=True):
+  """One process's worth of a runner: report.runner's truncation of an interrupted run's
+  records, then the harness with a CellWriter over metrics.jsonl."""
+  workdir = pathlib.Path(workdir)
+  if (workdir / metrics_lib.FILENAME).exists():
+    metrics_lib.truncate(workdir, -1)
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+  cells = harness.CellWriter(writer)
+  try:
+    return harness.run(_fake(calls, fail_after, cells, fit_key, draw), workdir, cells,
+                       fingerprint="f")
+  finally:
+    writer.close()
+
+
+def _strip(results):
+  return json.dumps({k: v for k, v in results.items() if k != "wall_time"}, sort_keys=True)
+
+
+def _records(workdir):
+  return [{k: v for k, v in r.items() if k not in metrics_lib.TIMING_FIELDS}
+          for r in metrics_lib.read_metrics(workdir)]
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+  path = tmp_path_factory.mktemp("fresh")
+  calls = []
+  results = _run(path, calls)
+  assert len(calls) == 12
+  return path, results
+
+
+def _files(path):
+  return {p.name: p.read_bytes() for p in (path / "harness" / "params").iterdir()}
+
+
+@pytest.mark.every_case
+@pytest.mark.parametrize("kill_after", range(12))
+def test_one_kill_at_any_fit_resumes_to_the_same_results_and_every_record(
+    tmp_path, fresh, kill_after):
+  calls = []
+  with pytest.raises(KeyboardInterrupt):
+    _run(tmp_path, calls, fail_after=kill_after)
+  done = list(calls)
+  resumed = _run(tmp_path, calls)
+  assert not set(calls[len(done):]) & set(done) and len(calls) == 12  # Nothing redone.
+  assert _strip(resumed) == _strip(fresh[1])
+  assert _records(tmp_path) == _records(fresh[0])
+  assert _files(tmp_path) == _files(fresh[0])
+
+
+def test_five_kills_lose_no_record(tmp_path, fresh):
+  calls = []
+  for kill_after in (1, 2, 4, 7, 11):
+    with pytest.raises(KeyboardInterrupt):
+      _run(tmp_path, calls, fail_after=kill_after)
+  resumed = _run(tmp_path, calls)
+  assert len(calls) == 12
+  assert _strip(resumed) == _strip(fresh[1])
+  assert _records(tmp_path) == _records(fresh[0])
+
+
+def test_kills_mid_append_and_mid_params_write_resume_to_the_same_records(tmp_path, fresh):
+  calls = []
+  with pytest.raises(KeyboardInterrupt):
+    _run(tmp_path, calls, fail_after=5)
+  cells = tmp_path / "harness" / "cells.jsonl"
+  lines = cells.read_text().splitlines(keepends=True)
+  # Killed after a fit's params file was renamed into place, before its line: drop the line.
+  # Then mid-append of the next line: half of it. And mid-write of a params file: a torn
+  # temporary file beside the others.
+  cells.write_text("".join(lines[:-1]) + lines[-1][:len(lines[-1]) // 2])
+  (tmp_path / "harness" / "params" / ".x.npz.tmp-999").write_bytes(b"PK\x03\x04torn")
+  resumed = _run(tmp_path, calls)
+  assert _strip(resumed) == _strip(fresh[1])
+  assert _records(tmp_path) == _records(fresh[0])
+  assert store_lib.CellStore(tmp_path / "harness")  # Loads cleanly: the torn line ended.
+
+
+# -------------------------------------------------------------------------- a damaged store
+
+
+def test_a_garbage_line_redoes_only_its_cell_and_touches_no_other_file(tmp_path, fresh):
+  calls = []
+  with pytest.raises(KeyboardInterrupt):
+    _run(tmp_path, calls, fail_after=8)
+  cells = tmp_path / "harness" / "cells.jsonl"
+  lines = cells.read_text().splitlines(keepends=True)
+  victim = json.loads(lines[2])
+  lines[2] = "GARBAGE{\n"
+  cells.write_text("".join(lines))
+  before = {p: (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in (tmp_path / "harness" / "params").iterdir()}
+  calls.clear()
+  resumed = _run(tmp_path, calls)
+  assert _strip(resumed) == _strip(fresh[1])
+  assert _records(tmp_path) == _records(fresh[0])
+  others = {p: v for p, v in before.items() if victim.get("params", "-") not in str(p)}
+  assert all((p.read_bytes(), p.stat().st_mtime_ns) == v for p, v in others.items())
+  # The garbage line's cell (a fit or a test measurement), then the unfinished ones: 12 - 8.
+  assert len(calls) == 4 + (victim["kind"] == "fit")
+  assert "GARBAGE{" in cells.read_text()  # Nothing deleted.
+
+
+def test_a_duplicate_line_is_one_cell(tmp_path, fresh):
+  calls = []
+  _run(tmp_path, calls)
+  cells = tmp_path / "harness" / "cells.jsonl"
+  lines = cells.read_text().splitlines(keepends=True)
+  cells.write_text("".join(lines[:3] + lines[1:2] + lines[3:]))
+  (tmp_path / "metrics.jsonl").unlink()
+  calls.clear()
+  assert _strip(_run(tmp_path, calls)) == _strip(fresh[1]) and not calls
+  assert _records(tmp_path) == _records(fresh[0])
+
+
+@pytest.mark.every_case
+@pytest.mark.parametrize("damage", ["valid", "params"])
+def test_an_edited_value_or_params_file_is_one_line_naming_it_and_nothing_is_deleted(
+    tmp_path, damage):
+  _run(tmp_path, [])
+  cells = tmp_path / "harness" / "cells.jsonl"
+  if damage == "valid":
+    lines = cells.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace('"accuracy":0.', '"accuracy":0.9', 1)
+    cells.write_text("".join(lines))
+    expect = rf"{cells} line 2 does not match its checksum.*delete that line"
+  else:
+    target = sorted((tmp_path / "harness" / "params").iterdir())[0]
+    data = bytearray(target.read_bytes())
+    data[-20] ^= 1
+    target.write_bytes(bytes(data))
+    expect = rf"{target} does not match its checksum.*delete that file"
+  store = lambda: {p: p.read_bytes() for p in (tmp_path / "harness").rglob("*") if p.is_file()}
+  before = store()
+  with pytest.raises(errors.WorkdirError, match=expect) as e:
+    _run(tmp_path, [])
+  assert "\n" not in str(e.value)
+  assert store() == before
+
+
+def test_a_missing_params_file_redoes_its_fit(tmp_path, fresh):
+  calls = []
+  _run(tmp_path, calls)
+  sorted((tmp_path / "harness" / "params").iterdir())[0].unlink()
+  calls.clear()
+  assert _strip(_run(tmp_path, calls)) == _strip(fresh[1])
+  assert len(calls) == 1
+  assert _records(tmp_path) == _records(fresh[0])
+
+
+def test_an_old_pickled_store_is_refused_and_never_unpickled(tmp_path):
+  marker = tmp_path / "pwned"
+
+  class Evil:
+    def __reduce__(self):
+      return (os.system, (f"touch {marker}",))
+
+  import pickle  # pylint: disable=g-import-not-at-top  Only to craft the attack.
+  params = tmp_path / "harness" / "params"
+  params.mkdir(parents=True)
+  (params / "00000.pkl").write_bytes(pickle.dumps(Evil()))
+  (tmp_path / "harness" / "cells.jsonl").write_text(
+      json.dumps({"id": 'valid:{"arm": "a"}', "valid": [], "params": "params/00000.pkl"}) + "\n")
+  with pytest.raises(errors.WorkdirError, match="older format.*never reads.*fresh --workdir"):
+    _run(tmp_path, [])
+  assert not marker.exists()
+  (params / "00000.pkl").unlink()  # Old lines alone: refused too.
+  with pytest.raises(errors.WorkdirError, match="older format.*fresh --workdir"):
+    _run(tmp_path, [])
+
+
+def test_cells_with_one_fit_key_train_once_and_resume_with_their_records(tmp_path):
+  shared = lambda arm, setting, size: {"size": size, "lr": setting["lr"]}  # a and b share
+  calls = []
+  fresh = _run(tmp_path / "fresh", calls, fit_key=shared)
+  assert len(calls) == 6 and all(arm == "a" for arm, _, _ in calls)
+  assert len(list((tmp_path / "fresh" / "harness" / "params").iterdir())) == 6
+  calls = []
+  with pytest.raises(KeyboardInterrupt):
+    _run(tmp_path / "killed", calls, fail_after=3, fit_key=shared)
+  resumed = _run(tmp_path / "killed", calls, fit_key=shared)
+  assert len(calls) == 6
+  assert _strip(resumed) == _strip(fresh)
+  assert _records(tmp_path / "killed") == _records(tmp_path / "fresh")
+
+
+def test_a_fit_key_shared_across_sizes_trains_once_when_the_data_is_the_same(tmp_path):
+  # adversarial's standard training: one network per setting serves every threat eps.
+  shared = lambda arm, setting, size: {"lr": setting["lr"]} if arm == "a" else {
+      "size": size, "arm": arm, "setting": setting}
+  calls = []
+  fresh = _run(tmp_path / "fresh", calls, fit_key=shared, draw=False)
+  assert sorted(calls) == sorted([("a", 1, lr) for lr in (0.01, 0.1, 1.0)]
+                                 + [("b", size, lr) for size in (1, 2) for lr in (0.01, 0.1, 1.0)])
+  calls = []
+  with pytest.raises(KeyboardInterrupt):
+    _run(tmp_path / "killed", calls, fail_after=2, fit_key=shared, draw=False)
+  assert _strip(_run(tmp_path / "killed", calls, fit_key=shared, draw=False)) == _strip(fresh)
+  assert len(calls) == 9
+  assert _records(tmp_path / "killed") == _records(tmp_path / "fresh")
+  # With a draw per size, the draws differ, and so do the ids: nothing is shared.
+  calls = []
+  _run(tmp_path / "drawn", calls, fit_key=shared)
+  assert len(calls) == 12
+
+
+def test_the_cell_id_changes_with_what_changes_the_result():
+  calls = []
+  exp = _fake(calls, writer=harness.CellWriter())
+  ids = set(harness._Plan(exp, [0, 1, 2], "f").fits)
+  assert len(ids) == 12
+  assert ids == set(harness._Plan(exp, [0, 1, 2], "f").fits)  # Stable.
+  assert not ids & set(harness._Plan(exp, [0, 1, 2], "g").fits)  # Another config.
+  assert not ids & set(harness._Plan(exp, [0, 1, 3], "f").fits)  # Other seeds.
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({"seed": 0, "experiment": {"executor": "local", "a": 1},
+                                      "keep_checkpoints": 3})
+  other = ml_collections.ConfigDict({"seed": 0, "experiment": {"executor": "ray", "a": 1},
+                                     "keep_checkpoints": 5})
+  assert harness.config_fingerprint(config) == harness.config_fingerprint(other)
+  other.experiment.a = 2
+  assert harness.config_fingerprint(config) != harness.config_fingerprint(other)
+
+
+# ----------------------------------------------------------- the real runner, killed for real
+
+
+def _dropout_cmd(workdir):
+  return [sys.executable, "-m", "research.main", "--config=configs/exp_dropout_ensemble.py",
+          f"--workdir={workdir}", "--config.model.hidden_sizes=(32,)", "--config.num_steps=60",
+          "--config.eval_every=30", "--config.log_every=30", "--config.experiment.seeds=2",
+          "--config.experiment.dropout_rates=(0.2,0.5)", "--config.experiment.mask_counts=(1,16)"]
+
+
+_ENV = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+_LINES = 8  # 2 fits (one per dropout rate, shared by the 3 rules) + 6 test measurements
+
+
+def _lines(path) -> int:
+  return path.read_text().count("\n") if path.exists() else 0
+
+
+def _kill_at(workdir, lines: int) -> None:
+  """Runs the tiny dropout experiment and SIGKILLs it once its cells.jsonl holds `lines`."""
+  cells = workdir / "harness" / "cells.jsonl"
+  proc = subprocess.Popen(_dropout_cmd(workdir), cwd=REPO, env=_ENV, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  while proc.poll() is None and _lines(cells) < lines:
+    time.sleep(0.05)
+  assert proc.poll() is None, "ended before the kill point: " + proc.stderr.read()[-500:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  proc.stderr.close()
+
+
+def _finish(workdir) -> subprocess.CompletedProcess:
+  return subprocess.run(_dropout_cmd(workdir), cwd=REPO, env=_ENV, capture_output=True,
+                        text=True, timeout=900)
+
+
+def _results(workdir):
+  return {k: v for k, v in json.loads((workdir / "results.json").read_text()).items()
+          if k != "wall_time"}
+
+
+@pytest.fixture(scope="module")
+def dropout_fresh(tmp_path_factory):
+  path = tmp_path_factory.mktemp("dropout") / "fresh"
+  done = _finish(path)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert _lines(path / "harness" / "cells.jsonl") == _LINES
+  assert len(_records(path)) == 20  # 8 train (2 rates x 2 seeds x 2 chunks), 12 result
+  return path
+
+
+@pytest.mark.slow
+def test_a_real_kill_with_a_garbage_line_resumes_to_the_uninterrupted_results(
+    tmp_path, dropout_fresh):
+  """The issue's case: killed mid-run, line 3 replaced with GARBAGE{, rerun: the same
+  results.json and metrics.jsonl as an uninterrupted run (exit 0)."""
+  workdir = tmp_path / "killed"
+  _kill_at(workdir, 5)
+  cells = workdir / "harness" / "cells.jsonl"
+  lines = cells.read_text().splitlines(keepends=True)
+  lines[2] = "GARBAGE{\n"
+  cells.write_text("".join(lines))
+  done = _finish(workdir)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "line 3 is not an entry" in done.stderr
+  assert _results(workdir) == _results(dropout_fresh)
+  assert _records(workdir) == _records(dropout_fresh)
+  assert _files(workdir) == _files(dropout_fresh)
+
+
+@pytest.mark.slow
+def test_five_real_kills_keep_every_record(tmp_path, dropout_fresh):
+  workdir = tmp_path / "killed"
+  cells = workdir / "harness" / "cells.jsonl"
+  for _ in range(5):
+    start = _lines(cells)
+    if start >= _LINES - 2:  # Leave the last lines to the final run: a kill needs work left.
+      break
+    _kill_at(workdir, start + 1)
+  done = _finish(workdir)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert _results(workdir) == _results(dropout_fresh)
+  assert _records(workdir) == _records(dropout_fresh)
+
+
+@pytest.mark.slow
+def test_a_hand_edited_valid_value_is_exit_2_in_one_line(tmp_path, dropout_fresh):
+  workdir = tmp_path / "edited"
+  _kill_at(workdir, 1)
+  cells = workdir / "harness" / "cells.jsonl"
+  text = cells.read_text().replace('"accuracy":0.', '"accuracy":0.0', 1)
+  cells.write_text(text)
+  done = _finish(workdir)
+  assert done.returncode == 2, done.stderr[-2000:]
+  errors_ = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors_) == 1 and f"{cells} line 1 does not match its checksum" in errors_[0]
+  assert cells.read_text() == text
