@@ -197,15 +197,15 @@ class Experiment:
   # field that varies over seeds (stats.default_family). Holm adjusts within it.
   family: Sequence[str] | None = None
   test_shared: bool = True  # every seed measures the same test examples (else: its own draw)
+  # fit_key(arm, setting, size) -> JSON: cells with one key share one fit (trained once, on
+  # the first cell's arguments; e.g. inference rules on the same networks). Default: none.
+  fit_key: Callable[[str, dict, Any], Any] | None = None
 
 
 def fields_of(*tables: Sequence[tuple]) -> tuple[str, ...]:
   """The fields of `table` field lists ((field, heading, scale[, digits]), ...), in order and
   once each: a runner's family of comparisons is the fields its tables compare."""
   return tuple(dict.fromkeys(f for table in tables for f, *_ in table))
-  # fit_key(arm, setting, size) -> JSON: cells with one key share one fit (trained once, on
-  # the first cell's arguments; e.g. inference rules on the same networks). Default: none.
-  fit_key: Callable[[str, dict, Any], Any] | None = None
 
 
 def labelled_draw(split: data_lib.Split, num_classes: int) -> Callable[[int, int], Any]:
