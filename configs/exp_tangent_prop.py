@@ -40,7 +40,9 @@ def get_config():
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
-      learning_rates=(3e-4, 1e-3, 3e-3),   # none's grid (the others keep 1e-3)
+      # Every method's step sizes, chosen jointly with its strength (none: alone).
+      learning_rates=(3e-4, 1e-3, 3e-3),
+      max_extensions=2,        # steps a grid may grow past an edge its choice sits at
       augment_magnitudes=(0.5, 1.0, 1.5),  # augment's grid: m x (max_shift, max_degrees)
       tangent_weights=(1.0, 10.0, 100.0),  # tangent_prop's grid: gamma of
                                            # gamma (1/B) sum_b sum_t ||J t||^2

@@ -41,7 +41,9 @@ def get_config(arg=None):
       seeds=5,                 # config.seed, +1, ...: each redraws the labelled subset
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
-      learning_rates=(3e-4, 1e-3, 3e-3),  # both kinds' grid, chosen on validation
+      learning_rates=(3e-4, 1e-3, 3e-3),  # both kinds' grid, chosen on validation (neither
+                                          # has a strength: the sharing is the method)
+      max_extensions=2,        # steps a grid may grow past an edge its choice sits at
   )
   if arg == "mnist_subset":
     config.data = mnist.config("mnist_subset", valid_fraction=0.1, test_fraction=0.2)

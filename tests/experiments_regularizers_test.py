@@ -100,7 +100,8 @@ def test_multitask_loss_reads_the_aux_rows_only_for_the_aux_head():
 @pytest.mark.slow
 def test_multitask_runner_writes_its_table_and_the_mnist_head_transfers(tmp_path):
   config = _tiny(exp_multitask.get_config(), 200, labels_per_class=(2,), seeds=2,
-                 methods=("single", "aux_mnist", "pooled"), learning_rates=(1e-3,))
+                 methods=("single", "aux_mnist", "pooled"), learning_rates=(1e-3,),
+                 aux_weights=(1.0,))
   del config.experiment.repeats
   result = experiments.run(config, str(tmp_path / "mt"))
   arms = result["sizes"][0]["arms"]

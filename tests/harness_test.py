@@ -105,10 +105,63 @@ def _fake(seeds=(0, 1, 2), grids=None, calls=None, fail_after=None):
   return exp, calls
 
 
-def test_unequal_budgets_a_missing_baseline_and_one_seed_are_refused():
-  exp, _ = _fake(grids={"a": {"lr": (0.1,)}, "b": {"lr": (0.01, 0.1)}})
-  with pytest.raises(errors.ConfigError, match="different budgets.*a: 1 settings, b: 2"):
-    harness.check(exp)
+LR = {"learning_rate": (1e-3, 3e-3, 1e-2)}
+
+
+def _with_arms(*arms):
+  exp, _ = _fake()
+  return harness.Experiment(**{**exp.__dict__, "arms": list(arms)})
+
+
+@pytest.mark.parametrize("arms", [
+    # A baseline tunes the step size alone; each method the same step sizes and its own
+    # strength, over as many candidates as the other methods'.
+    [harness.Arm("a", LR), harness.Arm("b", {**LR, "l2": (1e-4, 1e-3)}),
+     harness.Arm("c", {**LR, "weight": (0.3, 0.7)})],
+    # A method with no step size (closed form) tunes its strength over the whole budget.
+    [harness.Arm("a", {**LR, "l2": (1e-4, 1e-3)}),
+     harness.Arm("b", {"C": (0.1, 1, 10, 100, 1e3, 1e4)}, step=False)],
+    # No step size anywhere: the strengths alone, equal in number.
+    [harness.Arm("a", {"lr": (0.01, 0.1)}), harness.Arm("b", {"lr": (0.01, 0.1)})],
+], ids=["baseline-and-strengths", "stepless", "no-step"])
+def test_tuning_equal_in_kind_is_accepted(arms):
+  harness.check(_with_arms(*arms))
+
+
+@pytest.mark.parametrize("arms, match", [
+    ([harness.Arm("a", LR), harness.Arm("b", {"learning_rate": (1e-3, 3e-3, 3e-2)})],
+     r"tune the step size over different candidates \(a: \(0.001, 0.003, 0.01\); b:"),
+    ([harness.Arm("a", LR), harness.Arm("b", {"l2": (1e-4, 1e-3, 1e-2)})],
+     r"a tune the step size \(learning_rate\) but b do\(es\) not"),
+    ([harness.Arm("a", LR), harness.Arm("b", {**LR, "l2": (1e-4, 1e-3)}),
+      harness.Arm("c", {**LR, "weight": (0.3, 0.5, 0.7)})],
+     r"strength over different numbers of settings \(b: 2, c: 3\)"),
+    ([harness.Arm("a", {**LR, "l2": (1e-4, 1e-3)}),
+      harness.Arm("b", {"C": (0.1, 1, 10)}, step=False)],
+     r"different numbers of settings \(a: 2, b: 1\).*no step size: 3x as many"),
+    ([harness.Arm("a", {"lr": (0.1,)}), harness.Arm("b", {"lr": (0.01, 0.1)})],
+     r"different numbers of settings \(a: 1, b: 2\)"),
+    ([harness.Arm("a", LR), harness.Arm("b", LR, bounds={"learning_rate": "0 to 1"})],
+     r"arm b's bound for learning_rate is '0 to 1'; write an interval such as '\[0, 1\)'"),
+], ids=["other-step-sizes", "no-step-size", "strengths", "stepless", "counts", "bound"])
+def test_tuning_unequal_in_kind_is_refused_in_one_line(arms, match):
+  with pytest.raises(errors.ConfigError, match=match) as e:
+    harness.check(_with_arms(*arms))
+  assert "\n" not in str(e.value)
+
+
+def test_own_step_sizes_need_only_the_same_number():
+  sgd, adam = {"learning_rate": (0.1, 1.0)}, {"learning_rate": (1e-3, 1e-2)}
+  with pytest.raises(errors.ConfigError, match="different candidates"):
+    harness.check(_with_arms(harness.Arm("a", sgd), harness.Arm("b", adam)))
+  exp = _with_arms(harness.Arm("a", sgd), harness.Arm("b", adam))
+  harness.check(harness.Experiment(**{**exp.__dict__, "step_sizes": "own"}))
+  with pytest.raises(errors.ConfigError, match=r"own step sizes.*a: 2, b: 3"):
+    harness.check(harness.Experiment(**{**exp.__dict__, "step_sizes": "own", "arms": [
+        harness.Arm("a", sgd), harness.Arm("b", {"learning_rate": (1e-3, 1e-2, 0.1)})]}))
+
+
+def test_a_missing_baseline_and_one_seed_are_refused():
   exp, _ = _fake()
   with pytest.raises(errors.ConfigError, match="baseline 'c' is not one of the arms"):
     harness.check(harness.Experiment(**{**exp.__dict__, "baseline": "c"}))
@@ -309,7 +362,8 @@ def _multitask_cmd(workdir):
           f"--workdir={workdir}", "--config.num_steps=40", "--config.eval_every=20",
           "--config.log_every=20", "--config.experiment.labels_per_class=(2,)",
           "--config.experiment.seeds=2", "--config.experiment.methods=('single','aux_parity')",
-          "--config.experiment.learning_rates=(0.001,0.003)"]
+          "--config.experiment.learning_rates=(0.001,0.003)",
+          "--config.experiment.aux_weights=(1.0,)", "--config.experiment.max_extensions=0"]
 
 
 def _trained_cells(log: str) -> int:

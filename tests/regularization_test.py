@@ -51,21 +51,24 @@ def _model(config, dataset):
   return models.build(config.model, dataset.input_shape, 10)
 
 
-def test_every_method_tunes_its_one_knob_with_the_same_budget():
+def test_every_method_tunes_the_step_size_and_its_one_knob_equally_in_kind():
   config = exp_regularization.get_config()
   exp = config.experiment
   experiment = regularization.experiment(config)
-  harness.check(experiment)  # The same number of settings for every arm.
+  harness.check(experiment)  # The same step sizes; as many candidates for every knob.
   assert {a.name: tuple(a.grid) for a in experiment.arms} == {
-      m: (regularization.KNOBS[m][0],) for m in regularization.METHODS}
+      m: ("learning_rate",) + ((regularization.KNOBS[m][0],) if m != "none" else ())
+      for m in regularization.METHODS}
+  assert exp.max_extensions >= 1
   assert exp.seeds >= 5 and experiment.baseline == "none"
 
 
 def test_l2_shrinks_the_weight_norm_and_l1_too(setup):
   _, exp, subsets, _ = setup
   norm = {}
-  for method, setting in (("none", {"learning_rate": 1e-2}), ("l2", {"lambda": 5.0}),
-                          ("l1", {"lambda_1": 0.03})):
+  lr = {"learning_rate": 1e-2}
+  for method, setting in (("none", lr), ("l2", {**lr, "lambda": 5.0}),
+                          ("l1", {**lr, "lambda_1": 0.03})):
     params = exp.fit(method, setting, 6, SEEDS, subsets)
     norm[method] = [exp.measure(method, setting, 6, s, p, "test")["weight_norm_sq"]
                     for s, p in zip(SEEDS, params)]
@@ -116,7 +119,7 @@ def test_early_stopping_keeps_what_the_harness_trains_in_as_many_steps(setup):
 @pytest.fixture(scope="module")
 def bagged(setup):
   config, exp, subsets, dataset = setup
-  params = exp.fit("bagging", {"members": 4}, 6, SEEDS, subsets)
+  params = exp.fit("bagging", {"learning_rate": 1e-2, "members": 4}, 6, SEEDS, subsets)
   return config, _model(config, dataset), params, subsets, dataset
 
 

@@ -23,7 +23,8 @@ def _tiny_config(steps=300, **experiment):
   config = exp_sparse_representations.get_config()
   config.model.hidden_sizes = (64,)
   config.num_steps, config.eval_every, config.log_every = steps, steps // 2, steps // 2
-  config.experiment.update(dict(seeds=2, activation_l1=(0.03,), weight_l1=(3.0,)))
+  config.experiment.update(dict(seeds=2, activation_l1=(0.03,), weight_l1=(3.0,),
+                                learning_rates=(1e-3,)))
   config.experiment.update(experiment)
   return config
 

@@ -23,6 +23,7 @@ from research import data as data_lib
 from research import errors
 from research import metrics as metrics_lib
 from research.experiments import harness
+from research.experiments import stats as stats_lib
 from research.experiments import store as store_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -328,6 +329,176 @@ def test_the_cell_id_changes_with_what_changes_the_result():
   assert harness.config_fingerprint(config) == harness.config_fingerprint(other)
   other.experiment.a = 2
   assert harness.config_fingerprint(config) != harness.config_fingerprint(other)
+
+
+# ------------------------------------------------------------------------ grid extension
+
+
+def test_extend_grid_steps_geometric_or_arithmetic_within_the_bounds():
+  ext = lambda axes, chosen, bounds=None, added=None, budget=2: harness.extend_grid(
+      axes, chosen, added or {}, bounds or {}, budget)
+  lr = {"learning_rate": [1e-3, 3e-3, 1e-2]}
+  assert ext(lr, {"learning_rate": 1e-2})[0] == {"learning_rate": [1e-3, 3e-3, 1e-2, 3e-2]}
+  assert ext(lr, {"learning_rate": 1e-3})[0]["learning_rate"][0] == 3e-4
+  assert ext(lr, {"learning_rate": 3e-3}) == (lr, [])  # interior: nothing to do
+  w = {"weight": [0.3, 0.5, 0.7]}  # evenly spaced: arithmetic
+  assert ext(w, {"weight": 0.7})[0]["weight"] == [0.3, 0.5, 0.7, 0.9]
+  # A weight in [0, 1): 0.9 + 0.2 is outside, an open end is never reached: an edge by bound.
+  axes, edges = ext({"weight": [0.5, 0.7, 0.9]}, {"weight": 0.9}, {"weight": "[0, 1)"})
+  assert axes == {"weight": [0.5, 0.7, 0.9]}
+  assert edges == [{"axis": "weight", "value": 0.9, "side": "high", "why": "bound"}]
+  # A closed end is reached exactly, once.
+  assert ext({"weight": [0.5, 0.7, 0.9]}, {"weight": 0.9}, {"weight": "[0, 1]"})[0] == {
+      "weight": [0.5, 0.7, 0.9, 1.0]}
+  assert ext({"weight": [0.7, 0.9, 1.0]}, {"weight": 1.0}, {"weight": "[0, 1]"})[1][0]["why"] == (
+      "bound")
+  # 0 is a natural bound; past it, the positive candidates set a geometric step.
+  l2 = {"l2": [0.0, 1e-4, 1e-3]}
+  assert ext(l2, {"l2": 0.0})[1] == [{"axis": "l2", "value": 0.0, "side": "low", "why": "bound"}]
+  assert ext(l2, {"l2": 1e-3})[0] == {"l2": [0.0, 1e-4, 1e-3, 1e-2]}
+  # The default bound of a positive axis is 0, exclusive: arithmetic steps stop before it.
+  assert ext({"eps": [0.1, 0.2, 0.3]}, {"eps": 0.1})[1][0]["why"] == "bound"
+  # The budget counts per axis; a descending axis grows at its own ends; integers stay whole.
+  assert ext(lr, {"learning_rate": 1e-2}, added={"learning_rate": [1, 2]})[1][0]["why"] == (
+      "budget")
+  assert ext({"lr": [1.0, 0.1]}, {"lr": 0.1})[0] == {"lr": [1.0, 0.1, 0.01]}
+  assert ext({"steps": [10, 20, 30]}, {"steps": 30})[0] == {"steps": [10, 20, 30, 40]}
+  # Unsorted, one candidate, or not numbers: never extended (unsorted edges are listed).
+  assert ext({"lr": [1e-3, 3e-4, 3e-3]}, {"lr": 3e-3})[1][0]["why"] == "unsorted"
+  assert ext({"lr": [1e-3]}, {"lr": 1e-3}) == ({"lr": [1e-3]}, [])
+  assert ext({"kind": ["a", "b"]}, {"kind": "b"}) == ({"kind": ["a", "b"]}, [])
+
+
+def _edgy(calls, fail_after=None, writer=None, fail_test_after=None, budget=2):
+  """Arms whose validation score is monotone: "up" and "bounded" prefer the largest step
+  size, "down" the smallest, and "bounded" (a weight in [0, 1)) and "closed" (in [0, 1]) the
+  largest weight. Fit writes a "train" record per seed; KeyboardInterrupt (a kill) after
+  `fail_after` fits or `fail_test_after` test measurements."""
+  tests = []
+
+  def fit(arm, setting, size, seeds, subsets):
+    if fail_after is not None and len(calls) >= fail_after:
+      raise KeyboardInterrupt("killed")
+    calls.append((arm, tuple(sorted(setting.items()))))
+    for seed in seeds:
+      writer.write({"step": 1, "split": "train", "arm": arm, "seed": seed,
+                    "loss": setting["learning_rate"] + seed})
+    return [{"w": np.full(2, seed + setting["learning_rate"], np.float32)} for seed in seeds]
+
+  def measure(arm, setting, size, seed, params, split):
+    if split == "test":
+      if fail_test_after is not None and len(tests) >= fail_test_after:
+        raise KeyboardInterrupt("killed")
+      tests.append(arm)
+    sign = -1.0 if arm == "down" else 1.0
+    score = 0.5 + 0.1 * sign * np.log10(setting["learning_rate"]) + 0.1 * setting.get("w", 0)
+    return {"accuracy": score + 0.001 * seed, "w0": float(params["w"][0])}
+
+  lr = {"learning_rate": (0.01, 0.1)}
+  arms = [harness.Arm("up", lr), harness.Arm("down", lr),
+          harness.Arm("bounded", {**lr, "w": (0.5, 0.7, 0.9)}, bounds={"w": "[0, 1)"}),
+          harness.Arm("closed", {**lr, "w": (0.5, 0.7, 0.9)}, bounds={"w": "[0, 1]"})]
+  return harness.Experiment("edgy", arms, "up", (1,), "size", [0, 1], fit, measure,
+                            max_extensions=budget)
+
+
+def _run_edgy(workdir, calls, **kw):
+  workdir = pathlib.Path(workdir)
+  if (workdir / metrics_lib.FILENAME).exists():
+    metrics_lib.truncate(workdir, -1)
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
+  cells = harness.CellWriter(writer)
+  try:
+    return harness.run(_edgy(calls, writer=cells, **kw), workdir, cells, fingerprint="f")
+  finally:
+    writer.close()
+
+
+# Round 0: 2 + 2 + 6 + 6 fits; round 1: up 1.0, down 1e-3, bounded 1.0 x 3 weights, closed
+# (1.0 and w=1.0) 12 - 6; round 2: 1 + 1 + 3 + 4 (10.0 x 4 weights).
+_ROUNDS = (16, 16 + 11, 16 + 11 + 9)
+
+
+@pytest.fixture(scope="module")
+def edgy_fresh(tmp_path_factory):
+  path = tmp_path_factory.mktemp("edgy")
+  calls = []
+  results = _run_edgy(path, calls)
+  assert len(calls) == _ROUNDS[-1] and len(set(calls)) == len(calls)
+  return path, results
+
+
+def test_an_edge_choice_is_extended_until_the_budget_and_recorded(edgy_fresh):
+  _, results = edgy_fresh
+  arms = results["sizes"][0]["arms"]
+  assert results["max_extensions"] == 2
+  up = arms["up"]
+  assert [c["setting"]["learning_rate"] for c in up["grid"]] == [0.01, 0.1, 1.0, 10.0]
+  assert up["chosen"] == {"learning_rate": 10.0}
+  assert up["added"] == {"learning_rate": [1.0, 10.0]}
+  assert up["edges"] == [{"axis": "learning_rate", "value": 10.0, "side": "high",
+                          "why": "budget"}]
+  down = arms["down"]
+  assert down["added"] == {"learning_rate": [0.001, 0.0001]}
+  assert down["chosen"] == {"learning_rate": 0.0001} and down["edges"][0]["side"] == "low"
+  # A weight in [0, 1) is never extended past 0.9 (0.9 + 0.2 > 1); in [0, 1], to 1 exactly.
+  bounded = arms["bounded"]
+  assert bounded["added"] == {"learning_rate": [1.0, 10.0]}
+  assert bounded["chosen"] == {"learning_rate": 10.0, "w": 0.9}
+  assert {e["axis"]: e["why"] for e in bounded["edges"]} == {"learning_rate": "budget",
+                                                             "w": "bound"}
+  closed = arms["closed"]
+  assert closed["added"] == {"learning_rate": [1.0, 10.0], "w": [1.0]}
+  assert closed["chosen"] == {"learning_rate": 10.0, "w": 1.0} and len(closed["grid"]) == 16
+  # The rendering marks what remains at an edge, and the list names every one.
+  text = harness.table(results, [("accuracy", "acc %", 100.0)])
+  assert "learning_rate=10 ⇥ (budget)" in text and "learning_rate=0.0001 ⇤ (budget)" in text
+  assert "w=0.9 ⇥ (bound)" in text
+  assert "extended by one step at a time, up to 2 steps per axis" in harness.protocol_note(
+      results)
+  lines = stats_lib.edges([results])
+  assert len(lines) == 6 and "edgy, size=1, up: learning_rate=10 at the high edge (budget" in (
+      lines[0])
+
+
+def test_no_budget_extends_nothing_and_still_lists_the_edges(tmp_path):
+  calls = []
+  results = _run_edgy(tmp_path, calls, budget=0)
+  assert len(calls) == _ROUNDS[0]
+  up = results["sizes"][0]["arms"]["up"]
+  assert up["added"] == {} and up["edges"][0]["why"] == "budget"
+  assert "not extended" in harness.protocol_note(results)
+
+
+@pytest.mark.every_case
+@pytest.mark.parametrize("kill", [("fit", _ROUNDS[0]), ("fit", _ROUNDS[1]), ("fit", 5),
+                                  ("fit", _ROUNDS[0] + 4), ("fit", _ROUNDS[1] + 3),
+                                  ("test", 0), ("test", 3)],
+                         ids=["after-round-0", "after-round-1", "mid-round-0", "mid-round-1",
+                              "mid-round-2", "before-tests", "mid-tests"])
+def test_a_kill_between_or_mid_round_resumes_to_the_same_results_and_records(
+    tmp_path, edgy_fresh, kill):
+  calls = []
+  kind, k = kill
+  with pytest.raises(KeyboardInterrupt):
+    _run_edgy(tmp_path, calls, **({"fail_after": k} if kind == "fit" else
+                                  {"fail_test_after": k}))
+  done = list(calls)
+  assert len(done) == (k if kind == "fit" else _ROUNDS[-1])  # observed progress
+  resumed = _run_edgy(tmp_path, calls)
+  assert not set(calls[len(done):]) & set(done) and len(calls) == _ROUNDS[-1]
+  assert _strip(resumed) == _strip(edgy_fresh[1])
+  assert _records(tmp_path) == _records(edgy_fresh[0])
+  assert _files(tmp_path) == _files(edgy_fresh[0])
+
+
+def test_three_kills_in_three_rounds_lose_no_record(tmp_path, edgy_fresh):
+  calls = []
+  for k in (3, _ROUNDS[0] + 2, _ROUNDS[1] + 1):
+    with pytest.raises(KeyboardInterrupt):
+      _run_edgy(tmp_path, calls, fail_after=k)
+  assert _strip(_run_edgy(tmp_path, calls)) == _strip(edgy_fresh[1])
+  assert _records(tmp_path) == _records(edgy_fresh[0])
 
 
 # ----------------------------------------------------------- the real runner, killed for real

@@ -83,12 +83,13 @@ def _tiny_config(steps=200, **experiment):
   return config
 
 
-def test_every_arm_tunes_one_knob_with_the_same_budget():
+def test_every_arm_tunes_the_step_size_and_its_strength_equally_in_kind():
   config = exp_tangent_prop.get_config()
   exp = config.experiment
-  budgets = {"none": exp.learning_rates, "augment": exp.augment_magnitudes,
-             "tangent_prop": exp.tangent_weights, "mtc": exp.tangent_weights}
-  assert len({len(b) for b in budgets.values()}) == 1 and len(exp.tangent_weights) >= 2
+  strengths = {"augment": exp.augment_magnitudes, "tangent_prop": exp.tangent_weights,
+               "mtc": exp.tangent_weights}
+  assert len({len(b) for b in strengths.values()}) == 1 and len(exp.tangent_weights) >= 2
+  assert len(exp.learning_rates) >= 2 and exp.max_extensions >= 1
   assert exp.seeds >= 5 and exp.baseline == "none"
   assert tuple(exp.methods) == tangent_prop.METHODS
 

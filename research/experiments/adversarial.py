@@ -24,9 +24,11 @@ model's eps (experiment.threat_epsilons): at each, the methods (experiment.metho
 x_adv is built from the current weights at every step and treated as data (no gradient flows
 through its construction). Every network trains on the whole training split (there is no
 subset to draw; the seeds differ in the init, the batch order and the random starts).
-Tuning, with the same budget: standard chooses its learning rate from
-experiment.learning_rates, the FGSM and PGD trainings their clean weight w from
-experiment.clean_weights, TRADES its beta from experiment.trades_betas, each by validation
+Tuning, equal in kind: every method chooses its learning rate from experiment.learning_rates,
+jointly with (but for standard) its strength: the FGSM and PGD trainings their clean weight w
+from experiment.clean_weights (in [0, 1)), TRADES its beta from experiment.trades_betas (as
+many candidates); a choice at a grid's edge grows that grid by up to
+experiment.max_extensions steps. Each is chosen by validation
 accuracy under PGD-k at the size's eps (k = attack_steps, the worst of
 experiment.attack_restarts random starts: an example counts as robust only if every start
 fails): robustness at that eps is what the section compares, and PGD, the stronger
@@ -56,6 +58,7 @@ from research.experiments import report
 METHODS = ("standard", "fgsm_training", "pgd_training", "trades")
 ATTACKS = {"fgsm_training": "fgsm", "pgd_training": "pgd"}
 RANGES = {"seeds": config_lib.Range(True, 2), "attack_steps": config_lib.Range(True, 1),
+          "max_extensions": config_lib.Range(True, 0),
           "attack_restarts": config_lib.Range(True, 1),
           "train_attack_steps": config_lib.Range(True, 1),
           "step_factor": config_lib.Range(False, 0.0, low_open=True)}
@@ -288,7 +291,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
 
   def fit(method, setting, eps, seeds, subsets):
     del subsets  # Every seed trains on the whole training split.
-    lr = setting.get("learning_rate", config.optimizer.learning_rate)
+    lr = setting["learning_rate"]
     memo = (lr, tuple(seeds))
     if method == "standard" and memo in standard:
       return standard[memo]
@@ -336,10 +339,10 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
                   manual_fgsm_gap=float(np.abs(out["fgsm_manual"] - out["fgsm"]).max()))
     return record
 
-  grids = {"standard": {"learning_rate": tuple(exp.learning_rates)},
-           "trades": {"beta": tuple(exp.get("trades_betas", ()))}}
-  arms = [harness.Arm(m, grids.get(m, {"clean_weight": tuple(exp.clean_weights)}))
-          for m in exp.methods]
+  lrs = {"learning_rate": tuple(exp.learning_rates)}
+  grids = {"standard": lrs, "trades": {**lrs, "beta": tuple(exp.get("trades_betas", ()))}}
+  arms = [harness.Arm(m, grids.get(m, {**lrs, "clean_weight": tuple(exp.clean_weights)}),
+                      bounds={"clean_weight": "[0, 1)"}) for m in exp.methods]
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "adversarial", arms, exp.baseline, tuple(float(e) for e in exp.threat_epsilons),
@@ -374,9 +377,9 @@ def notes(config) -> list[str]:
       f"E(x_adv); FGSM, or PGD-{exp.train_attack_steps} with step {exp.step_factor:g} eps / "
       f"{exp.train_attack_steps} from a random start), and every method's setting chosen by "
       f"validation accuracy under PGD-{exp.attack_steps} (step {exp.step_factor:g} eps / "
-      f"{exp.attack_steps}, random start) at eps: standard's learning rate from "
-      f"{tuple(exp.learning_rates)}, the FGSM and PGD trainings' clean weight w from "
-      f"{tuple(exp.clean_weights)}, TRADES' beta (E(x) + beta KL(p(x) || p(x_adv)), x_adv by "
+      f"{exp.attack_steps}, random start) at eps: every method's learning rate from "
+      f"{tuple(exp.learning_rates)}, jointly with the FGSM and PGD trainings' clean weight w "
+      f"from {tuple(exp.clean_weights)} and TRADES' beta (E(x) + beta KL(p(x) || p(x_adv)), x_adv by "
       f"PGD-{exp.train_attack_steps} on the KL) from {tuple(exp.get('trades_betas', ()))}. "
       f"PGD at evaluation and selection: the worst of {exp.attack_restarts} random start(s) "
       f"per example. Every network is attacked with its own gradient (white "

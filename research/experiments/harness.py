@@ -65,6 +65,7 @@ PER_EXAMPLE = stats_lib.PER_EXAMPLE  # the key of a test record's per-example va
 TIE = 1e-6  # relative: below it two validation scores are one (float32 sums differ ~1e-7)
 MIN_SEEDS = 5  # Fewer seeds can run (tests, quick looks); their tables say it is no finding.
 SEED_MODES = ("vmap", "loop")
+STEP = "learning_rate"  # the step-size axis of arms' grids: shared by every arm (check)
 # Config fields that cannot change a cell's result, left out of config_fingerprint (and so of
 # every cell's id): where the cells run, and checkpoint and profiling bookkeeping.
 FINGERPRINT_EXCLUDED = ("experiment.executor", "checkpoint_every", "keep_checkpoints",
@@ -163,14 +164,25 @@ def paired(values: Sequence[float], baseline: Sequence[float],
 @dataclasses.dataclass(frozen=True)
 class Arm:
   """One method of an experiment; grid maps each hyperparameter to tune to its candidates
-  (the cells are their product; an empty grid is one cell)."""
+  (the cells are their product; an empty grid is one cell). STEP ("learning_rate") is the
+  step size; every other axis is the arm's own strength (check's rule: tuning equal in kind).
+
+  bounds: {axis: "[lo, hi)"}, the interval an edge extension stays in ("[" / "]" closed,
+  "(" / ")" open; inf allowed); default "(0, inf)" for an axis whose candidates are all
+  positive, else unbounded. step: False for an arm with no step size (a closed-form or
+  L-BFGS fit), which tunes its strength alone, over as many cells as the others' budget."""
   name: str
   grid: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
+  bounds: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  step: bool = True
 
   def cells(self) -> list[dict[str, Any]]:
-    keys = list(self.grid)
-    return [dict(zip(keys, values)) for values in itertools.product(
-        *(self.grid[k] for k in keys))]
+    return _product(self.grid)
+
+
+def _product(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+  keys = list(grid)
+  return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +212,12 @@ class Experiment:
   # fit_key(arm, setting, size) -> JSON: cells with one key share one fit (trained once, on
   # the first cell's arguments; e.g. inference rules on the same networks). Default: none.
   fit_key: Callable[[str, dict, Any], Any] | None = None
+  # How many steps each numeric axis of an arm's grid may grow beyond its edges when the
+  # choice lands there (extend_grid); config.experiment.max_extensions via run_from_config.
+  max_extensions: int = 0
+  # "shared": every arm with a step size tunes it over the same candidates; "own": the arms
+  # are optimizers whose step sizes are not on one scale: the same number of candidates.
+  step_sizes: str = "shared"
 
 
 def fields_of(*tables: Sequence[tuple]) -> tuple[str, ...]:
@@ -215,7 +233,8 @@ def labelled_draw(split: data_lib.Split, num_classes: int) -> Callable[[int, int
 
 def check(experiment: Experiment) -> None:
   """The protocol's rules, before any work: the baseline is an arm, names are unique, at
-  least 2 seeds (a confidence interval needs 2), the same tuning budget for every arm."""
+  least 2 seeds (a confidence interval needs 2), tuning equal in kind (_check_kind), bounds
+  that parse. One ConfigError line otherwise."""
   names = [a.name for a in experiment.arms]
   if len(set(names)) != len(names):
     raise errors.ConfigError(f"{experiment.name}: arm names repeat ({', '.join(names)})")
@@ -226,12 +245,56 @@ def check(experiment: Experiment) -> None:
     raise errors.ConfigError(
         f"{experiment.name}: {len(experiment.seeds)} distinct seed(s); a paired confidence "
         f"interval needs at least 2 (a finding at least {MIN_SEEDS})")
-  budgets = {a.name: len(a.cells()) for a in experiment.arms}
-  if len(set(budgets.values())) > 1:
+  _check_kind(experiment)
+  if experiment.max_extensions < 0:
+    raise errors.ConfigError(f"{experiment.name}: max_extensions={experiment.max_extensions}; "
+                             "give 0 (no grid extension) or more")
+  for arm in experiment.arms:
+    for axis, text in arm.bounds.items():
+      _parse_bound(text, f"{experiment.name}: arm {arm.name}'s bound for {axis}")
+
+
+def _check_kind(experiment: Experiment) -> None:
+  """Tuning equal in kind: when any arm tunes the step size (STEP), every arm with a step tunes
+  it over the same candidates ("own" step sizes: the same number); arms with a strength (any
+  other axis) tune it over the same number of cells; an arm with no step (Arm.step=False)
+  tunes its strength over as many cells as the stepped arms' whole budget."""
+  name, arms = experiment.name, experiment.arms
+  errors.check_choice("step_sizes", experiment.step_sizes, ("shared", "own"))
+  stepped = [a for a in arms if STEP in a.grid]
+  if stepped:
+    missing = [a.name for a in arms if a.step and STEP not in a.grid]
+    if missing:
+      raise errors.ConfigError(
+          f"{name}: {', '.join(a.name for a in stepped)} tune the step size ({STEP}) but "
+          f"{', '.join(missing)} do(es) not; give every arm the same {STEP} candidates (an arm "
+          "with no step size: Arm(step=False))")
+    if experiment.step_sizes == "shared":
+      grids = {a.name: tuple(a.grid[STEP]) for a in stepped}
+      if len(set(grids.values())) > 1:
+        raise errors.ConfigError(
+            f"{name}: the arms tune the step size over different candidates ("
+            + "; ".join(f"{n}: {g}" for n, g in grids.items())
+            + f"); give every arm the same {STEP} grid")
+    elif len({len(a.grid[STEP]) for a in stepped}) > 1:
+      raise errors.ConfigError(
+          f"{name}: the arms tune their own step sizes over different numbers of candidates ("
+          + ", ".join(f"{a.name}: {len(a.grid[STEP])}" for a in stepped)
+          + "); give every arm as many")
+  steps = len(stepped[0].grid[STEP]) if stepped else 1
+  strength = {}
+  for a in arms:
+    own = {k: v for k, v in a.grid.items() if k != STEP}
+    if own:
+      n = len(_product(own))
+      strength[a.name] = n if a.step else n / steps  # a stepless arm: its budget per step
+  if len(set(strength.values())) > 1:
     raise errors.ConfigError(
-        f"{experiment.name}: the arms are tuned with different budgets ("
-        + ", ".join(f"{n}: {b} settings" for n, b in budgets.items())
-        + "); give every arm the same number of settings to choose from on validation")
+        f"{name}: the arms tune their strength over different numbers of settings ("
+        + ", ".join(f"{n}: {c:g}" for n, c in strength.items())
+        + "); give every arm with a strength as many candidates"
+        + (f" (an arm with no step size: {steps}x as many)"
+           if any(not a.step for a in arms) else ""))
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -265,12 +328,24 @@ def run_from_config(config, workdir, validate: Callable, experiment: Callable,
     executor_lib.import_ray()  # Without the extra: one line, before any work.
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   cells = CellWriter(writer)
-  result = run(experiment(config, cells), workdir, cells, executor=name,
+  result = run(with_budget(experiment(config, cells), config), workdir, cells, executor=name,
                rebuild=(experiment, config), fingerprint=config_fingerprint(config))
   writer.close()
   if jax.process_index() == 0:
     write(workdir, config, result)
   return result
+
+
+def with_budget(experiment: Experiment, config) -> Experiment:
+  """experiment with config.experiment.max_extensions (when the config states it) as its
+  budget of grid extensions per axis."""
+  budget = (config.get("experiment") or {}).get("max_extensions")
+  if budget is None:
+    return experiment
+  if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+    raise errors.ConfigError(f"config.experiment.max_extensions={budget!r}; give a whole "
+                             "number >= 0 (0: grids are never extended)")
+  return dataclasses.replace(experiment, max_extensions=budget)
 
 
 class CellWriter:
@@ -325,41 +400,28 @@ def run(experiment: Experiment, workdir, writer=None, *, executor: str = "local"
                                                seeds, tag=tag)
   else:
     ex = executor_lib.Ray()
-    submit = lambda order, job, tag: ex.submit(order, _remote_job, *rebuild, fingerprint, job,
-                                               seeds, tag=tag)
+    submit = lambda order, job, tag: ex.submit(order, _remote_job, *rebuild, fingerprint,
+                                               job, seeds, tag=tag)
   emit = _Emitter(plan, store, writer, experiment)
+  # Rounds: run the fits of the current grids; where an arm's choice sits at a grid edge,
+  # extend that axis (extend_grid) and run the new cells; repeat until nothing changes. Each
+  # round's new cells come after the last round's in the plan (and in metrics.jsonl), and the
+  # rounds are a function of the stored validation records: a resumed run replays them.
   try:
-    for fid, group in plan.fits.items():
-      if not plan.fit_done(store, fid):
-        submit(group["order"], ("fit", group["cells"]), ("fit", fid))
-    tests_submitted = set()
     while True:
-      for i, (size, arm) in enumerate(plan.arms):
-        if (i in tests_submitted or plan.test_id(store, i) is None
-            or any(not plan.fit_done(store, f) for f in plan.arm_fits[i])):
-          continue
-        tests_submitted.add(i)
-        if store.get(plan.test_id(store, i)) is None:
-          chosen, fid = plan.chosen(store, i)
-          job = ("test", size, arm, chosen, store.params(fid))
-          submit(plan.test_order[i], job, ("test", i))
-      emit.advance()
-      if not ex.pending:
+      for fid, group in plan.fits.items():
+        if not group["submitted"] and not plan.fit_done(store, fid):
+          group["submitted"] = True
+          submit(group["order"], ("fit", group["cells"]), ("fit", fid))
+      _drain(ex, plan, store, emit, experiment)
+      if not plan.extend(store):
         break
-      (kind, ref), out = ex.next()
-      if kind == "fit":
-        group = plan.fits[ref]
-        store.put("fit", group["key"], {"cells": [
-            {"size": c[0], "arm": c[1], "setting": c[2], "valid": v}
-            for c, v in zip(group["cells"], out["valid"])], "records": out["records"]},
-            out["params"])
-        for (size, arm, setting), valid in zip(group["cells"], out["valid"]):
-          logging.info("%s %s=%s %s %s: valid %s %.4f (%.1f s)", experiment.name,
-                       experiment.size_label, size, arm, setting, experiment.select,
-                       np.mean([v[experiment.select] for v in valid]), out["seconds"])
-      else:
-        store.put("test", plan.test_key(store, ref), {"test": out["test"],
-                                                       "records": out["records"]})
+    plan.add_tests()
+    for i, (size, arm) in enumerate(plan.arms):
+      if store.get(plan.test_id(store, i)) is None:
+        chosen, fid = plan.chosen(store, i)
+        submit(plan.test_order[i], ("test", size, arm, chosen, store.params(fid)), ("test", i))
+    _drain(ex, plan, store, emit, experiment)
   finally:
     ex.close()
   emit.advance()
@@ -370,7 +432,8 @@ def run(experiment: Experiment, workdir, writer=None, *, executor: str = "local"
       arm = plan.arms[i][1]
       chosen, _ = plan.chosen(store, i)
       arms[arm] = {"grid": plan.grid(store, i), "chosen": chosen,
-                   "test": store.get(plan.test_id(store, i))["test"]}
+                   "test": store.get(plan.test_id(store, i))["test"],
+                   "added": plan.added[i], "edges": plan.edges[i]}
     _add_stats(arms, experiment.baseline)
     out_sizes.append({"size": size, "arms": arms})
   data_note = experiment.data_note or (
@@ -381,22 +444,159 @@ def run(experiment: Experiment, workdir, writer=None, *, executor: str = "local"
           "select_label": experiment.select_label or experiment.select, "data_note": data_note,
           "confidence": CONFIDENCE, "finding": len(seeds) >= MIN_SEEDS, "sizes": out_sizes,
           "family": list(experiment.family) if experiment.family is not None else None,
-          "test_shared": experiment.test_shared, "wall_time": time.time() - t_start}
+          "test_shared": experiment.test_shared, "max_extensions": experiment.max_extensions,
+          "wall_time": time.time() - t_start}
+
+
+def _drain(ex, plan: "_Plan", store, emit: "_Emitter", experiment: Experiment) -> None:
+  """Stores every submitted job's result as it finishes, writing records as far as done."""
+  while True:
+    emit.advance()
+    if not ex.pending:
+      return
+    (kind, ref), out = ex.next()
+    if kind == "fit":
+      group = plan.fits[ref]
+      store.put("fit", group["key"], {"cells": [
+          {"size": c[0], "arm": c[1], "setting": c[2], "valid": v}
+          for c, v in zip(group["cells"], out["valid"])], "records": out["records"]},
+          out["params"])
+      for (size, arm, setting), valid in zip(group["cells"], out["valid"]):
+        logging.info("%s %s=%s %s %s: valid %s %.4f (%.1f s)", experiment.name,
+                     experiment.size_label, size, arm, setting, experiment.select,
+                     np.mean([v[experiment.select] for v in valid]), out["seconds"])
+    else:
+      store.put("test", plan.test_key(store, ref), {"test": out["test"],
+                                                     "records": out["records"]})
+
+
+# ------------------------------------------------------------------------- grid extension
+
+
+def _parse_bound(text: str, what: str) -> tuple[float, float, bool, bool]:
+  """'[0, 1)' -> (0.0, 1.0, lo closed, hi closed); 'inf' allowed."""
+  t = str(text).strip()
+  try:
+    if t[0] not in "[(" or t[-1] not in "])":
+      raise ValueError
+    lo, hi = (float(v) for v in t[1:-1].split(","))
+    if not lo < hi:
+      raise ValueError
+  except (ValueError, IndexError):
+    raise errors.ConfigError(f"{what} is {text!r}; write an interval such as '[0, 1)' or "
+                             "'(0, inf)'") from None
+  return lo, hi, t[0] == "[", t[-1] == "]"
+
+
+def _numeric(values) -> bool:
+  return all(_is_number(v) for v in values)
+
+
+def _monotone(values) -> bool:
+  d = np.diff(np.asarray(values, np.float64))
+  return bool((d > 0).all() or (d < 0).all())
+
+
+def _next_value(values: Sequence[float], side: str) -> float:
+  """One step beyond the `side` ("low" / "high") end of a sorted numeric axis: geometric (the
+  ratio of the two edge candidates, rounded to the candidates' significant digits) when the
+  candidates (the positive ones, past a 0) are positive and more evenly spaced in ratio than
+  in difference, else arithmetic (their difference). Integers stay integers."""
+  v = sorted(float(x) for x in values)
+  pos = [x for x in v if x > 0]
+  pair = (v[0], v[1]) if side == "low" else (v[-2], v[-1])
+  geometric = False
+  use = pos if side == "high" and len(pos) >= 2 else v
+  if use[0] > 0 and len(use) >= 2:
+    ratios, diffs = np.diff(np.log(use)), np.diff(use)
+    spread = lambda x: float(np.max(x) / np.min(x))
+    geometric = (spread(ratios) < spread(diffs)
+                 or (len(use) == 2 and use[1] / use[0] >= 3))
+    if side == "high":
+      pair = (use[-2], use[-1])
+  if geometric:
+    new = pair[0] ** 2 / pair[1] if side == "low" else pair[1] ** 2 / pair[0]
+    # As many significant digits as the candidates: 1e-3, 3e-3, 1e-2 extend to 3e-4, 3e-2.
+    digits = max(len(f"{x:.12e}".split("e")[0].replace(".", "").rstrip("0")) for x in pos)
+    new = float(f"{new:.{max(digits, 1) - 1}e}")
+  else:
+    new = 2 * pair[0] - pair[1] if side == "low" else 2 * pair[1] - pair[0]
+  if all(isinstance(x, int) for x in values):
+    return int(round(new))
+  return float(f"{new:.12g}")  # 1e-05, not 9.999999999999998e-06
+
+
+def extend_grid(axes: dict, chosen: dict, added: dict, bounds: Mapping[str, str],
+                max_extensions: int) -> tuple[dict, list[dict]]:
+  """One round of edge extension of one arm's grid. axes: {axis: candidates} (as tuned so
+  far), chosen: the chosen setting, added: {axis: [values added so far]}. Every numeric,
+  sorted axis with >= 2 candidates whose chosen value is its lowest or highest gets one more
+  value beyond that edge, within the axis's bound (a closed bound is reached exactly; 0 is a
+  natural bound) and at most max_extensions per axis. Returns (the new axes, the edges that
+  remain: [{"axis", "value", "side", "why": "budget" | "bound" | "unsorted"}])."""
+  axes = {k: list(v) for k, v in axes.items()}
+  edges = []
+  for axis, values in list(axes.items()):
+    if len(values) < 2 or not _numeric(values) or chosen.get(axis) not in values:
+      continue
+    v = chosen[axis]
+    if v not in (min(values), max(values)):
+      continue
+    side = "low" if v == min(values) else "high"
+    edge = {"axis": axis, "value": v, "side": side}
+    if not _monotone(values):
+      edges.append({**edge, "why": "unsorted"})
+      continue
+    if v == 0:
+      edges.append({**edge, "why": "bound"})
+      continue
+    if len(added.get(axis, ())) >= max_extensions:
+      edges.append({**edge, "why": "budget"})
+      continue
+    default = "(0, inf)" if min(values) > 0 else "(-inf, inf)"
+    lo, hi, lo_closed, hi_closed = _parse_bound(bounds.get(axis, default), f"bound of {axis}")
+    new = _next_value(values, side)
+    inside = ((lo < new or (lo_closed and new == lo)) and (new < hi or (hi_closed and new == hi)))
+    if not inside:
+      reach = lo if side == "low" else hi
+      closed = lo_closed if side == "low" else hi_closed
+      if closed and v != reach and math.isfinite(reach):
+        new = type(v)(reach)
+      else:
+        edges.append({**edge, "why": "bound"})
+        continue
+    if new in values:  # An integer axis whose step rounds to nothing.
+      edges.append({**edge, "why": "bound"})
+      continue
+    ascending = values[0] < values[-1]
+    at_start = (side == "low") == ascending
+    axes[axis] = [new] + values if at_start else values + [new]
+  return axes, edges
+
+
+# ------------------------------------------------------------------------------- the plan
 
 
 class _Plan:
-  """The cells of an experiment in their canonical order (size, arm, setting), their fits
-  (cells with one fit_key share one), and the ids of every entry (store.py's module doc)."""
+  """The cells of an experiment, their fits (cells with one fit_key share one) and the ids of
+  every entry (store.py's module doc), in their canonical order: the first round's cells
+  (size, arm, setting), then each extension round's new cells in that order, then every
+  arm's test."""
 
   def __init__(self, experiment: Experiment, seeds: list, fingerprint: str):
     self.experiment = experiment
     base = {"experiment": experiment.name, "config": fingerprint, "seeds": seeds}
     self.base = base
-    self.fits: dict[str, dict] = {}      # fit id -> {"key", "cells", "order"}
+    self.fits: dict[str, dict] = {}      # fit id -> {"key", "cells", "order", "submitted"}
     self.arms: list[tuple] = []          # (size, arm name) in order
     self.arms_of_size: list[list[int]] = []
-    self.arm_cells: list[list[tuple]] = []  # per arm: (setting, fit id)
+    self.axes: list[dict] = []           # per arm: {axis: candidates}, as extended
+    self.added: list[dict] = []          # per arm: {axis: [values added]}
+    self.edges: list[list] = []          # per arm: the edges that remain (extend_grid)
+    self.arm_cells: list[list[tuple]] = []  # per arm: (setting, fit id), in grid order
     self.arm_fits: list[set] = []
+    self.bounds: list[Mapping] = []
+    self.draws: list = []
     self.test_order: list[int] = []
     self.events: list[tuple] = []        # ("fit", fit id, first?) | ("test", arm index)
     for size in experiment.sizes:
@@ -406,24 +606,63 @@ class _Plan:
                  for s in seeds]
       self.arms_of_size.append([])
       for arm in experiment.arms:
-        cells = []
-        for setting in arm.cells():
-          fit = (experiment.fit_key(arm.name, setting, size) if experiment.fit_key
-                 else {"size": size, "arm": arm.name, "setting": setting})
-          key = {**base, "draws": draws, "fit": fit}
-          fid = store_lib.entry_id(key)
-          first = fid not in self.fits
-          if first:
-            self.fits[fid] = {"key": key, "cells": [], "order": len(self.events)}
-          self.fits[fid]["cells"].append((size, arm.name, setting))
-          self.events.append(("fit", fid, first))
-          cells.append((setting, fid))
         self.arms_of_size[-1].append(len(self.arms))
         self.arms.append((size, arm.name))
-        self.arm_cells.append(cells)
-        self.arm_fits.append({fid for _, fid in cells})
-        self.test_order.append(len(self.events))
-        self.events.append(("test", len(self.arms) - 1))
+        self.axes.append({k: list(v) for k, v in arm.grid.items()})
+        self.added.append({})
+        self.edges.append([])
+        self.bounds.append(arm.bounds)
+        self.draws.append(draws)
+        self.arm_cells.append([])
+        self.arm_fits.append(set())
+    for i in range(len(self.arms)):
+      self._add_cells(i)
+
+  def _add_cells(self, i: int) -> None:
+    """Arm i's cells for its current axes (their product, in order); events for new ones."""
+    size, name = self.arms[i]
+    have = {store_lib.canonical(s): f for s, f in self.arm_cells[i]}
+    cells = []
+    for setting in _product(self.axes[i]):
+      fid = have.get(store_lib.canonical(setting))
+      if fid is None:
+        fit = (self.experiment.fit_key(name, setting, size) if self.experiment.fit_key
+               else {"size": size, "arm": name, "setting": setting})
+        key = {**self.base, "draws": self.draws[i], "fit": fit}
+        fid = store_lib.entry_id(key)
+        first = fid not in self.fits
+        if first:
+          self.fits[fid] = {"key": key, "cells": [], "order": len(self.events),
+                            "submitted": False}
+        self.fits[fid]["cells"].append((size, name, setting))
+        self.fits[fid]["submitted"] = False  # A shared fit with a new cell: measure it too.
+        self.events.append(("fit", fid, first))
+      cells.append((setting, fid))
+    self.arm_cells[i] = cells
+    self.arm_fits[i] = {fid for _, fid in cells}
+
+  def extend(self, store) -> bool:
+    """One extension round over every arm (extend_grid); True when some grid grew."""
+    grew = False
+    for i in range(len(self.arms)):
+      chosen, _ = self.chosen(store, i)
+      axes, self.edges[i] = extend_grid(self.axes[i], chosen, self.added[i], self.bounds[i],
+                                        self.experiment.max_extensions)
+      if axes != self.axes[i]:
+        for axis, values in axes.items():
+          new = [v for v in values if v not in self.axes[i][axis]]
+          if new:
+            self.added[i].setdefault(axis, []).extend(new)
+        self.axes[i] = axes
+        grew = True
+    for i in range(len(self.arms)):  # In the canonical order, once every arm has chosen.
+      self._add_cells(i)
+    return grew
+
+  def add_tests(self) -> None:
+    for i in range(len(self.arms)):
+      self.test_order.append(len(self.events))
+      self.events.append(("test", i))
 
   def fit_done(self, store, fid: str) -> bool:
     entry = store.get(fid)
@@ -567,11 +806,14 @@ def _choose(grid: list[dict], experiment: Experiment) -> dict:
 
 def regroup(results: dict, groups: Mapping[str, Sequence[tuple[dict, str]]],
             higher_is_better: bool = True) -> dict:
-  """A sweep's one-setting arms regrouped into tuned arms: results (harness.run's) with, at
-  each size, arm `name` of groups = {name: [(setting, sweep arm), ...]} choosing among its
-  sweep arms on their validation records (_choose: mean `select`, the first on a tie) and
-  reporting the chosen one's test records; a group of one arm (the baseline) has nothing to
-  choose. Returns a results block of its own (family and statistics recomputed)."""
+  """A sweep's arms regrouped into tuned arms: results (harness.run's) with, at each size, arm
+  `name` of groups = {name: [(setting, sweep arm), ...]} choosing among its sweep arms on the
+  validation records of each one's chosen setting (_choose: mean `select`, the first on a
+  tie; the setting reported is the sweep arm's choice, e.g. its step size, with `setting`)
+  and reporting the chosen one's test records; a group of one arm (the baseline) has nothing
+  to choose. A choice at the end of a group's numeric strengths is an edge ("sweep": the
+  sweep's strengths are fixed), beside the sweep arm's own edges. Returns a results block of
+  its own (family and statistics recomputed)."""
   exp = Experiment(results["experiment"], [Arm(n) for n in groups], results["baseline"], (),
                    results["size_label"], results["seeds"], fit=None, measure=None,
                    select=results["select"], higher_is_better=higher_is_better)
@@ -579,11 +821,19 @@ def regroup(results: dict, groups: Mapping[str, Sequence[tuple[dict, str]]],
   for entry in results["sizes"]:
     arms = {}
     for name, members in groups.items():
-      grid = [{"setting": setting, "valid": entry["arms"][arm]["grid"][0]["valid"]}
-              for setting, arm in members]
+      grid = []
+      for setting, arm in members:
+        swept = entry["arms"][arm]
+        cell = next(c for c in swept["grid"] if c["setting"] == swept["chosen"])
+        grid.append({"setting": {**swept["chosen"], **setting}, "valid": cell["valid"]})
       chosen = _choose(grid, exp)
-      arm = members[[setting for setting, _ in members].index(chosen)][1]
-      arms[name] = {"grid": grid, "chosen": chosen, "test": entry["arms"][arm]["test"]}
+      k = [c["setting"] for c in grid].index(chosen)
+      swept = entry["arms"][members[k][1]]
+      axes = {a: [s[a] for s, _ in members] for a in members[k][0]}
+      _, edges = extend_grid(axes, chosen, {}, {}, 0)
+      arms[name] = {"grid": grid, "chosen": chosen, "test": swept["test"],
+                    "added": swept.get("added", {}),
+                    "edges": swept.get("edges", []) + [{**e, "why": "sweep"} for e in edges]}
     _add_stats(arms, results["baseline"])
     sizes.append({"size": entry["size"], "arms": arms})
   return {**results, "sizes": sizes}
@@ -712,7 +962,7 @@ def table(results: dict, fields: Sequence[tuple], digits: int = 1) -> str:
   for i, entry in enumerate(results["sizes"]):
     for name, arm in entry["arms"].items():
       row = {results["size_label"]: entry["size"], "method": name,
-             "chosen on valid": _fmt_setting(arm["chosen"])}
+             "chosen on valid": _fmt_setting(arm["chosen"], arm.get("edges", ()))}
       for field, heading, scale, *places in fields:
         places = places[0] if places else digits
         st = arm["stats"].get(field)
@@ -753,8 +1003,14 @@ def _fmt_p(p: float) -> str:
   return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _fmt_setting(setting: dict) -> str:
-  return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+EDGE_MARKS = {"low": "⇤", "high": "⇥"}  # a choice still at that end of its axis
+
+
+def _fmt_setting(setting: dict, edges: Sequence[dict] = ()) -> str:
+  """'learning_rate=0.01 ⇥ (budget), l2=0.001': each edge that remains marked with its side
+  and why (budget: the extensions ran out; bound: the axis's bound; unsorted: not extended)."""
+  marks = {e["axis"]: f" {EDGE_MARKS[e['side']]} ({e['why']})" for e in edges}
+  return ", ".join((f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}") + marks.get(k, "")
                    for k, v in setting.items()) or "-"
 
 
@@ -774,7 +1030,14 @@ def protocol_note(results: dict) -> str:
   note = f"n = {n} seeds ({results.get('data_note', 'subsets redrawn per seed, stratified')}); "
   if chooses(results):
     note += (f"each method's setting chosen on the validation split by mean "
-             f"{results.get('select_label', results['select'])} with the same budget; ")
+             f"{results.get('select_label', results['select'])}, every method tuning the "
+             "same step sizes and its own strength over as many candidates; ")
+    if "max_extensions" in results:
+      budget = results["max_extensions"]
+      note += ((f"where a choice sat at a grid edge, its axis was extended by one step at a "
+                f"time, up to {budget} steps per axis; " if budget else
+                "grids not extended at their edges; ")
+               + "⇤ / ⇥ a choice still at the low / high edge (why: budget or bound); ")
   else:
     note += "nothing is chosen (one setting per method); "
   note += (f"test measured once; ± is the sample std; Δ is the paired difference to "

@@ -321,7 +321,8 @@ accuracy and the cross-entropy, and, for the record, the gradient steps taken an
 """
 
 PROCEDURE_METHODS = ("minibatch", "misclassified", "lecture")
-RANGES = {"seeds": config_lib.Range(True, 2)}  # config.experiment of the procedure experiment
+# config.experiment of the procedure experiment
+RANGES = {"seeds": config_lib.Range(True, 2), "max_extensions": config_lib.Range(True, 0)}
 PROCEDURE_SIZE_LABEL = "gradient steps (budget)"
 
 

@@ -15,9 +15,11 @@ the methods differ in what else trains the trunk:
   pooled       the cheap alternative to a second head: the same MNIST images pooled with the
                digits as one task (they share the ten labels), read by the main head
 
-E = CE_main (mean over the main rows) + beta CE_aux (mean over the aux rows), beta =
-experiment.aux_weight (pooled: beta CE_main over the MNIST rows). Every method's learning rate
-is chosen on the digits validation split from experiment.learning_rates (the same budget);
+E = CE_main (mean over the main rows) + beta CE_aux (mean over the aux rows) (pooled: beta
+CE_main over the MNIST rows). Tuning, equal in kind: every method's learning rate is chosen on
+the digits validation split from experiment.learning_rates, jointly with (but for single) its
+strength beta from experiment.aux_weights; a choice at a grid's edge grows that grid by up to
+experiment.max_extensions steps;
 measured on the digits test set, with the MNIST head's accuracy on its own test data and on
 the digits test set (the labels are the same 10 digits) for reference.
 """
@@ -46,7 +48,7 @@ METHODS = ("single", "aux_parity", "aux_mnist", "pooled")
 AUX_CLASSES = {"single": 10, "aux_parity": 2, "aux_mnist": 10, "pooled": 10}
 USES_MNIST = ("aux_mnist", "pooled")
 RANGES = {"seeds": config_lib.Range(True, 2),
-          "aux_weight": config_lib.Range(False, 0.0, low_open=True),
+          "max_extensions": config_lib.Range(True, 0),
           "aux_batch_size": config_lib.Range(True, 1)}
 
 
@@ -151,8 +153,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                           "main-task examples of the smallest size")
   errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
   errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
-  for lr in exp.learning_rates:
-    errors.check_positive("experiment.learning_rates[]", lr)
+  for field in ("learning_rates", "aux_weights"):
+    if not tuple(exp[field]):
+      raise errors.ConfigError(f"config.experiment.{field} is empty; give at least one "
+                               "candidate to choose from")
+    for value in exp[field]:
+      errors.check_positive(f"experiment.{field}[]", value)
   if config.data.name != "digits" or config.data.image_size not in (0, 8):
     raise errors.ConfigError(f"config.data: the multi-task experiment's main task is digits at "
                              f"8x8 (the aux MNIST images are reduced to that); got "
@@ -187,7 +193,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     optimizer = optim.make_optimizer(
         config_lib.optimizer(**{**config.optimizer.to_dict(),
                                 "learning_rate": setting["learning_rate"]}), config.num_steps)
-    loss_fn = make_loss_fn(10, AUX_CLASSES[method], method, b, exp.aux_weight)
+    loss_fn = make_loss_fn(10, AUX_CLASSES[method], method, b, setting.get("aux_weight", 0.0))
     return harness.train_seeds(model, loss_fn, optimizer, config.num_steps, b, data, seeds,
                                mode=exp.seed_mode, batches=batches, chunk_steps=config.eval_every,
                                what=f"multitask {method} at {per_class} labels per class",
@@ -206,7 +212,10 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
                                                      bs)["accuracy"]
     return record
 
-  arms = [harness.Arm(m, {"learning_rate": tuple(exp.learning_rates)}) for m in exp.methods]
+  lrs = {"learning_rate": tuple(exp.learning_rates)}
+  # single trains no second objective: the step size alone; the others weigh theirs by beta.
+  arms = [harness.Arm(m, lrs if m == "single" else {**lrs, "aux_weight": tuple(exp.aux_weights)})
+          for m in exp.methods]
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "multitask", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class", seeds,
@@ -229,9 +238,9 @@ def notes(config) -> list[str]:
   return [f"Main task: digits, labels per class drawn from the training split. Trunk 64 -> "
           f"{tuple(exp.hidden_sizes)} ReLU, one softmax head per task; {config.num_steps} steps "
           f"of {config.optimizer.name}, {config.batch_size} main examples per step (+ "
-          f"{exp.aux_batch_size} MNIST images for {', '.join(USES_MNIST)}), beta = "
-          f"{exp.aux_weight:g}; learning rate chosen per method from "
-          f"{tuple(exp.learning_rates)} on the digits validation split."]
+          f"{exp.aux_batch_size} MNIST images for {', '.join(USES_MNIST)}); learning rate chosen per method from "
+          f"{tuple(exp.learning_rates)} on the digits validation split, jointly with beta from "
+          f"{tuple(exp.aux_weights)} (all but single)."]
 
 
 def transfer_table(result) -> str:

@@ -2,10 +2,12 @@
 
 A wide MLP trained on a few labelled examples per class fits them perfectly and generalises
 worse. Every method trains the same model from the same (regularizer-free) base config, with
-exactly one regularizer turned on, tuned on the validation split with the same budget (one
-knob, experiment.*'s candidates for it):
+exactly one regularizer turned on, tuned on the validation split equally in kind: every method
+chooses its step size from experiment.learning_rates and, but for none, its one knob from
+experiment.*'s candidates (the same number for every method); a choice at a grid's edge grows
+that grid (harness.extend_grid, up to experiment.max_extensions steps):
 
-  none            the base config; its knob is the learning rate (learning_rates): the baseline
+  none            the base config, the learning rate alone: the baseline
   l2              E + (lambda/2m) sum w^2, lambda from l2_strengths (m: the subset's size)
   l1              E + (lambda_1/m) sum |w|, lambda_1 from l1_strengths
   dropout         inverted dropout of p (dropout_rates) on every hidden unit
@@ -42,12 +44,15 @@ from research.experiments import harness
 from research.experiments import report
 
 METHODS = ("none", "l2", "l1", "dropout", "early_stopping", "augment", "bagging")
-# method -> (its knob in a setting, the config.experiment field of its candidates).
-KNOBS = {"none": ("learning_rate", "learning_rates"), "l2": ("lambda", "l2_strengths"),
+# method -> (its knob in a setting, the config.experiment field of its candidates); every
+# method (none alone) also tunes the learning rate over experiment.learning_rates.
+KNOBS = {"l2": ("lambda", "l2_strengths"),
          "l1": ("lambda_1", "l1_strengths"), "dropout": ("p", "dropout_rates"),
          "early_stopping": ("patience", "patiences"), "augment": ("noise_std", "noise_stds"),
          "bagging": ("members", "bagging_members")}
-RANGES = {"seeds": config_lib.Range(True, 2)}
+# The interval each knob's grid may be extended within (harness.Arm's bounds).
+BOUNDS = {"p": "(0, 1)", "patience": "[1, inf)", "members": "[2, inf)"}
+RANGES = {"seeds": config_lib.Range(True, 2), "max_extensions": config_lib.Range(True, 0)}
 
 
 # ------------------------------------------------------------------------------------ config
@@ -184,8 +189,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   splits = {"valid": dataset.valid, "test": dataset.test}
 
   def fit(method, setting, per_class, seeds, subsets):
-    knob = setting[KNOBS[method][0]]
-    lr = knob if method == "none" else config.optimizer.learning_rate
+    knob = setting.get(KNOBS[method][0]) if method in KNOBS else None
+    lr = setting["learning_rate"]
     optimizer = optim.make_optimizer(config_lib.optimizer(
         **{**config.optimizer.to_dict(), "learning_rate": lr}), config.num_steps)
     model = base
@@ -252,7 +257,10 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     record.update(steps)
     return record
 
-  arms = [harness.Arm(m, {KNOBS[m][0]: tuple(exp[KNOBS[m][1]])}) for m in exp.methods]
+  lrs = {"learning_rate": tuple(exp.learning_rates)}
+  arms = [harness.Arm(m, {**lrs, KNOBS[m][0]: tuple(exp[KNOBS[m][1]])} if m in KNOBS else lrs,
+                      bounds={k: v for k, v in BOUNDS.items() if m in KNOBS and KNOBS[m][0] == k})
+          for m in exp.methods]
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "regularization", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
@@ -274,16 +282,18 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
 
 def notes(config) -> list[str]:
   exp = config.experiment
-  knobs = "; ".join(f"{m} {KNOBS[m][0]} from {tuple(exp[KNOBS[m][1]])}" for m in exp.methods)
+  knobs = "; ".join(f"{m} {KNOBS[m][0]} from {tuple(exp[KNOBS[m][1]])}" for m in exp.methods
+                    if m in KNOBS)
   return [
       f"{config.data.name}: labels per class drawn from the training split; "
       f"{config.model.name} {tuple(config.model.get('hidden_sizes', ()))} "
       f"{config.model.get('activation', '')}, {config.num_steps} steps of "
-      f"{config.optimizer.name} (learning rate {config.optimizer.learning_rate:g} but for "
-      f"none's), batch {config.batch_size}; augment: {'+'.join(exp.augment_ops)}; early "
-      f"stopping evaluates every {config.eval_every} steps. Each method's one knob chosen by "
-      f"validation accuracy with the same budget: {knobs}. The gap is train accuracy (on the "
-      f"seed's own subset) minus test accuracy; losses are the data term only."]
+      f"{config.optimizer.name}, batch {config.batch_size}; augment: "
+      f"{'+'.join(exp.augment_ops)}; early stopping evaluates every {config.eval_every} steps. "
+      f"Every method's learning rate chosen by validation accuracy from "
+      f"{tuple(exp.learning_rates)}, jointly with its one knob: {knobs}. The gap is train "
+      f"accuracy (on the seed's own subset) minus test accuracy; losses are the data term "
+      "only."]
 
 
 def extra_notes(result) -> str:

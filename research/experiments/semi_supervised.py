@@ -28,9 +28,10 @@ are shared; the methods:
                     teacher), the same ramp-up as consistency; the teacher is the network
                     measured, as in the paper
 
-lambda_u is chosen per method on the validation split from experiment.unlabelled_weights, and
-the two methods without unlabelled inputs choose their learning rate from as many candidates
-(experiment.learning_rates): every arm is tuned with the same budget. Measured: test accuracy
+Tuning, equal in kind: every method chooses its learning rate on the validation split from
+experiment.learning_rates, the methods with unlabelled inputs jointly with their lambda_u from
+experiment.unlabelled_weights (the two label-only methods: the learning rate alone); a choice
+at a grid's edge grows that grid by up to experiment.max_extensions steps. Measured: test accuracy
 and loss; and, read with the unlabelled inputs' true labels after training for the record,
 the fraction with max p >= tau and how many of those predictions are right.
 """
@@ -57,7 +58,7 @@ from research.experiments import variants as variants_lib
 METHODS = ("labels_only", "labels_augment", "pseudo_label", "fixmatch_style", "consistency",
            "mean_teacher")
 USES_UNLABELLED = ("pseudo_label", "fixmatch_style", "consistency", "mean_teacher")
-RANGES = {"seeds": config_lib.Range(True, 2),
+RANGES = {"seeds": config_lib.Range(True, 2), "max_extensions": config_lib.Range(True, 0),
           "ema_decay": config_lib.Range(False, 0.0, 1.0, high_open=True),
           "unlabelled_batch_size": config_lib.Range(True, 1),
           "threshold": config_lib.Range(False, 0.0, 1.0),
@@ -194,9 +195,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     data = [data_lib.Split(np.concatenate([s.x, unlabelled.x]),
                            np.concatenate([s.y, np.full(len(unlabelled), -1, np.int32)]))
             for s in subsets]
-    lr = setting.get("learning_rate", config.optimizer.learning_rate)
     optimizer = optim.make_optimizer(config_lib.optimizer(
-        **{**config.optimizer.to_dict(), "learning_rate": lr}), config.num_steps)
+        **{**config.optimizer.to_dict(), "learning_rate": setting["learning_rate"]}),
+        config.num_steps)
     schedule = lambda step: ramp(method, step, config.num_steps, exp.ramp_start, exp.ramp_end)
     loss_fn = make_loss_fn(model, k, method, b_l, augment_fn,
                            setting.get("unlabelled_weight", 0.0), exp.threshold, schedule)
@@ -228,9 +229,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
                     confident_right=float(right.mean()) if len(right) else float("nan"))
     return record
 
-  arms = [harness.Arm(m, {"unlabelled_weight": tuple(exp.unlabelled_weights)}
-                      if m in USES_UNLABELLED else
-                      {"learning_rate": tuple(exp.learning_rates)}) for m in exp.methods]
+  lrs = {"learning_rate": tuple(exp.learning_rates)}
+  arms = [harness.Arm(m, {**lrs, "unlabelled_weight": tuple(exp.unlabelled_weights)}
+                      if m in USES_UNLABELLED else lrs) for m in exp.methods]
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "semi_supervised", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
@@ -254,9 +255,9 @@ def notes(config) -> list[str]:
           f"unlabelled; MLP {tuple(config.model.hidden_sizes)} {config.model.activation}, "
           f"{config.num_steps} steps of {config.optimizer.name}, {config.batch_size} labelled + "
           f"{exp.unlabelled_batch_size} unlabelled rows per step; augmentation "
-          f"{'+'.join(config.augment.ops)}; lambda_u chosen from "
-          f"{tuple(exp.unlabelled_weights)}, the label-only methods' learning rate from "
-          f"{tuple(exp.learning_rates)}; tau = {exp.threshold:g}; ramps from "
+          f"{'+'.join(config.augment.ops)}; every method's learning rate chosen from "
+          f"{tuple(exp.learning_rates)}, jointly with lambda_u from "
+          f"{tuple(exp.unlabelled_weights)} (the label-only methods: alone); tau = {exp.threshold:g}; ramps from "
           f"{exp.ramp_start:g} to {exp.ramp_end:g} of the steps; mean teacher's EMA decay "
           f"{exp.get('ema_decay', 0.99):g}, its teacher measured."]
 

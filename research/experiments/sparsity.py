@@ -13,8 +13,11 @@ The harness (research/experiments/harness.py) runs the protocol. The lecture's M
 seed (there is no subset to draw; the seeds differ in the init and the batch order); the arms
 are the strengths of each penalty, "activations <lambda_h>" for experiment.activation_l1 and
 "weights <lambda_1>" for experiment.weight_l1, beside "none" (the baseline). The section is a
-sweep of the trade-off between sparsity and accuracy, so no arm tunes anything (one setting
-each, the same budget) and every strength is reported, paired with none over the seeds. With
+sweep of the trade-off between sparsity and accuracy: every arm tunes only its step size, over
+experiment.learning_rates (the same candidates, grown at an edge by up to
+experiment.max_extensions steps), every strength is reported, paired with none over the seeds,
+and a second block chooses each penalty's strength on validation (harness.regroup; both
+penalties sweep as many strengths). With
 config.grad="manual" it trains with the hand-written backward pass (research/backprop/mlp.py),
 where the activation penalty adds (lambda_h/B) sign(sigma^l_j) to dE/dsigma^l_j. On the test
 set it measures:
@@ -52,7 +55,7 @@ from research.experiments import report
 from research.experiments import variants as variants_lib
 
 SPARSITY = ("hidden_near_zero", "hidden_exact_zero", "dead_units", "weights_near_zero")
-RANGES = {"seeds": config_lib.Range(True, 2),
+RANGES = {"seeds": config_lib.Range(True, 2), "max_extensions": config_lib.Range(True, 0),
           "near_zero": config_lib.Range(False, 0.0, low_open=True)}
 
 
@@ -63,12 +66,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.model.name={config.model.name!r}, dropout={config.model.get('dropout', 0.0)!r}: "
         "the sparsity experiment penalises the hidden units of the MLP without dropout; set "
         "config.model.name='mlp' and config.model.dropout=0")
-  for field in ("activation_l1", "weight_l1"):
+  for field in ("activation_l1", "weight_l1", "learning_rates"):
     values = tuple(config.experiment[field])
     if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
                          for v in values):
       raise errors.ConfigError(f"config.experiment.{field}={values!r} must be positive numbers, "
-                               "at least one (no penalty is always trained as 'none')")
+                               "at least one (no penalty is always trained as 'none'; learning_rates: every "
+                               "arm's step sizes)")
+  if len(config.experiment.activation_l1) != len(config.experiment.weight_l1):
+    raise errors.ConfigError(
+        f"config.experiment.activation_l1 has {len(config.experiment.activation_l1)} strengths "
+        f"and weight_l1 {len(config.experiment.weight_l1)}; give both penalties as many (each "
+        "chooses its strength from them on validation: tuning equal in kind)")
   errors.check_choice("experiment.seed_mode", config.experiment.seed_mode, harness.SEED_MODES)
   if config.loss.l1:
     raise errors.ConfigError(f"config.loss.l1={config.loss.l1!r} must be 0: the experiment sets "
@@ -128,17 +137,19 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   penalties = {arm: (penalty, strength) for arm, penalty, strength in arm_names(exp)}
 
   def fit(arm, setting, size, seeds, subsets):
-    del setting, subsets  # Nothing to tune; every seed trains on the whole training split.
+    del subsets  # Every seed trains on the whole training split.
     penalty, strength = penalties[arm]
     kwargs = {"activations": {"lam_act": strength}, "weights": {"lam1": strength}}.get(penalty,
                                                                                        {})
     variant = make_variant(arm, config, model, k, m, **kwargs)
-    optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
+    optimizer = optim.make_optimizer(config_lib.optimizer(
+        **{**config.optimizer.to_dict(), "learning_rate": setting["learning_rate"]}),
+        config.num_steps)
     return harness.train_seeds(
         model, variant.loss_fn, optimizer, config.num_steps, config.batch_size,
         [dataset.train] * len(seeds), seeds, mode=exp.seed_mode,
         value_and_grad=variant.value_and_grad, chunk_steps=config.eval_every,
-        what=f"sparsity {arm}", writer=writer, tag={"arm": arm})
+        what=f"sparsity {arm}", writer=writer, tag={"arm": arm, **setting})
 
   def measure(arm, setting, size, seed, params, split):
     out = kernel.evaluate(eval_fn, params, splits[split], config.eval_batch_size,
@@ -148,7 +159,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       record.update({f: float(v) for f, v in sparsity(params, x_test).items()})
     return record
 
-  arms = [harness.Arm(arm) for arm in penalties]
+  arms = [harness.Arm(arm, {"learning_rate": tuple(exp.learning_rates)}) for arm in penalties]
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
       "sparsity", arms, "none", (m,), "training examples", seeds, fit, measure,
@@ -173,7 +184,8 @@ def notes(config, result) -> list[str]:
           f"{config.model.activation} -> {config.loss.output}, {config.num_steps} steps of "
           f"{config.optimizer.name}, grad={config.grad}. The methods are the strengths of L1 on "
           f"the hidden units (activations, lambda_h) and on the weights (weights, lambda_1): a "
-          f"sweep, nothing chosen ('chosen' is empty). Near 0 means |.| <= {exp.near_zero:g}."]
+          f"sweep, each arm with its learning rate chosen on validation from "
+          f"{tuple(exp.learning_rates)}. Near 0 means |.| <= {exp.near_zero:g}."]
 
 
 def sparsity_table(result) -> str:

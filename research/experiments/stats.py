@@ -257,6 +257,23 @@ def count(blocks: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
   return n, m
 
 
+def edges(blocks: Iterable[Mapping[str, Any]]) -> list[str]:
+  """One line per choice that remains at a grid edge (harness.extend_grid's "edges"), over
+  results.json dicts: 'experiment, size=S, arm: axis=v at the high edge (budget: 2
+  extensions)'. Blocks from before extension (no "edges") list nothing."""
+  out = []
+  for results in blocks:
+    for entry in results["sizes"]:
+      for name, arm in entry["arms"].items():
+        for e in arm.get("edges", ()):
+          v = e["value"]
+          why = (f"budget: {results.get('max_extensions', 0)} extension(s)"
+                 if e["why"] == "budget" else e["why"])
+          out.append(f"{results['experiment']}, {results['size_label']}={entry['size']}, "
+                     f"{name}: {e['axis']}={v:g} at the {e['side']} edge ({why})")
+  return out
+
+
 def blocks_in(obj: Any) -> list[dict]:
   """The results blocks (harness.run's dicts) in a results.json: the object itself and those
   nested in it (e.g. one per target, or a regrouped block beside the sweep), in order."""

@@ -36,9 +36,11 @@ class (experiment.labels_per_class: stratified subsets, redrawn per seed); the m
                 of its encoder's Jacobian at x span the estimated tangent plane of the data
                 manifold at x (manifold_tangents). Each unit tangent is scaled to the mean length
                 of the hand-specified tangents of the same images, so gamma weighs both alike.
-Tuning, with the same budget: none chooses its learning rate from experiment.learning_rates,
-augment its magnitude m from experiment.augment_magnitudes, tangent_prop and mtc their gamma
-from experiment.tangent_weights, each by mean validation accuracy over the seeds. Measured on the
+Tuning, equal in kind: every method chooses its learning rate from experiment.learning_rates,
+jointly with (but for none) its strength: augment its magnitude m from
+experiment.augment_magnitudes, tangent_prop and mtc their gamma from experiment.tangent_weights
+(as many candidates), each by mean validation accuracy over the seeds; a choice at a grid's
+edge grows that grid by up to experiment.max_extensions steps. Measured on the
 test split: accuracy, data loss and sum_t ||J t||^2 (how flat the output is along the
 tangents, before gamma), and accuracy on the seed's own training subset.
 """
@@ -62,7 +64,7 @@ from research.experiments import harness
 from research.experiments import report
 
 METHODS = ("none", "augment", "tangent_prop", "mtc")
-RANGES = {"seeds": config_lib.Range(True, 2),
+RANGES = {"seeds": config_lib.Range(True, 2), "max_extensions": config_lib.Range(True, 0),
           "mtc_hidden": config_lib.Range(True, 1), "mtc_tangents": config_lib.Range(True, 1),
           "mtc_contraction": config_lib.Range(False, 0.0),
           "mtc_steps": config_lib.Range(True, 1), "mtc_batch_size": config_lib.Range(True, 1),
@@ -305,9 +307,9 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     return encoders[seed]
 
   def fit(method, setting, per_class, seeds, subsets):
-    lr = setting.get("learning_rate", config.optimizer.learning_rate)
     optimizer = optim.make_optimizer(config_lib.optimizer(
-        **{**config.optimizer.to_dict(), "learning_rate": lr}), config.num_steps)
+        **{**config.optimizer.to_dict(), "learning_rate": setting["learning_rate"]}),
+        config.num_steps)
     augment_fn = None
     if method == "tangent_prop":
       loss_fn = make_tangent_loss_fn(model, k, setting["gamma"], exp.blur_sigma,
@@ -339,10 +341,11 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       record["tangent_norm"] = float(tangent_norm(params, x_test))
     return record
 
-  grids = {"none": {"learning_rate": tuple(exp.learning_rates)},
-           "augment": {"magnitude": tuple(exp.augment_magnitudes)},
-           "tangent_prop": {"gamma": tuple(exp.tangent_weights)},
-           "mtc": {"gamma": tuple(exp.tangent_weights)}}
+  lrs = {"learning_rate": tuple(exp.learning_rates)}
+  grids = {"none": lrs,
+           "augment": {**lrs, "magnitude": tuple(exp.augment_magnitudes)},
+           "tangent_prop": {**lrs, "gamma": tuple(exp.tangent_weights)},
+           "mtc": {**lrs, "gamma": tuple(exp.tangent_weights)}}
   arms = [harness.Arm(m, grids[m]) for m in exp.methods]
   seeds = [config.seed + i for i in range(exp.seeds)]
   return harness.Experiment(
@@ -370,11 +373,11 @@ def notes(config) -> list[str]:
       f"{config.model.get('activation', '')}, {config.num_steps} steps of "
       f"{config.optimizer.name}, batch {config.batch_size}. Tangents: shift x, shift y, "
       f"rotation, blur sigma {exp.blur_sigma:g} px; J of the {exp.tangent_output}. Chosen by "
-      f"validation accuracy with the same budget: none's learning rate from "
-      f"{tuple(exp.learning_rates)}; augment's magnitude m from {tuple(exp.augment_magnitudes)} "
-      f"(shifts up to m x {exp.max_shift:g} px, rotations up to m x {exp.max_degrees:g} "
-      f"degrees); tangent_prop's and mtc's gamma from {tuple(exp.tangent_weights)} (learning "
-      f"rate {config.optimizer.learning_rate:g} for all three). mtc: the manifold tangent "
+      f"validation accuracy, equal in kind: every method's learning rate from "
+      f"{tuple(exp.learning_rates)}, jointly with augment's magnitude m from "
+      f"{tuple(exp.augment_magnitudes)} (shifts up to m x {exp.max_shift:g} px, rotations up "
+      f"to m x {exp.max_degrees:g} degrees) and tangent_prop's and mtc's gamma from "
+      f"{tuple(exp.tangent_weights)}. mtc: the manifold tangent "
       f"classifier, {exp.mtc_tangents} tangents per image from a contractive autoencoder "
       f"({exp.mtc_hidden} sigmoid units, beta {exp.mtc_contraction:g}, {exp.mtc_steps} Adam "
       f"steps at {exp.mtc_learning_rate:g}, batch {exp.mtc_batch_size}) trained once per seed on "

@@ -33,7 +33,7 @@ from research.experiments import variants as variants_lib
 from research.models import layers
 
 VARIANTS = {"conv": True, "local": False}  # name -> config.model.shared
-RANGES = {"seeds": config_lib.Range(True, 2)}
+RANGES = {"seeds": config_lib.Range(True, 2), "max_extensions": config_lib.Range(True, 0)}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
