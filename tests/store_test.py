@@ -41,6 +41,9 @@ def test_params_round_trip_without_pickle_and_the_same_params_make_the_same_byte
   np.testing.assert_array_equal(back[0]["w"], tree[0]["w"])
   assert back[0]["w"].dtype == np.float32 and back[1][0]["h"].dtype == ml_dtypes.bfloat16
   assert back[1][1:] == (None, 3, 0.5, "relu") and isinstance(back[1], tuple)
+  # Shapes come back as they were, a 0-d array's too (a scalar leaf, e.g. steps taken).
+  scalars = store_lib.params_from_bytes(store_lib.params_bytes({"s": np.int32(7)}))
+  assert scalars["s"].shape == () and scalars["s"] == 7
 
 
 def test_a_params_file_holding_a_pickle_is_refused_and_runs_nothing(tmp_path):

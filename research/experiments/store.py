@@ -142,7 +142,8 @@ def params_bytes(params) -> bytes:
 
 def _member(z: zipfile.ZipFile, name: str, a: np.ndarray) -> None:
   with z.open(zipfile.ZipInfo(name, date_time=_ZIP_DATE), "w", force_zip64=True) as f:
-    np.lib.format.write_array(f, np.ascontiguousarray(a), allow_pickle=False)
+    # np.asarray(order="C"), not ascontiguousarray: that one makes a 0-d array 1-d.
+    np.lib.format.write_array(f, np.asarray(a, order="C"), allow_pickle=False)
 
 
 def params_from_bytes(data: bytes) -> Any:
