@@ -193,7 +193,7 @@ def test_runner_writes_its_table_and_adversarial_training_resists_pgd(tmp_path):
     assert {json.loads(line)["split"] for line in f} == {"train", "result"}
   with open(os.path.join(workdir, "results.md")) as f:
     text = f.read()
-  assert "| 0.1 | pgd_training | clean_weight=0.5 |" in text
+  assert "| 0.1 | pgd_training | learning_rate=0.001, clean_weight=0.5 |" in text
   # One setting per method here: the note says nothing is chosen (and names no selection).
   assert "no subset to draw" in text and "nothing is chosen" in text
   assert result["select_label"] == "accuracy under PGD-10 at eps"

@@ -74,7 +74,7 @@ def test_l1_on_activations_sparsifies_the_units_and_l1_on_weights_the_weights(tm
     assert {json.loads(line)["split"] for line in f} == {"train", "result"}
   with open(os.path.join(workdir, "results.md")) as f:
     text = f.read()
-  assert "| 719 | activations 0.03 | - |" in text and "| weights 3 |" in text
+  assert "| 719 | activations 0.03 | learning_rate=0.001 |" in text and "| weights 3 |" in text
   assert "no subset to draw" in text
   # Every accuracy difference has its test-inclusive interval (per-example correctness).
   record = entry["arms"]["weights 3"]["test"][0]

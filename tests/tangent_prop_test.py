@@ -102,14 +102,14 @@ def test_runner_writes_its_tables_and_tangent_prop_flattens_the_output(tmp_path)
   st = {m: arm["stats"] for m, arm in entry["arms"].items()}
   assert st["tangent_prop"]["tangent_norm"]["mean"] < 0.7 * st["none"]["tangent_norm"]["mean"]
   assert st["tangent_prop"]["tangent_norm"]["vs_baseline"]["n"] == 2
-  assert entry["arms"]["tangent_prop"]["chosen"] == {"gamma": 100.0}
+  assert entry["arms"]["tangent_prop"]["chosen"] == {"learning_rate": 1e-3, "gamma": 100.0}
   for name in ("results.md", "results.json", "metrics.jsonl", "tangent_prop.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     assert {json.loads(line)["split"] for line in f} == {"train", "result"}
   with open(os.path.join(workdir, "results.md")) as f:
     text = f.read()
-  assert "| 10 | tangent_prop | gamma=100 |" in text and "test sum_t ‖J t‖²" in text
+  assert "| 10 | tangent_prop | learning_rate=0.001, gamma=100 |" in text and "test sum_t ‖J t‖²" in text
   assert "subsets redrawn per seed, stratified" in text
 
 
@@ -132,7 +132,7 @@ def test_manifold_tangent_classifier_learns_tangents_and_flattens_along_them(tmp
                         mtc_tangents=2)
   result = experiments.run(config, str(tmp_path / "mtc"))
   (entry,) = result["sizes"]
-  assert entry["arms"]["mtc"]["chosen"] == {"gamma": 100.0}
+  assert entry["arms"]["mtc"]["chosen"] == {"learning_rate": 1e-3, "gamma": 100.0}
   acc = [r["accuracy"] for r in entry["arms"]["mtc"]["test"]]
   assert min(acc) > 0.5, acc  # 10 classes: a working classifier, not chance
 
