@@ -10,7 +10,8 @@ finished workdir is reused, an interrupted one resumes its finished cells). Its 
 (the protocol note and the tables, rendered from results.json) then replaces the block between
 `<!-- results:<section> -->` and `<!-- /results:<section> -->` in docs/experiments.md. Prints
 each section's wall time and the total, and the count of comparisons and survivors (the
-doc's `<!-- comparisons -->` line, rewritten when every section runs). --check changes nothing
+doc's `<!-- comparisons -->` line, and its `<!-- edges -->` list of the choices still at a grid
+edge, both rewritten when every section runs). --check changes nothing
 and exits 1 when a block differs from its results.md beyond reproduction: choices must match
 exactly, numbers within research/experiments/stats.py's tolerance, and a conclusion may flip
 only where the doc or the results mark it borderline (†).
@@ -86,6 +87,21 @@ def comparisons_line(workdirs) -> str:
   return (f"This document makes {n} comparisons (each method against its section's baseline, "
           f"field by field); {m} survive Holm correction within their results block and the "
           "wider of the two intervals.\n")
+
+
+# The doc's list of choices still at a grid edge (rewritten when every section runs).
+EDGES = re.compile(r"(<!-- edges -->\n)(.*?)(<!-- /edges -->)", re.DOTALL)
+
+
+def edges_text(workdirs) -> str:
+  """The choices that remain at a grid edge over the sections' results.json files
+  (stats.edges), as the doc's list."""
+  from research.experiments import stats  # pylint: disable=g-import-not-at-top
+  lines = stats.edges(b for w in workdirs for b in results_blocks(w))
+  head = (f"{len(lines)} choice(s) remain at a grid edge after extension (budget: the "
+          "extensions ran out; bound: the axis's bound; sweep: a swept strength):\n")
+  return head + "".join(f"- {line}\n" for line in lines) if lines else (
+      "No choice remains at a grid edge.\n")
 
 
 def differences(doc: str, section: str, text: str) -> list[str]:
@@ -171,6 +187,8 @@ def main(argv=None) -> int:
   print(line.strip())
   if set(sections) == set(SECTIONS) and COUNT.search(doc):
     doc = COUNT.sub(lambda m: m.group(1) + line + m.group(3), doc, count=1)
+    edges = edges_text([os.path.join(args.workdir, s) for s in sections])
+    doc = EDGES.sub(lambda m: m.group(1) + edges + m.group(3), doc, count=1)
   with open(DOC, "w", encoding="utf-8") as f:
     f.write(doc)
   print(f"total: {total:.0f} s for {len(sections)} section(s); updated: "

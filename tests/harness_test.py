@@ -484,3 +484,19 @@ def test_regroup_chooses_a_sweeps_strength_on_validation_not_on_test(tmp_path):
   assert arm["stats"]["accuracy"]["vs_baseline"]["mean"] == pytest.approx(0.1)
   assert harness.chooses(chosen) and "chosen on the validation split" in harness.protocol_note(
       chosen)
+
+
+def test_the_doc_lists_every_choice_left_at_a_grid_edge(tmp_path):
+  regen = _regenerate()
+  # lr peaks at 0.1, the grid's top, and no extension is allowed: both arms at both sizes.
+  exp, _ = _fake(grids={"a": {"lr": (0.01, 0.1)}, "b": {"lr": (0.01, 0.1)}})
+  (tmp_path / "edge").mkdir()
+  (tmp_path / "edge" / "results.json").write_text(json.dumps(harness.run(exp, tmp_path / "r")))
+  (tmp_path / "inside").mkdir()  # Interior choices list nothing.
+  (tmp_path / "inside" / "results.json").write_text(json.dumps(harness.run(_fake()[0],
+                                                                           tmp_path / "i")))
+  text = regen.edges_text([str(tmp_path / "edge"), str(tmp_path / "inside")])
+  assert text.startswith("4 choice(s) remain at a grid edge")
+  assert "- fake, labels per class=1, a: lr=0.1 at the high edge (budget: 0 extension(s))" in text
+  assert regen.edges_text([str(tmp_path / "inside")]) == "No choice remains at a grid edge.\n"
+  assert regen.EDGES.search((REPO / "docs" / "experiments.md").read_text())

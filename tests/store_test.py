@@ -330,6 +330,8 @@ def test_the_cell_id_changes_with_what_changes_the_result():
   other = ml_collections.ConfigDict({"seed": 0, "experiment": {"executor": "ray", "a": 1},
                                      "keep_checkpoints": 5})
   assert harness.config_fingerprint(config) == harness.config_fingerprint(other)
+  other.experiment.max_extensions = 2  # A budget of extensions reuses every finished cell.
+  assert harness.config_fingerprint(config) == harness.config_fingerprint(other)
   other.experiment.a = 2
   assert harness.config_fingerprint(config) != harness.config_fingerprint(other)
 
@@ -471,6 +473,15 @@ def test_no_budget_extends_nothing_and_still_lists_the_edges(tmp_path):
   up = results["sizes"][0]["arms"]["up"]
   assert up["added"] == {} and up["edges"][0]["why"] == "budget"
   assert "not extended" in harness.protocol_note(results)
+
+
+def test_a_larger_budget_later_reuses_every_cell_and_ends_as_a_fresh_run(tmp_path, edgy_fresh):
+  calls = []
+  _run_edgy(tmp_path, calls, budget=1)
+  assert len(calls) == _ROUNDS[1]
+  assert _strip(_run_edgy(tmp_path, calls)) == _strip(edgy_fresh[1])
+  assert len(calls) == _ROUNDS[-1] and len(set(calls)) == len(calls)  # nothing trained twice
+  assert _records(tmp_path) == _records(edgy_fresh[0])
 
 
 @pytest.mark.every_case

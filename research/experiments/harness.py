@@ -13,9 +13,14 @@ and `run(experiment, workdir)` owns everything else:
 
   - labelled subsets are stratified (the same number of labels per class, every class present)
     and redrawn per seed (stratified_indices); a size no class can hold is refused in one line;
-  - every arm is tuned on the validation split with the same budget (the same number of grid
-    cells; `select` names the validation field that picks the setting); the grid and the
-    choice are recorded, and the test split is measured once, for the chosen setting only;
+  - every arm is tuned on the validation split equally in kind (check: the same step sizes,
+    STEP, for every arm with a step, and as many candidates for each arm's own strength;
+    `select` names the validation field that picks the setting); where a choice sits at the
+    edge of a numeric axis, that axis grows by one step (extend_grid, within the arm's bounds)
+    and the new cells run, round after round, until the choice is interior or
+    Experiment.max_extensions is spent; the final grid, the values added, the edges that
+    remain and the choice are recorded, and the test split is measured once, for the chosen
+    setting only;
   - statistics (research/experiments/stats.py): mean and sample std over seeds, and the paired
     difference to the baseline arm (the same seeds, hence the same subsets) with a 95%
     t-interval over seeds and, with per-example values, a 95% interval that also counts the
@@ -67,9 +72,10 @@ MIN_SEEDS = 5  # Fewer seeds can run (tests, quick looks); their tables say it i
 SEED_MODES = ("vmap", "loop")
 STEP = "learning_rate"  # the step-size axis of arms' grids: shared by every arm (check)
 # Config fields that cannot change a cell's result, left out of config_fingerprint (and so of
-# every cell's id): where the cells run, and checkpoint and profiling bookkeeping.
-FINGERPRINT_EXCLUDED = ("experiment.executor", "checkpoint_every", "keep_checkpoints",
-                        "profile_steps")
+# every cell's id): where the cells run, how far grids may grow (a larger budget reuses every
+# cell a smaller one ran), and checkpoint and profiling bookkeeping.
+FINGERPRINT_EXCLUDED = ("experiment.executor", "experiment.max_extensions", "checkpoint_every",
+                        "keep_checkpoints", "profile_steps")
 
 
 # ------------------------------------------------------------------------------------ subsets
@@ -445,6 +451,7 @@ def run(experiment: Experiment, workdir, writer=None, *, executor: str = "local"
           "confidence": CONFIDENCE, "finding": len(seeds) >= MIN_SEEDS, "sizes": out_sizes,
           "family": list(experiment.family) if experiment.family is not None else None,
           "test_shared": experiment.test_shared, "max_extensions": experiment.max_extensions,
+          "step_sizes": experiment.step_sizes,
           "wall_time": time.time() - t_start}
 
 
@@ -1029,9 +1036,14 @@ def protocol_note(results: dict) -> str:
   conf = round(100 * results["confidence"])
   note = f"n = {n} seeds ({results.get('data_note', 'subsets redrawn per seed, stratified')}); "
   if chooses(results):
+    steps = any(STEP in c["setting"] for e in results["sizes"] for a in e["arms"].values()
+                for c in a["grid"])
+    own = results.get("step_sizes") == "own"
     note += (f"each method's setting chosen on the validation split by mean "
-             f"{results.get('select_label', results['select'])}, every method tuning the "
-             "same step sizes and its own strength over as many candidates; ")
+             f"{results.get('select_label', results['select'])}, tuning equal in kind ("
+             + (("every method its own step sizes, as many" if own else
+                 "every method the same step sizes") + ", and " if steps else "")
+             + "each method's own strength over as many candidates); ")
     if "max_extensions" in results:
       budget = results["max_extensions"]
       note += ((f"where a choice sat at a grid edge, its axis was extended by one step at a "
