@@ -382,7 +382,7 @@ def procedure_experiment(config: ml_collections.ConfigDict,
           tag={"budget": budget, "arm": method, **setting})
       return [{"net": p, "steps": np.int32(budget), "restarts": np.int32(0)} for p in nets]
     chunk = make_chunk(model, loss_fn, optimizer, lec.batch_size)
-    perturb = jax.jit(lambda p, key: (lambda new: (new, optax.tree_utils.tree_norm(
+    perturb_fn = jax.jit(lambda p, key: (lambda new: (new, optax.tree_utils.tree_norm(
         jax.tree.map(jnp.subtract, new, p))))(perturb(p, key, lec.perturbation_scale)))
     out = []
     for seed in seeds:
@@ -399,7 +399,7 @@ def procedure_experiment(config: ml_collections.ConfigDict,
                         **{f: train_metrics[f] for f in ("loss", "accuracy")}})
 
       result = descend(lec if method == "lecture" else never_stalls, chunk,
-                               measure_train, perturb, optimizer, state, restart_key, x_all,
+                               measure_train, perturb_fn, optimizer, state, restart_key, x_all,
                                y_all, budget, on_check=on_check)
       out.append({"net": result["state"]["params"], "steps": np.int32(result["step"]),
                   "restarts": np.int32(result["restarts"])})
