@@ -44,6 +44,8 @@ SECTIONS = {
     "pretraining_adam": "exp_pretraining.py:digits_adam",
     "pretraining_mnist": "exp_pretraining.py:mnist_subset",
     "semi_supervised": "exp_semi_supervised.py",
+    "lecture_procedure": "exp_lecture_procedure.py",
+    "lecture_procedure_cancer": "exp_lecture_procedure.py:breast_cancer",
     "skipgram": "exp_skipgram.py",
     "surrogate": "exp_surrogate.py:macro_f1",
     "surrogate_binary_f1": "exp_surrogate.py:binary_f1",
