@@ -83,7 +83,9 @@ class Examples:
     label, payload = self.source[index]
     rng = np.random.default_rng([self.seed, step, self.offset + j])
     shard, k = self.source.locate(index)
-    x = self.prep(payload, f"{self.source.path(shard)}: record {k}", rng)
+    where = f"{self.source.path(shard)}: record {k}"
+    records.check_label(label, len(self.manifest["classes"]), where)
+    x = self.prep(payload, where, rng)
     return x, np.int32(label)
 
   def __getstate__(self):
@@ -187,13 +189,20 @@ def iterator_state(step: int, identity: int, mesh) -> dict:
                              "records": np.asarray(identity, np.int32)}, mesh)
 
 
+def check_identity(saved: int, identity: int, data_dir, workdir=None) -> None:
+  """DataError when the records a checkpoint was trained on (`saved`) are not these."""
+  if int(saved) != int(identity):
+    where = f"{workdir}'s checkpoints were" if workdir else "the checkpoint was"
+    raise errors.DataError(
+        f"the records in {data_dir} changed since {where} written (its manifest.json "
+        "differs); the run is kept as it is: pass the records it was trained on, or a new "
+        "--workdir to train on these")
+
+
 def check_restored(restored: dict, step: int, identity: int, data_dir) -> None:
   """A resumed run's stream restarts at the checkpoint's step over the same records."""
   local = lambda a: int(np.asarray(a.addressable_data(0)))
-  if local(restored["records"]) != identity:
-    raise errors.DataError(
-        f"the records in {data_dir} changed since the checkpoint was written (manifest "
-        "checksum differs); resume with the records it was trained on, or pass a new --workdir")
+  check_identity(local(restored["records"]), identity, data_dir)
   if local(restored["position"]) != step:
     raise errors.DataError(f"checkpoint step {step} holds data position "
                            f"{local(restored['position'])}; the checkpoint is inconsistent: "
