@@ -462,3 +462,120 @@ def test_a_resume_over_changed_records_is_refused(image_records, tmp_path):
                              str(changed))
   with pytest.raises(errors.DataError, match="data position 16"):
     streaming.check_restored(saved, 24, identity, image_records)
+
+
+# ------------------------------------------------- faults of a streaming run: one line each
+
+# A guard against a hung process, never a timing: these commands take seconds, minutes on a
+# machine loaded many times over.
+_GUARD_S = 1800
+
+
+def _snapshot(workdir) -> dict:
+  """Every file under workdir (the lock aside) -> its bytes: what a refusal must not touch."""
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      if name != ".lock":
+        path = os.path.join(root, name)
+        out[os.path.relpath(path, workdir)] = open(path, "rb").read()
+  return out
+
+
+def _error_line(result) -> str:
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished(image_records, tmp_path_factory):
+  """(records, workdir, overrides) of a finished 4-step streaming run on its own copy of the
+  records, which tests damage and restore in place (the run's config names the path)."""
+  root = tmp_path_factory.mktemp("finished")
+  data = root / "rec"
+  shutil.copytree(image_records, data)
+  overrides = _tiny_overrides(data, num_steps=4, checkpoint_every=4)
+  subprocess.run(_main(root / "run", overrides), cwd=REPO, env=_env(), check=True,
+                 capture_output=True, timeout=_GUARD_S)
+  return data, root / "run", overrides
+
+
+@pytest.fixture
+def restored_after(finished):
+  """Puts the finished run's records back as they were after the test."""
+  data = finished[0]
+  saved = {name: (data / name).read_bytes() for name in os.listdir(data)}
+  yield finished
+  for name, content in saved.items():
+    (data / name).write_bytes(content)
+
+
+def _without_last_class(data_dir, keep_counts=True):
+  manifest = json.loads((data_dir / records.MANIFEST).read_text())
+  manifest["classes"] = manifest["classes"][:-1]
+  if not keep_counts:  # The counts agree with the list: only the records hold the label.
+    for entry in manifest["splits"].values():
+      entry["class_counts"].pop(str(len(manifest["classes"])), None)
+  (data_dir / records.MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_labels_past_the_manifests_classes_are_refused(image_records, tmp_path):
+  data = tmp_path / "rec"
+  shutil.copytree(image_records, data)
+  _without_last_class(data)
+  with pytest.raises(errors.DataError, match=r"split 'train' holds label 2 but \"classes\" "
+                     r"lists 2 class\(es\)") as e:
+    train.train_and_evaluate(_tiny_config(data, num_steps=2), tmp_path / "run")
+  assert "\n" not in str(e.value)
+  assert not (tmp_path / "run").exists()  # Refused before anything: no workdir left behind.
+  # A manifest whose counts were edited to agree: the record itself is refused when read.
+  shutil.copy(os.path.join(image_records, records.MANIFEST), data / records.MANIFEST)
+  _without_last_class(data, keep_counts=False)
+  examples = streaming.Examples(_image_config(str(data)), seed=0, batch_size=8)
+  with pytest.raises(errors.DataError, match=r"holds label 2, outside the manifest's 2 "
+                     r"classes"):
+    list(streaming.batches(examples, 0, examples.steps_per_epoch))
+
+
+def test_a_records_dir_that_does_not_exist_leaves_no_workdir(tmp_path):
+  with pytest.raises(errors.DataError, match="manifest.json is missing"):
+    train.train_and_evaluate(_tiny_config(tmp_path / "nowhere", num_steps=2),
+                             tmp_path / "new" / "run")
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_damaged_shard_is_one_line_for_a_new_and_a_finished_run(restored_after, tmp_path,
+                                                                   split):
+  data, workdir, overrides = restored_after
+  shard = sorted(glob.glob(str(data / f"{split}-*")))[0]
+  content = bytearray(open(shard, "rb").read())
+  content[65536] ^= 0xFF  # A block header past the first chunk: riegeli fails on close.
+  open(shard, "wb").write(bytes(content))
+  before = _snapshot(workdir)
+  for run in (workdir, tmp_path / "new"):
+    result = subprocess.run(_main(run, overrides), cwd=REPO, env=_env(), capture_output=True,
+                            text=True, timeout=_GUARD_S)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = _error_line(result)
+    assert shard in line and "block header hash mismatch" in line and "--verify" in line
+  assert _snapshot(workdir) == before
+  assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_a_finished_run_over_changed_records_says_so_and_keeps_the_run(restored_after):
+  data, workdir, overrides = restored_after
+  manifest = json.loads((data / records.MANIFEST).read_text())
+  manifest["classes"].append("dog")  # Another class count: the saved state no longer fits.
+  (data / records.MANIFEST).write_text(json.dumps(manifest))
+  before = _snapshot(workdir)
+  result = subprocess.run(_main(workdir, overrides), cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=_GUARD_S)
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = _error_line(result)
+  assert f"the records in {data} changed since" in line and "delete" not in line
+  assert "state does not match" not in result.stderr and "warning" not in result.stderr.lower()
+  assert _snapshot(workdir) == before
