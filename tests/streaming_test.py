@@ -184,12 +184,42 @@ def test_unreadable_images_are_one_line_each_then_refused_or_skipped(tmp_path, c
   for path in bad:
     assert sum(str(root / path) in line for line in err.splitlines()) == 1, err
   assert err.splitlines()[-1].startswith("error: 2 unreadable image(s)")
-  assert not (tmp_path / "refused" / records.MANIFEST).exists()
+  assert not (tmp_path / "refused").exists()  # No shards of either split left behind.
   _convert("--format=imagefolder", f"--src={root}", f"--out={tmp_path / 'kept'}",
            "--on_bad=skip", "--workers=1")
   manifest = records.read_manifest(tmp_path / "kept")
   assert sorted(manifest["skipped"]) == sorted(str(root / p) for p in bad)
   assert manifest["splits"]["train"]["count"] == 3 * TRAIN_PER_CLASS
+
+
+def test_links_and_sub_folders_are_listed_and_a_refusal_leaves_no_shards(tmp_path, capsys):
+  root = tmp_path / "tree"
+  _write_tree(root)
+  odd = {"train/ant/loop.JPEG": "a symbolic link loop",
+         "val/bee/gone.JPEG": "a dangling symbolic link",
+         "train/cat/more": "a folder (images in sub-folders are not read"}
+  os.symlink("loop.JPEG", root / "train/ant/loop.JPEG")
+  os.symlink(root / "nowhere.JPEG", root / "val/bee/gone.JPEG")
+  os.makedirs(root / "train/cat/more")
+  shutil.copy(root / "train/cat/0.JPEG", root / "train/cat/more/0.JPEG")
+  out = tmp_path / "refused"
+  with pytest.raises(SystemExit) as exit_info:
+    _convert("--format=imagefolder", f"--src={root}", f"--out={out}", "--workers=1")
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2
+  for path, what in odd.items():
+    assert sum(f"{root / path} is {what}" in line for line in err.splitlines()) == 1, err
+  assert err.splitlines()[-1].startswith("error: 3 unreadable image(s) or entries")
+  assert not out.exists()  # Neither train's nor val's shards, nor the directory it made.
+  (tmp_path / "kept_dir").mkdir()  # An --out that existed stays, empty.
+  with pytest.raises(SystemExit):
+    _convert("--format=imagefolder", f"--src={root}", f"--out={tmp_path / 'kept_dir'}",
+             "--workers=1")
+  assert os.listdir(tmp_path / "kept_dir") == []
+  _convert("--format=imagefolder", f"--src={root}", f"--out={tmp_path / 'kept'}",
+           "--on_bad=skip", "--workers=1")
+  assert sorted(records.read_manifest(tmp_path / "kept")["skipped"]) == sorted(
+      str(root / p) for p in odd)
 
 
 # ------------------------------------------------------------------ damage is one line
