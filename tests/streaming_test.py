@@ -609,3 +609,43 @@ def test_a_finished_run_over_changed_records_says_so_and_keeps_the_run(restored_
   assert f"the records in {data} changed since" in line and "delete" not in line
   assert "state does not match" not in result.stderr and "warning" not in result.stderr.lower()
   assert _snapshot(workdir) == before
+
+
+_BATCHES_WITH_WORKERS = r"""
+import sys
+from research.data import records, streaming
+if __name__ == "__main__":  # grain's workers are spawned: they import this file.
+  cfg = records.config(sys.argv[1], test_split="val", image_size=32, resize=36)
+  examples = streaming.Examples(cfg, seed=0, batch_size=8)
+  it = streaming.batches(examples, 0, 4, num_workers=2)
+  for _ in range(4):
+    x, y = next(it)
+  del x, y
+  streaming.close_batches(it)
+  print("done")
+"""
+
+
+def test_grain_workers_leave_no_shared_memory_behind(image_records, tmp_path):
+  script = tmp_path / "batches.py"
+  script.write_text(_BATCHES_WITH_WORKERS)
+  result = subprocess.run([sys.executable, str(script), image_records], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=_GUARD_S)
+  assert result.returncode == 0 and result.stdout == "done\n", result.stderr[-3000:]
+  assert "leaked" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_a_run_with_workers_good_or_failed_prints_no_leak_warning(image_records, tmp_path):
+  overrides = _tiny_overrides(image_records, num_steps=4, **{"data.num_workers": 2})
+  result = subprocess.run(_main(tmp_path / "good", overrides), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=_GUARD_S)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "leaked" not in result.stderr and "warning" not in result.stderr.lower()
+  out, shard = _damaged(image_records, tmp_path, "corrupt")  # Read by a worker: fails there
+  # (within 40 steps, the first epoch).
+  result = subprocess.run(_main(tmp_path / "failed", dict(overrides, num_steps=40, **{"data.data_dir": out})),
+                          cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=_GUARD_S)
+  assert result.returncode == 2 and shard in _error_line(result)
+  assert "leaked" not in result.stderr

@@ -172,10 +172,35 @@ class Feeder:
   def close(self) -> None:
     self._stop.set()
     self._thread.join(timeout=30)
-    close = getattr(self._iter, "close", None)
-    if close is not None:
-      close()  # Stops grain's worker processes now, not at interpreter exit.
+    close_batches(self._iter)
     self._iter = None
+
+
+def close_batches(it) -> None:
+  """Stops a `batches` iterator's worker processes now, not at interpreter exit, and waits
+  until the shared memory of the batches it handed out is unlinked."""
+  close = getattr(it, "close", None)
+  if close is not None:
+    close()
+  _drain_shared_memory_deletions()
+
+
+def _drain_shared_memory_deletions() -> None:
+  """grain unlinks a worker's batch from shared memory in a background thread pool when the
+  batch is freed; deletions still queued at exit are never run, and Python's resource tracker
+  then warns of "leaked shared_memory objects". Runs them now; later frees unlink at once."""
+  try:
+    from grain._src.python.ipc import shared_memory_array  # pylint: disable=g-import-not-at-top
+  except ImportError:  # Another grain layout: nothing of ours to drain.
+    return
+  cls = getattr(shared_memory_array, "SharedMemoryArray", None)
+  pool = getattr(cls, "_del_thread_pool", None)
+  if pool is None:
+    return
+  with cls._lock:  # pylint: disable=protected-access
+    cls._del_thread_pool, cls._outstanding_del_requests = None, None
+  pool.close()
+  pool.join()
 
 
 def identity(data_config) -> int:
