@@ -8,7 +8,6 @@ import sys
 import time
 
 import processes
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A guard against a hang, not a timing: the survivor answers within seconds once its peer is
@@ -27,7 +26,6 @@ def _start(workdir, port: int, process_id: int, log):
       stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
 
-@pytest.mark.slow
 def test_a_peers_death_is_one_line_in_the_survivor(tmp_path):
   workdir = tmp_path / "run"
   with processes.reserved_port() as port:

@@ -274,6 +274,28 @@ def test_a_corrupt_record_is_one_line_naming_the_file(image_records, tmp_path):
     list(streaming.batches(examples, 0, examples.steps_per_epoch))
 
 
+def test_a_block_header_damaged_past_the_first_chunk_is_one_line_at_load(image_records,
+                                                                          tmp_path):
+  out = tmp_path / "header"
+  shutil.copytree(image_records, out)
+  shard = sorted(glob.glob(str(out / "val-*")))[0]
+  content = bytearray(open(shard, "rb").read())
+  content[65536] ^= 0xFF  # riegeli notices on close(), after the record count read fine.
+  open(shard, "wb").write(bytes(content))
+  with pytest.raises(errors.DataError, match="block header hash mismatch") as e:
+    records.open_split(str(out), "val")
+  assert str(e.value).startswith(f"{shard} is damaged") and "--verify" in str(e.value)
+  assert "\n" not in str(e.value)
+
+
+def test_verify_reads_every_shard_against_its_crc32(image_records, tmp_path):
+  out, shard = _damaged(image_records, tmp_path, "corrupt")  # Same size and record count.
+  assert records.verify_files(image_records) == {"train": 48, "val": 12}
+  with pytest.raises(errors.DataError, match="does not match its CRC-32") as e:
+    records.verify_files(str(out))
+  assert shard in str(e.value)
+
+
 def test_a_payload_that_fails_its_checksum_is_one_line():
   record = bytearray(records.encode(3, b"pixels"))
   assert records.decode(bytes(record), "f: record 0") == (3, b"pixels")
