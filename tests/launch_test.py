@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
 import sys
@@ -177,10 +178,21 @@ def test_multihost_first_failure_stops_the_others(tmp_path):
                   '  echo boom >&2; exit 3;;\nesac\n'
                   "exec sleep infinity\n")
   fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-  out = _sh("multihost_local.sh", "-n", "3", "--port=1", f"--log_dir={tmp_path}", "--",
-            "--config.seed=4", env={"PYTHON": str(fake)}, timeout=processes.GUARD_S)
-  assert out.returncode == 1
-  assert "process 1 failed" in out.stderr
+  proc = subprocess.Popen(
+      ["bash", os.path.join(_REPO, "launch", "multihost_local.sh"), "-n", "3", "--port=1",
+       f"--log_dir={tmp_path}", "--", "--config.seed=4"],
+      env=dict(os.environ, PYTHON=str(fake)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, start_new_session=True)
+  try:
+    # The launcher polls its processes every 0.2 s: once process 1's failure is on disk, a
+    # launcher that stops the others exits within seconds; 10 minutes is only a guard.
+    _, err = proc.communicate(timeout=600)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)  # The launcher and the processes it left running.
+    raise AssertionError("the launcher kept the other processes running after process 1 "
+                         "failed") from None
+  assert proc.returncode == 1
+  assert "process 1 failed" in err
   assert "boom" in (tmp_path / "process_1.log").read_text()
   assert "--config.seed=4 --coordinator_address=127.0.0.1:1 --num_processes=3 --process_id=2" \
       in (tmp_path / "process_2.log").read_text()

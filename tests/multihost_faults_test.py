@@ -8,6 +8,10 @@ import sys
 import time
 
 import processes
+import pytest
+
+from research import errors
+from research import parallel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A guard against a hang, not a timing: the survivor answers within seconds once its peer is
@@ -51,3 +55,16 @@ def test_a_peers_death_is_one_line_in_the_survivor(tmp_path):
   assert lines[0].startswith("error: process 1 of this 2-process run stopped, so process 0 "
                              "stops too")
   assert "start every process again with the same command" in lines[0]
+
+
+@pytest.mark.every_case  # Each is its own check, and instant.
+@pytest.mark.parametrize("args, message", [
+    (("127.0.0.1:1", 2, 2), "process_id=2 must be in [0, 2)"),
+    (("127.0.0.1:1", 0, 0), "num_processes=0 must be a positive integer"),
+    (("localhost", 2, 0), "must be host:port"),
+    ((None, 2, 1), "need a --coordinator_address"),
+])
+def test_bad_multi_host_flags_are_one_line_before_jax_connects(args, message):
+  with pytest.raises(errors.ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")) as e:
+    parallel.maybe_initialize_distributed(*args)
+  assert "\n" not in str(e.value)
