@@ -98,9 +98,7 @@ def stream_rate(data_dir: str, workers: int, batch: int, num_batches: int) -> di
     for _ in range(num_batches):
       x, _ = next(it)
     seconds = time.perf_counter() - t0
-    close = getattr(it, "close", None)
-    if close:
-      close()
+    streaming.close_batches(it)
   assert x.shape == (batch, 224, 224, 3)
   return {"images_per_sec": batch * num_batches / seconds, "peak_rss_mib": rss.peak / 2**20,
           "n": examples.n, "workers": workers, "batch": batch, "batches": num_batches}

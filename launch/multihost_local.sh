@@ -110,7 +110,7 @@ while ((running)); do
     fi
     pids[i]=""
     if ! wait "$pid" && ((status == 0)); then
-      echo "process $i failed; see $log_dir/process_$i.log; stopping the others" >&2
+      echo "process $i failed; see $log_dir/process_$i.log; stopping the others (rerun the same command to resume from the last checkpoint)" >&2
       status=1
       stop_all
     fi

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import processes
 import jax
 import ml_collections
 import numpy as np
@@ -331,11 +332,11 @@ def test_a_harness_runner_killed_mid_way_resumes_to_identical_results(tmp_path):
   proc.stderr.close()
   done = cells.read_text().count('"kind":"fit"')  # Trained cells (not test entries).
   resumed = subprocess.run(_multitask_cmd(tmp_path / "killed"), cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=processes.GUARD_S)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert _trained_cells(resumed.stderr) == 4 - done  # Finished cells are not trained again.
   fresh = subprocess.run(_multitask_cmd(tmp_path / "fresh"), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=processes.GUARD_S)
   assert fresh.returncode == 0, fresh.stderr[-2000:]
   assert _trained_cells(fresh.stderr) == 4
   strip = lambda p: {k: v for k, v in json.loads(p.read_text()).items() if k != "wall_time"}

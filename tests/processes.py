@@ -6,6 +6,11 @@ import socket
 import subprocess
 import sys
 
+# The limit on a test's subprocess: a guard against a hang, never a speed check. A run that
+# takes 40 s on a quiet 2-core machine takes 10 minutes at load average 30; an hour is past
+# anything but a hang, and the failure then says so.
+GUARD_S = 3600
+
 # research.main with a kill point: at an observed point of its progress the run says so on a
 # pipe and waits for the test, which SIGKILLs it there (or lets it go on). A point is a count
 # of events, never a time:
