@@ -76,7 +76,10 @@ def results_block(workdir: str) -> str:
 def results_blocks(workdir: str) -> list[dict]:
   """The harness results blocks in workdir/results.json (a block, or blocks nested in it)."""
   from research.experiments import stats  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):  # A section that writes results.md alone counts nothing.
+    return []
+  with open(path, encoding="utf-8") as f:
     return stats.blocks_in(json.load(f))
 
 
