@@ -26,7 +26,8 @@ def _start(workdir, port: int, process_id: int, log):
        "--config.checkpoint_every=1000000", f"--workdir={workdir}",
        f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
        f"--process_id={process_id}"],
-      cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"),
+      cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+                         **processes.MULTIPROCESS_ENV),
       stdout=subprocess.DEVNULL, stderr=open(log, "w"))
 
 
@@ -68,3 +69,47 @@ def test_bad_multi_host_flags_are_one_line_before_jax_connects(args, message):
   with pytest.raises(errors.ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")) as e:
     parallel.maybe_initialize_distributed(*args)
   assert "\n" not in str(e.value)
+
+
+def _pid_of(workdir, process_id: int) -> int | None:
+  """The pid of research.main's process `process_id` training in `workdir`, from /proc."""
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        args = f.read().decode(errors="replace").split("\0")
+    except OSError:
+      continue
+    if f"--workdir={workdir}" in args and f"--process_id={process_id}" in args:
+      return int(pid)
+  return None
+
+
+def test_through_the_launcher_a_peers_death_is_named_with_how_to_resume(tmp_path):
+  workdir, logs = tmp_path / "run", tmp_path / "logs"
+  with processes.reserved_port() as port:
+    launcher = subprocess.Popen(
+        ["bash", os.path.join(REPO, "launch", "multihost_local.sh"), "-n", "2",
+         f"--port={port}", f"--log_dir={logs}", "--", "--config=configs/default.py",
+         "--config.num_steps=1000000", "--config.log_every=50",
+         "--config.eval_every=1000000", "--config.checkpoint_every=1000000",
+         f"--workdir={workdir}"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+                           PYTHON=sys.executable, **processes.MULTIPROCESS_ENV),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+  try:
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.monotonic() + _GUARD_S
+    while not (metrics.exists() and metrics.read_text().strip()):
+      assert launcher.poll() is None, launcher.stderr.read()[-3000:]
+      assert time.monotonic() < deadline, "no train record within the guard"
+      time.sleep(0.05)
+    os.kill(_pid_of(workdir, 1), signal.SIGKILL)
+    _, err = launcher.communicate(timeout=_GUARD_S)
+  finally:
+    if launcher.poll() is None:
+      os.killpg(launcher.pid, signal.SIGKILL)
+  assert launcher.returncode == 1, err[-3000:]
+  assert "Traceback" not in err and "Check failure" not in err, err[-3000:]
+  named = [line for line in err.splitlines() if "process 1" in line]
+  assert named and all("resume" in line for line in named), err[-3000:]
+  assert _pid_of(workdir, 0) is None  # The survivor stopped too.

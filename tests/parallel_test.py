@@ -19,7 +19,8 @@ _TIMEOUT_S = processes.GUARD_S
 
 def _run(mode: str, *args: str, devices: int = 1) -> subprocess.Popen:
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=_REPO,
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             **processes.MULTIPROCESS_ENV)
   return subprocess.Popen([sys.executable, os.path.abspath(__file__), mode, *args], env=env,
                           cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

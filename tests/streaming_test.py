@@ -498,7 +498,8 @@ def test_two_processes_reach_the_params_of_one(image_records, tmp_path):
          f"--port={port}", f"--log_dir={tmp_path / 'logs'}", "--",
          "--config=configs/alexnet_imagenet.py:cpu", f"--workdir={tmp_path / 'two'}",
          *_flags(overrides)],
-        cwd=REPO, env=dict(_env(), PYTHON=sys.executable), capture_output=True, text=True,
+        cwd=REPO, env=dict(_env(), PYTHON=sys.executable, **processes.MULTIPROCESS_ENV),
+        capture_output=True, text=True,
         timeout=processes.GUARD_S)
   logs = "".join(p.read_text()[-1500:] for p in sorted((tmp_path / "logs").glob("*.log")))
   assert result.returncode == 0, result.stderr[-1500:] + logs
