@@ -38,7 +38,9 @@ def _config(flags):
 
 
 def _env(**extra):
-  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", **extra)
+  # PYTHON: launch/multihost_local.sh runs this interpreter, not whatever `python` is on PATH
+  # (an unactivated venv's pytest, as in .ci/run, has none with the project installed).
+  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHON=sys.executable, **extra)
 
 
 def _main(workdir, *flags, env=None):

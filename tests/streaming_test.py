@@ -447,7 +447,8 @@ def _main(workdir, overrides, *extra):
 
 
 def _env():
-  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  # PYTHON: launch/multihost_local.sh runs this interpreter, not whatever `python` is on PATH.
+  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHON=sys.executable)
 
 
 @pytest.mark.slow
