@@ -105,8 +105,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   exp = report.check_experiment(config, "configs/exp_skipgram.py", RANGES, METHODS)
   errors.check_choice("model.name", config.model.name, ("bag_of_embeddings",))
   errors.check_choice("loss.output", config.loss.output, ("softmax",))
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   if tuple(exp.labels_per_topic):  # () is allowed: embeddings only.
     errors.check_ints("experiment.labels_per_topic", exp.labels_per_topic, ", e.g. (1, 5, 20)")
   if not exp.learning_rates or not exp.l2s:
@@ -589,6 +587,36 @@ def skipgram_of_seed(config, corpus: Corpus, seed: int, workdir, writer) -> dict
   return sg
 
 
+def ppmi_of(config, corpus: Corpus, workdir) -> tuple[np.ndarray, float]:
+  """(ppmi_svd of the corpus's co-occurrences V x D, the seconds it took), kept in
+  WORKDIR/skipgram/ppmi_svd.npz (never pickled) so that a resumed run and every Ray worker
+  read the same table."""
+  path = workdir_lib.as_path(workdir) / "skipgram" / "ppmi_svd.npz"
+  saved = store.load_tree(path)
+  if saved is None:
+    exp = config.experiment
+    t0 = time.time()
+    table = ppmi_svd(cooccurrence(corpus, exp.window), config.model.embed_dim,
+                     exp.noise_power)
+    saved = {"table": np.asarray(table), "seconds": time.time() - t0}
+    if jax.process_index() == 0:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      store.save_tree(path, saved)
+  return np.asarray(saved["table"]), float(saved["seconds"])
+
+
+def downstream_experiment(config, workdir, writer=None) -> harness.Experiment:
+  """experiment(...) rebuilt from config and the workdir's caches (the corpus, each seed's
+  skip-gram table, the PPMI-SVD table): what a Ray worker runs the downstream cells with.
+  The runner has computed the caches before the cells."""
+  corpus = load_corpus(config)
+  seeds = [config.seed + i for i in range(config.experiment.seeds)]
+  path = workdir_lib.as_path(workdir)
+  sg_tables = {s: np.asarray(skipgram_of_seed(config, corpus, s, path, None)["params"]["v_in"])
+               for s in seeds}
+  return experiment(config, corpus, seeds, sg_tables, ppmi_of(config, corpus, path)[0], writer)
+
+
 def embedding_measures(config, corpus: Corpus, sgs: dict, ppmi_VxD) -> dict[str, Any]:
   """Per seed and summarised (mean, sample std): the related-pair ranks and topic agreement of
   the trained and the untrained tables, the losses, and the same measures of PPMI-SVD."""
@@ -628,6 +656,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """
   t_start = time.time()
   validate(config)
+  harness.executor_of(config)
   exp = config.experiment
   corpus = load_corpus(config)
   # Bad query or pair words fail before any training.
@@ -642,10 +671,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   seeds = [config.seed + i for i in range(exp.seeds)]
   sgs = {s: skipgram_of_seed(config, corpus, s, workdir, writer) for s in seeds}
   sg_tables = {s: np.asarray(sg["params"]["v_in"]) for s, sg in sgs.items()}
-  t0 = time.time()
-  ppmi_VxD = ppmi_svd(cooccurrence(corpus, exp.window), config.model.embed_dim,
-                      exp.noise_power)
-  ppmi_seconds = time.time() - t0
+  ppmi_VxD, ppmi_seconds = ppmi_of(config, corpus, workdir)
   near = neighbours(sg_tables[seeds[0]], corpus.vocab, list(exp.query_words), exp.neighbours)
   for w, row in near.items():
     logging.info("%-12s %s", w, ", ".join(f"{v} {c:.2f}" for v, c in row))
@@ -663,8 +689,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
 
   downstream = None
   if tuple(exp.labels_per_topic):
-    downstream = harness.run(experiment(config, corpus, seeds, sg_tables, ppmi_VxD, writer),
-                             workdir, writer)
+    cells = harness.CellWriter(writer)
+    downstream = harness.run_cells(
+        config, workdir, cells, downstream_experiment, str(workdir),
+        built=experiment(config, corpus, seeds, sg_tables, ppmi_VxD, cells))
   result = {"corpus": {"documents": len(corpus.topics), "training_words": len(corpus.stream),
                        "vocabulary": len(corpus.vocab), "classes": list(corpus.classes),
                        "valid_sentences": sum(len(c) for c in corpus.valid),

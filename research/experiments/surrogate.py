@@ -207,7 +207,6 @@ def _normalise(s: str) -> str:
 def validate(config: ml_collections.ConfigDict) -> None:
   exp = report.check_experiment(config, "configs/exp_surrogate.py", RANGES, RULES)
   errors.check_choice("experiment.task", exp.task, sorted(TASKS))
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
   if exp.task == "bleu":
     errors.check_choice("experiment.bleu_tokenize", exp.bleu_tokenize, BLEU_TOKENIZERS)
     _sacrebleu()  # Fail before training, not at the first eval.
@@ -316,34 +315,27 @@ def train_and_track(config, setup, seed: int, writer=None) -> dict:
   task = config.experiment.task
   metric, higher_is_better = TASKS[task]
   dataset, measure = setup["dataset"], setup["measure"]
-  n = len(dataset.train)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  chunk = kernel.make_train_chunk(setup["loss_fn"], optimizer)
-  state = kernel.init_state(setup["model"], optimizer, jax.random.key(seed))
-  x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
   better = lambda a, b: a > b if higher_is_better else a < b
-  evals, out, step = [], {}, 0
-  while step < config.num_steps:
-    stop = min(step + config.eval_every, config.num_steps)
-    idx = data_lib.batch_indices(seed, n, config.batch_size, step, stop - step)
-    state, sums = chunk(state, x_all, y_all, idx)
-    if int(sums["first_bad_step"]) >= 0:
-      raise errors.NonFiniteLossError(
-          f"surrogate {task}, seed {seed}: the loss became NaN/inf at step "
-          f"{int(sums['first_bad_step'])}; lower config.optimizer.learning_rate")
-    record = {"step": stop, "split": "valid", "seed": seed,
-              "train_loss": float(sums["loss_sum"]) / (stop - step),
-              **measure(state["params"], dataset.valid)}
-    step = stop
+  evals, out = [], {}
+
+  def on_chunk(seed, step, params, train):
+    record = {"step": step, "split": "valid", "seed": seed, "train_loss": train["loss"],
+              **measure(params, dataset.valid)}
     evals.append(record)
     if writer is not None:
       writer.write(record)
     # The first eval wins a tie (the earliest checkpoint with that value).
     if "best_loss" not in out or record["loss"] < evals[out["best_loss"][0]]["loss"]:
-      out["best_loss"] = (len(evals) - 1, jax.device_get(state["params"]))
+      out["best_loss"] = (len(evals) - 1, jax.device_get(params))
     if "best_metric" not in out or better(record[metric], evals[out["best_metric"][0]][metric]):
-      out["best_metric"] = (len(evals) - 1, jax.device_get(state["params"]))
-  out["last"] = (len(evals) - 1, jax.device_get(state["params"]))
+      out["best_metric"] = (len(evals) - 1, jax.device_get(params))
+
+  (last,) = harness.train_seeds(
+      setup["model"], setup["loss_fn"], optimizer, config.num_steps, config.batch_size,
+      [dataset.train], [seed], chunk_steps=config.eval_every, what=f"surrogate {task}",
+      on_chunk=on_chunk)
+  out["last"] = (len(evals) - 1, jax.device_get(last))
   out["disagreements"] = sum(
       (b["loss"] < a["loss"]) != better(b[metric], a[metric]) and b[metric] != a[metric]
       for a, b in zip(evals, evals[1:]))
@@ -424,8 +416,9 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Every checkpoint rule on the task, under the harness's protocol (module doc); writes
   results.{md,json} and surrogate.png. Returns the harness's results."""
   validate(config)
+  harness.executor_of(config)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  result = harness.run(experiment(config, writer), workdir, writer)
+  result = harness.run_cells(config, workdir, harness.CellWriter(writer), experiment)
   writer.close()
   if jax.process_index() == 0:
     _write_report(workdir, config, result)
