@@ -568,9 +568,11 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
 # ------------------------------------------------------------------------------------ runner
 
 
-def skipgram_of_seed(config, corpus: Corpus, seed: int, workdir, writer) -> dict[str, Any]:
+def skipgram_of_seed(config, corpus: Corpus, seed: int, workdir, writer,
+                     keep: bool = True) -> dict[str, Any]:
   """train_skipgram's result for `seed`, kept in WORKDIR/skipgram/seed_<s>.npz (never
-  pickled) so that an interrupted run resumes without training it again."""
+  pickled) so that an interrupted run resumes without training it again. keep=False (a Ray
+  worker, which may not reach the driver's workdir) reads the file but never writes it."""
   path = workdir / "skipgram" / f"seed_{seed}.npz"
   sg = store.load_tree(path)  # None when missing or torn: train it again.
   if sg is not None:
@@ -581,16 +583,16 @@ def skipgram_of_seed(config, corpus: Corpus, seed: int, workdir, writer) -> dict
                     **record})
     return sg
   sg = jax.device_get(train_skipgram(config, corpus, seed, writer))
-  if jax.process_index() == 0:
+  if keep and jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     store.save_tree(path, sg)
   return sg
 
 
-def ppmi_of(config, corpus: Corpus, workdir) -> tuple[np.ndarray, float]:
+def ppmi_of(config, corpus: Corpus, workdir, keep: bool = True) -> tuple[np.ndarray, float]:
   """(ppmi_svd of the corpus's co-occurrences V x D, the seconds it took), kept in
   WORKDIR/skipgram/ppmi_svd.npz (never pickled) so that a resumed run and every Ray worker
-  read the same table."""
+  that reaches the workdir read the same table; keep=False never writes it."""
   path = workdir_lib.as_path(workdir) / "skipgram" / "ppmi_svd.npz"
   saved = store.load_tree(path)
   if saved is None:
@@ -599,7 +601,7 @@ def ppmi_of(config, corpus: Corpus, workdir) -> tuple[np.ndarray, float]:
     table = ppmi_svd(cooccurrence(corpus, exp.window), config.model.embed_dim,
                      exp.noise_power)
     saved = {"table": np.asarray(table), "seconds": time.time() - t0}
-    if jax.process_index() == 0:
+    if keep and jax.process_index() == 0:
       path.parent.mkdir(parents=True, exist_ok=True)
       store.save_tree(path, saved)
   return np.asarray(saved["table"]), float(saved["seconds"])
@@ -608,13 +610,15 @@ def ppmi_of(config, corpus: Corpus, workdir) -> tuple[np.ndarray, float]:
 def downstream_experiment(config, workdir, writer=None) -> harness.Experiment:
   """experiment(...) rebuilt from config and the workdir's caches (the corpus, each seed's
   skip-gram table, the PPMI-SVD table): what a Ray worker runs the downstream cells with.
-  The runner has computed the caches before the cells."""
+  The runner has computed the caches before the cells; a worker that cannot reach the
+  workdir computes them again (functions of the config and seed) and writes nothing."""
   corpus = load_corpus(config)
   seeds = [config.seed + i for i in range(config.experiment.seeds)]
   path = workdir_lib.as_path(workdir)
-  sg_tables = {s: np.asarray(skipgram_of_seed(config, corpus, s, path, None)["params"]["v_in"])
-               for s in seeds}
-  return experiment(config, corpus, seeds, sg_tables, ppmi_of(config, corpus, path)[0], writer)
+  sg_tables = {s: np.asarray(skipgram_of_seed(config, corpus, s, path, None, keep=False)
+                             ["params"]["v_in"]) for s in seeds}
+  return experiment(config, corpus, seeds, sg_tables,
+                    ppmi_of(config, corpus, path, keep=False)[0], writer)
 
 
 def embedding_measures(config, corpus: Corpus, sgs: dict, ppmi_VxD) -> dict[str, Any]:

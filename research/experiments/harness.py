@@ -34,7 +34,9 @@ and `run(experiment, workdir)` owns everything else:
 `train_seeds` trains the seeds of one cell with the kernel's chunk, as a loop over one compiled
 program (`mode="loop"`, the default: at 5 seeds as fast as or faster than vmap on XLA:CPU for
 every workload docs/performance.md measures) or as one jax.vmap-ped program ("vmap"). `table`, `plot` and `write` render
-results.json; `run_from_config` is the whole body of a runner whose experiment is one `run`.
+results.json; `run_cells` runs one experiment's cells on config.experiment.executor (every
+runner's cells go through it), and `run_from_config` is the whole body of a runner whose
+experiment is one `run`.
 launch/regenerate_experiments.py splices each section's results.md into docs/experiments.md,
 so the doc cannot drift from the results.
 """

@@ -281,11 +281,12 @@ def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
 
 
 def pretrained_layers(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, workdir,
-                      writer=None) -> dict[str, Any]:
+                      writer=None, keep: bool = True) -> dict[str, Any]:
   """pretrain's output for the runner's seeds, computed once per workdir and kept in
   workdir/pretrained.npz (never pickled) with its "pretrain" records, which go to `writer`
   whether computed now or read back (so a resumed run's metrics.jsonl holds them once).
-  Without a workdir, computed every time."""
+  Without a workdir, computed every time; keep=False (a Ray worker, which may not reach the
+  driver's workdir) reads the file but never writes it."""
   seeds = [config.seed + i for i in range(config.experiment.seeds)]
   cache = workdir_lib.as_path(workdir) / "pretrained.npz" if workdir is not None else None
   saved = store.load_tree(cache) if cache is not None else None
@@ -294,7 +295,7 @@ def pretrained_layers(config: ml_collections.ConfigDict, dataset: data_lib.Datas
     collect.records = []
     out = jax.device_get(pretrain(config, dataset.train.x, seeds, collect))
     saved = {"out": out, "records": json.dumps(collect.records)}
-    if cache is not None and jax.process_index() == 0:
+    if keep and cache is not None and jax.process_index() == 0:
       store.save_tree(cache, saved)
   if writer is not None:
     for record in json.loads(str(saved["records"])):
@@ -324,7 +325,9 @@ def experiment(config: ml_collections.ConfigDict, workdir=None,
 
   def pretrained() -> dict:
     if "out" not in held:
-      held["out"] = pretrained_layers(config, dataset, workdir)
+      # Computed by the runner before the cells: read here (or, where the workdir is out
+      # of reach, computed again: a function of the config and seeds).
+      held["out"] = pretrained_layers(config, dataset, workdir, keep=False)
     return held["out"]
 
   def fit(init, setting, per_class, fit_seeds, subsets):
