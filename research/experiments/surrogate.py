@@ -348,7 +348,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   exp = config.experiment
   task = exp.task
   metric, _ = TASKS[task]
-  setups, runs = {}, {}
+  setups = {}
 
   def setup(seed):
     if seed not in setups:
@@ -359,30 +359,31 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     return setups[seed]
 
   def fit(rule, setting, size, seeds, subsets):
-    del setting, size, subsets  # One setting per rule; each seed splits its own data.
+    # One fit for every rule (Experiment.fit_key): each seed's run, trained once, keeps the
+    # checkpoint of every rule; measure reads its own.
+    del rule, setting, size, subsets  # One setting per rule; each seed splits its own data.
     out = []
     for seed in seeds:
-      if seed not in runs:
-        runs[seed] = train_and_track(config, setup(seed), seed, writer)
-        logging.info("surrogate %s seed %d: best valid loss at step %d, best %s at step %d",
-                     task, seed, runs[seed]["evals"][runs[seed]["best_loss"][0]]["step"],
-                     metric, runs[seed]["evals"][runs[seed]["best_metric"][0]]["step"])
-      run = runs[seed]
-      i, params = run[rule]
-      out.append({"params": params, "step": run["evals"][i]["step"],
+      run = train_and_track(config, setup(seed), seed, writer)
+      logging.info("surrogate %s seed %d: best valid loss at step %d, best %s at step %d",
+                   task, seed, run["evals"][run["best_loss"][0]]["step"],
+                   metric, run["evals"][run["best_metric"][0]]["step"])
+      out.append({"rules": {r: {"params": run[r][1], "step": run["evals"][run[r][0]]["step"]}
+                            for r in RULES},
                   "same_checkpoint": float(run["best_loss"][0] == run["best_metric"][0]),
                   "disagreements": float(run["disagreements"]),
                   "eval_pairs": float(run["eval_pairs"])})
     return out
 
-  def measure(rule, setting, size, seed, chosen, split):
-    del rule, setting, size
+  def measure(rule, setting, size, seed, run, split):
+    del setting, size
     ds = setup(seed)["dataset"]
+    chosen = run["rules"][rule]
     record = {k: v for k, v in setup(seed)["measure"](
         chosen["params"], getattr(ds, split), split == "test").items() if k != "sample"}
     record["chosen_step"] = float(chosen["step"])
     if split == "test":
-      record.update({k: chosen[k] for k in ("same_checkpoint", "disagreements", "eval_pairs")},
+      record.update({k: run[k] for k in ("same_checkpoint", "disagreements", "eval_pairs")},
                     test_examples=float(len(ds.test)))
       if task == "binary_f1":
         record["test_positives"] = float(ds.test.y.sum())
@@ -397,7 +398,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       select_label=f"{metric} (one setting per rule: the rule itself reads the validation "
       "split)", data_note=f"{split_note}; the init and batch order also differ by seed",
       test_shared="split_seed" not in config.data,
-      family=harness.fields_of(fields(task), FIELDS_LOSS, FIELDS_STEP))
+      family=harness.fields_of(fields(task), FIELDS_LOSS, FIELDS_STEP),
+      fit_key=lambda rule, setting, size: {"runs": size})
 
 
 def fields(task: str) -> list[tuple[str, str, float]]:
