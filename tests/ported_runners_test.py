@@ -114,14 +114,13 @@ def test_a_killed_runner_resumes_to_the_uninterrupted_results_and_records(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fresh", ["pretraining"], indirect=True)
 def test_pretraining_runs_its_cells_on_a_local_ray_cluster_with_the_local_results(
     tmp_path, fresh):
   """ray.init(num_cpus=2) in this process: every fit and test measurement is a Ray task that
   rebuilds the experiment from the config and reads the pre-trained layers from the
   workdir's pretrained.npz; results and records equal the local executor's."""
-  name, want = fresh
-  if name != "pretraining":
-    pytest.skip("one runner on Ray is enough")
+  _, want = fresh
   ray = pytest.importorskip("ray")
   config = _pretraining()
   config.experiment.executor = "ray"
