@@ -290,6 +290,8 @@ def pretrained_layers(config: ml_collections.ConfigDict, dataset: data_lib.Datas
   seeds = [config.seed + i for i in range(config.experiment.seeds)]
   cache = workdir_lib.as_path(workdir) / "pretrained.npz" if workdir is not None else None
   saved = store.load_tree(cache) if cache is not None else None
+  if not isinstance(saved, dict) or set(saved) != {"out", "records"}:
+    saved = None  # An older file (no records): computed again, the same layers.
   if saved is None:
     collect = harness.CellWriter()
     collect.records = []
