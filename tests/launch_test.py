@@ -251,3 +251,30 @@ def test_the_model_zoo_leaves_out_configs_that_need_the_user_s_data(tmp_path, ca
   with pytest.raises(errors.ConfigError, match="alexnet_imagenet reads data you provide"):
     zoo.main([f"--workdir={tmp_path / 'zoo'}", "--configs=alexnet_imagenet"])
   assert not os.path.exists(tmp_path / "zoo")
+
+
+def _launch_module(name: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(_REPO, "launch", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_lenet_vs_alexnet_times_the_kernel_s_chunk_from_kernel_init_state():
+  """The timed step is kernel.make_train_chunk on kernel.init_state's state (no private copy
+  of the training setup): a tiny LeNet trains and reports a positive rate."""
+  bench = _launch_module("lenet_vs_alexnet")
+  from research import models  # pylint: disable=g-import-not-at-top
+  name, cfg, shape, k, _ = bench.ROWS[0]
+  assert name.startswith("LeNet")
+  rate = bench.throughput(models.build(cfg, shape, k), shape, k, batch=4, seconds=0.0)
+  assert rate > 0
+
+
+@pytest.mark.slow
+def test_input_throughput_step_rate_runs_the_kernel_s_chunk():
+  """launch/input_throughput.py's step rate: the config's model (the :cpu variant, 64x64)
+  through kernel.make_train_chunk from kernel.init_state."""
+  bench = _launch_module("input_throughput")
+  out = bench.step_rate("cpu", batch=2, steps=1)
+  assert out["side"] == 64 and out["images_per_sec"] > 0

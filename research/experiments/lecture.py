@@ -330,7 +330,6 @@ def validate_procedure(config: ml_collections.ConfigDict) -> None:
   exp = report.check_experiment(config, "configs/exp_lecture_procedure.py", RANGES,
                                 PROCEDURE_METHODS)
   validate(config)
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
   errors.check_ints("experiment.budgets", exp.budgets, " (gradient steps), e.g. (300, 3000)")
   if not tuple(exp.learning_rates):
     raise errors.ConfigError("config.experiment.learning_rates is empty; give every arm at "

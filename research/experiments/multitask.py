@@ -149,8 +149,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                             " (labelled main-task examples per class)")
   errors.check_batch_size(config.batch_size, 10 * min(sizes),
                           "main-task examples of the smallest size")
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   for lr in exp.learning_rates:
     errors.check_positive("experiment.learning_rates[]", lr)
   if config.data.name != "digits" or config.data.image_size not in (0, 8):

@@ -69,7 +69,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          for v in values):
       raise errors.ConfigError(f"config.experiment.{field}={values!r} must be positive numbers, "
                                "at least one (no penalty is always trained as 'none')")
-  errors.check_choice("experiment.seed_mode", config.experiment.seed_mode, harness.SEED_MODES)
   if config.loss.l1:
     raise errors.ConfigError(f"config.loss.l1={config.loss.l1!r} must be 0: the experiment sets "
                              "lambda_1 from config.experiment.weight_l1")
