@@ -67,6 +67,8 @@ def runner(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
         workdir_lib.write_text(path / FINISHED, json.dumps(
             {"config": json.loads(config.to_json_best_effort()),
              "wall_time": time.time() - t_start}, indent=2) + "\n")
+        logging.info("done: %s finished in %.1f s; results in %s", config.trainer,
+                     time.time() - t_start, path)
       return result
   return run
 
