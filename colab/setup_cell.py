@@ -62,11 +62,19 @@ def run(cmd, what, **kwargs):
     raise SystemExit(f"{what} failed (exit {done.returncode}); its output is above")
 
 
+UPLOAD = "the project's .tar.gz (the one `python -m build` writes in dist/)"
+
+
+class NotTheProject(Exception):
+  """An archive that is not a copy of the project (the message says why)."""
+
+
 def unpack(archive):
-  """The project's root after extracting `archive` (a .tar.gz or .zip) into research-source/."""
+  """The project's root after extracting `archive` (a .tar.gz or .zip) into research-source/;
+  NotTheProject when it is none."""
   if archive.endswith(".whl"):
-    raise SystemExit(f"{archive} is a wheel, which holds only the research package, and the "
-                     "notebooks also need configs/: " + HOW)
+    raise NotTheProject(f"{archive} is a wheel, which holds only the research package, and "
+                        "the notebooks also need configs/")
   dest = os.path.abspath("research-source")
   try:
     if archive.endswith(".zip"):
@@ -79,11 +87,17 @@ def unpack(archive):
         t.extractall(dest, **safe)
   except (OSError, tarfile.TarError, zipfile.BadZipFile) as e:
     reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise SystemExit(f"{archive} cannot be extracted ({reason}): " + HOW) from None
+    raise NotTheProject(f"{archive} cannot be extracted ({reason})") from None
   found = [d for d in [dest] + sorted(glob.glob(os.path.join(dest, "*"))) if is_project(d)]
   if not found:
-    raise SystemExit(f"{archive} holds no copy of the project ({', '.join(PARTS)}): " + HOW)
+    raise NotTheProject(f"{archive} holds no copy of the project ({', '.join(PARTS)})")
   return found[0]
+
+
+def archives_here():
+  """The archives in the cwd (Colab's upload target), oldest first."""
+  return sorted(glob.glob("*.tar.gz") + glob.glob("*.zip") + glob.glob("*.whl"),
+                key=os.path.getmtime)
 
 
 # Jupyter started in a checkout (or in its colab/): use it, install nothing.
@@ -99,12 +113,15 @@ if ROOT is None and REPO_URL:
   run(["git", "clone", "-q", "--depth=1", REPO_URL, "research"], f"git clone {REPO_URL}",
       env=dict(os.environ, GIT_TERMINAL_PROMPT="0"))
   ROOT = os.path.abspath("research")
-if ROOT is None:
-  archives = sorted(glob.glob("*.tar.gz") + glob.glob("*.zip") + glob.glob("*.whl"),
-                    key=os.path.getmtime)
-  if not archives and "google.colab" in sys.modules:
-    print("REPO_URL is not set: choose a copy of the project to upload (the .tar.gz that "
-          "`python -m build` writes in dist/, or a .zip of the repository)")
+rejected = None  # what the last archive that was not the project was, once moved aside
+uploads = 0
+while ROOT is None:
+  archives = archives_here()
+  if not archives and "google.colab" in sys.modules and uploads < 2:
+    uploads += 1
+    if rejected is None:
+      print("REPO_URL is not set: choose a copy of the project to upload (the .tar.gz that "
+            "`python -m build` writes in dist/, or a .zip of the repository)")
     from google.colab import files
     uploaded = files.upload()
     for name, data in uploaded.items():
@@ -113,9 +130,19 @@ if ROOT is None:
           f.write(data)
     archives = list(uploaded)
   if not archives:
-    raise SystemExit("no copy of the project was found: " + HOW)
+    raise SystemExit(f"{rejected}: rerun this cell and upload {UPLOAD}" if rejected else
+                     "no copy of the project was found: " + HOW)
   # The newest archive; a wheel only when nothing else came (dist/ holds both).
-  ROOT = unpack(([a for a in archives if not a.endswith(".whl")] or archives)[-1])
+  archive = ([a for a in archives if not a.endswith(".whl")] or archives)[-1]
+  try:
+    ROOT = unpack(archive)
+  except NotTheProject as e:
+    # Moved aside (kept, renamed): the upload is offered again, here or when the cell reruns.
+    os.replace(archive, archive + ".not-the-project")
+    rejected = f"{e}; moved it to {archive}.not-the-project"
+    if "google.colab" not in sys.modules:
+      raise SystemExit(f"{rejected}: put {UPLOAD} in {os.getcwd()} and rerun this cell") from None
+    print(f"{rejected}: upload {UPLOAD}")
 # Standard library only, so it runs before the install and before JAX starts: detects the
 # TPU, GPU or CPU, sets XLA_PYTHON_CLIENT_PREALLOCATE=false on a GPU, pins the installed jax,
 # jaxlib, their plugins and numpy in a pip constraints file, and names the jax extra

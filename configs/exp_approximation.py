@@ -38,6 +38,7 @@ def get_config():
       init_scale=10.0,         # spread: std of w^1 (steepness of the transitions on [-1, 1])
       seeds=5,                 # config.seed, +1, ...: training points, validation points, init
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       train_points=1024,       # uniform random points in [-1, 1]^D the MSE is taken over
       valid_points=1024,       # fresh uniform random points per seed the learning rate is
                                # chosen on

@@ -29,6 +29,7 @@ def get_config():
   config.loss = config_lib.loss("sigmoid")  # no penalty: the target is the data term itself
   config.optimizer = config_lib.optimizer(name="sgd")  # eta is set per batch size
   config.experiment = dict(
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       batch_sizes=(1, 8, 64, 0),  # the arms; 0 = the full training set; the first is the
                                # baseline every other is compared with, paired over seeds
       lr_rule="linear",        # linear | sqrt | constant (see the runner's doc)

@@ -45,6 +45,7 @@ def get_config():
       deep_width=32,
       seeds=5,                 # config.seed, +1, ...: the init and the batch order
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       baseline="sgd",          # the arm every other is compared with, paired over seeds
       # Each optimizer's grid of step sizes, chosen on validation: the same number of
       # candidates for each, spanning where it trains (momentum's effective step is 10x).

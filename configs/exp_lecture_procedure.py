@@ -7,19 +7,24 @@ The lecture's network on scikit-learn's digits (64 standardised pixels -> 64 sig
 arm from the same init: uniform mini-batches of 16 (the baseline), steps on 16 misclassified
 examples only, and the slide's whole procedure (misclassified steps + random-perturbation
 restarts when E(w) stalls). Budgets of 300 and 3,000 gradient steps; every arm chooses its
-step size eta on validation accuracy from the same five candidates.
+step size eta on validation accuracy from the same five candidates. Variant `:breast_cancer`
+does the same with one sigmoid output on the binary breast-cancer data, where a few training
+examples stay misclassified, so E(w) stalls and the restarts fire.
 
   python -m research.main --config=configs/exp_lecture_procedure.py --workdir=/tmp/procedure
+  python -m research.main --config=configs/exp_lecture_procedure.py:breast_cancer \
+      --workdir=/tmp/procedure_cancer
 
 docs/experiments.md section 15 holds the measured table and what it shows.
 """
 from research import config_lib
 
 
-def get_config():
+def get_config(arg: str = "digits"):
+  """arg: digits (default) | breast_cancer."""
   config = config_lib.base(trainer="lecture_procedure", batch_size=16, num_steps=3000,
                            log_every=100, eval_every=100, checkpoint_every=0)
-  config.data = config_lib.sklearn_data("digits")
+  config.data = config_lib.sklearn_data(arg)
   config.model = dict(
       name="mlp",
       hidden_sizes=(64,),      # the lecture's network: one layer of sigmoid units
@@ -41,7 +46,9 @@ def get_config():
       seeds=5,                 # config.seed, +1, ...: init, batch order, draws, restarts
       seed_mode="loop",        # minibatch's seeds: a loop over one compiled chunk, or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
-      learning_rates=(0.1, 0.2, 0.5, 1.0, 2.0),  # eta candidates, the same for every arm
+      # eta candidates, the same for every arm (breast_cancer's steps over-correct above 0.1)
+      learning_rates=((0.1, 0.2, 0.5, 1.0, 2.0) if arg == "digits"
+                      else (0.005, 0.01, 0.02, 0.05, 0.1)),
       max_extensions=2,        # steps the eta grid may grow past an edge its choice sits at
   )
   return config

@@ -37,6 +37,7 @@ def get_config(arg: str = "macro_f1"):
   config = config_lib.base(trainer="surrogate", batch_size=32, num_steps=4000, eval_every=100,
                            log_every=100)
   config.experiment = dict(
+      executor="local",        # local: cells one after another here; ray: Ray tasks (README)
       task=arg.replace("_cancer", ""),  # macro_f1 | binary_f1 | mae | bleu
       # The methods are checkpoint rules over the same runs (one per seed).
       methods=("best_loss", "best_metric", "last"),

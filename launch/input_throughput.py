@@ -98,9 +98,7 @@ def stream_rate(data_dir: str, workers: int, batch: int, num_batches: int) -> di
     for _ in range(num_batches):
       x, _ = next(it)
     seconds = time.perf_counter() - t0
-    close = getattr(it, "close", None)
-    if close:
-      close()
+    streaming.close_batches(it)
   assert x.shape == (batch, 224, 224, 3)
   return {"images_per_sec": batch * num_batches / seconds, "peak_rss_mib": rss.peak / 2**20,
           "n": examples.n, "workers": workers, "batch": batch, "batches": num_batches}
@@ -118,8 +116,7 @@ def step_rate(variant: str | None, batch: int, steps: int) -> dict:
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
   loss_fn = losses.make_loss_fn(model, "softmax", 0.0, 1000, k)
   chunk = kernel.make_train_chunk(loss_fn, optimizer, batches_given=True)
-  params = model.init(jax.random.key(0))
-  state = kernel.train_state(params, optimizer, jax.random.key(1))
+  state = kernel.init_state(model, optimizer, jax.random.key(0))
   x = jax.random.normal(jax.random.key(2), (1, batch, side, side, 3))
   y = jnp.zeros((1, batch), jnp.int32)
   t0 = time.perf_counter()

@@ -60,8 +60,7 @@ def throughput(model: models.Model, input_shape, k: int, batch: int, seconds: fl
   loss_fn = losses.make_loss_fn(model, "softmax", 0.0, batch, k)
   optimizer = optim.make_optimizer(config_lib.optimizer(learning_rate=0.01), 1)
   chunk = kernel.make_train_chunk(loss_fn, optimizer)
-  params = jax.jit(model.init)(jax.random.key(0))
-  state = kernel.train_state(params, optimizer, jax.random.key(1))
+  state = kernel.init_state(model, optimizer, jax.random.key(0))
   x = jax.random.normal(jax.random.key(2), (batch, *input_shape))
   y = jnp.arange(batch, dtype=jnp.int32) % k
   idx = jnp.arange(batch, dtype=jnp.int32)[None]

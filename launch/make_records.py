@@ -18,8 +18,11 @@ The manifest is written last: an interrupted conversion leaves no records set to
 Exit codes: 2 for bad input (one line naming the file and the fix), 4 for a failed write.
 """
 import argparse
+import contextlib
+import errno
 import multiprocessing
 import os
+import re
 import sys
 
 import numpy as np
@@ -48,15 +51,34 @@ def _check_image(item):
     return path, label, None, None, f"{path} cannot be read ({errors.describe_os_error(e)})"
 
 
-def _image_files(split_dir: str, classes: list[str]) -> list[tuple[str, int]]:
-  out = []
+def _image_files(split_dir: str, classes: list[str]) -> tuple[list, list]:
+  """([(path, label)] of the class folders' files, [(path, problem)] of what is there but
+  cannot be an image: sub-folders, dangling links, link loops), each sorted by name."""
+  out, odd = [], []
   for label, name in enumerate(classes):
     folder = os.path.join(split_dir, name)
     if not os.path.isdir(folder):
       continue
-    out += [(os.path.join(folder, f), label) for f in sorted(os.listdir(folder))
-            if not f.startswith(".") and os.path.isfile(os.path.join(folder, f))]
-  return out
+    for f in sorted(os.listdir(folder)):
+      path = os.path.join(folder, f)
+      if f.startswith("."):
+        continue
+      if os.path.isfile(path):
+        out.append((path, label))
+      elif os.path.isdir(path):
+        odd.append((path, f"{path} is a folder (images in sub-folders are not read: move "
+                          "them into the class folder)"))
+      elif os.path.islink(path):
+        try:
+          os.stat(path)
+          what = "a link to something that is not a file"
+        except OSError as e:
+          what = ("a symbolic link loop" if e.errno == errno.ELOOP else
+                  f"a dangling symbolic link (to {os.readlink(path)})")
+        odd.append((path, f"{path} is {what}"))
+      else:
+        odd.append((path, f"{path} is not a file (a socket, FIFO or device)"))
+  return out, odd
 
 
 def convert_imagefolder(src: str, out: str, splits: list[str], on_bad: str, channels: int,
@@ -84,10 +106,15 @@ def convert_imagefolder(src: str, out: str, splits: list[str], on_bad: str, chan
         raise errors.DataError(f"{split_dir} has class folders not in {splits[0]}/: "
                                f"{', '.join(unknown[:5])}; remove them or add them to "
                                f"{splits[0]}/")
-      files = [(p, label, channels) for p, label in _image_files(split_dir, classes)]
+      found, odd = _image_files(split_dir, classes)
+      files = [(p, label, channels) for p, label in found]
       checked = (pool.imap(_check_image, files, chunksize=16) if pool else
                  map(_check_image, files))
       bad = []
+      for path, problem in odd:  # Listed like an unreadable image: never left out silently.
+        print(f"{'skipped' if on_bad == 'skip' else 'unreadable'}: {problem}", file=sys.stderr,
+              flush=True)
+        bad.append(path)
 
       def good(checked=checked, bad=bad):
         for path, label, payload, pixels, problem in checked:
@@ -107,8 +134,9 @@ def convert_imagefolder(src: str, out: str, splits: list[str], on_bad: str, chan
     if pool:
       pool.terminate()
   if bad_total and on_bad == "fail":
-    raise errors.DataError(f"{bad_total} unreadable image(s) in {src} (listed above); remove "
-                           "or replace them, or rerun with --on_bad=skip to leave them out")
+    raise errors.DataError(f"{bad_total} unreadable image(s) or entries in {src} (listed "
+                           "above); remove or replace them, or rerun with --on_bad=skip to "
+                           "leave them out")
   return records.write_manifest(out, source=os.path.abspath(src), classes=classes,
                                 encoding="image", channels=channels, shape=None,
                                 splits=entries, stats=stats.result(), skipped=skipped)
@@ -146,6 +174,22 @@ def convert_cifar10(src: str, out: str, examples_per_shard: int) -> dict:
             "test": cifar10.read_batch(d / cifar10.TEST_FILE)}
   return convert_arrays(out, os.path.abspath(src), list(cifar10.CLASSES), arrays,
                         examples_per_shard)
+
+
+_SHARD = re.compile(r"^(\w[\w.-]*-\d{5}-of-\d{5}\.array_record|\.[\w.-]+-\d{5}\.tmp)$")
+
+
+def _remove_partial(out: str, created: bool) -> None:
+  """A refused or failed conversion leaves no shards in --out (nor --out, if it made it)."""
+  if not os.path.isdir(out):
+    return
+  for name in os.listdir(out):
+    if _SHARD.match(name):
+      with contextlib.suppress(OSError):
+        os.remove(os.path.join(out, name))
+  if created:
+    with contextlib.suppress(OSError):
+      os.rmdir(out)  # Only when empty.
 
 
 def _prepare_out(out: str) -> None:
@@ -186,15 +230,20 @@ def main(argv=None) -> None:
     raise errors.ConfigError("pass --format, --src and --out (or --verify=DIR); see --help")
   if args.examples_per_shard < 1:
     raise errors.ConfigError(f"--examples_per_shard={args.examples_per_shard} must be >= 1")
+  created = not os.path.exists(args.out)
   _prepare_out(args.out)
-  if args.format == "imagefolder":
-    splits = [s for s in args.splits.split(",") if s]
-    manifest = convert_imagefolder(args.src, args.out, splits, args.on_bad, args.channels,
-                                   args.examples_per_shard, max(1, args.workers))
-  elif args.format == "idx":
-    manifest = convert_idx(args.src, args.out, args.examples_per_shard, args.idx_name)
-  else:
-    manifest = convert_cifar10(args.src, args.out, args.examples_per_shard)
+  try:
+    if args.format == "imagefolder":
+      splits = [s for s in args.splits.split(",") if s]
+      manifest = convert_imagefolder(args.src, args.out, splits, args.on_bad, args.channels,
+                                     args.examples_per_shard, max(1, args.workers))
+    elif args.format == "idx":
+      manifest = convert_idx(args.src, args.out, args.examples_per_shard, args.idx_name)
+    else:
+      manifest = convert_cifar10(args.src, args.out, args.examples_per_shard)
+  except BaseException:
+    _remove_partial(args.out, created)
+    raise
   counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
   print(f"wrote {args.out}: {len(manifest['classes'])} classes; {counts}"
         + (f"; skipped {len(manifest['skipped'])} unreadable" if manifest["skipped"] else ""))

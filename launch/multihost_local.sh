@@ -101,6 +101,7 @@ status=0
 running=$num_processes
 while ((running)); do
   running=0
+  failed=()  # "index code" of the processes found stopped with an error in this pass
   for i in "${!pids[@]}"; do
     pid="${pids[$i]}"
     [[ -n "$pid" ]] || continue
@@ -109,12 +110,23 @@ while ((running)); do
       continue
     fi
     pids[i]=""
-    if ! wait "$pid" && ((status == 0)); then
-      echo "process $i failed; see $log_dir/process_$i.log; stopping the others" >&2
-      status=1
-      stop_all
-    fi
+    code=0
+    wait "$pid" 2>/dev/null || code=$?  # 2>/dev/null: no "Killed" job line from bash.
+    if ((code != 0)); then failed+=("$i $code"); fi
   done
+  if ((${#failed[@]})) && ((status == 0)); then
+    # A peer's death makes the others stop too (exit 4, one line each): name the process
+    # killed by a signal (exit > 128) as the cause when there is one.
+    cause="${failed[0]}"
+    for entry in "${failed[@]}"; do
+      if ((${entry#* } > 128)); then cause="$entry"; break; fi
+    done
+    i="${cause% *}"; code="${cause#* }"
+    how=$( ((code > 128)) && echo "was killed (signal $((code - 128)))" || echo "failed (exit $code)")
+    echo "process $i $how; see $log_dir/process_$i.log; stopping the others (rerun the same command to resume from the last checkpoint)" >&2
+    status=1
+    stop_all
+  fi
   if ((running)); then sleep 0.2; fi
 done
 exit "$status"

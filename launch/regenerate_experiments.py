@@ -45,6 +45,8 @@ SECTIONS = {
     "pretraining_adam": "exp_pretraining.py:digits_adam",
     "pretraining_mnist": "exp_pretraining.py:mnist_subset",
     "semi_supervised": "exp_semi_supervised.py",
+    "lecture_procedure": "exp_lecture_procedure.py",
+    "lecture_procedure_cancer": "exp_lecture_procedure.py:breast_cancer",
     "skipgram": "exp_skipgram.py",
     "surrogate": "exp_surrogate.py:macro_f1",
     "surrogate_binary_f1": "exp_surrogate.py:binary_f1",
@@ -75,7 +77,10 @@ def results_block(workdir: str) -> str:
 def results_blocks(workdir: str) -> list[dict]:
   """The harness results blocks in workdir/results.json (a block, or blocks nested in it)."""
   from research.experiments import stats  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):  # A section that writes results.md alone counts nothing.
+    return []
+  with open(path, encoding="utf-8") as f:
     return stats.blocks_in(json.load(f))
 
 
@@ -135,7 +140,7 @@ def run_section(section: str, workdir: str) -> float:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True, help="one subdirectory per section")
+  parser.add_argument("--workdir", help="one subdirectory per section")
   parser.add_argument("--sections", default=",".join(SECTIONS),
                       help=f"comma-separated, of: {', '.join(SECTIONS)}")
   parser.add_argument("--check", action="store_true",
@@ -147,16 +152,21 @@ def main(argv=None) -> int:
     print(f"error: --sections={args.sections}: unknown {', '.join(unknown) or '(none given)'}; "
           f"choose from {', '.join(SECTIONS)}", file=sys.stderr)
     return 2
-  with open(DOC, encoding="utf-8") as f:
-    doc = f.read()
+  if not args.workdir:
+    return _fail("--workdir=DIR is required" + (
+        "; --check compares the doc with a regeneration's results, so it needs one first: "
+        "python launch/regenerate_experiments.py --workdir=DIR, then --check --workdir=DIR"
+        if args.check else ", e.g. --workdir=/tmp/experiments (one subdirectory per section)"))
+  doc = _read_doc(args.check)
+  if not isinstance(doc, str):
+    return doc
   total, stale, problems = 0.0, [], {}
   for section in sections:
     workdir = os.path.join(args.workdir, section)
     if args.check:
       if not os.path.exists(os.path.join(workdir, "results.md")):
-        print(f"error: {workdir}/results.md is missing; run without --check first",
-              file=sys.stderr)
-        return 2
+        return _fail(f"{workdir}/results.md is missing; --check needs a regeneration "
+                     "first: run the same command without --check")
     else:
       seconds = run_section(section, workdir)
       total += seconds
@@ -189,11 +199,37 @@ def main(argv=None) -> int:
     doc = COUNT.sub(lambda m: m.group(1) + line + m.group(3), doc, count=1)
     edges = edges_text([os.path.join(args.workdir, s) for s in sections])
     doc = EDGES.sub(lambda m: m.group(1) + edges + m.group(3), doc, count=1)
-  with open(DOC, "w", encoding="utf-8") as f:
-    f.write(doc)
+  try:
+    with open(DOC, "r+", encoding="utf-8") as f:  # Checked writable before the sections ran.
+      f.write(doc)
+      f.truncate()
+  except OSError as e:
+    return _fail(f"{DOC} cannot be written ({e.strerror}); the sections' results are kept in "
+                 f"{args.workdir}: make the doc writable and rerun the same command (finished "
+                 "sections are reused)", 4)
   print(f"total: {total:.0f} s for {len(sections)} section(s); updated: "
         f"{', '.join(stale) or 'nothing'}")
   return 0
+
+
+def _fail(message: str, code: int = 2) -> int:
+  print(f"error: {message}", file=sys.stderr)
+  return code
+
+
+def _read_doc(check: bool):
+  """The doc's text, checked writable unless --check, before any section runs (so no work
+  is done for a doc that cannot take it); else the exit code, after one line."""
+  try:
+    with open(DOC, "r" if check else "r+", encoding="utf-8") as f:
+      return f.read()
+  except FileNotFoundError:
+    return _fail(f"{DOC} is missing; restore it (git checkout -- docs/experiments.md): its "
+                 "<!-- results:<section> --> markers say where each section's tables go")
+  except OSError as e:
+    how = "read" if check else "written"
+    return _fail(f"{DOC} cannot be {how} ({e.strerror}); make it {'readable' if check else 'writable'} "
+                 f"(chmod u+{'r' if check else 'rw'} {DOC}) and rerun: no section was run")
 
 
 if __name__ == "__main__":

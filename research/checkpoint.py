@@ -57,10 +57,12 @@ def latest_step(workdir) -> int | None:
         "read access to it, or pass another --workdir") from None
 
 
-def save(workdir, state, step: int, *, keep: int = 3, config: dict | None = None) -> None:
+def save(workdir, state, step: int, *, keep: int = 3, config: dict | None = None,
+         data: dict | None = None) -> None:
   """Writes `state` as checkpoint `step` and deletes all but the newest `keep` steps.
 
-  `config` (the run's config as JSON-ready dicts) is stored with it, for saved_config.
+  `config` (the run's config as JSON-ready dicts) is stored with it, for saved_config;
+  `data` (the input's identity, e.g. {"records": checksum}) too, for saved_item.
   Call it every N steps and at the end of training; every process must call it. Steps >= `step`
   already on disk (a run resumed from an earlier step, e.g. after a corrupt checkpoint was
   skipped) are deleted first: the history after `step` was abandoned, and orbax would otherwise
@@ -77,6 +79,8 @@ def save(workdir, state, step: int, *, keep: int = 3, config: dict | None = None
   items = {"state": ocp.args.StandardSave(on_disk), "manifest": ocp.args.JsonSave(manifest)}
   if config is not None:
     items["config"] = ocp.args.JsonSave(config)
+  if data is not None:
+    items["data"] = ocp.args.JsonSave(data)
   try:
     with _manager(workdir, keep=keep, create=True) as mgr:
       for stale in [s for s in mgr.all_steps() if s >= step]:
@@ -116,41 +120,59 @@ def restore(workdir: str, target_state) -> tuple[object, int]:
   ckpt_dir = checkpoint_dir(workdir)
   target_specs = _specs(target_state)
   abstract = jax.tree.map(_abstract_on_disk, target_state)
-  problems = []
+  problems = []  # (step, reason): logged only when an older step restores (else one error)
   with _manager(workdir) as mgr:
     steps = sorted(mgr.all_steps(), reverse=True) if epath.Path(ckpt_dir).exists() else []
     for step in steps:
       try:
         on_disk = _restore_step(mgr, step, abstract, target_specs)
       except Exception as e:  # noqa: BLE001  Damaged files raise many types (tensorstore, json).
-        reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-        logging.warning("checkpoint step %d in %s is unusable (%s); trying the previous one",
-                        step, ckpt_dir, reason)
-        problems.append(f"step {step}: {reason}")
+        problems.append((step, str(e).splitlines()[0][:200] if str(e) else type(e).__name__))
         continue
+      for bad, reason in problems:
+        logging.warning("checkpoint step %d in %s is unusable (%s); restored step %d", bad,
+                        ckpt_dir, reason, step)
       return _from_disk(on_disk, target_state), step
   if not steps:
     raise errors.DataError(
         f"no checkpoint in {ckpt_dir}; check --workdir, or start without restoring")
-  raise errors.DataError(
-      f"no usable checkpoint in {ckpt_dir} ({'; '.join(problems)}); if the config changed, "
-      f"use the original config or a new --workdir, else delete {ckpt_dir} and "
-      f"{ckpt_dir.parent / 'metrics.jsonl'} to start over")
+  by_reason = {}
+  for step, reason in problems:
+    by_reason.setdefault(reason, []).append(str(step))
+  summary = "; ".join(f"step {', '.join(s)}: {r}" for r, s in by_reason.items())
+  if all(r.startswith("state does not match") for r in by_reason):
+    # Intact checkpoints of another state: a good run, never to be deleted.
+    fix = ("they hold a state this config and data do not build (another model size, class "
+           "count or code version); rerun with the config and data they were written with, "
+           "or pass a new --workdir: this one is left as it is")
+  else:
+    fix = (f"they are damaged; move {ckpt_dir} aside (keep it) and rerun to start over, or "
+           "pass a new --workdir")
+  raise errors.DataError(f"no usable checkpoint in {ckpt_dir} ({summary[:400]}); {fix}")
+
+
+def saved_item(workdir, step: int, name: str) -> dict | None:
+  """A JSON item stored with checkpoint `step` ("config", "data"); None for one saved
+  without it, or unreadable."""
+  with _manager(workdir) as mgr:
+    try:
+      restored = mgr.restore(step, args=ocp.args.Composite(**{name: ocp.args.JsonRestore()}))
+    except Exception:  # noqa: BLE001  No such item, or unreadable: there is no identity.
+      return None
+    return restored[name]
 
 
 def saved_config(workdir, step: int) -> dict | None:
   """The config stored with checkpoint `step` (None for one saved without)."""
-  with _manager(workdir) as mgr:
-    try:
-      restored = mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    except Exception:  # noqa: BLE001  No such item, or unreadable: there is no identity.
-      return None
-    return restored["config"]
+  return saved_item(workdir, step, "config")
 
 
 def _restore_step(mgr: ocp.CheckpointManager, step: int, abstract, target_specs: list[dict]):
-  manifest = mgr.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
-  manifest = manifest["manifest"]
+  try:
+    manifest = mgr.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
+    manifest = manifest["manifest"]
+  except Exception:  # noqa: BLE001  orbax names the missing item at length.
+    manifest = None
   if manifest is None or manifest.get("format") != _FORMAT:
     raise ValueError("missing or unknown manifest")
   saved_specs = [{k: v for k, v in leaf.items() if k != "crc32"} for leaf in manifest["leaves"]]

@@ -15,6 +15,7 @@ import argparse
 import functools
 import logging
 import os
+import re
 import sys
 from typing import Callable, NoReturn
 
@@ -116,12 +117,44 @@ def guarded(fn: Callable | None = None, *, resumes: bool = False) -> Callable:
       code = exit_code(e)
       if code is not None:
         fail(str(e), code)
+      lost = peer_lost(e)
+      if lost:
+        # Not sys.exit: at exit jax.distributed's shutdown would wait for the dead peer's
+        # heartbeat timeout, then abort with a page of C++ logs.
+        print(f"error: {lost}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(4)  # pylint: disable=protected-access
       if isinstance(e, OSError):  # From a library, e.g. a full disk under a writer.
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         fail(f"a read or write failed{where}: {errors.describe_os_error(e)}; "
              f"{errors.os_error_fix(e.errno)}, then {rerun}", 4)
       raise
   return run
+
+
+# What JAX's CPU collectives (Gloo) and its coordination service say when a peer is gone.
+_PEER_GONE = ("Gloo ", "Connection reset by peer", "Connection refused", "heartbeat timeout",
+              "tasks are unhealthy", "Broken pipe")
+
+
+def peer_lost(e: BaseException) -> str | None:
+  """For a collective that failed because another process of a multi-process run died: the
+  one line naming it and how to resume; else None."""
+  jax = sys.modules.get("jax")
+  if jax is None or type(e).__name__ not in ("JaxRuntimeError", "XlaRuntimeError"):
+    return None
+  text = str(e)
+  try:
+    me, count = jax.process_index(), jax.process_count()
+  except Exception:  # noqa: BLE001  The backend itself is gone.
+    return None
+  if count < 2 or not any(s in text for s in _PEER_GONE):
+    return None
+  who = f"process {1 - me}" if count == 2 else f"another of the {count} processes"
+  cause = re.sub(r"\[[^\]]*/[^\]]*\]\s*", "", " ".join(text.split(": ", 1)[-1].split()))[:120]
+  return (f"{who} of this {count}-process run stopped, so process {me} stops too ({cause}); "
+          "see the stopped process's log for why, then start every process again with the "
+          "same command: the run resumes from its last checkpoint")
 
 
 def parse_flags(argv: list[str], help_for: str = "the flags") -> list[str]:

@@ -52,6 +52,10 @@ def maybe_initialize_distributed(coordinator_address: str | None, num_processes:
           f"coordinator_address={coordinator_address!r} must be host:port, e.g. 127.0.0.1:12345")
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
+  if jax.process_count() > 1 and jax.default_backend() == "cpu":
+    # A persistent compilation cache entry, once written, leaves every process of a CPU
+    # (gloo) run waiting forever at its first chunk (jax 0.12.1); compiling costs seconds.
+    jax.config.update("jax_enable_compilation_cache", False)
   logging.info("process %d of %d; %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   return True

@@ -360,6 +360,10 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
     tracked["data"] = streaming.iterator_state(0, identity, mesh)
   step = 0
   if resume_step is not None:
+    if stream:  # Before the restore, which would fail on a changed class count, misleadingly.
+      saved = checkpoint.saved_item(workdir, resume_step, "data") or {}
+      streaming.check_identity(saved.get("records", identity), identity, config.data.data_dir,
+                               workdir)
     tracked, step = checkpoint.restore(workdir, tracked)
     if stream:
       streaming.check_restored(tracked["data"], step, identity, config.data.data_dir)
@@ -477,7 +481,8 @@ def _train(config, workdir, dataset, t_start: float) -> dict[str, Any]:
         tracked["data"] = streaming.iterator_state(step, identity, mesh)
       if at_ckpt or stopped_early:
         writer.sync()  # The records up to this step, durable before the checkpoint is.
-        checkpoint.save(workdir, tracked, step, keep=config.keep_checkpoints, config=config_json)
+        checkpoint.save(workdir, tracked, step, keep=config.keep_checkpoints, config=config_json,
+                        data={"records": identity} if stream else None)
       if stopped_early:
         break
       clock.start()

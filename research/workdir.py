@@ -46,6 +46,7 @@ LOCK_FILE = ".lock"
 # Object-store schemes a run can use (orbax writes their checkpoints through tensorstore) and
 # the fsspec package etils.epath needs for the run's other files there.
 SCHEMES = {"gs": "gcsfs", "s3": "s3fs"}
+_ONE_SLASH = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")  # gs:/x, s3:/x
 _HELD: dict[str, tuple[int, int]] = {}  # local lock path -> (fd, depth): claims nest
 
 
@@ -55,6 +56,11 @@ def as_path(workdir) -> epath.Path:
   if not text:
     raise errors.WorkdirError("--workdir is empty; pass a directory, e.g. --workdir=runs/try1")
   if not is_remote(text):
+    url = _ONE_SLASH.match(text)
+    if url:  # "gs:/bucket/x" is a typo for gs://bucket/x, not a local "gs:" directory.
+      raise errors.WorkdirError(
+          f"--workdir={text} looks like a {url.group(1)}:// URL with one slash; write "
+          f"{url.group(1)}://{text[url.end():]} (or ./{text} for a local directory)")
     return epath.Path(os.path.abspath(text))
   scheme = text.split("://", 1)[0]
   try:
@@ -112,6 +118,7 @@ def claim(workdir, *, process_index: int = 0) -> Iterator[epath.Path]:
     if what is not None:
       raise errors.WorkdirError(f"--workdir={path} is {what}, not a directory; pass a "
                                 "directory path (it is created if missing)")
+    created = [] if is_remote(path) else _missing_dirs(os.fspath(path))
     path.mkdir(parents=True, exist_ok=True)
   except OSError as e:
     raise errors.WorkdirError(f"--workdir={path} cannot be created "
@@ -136,13 +143,52 @@ def claim(workdir, *, process_index: int = 0) -> Iterator[epath.Path]:
       fd, depth = _HELD[lock_path]
       _HELD[lock_path] = (fd, depth - 1)
     return
-  fd = _lock(path, lock_path)
+  if not os.path.lexists(lock_path):
+    created.append(lock_path)  # Ours too: removed with the directories on a refusal.
+  try:
+    fd = _lock(path, lock_path)
+  except BaseException:
+    # Never the lock file here: another run may hold it (unlinked, a third could lock anew).
+    _remove_unused([p for p in created if p != lock_path])
+    raise
   _HELD[lock_path] = (fd, 1)
+  failed = True
   try:
     yield path
+    failed = False
   finally:
     _HELD.pop(lock_path, None)
     os.close(fd)  # Releases the flock.
+    if failed:
+      _remove_unused(created)
+
+
+def _missing_dirs(path: str) -> list[str]:
+  """The directories of `path`'s chain that do not exist yet, deepest first."""
+  missing = []
+  while path and not os.path.lexists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
+def _remove_unused(created: list[str]) -> None:
+  """A run refused before it wrote anything leaves no trace: what this claim created (the
+  lock file, then the directories, deepest first) goes again while it holds nothing else."""
+  lock = [p for p in created if os.path.basename(p) == LOCK_FILE]
+  if lock and os.listdir(os.path.dirname(lock[0])) == [LOCK_FILE]:
+    with contextlib.suppress(OSError):
+      os.remove(lock[0])
+  for d in created:
+    if d in lock:
+      continue
+    try:
+      os.rmdir(d)
+    except OSError:
+      return  # Not empty (the run wrote something) or not ours to remove: kept.
 
 
 def _lock(path: epath.Path, lock_path: str) -> int:

@@ -139,14 +139,28 @@ def test_all_damaged_raises_data_error(tmp_path):
     for f in _step_files(tmp_path, step):
       _truncate(f)
   with pytest.raises(errors.DataError, match=r"no usable checkpoint in .*checkpoints.*step 2.*"
-                     r"step 1.*delete"):
+                     r"1.*move .* aside"):
     checkpoint.restore(str(tmp_path), _state())
+
+
+def test_every_manifest_removed_is_one_line_and_no_warnings(tmp_path, monkeypatch):
+  warnings = []
+  monkeypatch.setattr(logging, "warning", lambda msg, *a: warnings.append(msg % a))
+  for step in (1, 2, 3):
+    checkpoint.save(str(tmp_path), _state(), step)
+    shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(str(tmp_path)), str(step), "manifest"))
+  with pytest.raises(errors.DataError) as e:
+    checkpoint.restore(str(tmp_path), _state())
+  assert not warnings
+  assert "step 3, 2, 1: missing or unknown manifest" in str(e.value)
+  assert "\n" not in str(e.value) and len(str(e.value)) < 400 + len(str(tmp_path))
 
 
 def test_different_state_is_a_data_error_naming_the_leaf(tmp_path):
   checkpoint.save(str(tmp_path), {"w": jnp.zeros((2, 3))}, 1)
-  with pytest.raises(errors.DataError, match=r"\['w'\].*\[2, 3\].*\[2, 4\].*original config"):
+  with pytest.raises(errors.DataError, match=r"\['w'\].*\[2, 3\].*\[2, 4\].*written with") as e:
     checkpoint.restore(str(tmp_path), {"w": jnp.zeros((2, 4))})
+  assert "delete" not in str(e.value)  # Intact checkpoints of another state: a good run.
 
 
 def test_no_checkpoint_is_a_data_error(tmp_path):

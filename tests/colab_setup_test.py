@@ -347,29 +347,67 @@ def _one_line(excinfo):
   return message
 
 
-def test_an_uploaded_wheel_says_which_file_to_upload_instead(machine):
+def test_an_uploaded_wheel_says_which_file_to_upload_instead(machine, capsys):
   machine.in_colab()
   machine.upload = ("research-0.1.0-py3-none-any.whl",
                     lambda name: zipfile.ZipFile(name, "w").close())
   with pytest.raises(SystemExit) as excinfo:
-    machine.run_cell()
+    machine.run_cell()  # The wheel twice: moved aside twice, the upload offered twice.
   assert "is a wheel" in _one_line(excinfo) and "python -m build" in str(excinfo.value)
-  assert not machine.calls
+  assert len(machine.uploads) == 2 and not machine.calls
+  assert (machine.content / "research-0.1.0-py3-none-any.whl.not-the-project").exists()
 
 
-def test_an_archive_without_the_project_and_a_broken_one_are_one_line(machine):
+@pytest.mark.parametrize("name, content, why", [
+    ("photos.zip", None, "photos.zip holds no copy of the project"),
+    ("research.tar.gz", b"truncated", "research.tar.gz cannot be extracted")])
+def test_a_bad_upload_is_moved_aside_and_the_upload_offered_again(machine, capsys, name,
+                                                                  content, why):
   machine.in_colab()
-  with zipfile.ZipFile(machine.content / "photos.zip", "w") as z:
-    z.writestr("a.txt", "not the project")
+  bad = machine.content / name
+  if content is None:
+    with zipfile.ZipFile(bad, "w") as z:
+      z.writestr("a.txt", "not the project")
+  else:
+    bad.write_bytes(content)
+  machine.upload = ("research-main.zip", lambda n: make_archive(n, "research-main"))
+  machine.run_cell()  # One run: told, asked again, installed from the good upload.
+  out = capsys.readouterr().out
+  told = [line for line in out.splitlines() if why in line]
+  assert len(told) == 1 and f"moved it to {name}.not-the-project: upload the project's " \
+      ".tar.gz" in told[0], out
+  assert not bad.exists() and (machine.content / f"{name}.not-the-project").exists()
+  assert len(machine.uploads) == 1
+  _pip_install(machine, str(machine.content / "research-source" / "research-main"))
+
+
+def test_a_bad_upload_then_a_cancelled_dialog_is_one_step(machine):
+  machine.in_colab()
+  (machine.content / "research.tar.gz").write_bytes(b"not an archive")
   with pytest.raises(SystemExit) as excinfo:
     machine.run_cell()
-  assert "photos.zip holds no copy of the project" in _one_line(excinfo)
-  (machine.content / "photos.zip").unlink()
+  line = _one_line(excinfo)
+  assert "research.tar.gz cannot be extracted" in line
+  assert line.endswith("rerun this cell and upload the project's .tar.gz (the one "
+                       "`python -m build` writes in dist/)")
+  assert "MyDrive" not in line and "REPO_URL" not in line  # One step, not a menu.
+  # The rerun no longer trips on the file: it asks for the upload.
+  machine.upload = ("research-main.zip", lambda n: make_archive(n, "research-main"))
+  machine.run_cell()
+  assert len(machine.uploads) == 2
+  _pip_install(machine, str(machine.content / "research-source" / "research-main"))
+
+
+def test_outside_colab_a_bad_archive_is_moved_aside_in_one_line(machine):
   (machine.content / "research.tar.gz").write_bytes(b"truncated")
   with pytest.raises(SystemExit) as excinfo:
     machine.run_cell()
-  assert "research.tar.gz cannot be extracted" in _one_line(excinfo)
+  line = _one_line(excinfo)
+  assert "research.tar.gz cannot be extracted" in line and "rerun this cell" in line
   assert not machine.calls
+  with pytest.raises(SystemExit) as excinfo:  # The rerun names every way, not the file.
+    machine.run_cell()
+  assert _one_line(excinfo).startswith("no copy of the project was found")
 
 
 def test_outside_colab_with_nothing_to_install_from_it_names_every_way(machine):

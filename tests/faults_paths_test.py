@@ -22,6 +22,8 @@ from research import workdir as workdir_lib
 from research.experiments import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A guard against a hung process, not a timing: a run here takes seconds even under load.
+_GUARD_S = 1800
 
 
 def _tiny(**overrides):
@@ -40,7 +42,7 @@ def _read(path) -> str:
 def _main(*args):
   return subprocess.run([sys.executable, "-m", "research.main", *args], cwd=REPO,
                         env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"),
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=_GUARD_S)
 
 
 def _one_error_line(stderr: str) -> str:
@@ -222,7 +224,25 @@ def test_a_workdir_too_long_for_the_file_system_exits_before_any_work(tmp_path):
   with pytest.raises(errors.WorkdirError, match="is too long for its file system: the run "
                      r"writes paths such as .*checkpoints/120\.orbax-checkpoint-tmp"):
     train.train_and_evaluate(_tiny(), workdir)
-  assert os.listdir(workdir) == [".lock"]  # The probe is gone; nothing else was written.
+  assert os.listdir(workdir) == []  # The probe and the lock are gone; nothing was written.
+  # A workdir that did not exist: its directory chain is not left behind either.
+  missing = os.path.join(workdir, "new", "run")
+  with pytest.raises(errors.WorkdirError, match="is too long for its file system"):
+    train.train_and_evaluate(_tiny(), missing)
+  assert not os.path.exists(os.path.dirname(missing))
+
+
+@pytest.mark.parametrize("workdir", ["gs:/bucket/run", "s3:/bucket/run"])
+def test_a_url_with_one_slash_is_refused_before_anything_is_created(tmp_path, workdir):
+  result = subprocess.run([sys.executable, "-m", "research.main", f"--workdir={workdir}"],
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO,
+                                                 JAX_PLATFORMS="cpu"),
+                          capture_output=True, text=True, timeout=_GUARD_S)
+  assert result.returncode == 2, result.stderr[-3000:]
+  scheme = workdir.split(":")[0]
+  assert f"{scheme}:// URL with one slash; write {scheme}://bucket/run" in _one_error_line(
+      result.stderr)
+  assert os.listdir(tmp_path) == []  # No ./gs:/bucket/run left behind.
 
 
 def test_the_path_probe_leaves_nothing_and_accepts_a_short_workdir(tmp_path):

@@ -53,7 +53,7 @@ def _command(workdir, *extra):
 
 def _run(workdir, *extra, check=True):
   result = subprocess.run(_command(workdir, *extra), cwd=REPO, env=_env(), capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=processes.GUARD_S)
   if check:
     assert result.returncode == 0, result.stderr[-3000:]
   return result
@@ -194,8 +194,8 @@ def test_two_concurrent_starts_leave_one_run_and_one_clear_refusal(reference, tm
   first_log, second_log = str(tmp_path / "first.log"), str(tmp_path / "second.log")
   first = _start_until(workdir, ("record", 1), first_log)
   second = _start(workdir, second_log)
-  second.wait(timeout=600)
-  first.communicate("go on\n", timeout=600)
+  second.wait(timeout=processes.GUARD_S)
+  first.communicate("go on\n", timeout=processes.GUARD_S)
   first_err, second_err = open(first_log).read(), open(second_log).read()
   assert (first.returncode, second.returncode) == (0, 2), (first_err[-2000:], second_err[-2000:])
   assert "is in use by another run (pid" in _one_error_line(second_err)
@@ -371,7 +371,7 @@ def test_bad_config_json_is_a_workdir_error(tmp_path):
 
 def _main(*args, cwd=REPO):
   return subprocess.run([sys.executable, "-m", "research.main", *args], cwd=cwd, env=_env(),
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=processes.GUARD_S)
 
 
 @pytest.mark.parametrize("make, fragment", [
@@ -509,4 +509,7 @@ def test_a_config_that_leaves_an_optional_field_out_resumes_its_own_run():
   config = default.get_config()
   saved = json.loads(config.to_json_best_effort())
   del config["profile_steps"]  # Optional: read with its base default.
-  run_config.check_same_config(config, saved, "w")
+  run_config.check_same_config(config, saved, "w")  # Raises ConfigError on a difference...
+  config.seed = saved["seed"] + 1
+  with pytest.raises(errors.ConfigError, match="config.seed"):  # ... as here, for a real one.
+    run_config.check_same_config(config, saved, "w")

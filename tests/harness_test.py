@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import processes
 import jax
 import ml_collections
 import numpy as np
@@ -293,6 +294,39 @@ def test_seeds_as_one_vmapped_program_equal_the_loop(tiny):
       np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("mode", harness.SEED_MODES)
+def test_on_chunk_sees_every_evaluation_s_params_and_stops_a_seed(tiny, mode):
+  """The hook early stopping and the surrogate's checkpoint rules train with: after every
+  chunk, each training seed's params and its chunk means (the train record's); True stops
+  that seed, whose returned params are those it stopped at; the others train on."""
+  model, loss_fn, optimizer, subsets = tiny
+  args = (model, loss_fn, optimizer, 15, 5, subsets, [0, 1, 2])
+  seen, kept, records = [], {}, []
+
+  class Writer:
+    def write(self, record):
+      records.append(record)
+
+  def on_chunk(seed, step, params, train):
+    seen.append((seed, step, train["loss"]))
+    kept[(seed, step)] = jax.device_get(params)
+    return seed == 1 and step == 5
+
+  out = harness.train_seeds(*args, mode=mode, chunk_steps=5, on_chunk=on_chunk,
+                            writer=Writer())
+  steps = {s: [step for seed, step, _ in seen if seed == s] for s in (0, 1, 2)}
+  assert steps == {0: [5, 10, 15], 1: [5], 2: [5, 10, 15]}
+  # The hook's means are the train records' (vmap: seed 1's later chunks still train).
+  by_record = {(r["seed"], r["step"]): r["loss"] for r in records}
+  assert all(by_record[(seed, step)] == loss for seed, step, loss in seen)
+  for seed, step in ((0, 15), (1, 5), (2, 15)):
+    for a, b in zip(jax.tree.leaves(out[seed]), jax.tree.leaves(kept[(seed, step)])):
+      np.testing.assert_array_equal(np.asarray(a), b)
+  plain = harness.train_seeds(*args, mode=mode, chunk_steps=5)
+  for a, b in zip(jax.tree.leaves(plain[0]), jax.tree.leaves(out[0])):
+    np.testing.assert_array_equal(a, b)  # the hook changes nothing of a seed it does not stop
+
+
 def test_per_example_correctness_is_the_accuracy_and_the_table_shows_both_intervals(tiny,
                                                                                      tmp_path):
   model, loss_fn, optimizer, subsets = tiny
@@ -385,11 +419,11 @@ def test_a_harness_runner_killed_mid_way_resumes_to_identical_results(tmp_path):
   proc.stderr.close()
   done = cells.read_text().count('"kind":"fit"')  # Trained cells (not test entries).
   resumed = subprocess.run(_multitask_cmd(tmp_path / "killed"), cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=processes.GUARD_S)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert _trained_cells(resumed.stderr) == 4 - done  # Finished cells are not trained again.
   fresh = subprocess.run(_multitask_cmd(tmp_path / "fresh"), cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=processes.GUARD_S)
   assert fresh.returncode == 0, fresh.stderr[-2000:]
   assert _trained_cells(fresh.stderr) == 4
   strip = lambda p: {k: v for k, v in json.loads(p.read_text()).items() if k != "wall_time"}

@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import processes
 import jax
 import ml_collections
 import pytest
@@ -116,7 +117,7 @@ def test_every_family_module_registers_without_a_list():
 def _python(*args, **kwargs):
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
   return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=300, **kwargs)
+                        text=True, timeout=processes.GUARD_S, **kwargs)
 
 
 def test_main_help_exits_0_lists_every_config_and_imports_no_jax():

@@ -6,10 +6,12 @@ import json
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
 import sys
 
+import processes
 import pytest
 
 from research import errors
@@ -102,7 +104,7 @@ def test_real_sweep_records_results_and_failures(tmp_path):
       [sys.executable, os.path.join(_REPO, "launch", "sweep.py"), f"--config={_CONFIG}",
        "--sweep=optimizer.learning_rate=0.05,0.2,-1", f"--workdir={tmp_path}", "--parallel=2",
        "--config.num_steps=50", "--config.log_every=25", "--config.eval_every=25"],
-      capture_output=True, text=True, timeout=300)
+      capture_output=True, text=True, timeout=processes.GUARD_S)
   assert proc.returncode == 1, proc.stderr  # One run failed; the sweep still finished.
   rows = {r["optimizer.learning_rate"]: r for r in csv.DictReader(open(tmp_path / "results.csv"))}
   assert [rows[lr]["status"] for lr in ("0.05", "0.2", "-1")] == ["ok", "ok", "failed (rc=2)"]
@@ -123,7 +125,7 @@ def test_optimizer_sweep_3x2_on_digits(tmp_path):
        "--sweep=optimizer.name=sgd,momentum,adagrad", "--sweep=optimizer.learning_rate=0.01,0.1",
        f"--workdir={tmp_path}", "--parallel=2", "--config.num_steps=150",
        "--config.log_every=50", "--config.eval_every=50"],
-      capture_output=True, text=True, timeout=600)
+      capture_output=True, text=True, timeout=processes.GUARD_S)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = list(csv.DictReader(open(tmp_path / "results.csv")))
   grid = {(r["optimizer.name"], r["optimizer.learning_rate"]) for r in rows}
@@ -176,10 +178,21 @@ def test_multihost_first_failure_stops_the_others(tmp_path):
                   '  echo boom >&2; exit 3;;\nesac\n'
                   "exec sleep infinity\n")
   fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-  out = _sh("multihost_local.sh", "-n", "3", "--port=1", f"--log_dir={tmp_path}", "--",
-            "--config.seed=4", env={"PYTHON": str(fake)}, timeout=300)
-  assert out.returncode == 1
-  assert "process 1 failed" in out.stderr
+  proc = subprocess.Popen(
+      ["bash", os.path.join(_REPO, "launch", "multihost_local.sh"), "-n", "3", "--port=1",
+       f"--log_dir={tmp_path}", "--", "--config.seed=4"],
+      env=dict(os.environ, PYTHON=str(fake)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, start_new_session=True)
+  try:
+    # The launcher polls its processes every 0.2 s: once process 1's failure is on disk, a
+    # launcher that stops the others exits within seconds; 10 minutes is only a guard.
+    _, err = proc.communicate(timeout=600)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)  # The launcher and the processes it left running.
+    raise AssertionError("the launcher kept the other processes running after process 1 "
+                         "failed") from None
+  assert proc.returncode == 1
+  assert "process 1 failed" in err
   assert "boom" in (tmp_path / "process_1.log").read_text()
   assert "--config.seed=4 --coordinator_address=127.0.0.1:1 --num_processes=3 --process_id=2" \
       in (tmp_path / "process_2.log").read_text()
@@ -238,3 +251,30 @@ def test_the_model_zoo_leaves_out_configs_that_need_the_user_s_data(tmp_path, ca
   with pytest.raises(errors.ConfigError, match="alexnet_imagenet reads data you provide"):
     zoo.main([f"--workdir={tmp_path / 'zoo'}", "--configs=alexnet_imagenet"])
   assert not os.path.exists(tmp_path / "zoo")
+
+
+def _launch_module(name: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(_REPO, "launch", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_lenet_vs_alexnet_times_the_kernel_s_chunk_from_kernel_init_state():
+  """The timed step is kernel.make_train_chunk on kernel.init_state's state (no private copy
+  of the training setup): a tiny LeNet trains and reports a positive rate."""
+  bench = _launch_module("lenet_vs_alexnet")
+  from research import models  # pylint: disable=g-import-not-at-top
+  name, cfg, shape, k, _ = bench.ROWS[0]
+  assert name.startswith("LeNet")
+  rate = bench.throughput(models.build(cfg, shape, k), shape, k, batch=4, seconds=0.0)
+  assert rate > 0
+
+
+@pytest.mark.slow
+def test_input_throughput_step_rate_runs_the_kernel_s_chunk():
+  """launch/input_throughput.py's step rate: the config's model (the :cpu variant, 64x64)
+  through kernel.make_train_chunk from kernel.init_state."""
+  bench = _launch_module("input_throughput")
+  out = bench.step_rate("cpu", batch=2, steps=1)
+  assert out["side"] == 64 and out["images_per_sec"] > 0

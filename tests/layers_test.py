@@ -276,12 +276,16 @@ def test_inception_block_channels_and_branch_order():
   def block_and_branches(p, x):
     # Channels 0..3 should be the 1x1 branch and the last 6 the pool branch, all ReLUs.
     pooled = layers.max_pool(x, 3, 1, "SAME")
-    return (layers.inception_block(p, x), jax.nn.relu(layers.conv2d(p["b1"], x)),
-            jax.nn.relu(layers.conv2d(p["pool_proj"], pooled)))
+    relu_conv = lambda name, h: jax.nn.relu(layers.conv2d(p[name], h, 1, "SAME"))
+    return (layers.inception_block(p, x), relu_conv("b1", x), relu_conv("pool_proj", pooled),
+            relu_conv("b3", relu_conv("b3_reduce", x)), relu_conv("b5", relu_conv("b5_reduce", x)))
 
-  y, y1, yp = block_and_branches(p, x)
+  y, y1, yp, y3, y5 = block_and_branches(p, x)
   assert y.shape == (2, 7, 6, 4 + 5 + 3 + 6) and layers.inception_out_channels(p) == 18
   assert p["b3"]["w"].shape == (3, 3, 2, 5) and p["b5"]["w"].shape == (5, 5, 2, 3)
   np.testing.assert_allclose(y[..., :4], y1, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(y[..., -6:], yp, rtol=1e-5, atol=1e-6)
-  assert float(y.min()) >= 0
+  # The middle channels: the 3x3 branch, then the 5x5, each behind its 1x1 reduction.
+  np.testing.assert_allclose(y[..., 4:9], y3, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(y[..., 9:12], y5, rtol=1e-5, atol=1e-6)
+  assert 0 < float((y == 0).mean()) < 1  # The ReLUs cut some outputs, not all.

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import processes
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -13,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_main(*args, cwd=None):
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
   return subprocess.run([sys.executable, "-m", "research.main", *args], cwd=cwd or REPO,
-                        env=env, capture_output=True, text=True, timeout=300)
+                        env=env, capture_output=True, text=True, timeout=processes.GUARD_S)
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -77,7 +78,7 @@ def test_deterministic_sets_xla_s_flag_before_the_backend_starts(tmp_path, deter
       [sys.executable, "-c", _XLA_FLAGS_AT_BACKEND_START, f"--config.deterministic={deterministic}",
        "--config.num_steps=10", "--config.log_every=10", "--config.eval_every=10",
        f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env, capture_output=True, text=True,
-      timeout=300)
+      timeout=processes.GUARD_S)
   assert result.returncode == 0, result.stderr[-3000:]
   (line,) = [l for l in result.stdout.splitlines() if l.startswith("XLA_FLAGS at backend start")]
   flags = line.split(": ", 1)[1].split()

@@ -9,11 +9,12 @@ import glob
 import json
 import os
 
+import processes
 import pytest
 
 COLAB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "colab")
 NOTEBOOKS = sorted(glob.glob(os.path.join(COLAB, "*.ipynb")))
-CELL_TIMEOUT_S = 600
+CELL_TIMEOUT_S = processes.GUARD_S
 IDS = [os.path.basename(p) for p in NOTEBOOKS]
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import processes
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,8 +146,13 @@ def digits01():
 def test_unit_interval_scales_by_the_training_inputs(digits01):
   assert digits01.train.x.min() == 0 and digits01.train.x.max() == 1
   assert digits01.train.x.shape[1] == 64
-  for split in (digits01.valid, digits01.test):
-    assert 0 <= split.x.min() <= split.x.max() <= 1
+  raw = data_lib.load(_tiny().data)
+  lo, hi = float(raw.train.x.min()), float(raw.train.x.max())
+  for split, raw_split in ((digits01.valid, raw.valid), (digits01.test, raw.test)):
+    # The training split's min and max, one for every feature; past them, clipped.
+    want = np.clip((raw_split.x.reshape(len(raw_split.x), -1) - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(split.x, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(split.y, raw_split.y)
 
 
 def _pretrain_tiny(digits01, grad):
@@ -276,7 +282,7 @@ def test_cli_bad_pretrain_layers_is_one_line_and_exit_2(tmp_path):
       [sys.executable, "-m", "research.main", "--config=configs/exp_pretraining.py",
        "--config.experiment.pretrain_layers=3", f"--workdir={tmp_path / 'run'}"],
       cwd=repo, env=dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS="cpu"),
-      capture_output=True, text=True, timeout=300)
+      capture_output=True, text=True, timeout=processes.GUARD_S)
   assert result.returncode == 2, result.stderr
   lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and "pretrain_layers=3 is more than the 2 hidden layers" in lines[0]

@@ -13,7 +13,8 @@ from research.experiments import lecture
 
 def _tiny(**experiment):
   config = exp_lecture_procedure.get_config()
-  config.lecture.rounds_per_check = 20
+  # Checks every 20 steps that E fell by half: the lecture arm stalls and restarts.
+  config.lecture.rounds_per_check, config.lecture.min_relative_decrease = 20, 0.5
   config.experiment.update(dict(seeds=2, budgets=(60,), learning_rates=(0.5,)))
   config.experiment.update(experiment)
   return config
@@ -28,6 +29,7 @@ def test_arms_share_the_budget_and_the_lecture_arm_is_the_lecture_trainer(tmp_pa
   tests = {m: arm["test"] for m, arm in entry["arms"].items()}
   assert [r["steps"] for r in tests["minibatch"]] == [60, 60]
   assert all(r["steps"] <= 60 and r["restarts"] == 0 for r in tests["misclassified"])
+  assert all(r["restarts"] >= 1 for r in tests["lecture"])
   assert all(0.5 < r["accuracy"] <= 1 for rs in tests.values() for r in rs)
   text = (tmp_path / "proc" / "results.md").read_text()
   assert "| 60 | lecture | learning_rate=0.5 |" in text and "restarts" in text
@@ -35,7 +37,7 @@ def test_arms_share_the_budget_and_the_lecture_arm_is_the_lecture_trainer(tmp_pa
   # The same seed, step size and budget through trainer="lecture": the same test accuracy.
   single = exp_lecture_procedure.get_config()
   single.trainer, single.num_steps = "lecture", 60
-  single.lecture.rounds_per_check = 20
+  single.lecture.rounds_per_check, single.lecture.min_relative_decrease = 20, 0.5
   del single.experiment
   seed = result["seeds"][1]
   single.seed = seed

@@ -6,6 +6,18 @@ import socket
 import subprocess
 import sys
 
+# The limit on a test's subprocess: a guard against a hang, never a speed check. A run that
+# takes 40 s on a quiet 2-core machine takes 10 minutes at load average 30; an hour is past
+# anything but a hang, and the failure then says so.
+GUARD_S = 3600
+
+# The environment for every process of a multi-process (jax.distributed) run a test starts:
+# the suite's persistent compilation cache off. With a cache entry already written (by an
+# earlier run of the same program), both processes of a 2-process CPU run wait forever at
+# their first chunk (jax 0.12.1: futex waits, no progress, no error; seen 4 times in 5 at load
+# 10, never with the cache off): the "fails under load" of the 2-process tests.
+MULTIPROCESS_ENV = {"JAX_ENABLE_COMPILATION_CACHE": "false"}
+
 # research.main with a kill point: at an observed point of its progress the run says so on a
 # pipe and waits for the test, which SIGKILLs it there (or lets it go on). A point is a count
 # of events, never a time:

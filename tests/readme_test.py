@@ -47,6 +47,15 @@ SKIPPED = {
     "--config=configs/alexnet_imagenet.py --workdir=gs://BUCKET/runs/alexnet -- "
     "--config.data.data_dir=gs://BUCKET/inet_rec --config.compute_dtype=bfloat16":
         "needs a Cloud TPU slice (tests/launch_test.py checks tpu_vm.sh's --dry-run commands)",
+    "ray start --head --port=6379":
+        "starts a Ray head that outlives the test (tests/ray_test.py starts a two-node cluster "
+        "with its own port, temp dir and token, and stops it)",
+    "ray start --address=HEAD_IP:6379": "HEAD_IP is a placeholder for another machine",
+    "python -m research.main --config=configs/exp_weight_sharing.py --workdir=runs/ws "
+    "--config.experiment.executor=ray --ray_address=HEAD_IP:6379":
+        "HEAD_IP is a placeholder (tests/ray_test.py runs this against its two-node cluster)",
+    "python launch/sweep.py --config=... --sweep=... --executor=ray --parallel=16":
+        "a template: ... are placeholders (tests/ray_test.py runs the sweep on Ray)",
 }
 
 

@@ -38,7 +38,9 @@ def _config(flags):
 
 
 def _env(**extra):
-  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", **extra)
+  # PYTHON: launch/multihost_local.sh runs this interpreter, not whatever `python` is on PATH
+  # (an unactivated venv's pytest, as in .ci/run, has none with the project installed).
+  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHON=sys.executable, **extra)
 
 
 def _main(workdir, *flags, env=None):
@@ -47,7 +49,7 @@ def _main(workdir, *flags, env=None):
 
 def _run(workdir, *flags, env=None):
   result = subprocess.run(_main(workdir, *flags), cwd=REPO, env=env or _env(),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=processes.GUARD_S)
   assert result.returncode == 0, result.stderr[-3000:]
   return result
 
@@ -123,7 +125,7 @@ def test_two_processes_match_one_process(reference, tmp_path):
     result = subprocess.run(
         ["bash", os.path.join(REPO, "launch", "multihost_local.sh"), "-n", "2", f"--port={port}",
          "--", f"--workdir={workdir}", *RUN_FLAGS],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=processes.GUARD_S)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   want, _ = _params(reference, RUN_FLAGS)
   got, _ = _params(workdir, RUN_FLAGS)

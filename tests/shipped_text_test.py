@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 
+import processes
 import pytest
 
 from research import main
@@ -97,7 +98,7 @@ def test_the_readme_sample_output_is_what_the_first_command_prints(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   run = subprocess.run([sys.executable, "-m", "research.main",
                         f"--workdir={tmp_path / 'run'}"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=processes.GUARD_S)
   assert run.returncode == 0, run.stderr[-2000:]
   for name, pattern in _FIGURES.items():
     shown = re.search(pattern, readme)

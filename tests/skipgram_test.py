@@ -6,6 +6,7 @@ import subprocess
 import sys
 import types
 
+import processes
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -372,7 +373,7 @@ def test_cli_unknown_query_word_exits_2_with_one_line(tmp_path):
        "--config.experiment.query_words=('list', 'frobnicate')",
        f"--workdir={tmp_path / 'run'}"],
       cwd=repo, env=dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS="cpu"),
-      capture_output=True, text=True, timeout=300)
+      capture_output=True, text=True, timeout=processes.GUARD_S)
   assert result.returncode == 2, result.stderr
   lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and "'frobnicate' is not in the vocabulary" in lines[0], result.stderr

@@ -18,6 +18,7 @@ import sys
 import time
 
 import jax
+import processes
 import numpy as np
 import pytest
 
@@ -184,12 +185,42 @@ def test_unreadable_images_are_one_line_each_then_refused_or_skipped(tmp_path, c
   for path in bad:
     assert sum(str(root / path) in line for line in err.splitlines()) == 1, err
   assert err.splitlines()[-1].startswith("error: 2 unreadable image(s)")
-  assert not (tmp_path / "refused" / records.MANIFEST).exists()
+  assert not (tmp_path / "refused").exists()  # No shards of either split left behind.
   _convert("--format=imagefolder", f"--src={root}", f"--out={tmp_path / 'kept'}",
            "--on_bad=skip", "--workers=1")
   manifest = records.read_manifest(tmp_path / "kept")
   assert sorted(manifest["skipped"]) == sorted(str(root / p) for p in bad)
   assert manifest["splits"]["train"]["count"] == 3 * TRAIN_PER_CLASS
+
+
+def test_links_and_sub_folders_are_listed_and_a_refusal_leaves_no_shards(tmp_path, capsys):
+  root = tmp_path / "tree"
+  _write_tree(root)
+  odd = {"train/ant/loop.JPEG": "a symbolic link loop",
+         "val/bee/gone.JPEG": "a dangling symbolic link",
+         "train/cat/more": "a folder (images in sub-folders are not read"}
+  os.symlink("loop.JPEG", root / "train/ant/loop.JPEG")
+  os.symlink(root / "nowhere.JPEG", root / "val/bee/gone.JPEG")
+  os.makedirs(root / "train/cat/more")
+  shutil.copy(root / "train/cat/0.JPEG", root / "train/cat/more/0.JPEG")
+  out = tmp_path / "refused"
+  with pytest.raises(SystemExit) as exit_info:
+    _convert("--format=imagefolder", f"--src={root}", f"--out={out}", "--workers=1")
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2
+  for path, what in odd.items():
+    assert sum(f"{root / path} is {what}" in line for line in err.splitlines()) == 1, err
+  assert err.splitlines()[-1].startswith("error: 3 unreadable image(s) or entries")
+  assert not out.exists()  # Neither train's nor val's shards, nor the directory it made.
+  (tmp_path / "kept_dir").mkdir()  # An --out that existed stays, empty.
+  with pytest.raises(SystemExit):
+    _convert("--format=imagefolder", f"--src={root}", f"--out={tmp_path / 'kept_dir'}",
+             "--workers=1")
+  assert os.listdir(tmp_path / "kept_dir") == []
+  _convert("--format=imagefolder", f"--src={root}", f"--out={tmp_path / 'kept'}",
+           "--on_bad=skip", "--workers=1")
+  assert sorted(records.read_manifest(tmp_path / "kept")["skipped"]) == sorted(
+      str(root / p) for p in odd)
 
 
 # ------------------------------------------------------------------ damage is one line
@@ -243,6 +274,28 @@ def test_a_corrupt_record_is_one_line_naming_the_file(image_records, tmp_path):
     list(streaming.batches(examples, 0, examples.steps_per_epoch))
 
 
+def test_a_block_header_damaged_past_the_first_chunk_is_one_line_at_load(image_records,
+                                                                          tmp_path):
+  out = tmp_path / "header"
+  shutil.copytree(image_records, out)
+  shard = sorted(glob.glob(str(out / "val-*")))[0]
+  content = bytearray(open(shard, "rb").read())
+  content[65536] ^= 0xFF  # riegeli notices on close(), after the record count read fine.
+  open(shard, "wb").write(bytes(content))
+  with pytest.raises(errors.DataError, match="block header hash mismatch") as e:
+    records.open_split(str(out), "val")
+  assert str(e.value).startswith(f"{shard} is damaged") and "--verify" in str(e.value)
+  assert "\n" not in str(e.value)
+
+
+def test_verify_reads_every_shard_against_its_crc32(image_records, tmp_path):
+  out, shard = _damaged(image_records, tmp_path, "corrupt")  # Same size and record count.
+  assert records.verify_files(image_records) == {"train": 48, "val": 12}
+  with pytest.raises(errors.DataError, match="does not match its CRC-32") as e:
+    records.verify_files(str(out))
+  assert shard in str(e.value)
+
+
 def test_a_payload_that_fails_its_checksum_is_one_line():
   record = bytearray(records.encode(3, b"pixels"))
   assert records.decode(bytes(record), "f: record 0") == (3, b"pixels")
@@ -258,7 +311,7 @@ def test_the_runner_exits_2_with_one_line_for_a_missing_shard(image_records, tmp
       [sys.executable, "-m", "research.main", "--config=configs/alexnet_imagenet.py:cpu",
        f"--config.data.data_dir={out}", f"--workdir={tmp_path / 'run'}"],
       cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"),
-      capture_output=True, text=True, timeout=300)
+      capture_output=True, text=True, timeout=processes.GUARD_S)
   assert result.returncode == 2, result.stderr[-2000:]
   lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(lines) == 1 and shard in lines[0] and "Traceback" not in result.stderr
@@ -394,7 +447,8 @@ def _main(workdir, overrides, *extra):
 
 
 def _env():
-  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  # PYTHON: launch/multihost_local.sh runs this interpreter, not whatever `python` is on PATH.
+  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHON=sys.executable)
 
 
 @pytest.mark.slow
@@ -406,12 +460,12 @@ def test_a_streaming_run_killed_mid_run_resumes_exactly(image_records, tmp_path)
   config = _tiny_config(image_records, **fields)
   reference = tmp_path / "reference"
   subprocess.run(_main(reference, overrides), cwd=REPO, env=_env(), check=True,
-                 capture_output=True, timeout=600)
+                 capture_output=True, timeout=processes.GUARD_S)
   workdir = tmp_path / "run"
   proc = subprocess.Popen(_main(workdir, overrides), cwd=REPO, env=_env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   # Killed once the checkpoint at step 16 is committed, before the run ends.
-  deadline = time.time() + 300
+  deadline = time.time() + processes.GUARD_S
   while not (workdir / "checkpoints" / "16").is_dir():
     assert proc.poll() is None, "the run ended before the kill point"
     assert time.time() < deadline
@@ -420,7 +474,7 @@ def test_a_streaming_run_killed_mid_run_resumes_exactly(image_records, tmp_path)
   proc.wait()
   assert not (workdir / "checkpoints" / "40").exists()
   result = subprocess.run(_main(workdir, overrides), cwd=REPO, env=_env(), capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=processes.GUARD_S)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "resuming" in result.stderr
   assert _records_of(workdir) == _records_of(reference)
@@ -436,12 +490,20 @@ def test_two_processes_reach_the_params_of_one(image_records, tmp_path):
   overrides = _tiny_overrides(image_records, num_steps=6, checkpoint_every=6)
   config = _tiny_config(image_records, num_steps=6, checkpoint_every=6)
   one = train.train_and_evaluate(config, tmp_path / "one")
-  result = subprocess.run(
-      ["bash", os.path.join(REPO, "launch", "multihost_local.sh"), "-n", "2",
-       f"--log_dir={tmp_path / 'logs'}", "--", "--config=configs/alexnet_imagenet.py:cpu",
-       f"--workdir={tmp_path / 'two'}", *_flags(overrides)],
-      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
+  # Robust under load: the coordinator's port is held from its choice to its bind (the
+  # launcher's own pick is free only when chosen, and a loaded machine's other tests take
+  # ports in between), and the only limit is a hang's guard, not a duration.
+  with processes.reserved_port() as port:
+    result = subprocess.run(
+        ["bash", os.path.join(REPO, "launch", "multihost_local.sh"), "-n", "2",
+         f"--port={port}", f"--log_dir={tmp_path / 'logs'}", "--",
+         "--config=configs/alexnet_imagenet.py:cpu", f"--workdir={tmp_path / 'two'}",
+         *_flags(overrides)],
+        cwd=REPO, env=dict(_env(), PYTHON=sys.executable, **processes.MULTIPROCESS_ENV),
+        capture_output=True, text=True,
+        timeout=processes.GUARD_S)
+  logs = "".join(p.read_text()[-1500:] for p in sorted((tmp_path / "logs").glob("*.log")))
+  assert result.returncode == 0, result.stderr[-1500:] + logs
   two, step = train.restore_state(config, str(tmp_path / "two"))
   assert step == 6
   for a, b in zip(_params(one["state"]), _params(two), strict=True):
@@ -462,3 +524,160 @@ def test_a_resume_over_changed_records_is_refused(image_records, tmp_path):
                              str(changed))
   with pytest.raises(errors.DataError, match="data position 16"):
     streaming.check_restored(saved, 24, identity, image_records)
+
+
+# ------------------------------------------------- faults of a streaming run: one line each
+
+# A guard against a hung process, never a timing: these commands take seconds, minutes on a
+# machine loaded many times over.
+_GUARD_S = processes.GUARD_S
+
+
+def _snapshot(workdir) -> dict:
+  """Every file under workdir (the lock aside) -> its bytes: what a refusal must not touch."""
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      if name != ".lock":
+        path = os.path.join(root, name)
+        out[os.path.relpath(path, workdir)] = open(path, "rb").read()
+  return out
+
+
+def _error_line(result) -> str:
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished(image_records, tmp_path_factory):
+  """(records, workdir, overrides) of a finished 4-step streaming run on its own copy of the
+  records, which tests damage and restore in place (the run's config names the path)."""
+  root = tmp_path_factory.mktemp("finished")
+  data = root / "rec"
+  shutil.copytree(image_records, data)
+  overrides = _tiny_overrides(data, num_steps=4, checkpoint_every=4)
+  subprocess.run(_main(root / "run", overrides), cwd=REPO, env=_env(), check=True,
+                 capture_output=True, timeout=_GUARD_S)
+  return data, root / "run", overrides
+
+
+@pytest.fixture
+def restored_after(finished):
+  """Puts the finished run's records back as they were after the test."""
+  data = finished[0]
+  saved = {name: (data / name).read_bytes() for name in os.listdir(data)}
+  yield finished
+  for name, content in saved.items():
+    (data / name).write_bytes(content)
+
+
+def _without_last_class(data_dir, keep_counts=True):
+  manifest = json.loads((data_dir / records.MANIFEST).read_text())
+  manifest["classes"] = manifest["classes"][:-1]
+  if not keep_counts:  # The counts agree with the list: only the records hold the label.
+    for entry in manifest["splits"].values():
+      entry["class_counts"].pop(str(len(manifest["classes"])), None)
+  (data_dir / records.MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_labels_past_the_manifests_classes_are_refused(image_records, tmp_path):
+  data = tmp_path / "rec"
+  shutil.copytree(image_records, data)
+  _without_last_class(data)
+  with pytest.raises(errors.DataError, match=r"split 'train' holds label 2 but \"classes\" "
+                     r"lists 2 class\(es\)") as e:
+    train.train_and_evaluate(_tiny_config(data, num_steps=2), tmp_path / "run")
+  assert "\n" not in str(e.value)
+  assert not (tmp_path / "run").exists()  # Refused before anything: no workdir left behind.
+  # A manifest whose counts were edited to agree: the record itself is refused when read.
+  shutil.copy(os.path.join(image_records, records.MANIFEST), data / records.MANIFEST)
+  _without_last_class(data, keep_counts=False)
+  examples = streaming.Examples(_image_config(str(data)), seed=0, batch_size=8)
+  with pytest.raises(errors.DataError, match=r"holds label 2, outside the manifest's 2 "
+                     r"classes"):
+    list(streaming.batches(examples, 0, examples.steps_per_epoch))
+
+
+def test_a_records_dir_that_does_not_exist_leaves_no_workdir(tmp_path):
+  with pytest.raises(errors.DataError, match="manifest.json is missing"):
+    train.train_and_evaluate(_tiny_config(tmp_path / "nowhere", num_steps=2),
+                             tmp_path / "new" / "run")
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_damaged_shard_is_one_line_for_a_new_and_a_finished_run(restored_after, tmp_path,
+                                                                   split):
+  data, workdir, overrides = restored_after
+  shard = sorted(glob.glob(str(data / f"{split}-*")))[0]
+  content = bytearray(open(shard, "rb").read())
+  content[65536] ^= 0xFF  # A block header past the first chunk: riegeli fails on close.
+  open(shard, "wb").write(bytes(content))
+  before = _snapshot(workdir)
+  for run in (workdir, tmp_path / "new"):
+    result = subprocess.run(_main(run, overrides), cwd=REPO, env=_env(), capture_output=True,
+                            text=True, timeout=_GUARD_S)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = _error_line(result)
+    assert shard in line and "block header hash mismatch" in line and "--verify" in line
+  assert _snapshot(workdir) == before
+  assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_a_finished_run_over_changed_records_says_so_and_keeps_the_run(restored_after):
+  data, workdir, overrides = restored_after
+  manifest = json.loads((data / records.MANIFEST).read_text())
+  manifest["classes"].append("dog")  # Another class count: the saved state no longer fits.
+  (data / records.MANIFEST).write_text(json.dumps(manifest))
+  before = _snapshot(workdir)
+  result = subprocess.run(_main(workdir, overrides), cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=_GUARD_S)
+  assert result.returncode == 2, result.stderr[-3000:]
+  line = _error_line(result)
+  assert f"the records in {data} changed since" in line and "delete" not in line
+  assert "state does not match" not in result.stderr and "warning" not in result.stderr.lower()
+  assert _snapshot(workdir) == before
+
+
+_BATCHES_WITH_WORKERS = r"""
+import sys
+from research.data import records, streaming
+if __name__ == "__main__":  # grain's workers are spawned: they import this file.
+  cfg = records.config(sys.argv[1], test_split="val", image_size=32, resize=36)
+  examples = streaming.Examples(cfg, seed=0, batch_size=8)
+  it = streaming.batches(examples, 0, 4, num_workers=2)
+  for _ in range(4):
+    x, y = next(it)
+  del x, y
+  streaming.close_batches(it)
+  print("done")
+"""
+
+
+def test_grain_workers_leave_no_shared_memory_behind(image_records, tmp_path):
+  script = tmp_path / "batches.py"
+  script.write_text(_BATCHES_WITH_WORKERS)
+  result = subprocess.run([sys.executable, str(script), image_records], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=_GUARD_S)
+  assert result.returncode == 0 and result.stdout == "done\n", result.stderr[-3000:]
+  assert "leaked" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_a_run_with_workers_good_or_failed_prints_no_leak_warning(image_records, tmp_path):
+  overrides = _tiny_overrides(image_records, num_steps=4, **{"data.num_workers": 2})
+  result = subprocess.run(_main(tmp_path / "good", overrides), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=_GUARD_S)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "leaked" not in result.stderr and "warning" not in result.stderr.lower()
+  out, shard = _damaged(image_records, tmp_path, "corrupt")  # Read by a worker: fails there
+  # (within 40 steps, the first epoch).
+  result = subprocess.run(_main(tmp_path / "failed", dict(overrides, num_steps=40, **{"data.data_dir": out})),
+                          cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=_GUARD_S)
+  assert result.returncode == 2 and shard in _error_line(result)
+  assert "leaked" not in result.stderr

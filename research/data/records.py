@@ -129,7 +129,31 @@ def read_manifest(data_dir) -> dict:
   if manifest["encoding"] not in ENCODINGS:
     raise errors.DataError(f"{path}: encoding {manifest['encoding']!r} is not one of "
                            f"{ENCODINGS}; {fix}")
+  _check_class_counts(path, manifest)
   return manifest
+
+
+def _check_class_counts(path, manifest: dict) -> None:
+  """Every split's labels (its class_counts) name a class of the manifest's list: a model
+  sized to the list cannot learn a label past its end (the memory pipeline refuses it too)."""
+  k = len(manifest["classes"]) if isinstance(manifest["classes"], list) else 0
+  for split, entry in sorted(manifest["splits"].items()):
+    labels = [int(label) for label in (entry.get("class_counts") or {})]
+    outside = sorted(label for label in labels if not 0 <= label < k)
+    if outside:
+      raise errors.DataError(
+          f"{path}: split {split!r} holds label {outside[-1]} but \"classes\" lists {k} "
+          f"class(es) (labels 0..{k - 1}); restore the class list, or rewrite the records "
+          f"with {_CONVERT}")
+
+
+def check_label(label: int, num_classes: int, where: str) -> int:
+  """A record's label, DataError naming `where` when it is not a class of the manifest."""
+  if not 0 <= label < num_classes:
+    raise errors.DataError(f"{where} holds label {label}, outside the manifest's "
+                           f"{num_classes} classes (0..{num_classes - 1}); rewrite the records "
+                           f"with {_CONVERT}")
+  return label
 
 
 def manifest_crc(manifest: dict) -> int:
@@ -227,8 +251,17 @@ def open_split(data_dir, split: str, manifest: dict | None = None,
     if verify_files and file_crc32(path) != f["crc32"]:
       raise errors.DataError(f"{path} does not match its CRC-32 in {MANIFEST}; {rewrite}")
     reader = open_reader(path)
-    count = reader.num_records()
-    reader.close()
+    try:
+      count = reader.num_records()
+    finally:
+      try:
+        # riegeli checks the blocks it skipped over on close: damage past the first chunk
+        # surfaces here, as a RuntimeError.
+        reader.close()
+      except Exception as e:  # noqa: BLE001
+        raise errors.DataError(
+            f"{path} is damaged ({_reason(e)}); {rewrite} (launch/make_records.py "
+            "--verify=DIR checks every shard)") from None
     if count != f["count"]:
       raise errors.DataError(f"{path} holds {count} records, {MANIFEST} says {f['count']}; "
                              f"{rewrite}")

@@ -83,7 +83,9 @@ class Examples:
     label, payload = self.source[index]
     rng = np.random.default_rng([self.seed, step, self.offset + j])
     shard, k = self.source.locate(index)
-    x = self.prep(payload, f"{self.source.path(shard)}: record {k}", rng)
+    where = f"{self.source.path(shard)}: record {k}"
+    records.check_label(label, len(self.manifest["classes"]), where)
+    x = self.prep(payload, where, rng)
     return x, np.int32(label)
 
   def __getstate__(self):
@@ -170,10 +172,35 @@ class Feeder:
   def close(self) -> None:
     self._stop.set()
     self._thread.join(timeout=30)
-    close = getattr(self._iter, "close", None)
-    if close is not None:
-      close()  # Stops grain's worker processes now, not at interpreter exit.
+    close_batches(self._iter)
     self._iter = None
+
+
+def close_batches(it) -> None:
+  """Stops a `batches` iterator's worker processes now, not at interpreter exit, and waits
+  until the shared memory of the batches it handed out is unlinked."""
+  close = getattr(it, "close", None)
+  if close is not None:
+    close()
+  _drain_shared_memory_deletions()
+
+
+def _drain_shared_memory_deletions() -> None:
+  """grain unlinks a worker's batch from shared memory in a background thread pool when the
+  batch is freed; deletions still queued at exit are never run, and Python's resource tracker
+  then warns of "leaked shared_memory objects". Runs them now; later frees unlink at once."""
+  try:
+    from grain._src.python.ipc import shared_memory_array  # pylint: disable=g-import-not-at-top
+  except ImportError:  # Another grain layout: nothing of ours to drain.
+    return
+  cls = getattr(shared_memory_array, "SharedMemoryArray", None)
+  pool = getattr(cls, "_del_thread_pool", None)
+  if pool is None:
+    return
+  with cls._lock:  # pylint: disable=protected-access
+    cls._del_thread_pool, cls._outstanding_del_requests = None, None
+  pool.close()
+  pool.join()
 
 
 def identity(data_config) -> int:
@@ -187,13 +214,20 @@ def iterator_state(step: int, identity: int, mesh) -> dict:
                              "records": np.asarray(identity, np.int32)}, mesh)
 
 
+def check_identity(saved: int, identity: int, data_dir, workdir=None) -> None:
+  """DataError when the records a checkpoint was trained on (`saved`) are not these."""
+  if int(saved) != int(identity):
+    where = f"{workdir}'s checkpoints were" if workdir else "the checkpoint was"
+    raise errors.DataError(
+        f"the records in {data_dir} changed since {where} written (its manifest.json "
+        "differs); the run is kept as it is: pass the records it was trained on, or a new "
+        "--workdir to train on these")
+
+
 def check_restored(restored: dict, step: int, identity: int, data_dir) -> None:
   """A resumed run's stream restarts at the checkpoint's step over the same records."""
   local = lambda a: int(np.asarray(a.addressable_data(0)))
-  if local(restored["records"]) != identity:
-    raise errors.DataError(
-        f"the records in {data_dir} changed since the checkpoint was written (manifest "
-        "checksum differs); resume with the records it was trained on, or pass a new --workdir")
+  check_identity(local(restored["records"]), identity, data_dir)
   if local(restored["position"]) != step:
     raise errors.DataError(f"checkpoint step {step} holds data position "
                            f"{local(restored['position'])}; the checkpoint is inconsistent: "

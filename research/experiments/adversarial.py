@@ -253,8 +253,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       for e in eps):
       raise errors.ConfigError(f"config.experiment.{field}={eps!r} must be fractions of the "
                                "pixel range in (0, 1], e.g. (0.1, 0.2)")
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   for lr in exp.learning_rates:
     errors.check_positive("experiment.learning_rates[]", lr)
   if "trades" in exp.methods:

@@ -126,20 +126,14 @@ def full_batches(seed: int, n: int, start: int, num: int) -> np.ndarray:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  exp = report.check_experiment(config, "configs/exp_approximation.py", RANGES)
+  exp = report.check_experiment(config, "configs/exp_approximation.py", RANGES, INITS,
+                                arms="inits")
   if not exp.targets:
     raise errors.ConfigError("config.experiment.targets is empty; name at least one of "
                              + ", ".join(sorted(TARGETS)))
   for i, name in enumerate(exp.targets):
     errors.check_choice(f"experiment.targets[{i}]", name, sorted(TARGETS))
   errors.check_ints("experiment.widths", exp.widths, ", e.g. (4, 16, 64, 256)")
-  if not exp.inits:
-    raise errors.ConfigError("config.experiment.inits is empty; name at least one of "
-                             + ", ".join(INITS))
-  for i, name in enumerate(exp.inits):
-    errors.check_choice(f"experiment.inits[{i}]", name, INITS)
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.inits))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   etas = tuple(exp.learning_rates)
   if not etas or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not e > 0
                      or not math.isfinite(e) for e in etas):
@@ -210,8 +204,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Every init at every width for every target, under the harness's protocol; writes
   results.{md,json} and approximation.png. Returns {target: the harness's results}."""
   validate(config)
+  harness.executor_of(config)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  result = {target: harness.run(experiment(config, target, writer), workdir / target, writer)
+  cells = harness.CellWriter(writer)
+  result = {target: harness.run_cells(config, workdir / target, cells, experiment, target)
             for target in config.experiment.targets}
   writer.close()
   if jax.process_index() == 0:

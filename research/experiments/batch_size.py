@@ -262,8 +262,9 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
     raise errors.ConfigError(
         f"config.experiment.batch_sizes={config.experiment.batch_sizes!r} has a batch larger "
         f"than the {n} training examples; use at most {n} (or 0)")
+  harness.executor_of(config)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  result = harness.run(experiment(config, writer), workdir, writer)
+  result = harness.run_cells(config, workdir, harness.CellWriter(writer), experiment)
   writer.close()
   result["m"] = n
   if jax.process_index() == 0:

@@ -117,9 +117,8 @@ def layer_grad_norms(grads) -> list[float]:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  exp = report.check_experiment(config, "configs/exp_curvature.py", RANGES)
-  for i, name in enumerate(exp.optimizers):
-    errors.check_choice(f"experiment.optimizers[{i}]", name, optim.OPTIMIZERS)
+  exp = report.check_experiment(config, "configs/exp_curvature.py", RANGES, optim.OPTIMIZERS,
+                                arms="optimizers")
   for i, name in enumerate(exp.problems):
     errors.check_choice(f"experiment.problems[{i}]", name, (*PROBLEMS_2D, "deep_mlp"))
   if not exp.learning_rates or any(not eta > 0 for eta in exp.learning_rates):
@@ -128,8 +127,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if "deep_mlp" not in exp.problems:
     return
   errors.check_ints("experiment.depths", exp.depths, " (hidden layers), e.g. (2, 8)")
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.optimizers))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   missing = [n for n in exp.optimizers if n not in exp.deep_learning_rates]
   if missing:
     raise errors.ConfigError(f"config.experiment.deep_learning_rates has no grid for {missing}; "
@@ -264,6 +261,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   deep_mlp.png. Returns {"deep": the harness's results or None, "rows_2d": [...]}."""
   t_start = time.time()
   validate(config)
+  harness.executor_of(config)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
   rows = []
   for problem in config.experiment.problems:
@@ -271,7 +269,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
       rows += _compare_2d(config, problem, writer)
   deep = None
   if "deep_mlp" in config.experiment.problems:
-    deep = harness.run(experiment(config, writer), workdir, writer)
+    deep = harness.run_cells(config, workdir, harness.CellWriter(writer), experiment)
   writer.close()
   result = {"deep": deep, "rows_2d": rows, "wall_time": time.time() - t_start}
   if jax.process_index() == 0:

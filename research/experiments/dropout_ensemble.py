@@ -57,7 +57,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(f"config.model.dropout={config.model.dropout!r}: the sizes set "
                              "it (config.experiment.dropout_rates); set config.model.dropout=0")
   errors.check_ints("experiment.mask_counts", exp.mask_counts, ", e.g. (1, 4, 16, 64, 256)")
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   if config.loss.l2 or config.loss.l1:
     raise errors.ConfigError("config.loss.l2 and config.loss.l1 must be 0: the experiment "
                              "measures dropout alone")

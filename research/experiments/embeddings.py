@@ -105,8 +105,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   exp = report.check_experiment(config, "configs/exp_skipgram.py", RANGES, METHODS)
   errors.check_choice("model.name", config.model.name, ("bag_of_embeddings",))
   errors.check_choice("loss.output", config.loss.output, ("softmax",))
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   if tuple(exp.labels_per_topic):  # () is allowed: embeddings only.
     errors.check_ints("experiment.labels_per_topic", exp.labels_per_topic, ", e.g. (1, 5, 20)")
   if not exp.learning_rates or not exp.l2s:
@@ -570,9 +568,11 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
 # ------------------------------------------------------------------------------------ runner
 
 
-def skipgram_of_seed(config, corpus: Corpus, seed: int, workdir, writer) -> dict[str, Any]:
+def skipgram_of_seed(config, corpus: Corpus, seed: int, workdir, writer,
+                     keep: bool = True) -> dict[str, Any]:
   """train_skipgram's result for `seed`, kept in WORKDIR/skipgram/seed_<s>.npz (never
-  pickled) so that an interrupted run resumes without training it again."""
+  pickled) so that an interrupted run resumes without training it again. keep=False (a Ray
+  worker, which may not reach the driver's workdir) reads the file but never writes it."""
   path = workdir / "skipgram" / f"seed_{seed}.npz"
   sg = store.load_tree(path)  # None when missing or torn: train it again.
   if sg is not None:
@@ -583,10 +583,42 @@ def skipgram_of_seed(config, corpus: Corpus, seed: int, workdir, writer) -> dict
                     **record})
     return sg
   sg = jax.device_get(train_skipgram(config, corpus, seed, writer))
-  if jax.process_index() == 0:
+  if keep and jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     store.save_tree(path, sg)
   return sg
+
+
+def ppmi_of(config, corpus: Corpus, workdir, keep: bool = True) -> tuple[np.ndarray, float]:
+  """(ppmi_svd of the corpus's co-occurrences V x D, the seconds it took), kept in
+  WORKDIR/skipgram/ppmi_svd.npz (never pickled) so that a resumed run and every Ray worker
+  that reaches the workdir read the same table; keep=False never writes it."""
+  path = workdir_lib.as_path(workdir) / "skipgram" / "ppmi_svd.npz"
+  saved = store.load_tree(path)
+  if saved is None:
+    exp = config.experiment
+    t0 = time.time()
+    table = ppmi_svd(cooccurrence(corpus, exp.window), config.model.embed_dim,
+                     exp.noise_power)
+    saved = {"table": np.asarray(table), "seconds": time.time() - t0}
+    if keep and jax.process_index() == 0:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      store.save_tree(path, saved)
+  return np.asarray(saved["table"]), float(saved["seconds"])
+
+
+def downstream_experiment(config, workdir, writer=None) -> harness.Experiment:
+  """experiment(...) rebuilt from config and the workdir's caches (the corpus, each seed's
+  skip-gram table, the PPMI-SVD table): what a Ray worker runs the downstream cells with.
+  The runner has computed the caches before the cells; a worker that cannot reach the
+  workdir computes them again (functions of the config and seed) and writes nothing."""
+  corpus = load_corpus(config)
+  seeds = [config.seed + i for i in range(config.experiment.seeds)]
+  path = workdir_lib.as_path(workdir)
+  sg_tables = {s: np.asarray(skipgram_of_seed(config, corpus, s, path, None, keep=False)
+                             ["params"]["v_in"]) for s in seeds}
+  return experiment(config, corpus, seeds, sg_tables,
+                    ppmi_of(config, corpus, path, keep=False)[0], writer)
 
 
 def embedding_measures(config, corpus: Corpus, sgs: dict, ppmi_VxD) -> dict[str, Any]:
@@ -628,6 +660,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """
   t_start = time.time()
   validate(config)
+  harness.executor_of(config)
   exp = config.experiment
   corpus = load_corpus(config)
   # Bad query or pair words fail before any training.
@@ -642,10 +675,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   seeds = [config.seed + i for i in range(exp.seeds)]
   sgs = {s: skipgram_of_seed(config, corpus, s, workdir, writer) for s in seeds}
   sg_tables = {s: np.asarray(sg["params"]["v_in"]) for s, sg in sgs.items()}
-  t0 = time.time()
-  ppmi_VxD = ppmi_svd(cooccurrence(corpus, exp.window), config.model.embed_dim,
-                      exp.noise_power)
-  ppmi_seconds = time.time() - t0
+  ppmi_VxD, ppmi_seconds = ppmi_of(config, corpus, workdir)
   near = neighbours(sg_tables[seeds[0]], corpus.vocab, list(exp.query_words), exp.neighbours)
   for w, row in near.items():
     logging.info("%-12s %s", w, ", ".join(f"{v} {c:.2f}" for v, c in row))
@@ -663,8 +693,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
 
   downstream = None
   if tuple(exp.labels_per_topic):
-    downstream = harness.run(experiment(config, corpus, seeds, sg_tables, ppmi_VxD, writer),
-                             workdir, writer)
+    cells = harness.CellWriter(writer)
+    downstream = harness.run_cells(
+        config, workdir, cells, downstream_experiment, str(workdir),
+        built=experiment(config, corpus, seeds, sg_tables, ppmi_VxD, cells))
   result = {"corpus": {"documents": len(corpus.topics), "training_words": len(corpus.stream),
                        "vocabulary": len(corpus.vocab), "classes": list(corpus.classes),
                        "valid_sentences": sum(len(c) for c in corpus.valid),

@@ -39,10 +39,13 @@ and `run(experiment, workdir)` owns everything else:
 `train_seeds` trains the seeds of one cell with the kernel's chunk, as a loop over one compiled
 program (`mode="loop"`, the default: at 5 seeds as fast as or faster than vmap on XLA:CPU for
 every workload docs/performance.md measures) or as one jax.vmap-ped program ("vmap"). `table`, `plot` and `write` render
-results.json; `run_from_config` is the whole body of a runner whose experiment is one `run`.
+results.json; `run_cells` runs one experiment's cells on config.experiment.executor (every
+runner's cells go through it), and `run_from_config` is the whole body of a runner whose
+experiment is one `run`.
 launch/regenerate_experiments.py splices each section's results.md into docs/experiments.md,
 so the doc cannot drift from the results.
 """
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -319,6 +322,31 @@ def config_fingerprint(config) -> str:
   return store_lib.entry_id(tree)
 
 
+def executor_of(config) -> str:
+  """config.experiment.executor ("local" | "ray"), checked; with "ray" and no Ray installed,
+  one line naming the extra, before any work."""
+  name = (config.get("experiment") or {}).get("executor", "local")
+  errors.check_choice("experiment.executor", name, executor_lib.EXECUTORS)
+  if name == "ray":
+    executor_lib.import_ray()
+  return name
+
+
+def run_cells(config, workdir, cells: "CellWriter", experiment: Callable, *args,
+              built: Experiment | None = None) -> dict:
+  """run(experiment(config, *args, cells), workdir, cells) on config's executor: the one way
+  a runner runs its cells. `experiment` must be a module-level function and `args` small
+  and picklable (names, paths): with executor="ray" each Ray worker calls
+  experiment(config, *args, CellWriter()) itself (artifacts computed before the cells, e.g.
+  pre-trained layers, are read from the workdir's .npz caches there). built: this
+  process's experiment(config, *args, cells), when the runner keeps it (e.g. for a figure).
+  config.experiment.max_extensions, when stated, is the experiment's budget of grid
+  extensions (with_budget)."""
+  built = with_budget(built if built is not None else experiment(config, *args, cells), config)
+  return run(built, workdir, cells, executor=executor_of(config),
+             rebuild=(experiment, config, args), fingerprint=config_fingerprint(config))
+
+
 def run_from_config(config, workdir, validate: Callable, experiment: Callable,
                     write: Callable) -> dict[str, Any]:
   """A runner's body: validate(config); run(experiment(config, writer)) in workdir, with
@@ -328,14 +356,9 @@ def run_from_config(config, workdir, validate: Callable, experiment: Callable,
   `experiment` must be a module-level function: with config.experiment.executor="ray" each
   Ray worker calls experiment(config, writer) itself to run its cells."""
   validate(config)
-  name = (config.get("experiment") or {}).get("executor", "local")
-  errors.check_choice("experiment.executor", name, executor_lib.EXECUTORS)
-  if name == "ray":
-    executor_lib.import_ray()  # Without the extra: one line, before any work.
+  executor_of(config)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  cells = CellWriter(writer)
-  result = run(with_budget(experiment(config, cells), config), workdir, cells, executor=name,
-               rebuild=(experiment, config), fingerprint=config_fingerprint(config))
+  result = run_cells(config, workdir, CellWriter(writer), experiment)
   writer.close()
   if jax.process_index() == 0:
     write(workdir, config, result)
@@ -369,9 +392,20 @@ class CellWriter:
     elif self.target is not None:
       self.target.write(record)
 
+  @contextlib.contextmanager
+  def muted(self):
+    """Records written inside go nowhere (work outside the run's cells, e.g. a figure's
+    re-fit, whose records would differ between a resumed run and an uninterrupted one)."""
+    saved, self.records = self.records, []
+    try:
+      yield
+    finally:
+      self.records = saved
+
 
 def run(experiment: Experiment, workdir, writer=None, *, executor: str = "local",
-        rebuild: tuple[Callable, Any] | None = None, fingerprint: str = "") -> dict[str, Any]:
+        rebuild: tuple[Callable, Any, tuple] | None = None, fingerprint: str = ""
+        ) -> dict[str, Any]:
   """Runs the protocol (module doc) in workdir; returns the results dict (results.json's):
 
   {"experiment", "size_label", "seeds", "baseline", "select", "confidence",
@@ -384,8 +418,8 @@ def run(experiment: Experiment, workdir, writer=None, *, executor: str = "local"
   rerun skips it, and replays its records, so metrics.jsonl ends as an uninterrupted run's.
   writer: a CellWriter (each cell's records are stored with it) or any writer (only the
   "result" records). executor: "local" (this process, cell after cell) or "ray" (each fit
-  and each test measurement a Ray task; needs rebuild = (experiment_fn, config), which a
-  worker calls as experiment_fn(config, CellWriter()) to run its cells). fingerprint: the
+  and each test measurement a Ray task; needs rebuild = (experiment_fn, config, args), which
+  a worker calls as experiment_fn(config, *args, CellWriter()) to run its cells). fingerprint: the
   config's (config_fingerprint), part of every cell's id.
   """
   check(experiment)
@@ -393,7 +427,7 @@ def run(experiment: Experiment, workdir, writer=None, *, executor: str = "local"
   if executor == "ray" and rebuild is None:
     raise errors.ConfigError(
         f"{experiment.name}: this runner does not run its cells through "
-        "harness.run_from_config, so its cells cannot be rebuilt on Ray workers; set "
+        "harness.run_cells, so its cells cannot be rebuilt on Ray workers; set "
         "config.experiment.executor='local'")
   t_start = time.time()
   store = store_lib.CellStore(workdir_lib.as_path(workdir) / "harness")
@@ -773,14 +807,15 @@ def _plain(values):
 _WORKER_EXPERIMENTS: dict = {}  # In a Ray worker: (runner, fingerprint) -> (experiment, recorder)
 
 
-def _remote_job(experiment_fn: Callable, config, fingerprint: str, job: tuple,
+def _remote_job(experiment_fn: Callable, config, args: tuple, fingerprint: str, job: tuple,
                 seeds: list) -> dict:
-  """_run_job in a Ray worker: the experiment built from (config) once per worker process."""
-  key = (experiment_fn.__module__, experiment_fn.__qualname__, fingerprint)
+  """_run_job in a Ray worker: the experiment built from (config, *args) once per worker
+  process."""
+  key = (experiment_fn.__module__, experiment_fn.__qualname__, repr(args), fingerprint)
   if key not in _WORKER_EXPERIMENTS:
     recorder = CellWriter()
     with kernel.precision(config):
-      _WORKER_EXPERIMENTS[key] = (experiment_fn(config, recorder), recorder)
+      _WORKER_EXPERIMENTS[key] = (experiment_fn(config, *args, recorder), recorder)
   experiment, recorder = _WORKER_EXPERIMENTS[key]
   with kernel.precision(config):
     return _run_job(experiment, recorder, job, seeds)
@@ -872,7 +907,8 @@ def train_seeds(model, loss_fn: Callable, optimizer, num_steps: int, batch_size:
                 value_and_grad: Callable | None = None, batches: Callable | None = None,
                 chunk_steps: int | None = None, what: str = "", writer=None,
                 tag: dict | None = None, with_step: bool = False,
-                init_params: Callable[[int], Any] | None = None) -> list:
+                init_params: Callable[[int], Any] | None = None,
+                on_chunk: Callable[[int, int, Any, dict], bool | None] | None = None) -> list:
   """Trains one model per seed on that seed's subset with the kernel's chunk; returns the final
   params per seed. Every subset has one shape (stratified draws do), so "loop" compiles the
   chunk once and "vmap" runs all seeds as one program (jax.vmap over the states, the subsets
@@ -880,7 +916,16 @@ def train_seeds(model, loss_fn: Callable, optimizer, num_steps: int, batch_size:
   batch order, data.batch_indices); each run starts from kernel.init_state(key(seed)), or,
   with init_params(seed) -> params (e.g. pre-trained weights), from those params with the
   same per-step randomness. With a writer, each chunk's mean E and aux scalars per seed are a
-  "train" record (with `tag`)."""
+  "train" record (with `tag`).
+
+  on_chunk(seed, step, params, train) runs after every chunk (every chunk_steps steps) for
+  each seed still training, with that seed's params after `step` steps and its chunk means
+  {"loss", aux...} (the train record's scalars): the hook for work that needs the params at
+  every evaluation (early stopping, checkpoint rules). The params are the next chunk's input,
+  which it donates: copy what you keep (jax.device_get or jax.tree.map(jnp.copy, ...)).
+  Returning True stops that seed (early stopping); its returned params are then those after
+  `step` steps. In "vmap" mode the program runs until every seed has stopped, and a stopped
+  seed gets no further calls."""
   errors.check_choice("experiment.seed_mode", mode, SEED_MODES)
   n = len(subsets[0])
   if any(len(s) != n for s in subsets):
@@ -901,30 +946,47 @@ def train_seeds(model, loss_fn: Callable, optimizer, num_steps: int, batch_size:
     state = jax.tree.map(lambda *a: jnp.stack(a), *states)
     x_R = jnp.asarray(np.stack([s.x for s in subsets]))
     y_R = jnp.asarray(np.stack([s.y for s in subsets]))
+    stopped = {}  # seed index -> its params when it stopped
     for start, stop in bounds:
       idx = np.stack([batches(s, n, start, stop - start) for s in seeds])
       state, sums = run_chunk(state, x_R, y_R, idx)
       _check_finite(sums, seeds, what)
-      _write_sums(writer, tag, sums, seeds, start, stop)
-    return [jax.tree.map(lambda a, i=i: a[i], state["params"]) for i in range(len(seeds))]
+      means = _write_sums(writer, tag, sums, seeds, start, stop)
+      if on_chunk is not None:
+        for i, seed in enumerate(seeds):
+          if i in stopped:
+            continue
+          params = jax.tree.map(lambda a, i=i: a[i], state["params"])
+          if on_chunk(seed, stop, params, means[i]):
+            stopped[i] = jax.device_get(params)
+        if len(stopped) == len(seeds):
+          break
+    return [stopped[i] if i in stopped else jax.tree.map(lambda a, i=i: a[i], state["params"])
+            for i in range(len(seeds))]
   out = []
   for seed, state, subset in zip(seeds, states, subsets):
     x, y = jnp.asarray(subset.x), jnp.asarray(subset.y)
     for start, stop in bounds:
       state, sums = chunk(state, x, y, batches(seed, n, start, stop - start))
       _check_finite(sums, [seed], what)
-      _write_sums(writer, tag, jax.tree.map(lambda a: a[None], sums), [seed], start, stop)
+      means = _write_sums(writer, tag, jax.tree.map(lambda a: a[None], sums), [seed], start,
+                          stop)
+      if on_chunk is not None and on_chunk(seed, stop, state["params"], means[0]):
+        break
     out.append(state["params"])
   return out
 
 
-def _write_sums(writer, tag, sums_R, seeds, start: int, stop: int) -> None:
-  if writer is None:
-    return
+def _write_sums(writer, tag, sums_R, seeds, start: int, stop: int) -> list[dict]:
+  """Each seed's chunk means {"loss", aux...}, written as a "train" record when there is a
+  writer."""
   host = jax.device_get({k: v for k, v in sums_R.items() if k.endswith("_sum")})
-  for i, seed in enumerate(seeds):
-    writer.write({"step": stop, "split": "train", **(tag or {}), "seed": seed,
-                  **{k[:-len("_sum")]: float(v[i]) / (stop - start) for k, v in host.items()}})
+  means = [{k[:-len("_sum")]: float(v[i]) / (stop - start) for k, v in host.items()}
+           for i in range(len(seeds))]
+  if writer is not None:
+    for seed, mean in zip(seeds, means):
+      writer.write({"step": stop, "split": "train", **(tag or {}), "seed": seed, **mean})
+  return means
 
 
 def _check_finite(sums, seeds, what: str) -> None:

@@ -331,7 +331,6 @@ def validate_procedure(config: ml_collections.ConfigDict) -> None:
   exp = report.check_experiment(config, "configs/exp_lecture_procedure.py", RANGES,
                                 PROCEDURE_METHODS)
   validate(config)
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
   errors.check_ints("experiment.budgets", exp.budgets, " (gradient steps), e.g. (300, 3000)")
   if not tuple(exp.learning_rates):
     raise errors.ConfigError("config.experiment.learning_rates is empty; give every arm at "
@@ -383,7 +382,7 @@ def procedure_experiment(config: ml_collections.ConfigDict,
           tag={"budget": budget, "arm": method, **setting})
       return [{"net": p, "steps": np.int32(budget), "restarts": np.int32(0)} for p in nets]
     chunk = make_chunk(model, loss_fn, optimizer, lec.batch_size)
-    perturb = jax.jit(lambda p, key: (lambda new: (new, optax.tree_utils.tree_norm(
+    perturb_fn = jax.jit(lambda p, key: (lambda new: (new, optax.tree_utils.tree_norm(
         jax.tree.map(jnp.subtract, new, p))))(perturb(p, key, lec.perturbation_scale)))
     out = []
     for seed in seeds:
@@ -400,7 +399,7 @@ def procedure_experiment(config: ml_collections.ConfigDict,
                         **{f: train_metrics[f] for f in ("loss", "accuracy")}})
 
       result = descend(lec if method == "lecture" else never_stalls, chunk,
-                               measure_train, perturb, optimizer, state, restart_key, x_all,
+                               measure_train, perturb_fn, optimizer, state, restart_key, x_all,
                                y_all, budget, on_check=on_check)
       out.append({"net": result["state"]["params"], "steps": np.int32(result["step"]),
                   "restarts": np.int32(result["restarts"])})

@@ -151,8 +151,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                             " (labelled main-task examples per class)")
   errors.check_batch_size(config.batch_size, 10 * min(sizes),
                           "main-task examples of the smallest size")
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   for field in ("learning_rates", "aux_weights"):
     if not tuple(exp[field]):
       raise errors.ConfigError(f"config.experiment.{field} is empty; give at least one "

@@ -33,6 +33,7 @@ of one (arm, step size, size) cell fine-tune as a loop over one compiled train c
 selects the gradients of both stages: manual = the hand-written autoencoder and MLP backward
 passes (research/backprop/), autodiff = jax.value_and_grad.
 """
+import json
 import math
 from typing import Any, Callable
 
@@ -84,8 +85,8 @@ NESTED = {"pretrain_optimizer": "optimizer"}  # checked against config_lib.RANGE
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the model and config.experiment fields; one line naming the fix."""
-  exp = report.check_experiment(config, "configs/exp_pretraining.py", RANGES,
-                                nested=NESTED)
+  exp = report.check_experiment(config, "configs/exp_pretraining.py", RANGES, INITS,
+                                nested=NESTED, arms="inits")
   if config.model.name != "mlp" or config.model.activation != "sigmoid":
     raise errors.ConfigError(
         f"config.model is {config.model.name!r} with {config.model.get('activation')!r} units; "
@@ -103,13 +104,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(exp.tied, bool):
     raise errors.ConfigError(f"config.experiment.tied={exp.tied!r} must be True or False")
   errors.check_choice("experiment.cost", exp.cost, autoencoder.COSTS)
-  if not exp.inits:
-    raise errors.ConfigError("config.experiment.inits is empty; name at least one of "
-                             + ", ".join(INITS))
-  for i, name in enumerate(exp.inits):
-    errors.check_choice(f"experiment.inits[{i}]", name, INITS)
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.inits))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   counts = errors.check_ints("experiment.labels_per_class", exp.labels_per_class,
                              ", e.g. (1, 10, 100)")
   if list(counts) != sorted(set(counts)):
@@ -276,17 +270,50 @@ def initial_params(config: ml_collections.ConfigDict, scheme: str, seed: int, si
 # ------------------------------------------------------------------------ the harness's view
 
 
-def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, workdir=None,
-               writer: metrics_lib.MetricWriter | None = None) -> tuple[harness.Experiment,
-                                                                       Callable, dict]:
-  """The harness's view of the runner (module doc), on `dataset` (unit_interval's).
+def load_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
+  """config.data as the runner reads it (unit_interval's), with valid and test refused empty."""
+  dataset = unit_interval(data_lib.load(config.data))
+  for name, split in (("test", dataset.test), ("validation", dataset.valid)):
+    if not len(split):
+      raise errors.ConfigError(f"the {name} split is empty; set config.data."
+                               f"{'test' if name == 'test' else 'valid'}_fraction > 0")
+  return dataset
 
-  Returns (experiment, pretrained, memo): pretrained() -> pretrain's output for the seeds
-  (computed once, kept in workdir/pretrained.npz, never pickled, so a resumed run does not redo it); memo
-  {(init, learning rate, size): (initial w^1, fine-tuned w^1)} of the first seed, for the
-  filter figure, filled by every fit of the largest size.
-  """
+
+def pretrained_layers(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, workdir,
+                      writer=None, keep: bool = True) -> dict[str, Any]:
+  """pretrain's output for the runner's seeds, computed once per workdir and kept in
+  workdir/pretrained.npz (never pickled) with its "pretrain" records, which go to `writer`
+  whether computed now or read back (so a resumed run's metrics.jsonl holds them once).
+  Without a workdir, computed every time; keep=False (a Ray worker, which may not reach the
+  driver's workdir) reads the file but never writes it."""
+  seeds = [config.seed + i for i in range(config.experiment.seeds)]
+  cache = workdir_lib.as_path(workdir) / "pretrained.npz" if workdir is not None else None
+  saved = store.load_tree(cache) if cache is not None else None
+  if not isinstance(saved, dict) or set(saved) != {"out", "records"}:
+    saved = None  # An older file (no records): computed again, the same layers.
+  if saved is None:
+    collect = harness.CellWriter()
+    collect.records = []
+    out = jax.device_get(pretrain(config, dataset.train.x, seeds, collect))
+    saved = {"out": out, "records": json.dumps(collect.records)}
+    if keep and cache is not None and jax.process_index() == 0:
+      store.save_tree(cache, saved)
+  if writer is not None:
+    for record in json.loads(str(saved["records"])):
+      writer.write(record)
+  return saved["out"]
+
+
+def experiment(config: ml_collections.ConfigDict, workdir=None,
+               writer: metrics_lib.MetricWriter | None = None) -> harness.Experiment:
+  """The harness's view of the runner (module doc), on load_dataset(config). With the
+  "pretrained" init, the pre-trained layers are read from workdir/pretrained.npz
+  (pretrained_layers; the runner computes them before the cells, so a Ray worker reads
+  them). The returned experiment's fit carries fit.memo {(init, learning rate, size): (initial w^1, fine-tuned w^1)} of the
+  first seed, filled by every fit of the largest size in this process (the filter figure)."""
   exp = config.experiment
+  dataset = load_dataset(config)
   k = losses.num_outputs(config, dataset)
   model = models.build(config.model, dataset.input_shape, k)
   sizes = (math.prod(dataset.input_shape), *tuple(config.model.hidden_sizes), k)
@@ -295,17 +322,14 @@ def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, wor
   eval_batch = kernel.eval_batch_size(config, dataset)
   splits = {"valid": dataset.valid, "test": dataset.test}
   draw = harness.labelled_draw(dataset.train, dataset.num_classes)
-  cache = workdir_lib.as_path(workdir) / "pretrained.npz" if workdir is not None else None
   held = {}
   memo = {}
 
   def pretrained() -> dict:
     if "out" not in held:
-      held["out"] = store.load_tree(cache) if cache is not None else None
-      if held["out"] is None:
-        held["out"] = jax.device_get(pretrain(config, dataset.train.x, seeds, writer))
-        if cache is not None and jax.process_index() == 0:
-          store.save_tree(cache, held["out"])
+      # Computed by the runner before the cells: read here (or, where the workdir is out
+      # of reach, computed again: a function of the config and seeds).
+      held["out"] = pretrained_layers(config, dataset, workdir, keep=False)
     return held["out"]
 
   def fit(init, setting, per_class, fit_seeds, subsets):
@@ -340,10 +364,11 @@ def experiment(config: ml_collections.ConfigDict, dataset: data_lib.Dataset, wor
   arms = [harness.Arm(name, {"learning_rate": tuple(exp.learning_rates)}) for name in exp.inits]
   note = ("labelled subsets redrawn per seed, stratified; the autoencoders pre-trained once per "
           "seed on the unlabelled training inputs")
+  fit.memo = memo
   return harness.Experiment(
       "pretraining", arms, exp.baseline, tuple(exp.labels_per_class), "labels per class",
       seeds, fit, measure, select="accuracy", select_label="validation accuracy", draw=draw,
-      data_note=note, family=harness.fields_of(FIELDS)), pretrained, memo
+      data_note=note, family=harness.fields_of(FIELDS))
 
 
 # ------------------------------------------------------------------------------------ runner
@@ -360,11 +385,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   over seeds) added."""
   validate(config)
   exp = config.experiment
-  dataset = unit_interval(data_lib.load(config.data))
-  for name, split in (("test", dataset.test), ("validation", dataset.valid)):
-    if not len(split):
-      raise errors.ConfigError(f"the {name} split is empty; set config.data."
-                               f"{'test' if name == 'test' else 'valid'}_fraction > 0")
+  harness.executor_of(config)
+  dataset = load_dataset(config)
   # Too many labels asked for fails now, not after pre-training.
   harness.stratified_indices(dataset.train.y, max(exp.labels_per_class), 0,
                              dataset.num_classes)
@@ -374,13 +396,19 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
                math.prod(dataset.input_shape), len(dataset.valid), len(dataset.test),
                (math.prod(dataset.input_shape), *config.model.hidden_sizes,
                 dataset.num_classes))
-  spec, pretrained, memo = experiment(config, dataset, workdir, writer)
-  result = harness.run(spec, workdir, writer)
-  result["reconstruction"] = (pretrained()["reconstruction"] if "pretrained" in exp.inits
-                              else [])
+  cells = harness.CellWriter(writer)
+  # Per-seed artifacts before the cells: cached in workdir, read there by every fit.
+  reconstruction = []
+  if "pretrained" in exp.inits:
+    reconstruction = pretrained_layers(config, dataset, workdir, cells)["reconstruction"]
+  spec = experiment(config, str(workdir), cells)
+  result = harness.run_cells(config, workdir, cells, experiment, str(workdir), built=spec)
+  result["reconstruction"] = reconstruction
   if jax.process_index() == 0:
     write(workdir, config, dataset, result)
-    _plot_filters(workdir / "filters.png", config, dataset, result, spec, memo)
+    with cells.muted():  # A figure's re-fit is no cell: its records are not the run's.
+      _plot_filters(workdir / "filters.png", config, dataset, result, spec)
+  writer.close()
   return result
 
 
@@ -453,8 +481,7 @@ def _filter_image(w_I: np.ndarray) -> np.ndarray:
   return w_I.reshape(side, side) if side * side == len(w_I) else w_I.reshape(1, -1)
 
 
-def _plot_filters(path, config, dataset, result: dict, spec: harness.Experiment,
-                  memo: dict) -> None:
+def _plot_filters(path, config, dataset, result: dict, spec: harness.Experiment) -> None:
   """The first layer's filters (columns of w^1, first seed): each init at init and after
   fine-tuning with the most labels at its chosen eta; each filter scaled to its own max |w|.
   A cell trained before a resume is trained again for its first seed (fit is a function of
@@ -468,6 +495,7 @@ def _plot_filters(path, config, dataset, result: dict, spec: harness.Experiment,
   for name in exp.inits:
     chosen = entry["arms"][name]["chosen"]
     key = (name, chosen["learning_rate"], most)
+    memo = spec.fit.memo
     if key not in memo:
       spec.fit(name, chosen, most, [seed], [spec.draw(most, seed)])
     at_init, tuned = memo[key]

@@ -61,8 +61,6 @@ RANGES = {"seeds": config_lib.Range(True, 2), "max_extensions": config_lib.Range
 def validate(config: ml_collections.ConfigDict) -> None:
   """train.validate plus the config.experiment fields; fails with the field and the fix."""
   exp = report.check_experiment(config, "configs/exp_regularization.py", RANGES, METHODS)
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   sizes = errors.check_ints("experiment.labels_per_class", exp.labels_per_class,
                             " (labelled training examples per class)")
   errors.check_batch_size(config.batch_size, 10 * min(sizes),
@@ -134,33 +132,28 @@ def fit_early_stopping(model: models.Model, loss_fn: Callable, optimizer, num_st
   """Per seed, trains from kernel.init_state(key(seed)) in the library's batch order (as
   harness.train_seeds does) with a validation loss after every eval_every steps; stops after
   `patience` evals without a new best. Returns per seed {"params": the best eval's params,
-  "best_step", "stop_step", "valid_losses": [(step, loss), ...]}. The harness has no early
-  stopping, hence this loop here."""
-  chunk = kernel.make_train_chunk(loss_fn, optimizer)
-  out = []
-  for seed, subset in zip(seeds, subsets):
-    state = kernel.init_state(model, optimizer, jax.random.key(seed))
-    x, y, n = jnp.asarray(subset.x), jnp.asarray(subset.y), len(subset)
-    best, best_step, best_params, since, step, history = np.inf, 0, None, 0, 0, []
-    while step < num_steps and since < patience:
-      stop = min(step + eval_every, num_steps)
-      state, sums = chunk(state, x, y, data_lib.batch_indices(seed, n, batch_size, step,
-                                                              stop - step))
-      if int(sums["first_bad_step"]) >= 0:
-        raise errors.NonFiniteLossError(
-            f"{what}, seed {seed}: the loss became NaN/inf at step "
-            f"{int(sums['first_bad_step'])}; lower the learning rate")
-      step = stop
-      loss = kernel.evaluate(eval_fn, state["params"], valid, eval_batch_size)["loss"]
-      history.append((step, loss))
-      if loss < best:
-        best, best_step, since = loss, step, 0
-        best_params = jax.tree.map(jnp.copy, state["params"])  # The chunk donates the state.
-      else:
-        since += 1
-    out.append({"params": best_params, "best_step": best_step, "stop_step": step,
-                "valid_losses": history})
-  return out
+  "best_step", "stop_step", "valid_losses": [(step, loss), ...]}: harness.train_seeds with
+  its on_chunk hook measuring the validation loss."""
+  track = {seed: {"best": np.inf, "best_step": 0, "params": None, "since": 0, "stop_step": 0,
+                  "valid_losses": []} for seed in seeds}
+
+  def on_chunk(seed, step, params, train):
+    del train
+    t = track[seed]
+    loss = kernel.evaluate(eval_fn, params, valid, eval_batch_size)["loss"]
+    t["valid_losses"].append((step, loss))
+    t["stop_step"] = step
+    if loss < t["best"]:
+      t["best"], t["best_step"], t["since"] = loss, step, 0
+      t["params"] = jax.tree.map(jnp.copy, params)  # The next chunk donates the state.
+    else:
+      t["since"] += 1
+    return t["since"] >= patience
+
+  harness.train_seeds(model, loss_fn, optimizer, num_steps, batch_size, subsets, seeds,
+                      chunk_steps=eval_every, what=what, on_chunk=on_chunk)
+  return [{"params": t["params"], "best_step": t["best_step"], "stop_step": t["stop_step"],
+           "valid_losses": t["valid_losses"]} for t in (track[s] for s in seeds)]
 
 
 # ------------------------------------------------------------------------------------ runner

@@ -67,6 +67,8 @@ def runner(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
         workdir_lib.write_text(path / FINISHED, json.dumps(
             {"config": json.loads(config.to_json_best_effort()),
              "wall_time": time.time() - t_start}, indent=2) + "\n")
+        logging.info("done: %s finished in %.1f s; results in %s", config.trainer,
+                     time.time() - t_start, path)
       return result
   return run
 
@@ -74,11 +76,16 @@ def runner(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
 def check_experiment(config: ml_collections.ConfigDict, example: str,
                      ranges: dict[str, config_lib.Range] | None = None,
                      methods: Sequence[str] | None = None,
-                     nested: dict[str, str] | None = None) -> ml_collections.ConfigDict:
+                     nested: dict[str, str] | None = None,
+                     arms: str = "methods") -> ml_collections.ConfigDict:
   """train.validate, config.experiment present, its numeric fields in `ranges`, its groups
   in `nested` ({field: a RANGES group, e.g. "optimizer"}) against that group's RANGES, and
-  (when `methods` is given) experiment.methods a non-empty tuple of them; returns
-  config.experiment. `example` names the config file to start from."""
+  (when `methods` is given) experiment.<arms> (the field naming the experiment's arms:
+  "methods", "inits", ...) a non-empty tuple of them and experiment.baseline one of it; and
+  experiment.seed_mode, where there is one, one of harness.SEED_MODES: every runner's
+  protocol checks in one place. Returns config.experiment. `example` names the config file
+  to start from."""
+  from research.experiments import harness  # pylint: disable=g-import-not-at-top
   train.validate(config)
   if config.get("experiment") is None:
     raise errors.ConfigError(f"config.experiment is missing; start from {example}")
@@ -89,11 +96,15 @@ def check_experiment(config: ml_collections.ConfigDict, example: str,
     if field in exp:
       config_lib.check_group(exp[field], group, prefix=f"config.experiment.{field}")
   if methods is not None:
-    if not exp.methods:
-      raise errors.ConfigError("config.experiment.methods is empty; name at least one of "
+    if not exp[arms]:
+      raise errors.ConfigError(f"config.experiment.{arms} is empty; name at least one of "
                                + ", ".join(methods))
-    for i, method in enumerate(exp.methods):
-      errors.check_choice(f"experiment.methods[{i}]", method, methods)
+    for i, method in enumerate(exp[arms]):
+      errors.check_choice(f"experiment.{arms}[{i}]", method, methods)
+    if "baseline" in exp:
+      errors.check_choice("experiment.baseline", exp.baseline, tuple(exp[arms]))
+  if "seed_mode" in exp:
+    errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   return exp
 
 

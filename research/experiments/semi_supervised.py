@@ -156,8 +156,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                             " (labelled examples per class)")
   errors.check_batch_size(config.batch_size, 10 * min(sizes),
                           "labelled examples of the smallest size")
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   for field in ("unlabelled_weights", "learning_rates"):
     for v in exp[field]:
       errors.check_positive(f"experiment.{field}[]", v)

@@ -78,7 +78,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.experiment.activation_l1 has {len(config.experiment.activation_l1)} strengths "
         f"and weight_l1 {len(config.experiment.weight_l1)}; give both penalties as many (each "
         "chooses its strength from them on validation: tuning equal in kind)")
-  errors.check_choice("experiment.seed_mode", config.experiment.seed_mode, harness.SEED_MODES)
   if config.loss.l1:
     raise errors.ConfigError(f"config.loss.l1={config.loss.l1!r} must be 0: the experiment sets "
                              "lambda_1 from config.experiment.weight_l1")

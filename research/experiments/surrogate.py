@@ -207,7 +207,6 @@ def _normalise(s: str) -> str:
 def validate(config: ml_collections.ConfigDict) -> None:
   exp = report.check_experiment(config, "configs/exp_surrogate.py", RANGES, RULES)
   errors.check_choice("experiment.task", exp.task, sorted(TASKS))
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
   if exp.task == "bleu":
     errors.check_choice("experiment.bleu_tokenize", exp.bleu_tokenize, BLEU_TOKENIZERS)
     _sacrebleu()  # Fail before training, not at the first eval.
@@ -316,34 +315,27 @@ def train_and_track(config, setup, seed: int, writer=None) -> dict:
   task = config.experiment.task
   metric, higher_is_better = TASKS[task]
   dataset, measure = setup["dataset"], setup["measure"]
-  n = len(dataset.train)
   optimizer = optim.make_optimizer(config.optimizer, config.num_steps)
-  chunk = kernel.make_train_chunk(setup["loss_fn"], optimizer)
-  state = kernel.init_state(setup["model"], optimizer, jax.random.key(seed))
-  x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
   better = lambda a, b: a > b if higher_is_better else a < b
-  evals, out, step = [], {}, 0
-  while step < config.num_steps:
-    stop = min(step + config.eval_every, config.num_steps)
-    idx = data_lib.batch_indices(seed, n, config.batch_size, step, stop - step)
-    state, sums = chunk(state, x_all, y_all, idx)
-    if int(sums["first_bad_step"]) >= 0:
-      raise errors.NonFiniteLossError(
-          f"surrogate {task}, seed {seed}: the loss became NaN/inf at step "
-          f"{int(sums['first_bad_step'])}; lower config.optimizer.learning_rate")
-    record = {"step": stop, "split": "valid", "seed": seed,
-              "train_loss": float(sums["loss_sum"]) / (stop - step),
-              **measure(state["params"], dataset.valid)}
-    step = stop
+  evals, out = [], {}
+
+  def on_chunk(seed, step, params, train):
+    record = {"step": step, "split": "valid", "seed": seed, "train_loss": train["loss"],
+              **measure(params, dataset.valid)}
     evals.append(record)
     if writer is not None:
       writer.write(record)
     # The first eval wins a tie (the earliest checkpoint with that value).
     if "best_loss" not in out or record["loss"] < evals[out["best_loss"][0]]["loss"]:
-      out["best_loss"] = (len(evals) - 1, jax.device_get(state["params"]))
+      out["best_loss"] = (len(evals) - 1, jax.device_get(params))
     if "best_metric" not in out or better(record[metric], evals[out["best_metric"][0]][metric]):
-      out["best_metric"] = (len(evals) - 1, jax.device_get(state["params"]))
-  out["last"] = (len(evals) - 1, jax.device_get(state["params"]))
+      out["best_metric"] = (len(evals) - 1, jax.device_get(params))
+
+  (last,) = harness.train_seeds(
+      setup["model"], setup["loss_fn"], optimizer, config.num_steps, config.batch_size,
+      [dataset.train], [seed], chunk_steps=config.eval_every, what=f"surrogate {task}",
+      on_chunk=on_chunk)
+  out["last"] = (len(evals) - 1, jax.device_get(last))
   out["disagreements"] = sum(
       (b["loss"] < a["loss"]) != better(b[metric], a[metric]) and b[metric] != a[metric]
       for a, b in zip(evals, evals[1:]))
@@ -356,7 +348,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   exp = config.experiment
   task = exp.task
   metric, _ = TASKS[task]
-  setups, runs = {}, {}
+  setups = {}
 
   def setup(seed):
     if seed not in setups:
@@ -367,30 +359,31 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
     return setups[seed]
 
   def fit(rule, setting, size, seeds, subsets):
-    del setting, size, subsets  # One setting per rule; each seed splits its own data.
+    # One fit for every rule (Experiment.fit_key): each seed's run, trained once, keeps the
+    # checkpoint of every rule; measure reads its own.
+    del rule, setting, size, subsets  # One setting per rule; each seed splits its own data.
     out = []
     for seed in seeds:
-      if seed not in runs:
-        runs[seed] = train_and_track(config, setup(seed), seed, writer)
-        logging.info("surrogate %s seed %d: best valid loss at step %d, best %s at step %d",
-                     task, seed, runs[seed]["evals"][runs[seed]["best_loss"][0]]["step"],
-                     metric, runs[seed]["evals"][runs[seed]["best_metric"][0]]["step"])
-      run = runs[seed]
-      i, params = run[rule]
-      out.append({"params": params, "step": run["evals"][i]["step"],
+      run = train_and_track(config, setup(seed), seed, writer)
+      logging.info("surrogate %s seed %d: best valid loss at step %d, best %s at step %d",
+                   task, seed, run["evals"][run["best_loss"][0]]["step"],
+                   metric, run["evals"][run["best_metric"][0]]["step"])
+      out.append({"rules": {r: {"params": run[r][1], "step": run["evals"][run[r][0]]["step"]}
+                            for r in RULES},
                   "same_checkpoint": float(run["best_loss"][0] == run["best_metric"][0]),
                   "disagreements": float(run["disagreements"]),
                   "eval_pairs": float(run["eval_pairs"])})
     return out
 
-  def measure(rule, setting, size, seed, chosen, split):
-    del rule, setting, size
+  def measure(rule, setting, size, seed, run, split):
+    del setting, size
     ds = setup(seed)["dataset"]
+    chosen = run["rules"][rule]
     record = {k: v for k, v in setup(seed)["measure"](
         chosen["params"], getattr(ds, split), split == "test").items() if k != "sample"}
     record["chosen_step"] = float(chosen["step"])
     if split == "test":
-      record.update({k: chosen[k] for k in ("same_checkpoint", "disagreements", "eval_pairs")},
+      record.update({k: run[k] for k in ("same_checkpoint", "disagreements", "eval_pairs")},
                     test_examples=float(len(ds.test)))
       if task == "binary_f1":
         record["test_positives"] = float(ds.test.y.sum())
@@ -405,7 +398,8 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
       select_label=f"{metric} (one setting per rule: the rule itself reads the validation "
       "split)", data_note=f"{split_note}; the init and batch order also differ by seed",
       test_shared="split_seed" not in config.data,
-      family=harness.fields_of(fields(task), FIELDS_LOSS, FIELDS_STEP))
+      family=harness.fields_of(fields(task), FIELDS_LOSS, FIELDS_STEP),
+      fit_key=lambda rule, setting, size: {"runs": size})
 
 
 def fields(task: str) -> list[tuple[str, str, float]]:
@@ -424,8 +418,9 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   """Every checkpoint rule on the task, under the harness's protocol (module doc); writes
   results.{md,json} and surrogate.png. Returns the harness's results."""
   validate(config)
+  harness.executor_of(config)
   writer = metrics_lib.MetricWriter(workdir, tensorboard=False)
-  result = harness.run(experiment(config, writer), workdir, writer)
+  result = harness.run_cells(config, workdir, harness.CellWriter(writer), experiment)
   writer.close()
   if jax.process_index() == 0:
     _write_report(workdir, config, result)

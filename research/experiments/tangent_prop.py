@@ -248,8 +248,6 @@ def random_affine(key: jax.Array, x_NHWC: jax.Array, max_shift: float,
 def validate(config: ml_collections.ConfigDict) -> None:
   exp = report.check_experiment(config, "configs/exp_tangent_prop.py", RANGES, METHODS)
   errors.check_choice("experiment.tangent_output", exp.tangent_output, OUTPUTS)
-  errors.check_choice("experiment.baseline", exp.baseline, tuple(exp.methods))
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   sizes = errors.check_ints("experiment.labels_per_class", exp.labels_per_class,
                             " (labelled training examples per class)")
   errors.check_batch_size(config.batch_size, 10 * min(sizes),

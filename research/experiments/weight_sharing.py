@@ -45,7 +45,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
                             " (labelled training examples per class)")
   errors.check_batch_size(config.batch_size, 10 * min(sizes),
                           "training examples of the smallest size")
-  errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
   if not tuple(exp.learning_rates):
     raise errors.ConfigError("config.experiment.learning_rates is empty; give each kind of "
                              "layer at least one step size to choose from")

@@ -1,0 +1,81 @@
+"""launch/regenerate_experiments.py's faults: a doc that is missing, read-only or not a file is
+one line and an exit code before any section runs; a doc that fails at the end keeps the
+sections' results and says how to finish; --check on a fresh clone says it needs a
+regeneration first."""
+import importlib.util
+import os
+import shutil
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def regen(tmp_path, monkeypatch):
+  """The module, its DOC a copy of docs/experiments.md under tmp_path, and sections that
+  fail the test if they run (each writes its results.md when a test allows it)."""
+  spec = importlib.util.spec_from_file_location(
+      "regenerate_experiments", os.path.join(REPO, "launch", "regenerate_experiments.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  doc = tmp_path / "experiments.md"
+  shutil.copy(os.path.join(REPO, "docs", "experiments.md"), doc)
+  monkeypatch.setattr(module, "DOC", str(doc))
+  monkeypatch.setattr(module, "run_section",
+                      lambda section, workdir: pytest.fail(f"section {section} ran"))
+  return module
+
+
+def _one_line(capsys) -> str:
+  err = capsys.readouterr().err
+  assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+  return err
+
+
+def test_a_missing_doc_is_one_line_before_any_section(regen, tmp_path, capsys):
+  os.remove(regen.DOC)
+  for check in ([], ["--check"]):
+    assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask", *check]) == 2
+    assert "experiments.md is missing; restore it" in _one_line(capsys)
+
+
+def test_a_doc_that_cannot_be_written_is_refused_before_any_section(regen, tmp_path, capsys):
+  os.remove(regen.DOC)
+  os.mkdir(regen.DOC)  # Not writable as a file for any user, root included.
+  assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask"]) == 2
+  line = _one_line(capsys)
+  assert "cannot be written" in line and "no section was run" in line
+
+
+def test_a_read_only_doc_is_refused_before_any_section(regen, tmp_path, capsys):
+  os.chmod(regen.DOC, 0o444)
+  if os.access(regen.DOC, os.W_OK):
+    pytest.skip("running as root: a read-only mode does not stop writes")
+  assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask"]) == 2
+  assert "chmod u+rw" in _one_line(capsys)
+
+
+def test_a_doc_that_fails_at_the_end_keeps_the_results_and_says_how_to_finish(
+    regen, tmp_path, monkeypatch, capsys):
+  def run_section(section, workdir):
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
+      f.write("# t\n\nnew tables\n")
+    os.remove(regen.DOC)  # Taken away while the section ran.
+    os.mkdir(regen.DOC)
+    return 1.0
+
+  monkeypatch.setattr(regen, "run_section", run_section)
+  assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask"]) == 4
+  err = capsys.readouterr().err
+  line = [x for x in err.splitlines() if x.startswith("error:")]
+  assert len(line) == 1 and "rerun the same command" in line[0] and "Traceback" not in err
+  assert (tmp_path / "w" / "multitask" / "results.md").exists()
+
+
+def test_check_on_a_fresh_clone_says_it_needs_a_regeneration_first(regen, tmp_path, capsys):
+  assert regen.main(["--check"]) == 2
+  assert "needs one first: python launch/regenerate_experiments.py" in _one_line(capsys)
+  assert regen.main(["--check", "--workdir", str(tmp_path), "--sections=multitask"]) == 2
+  assert "--check needs a regeneration first" in _one_line(capsys)
