@@ -39,12 +39,12 @@ SECTIONS = _regenerate().SECTIONS
 def test_every_sections_default_grids_are_equal_in_kind(section):
   config = _config(SECTIONS[section])
   module = importlib.import_module(experiments.RUNNERS[config.trainer].split(":")[0])
-  build = getattr(module, "experiment", None)
+  build = getattr(module, "experiment", getattr(module, "procedure_experiment", None))
   params = list(inspect.signature(build).parameters) if build else []
   if params[:2] != ["config", "writer"]:
     assert config.trainer in PORTING, f"{section}: no experiment(config, writer) to check"
-    pytest.skip(f"{config.trainer} is not on harness.run_from_config yet")
-  module.validate(config)
+    pytest.skip(f"{config.trainer}'s experiment takes more than (config, writer)")
+  getattr(module, "validate", getattr(module, "validate_procedure", None))(config)
   exp = harness.with_budget(build(config), config)
   if config.trainer in PORTING and "max_extensions" not in config.experiment:
     try:
