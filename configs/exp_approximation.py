@@ -39,6 +39,7 @@ def get_config():
       seeds=5,                 # config.seed, +1, ...: training points, validation points, init
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
+      max_extensions=2,        # steps a grid may grow past an edge its choice sits at
       train_points=1024,       # uniform random points in [-1, 1]^D the MSE is taken over
       valid_points=1024,       # fresh uniform random points per seed the learning rate is
                                # chosen on

@@ -46,6 +46,7 @@ def get_config():
       seeds=5,                 # config.seed, +1, ...: the init and the batch order
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
+      max_extensions=2,        # steps a grid may grow past an edge its choice sits at
       baseline="sgd",          # the arm every other is compared with, paired over seeds
       # Each optimizer's grid of step sizes, chosen on validation: the same number of
       # candidates for each, spanning where it trains (momentum's effective step is 10x).

@@ -66,6 +66,7 @@ def get_config(arg: str = "digits"):
       seeds=5,                 # config.seed, +1, ...: labelled sets, inits, pre-training
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
+      max_extensions=2,        # steps a grid may grow past an edge its choice sits at
       pretrain_layers=2,       # k: hidden layers 1..k pre-trained (the rest: glorot)
       tied=True,               # decoder w' = w^T (parameter sharing) or its own matrix
       cost="cross_entropy",    # reconstruction cost: cross_entropy | squared_error

@@ -86,5 +86,6 @@ def get_config():
       tfidf_Cs=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0),
       seed_mode="loop",        # one compiled chunk run per seed (docs/performance.md), or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
+      max_extensions=2,        # steps a grid may grow past an edge its choice sits at
   ))
   return config

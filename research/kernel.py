@@ -27,6 +27,9 @@ from research import models
 from research import parallel
 
 MATMUL_PRECISIONS = config_lib.CHOICES["matmul_precision"]
+# How the seeds of one experiment cell run: a loop over one compiled chunk, or one vmapped
+# program (research/experiments/harness.train_seeds).
+SEED_MODES = ("vmap", "loop")
 
 
 def init_state(model: models.Model, optimizer, key: jax.Array) -> dict:

@@ -120,7 +120,7 @@ def _small(**fields):
   config.model.embed_dim = 16
   config.experiment.update(dict(epochs=3, seeds=2, labels_per_topic=(5,),
                                 methods=("bow_lr", "skipgram_frozen"),
-                                learning_rates=(0.03,), l2s=(0.0,)))
+                                learning_rates=(0.03,), l2s=(0.0,), max_extensions=0))
   config.num_steps, config.eval_every = 100, 100
   config.update(fields)
   return config

@@ -63,7 +63,8 @@ def _bumps_2d(x_NxD: jax.Array) -> jax.Array:
 TARGETS: dict[str, tuple[int, Callable]] = {"sines_1d": (1, _sines_1d), "bumps_2d": (2, _bumps_2d)}
 TITLES = {"sines_1d": "sin(2πx) + 0.3 cos(5πx)", "bumps_2d": "sin(πx) cos(πy) + bump"}
 INITS = ("lecun", "spread")
-RANGES = {"seeds": config_lib.Range(True, 2), "train_points": config_lib.Range(True, 1),
+RANGES = {"max_extensions": config_lib.Range(True, 0),
+          "seeds": config_lib.Range(True, 2), "train_points": config_lib.Range(True, 1),
           "valid_points": config_lib.Range(True, 1),
           "grid_points_1d": config_lib.Range(True, 2), "grid_points_2d": config_lib.Range(True, 2),
           "init_scale": config_lib.Range(False, 0.0, low_open=True)}

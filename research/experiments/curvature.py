@@ -60,7 +60,8 @@ from research.experiments import harness
 from research.experiments import report
 
 PROBLEMS_2D = ("quadratic", "rosenbrock")
-RANGES = {"clip_global_norm": config_lib.Range(False, 0.0, low_open=True),
+RANGES = {"max_extensions": config_lib.Range(True, 0),
+          "clip_global_norm": config_lib.Range(False, 0.0, low_open=True),
           "kappa": config_lib.Range(False, 0.0, low_open=True),
           "rotation": config_lib.Range(False),  # degrees, any angle
           "num_steps_2d": config_lib.Range(True, 1),
@@ -246,7 +247,10 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   return harness.Experiment(
       "curvature", arms, exp.baseline, tuple(exp.depths), SIZE_LABEL, seeds, fit, measure,
       select="accuracy", data_note="each trains on the whole training split: no subset to draw",
-      family=harness.fields_of(FIELDS, FIELDS_E))
+      family=harness.fields_of(FIELDS, FIELDS_E),
+      # Each optimizer's step sizes live on its own scale (sgd's 0.1-10, adam's 3e-4-3e-2):
+      # the same number of candidates, not the same values.
+      step_sizes="own")
 
 
 FIELDS = [("accuracy", "test acc %", 100.0)]

@@ -85,6 +85,7 @@ FROZEN, TRAINED = ("skipgram_frozen", "ppmi_svd"), ("skipgram", "random")
 TOPIC_MIN_COUNT, TOPIC_MIN_SHARE, TOPIC_K = 10, 0.5, 10
 
 RANGES = {
+    "max_extensions": config_lib.Range(True, 0),
     "epochs": config_lib.Range(True, 1), "window": config_lib.Range(True, 1),
     "negatives": config_lib.Range(True, 1), "batch_pairs": config_lib.Range(True, 1),
     "alpha": config_lib.Range(False, 0.0, low_open=True),
@@ -557,7 +558,9 @@ def experiment(config, corpus: Corpus, seeds: list[int], sg_tables: dict[int, np
   grid = {"learning_rate": tuple(exp.learning_rates), "l2": tuple(exp.l2s)}
   grids = {"tfidf_lr": {"C": tuple(exp.get("tfidf_Cs", ()))}}
   return harness.Experiment(
-      "embeddings", [harness.Arm(m, grids.get(m, grid)) for m in exp.methods], exp.baseline,
+      # tfidf_lr is fitted to convergence: no step size, its C over the others' whole budget.
+      "embeddings", [harness.Arm(m, grids.get(m, grid), step=m != "tfidf_lr")
+                     for m in exp.methods], exp.baseline,
       tuple(exp.labels_per_topic), "labelled sentences per topic", seeds, fit, measure,
       select="accuracy", draw=harness.labelled_draw(pool, k),
       select_label="validation accuracy",

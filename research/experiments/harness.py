@@ -72,7 +72,7 @@ CONFIDENCE = 0.95
 PER_EXAMPLE = stats_lib.PER_EXAMPLE  # the key of a test record's per-example values
 TIE = 1e-6  # relative: below it two validation scores are one (float32 sums differ ~1e-7)
 MIN_SEEDS = 5  # Fewer seeds can run (tests, quick looks); their tables say it is no finding.
-SEED_MODES = ("vmap", "loop")
+SEED_MODES = kernel.SEED_MODES
 STEP = "learning_rate"  # the step-size axis of arms' grids: shared by every arm (check)
 # Config fields that cannot change a cell's result, left out of config_fingerprint (and so of
 # every cell's id): where the cells run, how far grids may grow (a larger budget reuses every

@@ -70,6 +70,7 @@ def label(name: str, exp) -> str:
   return LABELS[name].format(s=exp.random_init_std)
 
 RANGES = {
+    "max_extensions": config_lib.Range(True, 0),
     "seeds": config_lib.Range(True, 2), "pretrain_layers": config_lib.Range(True, 1),
     "pretrain_steps": config_lib.Range(True, 1), "pretrain_batch_size": config_lib.Range(True, 1),
     "pretrain_l2": config_lib.Range(False, 0.0), "noise": config_lib.Range(False, 0.0, 1.0,

@@ -82,10 +82,9 @@ def check_experiment(config: ml_collections.ConfigDict, example: str,
   in `nested` ({field: a RANGES group, e.g. "optimizer"}) against that group's RANGES, and
   (when `methods` is given) experiment.<arms> (the field naming the experiment's arms:
   "methods", "inits", ...) a non-empty tuple of them and experiment.baseline one of it; and
-  experiment.seed_mode, where there is one, one of harness.SEED_MODES: every runner's
+  experiment.seed_mode, where there is one, one of kernel.SEED_MODES: every runner's
   protocol checks in one place. Returns config.experiment. `example` names the config file
   to start from."""
-  from research.experiments import harness  # pylint: disable=g-import-not-at-top
   train.validate(config)
   if config.get("experiment") is None:
     raise errors.ConfigError(f"config.experiment is missing; start from {example}")
@@ -104,7 +103,7 @@ def check_experiment(config: ml_collections.ConfigDict, example: str,
     if "baseline" in exp:
       errors.check_choice("experiment.baseline", exp.baseline, tuple(exp[arms]))
   if "seed_mode" in exp:
-    errors.check_choice("experiment.seed_mode", exp.seed_mode, harness.SEED_MODES)
+    errors.check_choice("experiment.seed_mode", exp.seed_mode, kernel.SEED_MODES)
   return exp
 
 
