@@ -209,6 +209,7 @@ def test_runner_resumes_without_redoing_cells_or_pretraining(tmp_path, monkeypat
   config.num_steps, config.experiment.pretrain_steps = 200, 200
   config.experiment.labels_per_class = (1, 3)
   config.experiment.learning_rates = (0.1, 0.5)
+  config.experiment.max_extensions = 0  # A fixed grid: the count of cells is the test's
   out = pretraining.run(config, str(tmp_path))
   (one, three) = out["sizes"]
   assert (one["size"], three["size"]) == (1, 3) and out["baseline"] == "glorot"
