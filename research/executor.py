@@ -62,25 +62,35 @@ def make(name: str, max_in_flight: int | None = None, field: str = "experiment.e
   return Local(max_in_flight or 1) if name == "local" else Ray(max_in_flight=max_in_flight)
 
 
-class Local:
-  """Runs each submitted job in this process, lowest `order` first: when next() is called
-  (max_in_flight=1, the default), or up to max_in_flight at once in threads (jobs that wait
-  on a subprocess, as launch/sweep.py's do)."""
+class _Ordered:
+  """The jobs an executor holds: a queue by (order, submission) and those running."""
 
-  def __init__(self, max_in_flight: int = 1):
+  def _init_queue(self) -> None:
     self._queue: list = []
     self._count = 0
-    self._cap = max_in_flight
-    self._pool = None
-    self._running: dict = {}  # Future -> tag
+    self._running: dict = {}  # Future or ObjectRef -> tag
 
   @property
   def pending(self) -> int:
     return len(self._queue) + len(self._running)
 
-  def submit(self, order, fn: Callable, *args, tag: Any = None) -> None:
+  def _push(self, order, fn: Callable, args: tuple, tag: Any) -> None:
     self._count += 1
     heapq.heappush(self._queue, (order, self._count, fn, args, tag))
+
+
+class Local(_Ordered):
+  """Runs each submitted job in this process, lowest `order` first: when next() is called
+  (max_in_flight=1, the default), or up to max_in_flight at once in threads (jobs that wait
+  on a subprocess, as launch/sweep.py's do)."""
+
+  def __init__(self, max_in_flight: int = 1):
+    self._init_queue()
+    self._cap = max_in_flight
+    self._pool = None
+
+  def submit(self, order, fn: Callable, *args, tag: Any = None) -> None:
+    self._push(order, fn, args, tag)
 
   def next(self) -> tuple[Any, Any]:
     if self._cap == 1:
@@ -120,7 +130,7 @@ def _call(fn: Callable, *args):
   return fn(*args)
 
 
-class Ray:
+class Ray(_Ordered):
   """Jobs as Ray tasks (module doc): num_cpus each, at most max_in_flight at once (default: no
   cap beyond the cluster's CPUs), retried max_retries times when their worker dies."""
 
@@ -153,17 +163,10 @@ class Ray:
                    "joined " + address, time.time() - t0)
     self._remote = ray.remote(_call).options(num_cpus=num_cpus, max_retries=max_retries)
     self._cap = max_in_flight
-    self._queue: list = []
-    self._count = 0
-    self._running: dict = {}  # ObjectRef -> tag
-
-  @property
-  def pending(self) -> int:
-    return len(self._queue) + len(self._running)
+    self._init_queue()
 
   def submit(self, order, fn: Callable, *args, tag: Any = None) -> None:
-    self._count += 1
-    heapq.heappush(self._queue, (order, self._count, fn, args, tag))
+    self._push(order, fn, args, tag)
     self._fill()
 
   def _fill(self) -> None:
