@@ -3,6 +3,8 @@ drift from them.
 
   python launch/regenerate_experiments.py --workdir=/tmp/experiments [--sections=multitask,...]
   python launch/regenerate_experiments.py --workdir=/tmp/experiments --check
+  python launch/regenerate_experiments.py --workdir=/tmp/experiments --executor=ray \
+      [--ray_address=HOST:PORT]
 
 Each section runs under the experiment harness as a user runs it: a fresh
 `python -m research.main --config=configs/<config> --workdir=WORKDIR/<section>` process (a
@@ -127,10 +129,13 @@ def splice(doc: str, section: str, text: str) -> str:
   return pattern.sub(lambda m: m.group(1) + text + m.group(3), doc, count=1)
 
 
-def run_section(section: str, workdir: str) -> float:
+def run_section(section: str, workdir: str, executor: str = "local",
+                ray_address: str | None = None) -> float:
   """Runs (or reuses) the section's experiment; returns the wall time in seconds."""
   cmd = [sys.executable, "-m", "research.main", f"--config=configs/{SECTIONS[section]}",
-         f"--workdir={workdir}"]
+         f"--workdir={workdir}", f"--config.experiment.executor={executor}"]
+  if ray_address:
+    cmd.append(f"--ray_address={ray_address}")
   t0 = time.time()
   result = subprocess.run(cmd, cwd=REPO, check=False)
   if result.returncode:
@@ -145,6 +150,12 @@ def main(argv=None) -> int:
                       help=f"comma-separated, of: {', '.join(SECTIONS)}")
   parser.add_argument("--check", action="store_true",
                       help="only compare the doc with the results; exit 1 on a difference")
+  parser.add_argument("--executor", default="local", choices=("local", "ray"),
+                      help="config.experiment.executor for every section (the tables are the "
+                      "same either way)")
+  parser.add_argument("--ray_address", default=None,
+                      help="with --executor=ray: join this cluster (host:port, or RAY_ADDRESS) "
+                      "instead of starting one per section")
   args = parser.parse_args(argv)
   sections = [s for s in args.sections.split(",") if s]
   unknown = [s for s in sections if s not in SECTIONS]
@@ -168,7 +179,7 @@ def main(argv=None) -> int:
         return _fail(f"{workdir}/results.md is missing; --check needs a regeneration "
                      "first: run the same command without --check")
     else:
-      seconds = run_section(section, workdir)
+      seconds = run_section(section, workdir, args.executor, args.ray_address)
       total += seconds
       print(f"{section}: {seconds:.0f} s", flush=True)
     try:
