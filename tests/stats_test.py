@@ -185,3 +185,20 @@ def test_check_accepts_numbers_within_the_tolerance_and_refuses_changed_choices_
   assert "factor" in stats.compare_blocks(BLOCK, BLOCK.replace("0.120 |", "0.900 |"))[0]
   assert stats.compare_blocks(BLOCK, BLOCK.replace("3 comparisons", "three comparisons"))
   assert "lines" in stats.compare_blocks(BLOCK, BLOCK + "\nmore")[0]
+
+
+def test_a_side_tables_comparisons_are_one_holm_family_and_only_survivors_are_effects():
+  from research.experiments import harness  # pylint: disable=g-import-not-at-top
+  base = [0.90, 0.91, 0.92, 0.93, 0.94]
+  strong = harness.paired([b + d for b, d in zip(base, [0.05, 0.06, 0.05, 0.07, 0.06])], base)
+  weak = harness.paired([b + d for b, d in zip(base, [0.01, 0.03, 0.0, 0.02, 0.02])], base)
+  assert strong["effect"] and weak["effect"] and 0.01 < weak["p"] < 0.05  # each alone: starred
+  got = harness.holm_family([strong, None, weak, weak])
+  assert got[1] is None
+  assert [g["p_holm"] for g in (got[0], got[2])] == pytest.approx(
+      stats.holm([strong["p"], weak["p"], weak["p"]])[:2])
+  assert got[0]["effect"] and not got[2]["effect"] and not got[3]["effect"]
+  assert harness.fmt_paired(got[0]).endswith(" *") and "p (Holm)" in harness.fmt_paired(got[2])
+  assert not harness.fmt_paired(got[2]).endswith("*")
+  shown = harness.fmt_paired(harness.outside_family(strong))
+  assert "unadjusted" in shown and "*" not in shown

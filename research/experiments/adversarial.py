@@ -398,17 +398,18 @@ def eps_table(result, eval_eps) -> str:
 
 
 def versus_table(result, arm: str = "pgd_training", other: str = "fgsm_training") -> str:
-  """arm minus other, paired over the same seeds (the same inits), for every FIELDS entry
-  ('*': the 95% CI excludes zero); "" unless both arms ran."""
-  rows = []
-  for entry in result["sizes"]:
-    arms = entry["arms"]
-    if arm not in arms or other not in arms:
-      return ""
-    get = lambda name, f: [r[f] for r in arms[name]["test"]]
-    rows.append({result["size_label"]: entry["size"], **{
-        f"{heading}: {arm} - {other} [95% CI]": harness.fmt_paired(
-            harness.paired(get(arm, f), get(other, f))) for f, heading, _ in FIELDS}})
+  """arm minus other, paired over the same seeds (the same inits), for every FIELDS entry, one
+  Holm family over the table ('*': adjusted p < 0.05 and the t-interval excludes zero); ""
+  unless both arms ran."""
+  if any(arm not in e["arms"] or other not in e["arms"] for e in result["sizes"]):
+    return ""
+  get = lambda entry, name, f: [r[f] for r in entry["arms"][name]["test"]]
+  diffs = iter(harness.holm_family([
+      harness.paired(get(entry, arm, f), get(entry, other, f))
+      for entry in result["sizes"] for f, _, _ in FIELDS]))
+  rows = [{result["size_label"]: entry["size"], **{
+      f"{heading}: {arm} - {other} [95% CI, seeds], p (Holm)": harness.fmt_paired(next(diffs))
+      for _, heading, _ in FIELDS}} for entry in result["sizes"]]
   return report.markdown_table(list(rows[0]), rows)
 
 

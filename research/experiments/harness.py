@@ -1008,13 +1008,42 @@ def fmt_summary(entry: dict, scale: float = 100.0, digits: int = 1) -> str:
           + ("-" if not math.isfinite(std) else f"{scale * std:.{digits}f}"))
 
 
+def holm_family(entries: Sequence[dict | None]) -> list[dict | None]:
+  """paired() entries taken as one family of comparisons (a note's or a side table's): each
+  gains "p_holm", Holm's adjusted p within the family, and keeps "effect" only when that p is
+  below 0.05 and its t-interval excludes zero. These comparisons have no per-example values,
+  so their interval is over seeds alone; None entries pass through."""
+  present = [e for e in entries if e is not None]
+  adjusted = iter(stats_lib.holm([e["p"] for e in present]))
+  out = []
+  for e in entries:
+    if e is not None:
+      p = next(adjusted)
+      e = {**e, "p_holm": p, "effect": bool(e["effect"] and p < 1 - CONFIDENCE)}
+    out.append(e)
+  return out
+
+
+def outside_family(entry: dict | None) -> dict | None:
+  """A comparison shown for the record, outside any family: printed with its unadjusted p in
+  parentheses and never called an effect."""
+  return None if entry is None else {**entry, "effect": False, "outside": True}
+
+
 def fmt_paired(entry: dict | None, scale: float = 100.0, digits: int = 1) -> str:
-  """'+1.2 [-0.3, +2.7]': the paired mean difference and its CI, times scale."""
+  """'+1.2 [-0.3, +2.7], p (Holm) 0.012 *': the paired mean difference and its t-interval over
+  seeds, times scale, with its Holm-adjusted p after holm_family ('*': an effect) or its
+  unadjusted p in parentheses after outside_family (never an effect)."""
   if entry is None:
     return "-"
   lo, hi = entry["ci"]
-  return (f"{scale * entry['mean']:+.{digits}f} [{scale * lo:+.{digits}f}, "
-          f"{scale * hi:+.{digits}f}]" + (" *" if entry["effect"] else ""))
+  text = (f"{scale * entry['mean']:+.{digits}f} [{scale * lo:+.{digits}f}, "
+          f"{scale * hi:+.{digits}f}]")
+  if "p_holm" in entry:
+    return text + f", p (Holm) {_fmt_p(entry['p_holm'])}" + (" *" if entry["effect"] else "")
+  if entry.get("outside"):
+    return text + f" (p {_fmt_p(entry['p'])}, unadjusted)"
+  return text + (" *" if entry["effect"] else "")
 
 
 def table(results: dict, fields: Sequence[tuple], digits: int = 1) -> str:
