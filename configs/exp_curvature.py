@@ -5,7 +5,8 @@ depths 2 and 8 (hidden layers of 32 units), each optimizer's step size chosen on
 validation split from its own grid of five, over 5 seeds, under the experiment harness
 (deep_mlp.png: test accuracy with 95% CIs). Illustrations (deterministic, no seed): each
 method with and without global-norm clipping on a rotated ill-conditioned quadratic (kappa =
-100) and the Rosenbrock valley, at its best eta of a grid (trajectories.png, curves.png).
+100) and the Rosenbrock valley, at the eta of a grid chosen from a second start
+(trajectories.png, curves.png).
 
   python -m research.main --config=configs/exp_curvature.py --workdir=/tmp/curvature
 
@@ -36,6 +37,8 @@ def get_config():
       rotation=30.0,           # quadratic: degrees between H's eigenvectors and the axes
       quadratic_start=(-1.5, 1.0),
       rosenbrock_start=(-1.5, 2.5),
+      quadratic_tuning_start=(1.0, 1.5),    # eta is chosen from these held-out starts (fewest
+      rosenbrock_tuning_start=(-1.2, 1.0),  # steps to tolerance), then run from the ones above
       num_steps_2d=500,        # steps on the 2-D problems
       # The grid of eta tried on the 2-D problems (each method is shown at its best).
       learning_rates=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0),

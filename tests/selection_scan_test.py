@@ -14,12 +14,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 RUNNERS = sorted((REPO / "research" / "experiments").glob("*.py"))
 
 # (file, function, rule) -> why it is still there. Each entry is known and tracked.
-ALLOWED = {
-    # Section 4's 2-D illustrations show each optimizer at the eta of the grid that does best
-    # on the plotted objective itself (issue 32, item 3: a rule stated before the run).
-    ("curvature.py", "_compare_2d", "choice without validation"):
-        "issue 32: section 4's illustrations pick eta on the plotted objective",
-}
+ALLOWED: dict = {}
+
 
 _TEST = re.compile(r"(^|_)test($|_)", re.IGNORECASE)
 _VALID = re.compile(r"(^|_)val(id|idation)?($|_)", re.IGNORECASE)
