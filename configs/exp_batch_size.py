@@ -1,7 +1,8 @@
 """Stochasticity vs redundancy: mini-batch size (research/experiments/batch_size.py).
 
 The lecture's sigmoid MLP on digits trained with plain SGD at B = 1, 8, 64 and the full
-training set (0), eta scaled by the linear rule and capped, over 5 seeds under the experiment
+training set (0), eta scaled by the linear rule and capped (the cap chosen from max_lr_grid on a
+held-out seed), over 5 seeds under the experiment
 harness: the examples, steps and epochs until the training-set E is at or below each target
 (E computed after every step, so the count is exact to one step), paired against B = 1 with
 95% CIs; and the variance of the mini-batch gradient against sigma^2 / B (m - B) / (m - 1)
@@ -34,8 +35,8 @@ def get_config():
                                # baseline every other is compared with, paired over seeds
       lr_rule="linear",        # linear | sqrt | constant (see the runner's doc)
       base_lr=0.05,            # eta at B = 1
-      max_lr=4.0,              # cap: full-batch descent reaches E <= 0.1 fastest at 4 and
-                               # never at 8 (measured, seed 0)
+      max_lr_grid=(1.0, 2.0, 4.0, 8.0, 16.0),  # the cap on eta_B: the fastest full-batch
+      cap_seed=1000,           # descent to the smallest target from this held-out seed
       target_losses=(0.3, 0.1),  # the sizes: examples until the training-set E is at or
                                # below each (E is computed after every step)
       max_epochs=500,          # budget per batch size, in passes over the training set

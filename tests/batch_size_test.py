@@ -141,3 +141,17 @@ def test_bad_config_is_one_clear_error_before_training(tmp_path, edit, fragment)
     experiments.run(config, str(tmp_path / "bad"))
   assert fragment in str(e.value)
   assert not os.path.exists(tmp_path / "bad" / "metrics.jsonl")
+
+
+def test_the_cap_is_chosen_on_a_held_out_seed_by_the_fewest_full_batch_steps():
+  config = _tiny_config()
+  config.experiment.update(max_lr_grid=(0.5, 2.0, 8.0), max_epochs=60, target_losses=(2.5,))
+  cap = batch_size.choose_cap(config)
+  assert cap["seed"] == config.experiment.cap_seed
+  assert [r["eta"] for r in cap["candidates"]] == [0.5, 2.0, 8.0]
+  reached = [r for r in cap["candidates"] if r["steps"] is not None]
+  assert reached, cap  # the tiny problem reaches E <= 2.5 at some eta
+  assert cap["chosen"] == min(reached, key=lambda r: (r["steps"], r["eta"]))["eta"]
+  config.experiment.cap_seed = config.seed + 1  # one of the reported seeds
+  with pytest.raises(errors.ConfigError, match="cap_seed=.* is one of the reported seeds"):
+    batch_size.validate(config)

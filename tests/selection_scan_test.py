@@ -18,7 +18,8 @@ ALLOWED: dict = {}
 
 
 _TEST = re.compile(r"(^|_)test($|_)", re.IGNORECASE)
-_VALID = re.compile(r"(^|_)val(id|idation)?($|_)", re.IGNORECASE)
+# A held-out run (a seed no result reports) is validation too: batch_size's cap.
+_VALID = re.compile(r"(^|_)(val(id|idation)?|held_out)($|_)", re.IGNORECASE)
 _CHOICE = re.compile(r"best|chosen|choice|select|pick", re.IGNORECASE)
 _KEYED = {"min", "max", "sorted"}          # a choice only with key=...
 _ARG = {"argmin", "argmax", "nanargmin", "nanargmax", "argsort"}  # a choice without axis=...

@@ -32,8 +32,11 @@ Learning-rate rules (experiment.lr_rule; eta_1 = experiment.base_lr is the rate 
   linear    eta_B = min(eta_1 B, max_lr): the "linear scaling rule" (Goyal et al., 2017): B
             steps of eta_1 ~ one step of B eta_1 while the gradient changes little
   constant  eta_B = eta_1
-The cap max_lr is the largest rate full-batch descent tolerates (above it E oscillates or
-diverges, whatever the batch size).
+The cap max_lr is the rate full-batch descent tolerates best (above it E oscillates or
+diverges, whatever the batch size). choose_cap picks it before the measured runs, from
+experiment.max_lr_grid, by full-batch descent from a held-out seed (experiment.cap_seed, none
+of the reported seeds): the fewest steps to the smallest target (ties: the smaller rate; none
+reaching it: the lowest final E). A one-entry grid fixes the cap.
 """
 import math
 from typing import Any, Callable
@@ -61,7 +64,7 @@ from research.experiments import report
 LR_RULES = ("sqrt", "linear", "constant")
 RANGES = {"seeds": config_lib.Range(True, 2), "variance_batches": config_lib.Range(True, 1),
           "base_lr": config_lib.Range(False, 0.0, low_open=True),
-          "max_lr": config_lib.Range(False, 0.0, low_open=True),
+          "cap_seed": config_lib.Range(True, 0),
           "max_epochs": config_lib.Range(False, 0.0, low_open=True)}
 SIZE_LABEL = "target training E"
 EXAMPLES_PER_CALL = 4096  # examples per compiled call (S = this // B steps): a host sync each
@@ -117,6 +120,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(f"config.experiment.batch_sizes={exp.batch_sizes!r} repeats a "
                              "batch size; name each once")
   errors.check_choice("experiment.lr_rule", exp.lr_rule, LR_RULES)
+  grid = tuple(exp.max_lr_grid)
+  if not grid or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+                     or not math.isfinite(v) for v in grid):
+    raise errors.ConfigError(f"config.experiment.max_lr_grid={grid!r} must be a non-empty tuple "
+                             "of positive step sizes, e.g. (1.0, 2.0, 4.0, 8.0, 16.0) (one entry "
+                             "fixes the cap)")
+  if config.seed <= exp.cap_seed < config.seed + exp.seeds:
+    raise errors.ConfigError(
+        f"config.experiment.cap_seed={exp.cap_seed} is one of the reported seeds "
+        f"({config.seed}..{config.seed + exp.seeds - 1}); choose the cap on a held-out seed, "
+        f"e.g. {config.seed + 1000}")
   targets = tuple(exp.target_losses)
   if not targets or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0
                         or not math.isfinite(t) for t in targets):
@@ -150,17 +164,91 @@ def make_steps_with_E(loss_fn: Callable, optimizer) -> Callable:
   return jax.jit(jax.vmap(steps, in_axes=(0, None, None, 0)))
 
 
+class _Problem:
+  """The model, E and the training split of config, and descent at batch size b to the smallest
+  target (train); shared by choose_cap and experiment."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config, exp = config, config.experiment
+    dataset = data_lib.load(config.data)
+    self.n = n = len(dataset.train)
+    k = losses.num_outputs(config, dataset)
+    self.model = models.build(config.model, dataset.input_shape, k)
+    self.loss_fn = losses.make_loss_fn(self.model, config.loss.output, config.loss.l2, n, k,
+                                       config.loss.l1)
+    self.x_all, self.y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
+    self.full_E = jax.jit(lambda p: self.loss_fn(p, self.x_all, self.y_all, None)[0])
+    self.goal = min(exp.target_losses)
+
+  def train(self, b: int, seeds, eta: float) -> list[dict]:
+    """Trains every seed at batch size b and step size eta until each is at or below the
+    smallest target (or max_epochs); per seed {"params": the final params, "E": E after every
+    step, E[0] at init, "eta"}."""
+    n, exp, config = self.n, self.config.experiment, self.config
+    max_steps = math.ceil(exp.max_epochs * n / b)
+    optimizer = optim.make_optimizer(config_lib.optimizer(
+        **dict(config.optimizer.to_dict(), learning_rate=eta)), max_steps)
+    run = make_steps_with_E(self.loss_fn, optimizer)
+    states = [kernel.init_state(self.model, optimizer, jax.random.key(s)) for s in seeds]
+    curves = [[float(self.full_E(st["params"]))] for st in states]
+    state = jax.tree.map(lambda *a: jnp.stack(a), *states)
+    per_call = max(1, EXAMPLES_PER_CALL // b)
+    step = 0
+    while step < max_steps and not all(min(c) <= self.goal for c in curves):
+      num = min(per_call, max_steps - step)
+      idx = np.stack([data_lib.batch_indices(s, n, b, step, num) for s in seeds])
+      state, E_RxS = run(state, self.x_all, self.y_all, idx)
+      E_RxS = np.asarray(E_RxS, np.float64)
+      if not np.isfinite(E_RxS).all():
+        raise errors.NonFiniteLossError(
+            f"E became NaN/inf at batch size {b} (eta {eta:.3g}) by step {step + num}; lower "
+            "config.experiment.max_lr_grid or base_lr")
+      for c, E_S in zip(curves, E_RxS):
+        c.extend(E_S.tolist())
+      step += num
+    logging.info("B = %d (eta %.3g): %d steps", b, eta, step)
+    return [{"params": jax.tree.map(lambda a, i=i: a[i], state["params"]),
+             "E": np.asarray(c, np.float32), "eta": eta} for i, c in enumerate(curves)]
+
+
+_CAPS: dict[str, dict] = {}  # config JSON -> choose_cap's answer (the driver asks twice)
+
+
+def choose_cap(config: ml_collections.ConfigDict, problem: _Problem | None = None) -> dict:
+  """The cap max_lr (module doc), chosen before the measured runs by full-batch descent from
+  the held-out seed experiment.cap_seed: {"chosen", "seed", "goal", "candidates": [{"eta",
+  "steps" (to the smallest target, None if never), "final_E" (inf if it diverged)}]}."""
+  key = config.to_json_best_effort(sort_keys=True)
+  if key not in _CAPS:
+    _CAPS[key] = _choose_cap(config, problem or _Problem(config))
+  return _CAPS[key]
+
+
+def _choose_cap(config: ml_collections.ConfigDict, problem: _Problem) -> dict:
+  exp = config.experiment
+  held_out = []
+  for eta in exp.max_lr_grid:
+    try:
+      E = problem.train(problem.n, [exp.cap_seed], float(eta))[0]["E"]
+      t = first_step_at_or_below(E, problem.goal)
+      held_out.append({"eta": float(eta), "steps": t, "final_E": float(E[-1])})
+    except errors.NonFiniteLossError:
+      held_out.append({"eta": float(eta), "steps": None, "final_E": float("inf")})
+  chosen = min(held_out, key=lambda r: (r["steps"] is None, r["steps"] or 0, r["final_E"],
+                                        r["eta"]))
+  return {"chosen": chosen["eta"], "seed": exp.cap_seed, "goal": problem.goal,
+          "candidates": held_out}
+
+
 def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experiment:
   """The harness's view (module doc): sizes are target E values, arms the batch sizes (one
-  setting each: eta from the rule), every seed training on the whole training split."""
+  setting each: eta from the rule, capped at choose_cap's choice), every seed training on the
+  whole training split."""
   exp = config.experiment
-  dataset = data_lib.load(config.data)
-  n = len(dataset.train)
-  k = losses.num_outputs(config, dataset)
-  model = models.build(config.model, dataset.input_shape, k)
-  loss_fn = losses.make_loss_fn(model, config.loss.output, config.loss.l2, n, k, config.loss.l1)
-  x_all, y_all = jax.device_put(dataset.train.x), jax.device_put(dataset.train.y)
-  full_E = jax.jit(lambda p: loss_fn(p, x_all, y_all, None)[0])
+  problem = _Problem(config)
+  n, model = problem.n, problem.model
+  max_lr = choose_cap(config, problem)["chosen"]
+  x_all, y_all, loss_fn = problem.x_all, problem.y_all, problem.loss_fn
   sizes = {arm_name(b): b or n for b in exp.batch_sizes}
   largest = max(sizes.values())
   grads_fn = jax.jit(lambda p: per_example_grads(loss_fn, p, x_all, y_all))
@@ -168,33 +256,7 @@ def experiment(config: ml_collections.ConfigDict, writer=None) -> harness.Experi
   runs = {}
 
   def train(b: int, seeds) -> list[dict]:
-    """Trains every seed at batch size b until each is at or below the smallest target (or
-    max_epochs); per seed {"params": the final params, "E": E after every step, E[0] at init}."""
-    eta = scaled_lr(exp.lr_rule, exp.base_lr, b, exp.max_lr)
-    max_steps = math.ceil(exp.max_epochs * n / b)
-    optimizer = optim.make_optimizer(config_lib.optimizer(
-        **dict(config.optimizer.to_dict(), learning_rate=eta)), max_steps)
-    run = make_steps_with_E(loss_fn, optimizer)
-    states = [kernel.init_state(model, optimizer, jax.random.key(s)) for s in seeds]
-    curves = [[float(full_E(st["params"]))] for st in states]
-    state = jax.tree.map(lambda *a: jnp.stack(a), *states)
-    per_call = max(1, EXAMPLES_PER_CALL // b)
-    step, goal = 0, min(exp.target_losses)
-    while step < max_steps and not all(min(c) <= goal for c in curves):
-      num = min(per_call, max_steps - step)
-      idx = np.stack([data_lib.batch_indices(s, n, b, step, num) for s in seeds])
-      state, E_RxS = run(state, x_all, y_all, idx)
-      E_RxS = np.asarray(E_RxS, np.float64)
-      if not np.isfinite(E_RxS).all():
-        raise errors.NonFiniteLossError(
-            f"E became NaN/inf at batch size {b} (eta {eta:.3g}) by step {step + num}; lower "
-            "config.experiment.max_lr or base_lr")
-      for c, E_S in zip(curves, E_RxS):
-        c.extend(E_S.tolist())
-      step += num
-    logging.info("B = %d (eta %.3g): %d steps", b, eta, step)
-    return [{"params": jax.tree.map(lambda a, i=i: a[i], state["params"]),
-             "E": np.asarray(c, np.float32), "eta": eta} for i, c in enumerate(curves)]
+    return problem.train(b, seeds, scaled_lr(exp.lr_rule, exp.base_lr, b, max_lr))
 
   def fit(arm, setting, target, seeds, subsets):
     del setting, target, subsets  # One setting (the rule's eta); every seed uses all data.
@@ -267,6 +329,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict[str, Any]:
   result = harness.run_cells(config, workdir, harness.CellWriter(writer), experiment)
   writer.close()
   result["m"] = n
+  result["cap"] = choose_cap(config)
   if jax.process_index() == 0:
     _write_report(workdir, config, result)
   return result
@@ -282,7 +345,7 @@ def variance_of(result) -> list[dict]:
 
 def _write_report(workdir, config, result: dict) -> None:
   exp = config.experiment
-  m = result["m"]
+  m, cap = result["m"], result["cap"]
   etas = {name: arm["test"][0]["eta"] for name, arm in result["sizes"][0]["arms"].items()}
   reached = [f"{name} at E <= {e['size']:g}: {int(sum(r['reached'] for r in arm['test']))} of "
              f"{len(arm['test'])}" for e in result["sizes"] for name, arm in e["arms"].items()
@@ -290,8 +353,13 @@ def _write_report(workdir, config, result: dict) -> None:
   notes = [
       f"{config.model.name} {tuple(config.model.hidden_sizes)} {config.model.activation} on "
       f"{config.data.name} (m = {m} training examples), {config.optimizer.name}, eta by the "
-      f"{exp.lr_rule!r} rule from base_lr {exp.base_lr:g} capped at {exp.max_lr:g} ("
-      + ", ".join(f"{name}: {eta:.3g}" for name, eta in etas.items()) + "). The training-set "
+      f"{exp.lr_rule!r} rule from base_lr {exp.base_lr:g} capped at {cap['chosen']:g} ("
+      + ", ".join(f"{name}: {eta:.3g}" for name, eta in etas.items()) + "). The cap was "
+      f"chosen before the measured runs by full-batch descent from the held-out seed "
+      f"{cap['seed']} (not a reported seed): steps to E <= {cap['goal']:g} at eta "
+      + ", ".join(f"{r['eta']:g}: " + ("never" if r["steps"] is None else str(r["steps"]))
+                  for r in cap["candidates"])
+      + " (the fewest wins; ties go to the smaller eta). The training-set "
       "E is computed after every step, so examples to the target are exact to one step (B "
       "examples): a tie between two batch sizes is a tie, not the check interval. Budget "
       f"{exp.max_epochs:g} epochs" + ("; not reached: " + "; ".join(reached) if reached
