@@ -4,6 +4,8 @@
   NonFiniteLossError                     exit 3: training diverged (the message names the step)
   StorageError                           exit 4: reading or writing the workdir failed mid-run
                                          (disk full, permission lost); what was saved is intact
+  LostWorkerError                        exit 4: a Ray worker or node died on every retry of a
+                                         task; what was saved is intact
 """
 import errno
 import math
@@ -32,8 +34,13 @@ class StorageError(OSError):
   cause, the fix and what is still intact."""
 
 
+class LostWorkerError(RuntimeError):
+  """A task's worker or node died on every try (research/executor.py); the message names the
+  cause and the fix (rerun: finished work is kept)."""
+
+
 EXIT_CODES = ((ConfigError, 2), (DataError, 2), (WorkdirError, 2), (NonFiniteLossError, 3),
-              (StorageError, 4))
+              (StorageError, 4), (LostWorkerError, 4))
 
 
 def check_choice(field: str, value, allowed) -> None:

@@ -162,6 +162,7 @@ class Ray(_Ordered):
       logging.info("Ray: %s in %.1f s", "started a local cluster" if address == "local" else
                    "joined " + address, time.time() - t0)
     self._remote = ray.remote(_call).options(num_cpus=num_cpus, max_retries=max_retries)
+    self._retries = max_retries
     self._cap = max_in_flight
     self._init_queue()
 
@@ -185,9 +186,10 @@ class Ray(_Ordered):
       raise (cause if isinstance(cause, BaseException) else e) from None
     except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
             ray.exceptions.ObjectLostError) as e:
-      raise errors.StorageError(
-          f"a Ray task failed {MAX_RETRIES + 1} times ({type(e).__name__}: its worker or node "
-          "died each time); rerun the same command: finished cells are kept") from None
+      raise errors.LostWorkerError(
+          f"a Ray task failed {self._retries + 1} time(s) ({type(e).__name__}: its worker or "
+          "node died each time); check the cluster's nodes (ray status), then rerun the same "
+          "command: finished cells are kept") from None
     self._fill()
     return tag, result
 

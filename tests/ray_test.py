@@ -120,6 +120,20 @@ def test_ray_init_with_two_cpus_in_process_runs_the_cells_as_tasks(tmp_path, loc
   assert _outcome(tmp_path / "ray") == local_outcome
 
 
+@pytest.mark.slow
+def test_a_task_whose_worker_dies_on_every_try_is_one_clear_error(ray_tmp):
+  ray.init(address="local", num_cpus=1, _temp_dir=ray_tmp, include_dashboard=False,
+           runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}})
+  try:
+    pool = executor.Ray(max_retries=1)
+    pool.submit(0, os._exit, 1, tag="cell")  # The worker process dies mid-task.
+    with pytest.raises(errors.LostWorkerError, match=r"failed 2 time\(s\).*rerun the same"):
+      pool.next()
+    pool.close()
+  finally:
+    ray.shutdown()
+
+
 # ------------------------------------------------------------------- a two-node cluster here
 
 
