@@ -181,10 +181,12 @@ def test_kills_mid_append_and_mid_params_write_resume_to_the_same_records(tmp_pa
   # Then mid-append of the next line: half of it. And mid-write of a params file: a torn
   # temporary file beside the others.
   cells.write_text("".join(lines[:-1]) + lines[-1][:len(lines[-1]) // 2])
-  (tmp_path / "harness" / "params" / ".x.npz.tmp-999").write_bytes(b"PK\x03\x04torn")
+  torn = tmp_path / "harness" / "params" / ".x.npz.tmp-999"
+  torn.write_bytes(b"PK\x03\x04torn")
   resumed = _run(tmp_path, calls)
   assert _strip(resumed) == _strip(fresh[1])
   assert _records(tmp_path) == _records(fresh[0])
+  assert not torn.exists()  # Nothing left behind.
   assert store_lib.CellStore(tmp_path / "harness")  # Loads cleanly: the torn line ended.
 
 

@@ -199,6 +199,11 @@ class CellStore:
     self.path = self.root / CELLS
     self.entries: dict[str, dict] = {}
     self._refuse_old_format()
+    # A kill mid-write leaves workdir.write_bytes's temporary file; its cell has no line, so
+    # it is redone. The harness's process holds the workdir, so no other writer owns these.
+    for torn in (self.root / PARAMS).glob(".*.tmp-*") if (self.root / PARAMS).is_dir() else ():
+      logging.warning("%s is a torn write (its cell is redone); removed", torn)
+      torn.unlink(missing_ok=True)
     if not self.path.exists():
       return
     text = self.path.read_text()
