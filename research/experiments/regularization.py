@@ -312,7 +312,7 @@ def extra_notes(result) -> str:
     lines.append(
         f"At {size} labels per class, bagging's ensemble of {members} minus its mean member "
         f"(95% t-interval over seeds; Holm within these {len(diffs)} comparisons): test "
-        f"accuracy {harness.fmt_paired(diffs[2 * i])} points, test loss "
+        f"accuracy in points {harness.fmt_paired(diffs[2 * i])}; test loss "
         f"{harness.fmt_paired(diffs[2 * i + 1], 1.0, 3)}.")
   return " ".join(lines)
 
