@@ -49,6 +49,7 @@ def _skipgram():
   config.model.embed_dim = 16
   config.experiment.update(dict(epochs=2, seeds=2, labels_per_topic=(5,),
                                 methods=("bow_lr", "skipgram_frozen", "ppmi_svd"),
+                                baseline="bow_lr",
                                 learning_rates=(0.03, 0.1), l2s=(0.0,)))
   config.num_steps, config.eval_every = 40, 20
   return config

@@ -119,7 +119,7 @@ def _small(**fields):
   config = exp_skipgram.get_config()
   config.model.embed_dim = 16
   config.experiment.update(dict(epochs=3, seeds=2, labels_per_topic=(5,),
-                                methods=("bow_lr", "skipgram_frozen"),
+                                methods=("bow_lr", "skipgram_frozen"), baseline="bow_lr",
                                 learning_rates=(0.03,), l2s=(0.0,), max_extensions=0))
   config.num_steps, config.eval_every = 100, 100
   config.update(fields)
@@ -283,7 +283,8 @@ def test_runner_under_the_harness_writes_its_documents_and_resumes(tmp_path):
   config.model.embed_dim = 50
   config.experiment.update(dict(epochs=10, methods=("bow_lr", "tfidf_lr", "skipgram_frozen",
                                                    "ppmi_svd"),
-                                learning_rates=(0.01, 0.03), tfidf_Cs=(3.0, 30.0)))
+                                learning_rates=(0.01, 0.03), tfidf_Cs=(3.0, 30.0),
+                                baseline="tfidf_lr"))
   out = embeddings.run(config, str(tmp_path))
   for name in ("results.md", "results.json", "metrics.jsonl", "embeddings_pca.png",
                "embeddings_downstream.png"):
@@ -297,7 +298,7 @@ def test_runner_under_the_harness_writes_its_documents_and_resumes(tmp_path):
   # The converged TF-IDF baseline is the stronger of the two bag-of-words classifiers.
   assert arms["tfidf_lr"]["stats"]["accuracy"]["mean"] > bow, arms["tfidf_lr"]["stats"]
   text = (tmp_path / "results.md").read_text()
-  assert "| breakpoint |" in text and "Δ vs bow_lr" in text and "PPMI-SVD" in text
+  assert "| breakpoint |" in text and "Δ vs tfidf_lr" in text and "PPMI-SVD" in text
   with open(tmp_path / "results.json") as f:
     saved = json.load(f)
   assert saved["embeddings"]["pairs"]["ppmi_svd"]["mean_percentile"] < 0.15
