@@ -2,7 +2,6 @@
 scipy.stats, the equal-budget rule, selection on validation with the test split measured once,
 and an interrupted run resuming to identical results without redoing finished cells."""
 import ast
-import importlib.util
 import json
 import os
 import pathlib
@@ -27,6 +26,7 @@ from research import optim
 from research import config_lib
 from research.data import sklearn_data
 from research.experiments import harness
+from scripts import launch_script  # tests/ is on sys.path (tests/scripts.py)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -433,16 +433,8 @@ def test_a_harness_runner_killed_mid_way_resumes_to_identical_results(tmp_path):
 # ------------------------------------------------------------------- regenerating the doc
 
 
-def _regenerate():
-  spec = importlib.util.spec_from_file_location(
-      "regenerate_experiments", REPO / "launch" / "regenerate_experiments.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_the_doc_has_a_results_block_for_every_harness_section_and_splicing_replaces_it():
-  regen = _regenerate()
+  regen = launch_script("regenerate_experiments")
   doc = (REPO / "docs" / "experiments.md").read_text()
   for section in regen.SECTIONS:
     assert regen.block(section).search(doc), section
@@ -453,7 +445,7 @@ def test_the_doc_has_a_results_block_for_every_harness_section_and_splicing_repl
 
 
 def test_regenerate_refuses_an_unknown_section_and_check_finds_a_stale_block(tmp_path, capsys):
-  regen = _regenerate()
+  regen = launch_script("regenerate_experiments")
   assert regen.main(["--workdir", str(tmp_path), "--sections=nope"]) == 2
   assert "unknown nope" in capsys.readouterr().err
   (tmp_path / "multitask").mkdir()
@@ -467,7 +459,7 @@ def _block_doc(section, text):
 
 def test_check_passes_numbers_within_the_tolerance_and_fails_a_changed_choice(tmp_path, capsys,
                                                                              monkeypatch):
-  regen = _regenerate()
+  regen = launch_script("regenerate_experiments")
   table = ("| size | method | chosen on valid | acc (n=5) | acc: p (Holm) |\n|---|---|---|---|---|\n"
            "| 1 | a | lr=0.1 | 90.1 ± 0.3 |  |\n| 1 | b | lr=0.1 | 92.0 ± 0.2 | 0.004 * |\n")
   doc = tmp_path / "experiments.md"
@@ -487,7 +479,7 @@ def test_check_passes_numbers_within_the_tolerance_and_fails_a_changed_choice(tm
 
 
 def test_the_doc_count_sums_every_block_of_the_results_files(tmp_path):
-  regen = _regenerate()
+  regen = launch_script("regenerate_experiments")
   exp, _ = _fake(seeds=range(5))
   harness.run(exp, tmp_path / "one")
   block = json.loads(json.dumps(harness.run(exp, tmp_path / "one")))
@@ -521,7 +513,7 @@ def test_regroup_chooses_a_sweeps_strength_on_validation_not_on_test(tmp_path):
 
 
 def test_the_doc_lists_every_choice_left_at_a_grid_edge(tmp_path):
-  regen = _regenerate()
+  regen = launch_script("regenerate_experiments")
   # lr peaks at 0.1, the grid's top, and no extension is allowed: both arms at both sizes.
   exp, _ = _fake(grids={"a": {"lr": (0.01, 0.1)}, "b": {"lr": (0.01, 0.1)}})
   (tmp_path / "edge").mkdir()

@@ -1,7 +1,6 @@
 """launch/: sweep.py (grid, dry run, results tables, a real tiny sweep) and the shell launchers'
 dry-run commands."""
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -15,11 +14,10 @@ import processes
 import pytest
 
 from research import errors
+from scripts import launch_script  # tests/ is on sys.path (tests/scripts.py)
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("sweep", os.path.join(_REPO, "launch", "sweep.py"))
-sweep = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sweep)
+sweep = launch_script("sweep")
 
 _CONFIG = os.path.join(_REPO, "configs", "default.py")
 
@@ -240,10 +238,7 @@ def test_the_model_zoo_leaves_out_configs_that_need_the_user_s_data(tmp_path, ca
   """`python launch/model_zoo.py --workdir=DIR` (the README's command) runs on a fresh clone:
   alexnet_imagenet, which needs a records directory, is left out with a line, every other
   single-model config is a row, and asking for it by name says how to run it."""
-  spec = importlib.util.spec_from_file_location(
-      "model_zoo", os.path.join(_REPO, "launch", "model_zoo.py"))
-  zoo = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(zoo)
+  zoo = launch_script("model_zoo")
   assert zoo.NEEDS_DATA == ("alexnet_imagenet",)
   singles = {f[:-3] for f in os.listdir(os.path.join(_REPO, "configs"))
              if f.endswith(".py") and not f.startswith("exp_")}
@@ -253,17 +248,10 @@ def test_the_model_zoo_leaves_out_configs_that_need_the_user_s_data(tmp_path, ca
   assert not os.path.exists(tmp_path / "zoo")
 
 
-def _launch_module(name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(_REPO, "launch", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_lenet_vs_alexnet_times_the_kernel_s_chunk_from_kernel_init_state():
   """The timed step is kernel.make_train_chunk on kernel.init_state's state (no private copy
   of the training setup): a tiny LeNet trains and reports a positive rate."""
-  bench = _launch_module("lenet_vs_alexnet")
+  bench = launch_script("lenet_vs_alexnet")
   from research import models  # pylint: disable=g-import-not-at-top
   name, cfg, shape, k, _ = bench.ROWS[0]
   assert name.startswith("LeNet")
@@ -275,6 +263,6 @@ def test_lenet_vs_alexnet_times_the_kernel_s_chunk_from_kernel_init_state():
 def test_input_throughput_step_rate_runs_the_kernel_s_chunk():
   """launch/input_throughput.py's step rate: the config's model (the :cpu variant, 64x64)
   through kernel.make_train_chunk from kernel.init_state."""
-  bench = _launch_module("input_throughput")
+  bench = launch_script("input_throughput")
   out = bench.step_rate("cpu", batch=2, steps=1)
   assert out["side"] == 64 and out["images_per_sec"] > 0

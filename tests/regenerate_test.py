@@ -2,11 +2,11 @@
 one line and an exit code before any section runs; a doc that fails at the end keeps the
 sections' results and says how to finish; --check on a fresh clone says it needs a
 regeneration first."""
-import importlib.util
 import os
 import shutil
 
 import pytest
+from scripts import launch_script  # tests/ is on sys.path (tests/scripts.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,15 +15,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def regen(tmp_path, monkeypatch):
   """The module, its DOC a copy of docs/experiments.md under tmp_path, and sections that
   fail the test if they run (each writes its results.md when a test allows it)."""
-  spec = importlib.util.spec_from_file_location(
-      "regenerate_experiments", os.path.join(REPO, "launch", "regenerate_experiments.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = launch_script("regenerate_experiments")
   doc = tmp_path / "experiments.md"
   shutil.copy(os.path.join(REPO, "docs", "experiments.md"), doc)
   monkeypatch.setattr(module, "DOC", str(doc))
   monkeypatch.setattr(module, "run_section",
-                      lambda section, workdir: pytest.fail(f"section {section} ran"))
+                      lambda section, *_: pytest.fail(f"section {section} ran"))
   return module
 
 
@@ -58,7 +55,7 @@ def test_a_read_only_doc_is_refused_before_any_section(regen, tmp_path, capsys):
 
 def test_a_doc_that_fails_at_the_end_keeps_the_results_and_says_how_to_finish(
     regen, tmp_path, monkeypatch, capsys):
-  def run_section(section, workdir):
+  def run_section(section, workdir, *_):
     os.makedirs(workdir)
     with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
       f.write("# t\n\nnew tables\n")
@@ -79,3 +76,24 @@ def test_check_on_a_fresh_clone_says_it_needs_a_regeneration_first(regen, tmp_pa
   assert "needs one first: python launch/regenerate_experiments.py" in _one_line(capsys)
   assert regen.main(["--check", "--workdir", str(tmp_path), "--sections=multitask"]) == 2
   assert "--check needs a regeneration first" in _one_line(capsys)
+
+
+def test_executor_and_ray_address_reach_every_sections_command(regen, tmp_path, monkeypatch):
+  commands = []
+
+  def run(cmd, cwd, check):
+    del cwd, check
+    commands.append(cmd)
+    workdir = next(a for a in cmd if a.startswith("--workdir=")).split("=", 1)[1]
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
+      f.write("# t\n\nnew tables\n")
+    return regen.subprocess.CompletedProcess(cmd, 0)
+
+  monkeypatch.setattr(regen, "run_section", launch_script("regenerate_experiments").run_section)
+  monkeypatch.setattr(regen.subprocess, "run", run)
+  assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask,sparsity",
+                     "--executor=ray", "--ray_address=10.0.0.1:6379"]) == 0
+  assert len(commands) == 2
+  for cmd in commands:
+    assert "--config.experiment.executor=ray" in cmd and "--ray_address=10.0.0.1:6379" in cmd

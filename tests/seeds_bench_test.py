@@ -12,12 +12,11 @@ import pytest
 
 from research import data as data_lib
 from research.experiments import harness
+from scripts import launch_script  # tests/ is on sys.path (tests/scripts.py)
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SCRIPT = os.path.join(_REPO, "launch", "seeds_in_one_program.py")
-_spec = importlib.util.spec_from_file_location("seeds_in_one_program", _SCRIPT)
-seeds_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(seeds_bench)
+seeds_bench = launch_script("seeds_in_one_program")
 
 _TORCH = importlib.util.find_spec("torch") is not None
 

@@ -2,7 +2,6 @@
 builds (data loaded, nothing trained) passes harness.check, and its config states the budget of
 grid extensions (config.experiment.max_extensions) that harness.run_from_config applies."""
 import importlib
-import importlib.util
 import inspect
 import pathlib
 
@@ -11,16 +10,9 @@ import pytest
 from research import errors
 from research import experiments
 from research.experiments import harness
+from scripts import launch_script  # tests/ is on sys.path (tests/scripts.py)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _regenerate():
-  spec = importlib.util.spec_from_file_location(
-      "regenerate_experiments", REPO / "launch" / "regenerate_experiments.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def _config(spec: str):
@@ -32,7 +24,7 @@ def _config(spec: str):
 # Runners whose experiment is built from per-seed artifacts that take training to make (the
 # skip-gram tables, the pre-trained layers): their runner tests build and run them.
 TRAINS_TO_BUILD = ("embeddings", "pretraining")
-SECTIONS = _regenerate().SECTIONS
+SECTIONS = launch_script("regenerate_experiments").SECTIONS
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
