@@ -350,10 +350,9 @@ def test_extend_grid_steps_geometric_or_arithmetic_within_the_bounds():
   assert ext(lr, {"learning_rate": 3e-3}) == (lr, [])  # interior: nothing to do
   w = {"weight": [0.3, 0.5, 0.7]}  # evenly spaced: arithmetic
   assert ext(w, {"weight": 0.7})[0]["weight"] == [0.3, 0.5, 0.7, 0.9]
-  # A weight in [0, 1): 0.9 + 0.2 is outside, an open end is never reached: an edge by bound.
+  # A weight in [0, 1): 0.9 + 0.2 is outside, so the open end is approached halfway.
   axes, edges = ext({"weight": [0.5, 0.7, 0.9]}, {"weight": 0.9}, {"weight": "[0, 1)"})
-  assert axes == {"weight": [0.5, 0.7, 0.9]}
-  assert edges == [{"axis": "weight", "value": 0.9, "side": "high", "why": "bound"}]
+  assert axes == {"weight": [0.5, 0.7, 0.9, pytest.approx(0.95)]} and edges == []
   # A closed end is reached exactly, once.
   assert ext({"weight": [0.5, 0.7, 0.9]}, {"weight": 0.9}, {"weight": "[0, 1]"})[0] == {
       "weight": [0.5, 0.7, 0.9, 1.0]}
@@ -363,8 +362,8 @@ def test_extend_grid_steps_geometric_or_arithmetic_within_the_bounds():
   l2 = {"l2": [0.0, 1e-4, 1e-3]}
   assert ext(l2, {"l2": 0.0})[1] == [{"axis": "l2", "value": 0.0, "side": "low", "why": "bound"}]
   assert ext(l2, {"l2": 1e-3})[0] == {"l2": [0.0, 1e-4, 1e-3, 1e-2]}
-  # The default bound of a positive axis is 0, exclusive: arithmetic steps stop before it.
-  assert ext({"eps": [0.1, 0.2, 0.3]}, {"eps": 0.1})[1][0]["why"] == "bound"
+  # The default bound of a positive axis is 0, exclusive: an arithmetic step past it halves.
+  assert ext({"eps": [0.1, 0.2, 0.3]}, {"eps": 0.1})[0] == {"eps": [0.05, 0.1, 0.2, 0.3]}
   # The budget counts per axis; a descending axis grows at its own ends; integers stay whole.
   assert ext(lr, {"learning_rate": 1e-2}, added={"learning_rate": [1, 2]})[1][0]["why"] == (
       "budget")
@@ -378,7 +377,7 @@ def test_extend_grid_steps_geometric_or_arithmetic_within_the_bounds():
 
 def _edgy(calls, fail_after=None, writer=None, fail_test_after=None, budget=2):
   """Arms whose validation score is monotone: "up" and "bounded" prefer the largest step
-  size, "down" the smallest, and "bounded" (a weight in [0, 1)) and "closed" (in [0, 1]) the
+  size, "down" the smallest, and "bounded" (a weight in [0, 0.9]) and "closed" (in [0, 1]) the
   largest weight. Fit writes a "train" record per seed; KeyboardInterrupt (a kill) after
   `fail_after` fits or `fail_test_after` test measurements."""
   tests = []
@@ -403,7 +402,7 @@ def _edgy(calls, fail_after=None, writer=None, fail_test_after=None, budget=2):
 
   lr = {"learning_rate": (0.01, 0.1)}
   arms = [harness.Arm("up", lr), harness.Arm("down", lr),
-          harness.Arm("bounded", {**lr, "w": (0.5, 0.7, 0.9)}, bounds={"w": "[0, 1)"}),
+          harness.Arm("bounded", {**lr, "w": (0.5, 0.7, 0.9)}, bounds={"w": "[0, 0.9]"}),
           harness.Arm("closed", {**lr, "w": (0.5, 0.7, 0.9)}, bounds={"w": "[0, 1]"})]
   return harness.Experiment("edgy", arms, "up", (1,), "size", [0, 1], fit, measure,
                             max_extensions=budget)
@@ -448,7 +447,7 @@ def test_an_edge_choice_is_extended_until_the_budget_and_recorded(edgy_fresh):
   down = arms["down"]
   assert down["added"] == {"learning_rate": [0.001, 0.0001]}
   assert down["chosen"] == {"learning_rate": 0.0001} and down["edges"][0]["side"] == "low"
-  # A weight in [0, 1) is never extended past 0.9 (0.9 + 0.2 > 1); in [0, 1], to 1 exactly.
+  # A weight in [0, 0.9] stops at its closed end, 0.9; in [0, 1] it reaches 1 exactly.
   bounded = arms["bounded"]
   assert bounded["added"] == {"learning_rate": [1.0, 10.0]}
   assert bounded["chosen"] == {"learning_rate": 10.0, "w": 0.9}

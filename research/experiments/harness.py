@@ -572,8 +572,8 @@ def extend_grid(axes: dict, chosen: dict, added: dict, bounds: Mapping[str, str]
   """One round of edge extension of one arm's grid. axes: {axis: candidates} (as tuned so
   far), chosen: the chosen setting, added: {axis: [values added so far]}. Every numeric,
   sorted axis with >= 2 candidates whose chosen value is its lowest or highest gets one more
-  value beyond that edge, within the axis's bound (a closed bound is reached exactly; 0 is a
-  natural bound) and at most max_extensions per axis. Returns (the new axes, the edges that
+  value beyond that edge, within the axis's bound (a closed bound is reached exactly, an open
+  one approached halfway; 0 is a natural bound) and at most max_extensions per axis. Returns (the new axes, the edges that
   remain: [{"axis", "value", "side", "why": "budget" | "bound" | "unsorted"}])."""
   axes = {k: list(v) for k, v in axes.items()}
   edges = []
@@ -599,10 +599,12 @@ def extend_grid(axes: dict, chosen: dict, added: dict, bounds: Mapping[str, str]
     new = _next_value(values, side)
     inside = ((lo < new or (lo_closed and new == lo)) and (new < hi or (hi_closed and new == hi)))
     if not inside:
+      # Past the bound: a closed bound is tried itself, an open one halfway to it (dropout's
+      # p at 0.8 of (0, 1) tries 0.9, not nothing).
       reach = lo if side == "low" else hi
       closed = lo_closed if side == "low" else hi_closed
-      if closed and v != reach and math.isfinite(reach):
-        new = type(v)(reach)
+      if v != reach and math.isfinite(reach):
+        new = type(v)(reach if closed else (v + reach) / 2)
       else:
         edges.append({**edge, "why": "bound"})
         continue
