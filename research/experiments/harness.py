@@ -1157,9 +1157,10 @@ def protocol_note(results: dict) -> str:
            f"the last digit; of the {stats_lib.SIGNIFICANT}rd significant digit for longer "
            "numbers); (p): outside the family, unadjusted, never an effect.")
   if family["missing_test"]:
-    note += (f" No per-example test values for {', '.join(family['missing_test'])} (measured "
-             "before they were recorded, or not a per-example mean): the test-sampling "
-             "interval is missing (n/a) and its conclusions follow the t-interval alone.")
+    note += (f" No per-example test values for {', '.join(family['missing_test'])} (this "
+             "runner records them for accuracy only, or the field is not a mean over test "
+             "examples): the test-sampling interval is missing (n/a) and its conclusions follow "
+             "the t-interval alone.")
   if n < MIN_SEEDS:
     note += f" With fewer than {MIN_SEEDS} seeds this is a look, not a finding."
   return note
