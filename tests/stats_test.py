@@ -155,9 +155,14 @@ def test_a_block_with_per_example_values_follows_the_wider_interval():
 def test_borderline_flags_a_conclusion_that_could_flip_within_the_tolerance():
   near = {"p_holm": 0.001, "wide": [0.001, 0.05]}
   far = {"p_holm": 0.001, "wide": [0.02, 0.05]}
-  p_near = {"p_holm": 0.06, "wide": [-0.02, 0.05]}
+  p_near = {"p_holm": 0.06, "wide": [0.01, 0.05]}
   assert stats.borderline(near, 0.003) and not stats.borderline(far, 0.003)
   assert stats.borderline(p_near, 0.003)
+  assert stats.borderline({"p_holm": 0.04, "wide": [0.02, 0.05]}, 0.003)  # an effect, p near
+  # Not effects that cannot become one: the interval far across zero, or p far above 0.05.
+  assert not stats.borderline({"p_holm": 0.06, "wide": [-0.02, 0.05]}, 0.003)
+  assert not stats.borderline({"p_holm": 0.385, "wide": [-0.001, 0.05]}, 0.003)
+  assert stats.borderline({"p_holm": 0.03, "wide": [-0.002, 0.05]}, 0.003)
   assert not stats.borderline({"p_holm": None, "wide": [0.0, 0.1]}, 0.003)
 
 

@@ -460,8 +460,9 @@ def test_an_edge_choice_is_extended_until_the_budget_and_recorded(edgy_fresh):
   text = harness.table(results, [("accuracy", "acc %", 100.0)])
   assert "learning_rate=10 ⇥ (budget)" in text and "learning_rate=0.0001 ⇤ (budget)" in text
   assert "w=0.9 ⇥ (bound)" in text
-  assert "extended by one step at a time, up to 2 steps per axis" in harness.protocol_note(
-      results)
+  note = harness.protocol_note(results)
+  assert "its own edges), up to 2 steps per axis" in note
+  assert "(why: bound, the axis's limit; budget, the extensions ran out)" in note
   lines = stats_lib.edges([results])
   assert len(lines) == 6 and "edgy, size=1, up: learning_rate=10 at the high edge (budget" in (
       lines[0])

@@ -1104,6 +1104,9 @@ def _fmt_p(p: float) -> str:
 
 
 EDGE_MARKS = {"low": "⇤", "high": "⇥"}  # a choice still at that end of its axis
+EDGE_WHY = {"budget": "budget, the extensions ran out", "bound": "bound, the axis's limit",
+            "sweep": "sweep, a strength read at every value and never extended",
+            "unsorted": "unsorted, a grid with no order to extend"}
 
 
 def _fmt_setting(setting: dict, edges: Sequence[dict] = ()) -> str:
@@ -1135,14 +1138,18 @@ def protocol_note(results: dict) -> str:
     note += (f"each method's setting chosen on the validation split by mean "
              f"{results.get('select_label', results['select'])}, tuning equal in kind ("
              + (("every method its own step sizes, as many" if own else
-                 "every method the same step sizes") + ", and " if steps else "")
+                 "every method the same step sizes to start") + ", and " if steps else "")
              + "each method's own strength over as many candidates); ")
     if "max_extensions" in results:
       budget = results["max_extensions"]
+      whys = sorted({e["why"] for entry in results["sizes"] for a in entry["arms"].values()
+                     for e in a.get("edges", ())})
       note += ((f"where a choice sat at a grid edge, its axis was extended by one step at a "
-                f"time, up to {budget} steps per axis; " if budget else
-                "grids not extended at their edges; ")
-               + "⇤ / ⇥ a choice still at the low / high edge (why: budget or bound); ")
+                f"time (each method's grid at its own edges), up to {budget} steps per axis; "
+                if budget else "grids not extended at their edges; ")
+               + ("⇤ / ⇥ a choice still at the low / high edge (why: "
+                  + "; ".join(EDGE_WHY[w] for w in whys) + "); " if whys else
+                  "no choice remains at a grid edge; "))
   else:
     note += "nothing is chosen (one setting per method); "
   note += (f"test measured once; ± is the sample std; Δ is the paired difference to "

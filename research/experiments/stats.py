@@ -297,15 +297,23 @@ def tolerance(value: float, places: int) -> float:
 
 def borderline(comparison: Mapping[str, Any], tol: float) -> bool:
   """Whether a family comparison's status (effect / no measurable difference) could change
-  when its numbers move by tol (in the field's units): the wider interval's end nearest zero
-  within tol of zero, or its adjusted p within P_BAND."""
+  when its numbers move by tol (in the field's units). An effect (adjusted p < ALPHA and the
+  wider interval excludes zero) is borderline when the interval's end nearest zero is within
+  tol of zero or its adjusted p is within P_BAND; a non-effect only when both conditions could
+  hold after the move (so an adjusted p of 0.4 is never borderline)."""
   if comparison.get("p_holm") is None:
     return False
   lo, hi = comparison["wide"]
   if not (math.isfinite(lo) and math.isfinite(hi)):
     return False
-  near = min(abs(lo), abs(hi)) if (lo > 0 or hi < 0) else min(-lo, hi)
-  return bool(near <= tol or P_BAND[0] <= comparison["p_holm"] <= P_BAND[1])
+  excludes = lo > 0 or hi < 0
+  end_near = (min(abs(lo), abs(hi)) if excludes else min(-lo, hi)) <= tol
+  p = comparison["p_holm"]
+  p_near = P_BAND[0] <= p <= P_BAND[1]
+  if p < ALPHA and excludes:  # An effect: either condition moving undoes it.
+    return bool(end_near or p_near)
+  # Not an effect: it becomes one only if both conditions can hold.
+  return bool((p < ALPHA or p_near) and (excludes or end_near))
 
 
 # ------------------------------------------------------------------- --check: two rendered blocks
