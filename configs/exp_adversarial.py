@@ -2,12 +2,13 @@
 
 The lecture's MLP with ReLU hidden units, 64 -> 256 -> 10 softmax, on all 719 digits training
 examples (test: half of the 1,797 digits), for 5 seeds. At each threat eps (0.1 and 0.2 of the
-pixel range): standard training (the baseline), FGSM adversarial training and PGD-7
-adversarial training at that eps; standard's learning rate and the adversarial methods' clean
-weight w are chosen from three candidates each by validation accuracy under PGD-20 at that eps.
-Test: clean accuracy and accuracy under FGSM and under PGD-20 (random start, step 2.5 eps / 20)
-at the threat eps and at every eval eps; FGSM's gradient from jax.grad and from the
-hand-written backward pass, checked to agree.
+pixel range): standard training (the baseline), FGSM adversarial training, PGD-7 adversarial
+training and TRADES (Zhang et al. 2019) at that eps. Every method tunes the step size and its
+own strength (the adversarial trainings' clean weight w, TRADES' beta) over grids of the same
+size, extended at their edges, by validation accuracy under PGD-20 with 5 random restarts at
+that eps. Test: clean accuracy and accuracy under FGSM and under PGD-20 (5 random starts, step
+2.5 eps / 20; robust = survives every start) at the threat eps and at every eval eps; FGSM's
+gradient from jax.grad and from the hand-written backward pass, checked to agree.
 
   python -m research.main --config=configs/exp_adversarial.py --workdir=/tmp/adversarial
 
