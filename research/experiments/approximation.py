@@ -248,9 +248,9 @@ def notes(config) -> list[str]:
       f"MSE at {exp.train_points} uniform random points of [-1, 1]^D. Inits: lecun (the "
       f"library's: b = 0, every transition at x = 0) and spread (w¹ ~ N(0, "
       f"{exp.init_scale:g}²), each unit's σ = 1/2 hyperplane through a random point of the "
-      f"domain). Each init's learning rate is chosen from {tuple(exp.learning_rates)} by the "
-      f"mean RMS error at {exp.valid_points} fresh random validation points per seed (lower is "
-      f"better). Test: RMS and max |y - f| on a dense grid ({exp.grid_points_1d} points in "
+      f"domain). Each init's learning rate is chosen from {tuple(exp.learning_rates)} "
+      f"(extended at its edges: the protocol notes) by the mean RMS error at "
+      f"{exp.valid_points} fresh random validation points per seed (lower is better). Test: RMS and max |y - f| on a dense grid ({exp.grid_points_1d} points in "
       f"1-D, {exp.grid_points_2d}² in 2-D); Δ < 0 means spread's error is lower."]
 
 
@@ -259,9 +259,10 @@ def write(workdir, config, results: dict) -> None:
   largest) and approximation.png."""
   if jax.process_index() != 0:
     return
-  parts = [*notes(config), harness.protocol_note(next(iter(results.values())))]
-  for target, result in results.items():
-    parts += [f"Target {target}: f = {TITLES[target]}.", harness.table(result, FIELDS, digits=4)]
+  parts = [*notes(config)]
+  for target, result in results.items():  # One block (one Holm family) per target.
+    parts += [f"Target {target}: f = {TITLES[target]}.", harness.protocol_note(result),
+              harness.table(result, FIELDS, digits=4)]
   parts += ["How many times the grid RMS falls from the smallest width to the largest, paired "
             "over seeds (each init at its chosen learning rates):", fold_table(results)]
   report.write_json(workdir / "results.json", results)
