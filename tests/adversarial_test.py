@@ -198,7 +198,7 @@ def test_runner_writes_its_table_and_adversarial_training_resists_pgd(tmp_path):
   assert "no subset to draw" in text and "nothing is chosen" in text
   assert result["select_label"] == "accuracy under PGD-10 at eps"
   assert "eps=0.2 FGSM / PGD" in text and "dE/dx by the manual backward pass" in text
-  assert "PGD at eps %: pgd_training - fgsm_training [95% CI]" in text
+  assert "PGD at eps %: pgd_training - fgsm_training [95% CI, seeds], p (Holm)" in text
   # A finished run does nothing on rerun.
   assert experiments.run(config, workdir)["finished"]
 

@@ -394,7 +394,7 @@ def eps_table(result, eval_eps) -> str:
       rows.append({result["size_label"]: entry["size"], "method": name,
                    **{f"eps={e:g} FGSM / PGD": f"{harness.fmt_summary(st[f'fgsm eps={e:g}'])}"
                       f" / {harness.fmt_summary(st[f'pgd eps={e:g}'])}" for e in eval_eps}})
-  return report.markdown_table(list(rows[0]), rows)
+  return report.markdown_table(report.columns_of(rows), rows)
 
 
 def versus_table(result, arm: str = "pgd_training", other: str = "fgsm_training") -> str:
@@ -410,7 +410,7 @@ def versus_table(result, arm: str = "pgd_training", other: str = "fgsm_training"
   rows = [{result["size_label"]: entry["size"], **{
       f"{heading}: {arm} - {other} [95% CI, seeds], p (Holm)": harness.fmt_paired(next(diffs))
       for _, heading, _ in FIELDS}} for entry in result["sizes"]]
-  return report.markdown_table(list(rows[0]), rows)
+  return report.markdown_table(report.columns_of(rows), rows)
 
 
 def gradient_note(result) -> str:

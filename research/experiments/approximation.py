@@ -237,7 +237,7 @@ def fold_table(results: dict) -> str:
       rows.append({"target": target, "init": arm,
                    f"grid RMS at H={fd['from']} / at H={fd['to']} (geometric mean) [95% CI]":
                    f"{fd['mean']:.1f}× [{fd['ci'][0]:.1f}, {fd['ci'][1]:.1f}]"})
-  return report.markdown_table(list(rows[0]), rows)
+  return report.markdown_table(report.columns_of(rows), rows)
 
 
 def notes(config) -> list[str]:

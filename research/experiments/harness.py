@@ -1075,7 +1075,7 @@ def table(results: dict, fields: Sequence[tuple], digits: int = 1) -> str:
         row[f"{heading}: [95% CI, seeds + test examples]"] = cells[1]
         row[f"{heading}: p (Holm)"] = cells[2]
       rows.append(row)
-  return report.markdown_table(list(rows[0]), rows)
+  return report.markdown_table(report.columns_of(rows), rows)
 
 
 def fmt_comparison(c: dict | None, scale: float = 100.0, digits: int = 1

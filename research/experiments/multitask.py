@@ -259,7 +259,7 @@ def transfer_table(result) -> str:
                  "minus the digits head [95% CI, seeds], p (Holm)": harness.fmt_paired(diff),
                  "MNIST head on MNIST test %": harness.fmt_summary(
                      harness.summary(get("aux_test_accuracy")))})
-  return report.markdown_table(list(rows[0]), rows) if rows else ""
+  return report.markdown_table(report.columns_of(rows), rows) if rows else ""
 
 
 def write(workdir, config, result) -> None:

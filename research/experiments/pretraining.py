@@ -433,7 +433,7 @@ def reconstruction_table(result) -> str:
   """The autoencoders' clean reconstruction cost per example, mean over seeds."""
   rows = [{"layer": r["layer"], "reconstruction cost at init": f"{r['before']:.3f}",
            "after pre-training": f"{r['after']:.3f}"} for r in result["reconstruction"]]
-  return report.markdown_table(list(rows[0]), rows)
+  return report.markdown_table(report.columns_of(rows), rows)
 
 
 def fit_table(result) -> str:
@@ -450,26 +450,41 @@ def fit_table(result) -> str:
                        "(baseline)" if name == result["baseline"] else
                        harness.fmt_paired(harness.outside_family(
                            st["loss"].get("vs_baseline")), 1.0, 3)})
-  return report.markdown_table(list(rows[0]), rows)
+  return report.markdown_table(report.columns_of(rows), rows)
+
+
+def versus_pretrained(result) -> list[str]:
+  """Pre-training against every other init (the strongest cheap init not known in advance):
+  the same networks, each init's Δ vs pretrained, its own Holm family; [] without that arm."""
+  arms = result["sizes"][0]["arms"]
+  if "pretrained" not in arms or result["baseline"] == "pretrained" or len(arms) < 2:
+    return []
+  return ["Each init against pre-training (the same networks and test measurements as above; "
+          "a family of its own, Holm-adjusted within it; Δ < 0: pre-training is ahead):",
+          harness.table({**result, "baseline": "pretrained"}, FIELDS)]
 
 
 def grid_table(result) -> str:
   """Mean validation accuracy % of every (init, eta) cell: what each choice was made from."""
-  rows = []
+  rows, etas = [], set()
+  column = lambda eta: f"valid acc % at eta={eta:g}"
   for entry in result["sizes"]:
     for name, arm in entry["arms"].items():
       row = {result["size_label"]: entry["size"], "init": name}
-      for cell in arm["grid"]:
+      for cell in arm["grid"]:  # Every cell, an extension's too ("-": not tried for that arm).
+        eta = cell["setting"]["learning_rate"]
+        etas.add(eta)
         acc = 100 * float(np.mean([v["accuracy"] for v in cell["valid"]]))
         mark = " (chosen)" if cell["setting"] == arm["chosen"] else ""
-        row[f"valid acc % at eta={cell['setting']['learning_rate']:g}"] = f"{acc:.1f}{mark}"
+        row[column(eta)] = f"{acc:.1f}{mark}"
       rows.append(row)
-  return report.markdown_table(list(rows[0]), rows)
+  columns = [result["size_label"], "init", *(column(eta) for eta in sorted(etas))]
+  return report.markdown_table(columns, [{c: r.get(c, "-") for c in columns} for r in rows])
 
 
 def write(workdir, config, dataset, result) -> None:
   """results.{md,json} and accuracy_vs_labels.png from the harness's results."""
-  extra = [grid_table(result), fit_table(result)]
+  extra = [*versus_pretrained(result), grid_table(result), fit_table(result)]
   if result["reconstruction"]:
     extra.append(reconstruction_table(result))
   harness.write(workdir, result, "Unsupervised pre-training, then fine-tuning with few labels",

@@ -126,6 +126,12 @@ def summarize(runs: Sequence[dict], fields: Sequence[str]) -> dict[str, dict[str
   return {f: mean_std([r[f] for r in runs]) for f in fields}
 
 
+def columns_of(rows: Sequence[dict]) -> list[str]:
+  """Every key of rows, in first-seen order: a row with a column the first lacks (a grid
+  extended for one arm) keeps it; a row without a column shows it empty."""
+  return list(dict.fromkeys(k for r in rows for k in r))
+
+
 def markdown_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
   """A GitHub markdown table; floats with 4 significant digits."""
   def fmt(v):

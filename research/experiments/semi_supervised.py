@@ -271,7 +271,7 @@ def confidence_table(result, threshold: float) -> str:
                    f"unlabelled with max p >= {threshold:g} %":
                        harness.fmt_summary(st["confident"]),
                    "of those, right %": harness.fmt_summary(st["confident_right"])})
-  return report.markdown_table(list(rows[0]), rows)
+  return report.markdown_table(report.columns_of(rows), rows)
 
 
 def write(workdir, config, result) -> None:

@@ -198,7 +198,7 @@ def sparsity_table(result) -> str:
                    "hidden = 0 %": harness.fmt_summary(st["hidden_exact_zero"]),
                    "dead units %": harness.fmt_summary(st["dead_units"]),
                    "weights near 0 %": harness.fmt_summary(st["weights_near_zero"])})
-  return report.markdown_table(list(rows[0]), rows)
+  return report.markdown_table(report.columns_of(rows), rows)
 
 
 def chosen_on_validation(config, result) -> dict:

@@ -464,7 +464,7 @@ def agreement_table(result) -> str:
                  "same eval": "yes" if loss_r["same_checkpoint"] else "no",
                  "opposite moves": f"{int(loss_r['disagreements'])} of "
                                    f"{int(loss_r['eval_pairs'])}"})
-  return report.markdown_table(list(rows[0]), rows)
+  return report.markdown_table(report.columns_of(rows), rows)
 
 
 def _write_report(workdir, config, result: dict) -> None:
