@@ -7,9 +7,9 @@ The lecture's network on scikit-learn's digits (64 standardised pixels -> 64 sig
 arm from the same init: uniform mini-batches of 16 (the baseline), steps on 16 misclassified
 examples only, and the slide's whole procedure (misclassified steps + random-perturbation
 restarts when E(w) stalls). Budgets of 300 and 3,000 gradient steps; every arm chooses its
-step size eta on validation accuracy from the same five candidates. Variant `:breast_cancer`
-does the same with one sigmoid output on the binary breast-cancer data, where a few training
-examples stay misclassified, so E(w) stalls and the restarts fire.
+step size eta on validation accuracy from the same five candidates (extended at an edge).
+Variant `:breast_cancer` does the same with one sigmoid output on the binary breast-cancer
+data, where a few training examples can stay misclassified, so E(w) may stall and restart.
 
   python -m research.main --config=configs/exp_lecture_procedure.py --workdir=/tmp/procedure
   python -m research.main --config=configs/exp_lecture_procedure.py:breast_cancer \
@@ -46,7 +46,7 @@ def get_config(arg: str = "digits"):
       seeds=5,                 # config.seed, +1, ...: init, batch order, draws, restarts
       seed_mode="loop",        # minibatch's seeds: a loop over one compiled chunk, or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
-      # eta candidates, the same for every arm (breast_cancer's steps over-correct above 0.1)
+      # eta candidates, the same for every arm (breast_cancer's start lower: its sums are larger)
       learning_rates=((0.1, 0.2, 0.5, 1.0, 2.0) if arg == "digits"
                       else (0.005, 0.01, 0.02, 0.05, 0.1)),
       max_extensions=2,        # steps the eta grid may grow past an edge its choice sits at
