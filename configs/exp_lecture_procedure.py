@@ -46,7 +46,7 @@ def get_config(arg: str = "digits"):
       seeds=5,                 # config.seed, +1, ...: init, batch order, draws, restarts
       seed_mode="loop",        # minibatch's seeds: a loop over one compiled chunk, or "vmap"
       executor="local",        # local: cells one after another here; ray: Ray tasks (README)
-      # eta candidates, the same for every arm (breast_cancer's start lower: its sums are larger)
+      # eta candidates, the same for every arm within a data set (extended at an edge)
       learning_rates=((0.1, 0.2, 0.5, 1.0, 2.0) if arg == "digits"
                       else (0.005, 0.01, 0.02, 0.05, 0.1)),
       max_extensions=2,        # steps the eta grid may grow past an edge its choice sits at
