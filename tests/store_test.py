@@ -614,3 +614,26 @@ def test_a_hand_edited_valid_value_is_exit_2_in_one_line(tmp_path, dropout_fresh
   errors_ = [line for line in done.stderr.splitlines() if line.startswith("error:")]
   assert len(errors_) == 1 and f"{cells} line 1 does not match its checksum" in errors_[0]
   assert cells.read_text() == text
+
+
+def test_a_tie_with_an_extension_keeps_the_setting_tried_first(tmp_path):
+  """lr 0.01 sits at the low edge, so 0.001 is tried (and listed first); it scores the same:
+  the tie keeps 0.01, now interior, and the grid stops growing."""
+  score = {0.001: 0.9, 0.01: 0.9, 0.1: 0.5}
+
+  def fit(arm, setting, size, seeds, subsets):
+    return [{"w": np.zeros(1, np.float32)} for _ in seeds]
+
+  def measure(arm, setting, size, seed, params, split):
+    return {"accuracy": score.get(setting["learning_rate"], 0.1)}
+
+  exp = harness.Experiment("ties", [harness.Arm("a", {"learning_rate": (0.01, 0.1)})], "a",
+                           (1,), "size", [0, 1], fit, measure, max_extensions=2)
+  writer = metrics_lib.MetricWriter(tmp_path, tensorboard=False)
+  try:
+    arm = harness.run(exp, tmp_path, harness.CellWriter(writer), fingerprint="f")[
+        "sizes"][0]["arms"]["a"]
+  finally:
+    writer.close()
+  assert arm["chosen"] == {"learning_rate": 0.01}
+  assert arm["added"] == {"learning_rate": [0.001]} and arm["edges"] == []

@@ -638,6 +638,8 @@ class _Plan:
     self.edges: list[list] = []          # per arm: the edges that remain (extend_grid)
     self.arm_cells: list[list[tuple]] = []  # per arm: (setting, fit id), in grid order
     self.arm_fits: list[set] = []
+    self.joined: list[dict] = []         # per arm: setting -> the round it joined the grid
+    self.rounds = 0                      # extension rounds so far
     self.bounds: list[Mapping] = []
     self.draws: list = []
     self.test_order: list[int] = []
@@ -658,6 +660,7 @@ class _Plan:
         self.draws.append(draws)
         self.arm_cells.append([])
         self.arm_fits.append(set())
+        self.joined.append({})
     for i in range(len(self.arms)):
       self._add_cells(i)
 
@@ -681,6 +684,7 @@ class _Plan:
         self.fits[fid]["submitted"] = False  # A shared fit with a new cell: measure it too.
         self.events.append(("fit", fid, first))
       cells.append((setting, fid))
+      self.joined[i].setdefault(store_lib.canonical(setting), self.rounds)
     self.arm_cells[i] = cells
     self.arm_fits[i] = {fid for _, fid in cells}
 
@@ -698,6 +702,7 @@ class _Plan:
             self.added[i].setdefault(axis, []).extend(new)
         self.axes[i] = axes
         grew = True
+    self.rounds += 1
     for i in range(len(self.arms)):  # In the canonical order, once every arm has chosen.
       self._add_cells(i)
     return grew
@@ -725,7 +730,14 @@ class _Plan:
             for setting, fid in self.arm_cells[i]]
 
   def chosen(self, store, i: int) -> tuple[dict, str]:
-    setting = _choose(self.grid(store, i), self.experiment)
+    """Arm i's choice (_choose), a tie going to the setting tried first: the first round's
+    grid before any extension's values (a low-side extension lists its value first, and a
+    tie must not pick it and grow the grid again)."""
+    joined = self.joined[i]
+    tried = sorted(range(len(self.arm_cells[i])),
+                   key=lambda k: joined[store_lib.canonical(self.arm_cells[i][k][0])])
+    grid = self.grid(store, i)
+    setting = _choose([grid[k] for k in tried], self.experiment)
     fid = next(f for s, f in self.arm_cells[i] if s == setting)
     return setting, fid
 
