@@ -573,8 +573,8 @@ def extend_grid(axes: dict, chosen: dict, added: dict, bounds: Mapping[str, str]
   far), chosen: the chosen setting, added: {axis: [values added so far]}. Every numeric,
   sorted axis with >= 2 candidates whose chosen value is its lowest or highest gets one more
   value beyond that edge, within the axis's bound (a closed bound is reached exactly, an open
-  one approached halfway; 0 is a natural bound) and at most max_extensions per axis. Returns (the new axes, the edges that
-  remain: [{"axis", "value", "side", "why": "budget" | "bound" | "unsorted"}])."""
+  one approached halfway; 0 is a natural bound) and at most max_extensions per axis. Returns
+  (the new axes, the edges that remain: [{"axis", "value", "side", "why": "budget" | "bound" | "unsorted"}])."""
   axes = {k: list(v) for k, v in axes.items()}
   edges = []
   for axis, values in list(axes.items()):
