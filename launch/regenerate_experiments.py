@@ -4,11 +4,12 @@ drift from them.
   python launch/regenerate_experiments.py --workdir=/tmp/experiments [--sections=multitask,...]
   python launch/regenerate_experiments.py --workdir=/tmp/experiments --check
   python launch/regenerate_experiments.py --workdir=/tmp/experiments --executor=ray \
-      [--ray_address=HOST:PORT]
+      [--ray_address=HOST:PORT] [--jobs=3]
 
 Each section runs under the experiment harness as a user runs it: a fresh
 `python -m research.main --config=configs/<config> --workdir=WORKDIR/<section>` process (a
-finished workdir is reused, an interrupted one resumes its finished cells). Its results.md
+finished workdir is reused, an interrupted one resumes its finished cells); --jobs runs that
+many at once (on one Ray cluster, their cells share its workers). Its results.md
 (the protocol note and the tables, rendered from results.json) then replaces the block between
 `<!-- results:<section> -->` and `<!-- /results:<section> -->` in docs/experiments.md. Prints
 each section's wall time and the total, and the count of comparisons and survivors (the
@@ -19,11 +20,13 @@ exactly, numbers within research/experiments/stats.py's tolerance, and a conclus
 only where the doc or the results mark it borderline (†).
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +60,9 @@ SECTIONS = {
     "surrogate_bleu": "exp_surrogate.py:bleu",
 }
 
+# The longest sections (minutes each), started first when sections run at once.
+LONG = ("tangent_prop", "semi_supervised", "regularization", "weight_sharing_mnist",
+        "skipgram", "adversarial", "pretraining_mnist")
 
 # The doc's line counting every comparison (rewritten when every section runs).
 COUNT = re.compile(r"(<!-- comparisons -->\n)(.*?)(<!-- /comparisons -->)", re.DOTALL)
@@ -129,18 +135,71 @@ def splice(doc: str, section: str, text: str) -> str:
   return pattern.sub(lambda m: m.group(1) + text + m.group(3), doc, count=1)
 
 
+class SectionFailed(Exception):
+  """A section's process exited non-zero; the message names its command."""
+
+
 def run_section(section: str, workdir: str, executor: str = "local",
-                ray_address: str | None = None) -> float:
-  """Runs (or reuses) the section's experiment; returns the wall time in seconds."""
+                ray_address: str | None = None, log: str | None = None) -> float:
+  """Runs (or reuses) the section's experiment; returns the wall time in seconds. Its output
+  goes to the terminal, or to the file `log` when sections run at once; SectionFailed when
+  the process fails."""
   cmd = [sys.executable, "-m", "research.main", f"--config=configs/{SECTIONS[section]}",
          f"--workdir={workdir}", f"--config.experiment.executor={executor}"]
   if ray_address:
     cmd.append(f"--ray_address={ray_address}")
   t0 = time.time()
-  result = subprocess.run(cmd, cwd=REPO, check=False)
+  if log is None:
+    result = subprocess.run(cmd, cwd=REPO, check=False)
+  else:
+    with open(log, "w", encoding="utf-8") as out:
+      result = subprocess.run(cmd, cwd=REPO, check=False, stdout=out, stderr=subprocess.STDOUT)
   if result.returncode:
-    sys.exit(f"error: {' '.join(cmd[1:])} exited with {result.returncode}")
+    tail = ""
+    if log is not None:
+      with open(log, encoding="utf-8", errors="replace") as f:
+        lines = [x for x in f.read().splitlines() if x.strip()]
+      tail = f" (its output: {log}" + (f"; last line: {lines[-1].strip()}" if lines else "") + ")"
+    raise SectionFailed(f"{' '.join(cmd[1:])} exited with {result.returncode}{tail}")
   return time.time() - t0
+
+
+def run_sections(sections: list[str], root: str, jobs: int, executor: str,
+                 ray_address: str | None) -> dict[str, float]:
+  """Runs the sections, `jobs` at a time, printing each one's wall time as it finishes;
+  section -> seconds. After a failure no further section starts, the running ones finish
+  (their cells are kept either way), then SectionFailed."""
+  if jobs == 1:
+    seconds = {}
+    for section in sections:
+      seconds[section] = run_section(section, os.path.join(root, section), executor,
+                                     ray_address)
+      print(f"{section}: {seconds[section]:.0f} s", flush=True)
+    return seconds
+  os.makedirs(root, exist_ok=True)
+  # Longest first, so that no long section starts last and runs alone (order only: each
+  # section's results do not depend on what runs beside it).
+  order = sorted(sections, key=lambda s: s not in LONG)
+  failed, seconds, lock = [], {}, threading.Lock()
+
+  def one(section):
+    if failed:
+      return
+    try:
+      t = run_section(section, os.path.join(root, section), executor, ray_address,
+                      log=os.path.join(root, f"{section}.log"))
+    except SectionFailed as e:
+      failed.append(e)
+      return
+    with lock:
+      seconds[section] = t
+      print(f"{section}: {t:.0f} s", flush=True)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+    list(pool.map(one, order))
+  if failed:
+    raise failed[0]
+  return {s: seconds[s] for s in sections}
 
 
 def main(argv=None) -> int:
@@ -156,7 +215,18 @@ def main(argv=None) -> int:
   parser.add_argument("--ray_address", default=None,
                       help="with --executor=ray: join this cluster (host:port, or RAY_ADDRESS) "
                       "instead of starting one per section")
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="sections run at once, each its own process (with --executor=ray "
+                      "all joining the cluster at --ray_address); each one's output goes to "
+                      "WORKDIR/<section>.log")
   args = parser.parse_args(argv)
+  if args.jobs < 1:
+    return _fail(f"--jobs={args.jobs}: give 1 or more sections to run at once")
+  if args.jobs > 1 and args.executor == "ray" and not (args.ray_address or
+                                                       os.environ.get("RAY_ADDRESS")):
+    return _fail(f"--jobs={args.jobs} with --executor=ray needs one cluster for every section: "
+                 "start it (ray start --head --num-cpus=N) and pass --ray_address=HOST:PORT, "
+                 "else each section would start a cluster of its own")
   sections = [s for s in args.sections.split(",") if s]
   unknown = [s for s in sections if s not in SECTIONS]
   if unknown or not sections:
@@ -171,24 +241,30 @@ def main(argv=None) -> int:
   doc = _read_doc(args.check)
   if not isinstance(doc, str):
     return doc
-  total, stale, problems = 0.0, [], {}
+  missing = [s for s in sections if not block(s).search(doc)]
+  if missing:
+    return _fail(f"docs/experiments.md has no <!-- results:{missing[0]} --> block; add the "
+                 "markers around the section's tables")
+  if args.check:
+    for section in sections:
+      if not os.path.exists(os.path.join(args.workdir, section, "results.md")):
+        return _fail(f"{os.path.join(args.workdir, section)}/results.md is missing; --check "
+                     "needs a regeneration first: run the same command without --check")
+  else:
+    t0 = time.time()
+    try:
+      seconds = run_sections(sections, args.workdir, args.jobs, args.executor,
+                             args.ray_address)
+    except SectionFailed as e:
+      return _fail(f"{e}; the finished sections and cells are kept in {args.workdir}: fix "
+                   "the cause and rerun the same command (they are reused)", 1)
+    wall = time.time() - t0
+  stale, problems = [], {}
   for section in sections:
     workdir = os.path.join(args.workdir, section)
+    new = splice(doc, section, results_block(workdir))
     if args.check:
-      if not os.path.exists(os.path.join(workdir, "results.md")):
-        return _fail(f"{workdir}/results.md is missing; --check needs a regeneration "
-                     "first: run the same command without --check")
-    else:
-      seconds = run_section(section, workdir, args.executor, args.ray_address)
-      total += seconds
-      print(f"{section}: {seconds:.0f} s", flush=True)
-    try:
-      new = splice(doc, section, results_block(workdir))
-      if args.check:
-        problems[section] = differences(doc, section, results_block(workdir))
-    except ValueError as e:
-      print(f"error: {e}; add the markers around the section's tables", file=sys.stderr)
-      return 2
+      problems[section] = differences(doc, section, results_block(workdir))
     if new != doc:
       stale.append(section)
     doc = new
@@ -218,7 +294,9 @@ def main(argv=None) -> int:
     return _fail(f"{DOC} cannot be written ({e.strerror}); the sections' results are kept in "
                  f"{args.workdir}: make the doc writable and rerun the same command (finished "
                  "sections are reused)", 4)
-  print(f"total: {total:.0f} s for {len(sections)} section(s); updated: "
+  at_once = f", {args.jobs} at once, {sum(seconds.values()):.0f} s of section time" if (
+      args.jobs > 1) else ""
+  print(f"total: {wall:.0f} s for {len(sections)} section(s){at_once}; updated: "
         f"{', '.join(stale) or 'nothing'}")
   return 0
 
@@ -238,9 +316,9 @@ def _read_doc(check: bool):
     return _fail(f"{DOC} is missing; restore it (git checkout -- docs/experiments.md): its "
                  "<!-- results:<section> --> markers say where each section's tables go")
   except OSError as e:
-    how = "read" if check else "written"
-    return _fail(f"{DOC} cannot be {how} ({e.strerror}); make it {'readable' if check else 'writable'} "
-                 f"(chmod u+{'r' if check else 'rw'} {DOC}) and rerun: no section was run")
+    how, able, mode = ("read", "readable", "r") if check else ("written", "writable", "rw")
+    return _fail(f"{DOC} cannot be {how} ({e.strerror}); make it {able} "
+                 f"(chmod u+{mode} {DOC}) and rerun: no section was run")
 
 
 if __name__ == "__main__":

@@ -57,9 +57,10 @@ SKIPPED = {
     "python launch/sweep.py --config=... --sweep=... --executor=ray --parallel=16":
         "a template: ... are placeholders (tests/ray_test.py runs the sweep on Ray)",
     "python launch/regenerate_experiments.py --workdir=/tmp/experiments --executor=ray "
-    "--ray_address=HEAD_IP:6379":
+    "--ray_address=HEAD_IP:6379 --jobs=3":
         "HEAD_IP is a placeholder, and it reruns every section (tests/regenerate_test.py "
-        "checks that both flags reach every section's command)",
+        "checks that both flags reach every section's command and that --jobs runs "
+        "sections at once)",
 }
 
 

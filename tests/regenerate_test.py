@@ -4,9 +4,12 @@ sections' results and says how to finish; --check on a fresh clone says it needs
 regeneration first."""
 import os
 import shutil
+import subprocess
+import threading
 
 import pytest
-from scripts import launch_script  # tests/ is on sys.path (tests/scripts.py)
+import processes  # tests/ is on sys.path
+from scripts import launch_script  # tests/scripts.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -14,11 +17,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def regen(tmp_path, monkeypatch):
   """The module, its DOC a copy of docs/experiments.md under tmp_path, and sections that
-  fail the test if they run (each writes its results.md when a test allows it)."""
+  fail the test if they run (each writes its results.md when a test allows it; the real
+  run_section stays as shipped_run_section, whose SectionFailed is this module's)."""
   module = launch_script("regenerate_experiments")
   doc = tmp_path / "experiments.md"
   shutil.copy(os.path.join(REPO, "docs", "experiments.md"), doc)
   monkeypatch.setattr(module, "DOC", str(doc))
+  monkeypatch.setattr(module, "shipped_run_section", module.run_section, raising=False)
   monkeypatch.setattr(module, "run_section",
                       lambda section, *_: pytest.fail(f"section {section} ran"))
   return module
@@ -90,10 +95,81 @@ def test_executor_and_ray_address_reach_every_sections_command(regen, tmp_path, 
       f.write("# t\n\nnew tables\n")
     return regen.subprocess.CompletedProcess(cmd, 0)
 
-  monkeypatch.setattr(regen, "run_section", launch_script("regenerate_experiments").run_section)
+  monkeypatch.setattr(regen, "run_section", regen.shipped_run_section)
   monkeypatch.setattr(regen.subprocess, "run", run)
   assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask,sparsity",
                      "--executor=ray", "--ray_address=10.0.0.1:6379"]) == 0
   assert len(commands) == 2
   for cmd in commands:
     assert "--config.experiment.executor=ray" in cmd and "--ray_address=10.0.0.1:6379" in cmd
+
+
+def _fake_run(ready=None):
+  """A subprocess.run that writes the section's results.md, after waiting (with `ready`, a
+  threading.Barrier) until that many sections run at once."""
+
+  def run(cmd, cwd, check, **kwargs):
+    del cwd, check
+    if ready is not None:
+      ready.wait()
+    workdir = next(a for a in cmd if a.startswith("--workdir=")).split("=", 1)[1]
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
+      f.write("# t\n\nnew tables\n")
+    if "stdout" in kwargs:
+      kwargs["stdout"].write("a section's output\n")
+    return subprocess.CompletedProcess(cmd, 0)
+
+  return run
+
+
+def test_jobs_runs_sections_at_once_and_writes_each_ones_output_to_its_log(regen, tmp_path,
+                                                                          monkeypatch, capsys):
+  # Each fake section waits until two run together: with one at a time, the barrier breaks.
+  monkeypatch.setattr(regen, "run_section", regen.shipped_run_section)
+  monkeypatch.setattr(regen.subprocess, "run",
+                      _fake_run(threading.Barrier(2, timeout=processes.GUARD_S)))
+  work = tmp_path / "w"
+  assert regen.main(["--workdir", str(work), "--sections=multitask,sparsity", "--jobs=2"]) == 0
+  out = capsys.readouterr().out
+  assert "multitask: " in out and "sparsity: " in out and "2 at once" in out
+  for section in ("multitask", "sparsity"):
+    assert (work / f"{section}.log").read_text() == "a section's output\n"
+    assert "new tables" in regen.block(section).search(open(regen.DOC).read()).group(2)
+
+
+def test_a_failed_section_among_jobs_is_one_line_and_keeps_the_others(regen, tmp_path,
+                                                                     monkeypatch, capsys):
+  good = _fake_run()
+
+  def run(cmd, cwd, check, **kwargs):
+    if "--config=configs/exp_sparse_representations.py" in cmd:
+      kwargs["stdout"].write("error: the disk is full; free space and rerun\n")
+      return subprocess.CompletedProcess(cmd, 3)
+    return good(cmd, cwd, check, **kwargs)
+
+  monkeypatch.setattr(regen, "run_section", regen.shipped_run_section)
+  monkeypatch.setattr(regen.subprocess, "run", run)
+  before = open(regen.DOC).read()
+  work = tmp_path / "w"
+  assert regen.main(["--workdir", str(work), "--sections=sparsity,multitask", "--jobs=2"]) == 1
+  line = _one_line(capsys)
+  assert "exited with 3" in line and "sparsity.log" in line and "the disk is full" in line
+  assert "rerun the same command" in line
+  assert (work / "multitask" / "results.md").exists() and open(regen.DOC).read() == before
+
+
+def test_jobs_on_ray_without_one_cluster_and_a_missing_block_are_refused_before_any_section(
+    regen, tmp_path, monkeypatch, capsys):
+  monkeypatch.delenv("RAY_ADDRESS", raising=False)
+  work = str(tmp_path / "w")
+  assert regen.main(["--workdir", work, "--sections=multitask", "--jobs=2",
+                     "--executor=ray"]) == 2
+  assert "needs one cluster for every section" in _one_line(capsys)
+  assert regen.main(["--workdir", work, "--jobs=0"]) == 2
+  assert "--jobs=0" in _one_line(capsys)
+  doc = open(regen.DOC).read()
+  with open(regen.DOC, "w", encoding="utf-8") as f:
+    f.write(regen.block("sparsity").sub("", doc))
+  assert regen.main(["--workdir", work, "--sections=multitask,sparsity"]) == 2
+  assert "no <!-- results:sparsity --> block" in _one_line(capsys)
