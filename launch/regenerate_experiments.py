@@ -24,6 +24,8 @@ import concurrent.futures
 import json
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -136,70 +138,134 @@ def splice(doc: str, section: str, text: str) -> str:
 
 
 class SectionFailed(Exception):
-  """A section's process exited non-zero; the message names its command."""
+  """A section's process failed (or could not start); the message names it and its output."""
+
+
+# The sections' live processes, so that an interrupted regeneration stops every one of them.
+_children: set = set()
+_children_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def _spawn(cmd: list[str], out) -> int:
+  """Runs cmd (stdout and stderr into the file out, or the terminal's); its exit code."""
+  with _children_lock:
+    if _stopping.is_set():
+      return -signal.SIGTERM
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=out,
+                            stderr=None if out is None else subprocess.STDOUT)
+    _children.add(proc)
+  try:
+    return proc.wait()
+  except BaseException:  # Interrupted: the section must not outlive the regeneration.
+    proc.terminate()
+    proc.wait()
+    raise
+  finally:
+    with _children_lock:
+      _children.discard(proc)
+
+
+def _stop_children() -> None:
+  """SIGTERM to every live section (each resumes its finished cells on the next run)."""
+  with _children_lock:
+    _stopping.set()
+    for proc in _children:
+      proc.terminate()
+
+
+def _why(returncode: int, log: str | None) -> str:
+  """'exit 3' or 'killed by SIGKILL', plus the log's last `error:` line (else its last line)."""
+  why = (f"killed by {signal.Signals(-returncode).name}" if returncode < 0
+         else f"exit {returncode}")
+  try:
+    with open(log, "rb") as f:
+      f.seek(max(0, os.path.getsize(log) - 65536))
+      lines = [x.strip() for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
+  except (OSError, TypeError):  # No log (the terminal has the output), or it is gone.
+    return why
+  errors = [x for x in lines if x.startswith("error:")]
+  last = (errors or lines or [""])[-1]
+  return f"{why}; its output: {log}" + (f", ending: {last}" if last else "")
 
 
 def run_section(section: str, workdir: str, executor: str = "local",
                 ray_address: str | None = None, log: str | None = None) -> float:
   """Runs (or reuses) the section's experiment; returns the wall time in seconds. Its output
-  goes to the terminal, or to the file `log` when sections run at once; SectionFailed when
-  the process fails."""
+  goes to the terminal, or is appended to the file `log` (after a line naming the command)
+  when sections run at once; SectionFailed when the process fails or cannot start."""
   cmd = [sys.executable, "-m", "research.main", f"--config=configs/{SECTIONS[section]}",
          f"--workdir={workdir}", f"--config.experiment.executor={executor}"]
   if ray_address:
     cmd.append(f"--ray_address={ray_address}")
   t0 = time.time()
-  if log is None:
-    result = subprocess.run(cmd, cwd=REPO, check=False)
-  else:
-    with open(log, "w", encoding="utf-8") as out:
-      result = subprocess.run(cmd, cwd=REPO, check=False, stdout=out, stderr=subprocess.STDOUT)
-  if result.returncode:
-    tail = ""
-    if log is not None:
-      with open(log, encoding="utf-8", errors="replace") as f:
-        lines = [x for x in f.read().splitlines() if x.strip()]
-      tail = f" (its output: {log}" + (f"; last line: {lines[-1].strip()}" if lines else "") + ")"
-    raise SectionFailed(f"{' '.join(cmd[1:])} exited with {result.returncode}{tail}")
+  try:
+    if log is None:
+      returncode = _spawn(cmd, None)
+    else:
+      with open(log, "a", encoding="utf-8") as out:
+        out.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+        out.flush()
+        returncode = _spawn(cmd, out)
+  except OSError as e:
+    raise SectionFailed(f"{section} could not start ({e.strerror}: {e.filename or cmd[0]})")
+  if returncode:
+    raise SectionFailed(f"{section} failed ({_why(returncode, log)}): {shlex.join(cmd)}")
   return time.time() - t0
 
 
 def run_sections(sections: list[str], root: str, jobs: int, executor: str,
                  ray_address: str | None) -> dict[str, float]:
-  """Runs the sections, `jobs` at a time, printing each one's wall time as it finishes;
-  section -> seconds. After a failure no further section starts, the running ones finish
-  (their cells are kept either way), then SectionFailed."""
-  if jobs == 1:
-    seconds = {}
-    for section in sections:
-      seconds[section] = run_section(section, os.path.join(root, section), executor,
-                                     ray_address)
-      print(f"{section}: {seconds[section]:.0f} s", flush=True)
-    return seconds
-  os.makedirs(root, exist_ok=True)
-  # Longest first, so that no long section starts last and runs alone (order only: each
-  # section's results do not depend on what runs beside it).
-  order = sorted(sections, key=lambda s: s not in LONG)
-  failed, seconds, lock = [], {}, threading.Lock()
+  """Runs the sections, `jobs` at a time, printing each one's wall time (or failure) as it
+  finishes; section -> seconds. After a failure no further section starts and the running
+  ones finish (their cells are kept either way); then SectionFailed naming every failed
+  section and every one not started."""
+  seconds, failed, lock = {}, [], threading.Lock()
 
-  def one(section):
-    if failed:
+  def one(section, log=None):
+    if failed or _stopping.is_set():
       return
     try:
-      t = run_section(section, os.path.join(root, section), executor, ray_address,
-                      log=os.path.join(root, f"{section}.log"))
+      t = run_section(section, os.path.join(root, section), executor, ray_address, log)
     except SectionFailed as e:
-      failed.append(e)
+      with lock:
+        failed.append((section, e))
+        print(f"{section}: failed", flush=True)
       return
     with lock:
       seconds[section] = t
       print(f"{section}: {t:.0f} s", flush=True)
 
-  with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-    list(pool.map(one, order))
+  if jobs == 1:
+    for section in sections:
+      one(section)
+  else:
+    try:
+      os.makedirs(root, exist_ok=True)
+    except OSError as e:
+      raise SectionFailed(f"--workdir={root} cannot be created ({e.strerror})") from e
+    # Longest first, so that no long section starts last and runs alone (order only: each
+    # section's results do not depend on what runs beside it).
+    order = sorted(sections, key=lambda s: s not in LONG)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    try:
+      for future in [pool.submit(one, s, os.path.join(root, f"{s}.log")) for s in order]:
+        future.result()
+    except BaseException:  # Interrupted: stop the running sections before waiting for them.
+      _stop_children()
+      raise
+    finally:
+      pool.shutdown(wait=True, cancel_futures=True)
   if failed:
-    raise failed[0]
+    left = [s for s in sections if s not in seconds and s not in dict(failed)]
+    raise SectionFailed("; ".join(str(e) for _, e in failed) + (
+        f"; not started: {', '.join(left)}" if left else ""))
   return {s: seconds[s] for s in sections}
+
+
+def _interrupted(signum, frame):
+  del frame
+  raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv=None) -> int:
@@ -222,8 +288,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.jobs < 1:
     return _fail(f"--jobs={args.jobs}: give 1 or more sections to run at once")
-  if args.jobs > 1 and args.executor == "ray" and not (args.ray_address or
-                                                       os.environ.get("RAY_ADDRESS")):
+  if args.jobs > 1 and args.executor == "ray" and (
+      args.ray_address or os.environ.get("RAY_ADDRESS") or "local") == "local":
     return _fail(f"--jobs={args.jobs} with --executor=ray needs one cluster for every section: "
                  "start it (ray start --head --num-cpus=N) and pass --ray_address=HOST:PORT, "
                  "else each section would start a cluster of its own")
@@ -252,12 +318,20 @@ def main(argv=None) -> int:
                      "needs a regeneration first: run the same command without --check")
   else:
     t0 = time.time()
+    _stopping.clear()
+    previous = signal.signal(signal.SIGTERM, _interrupted)
     try:
       seconds = run_sections(sections, args.workdir, args.jobs, args.executor,
                              args.ray_address)
     except SectionFailed as e:
-      return _fail(f"{e}; the finished sections and cells are kept in {args.workdir}: fix "
+      return _fail(f"{e}. The finished sections and cells are kept in {args.workdir}: fix "
                    "the cause and rerun the same command (they are reused)", 1)
+    except KeyboardInterrupt:
+      _stop_children()
+      return _fail(f"interrupted; the finished sections and cells are kept in {args.workdir}: "
+                   "rerun the same command to go on (they are reused)", 130)
+    finally:
+      signal.signal(signal.SIGTERM, previous)
     wall = time.time() - t0
   stale, problems = [], {}
   for section in sections:

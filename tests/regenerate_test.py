@@ -4,7 +4,8 @@ sections' results and says how to finish; --check on a fresh clone says it needs
 regeneration first."""
 import os
 import shutil
-import subprocess
+import signal
+import sys
 import threading
 
 import pytest
@@ -83,89 +84,124 @@ def test_check_on_a_fresh_clone_says_it_needs_a_regeneration_first(regen, tmp_pa
   assert "--check needs a regeneration first" in _one_line(capsys)
 
 
-def test_executor_and_ray_address_reach_every_sections_command(regen, tmp_path, monkeypatch):
-  commands = []
+def _fake_spawn(ready=None, fail=None):
+  """A stand-in for a section's process: writes its results.md (after waiting, with `ready`,
+  a threading.Barrier, until that many run at once), or with `fail` a (config, exit code,
+  line): that section writes the line and exits with the code, once the others started."""
+  started = threading.Event()
 
-  def run(cmd, cwd, check):
-    del cwd, check
-    commands.append(cmd)
-    workdir = next(a for a in cmd if a.startswith("--workdir=")).split("=", 1)[1]
-    os.makedirs(workdir)
-    with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
-      f.write("# t\n\nnew tables\n")
-    return regen.subprocess.CompletedProcess(cmd, 0)
-
-  monkeypatch.setattr(regen, "run_section", regen.shipped_run_section)
-  monkeypatch.setattr(regen.subprocess, "run", run)
-  assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask,sparsity",
-                     "--executor=ray", "--ray_address=10.0.0.1:6379"]) == 0
-  assert len(commands) == 2
-  for cmd in commands:
-    assert "--config.experiment.executor=ray" in cmd and "--ray_address=10.0.0.1:6379" in cmd
-
-
-def _fake_run(ready=None):
-  """A subprocess.run that writes the section's results.md, after waiting (with `ready`, a
-  threading.Barrier) until that many sections run at once."""
-
-  def run(cmd, cwd, check, **kwargs):
-    del cwd, check
+  def spawn(cmd, out):
+    if fail and f"--config=configs/{fail[0]}" in cmd:
+      started.wait(timeout=processes.GUARD_S)
+      out.write(fail[2] + "\n")
+      return fail[1]
+    started.set()
     if ready is not None:
       ready.wait()
     workdir = next(a for a in cmd if a.startswith("--workdir=")).split("=", 1)[1]
     os.makedirs(workdir)
     with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
       f.write("# t\n\nnew tables\n")
-    if "stdout" in kwargs:
-      kwargs["stdout"].write("a section's output\n")
-    return subprocess.CompletedProcess(cmd, 0)
+    if out is not None:
+      out.write("a section's output\n")
+    return 0
 
-  return run
+  spawn.commands = []
+  return lambda cmd, out: spawn.commands.append(cmd) or spawn(cmd, out), spawn.commands
 
 
-def test_jobs_runs_sections_at_once_and_writes_each_ones_output_to_its_log(regen, tmp_path,
-                                                                          monkeypatch, capsys):
-  # Each fake section waits until two run together: with one at a time, the barrier breaks.
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_executor_and_ray_address_reach_every_sections_command(regen, tmp_path, monkeypatch,
+                                                               jobs):
+  spawn, commands = _fake_spawn()
   monkeypatch.setattr(regen, "run_section", regen.shipped_run_section)
-  monkeypatch.setattr(regen.subprocess, "run",
-                      _fake_run(threading.Barrier(2, timeout=processes.GUARD_S)))
+  monkeypatch.setattr(regen, "_spawn", spawn)
+  assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask,sparsity",
+                     "--executor=ray", "--ray_address=10.0.0.1:6379", f"--jobs={jobs}"]) == 0
+  assert len(commands) == 2
+  for cmd in commands:
+    assert "--config.experiment.executor=ray" in cmd and "--ray_address=10.0.0.1:6379" in cmd
+
+
+def test_jobs_runs_sections_at_once_and_appends_each_ones_output_to_its_log(regen, tmp_path,
+                                                                           monkeypatch, capsys):
+  # Each fake section waits until two run together: one at a time, the barrier breaks (the
+  # timeout only bounds a broken --jobs; two threads reach it at once on any machine).
+  spawn, _ = _fake_spawn(ready=threading.Barrier(2, timeout=300))
+  monkeypatch.setattr(regen, "run_section", regen.shipped_run_section)
+  monkeypatch.setattr(regen, "_spawn", spawn)
   work = tmp_path / "w"
+  work.mkdir()
+  (work / "sparsity.log").write_text("an earlier run's output\n")
   assert regen.main(["--workdir", str(work), "--sections=multitask,sparsity", "--jobs=2"]) == 0
   out = capsys.readouterr().out
   assert "multitask: " in out and "sparsity: " in out and "2 at once" in out
+  log = (work / "sparsity.log").read_text().splitlines()
+  assert log[0] == "an earlier run's output" and "exp_sparse_representations.py" in log[1]
+  assert log[2] == "a section's output"
   for section in ("multitask", "sparsity"):
-    assert (work / f"{section}.log").read_text() == "a section's output\n"
     assert "new tables" in regen.block(section).search(open(regen.DOC).read()).group(2)
 
 
-def test_a_failed_section_among_jobs_is_one_line_and_keeps_the_others(regen, tmp_path,
-                                                                     monkeypatch, capsys):
-  good = _fake_run()
-
-  def run(cmd, cwd, check, **kwargs):
-    if "--config=configs/exp_sparse_representations.py" in cmd:
-      kwargs["stdout"].write("error: the disk is full; free space and rerun\n")
-      return subprocess.CompletedProcess(cmd, 3)
-    return good(cmd, cwd, check, **kwargs)
-
+def test_failed_sections_among_jobs_are_one_line_naming_each_and_keep_the_others(
+    regen, tmp_path, monkeypatch, capsys):
+  spawn, _ = _fake_spawn(fail=("exp_sparse_representations.py", 3,
+                               "error: the disk is full; free space and rerun"))
   monkeypatch.setattr(regen, "run_section", regen.shipped_run_section)
-  monkeypatch.setattr(regen.subprocess, "run", run)
+  monkeypatch.setattr(regen, "_spawn", spawn)
   before = open(regen.DOC).read()
   work = tmp_path / "w"
+  # With 2 at once: sparsity fails once multitask has started, which still finishes.
   assert regen.main(["--workdir", str(work), "--sections=sparsity,multitask", "--jobs=2"]) == 1
   line = _one_line(capsys)
-  assert "exited with 3" in line and "sparsity.log" in line and "the disk is full" in line
-  assert "rerun the same command" in line
+  assert "sparsity failed (exit 3; its output:" in line and "sparsity.log" in line
+  assert "ending: error: the disk is full" in line and "rerun the same command" in line
   assert (work / "multitask" / "results.md").exists() and open(regen.DOC).read() == before
+
+
+def test_a_killed_section_is_named_with_its_signal_and_the_rest_do_not_start(
+    regen, tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(regen, "run_section", regen.shipped_run_section)
+  monkeypatch.setattr(regen, "_spawn", lambda cmd, out: -9)
+  assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask,sparsity"]) == 1
+  line = _one_line(capsys)
+  assert "multitask failed (killed by SIGKILL)" in line and "not started: sparsity" in line
+
+
+def test_interrupting_a_regeneration_stops_its_sections_and_says_how_to_go_on(
+    regen, tmp_path, monkeypatch, capsys):
+  # Real processes: two sections that wait until they are stopped; then SIGTERM arrives.
+  monkeypatch.setattr(regen, "run_section", regen.shipped_run_section)
+  spawned, real = [], regen._spawn
+
+  def spawn(cmd, out):
+    spawned.append(cmd)
+    if len(spawned) == 2:
+      threading.Thread(target=lambda: _signal_once_both_run(regen)).start()
+    return real([sys.executable, "-c", "import time; time.sleep(3600)"], out)
+
+  monkeypatch.setattr(regen, "_spawn", spawn)
+  work = tmp_path / "w"
+  assert regen.main(["--workdir", str(work), "--sections=multitask,sparsity,curvature",
+                     "--jobs=2"]) == 130
+  assert "interrupted; the finished sections and cells are kept" in _one_line(capsys)
+  assert len(spawned) == 2 and not regen._children  # curvature never started
+
+
+def _signal_once_both_run(regen):
+  while len(regen._children) < 2:
+    threading.Event().wait(0.05)
+  os.kill(os.getpid(), signal.SIGTERM)
 
 
 def test_jobs_on_ray_without_one_cluster_and_a_missing_block_are_refused_before_any_section(
     regen, tmp_path, monkeypatch, capsys):
   monkeypatch.delenv("RAY_ADDRESS", raising=False)
   work = str(tmp_path / "w")
-  assert regen.main(["--workdir", work, "--sections=multitask", "--jobs=2",
-                     "--executor=ray"]) == 2
-  assert "needs one cluster for every section" in _one_line(capsys)
+  for address in ([], ["--ray_address=local"]):
+    assert regen.main(["--workdir", work, "--sections=multitask", "--jobs=2",
+                       "--executor=ray", *address]) == 2
+    assert "needs one cluster for every section" in _one_line(capsys)
   assert regen.main(["--workdir", work, "--jobs=0"]) == 2
   assert "--jobs=0" in _one_line(capsys)
   doc = open(regen.DOC).read()
