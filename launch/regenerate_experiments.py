@@ -178,11 +178,13 @@ def _why(returncode: int, log: str | None) -> str:
   """'exit 3' or 'killed by SIGKILL', plus the log's last `error:` line (else its last line)."""
   why = (f"killed by {signal.Signals(-returncode).name}" if returncode < 0
          else f"exit {returncode}")
+  if log is None:  # The terminal has the output.
+    return why
   try:
     with open(log, "rb") as f:
       f.seek(max(0, os.path.getsize(log) - 65536))
       lines = [x.strip() for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
-  except (OSError, TypeError):  # No log (the terminal has the output), or it is gone.
+  except OSError:  # The log is gone: the exit code is all there is.
     return why
   errors = [x for x in lines if x.startswith("error:")]
   last = (errors or lines or [""])[-1]

@@ -88,9 +88,10 @@ def _fake_spawn(ready=None, fail=None):
   """A stand-in for a section's process: writes its results.md (after waiting, with `ready`,
   a threading.Barrier, until that many run at once), or with `fail` a (config, exit code,
   line): that section writes the line and exits with the code, once the others started."""
-  started = threading.Event()
+  started, commands = threading.Event(), []
 
   def spawn(cmd, out):
+    commands.append(cmd)
     if fail and f"--config=configs/{fail[0]}" in cmd:
       started.wait(timeout=processes.GUARD_S)
       out.write(fail[2] + "\n")
@@ -106,8 +107,7 @@ def _fake_spawn(ready=None, fail=None):
       out.write("a section's output\n")
     return 0
 
-  spawn.commands = []
-  return lambda cmd, out: spawn.commands.append(cmd) or spawn(cmd, out), spawn.commands
+  return spawn, commands
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
