@@ -47,30 +47,42 @@ LOCK_FILE = ".lock"
 # the fsspec package etils.epath needs for the run's other files there.
 SCHEMES = {"gs": "gcsfs", "s3": "s3fs"}
 _ONE_SLASH = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")  # gs:/x, s3:/x
+_NO_SLASH = re.compile(r"^(gs|s3|file):(?!/)", re.IGNORECASE)  # gs:bucket/x
 _HELD: dict[str, tuple[int, int]] = {}  # local lock path -> (fd, depth): claims nest
 
 
-def as_path(workdir) -> epath.Path:
-  """The workdir as an epath.Path; local paths are made absolute (orbax requires it)."""
+def as_path(workdir, flag: str = "--workdir") -> epath.Path:
+  """`workdir` as an epath.Path; local paths are made absolute (orbax requires it).
+
+  Raises errors.WorkdirError naming `flag` for a URL with one slash (gs:/x), a scheme etils
+  cannot open or whose package is missing, and a local path with a component ending in ':'.
+  """
   text = os.fspath(workdir)
   if not text:
-    raise errors.WorkdirError("--workdir is empty; pass a directory, e.g. --workdir=runs/try1")
+    raise errors.WorkdirError(f"{flag} is empty; pass a directory, e.g. {flag}=runs/try1")
   if not is_remote(text):
-    url = _ONE_SLASH.match(text)
+    url = _ONE_SLASH.match(text) or _NO_SLASH.match(text)
     if url:  # "gs:/bucket/x" is a typo for gs://bucket/x, not a local "gs:" directory.
-      raise errors.WorkdirError(
-          f"--workdir={text} looks like a {url.group(1)}:// URL with one slash; write "
-          f"{url.group(1)}://{text[url.end():]} (or ./{text} for a local directory)")
+      scheme, rest = url.group(1), text[url.end():]
+      fix = (f"write {os.path.abspath('/' + rest)} for a local path" if scheme.lower() == "file"
+             else f"write {scheme}://{rest or 'BUCKET/DIR'}")
+      raise errors.WorkdirError(f"{flag}={text} looks like a {scheme}:// URL missing a slash; "
+                                f"{fix}")
+    colon = next((c for c in text.split(os.sep) if c.endswith(":")), None)
+    if colon:  # The checkpoint writer (tensorstore) reads "gs:" in a path as a URL scheme.
+      raise errors.WorkdirError(f"{flag}={text}: the folder name {colon!r} ends in ':', which "
+                                "the checkpoint writer reads as a URL scheme; rename it "
+                                f"(e.g. {colon[:-1]}_)")
     return epath.Path(os.path.abspath(text))
   scheme = text.split("://", 1)[0]
   try:
     path = epath.Path(text)
   except KeyError:  # etils.epath knows no such scheme.
-    raise errors.WorkdirError(f"--workdir={text}: {scheme}:// is not supported; use a local "
+    raise errors.WorkdirError(f"{flag}={text}: {scheme}:// is not supported; use a local "
                               f"path or one of {_supported()}") from None
   if scheme in SCHEMES and not _can_open(scheme):
     raise errors.WorkdirError(
-        f"--workdir={text} needs the {SCHEMES[scheme]} package to write to {scheme}://; "
+        f"{flag}={text} needs the {SCHEMES[scheme]} package to reach {scheme}://; "
         f"pip install {SCHEMES[scheme]}, or use a local path")
   return path
 

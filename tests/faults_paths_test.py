@@ -6,6 +6,7 @@ and every earlier record intact, or with the promised file operations observed.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -186,7 +187,7 @@ def test_an_object_store_without_its_package_is_one_line_naming_it(monkeypatch, 
                                                                    package):
   _absent(monkeypatch, package, "tensorflow")
   with pytest.raises(errors.WorkdirError,
-                     match=f"needs the {package} package to write to {scheme}://; pip install "
+                     match=f"needs the {package} package to reach {scheme}://; pip install "
                            f"{package}"):
     train.train_and_evaluate(_tiny(), f"{scheme}://bucket/run")
   # With the package, the path is accepted (nothing is opened yet).
@@ -240,9 +241,26 @@ def test_a_url_with_one_slash_is_refused_before_anything_is_created(tmp_path, wo
                           capture_output=True, text=True, timeout=_GUARD_S)
   assert result.returncode == 2, result.stderr[-3000:]
   scheme = workdir.split(":")[0]
-  assert f"{scheme}:// URL with one slash; write {scheme}://bucket/run" in _one_error_line(
+  assert f"{scheme}:// URL missing a slash; write {scheme}://bucket/run" in _one_error_line(
       result.stderr)
   assert os.listdir(tmp_path) == []  # No ./gs:/bucket/run left behind.
+
+
+@pytest.mark.parametrize("text, says", [
+    ("gs:bucket/run", "looks like a gs:// URL missing a slash; write gs://bucket/run"),
+    ("S3:/bucket/run", "looks like a S3:// URL missing a slash; write S3://bucket/run"),
+    ("file:/tmp/run", "looks like a file:// URL missing a slash; write /tmp/run for a local"),
+    ("./gs:/bucket/run", "the folder name 'gs:' ends in ':'"),
+    ("runs/s3:", "the folder name 's3:' ends in ':'"),
+    ("gs:", "looks like a gs:// URL"),
+])
+def test_a_path_the_checkpoint_writer_would_read_as_a_url_is_refused(tmp_path, text, says):
+  # "./gs:/x" trained and then failed at its first checkpoint (tensorstore read "gs:/" as a
+  # URL); every such path is refused before anything is created, naming the flag.
+  with pytest.raises(errors.WorkdirError, match=re.escape(says)) as e:
+    workdir_lib.as_path(text, flag="--config.data.data_dir")
+  assert str(e.value).startswith(f"--config.data.data_dir={text}")
+  assert "\n" not in str(e.value)
 
 
 def test_the_path_probe_leaves_nothing_and_accepts_a_short_workdir(tmp_path):
