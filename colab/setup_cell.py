@@ -40,6 +40,7 @@ REPO_URL = ""  #@param {type:"string"}
 import glob
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -71,27 +72,35 @@ class NotTheProject(Exception):
 
 def unpack(archive):
   """The project's root after extracting `archive` (a .tar.gz or .zip) into research-source/;
-  NotTheProject when it is none."""
+  NotTheProject when it is none. Extracted beside it first and renamed when whole, so a
+  truncated archive never leaves a partial copy that a rerun would take for the project."""
   if archive.endswith(".whl"):
     raise NotTheProject(f"{archive} is a wheel, which holds only the research package, and "
                         "the notebooks also need configs/")
   dest = os.path.abspath("research-source")
+  partial = dest + ".partial"
+  shutil.rmtree(partial, ignore_errors=True)
   try:
     if archive.endswith(".zip"):
       with zipfile.ZipFile(archive) as z:
-        z.extractall(dest)
+        z.extractall(partial)
     else:
       with tarfile.open(archive) as t:
         # filter="data" refuses links and paths out of dest (Python 3.12, 3.11.4+).
         safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        t.extractall(dest, **safe)
-  except (OSError, tarfile.TarError, zipfile.BadZipFile) as e:
+        t.extractall(partial, **safe)
+  except Exception as e:  # pylint: disable=broad-except
+    # Any failure mid-archive (EOFError, zlib.error, a bad CRC...) means not a usable copy.
+    shutil.rmtree(partial, ignore_errors=True)
     reason = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise NotTheProject(f"{archive} cannot be extracted ({reason})") from None
-  found = [d for d in [dest] + sorted(glob.glob(os.path.join(dest, "*"))) if is_project(d)]
+  found = [d for d in [partial] + sorted(glob.glob(os.path.join(partial, "*"))) if is_project(d)]
   if not found:
+    shutil.rmtree(partial, ignore_errors=True)
     raise NotTheProject(f"{archive} holds no copy of the project ({', '.join(PARTS)})")
-  return found[0]
+  shutil.rmtree(dest, ignore_errors=True)  # This cell's own folder, holding no project.
+  os.replace(partial, dest)
+  return dest + found[0][len(partial):]
 
 
 def archives_here():

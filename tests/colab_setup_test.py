@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -408,6 +409,47 @@ def test_outside_colab_a_bad_archive_is_moved_aside_in_one_line(machine):
   with pytest.raises(SystemExit) as excinfo:  # The rerun names every way, not the file.
     machine.run_cell()
   assert _one_line(excinfo).startswith("no copy of the project was found")
+
+
+def _damaged_archive(path, top):
+  """A copy of the project whose archive breaks after the cell's four names are extracted: a
+  truncated .tar.gz (gzip's EOFError) or a .zip whose last member fails its CRC."""
+  with tempfile.TemporaryDirectory() as tmp:
+    make_project(os.path.join(tmp, top))
+    big = os.path.join(tmp, top, "research", "zz_last.bin")
+    with open(big, "wb") as f:
+      f.write(random.Random(0).randbytes(1 << 16))  # incompressible, so it is cut
+    if path.endswith(".zip"):
+      with zipfile.ZipFile(path, "w") as z:
+        for d, _, files in sorted(os.walk(tmp)):
+          for name in sorted(files):
+            z.write(os.path.join(d, name), os.path.relpath(os.path.join(d, name), tmp))
+      data = bytearray(open(path, "rb").read())
+      data[data.index(b"zz_last.bin") + 2000] ^= 0xFF  # inside the last member's data
+      open(path, "wb").write(bytes(data))
+    else:
+      with tarfile.open(path, "w:gz") as t:
+        t.add(os.path.join(tmp, top), top)
+      data = open(path, "rb").read()
+      open(path, "wb").write(data[:int(len(data) * 0.7)])
+
+
+@pytest.mark.parametrize("name", ["research-0.1.0.tar.gz", "research-main.zip"])
+def test_an_archive_that_breaks_midway_leaves_no_partial_copy(machine, name):
+  # The four names came out before the error, so a rerun used to take the partial copy.
+  _damaged_archive(str(machine.content / name), "research-main")
+  with pytest.raises(SystemExit) as excinfo:
+    machine.run_cell()
+  assert f"{name} cannot be extracted" in _one_line(excinfo)
+  assert sorted(os.listdir(machine.content)) == [f"{name}.not-the-project"]
+  with pytest.raises(SystemExit) as excinfo:  # The rerun installs nothing from a partial copy.
+    machine.run_cell()
+  assert _one_line(excinfo).startswith("no copy of the project was found")
+  assert not machine.calls
+  machine.in_colab()  # In Colab: a good upload after it is unpacked and installed.
+  machine.upload = ("research-main.zip", lambda n: make_archive(n, "research-main"))
+  machine.run_cell()
+  _pip_install(machine, str(machine.content / "research-source" / "research-main"))
 
 
 def test_outside_colab_with_nothing_to_install_from_it_names_every_way(machine):
