@@ -75,10 +75,25 @@ def block(section: str) -> re.Pattern:
                     re.DOTALL)
 
 
+class Unreadable(Exception):
+  """A section's results file that cannot be read (the message names it and the fix)."""
+
+
+def _read(path: str, parse=None):
+  """path's text (or parse(file)); Unreadable, one line, for a directory, an unreadable file,
+  bytes that are not UTF-8 or (with parse) a parse error."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return parse(f) if parse else f.read()
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+    raise Unreadable(f"{path} cannot be read ({why}); remove it and rerun without --check: "
+                     "the section writes it again from its stored cells") from None
+
+
 def results_block(workdir: str) -> str:
   """results.md without its title: the notes, the protocol note and the tables."""
-  with open(os.path.join(workdir, "results.md"), encoding="utf-8") as f:
-    lines = f.read().splitlines()
+  lines = _read(os.path.join(workdir, "results.md")).splitlines()
   if lines and lines[0].startswith("# "):
     lines = lines[1:]
   return "\n".join(lines).strip() + "\n"
@@ -90,8 +105,7 @@ def results_blocks(workdir: str) -> list[dict]:
   path = os.path.join(workdir, "results.json")
   if not os.path.exists(path):  # A section that writes results.md alone counts nothing.
     return []
-  with open(path, encoding="utf-8") as f:
-    return stats.blocks_in(json.load(f))
+  return stats.blocks_in(_read(path, json.load))
 
 
 def comparisons_line(workdirs) -> str:
@@ -335,15 +349,13 @@ def main(argv=None) -> int:
     finally:
       signal.signal(signal.SIGTERM, previous)
     wall = time.time() - t0
-  stale, problems = [], {}
-  for section in sections:
-    workdir = os.path.join(args.workdir, section)
-    new = splice(doc, section, results_block(workdir))
-    if args.check:
-      problems[section] = differences(doc, section, results_block(workdir))
-    if new != doc:
-      stale.append(section)
-    doc = new
+  try:
+    doc, stale, problems = _splice_all(doc, sections, args.workdir, args.check)
+    workdirs = [os.path.join(args.workdir, s) for s in sections]
+    line = "" if args.check else comparisons_line(workdirs)
+    edges = "" if args.check else edges_text(workdirs)
+  except Unreadable as e:
+    return _fail(str(e))
   if args.check:
     bad = [s for s in sections if problems[s]]
     for section in bad:
@@ -356,25 +368,40 @@ def main(argv=None) -> int:
     print("docs/experiments.md matches the results" + (
         f" (within the tolerance in: {', '.join(moved)})" if moved else ""))
     return 0
-  line = comparisons_line([os.path.join(args.workdir, s) for s in sections])
   print(line.strip())
   if set(sections) == set(SECTIONS) and COUNT.search(doc):
     doc = COUNT.sub(lambda m: m.group(1) + line + m.group(3), doc, count=1)
-    edges = edges_text([os.path.join(args.workdir, s) for s in sections])
     doc = EDGES.sub(lambda m: m.group(1) + edges + m.group(3), doc, count=1)
   try:
     with open(DOC, "r+", encoding="utf-8") as f:  # Checked writable before the sections ran.
       f.write(doc)
       f.truncate()
   except OSError as e:
+    fix = ("restore it (git checkout -- docs/experiments.md)" if isinstance(
+        e, IsADirectoryError) else "make the doc writable")
     return _fail(f"{DOC} cannot be written ({e.strerror}); the sections' results are kept in "
-                 f"{args.workdir}: make the doc writable and rerun the same command (finished "
-                 "sections are reused)", 4)
+                 f"{args.workdir}: {fix} and rerun the same command (finished sections are "
+                 "reused)", 4)
   at_once = f", {args.jobs} at once, {sum(seconds.values()):.0f} s of section time" if (
       args.jobs > 1) else ""
   print(f"total: {wall:.0f} s for {len(sections)} section(s){at_once}; updated: "
         f"{', '.join(stale) or 'nothing'}")
   return 0
+
+
+def _splice_all(doc: str, sections, root: str, check: bool):
+  """(doc with every section's block replaced, the sections whose block changed, and with
+  check each section's differences beyond reproduction); Unreadable for a damaged file."""
+  stale, problems = [], {}
+  for section in sections:
+    text = results_block(os.path.join(root, section))
+    new = splice(doc, section, text)
+    if check:
+      problems[section] = differences(doc, section, text)
+    if new != doc:
+      stale.append(section)
+    doc = new
+  return doc, stale, problems
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -391,6 +418,10 @@ def _read_doc(check: bool):
   except FileNotFoundError:
     return _fail(f"{DOC} is missing; restore it (git checkout -- docs/experiments.md): its "
                  "<!-- results:<section> --> markers say where each section's tables go")
+  except (IsADirectoryError, UnicodeDecodeError) as e:
+    why = "a directory" if isinstance(e, IsADirectoryError) else "not UTF-8 text"
+    return _fail(f"{DOC} is {why}; restore it (git checkout -- docs/experiments.md) and "
+                 "rerun: no section was run")
   except OSError as e:
     how, able, mode = ("read", "readable", "r") if check else ("written", "writable", "rw")
     return _fail(f"{DOC} cannot be {how} ({e.strerror}); make it {able} "

@@ -48,7 +48,15 @@ def test_a_doc_that_cannot_be_written_is_refused_before_any_section(regen, tmp_p
   os.mkdir(regen.DOC)  # Not writable as a file for any user, root included.
   assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask"]) == 2
   line = _one_line(capsys)
-  assert "cannot be written" in line and "no section was run" in line
+  assert "is a directory; restore it (git checkout" in line and "no section was run" in line
+  assert "chmod" not in line  # No mode makes a directory a file.
+  with open(tmp_path / "latin1.md", "wb") as f:
+    f.write(b"caf\xe9\n")
+  os.rmdir(regen.DOC)
+  os.replace(tmp_path / "latin1.md", regen.DOC)
+  for check in ([], ["--check"]):
+    assert regen.main(["--workdir", str(tmp_path / "w"), "--sections=multitask", *check]) == 2
+    assert "is not UTF-8 text; restore it" in _one_line(capsys)
 
 
 def test_a_read_only_doc_is_refused_before_any_section(regen, tmp_path, capsys):
@@ -74,7 +82,40 @@ def test_a_doc_that_fails_at_the_end_keeps_the_results_and_says_how_to_finish(
   err = capsys.readouterr().err
   line = [x for x in err.splitlines() if x.startswith("error:")]
   assert len(line) == 1 and "rerun the same command" in line[0] and "Traceback" not in err
+  assert "restore it (git checkout" in line[0]
   assert (tmp_path / "w" / "multitask" / "results.md").exists()
+
+
+@pytest.mark.parametrize("damage", ["a directory", "not UTF-8", "results.json not JSON"])
+@pytest.mark.parametrize("check", [True, False])
+def test_a_damaged_results_file_is_one_line_naming_it(regen, tmp_path, monkeypatch, capsys,
+                                                      damage, check):
+  workdir = tmp_path / "w" / "multitask"
+
+  def run_section(section, out, *_):
+    os.makedirs(out, exist_ok=True)
+    if damage == "a directory":
+      os.makedirs(os.path.join(out, "results.md"))
+    else:
+      with open(os.path.join(out, "results.md"), "wb") as f:
+        f.write(b"# t\n\ntables\n" if damage.startswith("results.json") else b"caf\xe9\n")
+      with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        f.write("{not json")
+    return 1.0
+
+  if check:
+    run_section("multitask", str(workdir))
+  else:
+    monkeypatch.setattr(regen, "run_section", run_section)
+  before = open(regen.DOC, encoding="utf-8").read()
+  args = ["--workdir", str(tmp_path / "w"), "--sections=multitask"]
+  if check and damage.startswith("results.json"):
+    pytest.skip("--check reads only results.md")
+  assert regen.main(args + ["--check"] * check) == 2
+  line = _one_line(capsys)
+  name = "results.json" if damage.startswith("results.json") else "results.md"
+  assert f"{workdir / name} cannot be read" in line and "rerun without --check" in line
+  assert open(regen.DOC, encoding="utf-8").read() == before  # the doc untouched
 
 
 def test_check_on_a_fresh_clone_says_it_needs_a_regeneration_first(regen, tmp_path, capsys):
