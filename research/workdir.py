@@ -51,11 +51,12 @@ _NO_SLASH = re.compile(r"^(gs|s3|file):(?!/)", re.IGNORECASE)  # gs:bucket/x
 _HELD: dict[str, tuple[int, int]] = {}  # local lock path -> (fd, depth): claims nest
 
 
-def as_path(workdir, flag: str = "--workdir") -> epath.Path:
+def as_path(workdir, flag: str = "--workdir", checkpoints: bool = True) -> epath.Path:
   """`workdir` as an epath.Path; local paths are made absolute (orbax requires it).
 
-  Raises errors.WorkdirError naming `flag` for a URL with one slash (gs:/x), a scheme etils
-  cannot open or whose package is missing, and a local path with a component ending in ':'.
+  Raises errors.WorkdirError naming `flag` for a URL missing a slash (gs:/x, gs:x), a scheme
+  etils cannot open or whose package is missing, and, where checkpoints are written there, a
+  local path with a component ending in ':'.
   """
   text = os.fspath(workdir)
   if not text:
@@ -69,7 +70,7 @@ def as_path(workdir, flag: str = "--workdir") -> epath.Path:
       raise errors.WorkdirError(f"{flag}={text} looks like a {scheme}:// URL missing a slash; "
                                 f"{fix}")
     colon = next((c for c in text.split(os.sep) if c.endswith(":")), None)
-    if colon:  # The checkpoint writer (tensorstore) reads "gs:" in a path as a URL scheme.
+    if colon and checkpoints:  # tensorstore reads ".../gs:/x" as a URL and fails mid-run.
       raise errors.WorkdirError(f"{flag}={text}: the folder name {colon!r} ends in ':', which "
                                 "the checkpoint writer reads as a URL scheme; rename it "
                                 f"(e.g. {colon[:-1]}_)")

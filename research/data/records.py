@@ -12,10 +12,14 @@ The manifest names the classes, the encoding and shape, each split's count and c
 each shard's record count, size and CRC-32, and the train split's per-channel pixel mean,
 std and covariance (for standardizing and the PCA colour jitter).
 
-Checks: `open_split` (every load) finds every shard, with the manifest's size and record
-count; every record read is checked against its CRC-32; `verify_files` re-reads whole
-shards against their CRC-32 (launch/make_records.py --verify). Each failure is one
-errors.DataError naming the file and the fix. launch/make_records.py writes the format.
+Checks: `read_manifest` (every load) checks the manifest's whole layout (every key the
+code reads, with its type) and turns config.data.data_dir into a path (a URL that cannot be
+opened here is one errors.WorkdirError); `open_split` finds every shard, with the
+manifest's size and record count; every record read is checked against its CRC-32, and
+every label read (train examples, LazyLabels of every split) against the manifest's classes;
+`verify_files` re-reads whole shards against their CRC-32 and decodes every record, its label
+checked (launch/make_records.py --verify). Each failure is one errors.DataError naming the
+file and the fix. launch/make_records.py writes the format.
 
 config.data.name="records" loads a records directory whole into memory (pipeline "memory",
 for sets that fit); research.data.streaming reads it a batch at a time ("streaming").
@@ -26,6 +30,7 @@ import functools
 import io
 import json
 import os
+import re
 import struct
 import threading
 import zlib
@@ -36,6 +41,7 @@ from etils import epath
 
 from research import config_lib
 from research import errors
+from research import workdir as workdir_lib
 from research.data import core
 
 MANIFEST = "manifest.json"
@@ -110,18 +116,27 @@ def shard_name(split: str, i: int, count: int) -> str:
   return f"{split}-{i:05d}-of-{count:05d}.array_record"
 
 
-def read_manifest(data_dir) -> dict:
-  """The manifest of a records directory, its layout checked; DataError otherwise."""
-  path = epath.Path(data_dir) / MANIFEST
+def data_path(data_dir, flag: str = "--config.data.data_dir") -> epath.Path:
+  """The records directory as an epath.Path (local paths made absolute); errors.WorkdirError
+  naming `flag` for a URL etils cannot open here (gs:// without gcsfs, http://, gs:/x). A
+  folder named "gs:" is fine here: only checkpoint paths are read as URLs by tensorstore."""
+  return workdir_lib.as_path(data_dir, flag=flag, checkpoints=False)
+
+
+def read_manifest(data_dir, flag: str = "--config.data.data_dir") -> dict:
+  """The manifest of a records directory, its layout checked; DataError otherwise (and
+  WorkdirError naming `flag` for a directory given as a URL that cannot be opened here)."""
+  path = data_path(data_dir, flag) / MANIFEST
   fix = f"convert the data with {_CONVERT} and pass its output as config.data.data_dir"
   if not path.exists():
     raise errors.DataError(f"{path} is missing; {fix}")
   try:
     manifest = json.loads(path.read_text())
-  except (OSError, ValueError, UnicodeDecodeError) as e:
+  except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
     raise errors.DataError(f"{path} cannot be read ({type(e).__name__}: "
                            f"{str(e).splitlines()[0][:100] if str(e) else ''}); {fix}") from None
-  if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+  if (not isinstance(manifest, dict) or not _is_int(manifest.get("format"))
+      or manifest["format"] != FORMAT):
     raise errors.DataError(f"{path} is not a format-{FORMAT} records manifest; {fix}")
   for key in ("classes", "encoding", "channels", "splits"):
     if key not in manifest:
@@ -129,20 +144,120 @@ def read_manifest(data_dir) -> dict:
   if manifest["encoding"] not in ENCODINGS:
     raise errors.DataError(f"{path}: encoding {manifest['encoding']!r} is not one of "
                            f"{ENCODINGS}; {fix}")
+  _check_layout(path, manifest)
   _check_class_counts(path, manifest)
   return manifest
 
 
+_LABEL_KEY = re.compile(r"-?[0-9]+")
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+  """A finite JSON number (json reads NaN and Infinity as floats)."""
+  return _is_int(v) or isinstance(v, float) and np.isfinite(v)
+
+
+def _check_layout(path, manifest: dict) -> None:
+  """Every field the loaders and make_records.py read, with the type they read it as: a
+  manifest edited by hand or written by another tool is one DataError naming the key, never
+  a KeyError or TypeError later in the run."""
+
+  def bad(key: str, problem: str):
+    raise errors.DataError(f"{path}: {key} {problem}; the manifest is damaged or was edited: "
+                           f"rewrite the records with {_CONVERT}")
+
+  def need(container: dict, key: str, name: str, check, expected: str):
+    if key not in container:
+      bad(name, f"is missing (expected {expected})")
+    if not check(container[key]):
+      bad(name, f"is {_show(container[key])}, not {expected}")
+    return container[key]
+
+  count = lambda v: _is_int(v) and v >= 0
+  classes = need(manifest, "classes", '"classes"', lambda v: isinstance(v, list),
+                 "a list of class names")
+  if not classes:
+    raise errors.DataError(f'{path}: "classes" lists no classes (a model needs at least one); '
+                           f"restore the class list, or rewrite the records with {_CONVERT}")
+  for i, name in enumerate(classes):
+    if not isinstance(name, str):
+      bad(f'"classes"[{i}]', f"is {_show(name)}, not a class name (a string)")
+  channels = need(manifest, "channels", '"channels"', lambda v: _is_int(v) and v >= 1,
+                  "a positive integer")
+  if manifest["encoding"] == "image" and channels not in (1, 3):
+    bad('"channels"', f"is {channels}: image records decode to 1 (grayscale) or 3 (RGB)")
+  shape = manifest.get("shape")
+  if shape is not None or manifest["encoding"] == "raw":
+    if not (isinstance(shape, list) and len(shape) == 3
+            and all(_is_int(d) and d >= 1 for d in shape) and shape[-1] == channels):
+      bad('"shape"', f"is {_show(shape)}, not [height, width, {channels}] (positive integers)"
+          + (" as raw records need" if manifest["encoding"] == "raw" else ""))
+  stats = manifest.get("stats")
+  if stats is not None:
+    if not isinstance(stats, dict):
+      bad('"stats"', f"is {_show(stats)}, not an object of per-channel mean, std and cov")
+    vector = lambda v: (isinstance(v, list) and len(v) == channels
+                        and all(_is_number(a) for a in v))
+    for key in ("mean", "std"):
+      if key in stats:
+        need(stats, key, f'"stats".{key}', vector, f"a list of {channels} finite numbers")
+    if "cov" in stats:
+      need(stats, "cov", '"stats".cov', lambda v: isinstance(v, list) and len(v) == channels
+           and all(vector(row) for row in v), f"a {channels}x{channels} list of finite numbers")
+  splits = need(manifest, "splits", '"splits"', lambda v: isinstance(v, dict) and v,
+                "an object of splits (train, test, ...)")
+  for split, entry in splits.items():
+    where = f'"splits".{split}'
+    if not isinstance(entry, dict):
+      bad(where, f"is {_show(entry)}, not an object with count, files and class_counts")
+    need(entry, "count", f"{where}.count", count, "a non-negative integer")
+    files = need(entry, "files", f"{where}.files", lambda v: isinstance(v, list),
+                 "a list of shard entries")
+    for i, f in enumerate(files):
+      name = f"{where}.files[{i}]"
+      if not isinstance(f, dict):
+        bad(name, f"is {_show(f)}, not an object with path, bytes, count and crc32")
+      need(f, "path", f"{name}.path", lambda v: isinstance(v, str) and v not in ("", ".", "..")
+           and "/" not in v and "\\" not in v and "\0" not in v,
+           "the name of a shard file in the records directory")
+      need(f, "bytes", f"{name}.bytes", count, "a non-negative integer")
+      need(f, "count", f"{name}.count", count, "a non-negative integer")
+      need(f, "crc32", f"{name}.crc32", lambda v: _is_int(v) and 0 <= v < 1 << 32,
+           "a CRC-32 (an integer 0..2**32-1)")
+    class_counts = entry.get("class_counts")
+    if class_counts is None:
+      continue
+    if not isinstance(class_counts, dict):
+      bad(f"{where}.class_counts", f"is {_show(class_counts)}, not an object of label: count")
+    for label, n in class_counts.items():
+      if not _LABEL_KEY.fullmatch(label):
+        bad(f"{where}.class_counts", f"has key {_show(label)}, not a label (an integer)")
+      if not count(n):
+        bad(f"{where}.class_counts[{label!r}]", f"is {_show(n)}, not a non-negative integer")
+
+
+def _show(value) -> str:
+  """A JSON value in a message: short, one line."""
+  text = json.dumps(value) if value is not None else "null"
+  return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _check_class_counts(path, manifest: dict) -> None:
   """Every split's labels (its class_counts) name a class of the manifest's list: a model
-  sized to the list cannot learn a label past its end (the memory pipeline refuses it too)."""
-  k = len(manifest["classes"]) if isinstance(manifest["classes"], list) else 0
+  sized to the list cannot learn a label past its end (the memory pipeline refuses it too).
+  Run after _check_layout: the keys are integer strings."""
+  k = len(manifest["classes"])
   for split, entry in sorted(manifest["splits"].items()):
     labels = [int(label) for label in (entry.get("class_counts") or {})]
     outside = sorted(label for label in labels if not 0 <= label < k)
     if outside:
+      label = outside[0] if outside[0] < 0 else outside[-1]
       raise errors.DataError(
-          f"{path}: split {split!r} holds label {outside[-1]} but \"classes\" lists {k} "
+          f"{path}: split {split!r} holds label {label} but \"classes\" lists {k} "
           f"class(es) (labels 0..{k - 1}); restore the class list, or rewrite the records "
           f"with {_CONVERT}")
 
@@ -198,6 +313,11 @@ class SplitSource:
 
   def path(self, shard: int) -> epath.Path:
     return epath.Path(self.data_dir) / self.files[shard]
+
+  def where(self, i: int) -> str:
+    """Example i in a message: its shard file, record and split."""
+    shard, j = self.locate(i)
+    return f"{self.path(shard)}: record {j} (split {self.name!r}, example {i})"
 
   def __getitem__(self, i: int) -> tuple[int, bytes]:
     if not 0 <= i < len(self):
@@ -407,10 +527,12 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
 
 class LazyLabels:
   """y_N int32 of a split, read on indexing (the record's header; its payload is read too,
-  but not decoded): a streaming run never reads the whole train split up front."""
+  but not decoded): a streaming run never reads the whole train split up front. Every label
+  returned is checked against the manifest's num_classes (DataError naming the record): the
+  valid and test splits' labels reach evaluation only through here."""
 
-  def __init__(self, source: SplitSource):
-    self.source = source
+  def __init__(self, source: SplitSource, num_classes: int):
+    self.source, self.num_classes = source, int(num_classes)
     self.shape, self.dtype, self.ndim = (len(source),), np.dtype(np.int32), 1
 
   def __len__(self) -> int:
@@ -418,7 +540,12 @@ class LazyLabels:
 
   def __getitem__(self, index) -> np.ndarray:
     idx = np.arange(len(self))[index]
-    out = np.array([self.source[int(i)][0] for i in np.atleast_1d(idx)], np.int32)
+    flat = np.atleast_1d(idx)
+    out = np.array([self.source[int(i)][0] for i in flat], np.int32)
+    outside = (out < 0) | (out >= self.num_classes)
+    if outside.any():
+      first = int(np.argmax(outside))
+      check_label(int(out[first]), self.num_classes, self.source.where(int(flat[first])))
     return out if np.ndim(idx) else out[0]
 
 
@@ -436,7 +563,8 @@ def load_lazy(cfg) -> core.Dataset:
       continue
     source = open_split(cfg.data_dir, name, manifest, cfg.get("verify_files", False))
     prep = preprocess(cfg, manifest, train=False)
-    splits[role] = core.Split(LazyImages(source, prep), LazyLabels(source))
+    splits[role] = core.Split(LazyImages(source, prep),
+                              LazyLabels(source, len(manifest["classes"])))
   # An empty split keeps the image shape, so evaluation compiles one shape.
   shape = splits["train"].x.shape[1:]
   for role, s in splits.items():
@@ -533,9 +661,61 @@ def write_manifest(out_dir, *, source: str, classes, encoding: str, channels: in
   return manifest
 
 
-def verify_files(data_dir) -> dict:
-  """Every split of a records directory against its manifest, CRC-32s included; returns
-  {split: count}. DataError names the first file that fails."""
-  manifest = read_manifest(data_dir)
-  return {split: len(open_split(data_dir, split, manifest, verify_files=True))
-          for split in manifest["splits"]}
+def verify_files(data_dir, flag: str = "--verify") -> dict:
+  """Every split of a records directory against its manifest: each shard's size, record
+  count and CRC-32, then every record decoded (its own CRC-32), its label one of the
+  manifest's classes, a raw record's size the manifest's shape, and each split's labels
+  counted against its class_counts; returns {split: count}. DataError names the first
+  split, file and record that fails (WorkdirError naming `flag` for an unusable URL)."""
+  manifest = read_manifest(data_dir, flag)
+  counts = {}
+  for split in manifest["splits"]:
+    source = open_split(data_dir, split, manifest, verify_files=True)
+    _verify_records(source, manifest)
+    counts[split] = len(source)
+  return counts
+
+
+_VERIFY_CHUNK = 256   # records read at a time by verify_files
+
+
+def _verify_records(source: SplitSource, manifest: dict) -> None:
+  """Every record of a split decoded and its label checked (verify_files)."""
+  num_classes = len(manifest["classes"])
+  raw_size = int(np.prod(manifest["shape"])) if manifest["encoding"] == "raw" else None
+  seen = {}
+  for shard in range(len(source.files)):
+    path = source.path(shard)
+    n = int(source.offsets[shard + 1] - source.offsets[shard])
+    reader = open_reader(path)
+    try:
+      for start in range(0, n, _VERIFY_CHUNK):
+        try:
+          chunk = reader.read(start, min(n, start + _VERIFY_CHUNK))
+        except Exception as e:  # noqa: BLE001
+          raise errors.DataError(
+              f"{path}: records {start}..{min(n, start + _VERIFY_CHUNK) - 1} cannot be read "
+              f"({_reason(e)}); rewrite the records with {_CONVERT}") from None
+        for j, record in enumerate(chunk, start):
+          where = f"{path}: record {j} (split {source.name!r})"
+          label, payload = decode(record, where)
+          check_label(label, num_classes, where)
+          if raw_size is not None and len(payload) != raw_size:
+            raise errors.DataError(
+                f"{where} holds {len(payload)} bytes, not the {raw_size} of shape "
+                f"{tuple(manifest['shape'])}; rewrite the records with {_CONVERT}")
+          seen[label] = seen.get(label, 0) + 1
+    finally:
+      try:
+        reader.close()
+      except Exception:  # noqa: BLE001  Damage is reported by the reads above.
+        pass
+  listed = manifest["splits"][source.name].get("class_counts")
+  if listed is not None:
+    listed = {int(k): v for k, v in listed.items() if v}
+    if listed != seen:
+      label = min(k for k in set(listed) | set(seen) if listed.get(k, 0) != seen.get(k, 0))
+      raise errors.DataError(
+          f"{epath.Path(source.data_dir) / MANIFEST}: split {source.name!r} holds "
+          f"{seen.get(label, 0)} records of label {label}, its class_counts say {listed.get(label, 0)}; rewrite "
+          f"the records with {_CONVERT}")
