@@ -146,8 +146,10 @@ def restore(workdir: str, target_state) -> tuple[object, int]:
            "count or code version); rerun with the config and data they were written with, "
            "or pass a new --workdir: this one is left as it is")
   else:
-    fix = (f"they are damaged; move {ckpt_dir} aside (keep it) and rerun to start over, or "
-           "pass a new --workdir")
+    # Not "move them aside": a workdir whose records passed a checkpoint refuses to start
+    # over without one (train.py), so only a new workdir works.
+    fix = ("they are damaged; pass a new --workdir to start over (this one is left as it "
+           "is, its records in metrics.jsonl)")
   raise errors.DataError(f"no usable checkpoint in {ckpt_dir} ({summary[:400]}); {fix}")
 
 
