@@ -111,6 +111,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "grad": ("autodiff", "manual"),
     "matmul_precision": ("default", "high", "highest"),
     "compute_dtype": ("float32", "bfloat16"),
+    "data.pipeline": ("memory", "streaming"),  # records sets (research/data/records.py)
 }
 
 

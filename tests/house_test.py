@@ -133,6 +133,24 @@ def test_main_help_exits_0_lists_every_config_and_imports_no_jax():
   assert check.stdout.strip().endswith("False"), check.stdout
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--config.num_stepz=3"], "num_stepz"),
+    (["--config=configs/alexnet_imagenet.py:cpu", "--config.data.pipeline=stream"],
+     "config.data.pipeline='stream' is not supported"),
+    (["--config.optimizer.b1=1.5"], "optimizer.b1"),
+])
+def test_a_bad_config_value_is_refused_before_jax_is_imported(tmp_path, args, says):
+  # A typo is reported at once, not after JAX and every model are imported.
+  check = _python("-c", "import sys, runpy\n"
+                  f"sys.argv = ['m', '--workdir={tmp_path / 'run'}', *{args!r}]\n"
+                  "try:\n  runpy.run_module('research.main', run_name='__main__')\n"
+                  "except SystemExit as e:\n  print('exit', e.code)\n"
+                  "print('jax' in sys.modules)")
+  assert check.stdout.split()[-3:] == ["exit", "2", "False"], (check.stdout, check.stderr)
+  assert says in check.stderr and check.stderr.count("\n") == 1, check.stderr
+  assert not (tmp_path / "run").exists()
+
+
 def test_print_config_prints_the_overridden_config_and_touches_nothing(tmp_path):
   result = _python("-m", "research.main", "--config=configs/lenet_digits.py", "--print_config",
                    "--config.seed=7", f"--workdir={tmp_path / 'run'}")

@@ -47,7 +47,7 @@ from research.data import core
 MANIFEST = "manifest.json"
 FORMAT = 1                          # Version of the manifest and record layout.
 ENCODINGS = ("image", "raw")
-PIPELINES = ("memory", "streaming")
+PIPELINES = config_lib.CHOICES["data.pipeline"]
 _HEADER = struct.Struct("<iI")      # label, CRC-32 of the payload
 _CONVERT = "launch/make_records.py"
 # Random access: no read-ahead (the streaming order jumps between records).
