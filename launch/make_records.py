@@ -214,7 +214,7 @@ _OURS = re.compile(r"^(\w[\w.-]*-\d{5}-of-\d{5}\.array_record|\.[\w.-]+-\d{5}\.t
                    r"|manifest\.json|\.manifest\.json\.tmp-\d+)$")
 _SPLIT = re.compile(r"^\w[\w.-]*$")  # A plain folder name; shard names are built from it.
 # gs://b/x, gs:/b/x (one slash) and gs:b/x (none): URLs, never local folder names.
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")  # Two letters or more: C:/x is a folder.
 _NO_SLASH = re.compile(r"^(gs|gcs|s3|file|https?|hdfs|az|abfs):(?!/)", re.IGNORECASE)
 
 
@@ -281,15 +281,15 @@ def _check_src(fmt: str, src: str, idx_name: str) -> None:
           f"holding {cifar10.DIRNAME}/ as --src")
 
 
-def _check_out(out: str, src: str) -> None:
-  """Refuses an --out that would overwrite records files, or that overlaps --src."""
-  real_out, real_src = os.path.realpath(out), os.path.realpath(src)
-  common = os.path.commonpath([real_out, real_src])
-  if common == real_src:  # Its records would be read as source data (a class 'rec').
-    raise errors.WorkdirError(f"--out={out} is inside --src={src}; pass an --out outside it")
-  if common == real_out:
-    raise errors.WorkdirError(f"--src={src} is inside --out={out}; pass a new --out outside "
-                              "--src")
+def _check_out(out: str, src: str, splits: list[str] | None) -> None:
+  """Refuses an --out that would overwrite records files, or that lies in a split folder of
+  an imagefolder --src (it would be read as a class)."""
+  real_out = os.path.realpath(out)
+  for split in splits or ():
+    real_split = os.path.realpath(os.path.join(src, split))
+    if os.path.commonpath([real_out, real_split]) == real_split:
+      raise errors.WorkdirError(f"--out={out} is inside --src's {split}/ folder, where it "
+                                "would be read as a class; pass an --out outside it")
   if os.path.lexists(out) and not os.path.isdir(out):
     raise errors.WorkdirError(f"--out={out} exists and is not a directory; pass a new directory")
   if not os.path.isdir(out):
@@ -299,6 +299,9 @@ def _check_out(out: str, src: str) -> None:
     raise errors.WorkdirError(f"--out={out} already holds a records set ({records.MANIFEST}); "
                               "pass a new directory so it is kept")
   held = sorted(n for n in names if n.endswith(".array_record") or _OURS.match(n))
+  if held and all(n.startswith(".") for n in held):
+    raise errors.WorkdirError(f"--out={out} holds the temporary files of a conversion that "
+                              f"stopped ({_some(held)}); delete them, or pass a new directory")
   if held:
     raise errors.WorkdirError(f"--out={out} already holds records files ({_some(held)}); pass "
                               "a new or empty directory so they are kept")
@@ -355,10 +358,13 @@ def main(argv=None) -> None:
   parser.add_argument("--verify", metavar="DIR",
                       help="check a records directory against its manifest and CRC-32s")
   args = parser.parse_args(argv)
+  # "--src=~/x" reaches us unexpanded (the shell expands ~ only at a word's start).
+  args.src, args.out, args.verify = (a and os.path.expanduser(a)
+                                     for a in (args.src, args.out, args.verify))
   if args.verify:
     # One line for a URL whose fsspec package is missing, an unknown scheme or a typo.
-    counts = records.verify_files(workdir.as_path(args.verify, flag="--verify",
-                                                  checkpoints=False), flag="--verify")
+    counts = records.verify_files(workdir.as_path(args.verify, flag="--verify"),
+                                  flag="--verify")
     print(f"{args.verify}: ok ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
     return
   if not (args.format and args.src and args.out):
@@ -368,11 +374,11 @@ def main(argv=None) -> None:
   # Every refusal comes before --out is made: a refused command leaves nothing behind.
   _check_local("--src", args.src)
   _check_local("--out", args.out)
-  # A folder named "gs:" is fine: records paths, unlike checkpoint paths, are never URLs.
-  workdir.as_path(args.out, flag="--out", checkpoints=False)
+  args.out = os.path.abspath(args.out)  # "new/../x" is x: the writer never needs new/.
+  workdir.as_path(args.out, flag="--out")  # A folder named "gs:" is fine for records.
   splits = _parse_splits(args.splits) if args.format == "imagefolder" else None
   _check_src(args.format, args.src, args.idx_name)
-  _check_out(args.out, args.src)
+  _check_out(args.out, args.src, splits)
   before, made = _prepare_out(args.out)
   hidden = 0
   try:

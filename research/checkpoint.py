@@ -35,7 +35,7 @@ _FORMAT = 1  # Version of the manifest layout.
 
 def checkpoint_dir(workdir) -> epath.Path:
   """workdir/checkpoints, absolute for local paths (orbax requires it); gs:// kept as is."""
-  return workdir_lib.as_path(workdir) / SUBDIR
+  return workdir_lib.as_path(workdir, checkpoints=True) / SUBDIR
 
 
 def latest_step(workdir) -> int | None:

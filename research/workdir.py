@@ -51,12 +51,12 @@ _NO_SLASH = re.compile(r"^(gs|s3|file):(?!/)", re.IGNORECASE)  # gs:bucket/x
 _HELD: dict[str, tuple[int, int]] = {}  # local lock path -> (fd, depth): claims nest
 
 
-def as_path(workdir, flag: str = "--workdir", checkpoints: bool = True) -> epath.Path:
+def as_path(workdir, flag: str = "--workdir", checkpoints: bool = False) -> epath.Path:
   """`workdir` as an epath.Path; local paths are made absolute (orbax requires it).
 
   Raises errors.WorkdirError naming `flag` for a URL missing a slash (gs:/x, gs:x), a scheme
-  etils cannot open or whose package is missing, and, where checkpoints are written there, a
-  local path with a component ending in ':'.
+  etils cannot open or whose package is missing, and, with `checkpoints` (a run claiming it,
+  orbax writing there), a local path whose absolute form has a folder name ending in ':'.
   """
   text = os.fspath(workdir)
   if not text:
@@ -66,15 +66,16 @@ def as_path(workdir, flag: str = "--workdir", checkpoints: bool = True) -> epath
     if url:  # "gs:/bucket/x" is a typo for gs://bucket/x, not a local "gs:" directory.
       scheme, rest = url.group(1), text[url.end():]
       fix = (f"write {os.path.abspath('/' + rest)} for a local path" if scheme.lower() == "file"
-             else f"write {scheme}://{rest or 'BUCKET/DIR'}")
+             else f"write {scheme.lower()}://{rest or 'BUCKET/DIR'}")
       raise errors.WorkdirError(f"{flag}={text} looks like a {scheme}:// URL missing a slash; "
                                 f"{fix}")
-    colon = next((c for c in text.split(os.sep) if c.endswith(":")), None)
+    path = os.path.abspath(text)  # A relative path run from inside ".../gs:/" counts too.
+    colon = next((c for c in path.split(os.sep) if c.endswith(":")), None)
     if colon and checkpoints:  # tensorstore reads ".../gs:/x" as a URL and fails mid-run.
-      raise errors.WorkdirError(f"{flag}={text}: the folder name {colon!r} ends in ':', which "
-                                "the checkpoint writer reads as a URL scheme; rename it "
-                                f"(e.g. {colon[:-1]}_)")
-    return epath.Path(os.path.abspath(text))
+      raise errors.WorkdirError(f"{flag}={text}: the folder name {colon!r} in {path} ends in "
+                                "':', which the checkpoint writer reads as a URL scheme; "
+                                f"rename it (e.g. {colon[:-1]}_)")
+    return epath.Path(path)
   scheme = text.split("://", 1)[0]
   try:
     path = epath.Path(text)
@@ -124,7 +125,7 @@ def claim(workdir, *, process_index: int = 0) -> Iterator[epath.Path]:
   be created or written, or another run holds it. Claims of one workdir nest within a process
   (a runner that calls train_and_evaluate on its own workdir holds one lock).
   """
-  path = as_path(workdir)
+  path = as_path(workdir, checkpoints=True)
   try:
     what = (("a file" if path.exists() and not path.is_dir() else None) if is_remote(path)
             else _non_directory(os.fspath(path)))

@@ -248,19 +248,31 @@ def test_a_url_with_one_slash_is_refused_before_anything_is_created(tmp_path, wo
 
 @pytest.mark.parametrize("text, says", [
     ("gs:bucket/run", "looks like a gs:// URL missing a slash; write gs://bucket/run"),
-    ("S3:/bucket/run", "looks like a S3:// URL missing a slash; write S3://bucket/run"),
+    ("S3:/bucket/run", "looks like a S3:// URL missing a slash; write s3://bucket/run"),
     ("file:/tmp/run", "looks like a file:// URL missing a slash; write /tmp/run for a local"),
-    ("./gs:/bucket/run", "the folder name 'gs:' ends in ':'"),
-    ("runs/s3:", "the folder name 's3:' ends in ':'"),
+    ("./gs:/bucket/run", "the folder name 'gs:' in "),
+    ("runs/s3:", "the folder name 's3:' in "),
     ("gs:", "looks like a gs:// URL"),
 ])
 def test_a_path_the_checkpoint_writer_would_read_as_a_url_is_refused(tmp_path, text, says):
   # "./gs:/x" trained and then failed at its first checkpoint (tensorstore read "gs:/" as a
   # URL); every such path is refused before anything is created, naming the flag.
   with pytest.raises(errors.WorkdirError, match=re.escape(says)) as e:
-    workdir_lib.as_path(text, flag="--config.data.data_dir")
-  assert str(e.value).startswith(f"--config.data.data_dir={text}")
+    workdir_lib.as_path(text, flag="--workdir", checkpoints=True)
+  assert str(e.value).startswith(f"--workdir={text}")
   assert "\n" not in str(e.value)
+
+
+def test_a_relative_workdir_inside_a_folder_ending_in_a_colon_is_refused(tmp_path,
+                                                                        monkeypatch):
+  # The check reads the absolute path: run from inside ".../gs:", "run1" is ".../gs:/run1".
+  (tmp_path / "gs:").mkdir()
+  monkeypatch.chdir(tmp_path / "gs:")
+  with pytest.raises(errors.WorkdirError, match=re.escape("the folder name 'gs:'")):
+    train.train_and_evaluate(_tiny(), "run1")
+  assert os.listdir(tmp_path / "gs:") == []
+  # Reading such a path (records, reports) is fine: only checkpoint writes misread it.
+  assert str(workdir_lib.as_path("run1")) == str(tmp_path / "gs:" / "run1")
 
 
 def test_the_path_probe_leaves_nothing_and_accepts_a_short_workdir(tmp_path):

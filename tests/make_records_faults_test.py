@@ -63,7 +63,9 @@ def test_an_out_holding_records_files_is_refused_and_kept(tmp_path, capsys, name
   out.mkdir()
   (out / name).write_text("precious")
   line = _one_line(capsys, "--format=imagefolder", f"--src={src}", f"--out={out}")
-  assert f"--out={out} already holds" in line and name in line and "new" in line
+  said = "holds the temporary files of a conversion that stopped" if name.endswith(
+      ".tmp") else "already holds"
+  assert f"--out={out} {said}" in line and name in line and "new" in line
   assert os.listdir(out) == [name] and (out / name).read_text() == "precious"
 
 
@@ -79,6 +81,9 @@ def test_a_refused_conversion_removes_only_what_it_wrote(tmp_path, capsys):
   code, _ = _refused(capsys, "--format=imagefolder", f"--src={src}",
                      f"--out={tmp_path / 'new' / 'deep' / 'rec'}")
   assert code == 2 and not (tmp_path / "new").exists()
+  code, _ = _refused(capsys, "--format=imagefolder", f"--src={src}",
+                     f"--out={tmp_path / 'new' / '..' / 'x'}")  # makedirs would make new/
+  assert code == 2 and sorted(os.listdir(tmp_path)) == ["out", "src"]
 
 
 def test_cleanup_spares_shard_named_files_that_were_there_before(tmp_path):
@@ -166,16 +171,29 @@ def test_bad_splits_are_one_line(tmp_path, capsys, splits, match):
 # ---------------------------------------------------------------------- 4: out in src
 
 
-def test_an_out_inside_src_or_around_it_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_an_out_inside_a_split_folder_is_refused(tmp_path, capsys, split):
   src = _tree(tmp_path / "src")
   before = _listing(src)
   line = _one_line(capsys, "--format=imagefolder", f"--src={src}",
-                   f"--out={src / 'train' / 'rec'}")
-  assert "is inside --src" in line and _listing(src) == before
-  line = _one_line(capsys, "--format=imagefolder", f"--src={src}", f"--out={src}")
-  assert "is inside --src" in line and _listing(src) == before
-  line = _one_line(capsys, "--format=imagefolder", f"--src={src}", f"--out={tmp_path}")
-  assert f"--src={src} is inside --out={tmp_path}" in line and _listing(src) == before
+                   f"--out={src / split / 'rec'}")
+  assert f"is inside --src's {split}/ folder" in line and _listing(src) == before
+
+
+def test_an_out_beside_the_splits_or_around_src_converts(tmp_path, capsys, monkeypatch):
+  # Classes come only from SRC/<split>/, so SRC/records (or SRC itself) is no class; nor is
+  # an --out that holds --src. "~" in --src=~/x reaches the converter unexpanded.
+  src = _tree(tmp_path / "src")
+  monkeypatch.setenv("HOME", str(tmp_path))
+  for out in (src / "records", src, tmp_path / "around"):
+    argv = ["--format=imagefolder", "--src=~/src", f"--out={out}", "--workers=1"]
+    make_records.main(argv)
+    assert records.read_manifest(str(out))["classes"] == ["ant", "bee"]
+    assert records.verify_files(str(out)) == {"train": 4, "val": 4}
+    for name in os.listdir(out):
+      if name == records.MANIFEST or name.endswith(".array_record"):
+        os.remove(out / name)
+  assert "wrote" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------- 5: hidden entries

@@ -118,9 +118,9 @@ def shard_name(split: str, i: int, count: int) -> str:
 
 def data_path(data_dir, flag: str = "--config.data.data_dir") -> epath.Path:
   """The records directory as an epath.Path (local paths made absolute); errors.WorkdirError
-  naming `flag` for a URL etils cannot open here (gs:// without gcsfs, http://, gs:/x). A
-  folder named "gs:" is fine here: only checkpoint paths are read as URLs by tensorstore."""
-  return workdir_lib.as_path(data_dir, flag=flag, checkpoints=False)
+  naming `flag` for a URL etils cannot open here (gs:// without gcsfs, http://, gs:/x, gs:x).
+  A folder named "gs:" inside the path is fine: only checkpoint paths are read as URLs."""
+  return workdir_lib.as_path(data_dir, flag=flag)
 
 
 def read_manifest(data_dir, flag: str = "--config.data.data_dir") -> dict:
