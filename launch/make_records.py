@@ -309,10 +309,7 @@ def _check_out(out: str, src: str, splits: list[str] | None) -> None:
 
 def _prepare_out(out: str) -> tuple[set, list]:
   """Creates --out; returns (the names it held before, the folders made, deepest first)."""
-  made, d = [], os.path.abspath(out)
-  while not os.path.lexists(d):
-    made.append(d)
-    d = os.path.dirname(d)
+  made = workdir.missing_dirs(out)  # --out is absolute here
   try:
     os.makedirs(out, exist_ok=True)
   except OSError as e:
@@ -330,11 +327,7 @@ def _remove_partial(out: str, before: set, made: list) -> None:
       if name not in before and _OURS.match(name):
         with contextlib.suppress(OSError):
           os.remove(os.path.join(out, name))
-  for d in made:
-    try:
-      os.rmdir(d)  # Only when empty.
-    except OSError:
-      break
+  workdir.remove_unused(made)  # The folders it made, each only when empty.
 
 
 @cli.guarded

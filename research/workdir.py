@@ -132,7 +132,7 @@ def claim(workdir, *, process_index: int = 0) -> Iterator[epath.Path]:
     if what is not None:
       raise errors.WorkdirError(f"--workdir={path} is {what}, not a directory; pass a "
                                 "directory path (it is created if missing)")
-    created = [] if is_remote(path) else _missing_dirs(os.fspath(path))
+    created = [] if is_remote(path) else missing_dirs(os.fspath(path))
     path.mkdir(parents=True, exist_ok=True)
   except OSError as e:
     raise errors.WorkdirError(f"--workdir={path} cannot be created "
@@ -163,7 +163,7 @@ def claim(workdir, *, process_index: int = 0) -> Iterator[epath.Path]:
     fd = _lock(path, lock_path)
   except BaseException:
     # Never the lock file here: another run may hold it (unlinked, a third could lock anew).
-    _remove_unused([p for p in created if p != lock_path])
+    remove_unused([p for p in created if p != lock_path])
     raise
   _HELD[lock_path] = (fd, 1)
   failed = True
@@ -174,10 +174,10 @@ def claim(workdir, *, process_index: int = 0) -> Iterator[epath.Path]:
     _HELD.pop(lock_path, None)
     os.close(fd)  # Releases the flock.
     if failed:
-      _remove_unused(created)
+      remove_unused(created)
 
 
-def _missing_dirs(path: str) -> list[str]:
+def missing_dirs(path: str) -> list[str]:
   """The directories of `path`'s chain that do not exist yet, deepest first."""
   missing = []
   while path and not os.path.lexists(path):
@@ -189,7 +189,7 @@ def _missing_dirs(path: str) -> list[str]:
   return missing
 
 
-def _remove_unused(created: list[str]) -> None:
+def remove_unused(created: list[str]) -> None:
   """A run refused before it wrote anything leaves no trace: what this claim created (the
   lock file, then the directories, deepest first) goes again while it holds nothing else."""
   lock = [p for p in created if os.path.basename(p) == LOCK_FILE]
